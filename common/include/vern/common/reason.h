@@ -1,0 +1,29 @@
+#pragma once
+// Why a device payload did not become a stored record. Counted, logged by name, never with the
+// payload. Append new reasons at the end: the numbers are stored in the quarantine.
+#include <cstdint>
+#include <string_view>
+
+namespace vern {
+
+enum class Reason : std::uint8_t {
+    too_large = 0,        // payload over ingest.max_payload_bytes
+    bad_topic = 1,        // topic not dev/v1/{site}/{device}/{kind} of our site
+    undecodable = 2,      // neither valid Protobuf nor valid JSON of DeviceMessage
+    wrong_type = 3,       // body kind does not match the topic's kind, or no body
+    device_mismatch = 4,  // device_id in the payload differs from the topic's
+    invalid_field = 5,    // a required field missing or out of range
+    duplicate = 6,        // seq already committed (a retry); receipted again, not stored
+    seq_window_full = 7,  // too many out-of-order seqs pending for the device
+    policy_refused = 8,   // the policy stage refused the event
+    leak_blocked = 9,     // egress guard found an identifier in a cleaned record
+    store_failed = 10,    // the commit failed (disk full, I/O error); the device will retry
+    seal_failed = 11,     // the record could not be sealed or opened
+    corrupt_record = 12,  // a stored record failed its check on the way out
+};
+
+inline constexpr int reason_count = 13;
+
+std::string_view reason_name(Reason r);
+
+}  // namespace vern
