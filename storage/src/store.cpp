@@ -1,0 +1,600 @@
+// RocksDB lives here and nowhere else in vern. Values are sealed bytes: they are copied in and
+// out, never parsed, logged or printed.
+#include "vern/storage/store.h"
+
+#include <rocksdb/cache.h>
+#include <rocksdb/convenience.h>
+#include <rocksdb/db.h>
+#include <rocksdb/iterator.h>
+#include <rocksdb/options.h>
+#include <rocksdb/slice.h>
+#include <rocksdb/status.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+
+#include <algorithm>
+#include <array>
+#include <filesystem>
+#include <mutex>
+#include <system_error>
+
+namespace vern::storage {
+namespace {
+
+constexpr std::size_t lane_count = all_lanes.size();
+
+// Column family order in the handle vector returned by DB::Open.
+constexpr std::size_t cf_default = 0;
+constexpr std::size_t cf_lane0 = 1;  // alarm, image, meter follow in Lane order
+constexpr std::size_t cf_state = cf_lane0 + lane_count;
+constexpr std::size_t cf_quarantine = cf_state + 1;
+constexpr std::size_t cf_total = cf_quarantine + 1;
+
+// Private bookkeeping in the default column family: the next sequence number of each lane and
+// of the quarantine log, so that numbers are never reused after every record has been removed.
+constexpr std::string_view meta_next_prefix = "vern/next_seq/";
+constexpr std::string_view quarantine_name = "quarantine";
+
+std::string seq_key(std::uint64_t seq) {
+    std::string key(8, '\0');
+    for (std::size_t i = 0; i < 8; ++i) {
+        key[i] = static_cast<char>(static_cast<unsigned char>(seq >> (56 - 8 * i)));
+    }
+    return key;
+}
+
+std::optional<std::uint64_t> key_seq(const rocksdb::Slice& key) {
+    if (key.size() != 8) return std::nullopt;
+    std::uint64_t seq = 0;
+    for (std::size_t i = 0; i < 8; ++i) {
+        seq = (seq << 8) | static_cast<unsigned char>(key[i]);
+    }
+    return seq;
+}
+
+std::optional<std::size_t> lane_index(Lane lane) {
+    const auto index = static_cast<std::size_t>(lane);
+    if (index >= lane_count) return std::nullopt;
+    return index;
+}
+
+std::string meta_key(std::string_view name) {
+    std::string key(meta_next_prefix);
+    key.append(name);
+    return key;
+}
+
+bool is_lock_error(const std::string& text) {
+    return text.find("lock hold by current process") != std::string::npos ||
+           text.find("While lock file") != std::string::npos ||
+           text.find("/LOCK:") != std::string::npos;
+}
+
+StoreError to_error(const rocksdb::Status& status) {
+    std::string text = status.ToString();
+    StoreErrc code = StoreErrc::io_error;
+    if (status.IsNoSpace() || text.find("No space left on device") != std::string::npos) {
+        code = StoreErrc::no_space;
+    } else if (status.IsCorruption()) {
+        code = StoreErrc::corruption;
+    } else if (status.IsBusy() || status.IsTryAgain() || is_lock_error(text)) {
+        code = StoreErrc::busy;
+    } else if (status.IsInvalidArgument()) {
+        code = StoreErrc::invalid_argument;
+    }
+    return StoreError{code, std::move(text)};
+}
+
+StoreError invalid(std::string detail) {
+    return StoreError{StoreErrc::invalid_argument, std::move(detail)};
+}
+
+// Smallest string greater than every string starting with `prefix`; empty if there is none.
+std::string prefix_successor(std::string_view prefix) {
+    std::string out(prefix);
+    while (!out.empty() && static_cast<unsigned char>(out.back()) == 0xff) out.pop_back();
+    if (!out.empty()) out.back() = static_cast<char>(static_cast<unsigned char>(out.back()) + 1);
+    return out;
+}
+
+rocksdb::CompressionType small_value_compression() {
+    for (auto type : rocksdb::GetSupportedCompressions()) {
+        if (type == rocksdb::kLZ4Compression) return type;
+    }
+    return rocksdb::kNoCompression;
+}
+
+struct LaneCounters {
+    std::uint64_t head_seq = 1;
+    std::uint64_t next_seq = 1;
+    std::uint64_t depth = 0;
+    std::uint64_t bytes = 0;
+};
+
+}  // namespace
+
+std::string_view store_errc_name(StoreErrc code) {
+    switch (code) {
+        case StoreErrc::io_error:
+            return "io_error";
+        case StoreErrc::no_space:
+            return "no_space";
+        case StoreErrc::corruption:
+            return "corruption";
+        case StoreErrc::invalid_argument:
+            return "invalid_argument";
+        case StoreErrc::busy:
+            return "busy";
+    }
+    return "unknown";
+}
+
+// --- WriteSet -------------------------------------------------------------------------------
+
+void WriteSet::append(Lane lane, std::string value) {
+    appends_.emplace_back(lane, std::move(value));
+}
+
+void WriteSet::put_state(std::string key, std::string value) {
+    state_.emplace_back(std::move(key), std::move(value));
+}
+
+void WriteSet::erase_state(std::string key) { state_.emplace_back(std::move(key), std::nullopt); }
+
+void WriteSet::quarantine(std::string entry) { quarantine_.push_back(std::move(entry)); }
+
+bool WriteSet::empty() const { return appends_.empty() && state_.empty() && quarantine_.empty(); }
+
+// --- Store ----------------------------------------------------------------------------------
+
+struct Store::Impl {
+    StoreOptions options;
+    rocksdb::DB* db = nullptr;
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+
+    // Serialises commits (seq assignment + write + publish) and removes (size scan + write +
+    // publish). Neither is held by read() or stats(), which only take counters_mu briefly.
+    std::mutex commit_mu;
+    std::mutex remove_mu;
+
+    // The in-memory counters. Published only after the WriteBatch that changes them succeeded.
+    mutable std::mutex counters_mu;
+    std::array<LaneCounters, lane_count> lanes{};
+    std::uint64_t quarantine_head = 1;
+    std::uint64_t quarantine_next = 1;
+
+    ~Impl() {
+        if (db == nullptr) return;
+        for (auto* handle : handles) db->DestroyColumnFamilyHandle(handle);
+        handles.clear();
+        db->Close().PermitUncheckedError();
+        delete db;
+    }
+
+    rocksdb::ColumnFamilyHandle* lane_cf(std::size_t index) const {
+        return handles[cf_lane0 + index];
+    }
+
+    LaneCounters lane_snapshot(std::size_t index) const {
+        std::lock_guard lock(counters_mu);
+        return lanes[index];
+    }
+
+    Result<std::optional<std::uint64_t>, StoreError> read_meta(std::string_view name) const {
+        std::string value;
+        auto status = db->Get(rocksdb::ReadOptions(), handles[cf_default], meta_key(name), &value);
+        if (status.IsNotFound()) return std::optional<std::uint64_t>{};
+        if (!status.ok()) return fail(to_error(status));
+        auto seq = key_seq(value);
+        if (!seq) return fail(StoreError{StoreErrc::corruption, "malformed sequence mark"});
+        return seq;
+    }
+
+    // Start-up only: walks each lane once to rebuild depth, bytes, head and next.
+    Result<void, StoreError> recover() {
+        for (std::size_t i = 0; i < lane_count; ++i) {
+            auto mark = read_meta(lane_name(all_lanes[i]));
+            if (!mark) return fail(mark.error());
+            LaneCounters counters;
+            std::optional<std::uint64_t> first;
+            std::uint64_t last = 0;
+            std::unique_ptr<rocksdb::Iterator> it(
+                db->NewIterator(rocksdb::ReadOptions(), lane_cf(i)));
+            for (it->SeekToFirst(); it->Valid(); it->Next()) {
+                auto seq = key_seq(it->key());
+                if (!seq) return fail(StoreError{StoreErrc::corruption, "malformed lane key"});
+                if (!first) first = seq;
+                last = *seq;
+                ++counters.depth;
+                counters.bytes += it->value().size();
+            }
+            if (!it->status().ok()) return fail(to_error(it->status()));
+            counters.next_seq = std::max<std::uint64_t>({1, last + 1, mark->value_or(1)});
+            counters.head_seq = first.value_or(counters.next_seq);
+            lanes[i] = counters;
+        }
+
+        auto mark = read_meta(quarantine_name);
+        if (!mark) return fail(mark.error());
+        std::unique_ptr<rocksdb::Iterator> it(
+            db->NewIterator(rocksdb::ReadOptions(), handles[cf_quarantine]));
+        std::optional<std::uint64_t> first;
+        std::uint64_t last = 0;
+        it->SeekToFirst();
+        if (it->Valid()) {
+            first = key_seq(it->key());
+            it->SeekToLast();
+            if (it->Valid()) last = key_seq(it->key()).value_or(0);
+        }
+        if (!it->status().ok()) return fail(to_error(it->status()));
+        quarantine_next = std::max<std::uint64_t>({1, last + 1, mark->value_or(1)});
+        quarantine_head = first.value_or(quarantine_next);
+        return {};
+    }
+};
+
+Store::Store() : impl_(std::make_unique<Impl>()) {}
+
+Store::~Store() = default;
+
+Result<std::unique_ptr<Store>, StoreError> Store::open(const StoreOptions& options) {
+    if (options.path.empty()) return fail(invalid("store path is empty"));
+    std::error_code ec;
+    std::filesystem::create_directories(options.path, ec);
+    if (ec) {
+        const bool full = ec == std::errc::no_space_on_device;
+        return fail(StoreError{full ? StoreErrc::no_space : StoreErrc::io_error,
+                               "create " + options.path + ": " + ec.message()});
+    }
+
+    rocksdb::DBOptions db_options;
+    db_options.create_if_missing = true;
+    db_options.create_missing_column_families = true;
+    db_options.paranoid_checks = true;
+    // A torn last write after power loss is dropped, not fatal.
+    db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+    db_options.max_total_wal_size = options.max_total_wal_bytes;
+    db_options.max_log_file_size = options.max_info_log_bytes;
+    db_options.keep_log_file_num = std::max<std::size_t>(1, options.keep_info_log_files);
+    db_options.recycle_log_file_num = 0;
+    db_options.max_manifest_file_size = 4u << 20;
+
+    rocksdb::BlockBasedTableOptions table;
+    table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+    table.cache_index_and_filter_blocks = true;  // index blocks count against the cache too
+    table.pin_l0_filter_and_index_blocks_in_cache = true;
+    std::shared_ptr<rocksdb::TableFactory> table_factory(rocksdb::NewBlockBasedTableFactory(table));
+
+    rocksdb::ColumnFamilyOptions base;
+    base.write_buffer_size = options.write_buffer_bytes;
+    base.max_write_buffer_number = 2;
+    base.table_factory = table_factory;
+    base.compression = small_value_compression();
+
+    rocksdb::ColumnFamilyOptions lane_options = base;
+    lane_options.compression = rocksdb::kNoCompression;  // sealed bytes do not compress
+
+    std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+    descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, base);
+    for (Lane lane : all_lanes)
+        descriptors.emplace_back(std::string(lane_name(lane)), lane_options);
+    descriptors.emplace_back("state", base);
+    descriptors.emplace_back(std::string(quarantine_name), base);
+
+    std::unique_ptr<Store> store(new Store());
+    Impl& impl = *store->impl_;
+    impl.options = options;
+    auto status = rocksdb::DB::Open(db_options, options.path, descriptors, &impl.handles, &impl.db);
+    if (!status.ok()) {
+        impl.db = nullptr;
+        return fail(to_error(status));
+    }
+    if (impl.handles.size() != cf_total) {
+        return fail(StoreError{StoreErrc::io_error, "unexpected column family count"});
+    }
+    auto recovered = impl.recover();
+    if (!recovered) return fail(recovered.error());
+    return store;
+}
+
+Result<std::vector<std::uint64_t>, StoreError> Store::commit(WriteSet&& writes) {
+    Impl& impl = *impl_;
+    std::vector<std::uint64_t> seqs;
+    if (writes.empty()) return seqs;
+    for (const auto& [lane, value] : writes.appends_) {
+        if (!lane_index(lane)) return fail(invalid("unknown lane"));
+    }
+
+    std::lock_guard commit_lock(impl.commit_mu);
+    // Work on copies: nothing is published unless the batch is written.
+    std::array<std::uint64_t, lane_count> next{};
+    std::uint64_t q_head = 0;
+    std::uint64_t q_next = 0;
+    {
+        std::lock_guard lock(impl.counters_mu);
+        for (std::size_t i = 0; i < lane_count; ++i) next[i] = impl.lanes[i].next_seq;
+        q_head = impl.quarantine_head;
+        q_next = impl.quarantine_next;
+    }
+
+    rocksdb::WriteBatch batch;
+    rocksdb::Status status;
+    std::array<std::uint64_t, lane_count> added{};
+    std::array<std::uint64_t, lane_count> added_bytes{};
+    seqs.reserve(writes.appends_.size());
+    for (const auto& [lane, value] : writes.appends_) {
+        const std::size_t i = *lane_index(lane);
+        const std::uint64_t seq = next[i]++;
+        status = batch.Put(impl.lane_cf(i), seq_key(seq), value);
+        if (!status.ok()) return fail(to_error(status));
+        seqs.push_back(seq);
+        ++added[i];
+        added_bytes[i] += value.size();
+    }
+
+    for (const auto& [key, value] : writes.state_) {
+        status = value ? batch.Put(impl.handles[cf_state], key, *value)
+                       : batch.Delete(impl.handles[cf_state], key);
+        if (!status.ok()) return fail(to_error(status));
+    }
+
+    std::uint64_t new_q_head = q_head;
+    std::uint64_t new_q_next = q_next;
+    if (!writes.quarantine_.empty()) {
+        const std::uint64_t max_live = impl.options.max_quarantine_entries;
+        new_q_next = q_next + writes.quarantine_.size();
+        if (new_q_next - q_head > max_live) new_q_head = new_q_next - max_live;
+        // Drop the oldest entries already on disk, and skip new ones that would be dropped.
+        const std::uint64_t drop_end = std::min(new_q_head, q_next);
+        if (drop_end > q_head) {
+            status =
+                batch.DeleteRange(impl.handles[cf_quarantine], seq_key(q_head), seq_key(drop_end));
+            if (!status.ok()) return fail(to_error(status));
+        }
+        for (std::size_t k = 0; k < writes.quarantine_.size(); ++k) {
+            const std::uint64_t seq = q_next + k;
+            if (seq < new_q_head) continue;
+            status = batch.Put(impl.handles[cf_quarantine], seq_key(seq), writes.quarantine_[k]);
+            if (!status.ok()) return fail(to_error(status));
+        }
+        status =
+            batch.Put(impl.handles[cf_default], meta_key(quarantine_name), seq_key(new_q_next));
+        if (!status.ok()) return fail(to_error(status));
+    }
+
+    rocksdb::WriteOptions write_options;
+    write_options.sync = impl.options.sync;
+    status = impl.db->Write(write_options, &batch);
+    if (!status.ok()) return fail(to_error(status));
+
+    std::lock_guard lock(impl.counters_mu);
+    for (std::size_t i = 0; i < lane_count; ++i) {
+        impl.lanes[i].next_seq = next[i];
+        impl.lanes[i].depth += added[i];
+        impl.lanes[i].bytes += added_bytes[i];
+    }
+    impl.quarantine_head = new_q_head;
+    impl.quarantine_next = new_q_next;
+    return seqs;
+}
+
+Result<std::vector<StoredRecord>, StoreError> Store::read(Lane lane, std::uint64_t from,
+                                                          std::size_t max_records,
+                                                          std::size_t max_bytes) const {
+    const auto index = lane_index(lane);
+    if (!index) return fail(invalid("unknown lane"));
+    std::vector<StoredRecord> out;
+    if (max_records == 0) return out;
+
+    const LaneCounters counters = impl_->lane_snapshot(*index);
+    // Nothing live lies below head: starting there keeps acknowledged runs out of the walk.
+    const std::uint64_t start = std::max(from, counters.head_seq);
+    if (start >= counters.next_seq) return out;
+
+    const std::string lower = seq_key(start);
+    const std::string upper = seq_key(counters.next_seq);
+    const rocksdb::Slice lower_slice(lower);
+    const rocksdb::Slice upper_slice(upper);
+    rocksdb::ReadOptions read_options;
+    read_options.iterate_lower_bound = &lower_slice;
+    read_options.iterate_upper_bound = &upper_slice;
+    std::unique_ptr<rocksdb::Iterator> it(
+        impl_->db->NewIterator(read_options, impl_->lane_cf(*index)));
+
+    std::size_t total = 0;
+    for (it->Seek(lower_slice); it->Valid(); it->Next()) {
+        const auto seq = key_seq(it->key());
+        if (!seq) return fail(StoreError{StoreErrc::corruption, "malformed lane key"});
+        const std::size_t size = it->value().size();
+        // The byte budget is a cap, except that one record is always returned.
+        if (!out.empty() && total + size > max_bytes) break;
+        out.push_back(StoredRecord{*seq, it->value().ToString()});
+        total += size;
+        if (out.size() >= max_records || total >= max_bytes) break;
+    }
+    if (!it->status().ok()) return fail(to_error(it->status()));
+    return out;
+}
+
+Result<void, StoreError> Store::remove(Lane lane, std::vector<std::uint64_t> seqs) {
+    Impl& impl = *impl_;
+    const auto index = lane_index(lane);
+    if (!index) return fail(invalid("unknown lane"));
+    if (seqs.empty()) return {};
+
+    std::lock_guard remove_lock(impl.remove_mu);
+    const LaneCounters counters = impl.lane_snapshot(*index);
+    // Only seqs that were ever assigned can be live.
+    std::sort(seqs.begin(), seqs.end());
+    seqs.erase(std::unique(seqs.begin(), seqs.end()), seqs.end());
+    std::erase_if(seqs, [&](std::uint64_t s) { return s == 0 || s >= counters.next_seq; });
+    if (seqs.empty()) return {};
+
+    rocksdb::ColumnFamilyHandle* cf = impl.lane_cf(*index);
+    rocksdb::WriteBatch batch;
+    rocksdb::Status status;
+    std::uint64_t removed = 0;
+    std::uint64_t removed_bytes = 0;
+    std::uint64_t head = counters.head_seq;
+
+    // Sizes are read back with a bounded iterator over each run (the records were just read by
+    // the forwarder, so this is normally cache-hot); an in-memory size map would not be bounded.
+    auto scan = [&](std::uint64_t lo, std::uint64_t hi, bool sum_run, std::uint64_t& count,
+                    std::uint64_t& bytes, std::optional<std::uint64_t>& first) -> rocksdb::Status {
+        const std::string lower = seq_key(lo);
+        const std::string upper = seq_key(hi);
+        const rocksdb::Slice lower_slice(lower);
+        const rocksdb::Slice upper_slice(upper);
+        rocksdb::ReadOptions read_options;
+        read_options.iterate_lower_bound = &lower_slice;
+        read_options.iterate_upper_bound = &upper_slice;
+        read_options.fill_cache = false;
+        std::unique_ptr<rocksdb::Iterator> it(impl.db->NewIterator(read_options, cf));
+        for (it->Seek(lower_slice); it->Valid(); it->Next()) {
+            if (!first) first = key_seq(it->key());
+            if (!sum_run) break;
+            ++count;
+            bytes += it->value().size();
+        }
+        return it->status();
+    };
+
+    std::size_t i = 0;
+    while (i < seqs.size()) {
+        std::size_t j = i;
+        while (j + 1 < seqs.size() && seqs[j + 1] == seqs[j] + 1) ++j;
+        const std::uint64_t run_start = seqs[i];
+        const std::uint64_t run_end = seqs[j];
+        i = j + 1;
+
+        std::uint64_t count = 0;
+        std::uint64_t bytes = 0;
+        std::optional<std::uint64_t> first;
+        status = scan(run_start, run_end + 1, true, count, bytes, first);
+        if (!status.ok()) return fail(to_error(status));
+        if (count == 0) continue;  // already gone: no new tombstone
+
+        status = run_start == run_end
+                     ? batch.Delete(cf, seq_key(run_start))
+                     : batch.DeleteRange(cf, seq_key(run_start), seq_key(run_end + 1));
+        if (!status.ok()) return fail(to_error(status));
+        removed += count;
+        removed_bytes += bytes;
+
+        if (run_start <= head && head <= run_end) {
+            // New head: the next live key after this run (a later run may remove it in turn).
+            std::uint64_t unused_count = 0;
+            std::uint64_t unused_bytes = 0;
+            std::optional<std::uint64_t> next_live;
+            head = counters.next_seq;
+            if (run_end + 1 < counters.next_seq) {
+                status = scan(run_end + 1, counters.next_seq, false, unused_count, unused_bytes,
+                              next_live);
+                if (!status.ok()) return fail(to_error(status));
+                if (next_live) head = *next_live;
+            }
+        }
+    }
+    if (removed == 0) return {};
+
+    // Keeps seqs increasing across restarts even when the lane ends up empty.
+    status =
+        batch.Put(impl.handles[cf_default], meta_key(lane_name(lane)), seq_key(counters.next_seq));
+    if (!status.ok()) return fail(to_error(status));
+
+    rocksdb::WriteOptions write_options;
+    write_options.sync = false;  // a lost delete only means a duplicate is sent again
+    status = impl.db->Write(write_options, &batch);
+    if (!status.ok()) return fail(to_error(status));
+
+    std::lock_guard lock(impl.counters_mu);
+    LaneCounters& live = impl.lanes[*index];
+    live.depth -= std::min(live.depth, removed);
+    live.bytes -= std::min(live.bytes, removed_bytes);
+    // If head reached counters.next_seq, that is still right when commits happened meanwhile:
+    // their first record got exactly that seq.
+    live.head_seq = head;
+    return {};
+}
+
+Result<std::optional<std::string>, StoreError> Store::get_state(std::string_view key) const {
+    std::string value;
+    auto status = impl_->db->Get(rocksdb::ReadOptions(), impl_->handles[cf_state],
+                                 rocksdb::Slice(key.data(), key.size()), &value);
+    if (status.IsNotFound()) return std::optional<std::string>{};
+    if (!status.ok()) return fail(to_error(status));
+    return std::optional<std::string>(std::move(value));
+}
+
+Result<std::vector<std::pair<std::string, std::string>>, StoreError> Store::scan_state(
+    std::string_view prefix) const {
+    const rocksdb::Slice prefix_slice(prefix.data(), prefix.size());
+    const std::string upper = prefix_successor(prefix);
+    const rocksdb::Slice upper_slice(upper);
+    rocksdb::ReadOptions read_options;
+    read_options.iterate_lower_bound = &prefix_slice;
+    if (!upper.empty()) read_options.iterate_upper_bound = &upper_slice;
+    std::unique_ptr<rocksdb::Iterator> it(
+        impl_->db->NewIterator(read_options, impl_->handles[cf_state]));
+    std::vector<std::pair<std::string, std::string>> out;
+    for (it->Seek(prefix_slice); it->Valid() && it->key().starts_with(prefix_slice); it->Next()) {
+        out.emplace_back(it->key().ToString(), it->value().ToString());
+    }
+    if (!it->status().ok()) return fail(to_error(it->status()));
+    return out;
+}
+
+LaneStats Store::stats(Lane lane) const {
+    const auto index = lane_index(lane);
+    if (!index) return LaneStats{};
+    const LaneCounters counters = impl_->lane_snapshot(*index);
+    return LaneStats{counters.depth, counters.head_seq, counters.next_seq, counters.bytes};
+}
+
+std::uint64_t Store::quarantine_size() const {
+    std::lock_guard lock(impl_->counters_mu);
+    return impl_->quarantine_next - impl_->quarantine_head;
+}
+
+Result<std::vector<std::string>, StoreError> Store::quarantine_entries(std::size_t max) const {
+    std::uint64_t head = 0;
+    std::uint64_t next = 0;
+    {
+        std::lock_guard lock(impl_->counters_mu);
+        head = impl_->quarantine_head;
+        next = impl_->quarantine_next;
+    }
+    std::vector<std::string> out;
+    if (max == 0 || head >= next) return out;
+    const std::string lower = seq_key(head);
+    const std::string upper = seq_key(next);
+    const rocksdb::Slice lower_slice(lower);
+    const rocksdb::Slice upper_slice(upper);
+    rocksdb::ReadOptions read_options;
+    read_options.iterate_lower_bound = &lower_slice;
+    read_options.iterate_upper_bound = &upper_slice;
+    std::unique_ptr<rocksdb::Iterator> it(
+        impl_->db->NewIterator(read_options, impl_->handles[cf_quarantine]));
+    for (it->Seek(lower_slice); it->Valid() && out.size() < max; it->Next()) {
+        out.push_back(it->value().ToString());
+    }
+    if (!it->status().ok()) return fail(to_error(it->status()));
+    return out;
+}
+
+Result<void, StoreError> Store::compact() {
+    rocksdb::FlushOptions flush_options;
+    flush_options.wait = true;
+    auto status = impl_->db->Flush(flush_options, impl_->handles);
+    if (!status.ok()) return fail(to_error(status));
+    rocksdb::CompactRangeOptions compact_options;
+    // Rewrite the bottommost level too, so that tombstones and the bytes they cover are dropped.
+    compact_options.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+    for (auto* handle : impl_->handles) {
+        status = impl_->db->CompactRange(compact_options, handle, nullptr, nullptr);
+        if (!status.ok()) return fail(to_error(status));
+    }
+    return {};
+}
+
+}  // namespace vern::storage

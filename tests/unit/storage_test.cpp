@@ -1,0 +1,803 @@
+// Tests for vern_storage against real RocksDB directories under /tmp.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+// Only this test file touches RocksDB directly: for perf counters (tombstones skipped).
+#include <rocksdb/perf_context.h>
+#include <rocksdb/perf_level.h>
+
+#include "vern/storage/store.h"
+
+extern char** environ;
+
+namespace fs = std::filesystem;
+using vern::Lane;
+using vern::storage::LaneStats;
+using vern::storage::Store;
+using vern::storage::StoreErrc;
+using vern::storage::StoreOptions;
+using vern::storage::WriteSet;
+
+namespace {
+
+class TempDir {
+public:
+    TempDir() {
+        std::string pattern = "/tmp/vern-storage-test-XXXXXX";
+        char* made = ::mkdtemp(pattern.data());
+        REQUIRE(made != nullptr);
+        path_ = made;
+    }
+    ~TempDir() {
+        std::error_code ec;
+        fs::remove_all(path_, ec);
+    }
+    TempDir(const TempDir&) = delete;
+    TempDir& operator=(const TempDir&) = delete;
+    const std::string& path() const { return path_; }
+    std::string store_path() const { return path_ + "/store"; }
+
+private:
+    std::string path_;
+};
+
+StoreOptions small_options(const std::string& path) {
+    StoreOptions options;
+    options.path = path;
+    options.write_buffer_bytes = 1u << 20;
+    options.block_cache_bytes = 1u << 20;
+    options.max_total_wal_bytes = 8u << 20;
+    return options;
+}
+
+std::unique_ptr<Store> open_store(const StoreOptions& options) {
+    auto store = Store::open(options);
+    if (!store) {
+        FAIL("open failed: " << vern::storage::store_errc_name(store.error().code) << ": "
+                             << store.error().detail);
+    }
+    return std::move(*store);
+}
+
+std::string value_for(Lane lane, std::uint64_t seq) {
+    return std::string(vern::lane_name(lane)) + "-record-" + std::to_string(seq);
+}
+
+std::vector<std::uint64_t> commit_n(Store& store, Lane lane, std::size_t n) {
+    const auto next = store.stats(lane).next_seq;
+    WriteSet writes;
+    for (std::size_t i = 0; i < n; ++i) writes.append(lane, value_for(lane, next + i));
+    auto seqs = store.commit(std::move(writes));
+    REQUIRE(seqs);
+    return *seqs;
+}
+
+std::vector<std::uint64_t> seqs_of(const std::vector<vern::storage::StoredRecord>& records) {
+    std::vector<std::uint64_t> out;
+    for (const auto& r : records) out.push_back(r.seq);
+    return out;
+}
+
+std::vector<std::uint64_t> range(std::uint64_t first, std::uint64_t last) {
+    std::vector<std::uint64_t> out;
+    for (auto s = first; s <= last; ++s) out.push_back(s);
+    return out;
+}
+
+void require_stats(const LaneStats& s, std::uint64_t depth, std::uint64_t head,
+                   std::uint64_t next) {
+    CHECK(s.depth == depth);
+    CHECK(s.head_seq == head);
+    CHECK(s.next_seq == next);
+}
+
+// The newest file in `dir` whose name matches `pred`, by RocksDB's file number.
+fs::path newest_file(const std::string& dir, bool (*pred)(const std::string&)) {
+    fs::path best;
+    std::uint64_t best_number = 0;
+    for (const auto& entry : fs::directory_iterator(dir)) {
+        const std::string name = entry.path().filename().string();
+        if (!pred(name)) continue;
+        const auto digits = name.find_first_of("0123456789");
+        const std::uint64_t number =
+            digits == std::string::npos ? 0 : std::stoull(name.substr(digits));
+        if (best.empty() || number > best_number) {
+            best = entry.path();
+            best_number = number;
+        }
+    }
+    return best;
+}
+
+bool is_wal(const std::string& name) {
+    return name.size() > 4 && name.substr(name.size() - 4) == ".log";
+}
+bool is_manifest(const std::string& name) { return name.rfind("MANIFEST-", 0) == 0; }
+
+void overwrite(const fs::path& file, std::uint64_t offset, std::size_t count) {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    REQUIRE(f);
+    f.seekp(static_cast<std::streamoff>(offset));
+    const std::string garbage(count, '\xA5');
+    f.write(garbage.data(), static_cast<std::streamsize>(garbage.size()));
+    REQUIRE(f);
+}
+
+// Runs one hidden test case of this same binary in a child process (fork + exec, so the child
+// starts with a clean RocksDB: no thread pools inherited from the parent). The child gets the
+// store directory and an optional pipe fd through its environment.
+pid_t spawn_child(const std::string& test_name, const std::string& dir, int fd) {
+    std::vector<std::string> env_strings;
+    for (char** e = environ; *e != nullptr; ++e) env_strings.emplace_back(*e);
+    env_strings.push_back("VERN_STORAGE_CHILD_DIR=" + dir);
+    env_strings.push_back("VERN_STORAGE_CHILD_FD=" + std::to_string(fd));
+    std::vector<char*> envp;
+    for (auto& s : env_strings) envp.push_back(s.data());
+    envp.push_back(nullptr);
+    std::string arg0 = "storage_test";
+    std::string arg1 = test_name;
+    std::string arg2 = "--reporter";
+    std::string arg3 = "compact";
+    char* argv[] = {arg0.data(), arg1.data(), arg2.data(), arg3.data(), nullptr};
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        ::execve("/proc/self/exe", argv, envp.data());
+        ::_exit(127);
+    }
+    return pid;
+}
+
+std::string child_dir() {
+    const char* dir = ::getenv("VERN_STORAGE_CHILD_DIR");
+    REQUIRE(dir != nullptr);
+    return dir;
+}
+
+int child_fd() {
+    const char* fd = ::getenv("VERN_STORAGE_CHILD_FD");
+    REQUIRE(fd != nullptr);
+    return std::stoi(fd);
+}
+
+int wait_exit_code(pid_t pid) {
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+}  // namespace
+
+TEST_CASE("Records appended in one commit get consecutive sequence numbers per lane") {
+    TempDir dir;
+    auto store = open_store(small_options(dir.store_path()));
+
+    WriteSet writes;
+    writes.append(Lane::alarm, "a1");
+    writes.append(Lane::meter, "m1");
+    writes.append(Lane::alarm, "a2");
+    writes.append(Lane::image, "i1");
+    writes.append(Lane::meter, "m2");
+    REQUIRE(writes.appended() == 5);
+    auto seqs = store->commit(std::move(writes));
+    REQUIRE(seqs);
+    CHECK(*seqs == std::vector<std::uint64_t>{1, 1, 2, 1, 2});
+
+    WriteSet more;
+    more.append(Lane::alarm, "a3");
+    auto next = store->commit(std::move(more));
+    REQUIRE(next);
+    CHECK(*next == std::vector<std::uint64_t>{3});
+
+    require_stats(store->stats(Lane::alarm), 3, 1, 4);
+    require_stats(store->stats(Lane::image), 1, 1, 2);
+    require_stats(store->stats(Lane::meter), 2, 1, 3);
+    CHECK(store->stats(Lane::alarm).bytes == 6);
+
+    auto alarms = store->read(Lane::alarm, 1, 10, 1u << 20);
+    REQUIRE(alarms);
+    REQUIRE(alarms->size() == 3);
+    CHECK((*alarms)[0].value == "a1");
+    CHECK((*alarms)[1].value == "a2");
+    CHECK((*alarms)[2].value == "a3");
+
+    auto empty = store->commit(WriteSet{});
+    REQUIRE(empty);
+    CHECK(empty->empty());
+}
+
+TEST_CASE("Reads start at the cursor and stop at max_records or max_bytes") {
+    TempDir dir;
+    auto store = open_store(small_options(dir.store_path()));
+    WriteSet writes;
+    for (int i = 0; i < 10; ++i) writes.append(Lane::meter, std::string(10, char('a' + i)));
+    REQUIRE(store->commit(std::move(writes)));
+
+    auto first = store->read(Lane::meter, 1, 3, 1u << 20);
+    REQUIRE(first);
+    CHECK(seqs_of(*first) == range(1, 3));
+    CHECK((*first)[2].value == std::string(10, 'c'));
+
+    // 25 bytes allow two 10-byte records; a third would exceed the budget.
+    auto bounded = store->read(Lane::meter, 4, 100, 25);
+    REQUIRE(bounded);
+    CHECK(seqs_of(*bounded) == range(4, 5));
+
+    auto exact = store->read(Lane::meter, 4, 100, 30);
+    REQUIRE(exact);
+    CHECK(seqs_of(*exact) == range(4, 6));
+
+    // One record is returned even when it alone exceeds the budget.
+    auto tiny = store->read(Lane::meter, 7, 100, 1);
+    REQUIRE(tiny);
+    CHECK(seqs_of(*tiny) == std::vector<std::uint64_t>{7});
+
+    auto tail = store->read(Lane::meter, 9, 100, 1u << 20);
+    REQUIRE(tail);
+    CHECK(seqs_of(*tail) == range(9, 10));
+
+    auto past = store->read(Lane::meter, 11, 100, 1u << 20);
+    REQUIRE(past);
+    CHECK(past->empty());
+
+    auto none = store->read(Lane::meter, 1, 0, 1u << 20);
+    REQUIRE(none);
+    CHECK(none->empty());
+
+    auto other_lane = store->read(Lane::alarm, 1, 100, 1u << 20);
+    REQUIRE(other_lane);
+    CHECK(other_lane->empty());
+
+    auto bad_lane = store->read(static_cast<Lane>(7), 1, 10, 100);
+    REQUIRE_FALSE(bad_lane);
+    CHECK(bad_lane.error().code == StoreErrc::invalid_argument);
+}
+
+TEST_CASE("Removing contiguous and non-contiguous runs keeps depth, head and next right") {
+    TempDir dir;
+    auto store = open_store(small_options(dir.store_path()));
+    commit_n(*store, Lane::image, 10);
+    const auto record_bytes = value_for(Lane::image, 1).size();  // seqs 1..9 share a length
+    require_stats(store->stats(Lane::image), 10, 1, 11);
+
+    REQUIRE(store->remove(Lane::image, {3, 1, 2}));
+    require_stats(store->stats(Lane::image), 7, 4, 11);
+
+    REQUIRE(store->remove(Lane::image, {8, 5, 7, 5}));
+    require_stats(store->stats(Lane::image), 4, 4, 11);
+    CHECK(store->stats(Lane::image).bytes == 3 * record_bytes + value_for(Lane::image, 10).size());
+
+    auto live = store->read(Lane::image, 1, 100, 1u << 20);
+    REQUIRE(live);
+    CHECK(seqs_of(*live) == std::vector<std::uint64_t>{4, 6, 9, 10});
+    auto from_five = store->read(Lane::image, 5, 100, 1u << 20);
+    REQUIRE(from_five);
+    CHECK(seqs_of(*from_five) == std::vector<std::uint64_t>{6, 9, 10});
+
+    // Removing the head alone moves it over the gap left by earlier removes.
+    REQUIRE(store->remove(Lane::image, {4}));
+    require_stats(store->stats(Lane::image), 3, 6, 11);
+    REQUIRE(store->remove(Lane::image, {6, 9}));
+    require_stats(store->stats(Lane::image), 1, 10, 11);
+
+    // Already removed or never assigned seqs are ignored.
+    REQUIRE(store->remove(Lane::image, {1, 2, 6, 11, 500, 0}));
+    require_stats(store->stats(Lane::image), 1, 10, 11);
+
+    REQUIRE(store->remove(Lane::image, {10}));
+    require_stats(store->stats(Lane::image), 0, 11, 11);
+    CHECK(store->stats(Lane::image).bytes == 0);
+
+    auto after = commit_n(*store, Lane::image, 2);
+    CHECK(after == range(11, 12));
+    require_stats(store->stats(Lane::image), 2, 11, 13);
+
+    // Removing in the middle leaves head alone.
+    commit_n(*store, Lane::image, 3);  // 13..15
+    REQUIRE(store->remove(Lane::image, {12, 13, 14}));
+    require_stats(store->stats(Lane::image), 2, 11, 16);
+    REQUIRE(store->remove(Lane::image, {11}));
+    require_stats(store->stats(Lane::image), 1, 15, 16);
+}
+
+TEST_CASE("State entries can be put, read, erased and scanned by prefix") {
+    TempDir dir;
+    auto store = open_store(small_options(dir.store_path()));
+
+    WriteSet writes;
+    writes.put_state("dev/a/seq", "17");
+    writes.put_state("dev/b/seq", "4");
+    writes.put_state("dev/b/window", "x");
+    writes.put_state("dew", "outside");
+    writes.put_state("de", "outside too");
+    writes.append(Lane::alarm, "event");
+    REQUIRE(store->commit(std::move(writes)));
+
+    auto a = store->get_state("dev/a/seq");
+    REQUIRE(a);
+    REQUIRE(a->has_value());
+    CHECK(**a == "17");
+    auto missing = store->get_state("dev/zz/seq");
+    REQUIRE(missing);
+    CHECK_FALSE(missing->has_value());
+
+    auto dev = store->scan_state("dev/");
+    REQUIRE(dev);
+    REQUIRE(dev->size() == 3);
+    CHECK((*dev)[0] == std::pair<std::string, std::string>{"dev/a/seq", "17"});
+    CHECK((*dev)[1].first == "dev/b/seq");
+    CHECK((*dev)[2].first == "dev/b/window");
+
+    auto b = store->scan_state("dev/b/");
+    REQUIRE(b);
+    CHECK(b->size() == 2);
+
+    WriteSet change;
+    change.erase_state("dev/b/window");
+    change.put_state("dev/a/seq", "18");
+    change.erase_state("dev/c/none");  // erasing a missing key is fine
+    REQUIRE(store->commit(std::move(change)));
+
+    auto a2 = store->get_state("dev/a/seq");
+    REQUIRE(a2);
+    CHECK(a2->value_or("") == "18");
+    auto after = store->scan_state("dev/");
+    REQUIRE(after);
+    CHECK(after->size() == 2);
+
+    auto all = store->scan_state("");
+    REQUIRE(all);
+    CHECK(all->size() == 4);
+
+    // A prefix ending in 0xff has no simple successor.
+    WriteSet binary;
+    binary.put_state(std::string("k\xff", 2), "1");
+    binary.put_state(std::string("k\xff\x01", 3), "2");
+    binary.put_state("l", "3");
+    REQUIRE(store->commit(std::move(binary)));
+    auto ff = store->scan_state(std::string("k\xff", 2));
+    REQUIRE(ff);
+    CHECK(ff->size() == 2);
+}
+
+TEST_CASE("The quarantine log keeps only the newest max_quarantine_entries entries") {
+    TempDir dir;
+    auto options = small_options(dir.store_path());
+    options.max_quarantine_entries = 5;
+    std::uint64_t n = 0;
+    auto add = [&](Store& store, int count) {
+        WriteSet writes;
+        for (int i = 0; i < count; ++i)
+            writes.quarantine("bad-frame reason=" + std::to_string(++n));
+        REQUIRE(store.commit(std::move(writes)));
+    };
+    auto expect_newest = [&](Store& store, std::uint64_t last) {
+        auto entries = store.quarantine_entries(100);
+        REQUIRE(entries);
+        std::vector<std::string> expected;
+        for (auto i = last - 4; i <= last; ++i) {
+            expected.push_back("bad-frame reason=" + std::to_string(i));
+        }
+        CHECK(*entries == expected);
+        CHECK(store.quarantine_size() == 5);
+    };
+    {
+        auto store = open_store(options);
+        add(*store, 3);
+        CHECK(store->quarantine_size() == 3);
+        auto first_two = store->quarantine_entries(2);
+        REQUIRE(first_two);
+        CHECK(first_two->size() == 2);
+        CHECK(first_two->front() == "bad-frame reason=1");
+
+        add(*store, 4);
+        expect_newest(*store, 7);
+        add(*store, 12);  // more than the bound in a single commit
+        expect_newest(*store, 19);
+        add(*store, 1);
+        expect_newest(*store, 20);
+    }
+    auto reopened = open_store(options);
+    expect_newest(*reopened, 20);
+    add(*reopened, 2);
+    expect_newest(*reopened, 22);
+}
+
+TEST_CASE("A reopened store keeps every committed record and continues sequence numbers") {
+    TempDir dir;
+    const auto options = small_options(dir.store_path());
+    {
+        auto store = open_store(options);
+        commit_n(*store, Lane::alarm, 5);
+        commit_n(*store, Lane::meter, 20);
+        commit_n(*store, Lane::image, 3);
+        WriteSet state;
+        state.put_state("dev/a/seq", "99");
+        REQUIRE(store->commit(std::move(state)));
+        REQUIRE(store->remove(Lane::meter, range(1, 7)));
+        REQUIRE(store->remove(Lane::meter, {10}));
+        REQUIRE(store->remove(Lane::image, range(1, 3)));  // lane emptied
+    }
+    {
+        auto store = open_store(options);
+        require_stats(store->stats(Lane::alarm), 5, 1, 6);
+        require_stats(store->stats(Lane::meter), 12, 8, 21);
+        require_stats(store->stats(Lane::image), 0, 4, 4);  // seqs are not reused
+        std::uint64_t meter_bytes = 0;
+        for (auto s : range(8, 20)) {
+            if (s != 10) meter_bytes += value_for(Lane::meter, s).size();
+        }
+        CHECK(store->stats(Lane::meter).bytes == meter_bytes);
+
+        auto meters = store->read(Lane::meter, 1, 100, 1u << 20);
+        REQUIRE(meters);
+        REQUIRE(meters->size() == 12);
+        for (const auto& r : *meters) CHECK(r.value == value_for(Lane::meter, r.seq));
+        auto state = store->get_state("dev/a/seq");
+        REQUIRE(state);
+        CHECK(state->value_or("") == "99");
+
+        CHECK(commit_n(*store, Lane::alarm, 1) == std::vector<std::uint64_t>{6});
+        CHECK(commit_n(*store, Lane::image, 1) == std::vector<std::uint64_t>{4});
+        REQUIRE(store->compact());
+    }
+    {
+        auto store = open_store(options);  // after compaction and flush
+        require_stats(store->stats(Lane::alarm), 6, 1, 7);
+        require_stats(store->stats(Lane::meter), 12, 8, 21);
+        require_stats(store->stats(Lane::image), 1, 4, 5);
+    }
+}
+
+TEST_CASE("Committing and removing from different threads keeps the counters consistent") {
+    TempDir dir;
+    auto options = small_options(dir.store_path());
+    options.sync = false;
+    auto store = open_store(options);
+    constexpr std::uint64_t total = 3000;
+    std::atomic<bool> failed{false};
+
+    std::thread producer([&] {
+        for (std::uint64_t done = 0; done < total; done += 10) {
+            WriteSet writes;
+            for (int i = 0; i < 10; ++i) writes.append(Lane::alarm, "payload");
+            if (!store->commit(std::move(writes))) failed = true;
+        }
+    });
+    std::thread forwarder([&] {
+        std::uint64_t cursor = 1;
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+        while (cursor <= total && std::chrono::steady_clock::now() < deadline) {
+            auto batch = store->read(Lane::alarm, cursor, 64, 1u << 20);
+            if (!batch) {
+                failed = true;
+                return;
+            }
+            if (batch->empty()) {
+                (void)store->stats(Lane::alarm);
+                std::this_thread::yield();
+                continue;
+            }
+            std::vector<std::uint64_t> acked;
+            for (const auto& r : *batch) {
+                if (r.seq != cursor) failed = true;
+                acked.push_back(r.seq);
+                cursor = r.seq + 1;
+            }
+            // Acks arrive out of order.
+            std::reverse(acked.begin(), acked.end());
+            if (!store->remove(Lane::alarm, acked)) failed = true;
+        }
+    });
+    producer.join();
+    forwarder.join();
+    CHECK_FALSE(failed);
+    require_stats(store->stats(Lane::alarm), 0, total + 1, total + 1);
+    CHECK(store->stats(Lane::alarm).bytes == 0);
+}
+
+TEST_CASE("Opening a store that is already open returns busy") {
+    TempDir dir;
+    const auto options = small_options(dir.store_path());
+    auto first = open_store(options);
+    auto second = Store::open(options);
+    REQUIRE_FALSE(second);
+    CHECK(second.error().code == StoreErrc::busy);
+    CHECK_FALSE(second.error().detail.empty());
+    // The first store is unaffected.
+    CHECK(commit_n(*first, Lane::alarm, 1) == std::vector<std::uint64_t>{1});
+}
+
+TEST_CASE("Opening a store on a path that cannot be a directory fails with an error") {
+    TempDir dir;
+    const std::string file = dir.path() + "/plain-file";
+    std::ofstream(file) << "not a store";
+    auto store = Store::open(small_options(file + "/store"));
+    REQUIRE_FALSE(store);
+    CHECK(store.error().code == StoreErrc::io_error);
+    auto empty = Store::open(StoreOptions{});
+    REQUIRE_FALSE(empty);
+    CHECK(empty.error().code == StoreErrc::invalid_argument);
+}
+
+TEST_CASE("child: commit with sync until killed", "[.][child]") {
+    auto options = small_options(child_dir());
+    options.sync = true;
+    auto store = open_store(options);
+    const int fd = child_fd();
+    for (;;) {
+        const auto next = store->stats(Lane::alarm).next_seq;
+        WriteSet writes;
+        writes.append(Lane::alarm, value_for(Lane::alarm, next));
+        writes.put_state("last", std::to_string(next));
+        auto seqs = store->commit(std::move(writes));
+        REQUIRE(seqs);
+        const std::uint64_t seq = seqs->front();
+        REQUIRE(::write(fd, &seq, sizeof seq) == static_cast<ssize_t>(sizeof seq));
+    }
+}
+
+TEST_CASE("Every commit that returned before a SIGKILL is present after reopening") {
+    TempDir dir;
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    const pid_t pid = spawn_child("child: commit with sync until killed", dir.store_path(), fds[1]);
+    REQUIRE(pid > 0);
+    ::close(fds[1]);
+
+    std::string received;
+    std::uint64_t last = 0;
+    auto drain = [&](int timeout_ms) {
+        pollfd p{fds[0], POLLIN, 0};
+        if (::poll(&p, 1, timeout_ms) <= 0) return false;
+        char buf[4096];
+        const ssize_t n = ::read(fds[0], buf, sizeof buf);
+        if (n <= 0) return false;
+        received.append(buf, static_cast<std::size_t>(n));
+        const std::size_t whole = received.size() / 8;
+        if (whole > 0) std::memcpy(&last, received.data() + (whole - 1) * 8, 8);
+        return true;
+    };
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (received.size() / 8 < 300 && std::chrono::steady_clock::now() < deadline) {
+        if (!drain(1000)) break;
+    }
+    // While the child holds the store, another process cannot open it.
+    auto locked = Store::open(small_options(dir.store_path()));
+    REQUIRE_FALSE(locked);
+    CHECK(locked.error().code == StoreErrc::busy);
+    INFO("opening a store held by another process: " << locked.error().detail);
+    ::kill(pid, SIGKILL);
+    CHECK(wait_exit_code(pid) == 128 + SIGKILL);
+    while (drain(1000)) {
+    }
+    ::close(fds[0]);
+    REQUIRE(last >= 1);
+    INFO("commits acknowledged before the kill: " << last);
+
+    auto store = open_store(small_options(dir.store_path()));
+    const auto stats = store->stats(Lane::alarm);
+    CHECK(stats.next_seq >= last + 1);
+    CHECK(stats.head_seq == 1);
+    auto records = store->read(Lane::alarm, 1, 1u << 20, 1u << 30);
+    REQUIRE(records);
+    REQUIRE(records->size() >= last);
+    for (std::uint64_t i = 0; i < records->size(); ++i) {
+        REQUIRE((*records)[i].seq == i + 1);
+        REQUIRE((*records)[i].value == value_for(Lane::alarm, i + 1));
+    }
+    auto state = store->get_state("last");
+    REQUIRE(state);
+    REQUIRE(state->has_value());
+    CHECK(std::stoull(**state) >= last);
+    CHECK(commit_n(*store, Lane::alarm, 1) == std::vector<std::uint64_t>{stats.next_seq});
+}
+
+TEST_CASE("child: a commit past the file size limit fails", "[.][child]") {
+    auto options = small_options(child_dir());
+    options.sync = true;
+    auto store = open_store(options);
+    commit_n(*store, Lane::alarm, 3);
+    const LaneStats before = store->stats(Lane::alarm);
+
+    // Every write past 256 KiB now fails with EFBIG instead of raising SIGXFSZ.
+    ::signal(SIGXFSZ, SIG_IGN);
+    rlimit original{};
+    REQUIRE(::getrlimit(RLIMIT_FSIZE, &original) == 0);
+    rlimit limited = original;
+    limited.rlim_cur = 256u << 10;
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &limited) == 0);
+
+    WriteSet big;
+    big.append(Lane::alarm, std::string(1u << 20, 'x'));
+    big.append(Lane::meter, "small");
+    big.put_state("dev/a/seq", "1");
+    auto failed = store->commit(std::move(big));
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &original) == 0);
+    REQUIRE_FALSE(failed);
+    CHECK(failed.error().code == StoreErrc::io_error);
+    CHECK(failed.error().detail.find("xxxx") == std::string::npos);
+
+    const LaneStats after = store->stats(Lane::alarm);
+    CHECK(after.next_seq == before.next_seq);
+    CHECK(after.depth == before.depth);
+    CHECK(after.bytes == before.bytes);
+    CHECK(after.head_seq == before.head_seq);
+    require_stats(store->stats(Lane::meter), 0, 1, 1);
+
+    // The store refuses or accepts later commits; either way seqs stay contiguous.
+    WriteSet retry;
+    retry.append(Lane::alarm, value_for(Lane::alarm, before.next_seq));
+    auto retried = store->commit(std::move(retry));
+    if (retried) {
+        CHECK(*retried == std::vector<std::uint64_t>{before.next_seq});
+    } else {
+        CHECK(store->stats(Lane::alarm).next_seq == before.next_seq);
+    }
+    const char verdict = retried ? 'A' : 'R';
+    REQUIRE(::write(child_fd(), &verdict, 1) == 1);
+}
+
+TEST_CASE("A commit that fails to write does not advance the counters") {
+    TempDir dir;
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    const pid_t pid =
+        spawn_child("child: a commit past the file size limit fails", dir.store_path(), fds[1]);
+    REQUIRE(pid > 0);
+    ::close(fds[1]);
+    char verdict = 0;
+    const ssize_t got = ::read(fds[0], &verdict, 1);
+    ::close(fds[0]);
+    REQUIRE(wait_exit_code(pid) == 0);
+    REQUIRE(got == 1);
+
+    auto store = open_store(small_options(dir.store_path()));
+    const std::uint64_t expected_next = verdict == 'A' ? 5 : 4;
+    INFO("retry after the failed commit was " << (verdict == 'A' ? "accepted" : "refused"));
+    require_stats(store->stats(Lane::alarm), expected_next - 1, 1, expected_next);
+    require_stats(store->stats(Lane::meter), 0, 1, 1);
+    auto records = store->read(Lane::alarm, 1, 100, 1u << 30);
+    REQUIRE(records);
+    for (const auto& r : *records) CHECK(r.value == value_for(Lane::alarm, r.seq));
+    auto state = store->get_state("dev/a/seq");
+    REQUIRE(state);
+    CHECK_FALSE(state->has_value());
+}
+
+TEST_CASE("A damaged WAL or MANIFEST is recovered to a consistent point or reported") {
+    TempDir dir;
+    const auto options = small_options(dir.store_path());
+    constexpr std::uint64_t committed = 50;
+    {
+        auto store = open_store(options);
+        for (std::uint64_t i = 0; i < committed; ++i) commit_n(*store, Lane::alarm, 1);
+    }
+    const fs::path wal = newest_file(dir.store_path(), is_wal);
+    const fs::path manifest = newest_file(dir.store_path(), is_manifest);
+    REQUIRE_FALSE(wal.empty());
+    REQUIRE_FALSE(manifest.empty());
+    const auto wal_size = fs::file_size(wal);
+    const auto manifest_size = fs::file_size(manifest);
+    REQUIRE(wal_size > 100);
+
+    // Open must either succeed with a gap-free prefix of what was committed, or fail cleanly.
+    auto check_open = [&](std::uint64_t at_least) {
+        auto store = Store::open(options);
+        if (!store) {
+            INFO(store.error().detail);
+            CHECK(store.error().code == StoreErrc::corruption);
+            return;
+        }
+        const auto stats = (*store)->stats(Lane::alarm);
+        auto records = (*store)->read(Lane::alarm, 1, 1000, 1u << 30);
+        REQUIRE(records);
+        CHECK(records->size() >= at_least);
+        CHECK(records->size() <= committed);
+        CHECK(stats.next_seq == records->size() + 1);
+        for (std::uint64_t i = 0; i < records->size(); ++i) {
+            CHECK((*records)[i].seq == i + 1);
+            CHECK((*records)[i].value == value_for(Lane::alarm, i + 1));
+        }
+        auto seqs = (*store)->commit([&] {
+            WriteSet w;
+            w.append(Lane::alarm, value_for(Lane::alarm, stats.next_seq));
+            return w;
+        }());
+        REQUIRE(seqs);
+        CHECK(*seqs == std::vector<std::uint64_t>{stats.next_seq});
+    };
+
+    SECTION("the WAL ends in a torn write") {
+        fs::resize_file(wal, wal_size - 7);
+        check_open(committed - 1);
+    }
+    SECTION("the end of the WAL is garbled") {
+        overwrite(wal, wal_size - 40, 40);
+        check_open(committed - 3);
+    }
+    SECTION("the middle of the WAL is garbled") {
+        overwrite(wal, wal_size / 2, 64);
+        check_open(0);
+    }
+    SECTION("the MANIFEST is garbled") {
+        overwrite(manifest, manifest_size / 2, std::min<std::uint64_t>(64, manifest_size / 2));
+        check_open(0);
+    }
+    SECTION("the MANIFEST is truncated") {
+        fs::resize_file(manifest, manifest_size / 2);
+        check_open(0);
+    }
+}
+
+TEST_CASE("Reading the head after 200000 removed records skips fewer than 100 tombstones") {
+    TempDir dir;
+    auto options = small_options(dir.store_path());
+    options.sync = false;
+    auto store = open_store(options);
+    constexpr std::uint64_t total = 200000;
+    constexpr std::uint64_t window = 1000;  // acked in windows, as the forwarder does
+    const std::string payload(16, 'p');
+
+    for (std::uint64_t done = 0; done < total; done += window) {
+        WriteSet writes;
+        for (std::uint64_t i = 0; i < window; ++i) writes.append(Lane::meter, payload);
+        REQUIRE(store->commit(std::move(writes)));
+    }
+    // Half of the windows are acked in order (one DeleteRange each), the other half out of
+    // order, odd seqs first (single-key runs: point tombstones).
+    for (std::uint64_t first = 1; first <= total; first += window) {
+        const auto last = first + window - 1;
+        if ((first / window) % 2 == 0) {
+            REQUIRE(store->remove(Lane::meter, range(first, last)));
+            continue;
+        }
+        std::vector<std::uint64_t> odd;
+        std::vector<std::uint64_t> even;
+        for (auto s = first; s <= last; ++s) (s % 2 == 1 ? odd : even).push_back(s);
+        REQUIRE(store->remove(Lane::meter, odd));
+        REQUIRE(store->remove(Lane::meter, even));
+    }
+    require_stats(store->stats(Lane::meter), 0, total + 1, total + 1);
+    auto seqs = commit_n(*store, Lane::meter, 1);
+    REQUIRE(seqs == std::vector<std::uint64_t>{total + 1});
+
+    const auto head = store->stats(Lane::meter).head_seq;
+    rocksdb::SetPerfLevel(rocksdb::PerfLevel::kEnableCount);
+    rocksdb::get_perf_context()->Reset();
+    auto records = store->read(Lane::meter, head, 100, 1u << 20);
+    const auto skipped = rocksdb::get_perf_context()->internal_delete_skipped_count;
+    const auto reseeks = rocksdb::get_perf_context()->internal_range_del_reseek_count;
+
+    // A reader holding a stale cursor from before the removes is not walked over them either.
+    rocksdb::get_perf_context()->Reset();
+    auto stale = store->read(Lane::meter, 1, 100, 1u << 20);
+    const auto skipped_stale = rocksdb::get_perf_context()->internal_delete_skipped_count;
+    rocksdb::SetPerfLevel(rocksdb::PerfLevel::kDisable);
+
+    REQUIRE(records);
+    CHECK(seqs_of(*records) == std::vector<std::uint64_t>{total + 1});
+    REQUIRE(stale);
+    CHECK(seqs_of(*stale) == std::vector<std::uint64_t>{total + 1});
+    INFO("tombstones skipped reading the head: " << skipped << " (range-del reseeks " << reseeks
+                                                 << "), from a stale cursor: " << skipped_stale);
+    CHECK(skipped < 100);
+    CHECK(skipped_stale < 100);
+}
