@@ -1,0 +1,54 @@
+#pragma once
+// Bytes from the site broker -> a validated DeviceMessage, or a Reason.
+//
+// Guarantees: every payload gets exactly one outcome; payloads over the size limit are refused
+// before they are parsed; the topic and the payload must agree on the device and the kind.
+// Never: log or keep any part of a payload; throw on bad input.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "device.pb.h"
+#include "vern/common/reason.h"
+#include "vern/common/result.h"
+
+namespace vern::decode {
+
+enum class Kind : std::uint8_t { alarm, meter, image };
+
+std::string_view kind_name(Kind kind);
+
+struct Topic {
+    std::string device_id;
+    Kind kind;
+};
+
+struct DecodeOptions {
+    std::string topic_prefix = "dev/v1";
+    std::string site = "site-1";
+    std::size_t max_payload_bytes = 256 * 1024;
+};
+
+struct Decoded {
+    Topic topic;
+    device::v1::DeviceMessage message;
+    bool was_json = false;
+};
+
+// A device id is a serial number: 1..64 of [A-Za-z0-9._-].
+bool valid_device_id(std::string_view id);
+
+class Decoder {
+public:
+    explicit Decoder(DecodeOptions options);
+    // "{prefix}/{site}/{device}/{alarm|meter|image}" of our site, else Reason::bad_topic.
+    Result<Topic, Reason> parse_topic(std::string_view topic) const;
+    Result<Decoded, Reason> decode(std::string_view topic, std::string_view payload) const;
+
+private:
+    DecodeOptions options_;
+    std::string topic_head_;  // "{prefix}/{site}/"
+};
+
+}  // namespace vern::decode

@@ -1,0 +1,124 @@
+#include "vern/decode/decode.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <optional>
+
+namespace vern::decode {
+namespace {
+
+constexpr std::uint32_t max_image_chunks = 4096;
+
+bool looks_like_json(std::string_view payload) {
+    for (char c : payload) {
+        if (c == ' ' || c == '\t' || c == '\r' || c == '\n') continue;
+        return c == '{';
+    }
+    return false;
+}
+
+// Field-level checks once the bytes parsed. Returns the reason a message is refused, if any.
+std::optional<Reason> check(const Topic& topic, const device::v1::DeviceMessage& m) {
+    using device::v1::DeviceMessage;
+    Kind body_kind;
+    switch (m.body_case()) {
+        case DeviceMessage::kAlarm: body_kind = Kind::alarm; break;
+        case DeviceMessage::kMeter: body_kind = Kind::meter; break;
+        case DeviceMessage::kImage: body_kind = Kind::image; break;
+        default: return Reason::wrong_type;
+    }
+    if (body_kind != topic.kind) return Reason::wrong_type;
+    if (m.device_id() != topic.device_id) return Reason::device_mismatch;
+    if (m.seq() == 0 || m.event_time_ms() <= 0) return Reason::invalid_field;
+    switch (body_kind) {
+        case Kind::alarm: {
+            const auto& a = m.alarm();
+            if (a.kind() == device::v1::AlarmEvent::KIND_UNSPECIFIED ||
+                !device::v1::AlarmEvent::Kind_IsValid(a.kind())) {
+                return Reason::invalid_field;
+            }
+            break;
+        }
+        case Kind::meter: {
+            const auto& r = m.meter();
+            if (r.meter_point_id().empty() || r.interval_s() == 0) return Reason::invalid_field;
+            break;
+        }
+        case Kind::image: {
+            const auto& c = m.image();
+            if (c.event_id().empty() || c.image_id().empty() || c.count() == 0 ||
+                c.count() > max_image_chunks || c.index() >= c.count()) {
+                return Reason::invalid_field;
+            }
+            break;
+        }
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
+std::string_view kind_name(Kind kind) {
+    switch (kind) {
+        case Kind::alarm: return "alarm";
+        case Kind::meter: return "meter";
+        case Kind::image: return "image";
+    }
+    return "unknown";
+}
+
+bool valid_device_id(std::string_view id) {
+    if (id.empty() || id.size() > 64) return false;
+    for (char c : id) {
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == '-';
+        if (!ok) return false;
+    }
+    return true;
+}
+
+Decoder::Decoder(DecodeOptions options)
+    : options_(std::move(options)), topic_head_(options_.topic_prefix + "/" + options_.site + "/") {}
+
+Result<Topic, Reason> Decoder::parse_topic(std::string_view topic) const {
+    if (topic.substr(0, topic_head_.size()) != topic_head_) return fail(Reason::bad_topic);
+    std::string_view rest = topic.substr(topic_head_.size());
+    auto slash = rest.find('/');
+    if (slash == std::string_view::npos) return fail(Reason::bad_topic);
+    std::string_view device = rest.substr(0, slash);
+    std::string_view kind = rest.substr(slash + 1);
+    if (!valid_device_id(device)) return fail(Reason::bad_topic);
+    Topic out{std::string(device), Kind::alarm};
+    if (kind == "alarm") {
+        out.kind = Kind::alarm;
+    } else if (kind == "meter") {
+        out.kind = Kind::meter;
+    } else if (kind == "image") {
+        out.kind = Kind::image;
+    } else {
+        return fail(Reason::bad_topic);
+    }
+    return out;
+}
+
+Result<Decoded, Reason> Decoder::decode(std::string_view topic, std::string_view payload) const {
+    if (payload.size() > options_.max_payload_bytes) return fail(Reason::too_large);
+    auto parsed_topic = parse_topic(topic);
+    if (!parsed_topic) return fail(parsed_topic.error());
+
+    Decoded out{std::move(*parsed_topic), {}, false};
+    if (looks_like_json(payload)) {
+        google::protobuf::util::JsonParseOptions options;
+        options.ignore_unknown_fields = false;
+        auto status = google::protobuf::util::JsonStringToMessage(
+            google::protobuf::StringPiece(payload.data(), payload.size()), &out.message, options);
+        if (!status.ok()) return fail(Reason::undecodable);
+        out.was_json = true;
+    } else if (!out.message.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+        return fail(Reason::undecodable);
+    }
+    if (auto refused = check(out.topic, out.message)) return fail(*refused);
+    return out;
+}
+
+}  // namespace vern::decode

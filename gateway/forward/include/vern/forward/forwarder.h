@@ -1,0 +1,58 @@
+#pragma once
+// Upstream delivery: reads the durable lanes in priority order (alarm, then image, then meter),
+// keeps a bounded window of records in flight at QoS 1, and reports each record delivered only
+// when the upstream broker's PUBACK for it arrives. After a reconnect everything not yet
+// delivered is sent again: the copies carry the same gateway/stream/seq, and backends drop them.
+//
+// Never: deliver() a record without its PUBACK; hold more than `window` records in flight; look
+// inside a payload.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "vern/common/counters.h"
+#include "vern/common/lane.h"
+#include "vern/config/config.h"
+
+namespace vern::forward {
+
+struct Outgoing {
+    Lane lane;
+    std::uint64_t id;     // position in the lane
+    std::string topic;
+    std::string payload;  // what the backend gets (a clean.v1.Batch)
+};
+
+// What the forwarder reads from and reports back to (the durable queue, seen through the
+// pipeline, which opens the sealed records).
+class Outbox {
+public:
+    virtual ~Outbox() = default;
+    // Up to `max` records of `lane` with id >= from, ascending.
+    virtual std::vector<Outgoing> next(Lane lane, std::uint64_t from, std::size_t max) = 0;
+    // The upstream broker has acknowledged these records: they may be deleted.
+    virtual void delivered(Lane lane, std::vector<std::uint64_t> ids) = 0;
+};
+
+class Forwarder {
+public:
+    Forwarder(const config::ForwardSection& section, std::string client_id, Outbox& outbox,
+              Counters& counters);
+    ~Forwarder();
+    Forwarder(const Forwarder&) = delete;
+    Forwarder& operator=(const Forwarder&) = delete;
+
+    void start();
+    void stop();
+    // New records were committed: look again now rather than at the next poll.
+    void notify();
+    bool connected() const;
+    std::size_t in_flight() const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace vern::forward

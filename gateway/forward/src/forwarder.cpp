@@ -1,0 +1,275 @@
+#include "vern/forward/forwarder.h"
+
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <fstream>
+#include <map>
+#include <mqtt/async_client.h>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "vern/common/backoff.h"
+
+namespace vern::forward {
+namespace {
+
+constexpr int qos_at_least_once = 1;
+constexpr std::size_t read_chunk = 64;
+
+std::string read_first_line(const std::string& path) {
+    std::ifstream in(path);
+    std::string line;
+    std::getline(in, line);
+    return line;
+}
+
+struct Pending {
+    Lane lane;
+    std::uint64_t id;
+    std::uint64_t generation;
+};
+
+}  // namespace
+
+struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iaction_listener {
+    config::ForwardSection section;
+    Outbox& outbox;
+    Counter& published;
+    Counter& delivered_count;
+    Counter& publish_failed;
+    Counter& connects;
+
+    std::unique_ptr<mqtt::async_client> client;
+    std::thread worker;
+    std::atomic<bool> running{false};
+    std::atomic<bool> is_connected{false};
+    std::atomic<std::size_t> in_flight_count{0};
+
+    std::mutex mutex;  // guards the fields below
+    std::condition_variable cv;
+    bool woken = false;
+    std::uint64_t generation = 0;
+    std::vector<Pending> acked;
+    std::set<std::pair<Lane, std::uint64_t>> in_flight;
+
+    Impl(const config::ForwardSection& s, std::string client_id, Outbox& o, Counters& c)
+        : section(s),
+          outbox(o),
+          published(c.get("forward_published")),
+          delivered_count(c.get("forward_delivered")),
+          publish_failed(c.get("forward_publish_failed")),
+          connects(c.get("upstream_connects")) {
+        mqtt::create_options create(MQTTVERSION_5,
+                                    static_cast<int>(std::max<std::uint32_t>(s.window * 2, 1000)));
+        client = std::make_unique<mqtt::async_client>(section.uri, client_id, create);
+        client->set_callback(*this);
+    }
+
+    void wake() {
+        std::lock_guard lock(mutex);
+        woken = true;
+        cv.notify_all();
+    }
+
+    // --- Paho's threads: only record and wake ---
+    void connection_lost(const std::string&) override {
+        is_connected = false;
+        spdlog::warn("upstream: connection lost");
+        wake();
+    }
+    void message_arrived(mqtt::const_message_ptr) override {}
+    void delivery_complete(mqtt::delivery_token_ptr) override {}
+
+    void on_success(const mqtt::token& tok) override {
+        auto* p = static_cast<Pending*>(tok.get_user_context());
+        if (!p) return;
+        std::lock_guard lock(mutex);
+        acked.push_back(*p);
+        delete p;
+        woken = true;
+        cv.notify_all();
+    }
+    void on_failure(const mqtt::token& tok) override {
+        auto* p = static_cast<Pending*>(tok.get_user_context());
+        publish_failed.add();
+        std::lock_guard lock(mutex);
+        // The record stays in its lane; it goes again after the reconnect resets the cursors.
+        if (p && p->generation == generation) in_flight.erase({p->lane, p->id});
+        in_flight_count = in_flight.size();
+        delete p;
+        woken = true;
+        cv.notify_all();
+    }
+
+    mqtt::connect_options connect_options() const {
+        auto builder = mqtt::connect_options_builder()
+                           .mqtt_version(MQTTVERSION_5)
+                           .clean_start(true)
+                           .keep_alive_interval(std::chrono::seconds(20))
+                           .connect_timeout(std::chrono::seconds(10))
+                           .max_inflight(static_cast<int>(section.window))
+                           .automatic_reconnect(false);
+        if (!section.username.empty()) {
+            builder.user_name(section.username);
+            if (!section.password_file.empty()) {
+                builder.password(read_first_line(section.password_file));
+            }
+        }
+        if (!section.tls_ca_file.empty() || section.uri.rfind("ssl://", 0) == 0) {
+            auto ssl = mqtt::ssl_options_builder().enable_server_cert_auth(true).verify(true);
+            if (!section.tls_ca_file.empty()) ssl.trust_store(section.tls_ca_file);
+            if (!section.tls_cert_file.empty()) {
+                ssl.key_store(section.tls_cert_file);
+                ssl.private_key(section.tls_key_file);
+            }
+            builder.ssl(ssl.finalize());
+        }
+        return builder.finalize();
+    }
+
+    bool connect(Backoff& backoff) {
+        try {
+            if (!client->connect(connect_options())->wait_for(std::chrono::seconds(15))) {
+                throw mqtt::exception(MQTTASYNC_FAILURE);  // never completed: try again
+            }
+            connects.add();
+            backoff.reset();
+            std::lock_guard lock(mutex);
+            ++generation;  // acks of the old connection no longer count against the window
+            in_flight.clear();
+            in_flight_count = 0;
+            is_connected = true;
+            spdlog::info("upstream: connected to {}", section.uri);
+            return true;
+        } catch (const mqtt::exception& e) {
+            auto delay = backoff.next();
+            spdlog::warn("upstream: cannot connect ({}); retrying in {} ms", e.get_reason_code(),
+                         delay.count());
+            std::unique_lock lock(mutex);
+            cv.wait_for(lock, delay, [&] { return !running.load(); });
+            return false;
+        }
+    }
+
+    void settle_acks() {
+        std::vector<Pending> done;
+        {
+            std::lock_guard lock(mutex);
+            done.swap(acked);
+            for (const auto& p : done) {
+                if (p.generation == generation) in_flight.erase({p.lane, p.id});
+            }
+            in_flight_count = in_flight.size();
+        }
+        if (done.empty()) return;
+        std::array<std::vector<std::uint64_t>, all_lanes.size()> by_lane;
+        for (const auto& p : done) by_lane[static_cast<std::size_t>(p.lane)].push_back(p.id);
+        for (Lane lane : all_lanes) {
+            auto& ids = by_lane[static_cast<std::size_t>(lane)];
+            if (ids.empty()) continue;
+            delivered_count.add(ids.size());
+            outbox.delivered(lane, std::move(ids));
+        }
+    }
+
+    // Fills the window, highest-priority lane first. Lower lanes may take at most three
+    // quarters of it, so an alarm always finds a free slot.
+    void fill(std::array<std::uint64_t, all_lanes.size()>& cursor) {
+        std::size_t window = section.window;
+        std::size_t reserve_free = window == 1 ? 0 : window / 4;
+        for (Lane lane : all_lanes) {
+            std::size_t limit = lane == Lane::alarm ? window : window - reserve_free;
+            for (;;) {
+                std::size_t used;
+                std::uint64_t gen;
+                {
+                    std::lock_guard lock(mutex);
+                    used = in_flight.size();
+                    gen = generation;
+                }
+                if (used >= limit || !is_connected) return;
+                auto& from = cursor[static_cast<std::size_t>(lane)];
+                auto batch = outbox.next(lane, from, std::min(read_chunk, limit - used));
+                if (batch.empty()) break;
+                for (auto& rec : batch) {
+                    auto* ctx = new Pending{lane, rec.id, gen};
+                    {
+                        std::lock_guard lock(mutex);
+                        in_flight.insert({lane, rec.id});
+                        in_flight_count = in_flight.size();
+                    }
+                    try {
+                        auto msg = mqtt::make_message(rec.topic, rec.payload, qos_at_least_once,
+                                                      false);
+                        client->publish(msg, ctx, *this);
+                        published.add();
+                        from = rec.id + 1;
+                    } catch (const mqtt::exception&) {
+                        delete ctx;
+                        publish_failed.add();
+                        std::lock_guard lock(mutex);
+                        in_flight.erase({lane, rec.id});
+                        in_flight_count = in_flight.size();
+                        return;  // most likely disconnected; the supervisor loop takes over
+                    }
+                }
+            }
+        }
+    }
+
+    void run() {
+        Backoff backoff(std::chrono::milliseconds(200),
+                        std::chrono::milliseconds(section.max_backoff_ms));
+        std::array<std::uint64_t, all_lanes.size()> cursor{};
+        while (running) {
+            if (!is_connected || !client->is_connected()) {
+                is_connected = false;
+                if (!connect(backoff)) continue;
+                cursor.fill(0);  // resend everything not yet acknowledged
+            }
+            settle_acks();
+            fill(cursor);
+            std::unique_lock lock(mutex);
+            cv.wait_for(lock, std::chrono::milliseconds(100),
+                        [&] { return woken || !acked.empty() || !running; });
+            woken = false;
+        }
+        settle_acks();
+    }
+};
+
+Forwarder::Forwarder(const config::ForwardSection& section, std::string client_id, Outbox& outbox,
+                     Counters& counters)
+    : impl_(std::make_unique<Impl>(section, std::move(client_id), outbox, counters)) {}
+
+Forwarder::~Forwarder() { stop(); }
+
+void Forwarder::start() {
+    if (impl_->running.exchange(true)) return;
+    impl_->worker = std::thread([this] { impl_->run(); });
+}
+
+void Forwarder::stop() {
+    if (!impl_->running.exchange(false)) return;
+    impl_->wake();
+    if (impl_->worker.joinable()) impl_->worker.join();
+    try {
+        if (impl_->client->is_connected()) {
+            impl_->client->disconnect()->wait_for(std::chrono::seconds(2));
+        }
+    } catch (const mqtt::exception&) {
+    }
+    impl_->settle_acks();
+}
+
+void Forwarder::notify() { impl_->wake(); }
+
+bool Forwarder::connected() const { return impl_->is_connected; }
+
+std::size_t Forwarder::in_flight() const { return impl_->in_flight_count; }
+
+}  // namespace vern::forward

@@ -1,0 +1,64 @@
+#pragma once
+// The site-broker connection: device messages in, receipts out.
+//
+// One MQTT v5 client with a persistent session (clean_start = false and a session expiry), one
+// QoS 1 subscription to {prefix}/{site}/+/+. Messages are handed over as bytes + topic + arrival
+// time, never parsed here. The client library acknowledges a QoS 1 message before we hold it,
+// so nothing here makes an event safe: the receipt, sent after the durable commit, does.
+//
+// Guarantees: never blocks the MQTT library's thread (a full hand-off queue drops the message,
+// counted as ingest_overflow: the device has no receipt and sends it again); reconnects forever
+// with jittered backoff.
+// Never: log a payload or a topic it could not attribute to a device.
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "vern/common/counters.h"
+#include "vern/config/config.h"
+
+namespace vern::ingest {
+
+struct InboundMessage {
+    std::string topic;
+    std::string payload;
+    std::int64_t arrival_ms;
+};
+
+struct OutboundMessage {
+    std::string topic;
+    std::string payload;
+};
+
+class SiteLink {
+public:
+    SiteLink(const config::IngestSection& section, std::string client_id, std::string site,
+             Counters& counters);
+    ~SiteLink();
+    SiteLink(const SiteLink&) = delete;
+    SiteLink& operator=(const SiteLink&) = delete;
+
+    // Starts connecting in the background; returns at once.
+    void start();
+    // Disconnects; messages still in the hand-off queue stay readable.
+    void stop();
+    bool connected() const;
+    // Blocks until the first subscription was granted or the timeout passes.
+    bool wait_subscribed(std::chrono::milliseconds timeout) const;
+
+    // Waits up to `wait` for a message, then returns every queued one up to `max`.
+    std::vector<InboundMessage> take(std::size_t max, std::chrono::milliseconds wait);
+    // Wakes a take() that is waiting (for shutdown).
+    void interrupt();
+
+    // Publishes at QoS 1 without waiting. Failures are counted; the devices retry.
+    void publish(std::vector<OutboundMessage> messages);
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace vern::ingest

@@ -1,0 +1,221 @@
+#include "vern/ingest/site_link.h"
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <fstream>
+#include <mqtt/async_client.h>
+#include <mutex>
+#include <thread>
+
+#include "vern/common/backoff.h"
+#include "vern/common/clock.h"
+
+namespace vern::ingest {
+namespace {
+
+constexpr int qos_at_least_once = 1;
+constexpr int paho_buffer_limit = 100000;  // Paho's default (100) fails publishes with -12
+
+std::string read_first_line(const std::string& path) {
+    std::ifstream in(path);
+    std::string line;
+    std::getline(in, line);
+    return line;
+}
+
+// A token that never completes must not stall the link for ever.
+void wait_or_throw(const mqtt::token_ptr& token) {
+    if (!token->wait_for(std::chrono::seconds(15))) throw mqtt::exception(MQTTASYNC_FAILURE);
+}
+
+}  // namespace
+
+struct SiteLink::Impl : public virtual mqtt::callback {
+    config::IngestSection section;
+    std::string site;
+    std::string filter;
+    Counters& counters;
+    Counter& received;
+    Counter& overflow;
+    Counter& receipts_sent;
+    Counter& receipts_failed;
+    Counter& connects;
+
+    std::unique_ptr<mqtt::async_client> client;
+    std::thread supervisor;
+    std::atomic<bool> running{false};
+    std::atomic<bool> is_connected{false};
+    mutable std::mutex state_mutex;
+    mutable std::condition_variable state_cv;
+    bool subscribed = false;
+    bool lost = false;
+
+    std::mutex queue_mutex;
+    std::condition_variable queue_cv;
+    std::deque<InboundMessage> queue;
+    bool interrupted = false;
+
+    Impl(const config::IngestSection& s, std::string client_id, std::string site_id, Counters& c)
+        : section(s),
+          site(std::move(site_id)),
+          filter(s.topic_prefix + "/" + site + "/+/+"),
+          counters(c),
+          received(c.get("ingest_received")),
+          overflow(c.get("ingest_overflow")),
+          receipts_sent(c.get("receipts_sent")),
+          receipts_failed(c.get("receipts_failed")),
+          connects(c.get("site_connects")) {
+        mqtt::create_options create(MQTTVERSION_5, paho_buffer_limit);
+        client = std::make_unique<mqtt::async_client>(section.uri, client_id, create);
+        client->set_callback(*this);
+    }
+
+    // --- mqtt::callback (Paho's thread: never block here) ---
+    void connection_lost(const std::string&) override {
+        is_connected = false;
+        spdlog::warn("site broker: connection lost");
+        std::lock_guard lock(state_mutex);
+        lost = true;
+        state_cv.notify_all();
+    }
+
+    void message_arrived(mqtt::const_message_ptr msg) override {
+        const std::string& topic = msg->get_topic();
+        // Receipts we publish come back on the same filter; they are not device events.
+        if (topic.size() > 8 && topic.compare(topic.size() - 8, 8, "/receipt") == 0) return;
+        received.add();
+        InboundMessage in{topic, msg->to_string(), system_now_ms()};
+        {
+            std::lock_guard lock(queue_mutex);
+            if (queue.size() >= section.queue_capacity) {
+                overflow.add();
+                return;
+            }
+            queue.push_back(std::move(in));
+        }
+        queue_cv.notify_one();
+    }
+
+    void delivery_complete(mqtt::delivery_token_ptr) override {}
+
+    // --- connection supervision (own thread) ---
+    mqtt::connect_options connect_options() const {
+        auto builder = mqtt::connect_options_builder()
+                           .mqtt_version(MQTTVERSION_5)
+                           .clean_start(false)
+                           .keep_alive_interval(std::chrono::seconds(20))
+                           .connect_timeout(std::chrono::seconds(10))
+                           .max_inflight(1000)
+                           .automatic_reconnect(false);
+        if (!section.username.empty()) {
+            builder.user_name(section.username);
+            if (!section.password_file.empty()) {
+                builder.password(read_first_line(section.password_file));
+            }
+        }
+        mqtt::connect_options options = builder.finalize();
+        // Paho C++ 1.2.0 loses properties set through the builder (its copy leaves a dangling
+        // pointer: eclipse-paho/paho.mqtt.cpp#362, #444), so they are set on the final object.
+        options.set_properties({mqtt::property(mqtt::property::SESSION_EXPIRY_INTERVAL,
+                                               static_cast<int>(section.session_expiry_s))});
+        return options;
+    }
+
+    void supervise() {
+        Backoff backoff(std::chrono::milliseconds(200), std::chrono::seconds(30));
+        while (running) {
+            try {
+                wait_or_throw(client->connect(connect_options()));
+                // Subscribing again on every connect is harmless with a resumed session.
+                mqtt::subscribe_options sub_opts(/*no_local=*/true);
+                wait_or_throw(client->subscribe(filter, qos_at_least_once, sub_opts));
+                is_connected = true;
+                connects.add();
+                backoff.reset();
+                spdlog::info("site broker: connected and subscribed to {}", filter);
+                std::unique_lock lock(state_mutex);
+                subscribed = true;
+                lost = false;
+                state_cv.notify_all();
+                state_cv.wait(lock, [&] { return lost || !running; });
+            } catch (const mqtt::exception& e) {
+                is_connected = false;
+                auto delay = backoff.next();
+                spdlog::warn("site broker: cannot connect ({}); retrying in {} ms", e.get_reason_code(),
+                             delay.count());
+                std::unique_lock lock(state_mutex);
+                state_cv.wait_for(lock, delay, [&] { return !running; });
+            }
+        }
+    }
+};
+
+SiteLink::SiteLink(const config::IngestSection& section, std::string client_id, std::string site,
+                   Counters& counters)
+    : impl_(std::make_unique<Impl>(section, std::move(client_id), std::move(site), counters)) {}
+
+SiteLink::~SiteLink() { stop(); }
+
+void SiteLink::start() {
+    if (impl_->running.exchange(true)) return;
+    impl_->supervisor = std::thread([this] { impl_->supervise(); });
+}
+
+void SiteLink::stop() {
+    if (!impl_->running.exchange(false)) return;
+    {
+        std::lock_guard lock(impl_->state_mutex);
+        impl_->state_cv.notify_all();
+    }
+    if (impl_->supervisor.joinable()) impl_->supervisor.join();
+    try {
+        if (impl_->client->is_connected()) {
+            impl_->client->disconnect()->wait_for(std::chrono::seconds(2));
+        }
+    } catch (const mqtt::exception&) {
+    }
+    impl_->is_connected = false;
+}
+
+bool SiteLink::connected() const { return impl_->is_connected; }
+
+bool SiteLink::wait_subscribed(std::chrono::milliseconds timeout) const {
+    std::unique_lock lock(impl_->state_mutex);
+    return impl_->state_cv.wait_for(lock, timeout, [&] { return impl_->subscribed; });
+}
+
+std::vector<InboundMessage> SiteLink::take(std::size_t max, std::chrono::milliseconds wait) {
+    std::unique_lock lock(impl_->queue_mutex);
+    impl_->queue_cv.wait_for(lock, wait,
+                             [&] { return !impl_->queue.empty() || impl_->interrupted; });
+    impl_->interrupted = false;
+    std::vector<InboundMessage> out;
+    while (!impl_->queue.empty() && out.size() < max) {
+        out.push_back(std::move(impl_->queue.front()));
+        impl_->queue.pop_front();
+    }
+    return out;
+}
+
+void SiteLink::interrupt() {
+    std::lock_guard lock(impl_->queue_mutex);
+    impl_->interrupted = true;
+    impl_->queue_cv.notify_all();
+}
+
+void SiteLink::publish(std::vector<OutboundMessage> messages) {
+    for (auto& m : messages) {
+        try {
+            impl_->client->publish(m.topic, m.payload.data(), m.payload.size(), qos_at_least_once,
+                                   false);
+            impl_->receipts_sent.add();
+        } catch (const mqtt::exception&) {
+            impl_->receipts_failed.add();
+        }
+    }
+}
+
+}  // namespace vern::ingest

@@ -1,0 +1,44 @@
+#pragma once
+// The gateway: every stage of the data path, wired in the order the data flows.
+//
+//   site broker -> ingest -> decode -> policy -> seal -> durable queue -> forward -> upstream
+//                                                          \-> receipt to the device
+//
+// Start-up failures (key file, store, config) throw StartupError with one line saying what and
+// where. After start-up nothing throws: every event gets a counted outcome.
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "vern/common/counters.h"
+#include "vern/config/config.h"
+
+namespace vern::pipeline {
+
+class StartupError : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+class Gateway {
+public:
+    Gateway(const config::Config& config, Counters& counters);
+    ~Gateway();
+    Gateway(const Gateway&) = delete;
+    Gateway& operator=(const Gateway&) = delete;
+
+    // Runs until `stop` becomes true. `on_ready` is called once the store is open and the site
+    // broker subscription is granted (systemd readiness).
+    void run(const std::atomic<bool>& stop, const std::function<void()>& on_ready = {});
+
+    // Counters, lane depths and link states as JSON. Holds no personal data.
+    std::string status_json() const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace vern::pipeline

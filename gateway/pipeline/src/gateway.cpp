@@ -1,0 +1,451 @@
+#include "vern/pipeline/gateway.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "clean.pb.h"
+#include "device.pb.h"
+#include "vern/common/clock.h"
+#include "vern/common/reason.h"
+#include "vern/crypto/keyring.h"
+#include "vern/decode/decode.h"
+#include "vern/forward/forwarder.h"
+#include "vern/ingest/site_link.h"
+#include "vern/pipeline/device_marks.h"
+#include "vern/pipeline/record_codec.h"
+#include "vern/pipeline/status.h"
+#include "vern/policy/leak_guard.h"
+#include "vern/policy/policy.h"
+#include "vern/storage/store.h"
+
+namespace vern::pipeline {
+namespace {
+
+constexpr std::size_t read_max_bytes = 4u << 20;
+
+std::string be64(std::uint64_t v) {
+    std::string out;
+    for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+    return out;
+}
+
+std::uint64_t from_be64(std::string_view s) {
+    std::uint64_t v = 0;
+    for (std::size_t i = 0; i < 8 && i < s.size(); ++i) v = (v << 8) | static_cast<unsigned char>(s[i]);
+    return v;
+}
+
+std::string device_key(const std::string& device) { return "dev/" + device; }
+std::string stream_key(const std::string& stream) { return "stream/" + stream; }
+
+// A quarantine entry: when, why, which device (only when the topic named a valid device id)
+// and how big. Never the payload, never a topic we could not attribute.
+std::string quarantine_entry(std::int64_t now_ms, Reason reason, const std::string& device,
+                             std::size_t size) {
+    nlohmann::json j{{"time_ms", now_ms},
+                     {"reason", std::string(reason_name(reason))},
+                     {"device", device},
+                     {"bytes", size}};
+    return j.dump();
+}
+
+storage::StoreOptions store_options(const config::Config& c) {
+    storage::StoreOptions o;
+    o.path = (std::filesystem::path(c.gateway.data_dir) / "store").string();
+    o.sync = c.store.sync;
+    o.block_cache_bytes = c.store.block_cache_mb << 20;
+    o.write_buffer_bytes = c.store.write_buffer_mb << 20;
+    o.max_total_wal_bytes = c.store.max_wal_mb << 20;
+    o.max_quarantine_entries = c.store.max_quarantine_entries;
+    return o;
+}
+
+policy::PolicyOptions policy_options(const config::PolicySection& p) {
+    policy::PolicyOptions o;
+    o.alarm_stream = p.alarm_stream;
+    o.meter_stream = p.meter_stream;
+    o.retention_alarm_ms = std::int64_t{p.retention_alarm_h} * 3600 * 1000;
+    o.retention_meter_ms = std::int64_t{p.retention_meter_h} * 3600 * 1000;
+    return o;
+}
+
+std::unique_ptr<crypto::Keyring> open_keyring(const config::Config& c) {
+    crypto::Keyring::Origin origin = crypto::Keyring::Origin::loaded;
+    std::unique_ptr<crypto::Keyring> keys;
+    try {
+        keys = crypto::Keyring::load(c.master_key_path(), c.keys.create_if_missing, &origin);
+    } catch (const crypto::KeyError& e) {
+        throw StartupError(std::string("master key: ") + e.what());
+    }
+    if (origin == crypto::Keyring::Origin::created) {
+        spdlog::warn("*****************************************************************");
+        spdlog::warn("* A NEW SITE MASTER KEY was generated at {}", c.master_key_path().string());
+        spdlog::warn("* Fine for a demo. In production provision and back up the key:");
+        spdlog::warn("* losing it makes every stored record unreadable, and pseudonyms");
+        spdlog::warn("* change, so backends can no longer map them to their customers.");
+        spdlog::warn("*****************************************************************");
+    }
+    spdlog::info("master key loaded (fingerprint {})", keys->fingerprint());
+    return keys;
+}
+
+std::unique_ptr<storage::Store> open_store(const config::Config& c) {
+    auto opened = storage::Store::open(store_options(c));
+    if (!opened) {
+        throw StartupError("store at " + store_options(c).path + ": " +
+                           std::string(storage::store_errc_name(opened.error().code)) + ": " +
+                           opened.error().detail);
+    }
+    return std::move(*opened);
+}
+
+}  // namespace
+
+struct Gateway::Impl : public forward::Outbox {
+    const config::Config config;
+    Counters& counters;
+
+    // The stages, in the order the data flows.
+    std::unique_ptr<crypto::Keyring> keys;
+    std::unique_ptr<storage::Store> store;
+    ingest::SiteLink site;
+    decode::Decoder decoder;
+    policy::Policy policy;
+    crypto::Sealer sealer;
+    forward::Forwarder forwarder;
+
+    // State that outlives one event (committed with the events that change it).
+    DeviceMarks marks;
+    std::map<std::string, std::uint64_t> stream_next;  // next seq per stream
+
+    // Forward side: sealers by key epoch for opening records.
+    mutable std::mutex open_mutex;
+    std::map<std::uint32_t, crypto::Sealer> openers;
+
+    std::array<Counter*, reason_count> quarantined{};
+    Counter& committed_events;
+    Counter& committed_records;
+    Counter& commits;
+    Counter& duplicates;
+    Counter& expired;
+
+    Impl(const config::Config& c, Counters& k)
+        : config(c),
+          counters(k),
+          keys(open_keyring(c)),
+          store(open_store(c)),
+          site(c.site_broker, c.site_client_id(), c.gateway.site, k),
+          decoder({c.site_broker.topic_prefix, c.gateway.site, c.site_broker.max_payload_bytes}),
+          policy(policy_options(c.policy), pseudonymisers()),
+          sealer(keys->record_sealer(c.keys.record_epoch)),
+          forwarder(c.upstream, c.upstream_client_id(), *this, k),
+          committed_events(k.get("events_committed")),
+          committed_records(k.get("records_committed")),
+          commits(k.get("commits")),
+          duplicates(k.get("events_duplicate")),
+          expired(k.get("records_expired")) {
+        for (int r = 0; r < reason_count; ++r) {
+            quarantined[r] =
+                &k.get("quarantined_" + std::string(reason_name(static_cast<Reason>(r))));
+        }
+        load_stream_counters();
+    }
+
+    std::map<std::string, crypto::Pseudonymiser> pseudonymisers() const {
+        std::map<std::string, crypto::Pseudonymiser> out;
+        for (const auto& s : policy::Policy::streams(policy_options(config.policy))) {
+            out.emplace(s, keys->pseudonymiser(s, config.keys.pseudonym_epoch));
+        }
+        return out;
+    }
+
+    void load_stream_counters() {
+        auto entries = store->scan_state("stream/");
+        if (!entries) throw StartupError("store: cannot read stream counters");
+        for (const auto& [key, value] : *entries) {
+            stream_next[key.substr(7)] = from_be64(value);
+        }
+    }
+
+    // --- the data path, top to bottom -----------------------------------------------------
+
+    void process(std::vector<ingest::InboundMessage> batch) {
+        storage::WriteSet writes;
+        std::set<std::string> touched;     // devices whose mark changed: commit + receipt
+        std::set<std::string> re_receipt;  // devices that sent a duplicate: receipt again
+        auto next_seq = stream_next;       // staged: applied only if the commit succeeds
+        std::size_t events = 0;
+
+        for (auto& in : batch) {
+            // decode + validate
+            auto decoded = decoder.decode(in.topic, in.payload);
+            if (!decoded) {
+                quarantine(writes, in, decoded.error());
+                continue;
+            }
+            const std::string& device = decoded->topic.device_id;
+            const auto& event = decoded->message;
+
+            // once only: a retry of an event already committed is receipted again, not stored
+            if (!ensure_mark(device)) continue;
+            switch (marks.admit(device, event.seq())) {
+                case DeviceMarks::Admit::duplicate:
+                    duplicates.add();
+                    re_receipt.insert(device);
+                    continue;
+                case DeviceMarks::Admit::window_full:
+                    count(Reason::seq_window_full, device);
+                    continue;
+                case DeviceMarks::Admit::fresh: break;
+            }
+            touched.insert(device);
+            ++events;
+
+            // policy: pseudonymise, drop secrets, route to purposes
+            auto emissions = policy.apply(event, config.gateway.site, in.arrival_ms);
+            if (!emissions) {
+                quarantine(writes, in, emissions.error(), device);
+                continue;
+            }
+            auto personal = policy::personal_values(event);
+            for (auto& e : *emissions) {
+                e.record.set_gateway(config.gateway.id);
+                e.record.set_seq(++next_seq[e.stream]);
+                std::string clean = e.record.SerializeAsString();
+                // egress leak guard: the last look before anything is queued
+                if (policy::leaks(clean, personal)) {
+                    --next_seq[e.stream];
+                    quarantine(writes, in, Reason::leak_blocked, device);
+                    continue;
+                }
+                // seal
+                RecordHeader header{1, e.lane, config.keys.record_epoch, e.expires_ms, e.kind,
+                                    e.stream};
+                writes.append(e.lane, seal_record(header, clean, sealer));
+            }
+        }
+
+        // state that outlives the event goes in the same commit
+        for (const auto& device : touched) writes.put_state(device_key(device), marks.encode(device));
+        for (const auto& [stream, seq] : next_seq) {
+            if (stream_next[stream] != seq) writes.put_state(stream_key(stream), be64(seq));
+        }
+
+        // durable queue: one synced WriteBatch for the whole group
+        if (!writes.empty()) {
+            std::size_t records = writes.appended();
+            auto committed = store->commit(std::move(writes));
+            if (!committed) {
+                quarantined[static_cast<int>(Reason::store_failed)]->add(events);
+                spdlog::error("store: commit of {} events failed ({}): no receipts, devices "
+                              "will retry",
+                              events, storage::store_errc_name(committed.error().code));
+                for (const auto& device : touched) marks.forget(device);
+                return;
+            }
+            stream_next = std::move(next_seq);
+            commits.add();
+            committed_events.add(events);
+            committed_records.add(records);
+        }
+
+        // receipt: only now that the commit is durable
+        send_receipts(touched, re_receipt);
+
+        // forward
+        if (events > 0) forwarder.notify();
+    }
+
+    bool ensure_mark(const std::string& device) {
+        if (marks.known(device)) return true;
+        auto stored = store->get_state(device_key(device));
+        if (!stored) {
+            count(Reason::store_failed, device);
+            return false;
+        }
+        std::optional<std::string_view> view;
+        if (*stored) view = **stored;
+        if (!marks.load(device, view)) {
+            spdlog::error("device {}: stored sequence mark is corrupt; starting it afresh", device);
+            marks.load(device, std::nullopt);
+        }
+        return true;
+    }
+
+    void count(Reason reason, const std::string& device) {
+        quarantined[static_cast<int>(reason)]->add();
+        spdlog::debug("device {}: refused ({})", device, reason_name(reason));
+    }
+
+    void quarantine(storage::WriteSet& writes, const ingest::InboundMessage& in, Reason reason,
+                    std::string device = {}) {
+        if (device.empty()) {
+            if (auto topic = decoder.parse_topic(in.topic)) device = topic->device_id;
+        }
+        quarantined[static_cast<int>(reason)]->add();
+        writes.quarantine(quarantine_entry(in.arrival_ms, reason, device, in.payload.size()));
+        if (device.empty()) {
+            spdlog::debug("quarantined {} bytes from an unattributable topic ({})",
+                          in.payload.size(), reason_name(reason));
+        } else {
+            spdlog::debug("device {}: quarantined {} bytes ({})", device, in.payload.size(),
+                          reason_name(reason));
+        }
+    }
+
+    void send_receipts(const std::set<std::string>& touched, const std::set<std::string>& again) {
+        std::vector<ingest::OutboundMessage> out;
+        auto add = [&](const std::string& device) {
+            const Mark& m = marks.mark(device);
+            device::v1::Receipt r;
+            r.set_device_id(device);
+            r.set_through(m.through);
+            for (auto s : m.above) r.add_also(s);
+            r.set_gateway_time_ms(system_now_ms());
+            out.push_back({config.site_broker.topic_prefix + "/" + config.gateway.site + "/" +
+                               device + "/receipt",
+                           r.SerializeAsString()});
+        };
+        for (const auto& d : touched) add(d);
+        for (const auto& d : again) {
+            if (!touched.count(d) && marks.known(d)) add(d);
+        }
+        if (!out.empty()) site.publish(std::move(out));
+    }
+
+    // --- forward::Outbox: the durable queue as the forwarder sees it ------------------------
+
+    const crypto::Sealer& opener(std::uint32_t epoch) {
+        std::lock_guard lock(open_mutex);
+        auto it = openers.find(epoch);
+        if (it == openers.end()) it = openers.emplace(epoch, keys->record_sealer(epoch)).first;
+        return it->second;
+    }
+
+    std::vector<forward::Outgoing> next(Lane lane, std::uint64_t from, std::size_t max) override {
+        std::vector<forward::Outgoing> out;
+        for (;;) {
+            from = std::max(from, store->stats(lane).head_seq);
+            auto records = store->read(lane, from, max, read_max_bytes);
+            if (!records || records->empty()) return out;
+            std::vector<std::uint64_t> drop;
+            storage::WriteSet bad;
+            std::int64_t now = system_now_ms();
+            for (auto& r : *records) {
+                from = r.seq + 1;
+                auto header = peek_header(r.value);
+                auto plain = header ? open_record(r.value, opener(header->key_epoch))
+                                    : Result<std::string, CodecError>(fail(header.error()));
+                if (!plain) {
+                    quarantined[static_cast<int>(Reason::corrupt_record)]->add();
+                    bad.quarantine(quarantine_entry(now, Reason::corrupt_record, "", r.value.size()));
+                    spdlog::error("lane {}: record {} failed its check; quarantined", lane_name(lane),
+                                  r.seq);
+                    drop.push_back(r.seq);
+                    continue;
+                }
+                if (header->expires_ms < now) {
+                    expired.add();
+                    drop.push_back(r.seq);
+                    continue;
+                }
+                clean::v1::Batch batch;
+                if (!batch.add_records()->ParseFromString(*plain)) {
+                    quarantined[static_cast<int>(Reason::corrupt_record)]->add();
+                    drop.push_back(r.seq);
+                    continue;
+                }
+                out.push_back({lane, r.seq,
+                               config.upstream.topic_prefix + "/" + config.gateway.id + "/" +
+                                   header->stream + "/" + header->kind,
+                               batch.SerializeAsString()});
+            }
+            if (!bad.empty()) (void)store->commit(std::move(bad));
+            if (!drop.empty()) (void)store->remove(lane, std::move(drop));
+            if (!out.empty()) return out;
+        }
+    }
+
+    void delivered(Lane lane, std::vector<std::uint64_t> ids) override {
+        auto removed = store->remove(lane, std::move(ids));
+        if (!removed) {
+            spdlog::warn("lane {}: delete after PUBACK failed ({}); records will be re-sent",
+                         lane_name(lane), storage::store_errc_name(removed.error().code));
+        }
+    }
+};
+
+Gateway::Gateway(const config::Config& config, Counters& counters) {
+    std::error_code ec;
+    std::filesystem::create_directories(config.gateway.data_dir, ec);
+    if (ec) {
+        throw StartupError("data_dir " + config.gateway.data_dir + ": cannot create (" +
+                           ec.message() + ")");
+    }
+    ::chmod(config.gateway.data_dir.c_str(), 0700);
+    impl_ = std::make_unique<Impl>(config, counters);
+}
+
+Gateway::~Gateway() = default;
+
+void Gateway::run(const std::atomic<bool>& stop, const std::function<void()>& on_ready) {
+    auto& d = *impl_;
+    const auto& sc = d.config.store;
+    d.forwarder.start();
+    d.site.start();
+    if (on_ready) {
+        d.site.wait_subscribed(std::chrono::seconds(30));
+        on_ready();
+    }
+    spdlog::info("gateway {} running: site {} -> upstream {}", d.config.gateway.id,
+                 d.config.site_broker.uri, d.config.upstream.uri);
+    const auto group_window = std::chrono::milliseconds(sc.group_commit_max_delay_ms);
+    while (!stop) {
+        // Group commit: take what is there, wait at most the group window for more.
+        auto batch = d.site.take(sc.group_commit_max_records, std::chrono::milliseconds(200));
+        if (batch.empty()) continue;
+        auto deadline = std::chrono::steady_clock::now() + group_window;
+        while (batch.size() < sc.group_commit_max_records &&
+               std::chrono::steady_clock::now() < deadline) {
+            auto more = d.site.take(sc.group_commit_max_records - batch.size(),
+                                    std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        deadline - std::chrono::steady_clock::now()));
+            if (more.empty()) break;
+            std::move(more.begin(), more.end(), std::back_inserter(batch));
+        }
+        d.process(std::move(batch));
+    }
+    spdlog::info("stopping: finishing what is in memory");
+    d.site.stop();
+    for (auto rest = d.site.take(sc.group_commit_max_records, std::chrono::milliseconds(0));
+         !rest.empty(); rest = d.site.take(sc.group_commit_max_records, std::chrono::milliseconds(0))) {
+        d.process(std::move(rest));
+    }
+    d.forwarder.stop();
+}
+
+std::string Gateway::status_json() const {
+    const auto& d = *impl_;
+    nlohmann::json j;
+    j["gateway"] = d.config.gateway.id;
+    j["time_ms"] = system_now_ms();
+    j["site_broker"] = {{"connected", d.site.connected()}};
+    j["upstream"] = {{"connected", d.forwarder.connected()}, {"in_flight", d.forwarder.in_flight()}};
+    for (Lane lane : all_lanes) {
+        auto s = d.store->stats(lane);
+        j["lanes"][std::string(lane_name(lane))] = {
+            {"depth", s.depth}, {"bytes", s.bytes}, {"head_seq", s.head_seq}, {"next_seq", s.next_seq}};
+    }
+    j["quarantine_entries"] = d.store->quarantine_size();
+    j["counters"] = d.counters.snapshot();
+    j["key_epoch"] = {{"pseudonym", d.config.keys.pseudonym_epoch},
+                      {"record", d.config.keys.record_epoch}};
+    return j.dump(2);
+}
+
+}  // namespace vern::pipeline

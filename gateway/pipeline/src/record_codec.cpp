@@ -1,0 +1,80 @@
+#include "vern/pipeline/record_codec.h"
+
+#include "vern/crypto/sealer.h"
+
+namespace vern::pipeline {
+namespace {
+
+void put_be(std::string& out, std::uint64_t v, int bytes) {
+    for (int i = bytes - 1; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+std::uint64_t get_be(std::string_view in, std::size_t at, int bytes) {
+    std::uint64_t v = 0;
+    for (int i = 0; i < bytes; ++i) v = (v << 8) | static_cast<unsigned char>(in[at + i]);
+    return v;
+}
+
+constexpr std::size_t fixed_header = 1 + 1 + 4 + 8;
+
+}  // namespace
+
+std::string encode_header(const RecordHeader& h) {
+    std::string out;
+    out.push_back(static_cast<char>(h.version));
+    out.push_back(static_cast<char>(h.lane));
+    put_be(out, h.key_epoch, 4);
+    put_be(out, static_cast<std::uint64_t>(h.expires_ms), 8);
+    out.push_back(static_cast<char>(h.kind.size()));
+    out += h.kind;
+    out.push_back(static_cast<char>(h.stream.size()));
+    out += h.stream;
+    return out;
+}
+
+std::string seal_record(const RecordHeader& header, std::string_view clean_record,
+                        const crypto::Sealer& sealer) {
+    std::string head = encode_header(header);
+    std::string out;
+    put_be(out, head.size(), 2);
+    out += head;
+    out += sealer.seal(head, clean_record);
+    return out;
+}
+
+Result<RecordHeader, CodecError> peek_header(std::string_view stored) {
+    if (stored.size() < 2) return fail(CodecError::malformed);
+    std::size_t head_len = get_be(stored, 0, 2);
+    if (stored.size() < 2 + head_len || head_len < fixed_header + 2) {
+        return fail(CodecError::malformed);
+    }
+    std::string_view head = stored.substr(2, head_len);
+    RecordHeader h;
+    h.version = static_cast<std::uint8_t>(head[0]);
+    if (h.version != 1) return fail(CodecError::unknown_version);
+    auto lane = static_cast<std::uint8_t>(head[1]);
+    if (lane >= all_lanes.size()) return fail(CodecError::malformed);
+    h.lane = static_cast<Lane>(lane);
+    h.key_epoch = static_cast<std::uint32_t>(get_be(head, 2, 4));
+    h.expires_ms = static_cast<std::int64_t>(get_be(head, 6, 8));
+    std::size_t at = fixed_header;
+    std::size_t kind_len = static_cast<unsigned char>(head[at++]);
+    if (at + kind_len + 1 > head.size()) return fail(CodecError::malformed);
+    h.kind = std::string(head.substr(at, kind_len));
+    at += kind_len;
+    std::size_t stream_len = static_cast<unsigned char>(head[at++]);
+    if (at + stream_len != head.size()) return fail(CodecError::malformed);
+    h.stream = std::string(head.substr(at, stream_len));
+    return h;
+}
+
+Result<std::string, CodecError> open_record(std::string_view stored, const crypto::Sealer& sealer) {
+    auto header = peek_header(stored);
+    if (!header) return fail(header.error());
+    std::size_t head_len = get_be(stored, 0, 2);
+    auto plain = sealer.open(stored.substr(2, head_len), stored.substr(2 + head_len));
+    if (!plain) return fail(CodecError::cannot_open);
+    return std::move(*plain);
+}
+
+}  // namespace vern::pipeline

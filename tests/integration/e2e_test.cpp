@@ -1,0 +1,307 @@
+// The whole path on real parts: two mosquitto brokers (site and upstream), vernd, vern-sim
+// (seeded, so the test knows every identifier it sends) and vern-tap (a stand-in backend).
+#include <catch2/catch.hpp>
+#include <csignal>
+#include <fstream>
+#include <mqtt/async_client.h>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "device.pb.h"
+#include "vern_test.h"
+
+using namespace vern::test;
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr int seed = 11;
+constexpr int panels = 3;
+constexpr int meters = 8;
+
+json read_json(const std::filesystem::path& p) {
+    std::ifstream in(p);
+    if (!in) return json();
+    try {
+        return json::parse(in);
+    } catch (const json::exception&) {
+        return json();
+    }
+}
+
+std::set<std::uint64_t> expand(const json& ranges) {
+    std::set<std::uint64_t> out;
+    if (!ranges.is_array()) return out;
+    for (const auto& r : ranges) {
+        for (std::uint64_t s = r[0].get<std::uint64_t>(); s <= r[1].get<std::uint64_t>(); ++s) {
+            out.insert(s);
+        }
+    }
+    return out;
+}
+
+std::string slurp(const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+std::uint64_t counter(const json& status, const std::string& name) {
+    if (!status.contains("counters") || !status["counters"].contains(name)) return 0;
+    return status["counters"][name].get<std::uint64_t>();
+}
+
+// One site: brokers, the gateway, the backend stand-in.
+class Site {
+public:
+    Site() : site_broker_(), upstream_() {}
+
+    std::filesystem::path data_dir() const { return dir_.path() / "var"; }
+    std::filesystem::path vernd_log() const { return dir_.path() / "vernd.log"; }
+    const Mosquitto& site_broker() const { return site_broker_; }
+
+    void start_vernd() {
+        vernd_ = Process::spawn({bin("vernd"), "--data-dir", data_dir().string(), "--site-broker",
+                                 site_broker_.uri(), "--upstream", upstream_.uri(), "--log-level",
+                                 "debug"},
+                                vernd_log());
+        REQUIRE(wait_until([&] { return std::filesystem::exists(data_dir() / "status.json"); },
+                           20s));
+    }
+    void kill_vernd() {
+        vernd_.signal(SIGKILL);
+        REQUIRE(vernd_.wait_for(10s).has_value());
+    }
+    bool vernd_running() { return vernd_.running(); }
+    int stop_vernd() {
+        vernd_.signal(SIGTERM);
+        auto code = vernd_.wait_for(20s);
+        REQUIRE(code.has_value());
+        return *code;
+    }
+
+    void start_tap() {
+        auto ready = dir_.path() / "tap.ready";
+        tap_ = Process::spawn({bin("vern-tap"), "--broker", upstream_.uri(), "--seed",
+                               std::to_string(seed), "--panels", std::to_string(panels),
+                               "--meters", std::to_string(meters), "--report",
+                               (dir_.path() / "tap.json").string(), "--ready-file", ready.string()},
+                              dir_.path() / "tap.log");
+        REQUIRE(wait_until([&] { return std::filesystem::exists(ready); }, 20s));
+    }
+    json stop_tap() {
+        tap_.signal(SIGTERM);
+        REQUIRE(tap_.wait_for(20s).has_value());
+        return read_json(dir_.path() / "tap.json");
+    }
+
+    Process start_sim(int duration_s, double faults) {
+        return Process::spawn(
+            {bin("vern-sim"), "--broker", site_broker_.uri(), "--seed", std::to_string(seed),
+             "--panels", std::to_string(panels), "--meters", std::to_string(meters),
+             "--duration-s", std::to_string(duration_s), "--alarm-period-ms", "300",
+             "--meter-period-ms", "200", "--faults", std::to_string(faults),
+             "--receipt-timeout-ms", "2000", "--drain-timeout-s", "60", "--report",
+             (dir_.path() / "sim.json").string()},
+            dir_.path() / "sim.log");
+    }
+    json sim_report() const { return read_json(dir_.path() / "sim.json"); }
+
+    json status() const { return read_json(data_dir() / "status.json"); }
+
+    // Everything committed has been acknowledged upstream.
+    bool drained() const {
+        json s = status();
+        if (!s.contains("lanes")) return false;
+        for (const auto& [name, lane] : s["lanes"].items()) {
+            if (lane["depth"].get<std::uint64_t>() != 0) return false;
+        }
+        return s["upstream"]["in_flight"].get<std::uint64_t>() == 0;
+    }
+
+    int scan(const std::vector<std::filesystem::path>& paths) {
+        std::vector<std::string> argv{bin("vern-tap"), "scan",
+                                      "--seed",        std::to_string(seed),
+                                      "--panels",      std::to_string(panels),
+                                      "--meters",      std::to_string(meters)};
+        for (const auto& p : paths) argv.push_back(p.string());
+        auto p = Process::spawn(argv, dir_.path() / "scan.log");
+        auto code = p.wait_for(60s);
+        return code.value_or(-1);
+    }
+
+private:
+    TempDir dir_{"vern-e2e"};
+    Mosquitto site_broker_;
+    Mosquitto upstream_;
+    Process vernd_;
+    Process tap_;
+};
+
+// Every event the simulator got a receipt for is upstream; images (not forwarded in this
+// version) are not; nothing upstream failed to decode or carried an unknown field.
+void check_delivery(const json& sim, const json& tap) {
+    REQUIRE(sim.is_object());
+    REQUIRE(tap.is_object());
+    CHECK(sim["unreceipted"].get<std::uint64_t>() == 0);
+    CHECK(sim["receipted"].get<std::uint64_t>() == sim["sent"].get<std::uint64_t>());
+    CHECK(tap["undecodable"].get<std::uint64_t>() == 0);
+    CHECK(tap["unknown_fields"].get<std::uint64_t>() == 0);
+
+    std::uint64_t expected_records = 0;
+    std::uint64_t missing = 0;
+    std::uint64_t images_forwarded = 0;
+    for (const auto& [device, d] : sim["devices"].items()) {
+        auto receipted = expand(d["receipted"]);
+        auto seen = tap["devices"].contains(device) ? expand(tap["devices"][device])
+                                                    : std::set<std::uint64_t>{};
+        for (const char* kind : {"alarm", "meter"}) {
+            if (!d["kinds"].contains(kind)) continue;
+            for (auto s : expand(d["kinds"][kind])) {
+                if (!receipted.count(s)) continue;
+                ++expected_records;
+                missing += !seen.count(s);
+            }
+        }
+        if (d["kinds"].contains("image")) {
+            for (auto s : expand(d["kinds"]["image"])) images_forwarded += seen.count(s);
+        }
+    }
+    CHECK(expected_records > 50);
+    CHECK(missing == 0);
+    CHECK(images_forwarded == 0);
+    // Exactly once, or a counted duplicate.
+    CHECK(tap["records"].get<std::uint64_t>() - tap["duplicates"].get<std::uint64_t>() ==
+          expected_records);
+}
+
+}  // namespace
+
+TEST_CASE("Every receipted event arrives upstream once and no identifier leaves the site",
+          "[e2e]") {
+    Site site;
+    site.start_vernd();
+    site.start_tap();
+    auto sim = site.start_sim(6, 0.03);
+    auto sim_code = sim.wait_for(120s);
+    REQUIRE(sim_code.has_value());
+    CHECK(*sim_code == 0);
+    REQUIRE(wait_until([&] { return site.drained(); }, 60s));
+    std::this_thread::sleep_for(500ms);
+    json tap = site.stop_tap();
+    check_delivery(site.sim_report(), tap);
+    CHECK(tap["duplicates"].get<std::uint64_t>() == 0);  // no crash, no re-send
+    CHECK(tap["identifiers_found"].get<std::uint64_t>() == 0);
+
+    json status = site.status();
+    std::uint64_t quarantined = 0;
+    for (const auto& [name, value] : status["counters"].items()) {
+        if (name.rfind("quarantined_", 0) == 0) quarantined += value.get<std::uint64_t>();
+    }
+    CHECK(quarantined >= site.sim_report()["faults_sent"].get<std::uint64_t>() / 2);
+    CHECK(site.stop_vernd() == 0);
+
+    // Nothing personal on disk or in the log, in the clear.
+    CHECK(site.scan({site.data_dir(), site.vernd_log()}) == 0);
+}
+
+TEST_CASE("Killing vernd with SIGKILL mid-run loses no receipted event", "[e2e][crash]") {
+    Site site;
+    site.start_vernd();
+    site.start_tap();
+    auto sim = site.start_sim(14, 0.0);
+    std::mt19937 rng(Catch::rngSeed());
+    for (int kill = 0; kill < 3; ++kill) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1500 + rng() % 2000));
+        site.kill_vernd();
+        std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 1000));
+        site.start_vernd();
+    }
+    auto sim_code = sim.wait_for(180s);
+    REQUIRE(sim_code.has_value());
+    CHECK(*sim_code == 0);
+    REQUIRE(wait_until([&] { return site.drained(); }, 60s));
+    std::this_thread::sleep_for(500ms);
+    json tap = site.stop_tap();
+    check_delivery(site.sim_report(), tap);
+    CHECK(tap["identifiers_found"].get<std::uint64_t>() == 0);
+    CHECK(site.stop_vernd() == 0);
+    CHECK(site.scan({site.data_dir(), site.vernd_log()}) == 0);
+}
+
+TEST_CASE("Garbage on the device topics is quarantined by reason and vernd keeps running",
+          "[e2e][garbage]") {
+    Site site;
+    site.start_vernd();
+    mqtt::async_client device(site.site_broker().uri(), "e2e-garbage",
+                              mqtt::create_options(MQTTVERSION_5, 1000));
+    device.connect(mqtt::connect_options_builder().mqtt_version(MQTTVERSION_5).finalize())->wait();
+
+    // A marker that must never reach the log: a name and a valid-looking national id.
+    const std::string marker = "Kari Nordmann 01017012345";
+    std::mt19937 rng(3);
+    std::string random_bytes(512, '\0');
+    for (auto& c : random_bytes) c = static_cast<char>(rng());
+    random_bytes.replace(100, marker.size(), marker);
+
+    vern::device::v1::DeviceMessage valid;
+    valid.set_device_id("panel-0000aa");
+    valid.set_seq(1);
+    valid.set_event_time_ms(1'700'000'000'000);
+    valid.mutable_alarm()->set_kind(vern::device::v1::AlarmEvent::ARM);
+    valid.mutable_alarm()->set_user_name(marker);
+    valid.mutable_alarm()->set_customer_number("123456789");
+    std::string valid_bytes = valid.SerializeAsString();
+
+    const std::string t = "dev/v1/site-1/panel-0000aa/";
+    auto send = [&](const std::string& topic, const std::string& payload) {
+        device.publish(topic, payload.data(), payload.size(), 1, false)->wait();
+    };
+    send(t + "alarm", random_bytes);                                          // undecodable
+    send(t + "alarm", valid_bytes.substr(0, valid_bytes.size() - 5));         // truncated
+    send(t + "meter", valid_bytes);                                           // wrong type
+    send("dev/v1/site-1/panel-0000bb/alarm", valid_bytes);                    // impersonation
+    send(t + "video", valid_bytes);                                           // bad topic
+    send(t + "alarm", std::string(300 * 1024, 'x') + marker);                 // too large
+    send(t + "alarm", "{\"deviceId\": \"" + marker + "\"");                   // broken JSON
+
+    // ...and the gateway still takes a good event and receipts it.
+    std::atomic<bool> receipted{false};
+    device.set_message_callback([&](mqtt::const_message_ptr m) {
+        vern::device::v1::Receipt r;
+        if (r.ParseFromString(m->to_string()) && r.through() >= 1) receipted = true;
+    });
+    device.subscribe(t + "receipt", 1)->wait();
+    send(t + "alarm", valid_bytes);
+    CHECK(wait_until([&] { return receipted.load(); }, 20s));
+
+    REQUIRE(wait_until(
+        [&] {
+            json s = site.status();
+            return counter(s, "quarantined_too_large") >= 1 &&
+                   counter(s, "events_committed") >= 1;
+        },
+        20s));
+    json s = site.status();
+    CHECK(counter(s, "quarantined_undecodable") >= 2);  // random bytes, broken JSON
+    CHECK(counter(s, "quarantined_wrong_type") >= 1);
+    CHECK(counter(s, "quarantined_device_mismatch") == 1);
+    CHECK(counter(s, "quarantined_bad_topic") == 1);
+    CHECK(counter(s, "quarantined_too_large") == 1);
+    std::uint64_t truncated_outcomes = counter(s, "quarantined_undecodable") +
+                                       counter(s, "quarantined_wrong_type") +
+                                       counter(s, "quarantined_invalid_field");
+    CHECK(truncated_outcomes >= 4);  // the truncated event got one of these
+    CHECK(site.vernd_running());
+    device.disconnect()->wait();
+    CHECK(site.stop_vernd() == 0);
+
+    // The log names reasons and sizes; never a byte of what was sent.
+    std::string log = slurp(site.vernd_log());
+    CHECK(log.find("quarantined") != std::string::npos);
+    CHECK(log.find("Nordmann") == std::string::npos);
+    CHECK(log.find("01017012345") == std::string::npos);
+    CHECK(log.find("xxxxxxxx") == std::string::npos);
+}

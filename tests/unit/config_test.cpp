@@ -1,0 +1,135 @@
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <sstream>
+
+#include "vern/config/config.h"
+
+using namespace vern::config;
+
+namespace {
+
+std::vector<ConfigProblem> problems_of(const std::string& text) {
+    try {
+        parse_config(text, "test.toml");
+    } catch (const ConfigErrors& e) {
+        return e.problems();
+    }
+    return {};
+}
+
+}  // namespace
+
+TEST_CASE("An empty file gives the defaults") {
+    Config c = parse_config("", "empty.toml");
+    CHECK(c.gateway.id == "gw-dev");
+    CHECK(c.store.sync);
+    CHECK(c.master_key_path() == std::filesystem::path("./var/master.key"));
+    CHECK(c.site_client_id() == "vernd-gw-dev");
+}
+
+TEST_CASE("Values in the file replace the defaults") {
+    Config c = parse_config(R"(
+[gateway]
+id = "gw-7"
+data_dir = "/var/lib/vern"
+[store]
+group_commit_max_records = 64
+sync = false
+[upstream]
+uri = "ssl://backend.example:8883"
+tls_ca_file = "/etc/ssl/ca.pem"
+)",
+                            "t.toml");
+    CHECK(c.gateway.id == "gw-7");
+    CHECK(c.store.group_commit_max_records == 64);
+    CHECK_FALSE(c.store.sync);
+    CHECK(c.upstream.tls_ca_file == "/etc/ssl/ca.pem");
+    CHECK(c.master_key_path() == std::filesystem::path("/var/lib/vern/master.key"));
+}
+
+TEST_CASE("A typo in a key is reported with its line, column and a suggestion") {
+    auto p = problems_of("[gateway]\nid = \"x\"\n  sitee = \"s\"\n");
+    REQUIRE(p.size() == 1);
+    CHECK(p[0].file == "test.toml");
+    CHECK(p[0].line == 3);
+    CHECK(p[0].column == 3);
+    CHECK(p[0].message.find("unknown key 'sitee' in [gateway]") != std::string::npos);
+    CHECK(p[0].message.find("did you mean 'site'") != std::string::npos);
+}
+
+TEST_CASE("Every problem in a file is reported at once") {
+    auto p = problems_of(R"([gateway]
+id = 5
+[store]
+group_commit_max_records = 0
+sync = "yes"
+[upstreem]
+uri = "x"
+)");
+    REQUIRE(p.size() == 4);
+    CHECK(p[0].line == 2);
+    CHECK(p[0].message == "gateway.id must be a string");
+    CHECK(p[1].line == 4);
+    CHECK(p[1].message.find("between 1 and 100000") != std::string::npos);
+    CHECK(p[2].line == 5);
+    CHECK(p[2].message == "store.sync must be true or false");
+    CHECK(p[3].line == 6);
+    CHECK(p[3].message.find("did you mean [upstream]") != std::string::npos);
+}
+
+TEST_CASE("A syntax error names the line") {
+    auto p = problems_of("[gateway]\nid = \"unterminated\n");
+    REQUIRE(p.size() == 1);
+    CHECK(p[0].line == 2);
+    CHECK(p[0].message.rfind("syntax error", 0) == 0);
+    CHECK(p[0].to_string().rfind("test.toml:2:", 0) == 0);
+}
+
+TEST_CASE("Values outside their allowed set are refused") {
+    auto p = problems_of("[gateway]\nlog_level = \"verbose\"\n");
+    REQUIRE(p.size() == 1);
+    CHECK(p[0].message.find("must be one of") != std::string::npos);
+}
+
+TEST_CASE("Cross-field rules are checked after the file is read") {
+    CHECK_FALSE(problems_of("[upstream]\nuri = \"localhost:1883\"\n").empty());
+    CHECK_FALSE(problems_of("[policy]\nalarm_stream = \"x\"\nmeter_stream = \"x\"\n").empty());
+    CHECK_FALSE(problems_of("[upstream]\ntls_ca_file = \"/ca.pem\"\n").empty());
+    CHECK_FALSE(problems_of("[upstream]\nuri = \"ssl://h:8883\"\ntls_cert_file = \"c\"\n").empty());
+    CHECK_FALSE(problems_of("[gateway]\nsite = \"a/b\"\n").empty());
+}
+
+TEST_CASE("The commented example parses to the defaults and names every key") {
+    std::string example = example_config();
+    Config c = parse_config(example, "example.toml");
+    CHECK(c.gateway.id == Config{}.gateway.id);
+    // Uncommenting every key gives a valid file with the same values.
+    std::istringstream in(example);
+    std::string line, uncommented;
+    while (std::getline(in, line)) {
+        if (line.rfind("# ", 0) == 0 && line.find(" = ") != std::string::npos) line = line.substr(2);
+        uncommented += line + "\n";
+    }
+    Config all = parse_config(uncommented, "uncommented.toml");
+    CHECK(all.store.group_commit_max_records == Config{}.store.group_commit_max_records);
+    CHECK(all.upstream.window == Config{}.upstream.window);
+}
+
+TEST_CASE("The shipped deploy/vernd.toml is the generated example") {
+    std::ifstream in(std::string(VERN_SOURCE_DIR) + "/deploy/vernd.toml");
+    REQUIRE(in.good());
+    std::stringstream shipped;
+    shipped << in.rdbuf();
+    // Regenerate with: build/bin/vernd --print-example-config > deploy/vernd.toml
+    CHECK(shipped.str() == example_config());
+}
+
+TEST_CASE("A missing config file is one clear problem") {
+    try {
+        load_config("/nonexistent/vernd.toml");
+        FAIL("expected ConfigErrors");
+    } catch (const ConfigErrors& e) {
+        REQUIRE(e.problems().size() == 1);
+        CHECK(e.problems()[0].file == "/nonexistent/vernd.toml");
+    }
+}

@@ -1,0 +1,132 @@
+#include <catch2/catch.hpp>
+#include <google/protobuf/util/json_util.h>
+#include <random>
+
+#include "vern/decode/decode.h"
+
+using namespace vern;
+using vern::decode::Decoder;
+using vern::decode::Kind;
+
+namespace {
+
+Decoder decoder() { return Decoder({"dev/v1", "site-1", 4096}); }
+
+device::v1::DeviceMessage alarm_event() {
+    device::v1::DeviceMessage m;
+    m.set_device_id("panel-00aa11");
+    m.set_seq(7);
+    m.set_event_time_ms(1'700'000'000'000);
+    auto* a = m.mutable_alarm();
+    a->set_kind(device::v1::AlarmEvent::DISARM);
+    a->set_customer_number("123456789");
+    a->set_user_slot(2);
+    a->set_pin_code("1234");
+    return m;
+}
+
+const std::string alarm_topic = "dev/v1/site-1/panel-00aa11/alarm";
+
+}  // namespace
+
+TEST_CASE("A valid Protobuf alarm event decodes with its topic") {
+    auto d = decoder().decode(alarm_topic, alarm_event().SerializeAsString());
+    REQUIRE(d);
+    CHECK(d->topic.device_id == "panel-00aa11");
+    CHECK(d->topic.kind == Kind::alarm);
+    CHECK(d->message.seq() == 7);
+    CHECK_FALSE(d->was_json);
+}
+
+TEST_CASE("The canonical JSON mapping of the same schema decodes to the same message") {
+    std::string json;
+    REQUIRE(google::protobuf::util::MessageToJsonString(alarm_event(), &json).ok());
+    auto d = decoder().decode(alarm_topic, "  \n" + json);
+    REQUIRE(d);
+    CHECK(d->was_json);
+    CHECK(d->message.SerializeAsString() == alarm_event().SerializeAsString());
+}
+
+TEST_CASE("JSON with an unknown field is undecodable rather than half-read") {
+    auto d = decoder().decode(alarm_topic, R"({"deviceId":"panel-00aa11","bogus":1})");
+    REQUIRE_FALSE(d);
+    CHECK(d.error() == Reason::undecodable);
+}
+
+TEST_CASE("A payload over the size limit is refused before it is parsed") {
+    std::string big(4097, '{');
+    auto d = decoder().decode(alarm_topic, big);
+    REQUIRE_FALSE(d);
+    CHECK(d.error() == Reason::too_large);
+}
+
+TEST_CASE("Topics outside our site or with a bad shape are refused") {
+    auto payload = alarm_event().SerializeAsString();
+    for (const char* t : {"dev/v1/site-2/panel-00aa11/alarm", "dev/v1/site-1/panel-00aa11",
+                          "dev/v1/site-1/panel-00aa11/alarm/extra", "dev/v1/site-1//alarm",
+                          "dev/v1/site-1/panel 1/alarm", "dev/v1/site-1/panel-00aa11/video",
+                          "other/v1/site-1/panel-00aa11/alarm", ""}) {
+        auto d = decoder().decode(t, payload);
+        REQUIRE_FALSE(d);
+        CHECK(d.error() == Reason::bad_topic);
+    }
+}
+
+TEST_CASE("Random bytes never decode into an accepted event") {
+    std::mt19937 rng(7);
+    int accepted = 0;
+    for (int i = 0; i < 2000; ++i) {
+        std::string junk(rng() % 200, '\0');
+        for (auto& c : junk) c = static_cast<char>(rng());
+        accepted += static_cast<bool>(decoder().decode(alarm_topic, junk));
+    }
+    CHECK(accepted == 0);
+}
+
+TEST_CASE("Every truncation of a valid event is refused with a reason") {
+    std::string full = alarm_event().SerializeAsString();
+    for (std::size_t n = 0; n < full.size(); ++n) {
+        auto d = decoder().decode(alarm_topic, full.substr(0, n));
+        CHECK_FALSE(d);
+    }
+}
+
+TEST_CASE("A body that does not match the topic's kind is the wrong type") {
+    auto d = decoder().decode("dev/v1/site-1/panel-00aa11/meter", alarm_event().SerializeAsString());
+    REQUIRE_FALSE(d);
+    CHECK(d.error() == Reason::wrong_type);
+    device::v1::DeviceMessage empty = alarm_event();
+    empty.clear_alarm();
+    d = decoder().decode(alarm_topic, empty.SerializeAsString());
+    REQUIRE_FALSE(d);
+    CHECK(d.error() == Reason::wrong_type);
+}
+
+TEST_CASE("A device publishing as another device is refused") {
+    auto d = decoder().decode("dev/v1/site-1/panel-ffffff/alarm", alarm_event().SerializeAsString());
+    REQUIRE_FALSE(d);
+    CHECK(d.error() == Reason::device_mismatch);
+}
+
+TEST_CASE("Missing sequence numbers, times and kinds are invalid fields") {
+    auto m = alarm_event();
+    m.set_seq(0);
+    CHECK(decoder().decode(alarm_topic, m.SerializeAsString()).error() == Reason::invalid_field);
+    m = alarm_event();
+    m.set_event_time_ms(0);
+    CHECK(decoder().decode(alarm_topic, m.SerializeAsString()).error() == Reason::invalid_field);
+    m = alarm_event();
+    m.mutable_alarm()->set_kind(device::v1::AlarmEvent::KIND_UNSPECIFIED);
+    CHECK(decoder().decode(alarm_topic, m.SerializeAsString()).error() == Reason::invalid_field);
+
+    device::v1::DeviceMessage img;
+    img.set_device_id("panel-00aa11");
+    img.set_seq(1);
+    img.set_event_time_ms(1);
+    img.mutable_image()->set_event_id("e");
+    img.mutable_image()->set_image_id("i");
+    img.mutable_image()->set_count(3);
+    img.mutable_image()->set_index(3);
+    CHECK(decoder().decode("dev/v1/site-1/panel-00aa11/image", img.SerializeAsString()).error() ==
+          Reason::invalid_field);
+}
