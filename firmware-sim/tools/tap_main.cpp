@@ -133,8 +133,8 @@ public:
             if (!seen_.emplace(r.gateway(), r.stream(), r.seq()).second) ++duplicates_;
             if (has_unknown_fields(r)) ++unknown_fields_;
             if (r.has_source()) devices_[r.source().device_id()].insert(r.source().device_seq());
-            if (printed_ < opts_.print) {
-                ++printed_;
+            if (printed_[r.stream()] < opts_.print) {  // the first N of each stream
+                ++printed_[r.stream()];
                 print(topic, r);
             }
         }
@@ -276,7 +276,7 @@ private:
     std::uint64_t messages_ = 0, records_ = 0, duplicates_ = 0, undecodable_ = 0;
     std::uint64_t empty_batches_ = 0, unknown_fields_ = 0, identifiers_found_ = 0;
     std::int64_t last_message_ms_ = 0;
-    int printed_ = 0;
+    std::map<std::string, int> printed_;
     std::map<std::string, std::uint64_t> by_stream_;
     std::map<std::string, std::uint64_t> kinds_found_;
     std::set<std::tuple<std::string, std::string, std::uint64_t>> seen_;
@@ -313,7 +313,7 @@ int main(int argc, char** argv) {
     app.require_subcommand(0, 1);
     app.add_option("--broker", o.broker, "upstream broker URI, e.g. tcp://127.0.0.1:1884");
     app.add_option("--topic", o.topic, "topic filter")->capture_default_str();
-    app.add_option("--print", o.print, "print the first N records as text format")
+    app.add_option("--print", o.print, "print the first N records of each stream as text format")
         ->capture_default_str();
     std::uint64_t seed = 0;
     auto* seed_opt = app.add_option("--seed", seed, "population seed: enables the identifier scan");

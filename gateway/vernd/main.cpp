@@ -77,6 +77,7 @@ int main(int argc, char** argv) {
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     std::signal(SIGPIPE, SIG_IGN);
+    std::signal(SIGXFSZ, SIG_IGN);  // a file-size limit is a failed write, counted, not a death
 
     vern::Counters counters;
     std::unique_ptr<vern::pipeline::Gateway> gateway;
@@ -103,7 +104,8 @@ int main(int argc, char** argv) {
         }
     });
 
-    gateway->run(stop_requested, [] { spdlog::info("ready: store open, site broker subscribed"); });
+    const bool clean =
+        gateway->run(stop_requested, [] { spdlog::info("ready: store open, site broker subscribed"); });
 
     {
         std::lock_guard lock(status_mutex);
@@ -113,5 +115,5 @@ int main(int argc, char** argv) {
     status_writer.join();
     vern::pipeline::write_file_atomically(status_path, gateway->status_json());
     spdlog::info("stopped");
-    return 0;
+    return clean ? 0 : 3;
 }

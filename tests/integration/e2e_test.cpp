@@ -62,11 +62,18 @@ public:
     std::filesystem::path vernd_log() const { return dir_.path() / "vernd.log"; }
     const Mosquitto& site_broker() const { return site_broker_; }
 
-    void start_vernd() {
-        vernd_ = Process::spawn({bin("vernd"), "--data-dir", data_dir().string(), "--site-broker",
-                                 site_broker_.uri(), "--upstream", upstream_.uri(), "--log-level",
-                                 "debug"},
-                                vernd_log());
+    // `file_limit_kb` > 0 starts vernd under `ulimit -f`: writes past it fail like a full disk.
+    void start_vernd(int file_limit_kb = 0) {
+        std::vector<std::string> argv{bin("vernd"),          "--data-dir",  data_dir().string(),
+                                      "--site-broker",       site_broker_.uri(),
+                                      "--upstream",          upstream_.uri(),
+                                      "--log-level",         "debug"};
+        if (file_limit_kb > 0) {
+            std::string cmd = "ulimit -f " + std::to_string(file_limit_kb) + " && exec";
+            for (const auto& a : argv) cmd += " '" + a + "'";
+            argv = {"/bin/sh", "-c", cmd};
+        }
+        vernd_ = Process::spawn(argv, vernd_log());
         REQUIRE(wait_until([&] { return std::filesystem::exists(data_dir() / "status.json"); },
                            20s));
     }
@@ -75,6 +82,9 @@ public:
         REQUIRE(vernd_.wait_for(10s).has_value());
     }
     bool vernd_running() { return vernd_.running(); }
+    std::optional<int> wait_vernd(std::chrono::milliseconds timeout) {
+        return vernd_.wait_for(timeout);
+    }
     int stop_vernd() {
         vernd_.signal(SIGTERM);
         auto code = vernd_.wait_for(20s);
@@ -304,4 +314,26 @@ TEST_CASE("Garbage on the device topics is quarantined by reason and vernd keeps
     CHECK(log.find("Nordmann") == std::string::npos);
     CHECK(log.find("01017012345") == std::string::npos);
     CHECK(log.find("xxxxxxxx") == std::string::npos);
+}
+
+TEST_CASE("A store that refuses writes makes vernd exit for a restart and loses nothing receipted",
+          "[e2e][disk]") {
+    Site site;
+    site.start_vernd(256);  // the write-ahead log cannot grow past 256 KiB: a full disk
+    site.start_tap();
+    auto sim = site.start_sim(12, 0.0);
+    auto code = site.wait_vernd(60s);
+    REQUIRE(code.has_value());
+    CHECK(*code == 3);  // refused commits three times in a row, then exited to be restarted
+    std::string log = slurp(site.vernd_log());
+    CHECK(log.find("commits in a row failed") != std::string::npos);
+    site.start_vernd();  // the service manager's restart, with room on the disk again
+    auto sim_code = sim.wait_for(180s);
+    REQUIRE(sim_code.has_value());
+    CHECK(*sim_code == 0);
+    REQUIRE(wait_until([&] { return site.drained(); }, 60s));
+    std::this_thread::sleep_for(500ms);
+    json tap = site.stop_tap();
+    check_delivery(site.sim_report(), tap);
+    CHECK(site.stop_vernd() == 0);
 }

@@ -27,6 +27,7 @@ namespace vern::pipeline {
 namespace {
 
 constexpr std::size_t read_max_bytes = 4u << 20;
+constexpr int max_commit_failures = 3;
 
 std::string be64(std::uint64_t v) {
     std::string out;
@@ -133,6 +134,7 @@ struct Gateway::Impl : public forward::Outbox {
     Counter& commits;
     Counter& duplicates;
     Counter& expired;
+    int commit_failures = 0;  // consecutive
 
     Impl(const config::Config& c, Counters& k)
         : config(c),
@@ -246,8 +248,10 @@ struct Gateway::Impl : public forward::Outbox {
                               "will retry",
                               events, storage::store_errc_name(committed.error().code));
                 for (const auto& device : touched) marks.forget(device);
+                ++commit_failures;
                 return;
             }
+            commit_failures = 0;
             stream_next = std::move(next_seq);
             commits.add();
             committed_events.add(events);
@@ -393,7 +397,7 @@ Gateway::Gateway(const config::Config& config, Counters& counters) {
 
 Gateway::~Gateway() = default;
 
-void Gateway::run(const std::atomic<bool>& stop, const std::function<void()>& on_ready) {
+bool Gateway::run(const std::atomic<bool>& stop, const std::function<void()>& on_ready) {
     auto& d = *impl_;
     const auto& sc = d.config.store;
     d.forwarder.start();
@@ -405,7 +409,7 @@ void Gateway::run(const std::atomic<bool>& stop, const std::function<void()>& on
     spdlog::info("gateway {} running: site {} -> upstream {}", d.config.gateway.id,
                  d.config.site_broker.uri, d.config.upstream.uri);
     const auto group_window = std::chrono::milliseconds(sc.group_commit_max_delay_ms);
-    while (!stop) {
+    while (!stop && d.commit_failures < max_commit_failures) {
         // Group commit: take what is there, wait at most the group window for more.
         auto batch = d.site.take(sc.group_commit_max_records, std::chrono::milliseconds(200));
         if (batch.empty()) continue;
@@ -420,6 +424,16 @@ void Gateway::run(const std::atomic<bool>& stop, const std::function<void()>& on
         }
         d.process(std::move(batch));
     }
+    if (d.commit_failures >= max_commit_failures) {
+        // RocksDB refuses every write after a failed WAL write until the store is reopened.
+        // Exit, so that the service manager restarts vernd with the store opened afresh.
+        // Nothing is lost: what was not committed was never receipted, and devices resend it.
+        spdlog::critical("store: {} commits in a row failed; exiting to reopen it",
+                         d.commit_failures);
+        d.site.stop();
+        d.forwarder.stop();
+        return false;
+    }
     spdlog::info("stopping: finishing what is in memory");
     d.site.stop();
     for (auto rest = d.site.take(sc.group_commit_max_records, std::chrono::milliseconds(0));
@@ -427,6 +441,7 @@ void Gateway::run(const std::atomic<bool>& stop, const std::function<void()>& on
         d.process(std::move(rest));
     }
     d.forwarder.stop();
+    return true;
 }
 
 std::string Gateway::status_json() const {

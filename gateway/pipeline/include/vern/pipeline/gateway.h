@@ -29,9 +29,10 @@ public:
     Gateway(const Gateway&) = delete;
     Gateway& operator=(const Gateway&) = delete;
 
-    // Runs until `stop` becomes true. `on_ready` is called once the store is open and the site
-    // broker subscription is granted (systemd readiness).
-    void run(const std::atomic<bool>& stop, const std::function<void()>& on_ready = {});
+    // Runs until `stop` becomes true (returns true), or until the store refuses commits three
+    // times in a row (returns false: the caller exits so that the store is reopened on restart).
+    // `on_ready` is called once the store is open and the site broker subscription is granted.
+    bool run(const std::atomic<bool>& stop, const std::function<void()>& on_ready = {});
 
     // Counters, lane depths and link states as JSON. Holds no personal data.
     std::string status_json() const;

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# End-to-end throughput with durability on: devices (vern-sim) -> site broker -> vernd (synced
+# group commit, receipts after the commit) -> upstream broker -> vern-tap. Prints figures.
+# Knobs: PANELS, METERS, DURATION (s), METER_PERIOD_MS, ALARM_PERIOD_MS, INFLIGHT.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/build.sh >/dev/null
+bin=$PWD/${VERN_BUILD_DIR:-build}/bin
+panels=${PANELS:-20} meters=${METERS:-400} duration=${DURATION:-20}
+meter_period=${METER_PERIOD_MS:-20} alarm_period=${ALARM_PERIOD_MS:-200} inflight=${INFLIGHT:-1000}
+run=$(mktemp -d /tmp/vern-bench.XXXXXX)
+. scripts/lib.sh
+
+site_port=$(free_port)
+upstream_port=$(free_port)
+start_broker site "$site_port" deploy/mosquitto/vern-site.conf
+start_broker upstream "$upstream_port"
+"$bin/vernd" --data-dir "$run/var" --site-broker "tcp://127.0.0.1:$site_port" \
+    --upstream "tcp://127.0.0.1:$upstream_port" --log-level warn >"$run/vernd.log" 2>&1 &
+vernd_pid=$!
+pids+=($vernd_pid)
+wait_for 20 test -f "$run/var/status.json"
+"$bin/vern-tap" --broker "tcp://127.0.0.1:$upstream_port" --report "$run/tap.json" \
+    --ready-file "$run/tap.ready" --quiet &
+tap_pid=$!
+pids+=($tap_pid)
+wait_for 20 test -f "$run/tap.ready"
+
+status=$run/var/status.json
+start_ns=$(date +%s%N)
+"$bin/vern-sim" --broker "tcp://127.0.0.1:$site_port" --seed 7 --panels "$panels" \
+    --meters "$meters" --duration-s "$duration" --alarm-period-ms "$alarm_period" \
+    --meter-period-ms "$meter_period" --max-inflight "$inflight" --drain-timeout-s 120 --report "$run/sim.json" --quiet \
+    >/dev/null || true
+sim_ns=$(date +%s%N)
+wait_for 120 drained "$status" || echo "bench: did not drain within 120 s"
+drain_ns=$(date +%s%N)
+sleep 1.2  # one more status.json rewrite
+rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$vernd_pid/status")
+kill -TERM "$tap_pid"; wait "$tap_pid" 2>/dev/null || true
+
+events=$(json_num "$status" events_committed)
+commits=$(json_num "$status" commits)
+delivered=$(json_num "$status" forward_delivered)
+sent=$(json_num "$run/sim.json" sent)
+receipted=$(json_num "$run/sim.json" receipted)
+awk -v e="$events" -v c="$commits" -v d="$delivered" -v s="$sent" -v r="$receipted" \
+    -v t0="$start_ns" -v t1="$sim_ns" -v t2="$drain_ns" -v rss="$rss_kb" \
+    -v p="$panels" -v m="$meters" 'BEGIN {
+    run = (t1 - t0) / 1e9; total = (t2 - t0) / 1e9
+    printf "vern end-to-end throughput (%d panels, %d meters, sync on)\n", p, m
+    printf "  events sent by devices      %d in %.1f s (%.0f/s offered)\n", s, run, s / run
+    printf "  events committed + receipted %d (%d receipted by the sim)\n", e, r
+    printf "  end to end, sent -> acked upstream: %.0f events/s (%d records in %.1f s)\n", d / total, d, total
+    printf "  group commit: %d commits, %.1f events per commit\n", c, (c ? e / c : 0)
+    printf "  vernd peak RSS %.1f MiB\n", rss / 1024
+}'
