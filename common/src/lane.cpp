@@ -4,9 +4,12 @@ namespace vern {
 
 std::string_view lane_name(Lane lane) {
     switch (lane) {
-        case Lane::alarm: return "alarm";
-        case Lane::image: return "image";
-        case Lane::meter: return "meter";
+        case Lane::alarm:
+            return "alarm";
+        case Lane::image:
+            return "image";
+        case Lane::meter:
+            return "meter";
     }
     return "unknown";
 }

@@ -463,8 +463,8 @@ nlohmann::json Sim::report() {
             for (const auto& [a, b] : to_ranges(seqs)) kr.push_back({a, b});
             kinds[kind] = kr;
         }
-        devices[d.id] = {{"last_seq", d.last_seq}, {"receipted", ranges}, {"json", d.json},
-                         {"kinds", kinds}};
+        devices[d.id] = {
+            {"last_seq", d.last_seq}, {"receipted", ranges}, {"json", d.json}, {"kinds", kinds}};
     }
     return {{"sent", sent_},
             {"receipted", receipted_},

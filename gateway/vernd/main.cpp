@@ -1,8 +1,8 @@
 // vernd: the vern gateway daemon.
-#include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <CLI/CLI.hpp>
 #include <atomic>
 #include <condition_variable>
 #include <csignal>
@@ -104,8 +104,8 @@ int main(int argc, char** argv) {
         }
     });
 
-    const bool clean =
-        gateway->run(stop_requested, [] { spdlog::info("ready: store open, site broker subscribed"); });
+    const bool clean = gateway->run(
+        stop_requested, [] { spdlog::info("ready: store open, site broker subscribed"); });
 
     {
         std::lock_guard lock(status_mutex);

@@ -1,9 +1,10 @@
 // The whole path on real parts: two mosquitto brokers (site and upstream), vernd, vern-sim
 // (seeded, so the test knows every identifier it sends) and vern-tap (a stand-in backend).
+#include <mqtt/async_client.h>
+
 #include <catch2/catch.hpp>
 #include <csignal>
 #include <fstream>
-#include <mqtt/async_client.h>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
@@ -64,18 +65,17 @@ public:
 
     // `file_limit_kb` > 0 starts vernd under `ulimit -f`: writes past it fail like a full disk.
     void start_vernd(int file_limit_kb = 0) {
-        std::vector<std::string> argv{bin("vernd"),          "--data-dir",  data_dir().string(),
-                                      "--site-broker",       site_broker_.uri(),
-                                      "--upstream",          upstream_.uri(),
-                                      "--log-level",         "debug"};
+        std::vector<std::string> argv{bin("vernd"),    "--data-dir",       data_dir().string(),
+                                      "--site-broker", site_broker_.uri(), "--upstream",
+                                      upstream_.uri(), "--log-level",      "debug"};
         if (file_limit_kb > 0) {
             std::string cmd = "ulimit -f " + std::to_string(file_limit_kb) + " && exec";
             for (const auto& a : argv) cmd += " '" + a + "'";
             argv = {"/bin/sh", "-c", cmd};
         }
         vernd_ = Process::spawn(argv, vernd_log());
-        REQUIRE(wait_until([&] { return std::filesystem::exists(data_dir() / "status.json"); },
-                           20s));
+        REQUIRE(
+            wait_until([&] { return std::filesystem::exists(data_dir() / "status.json"); }, 20s));
     }
     void kill_vernd() {
         vernd_.signal(SIGKILL);
@@ -94,11 +94,11 @@ public:
 
     void start_tap() {
         auto ready = dir_.path() / "tap.ready";
-        tap_ = Process::spawn({bin("vern-tap"), "--broker", upstream_.uri(), "--seed",
-                               std::to_string(seed), "--panels", std::to_string(panels),
-                               "--meters", std::to_string(meters), "--report",
-                               (dir_.path() / "tap.json").string(), "--ready-file", ready.string()},
-                              dir_.path() / "tap.log");
+        tap_ = Process::spawn(
+            {bin("vern-tap"), "--broker", upstream_.uri(), "--seed", std::to_string(seed),
+             "--panels", std::to_string(panels), "--meters", std::to_string(meters), "--report",
+             (dir_.path() / "tap.json").string(), "--ready-file", ready.string()},
+            dir_.path() / "tap.log");
         REQUIRE(wait_until([&] { return std::filesystem::exists(ready); }, 20s));
     }
     json stop_tap() {
@@ -108,14 +108,30 @@ public:
     }
 
     Process start_sim(int duration_s, double faults) {
-        return Process::spawn(
-            {bin("vern-sim"), "--broker", site_broker_.uri(), "--seed", std::to_string(seed),
-             "--panels", std::to_string(panels), "--meters", std::to_string(meters),
-             "--duration-s", std::to_string(duration_s), "--alarm-period-ms", "300",
-             "--meter-period-ms", "200", "--faults", std::to_string(faults),
-             "--receipt-timeout-ms", "2000", "--drain-timeout-s", "60", "--report",
-             (dir_.path() / "sim.json").string()},
-            dir_.path() / "sim.log");
+        return Process::spawn({bin("vern-sim"),
+                               "--broker",
+                               site_broker_.uri(),
+                               "--seed",
+                               std::to_string(seed),
+                               "--panels",
+                               std::to_string(panels),
+                               "--meters",
+                               std::to_string(meters),
+                               "--duration-s",
+                               std::to_string(duration_s),
+                               "--alarm-period-ms",
+                               "300",
+                               "--meter-period-ms",
+                               "200",
+                               "--faults",
+                               std::to_string(faults),
+                               "--receipt-timeout-ms",
+                               "2000",
+                               "--drain-timeout-s",
+                               "60",
+                               "--report",
+                               (dir_.path() / "sim.json").string()},
+                              dir_.path() / "sim.log");
     }
     json sim_report() const { return read_json(dir_.path() / "sim.json"); }
 
@@ -187,6 +203,19 @@ void check_delivery(const json& sim, const json& tap) {
           expected_records);
 }
 
+// Waits for the simulator to have every event receipted and for vernd to have forwarded
+// everything, then stops the backend stand-in and checks what it received.
+json finish(Site& site, Process& sim) {
+    auto sim_code = sim.wait_for(180s);
+    REQUIRE(sim_code.has_value());
+    CHECK(*sim_code == 0);
+    REQUIRE(wait_until([&] { return site.drained(); }, 60s));
+    std::this_thread::sleep_for(500ms);  // the last PUBACKs reach the status file
+    json tap = site.stop_tap();
+    check_delivery(site.sim_report(), tap);
+    return tap;
+}
+
 }  // namespace
 
 TEST_CASE("Every receipted event arrives upstream once and no identifier leaves the site",
@@ -195,13 +224,7 @@ TEST_CASE("Every receipted event arrives upstream once and no identifier leaves 
     site.start_vernd();
     site.start_tap();
     auto sim = site.start_sim(6, 0.03);
-    auto sim_code = sim.wait_for(120s);
-    REQUIRE(sim_code.has_value());
-    CHECK(*sim_code == 0);
-    REQUIRE(wait_until([&] { return site.drained(); }, 60s));
-    std::this_thread::sleep_for(500ms);
-    json tap = site.stop_tap();
-    check_delivery(site.sim_report(), tap);
+    json tap = finish(site, sim);
     CHECK(tap["duplicates"].get<std::uint64_t>() == 0);  // no crash, no re-send
     CHECK(tap["identifiers_found"].get<std::uint64_t>() == 0);
 
@@ -229,13 +252,7 @@ TEST_CASE("Killing vernd with SIGKILL mid-run loses no receipted event", "[e2e][
         std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 1000));
         site.start_vernd();
     }
-    auto sim_code = sim.wait_for(180s);
-    REQUIRE(sim_code.has_value());
-    CHECK(*sim_code == 0);
-    REQUIRE(wait_until([&] { return site.drained(); }, 60s));
-    std::this_thread::sleep_for(500ms);
-    json tap = site.stop_tap();
-    check_delivery(site.sim_report(), tap);
+    json tap = finish(site, sim);
     CHECK(tap["identifiers_found"].get<std::uint64_t>() == 0);
     CHECK(site.stop_vernd() == 0);
     CHECK(site.scan({site.data_dir(), site.vernd_log()}) == 0);
@@ -269,13 +286,13 @@ TEST_CASE("Garbage on the device topics is quarantined by reason and vernd keeps
     auto send = [&](const std::string& topic, const std::string& payload) {
         device.publish(topic, payload.data(), payload.size(), 1, false)->wait();
     };
-    send(t + "alarm", random_bytes);                                          // undecodable
-    send(t + "alarm", valid_bytes.substr(0, valid_bytes.size() - 5));         // truncated
-    send(t + "meter", valid_bytes);                                           // wrong type
-    send("dev/v1/site-1/panel-0000bb/alarm", valid_bytes);                    // impersonation
-    send(t + "video", valid_bytes);                                           // bad topic
-    send(t + "alarm", std::string(300 * 1024, 'x') + marker);                 // too large
-    send(t + "alarm", "{\"deviceId\": \"" + marker + "\"");                   // broken JSON
+    send(t + "alarm", random_bytes);                                   // undecodable
+    send(t + "alarm", valid_bytes.substr(0, valid_bytes.size() - 5));  // truncated
+    send(t + "meter", valid_bytes);                                    // wrong type
+    send("dev/v1/site-1/panel-0000bb/alarm", valid_bytes);             // impersonation
+    send(t + "video", valid_bytes);                                    // bad topic
+    send(t + "alarm", std::string(300 * 1024, 'x') + marker);          // too large
+    send(t + "alarm", "{\"deviceId\": \"" + marker + "\"");            // broken JSON
 
     // ...and the gateway still takes a good event and receipts it.
     std::atomic<bool> receipted{false};
@@ -290,8 +307,7 @@ TEST_CASE("Garbage on the device topics is quarantined by reason and vernd keeps
     REQUIRE(wait_until(
         [&] {
             json s = site.status();
-            return counter(s, "quarantined_too_large") >= 1 &&
-                   counter(s, "events_committed") >= 1;
+            return counter(s, "quarantined_too_large") >= 1 && counter(s, "events_committed") >= 1;
         },
         20s));
     json s = site.status();
@@ -328,12 +344,6 @@ TEST_CASE("A store that refuses writes makes vernd exit for a restart and loses 
     std::string log = slurp(site.vernd_log());
     CHECK(log.find("commits in a row failed") != std::string::npos);
     site.start_vernd();  // the service manager's restart, with room on the disk again
-    auto sim_code = sim.wait_for(180s);
-    REQUIRE(sim_code.has_value());
-    CHECK(*sim_code == 0);
-    REQUIRE(wait_until([&] { return site.drained(); }, 60s));
-    std::this_thread::sleep_for(500ms);
-    json tap = site.stop_tap();
-    check_delivery(site.sim_report(), tap);
+    finish(site, sim);
     CHECK(site.stop_vernd() == 0);
 }

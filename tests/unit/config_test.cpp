@@ -1,8 +1,8 @@
+#include "vern/config/config.h"
+
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <sstream>
-
-#include "vern/config/config.h"
 
 using namespace vern::config;
 
@@ -97,6 +97,7 @@ TEST_CASE("Cross-field rules are checked after the file is read") {
     CHECK_FALSE(problems_of("[upstream]\ntls_ca_file = \"/ca.pem\"\n").empty());
     CHECK_FALSE(problems_of("[upstream]\nuri = \"ssl://h:8883\"\ntls_cert_file = \"c\"\n").empty());
     CHECK_FALSE(problems_of("[gateway]\nsite = \"a/b\"\n").empty());
+    CHECK_FALSE(problems_of("[upstream]\npassword_file = \"/nonexistent/pw\"\n").empty());
 }
 
 TEST_CASE("The commented example parses to the defaults and names every key") {
@@ -107,7 +108,8 @@ TEST_CASE("The commented example parses to the defaults and names every key") {
     std::istringstream in(example);
     std::string line, uncommented;
     while (std::getline(in, line)) {
-        if (line.rfind("# ", 0) == 0 && line.find(" = ") != std::string::npos) line = line.substr(2);
+        if (line.rfind("# ", 0) == 0 && line.find(" = ") != std::string::npos)
+            line = line.substr(2);
         uncommented += line + "\n";
     }
     Config all = parse_config(uncommented, "uncommented.toml");

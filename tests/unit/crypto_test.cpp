@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "temp_dir.h"
 #include "vern/crypto/keyring.h"
 
 namespace fs = std::filesystem;
@@ -50,25 +51,7 @@ Master master_b() {
 constexpr char marker_key[] = "KEYBYTES-SHOULD-NEVER-APPEAR-XYZ";
 static_assert(sizeof(marker_key) - 1 == 32);
 
-class TempDir {
-public:
-    TempDir() {
-        char tmpl[] = "/tmp/vern-crypto-test-XXXXXX";
-        const char* made = ::mkdtemp(tmpl);
-        if (made == nullptr) throw std::runtime_error("mkdtemp failed");
-        path_ = made;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    const fs::path& path() const { return path_; }
-
-private:
-    fs::path path_;
-};
+using vern::test::TempDir;
 
 void write_file(const fs::path& path, const void* data, std::size_t size, mode_t mode) {
     int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY, 0600);

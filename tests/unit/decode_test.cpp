@@ -1,8 +1,9 @@
-#include <catch2/catch.hpp>
-#include <google/protobuf/util/json_util.h>
-#include <random>
-
 #include "vern/decode/decode.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <catch2/catch.hpp>
+#include <random>
 
 using namespace vern;
 using vern::decode::Decoder;
@@ -92,7 +93,8 @@ TEST_CASE("Every truncation of a valid event is refused with a reason") {
 }
 
 TEST_CASE("A body that does not match the topic's kind is the wrong type") {
-    auto d = decoder().decode("dev/v1/site-1/panel-00aa11/meter", alarm_event().SerializeAsString());
+    auto d =
+        decoder().decode("dev/v1/site-1/panel-00aa11/meter", alarm_event().SerializeAsString());
     REQUIRE_FALSE(d);
     CHECK(d.error() == Reason::wrong_type);
     device::v1::DeviceMessage empty = alarm_event();
@@ -103,7 +105,8 @@ TEST_CASE("A body that does not match the topic's kind is the wrong type") {
 }
 
 TEST_CASE("A device publishing as another device is refused") {
-    auto d = decoder().decode("dev/v1/site-1/panel-ffffff/alarm", alarm_event().SerializeAsString());
+    auto d =
+        decoder().decode("dev/v1/site-1/panel-ffffff/alarm", alarm_event().SerializeAsString());
     REQUIRE_FALSE(d);
     CHECK(d.error() == Reason::device_mismatch);
 }

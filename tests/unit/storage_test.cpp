@@ -23,6 +23,7 @@
 #include <rocksdb/perf_context.h>
 #include <rocksdb/perf_level.h>
 
+#include "temp_dir.h"
 #include "vern/storage/store.h"
 
 extern char** environ;
@@ -37,25 +38,14 @@ using vern::storage::WriteSet;
 
 namespace {
 
+// A scratch directory (tests/support) with the store inside it.
 class TempDir {
 public:
-    TempDir() {
-        std::string pattern = "/tmp/vern-storage-test-XXXXXX";
-        char* made = ::mkdtemp(pattern.data());
-        REQUIRE(made != nullptr);
-        path_ = made;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    TempDir(const TempDir&) = delete;
-    TempDir& operator=(const TempDir&) = delete;
-    const std::string& path() const { return path_; }
-    std::string store_path() const { return path_ + "/store"; }
+    std::string path() const { return dir_.path().string(); }
+    std::string store_path() const { return path() + "/store"; }
 
 private:
-    std::string path_;
+    vern::test::TempDir dir_{"vern-storage-test"};
 };
 
 StoreOptions small_options(const std::string& path) {

@@ -1,11 +1,13 @@
 #include "vern/config/config.h"
 
+#include <toml++/toml.h>
+
 #include <algorithm>
+#include <fstream>
 #include <functional>
 #include <limits>
 #include <set>
 #include <sstream>
-#include <toml++/toml.h>
 
 namespace vern::config {
 namespace {
@@ -124,7 +126,8 @@ std::string closest(const std::string& key, const std::vector<std::string>& know
 std::vector<Section> schema(Config& c) {
     constexpr std::int64_t u32 = std::numeric_limits<std::uint32_t>::max();
     return {
-        {"gateway", "This gateway and where it keeps its state.",
+        {"gateway",
+         "This gateway and where it keeps its state.",
          {
              string_field("id", &c.gateway.id, "Gateway id: in every upstream record and topic."),
              string_field("site", &c.gateway.site, "Site id: devices publish to dev/v1/{site}/..."),
@@ -136,7 +139,8 @@ std::vector<Section> schema(Config& c) {
              int_field("status_interval_ms", &c.gateway.status_interval_ms, 100, 3600000,
                        "How often {data_dir}/status.json (counters, lane depths) is rewritten."),
          }},
-        {"keys", "The site master key and the key epochs derived from it.",
+        {"keys",
+         "The site master key and the key epochs derived from it.",
          {
              string_field("master_key_file", &c.keys.master_key_file,
                           "32-byte master key, mode 0600. Empty: {data_dir}/master.key."),
@@ -147,7 +151,8 @@ std::vector<Section> schema(Config& c) {
              int_field("record_epoch", &c.keys.record_epoch, 1, u32,
                        "Key epoch of the sealing key for records at rest."),
          }},
-        {"site_broker", "The site's MQTT broker, where devices publish (ingest).",
+        {"site_broker",
+         "The site's MQTT broker, where devices publish (ingest).",
          {
              string_field("uri", &c.site_broker.uri, "tcp://host:port or ssl://host:port"),
              string_field("client_id", &c.site_broker.client_id,
@@ -157,8 +162,7 @@ std::vector<Section> schema(Config& c) {
                           "File holding the password (first line)."),
              string_field("topic_prefix", &c.site_broker.topic_prefix,
                           "Device topics are {topic_prefix}/{site}/{device}/{kind}."),
-             int_field("max_payload_bytes", &c.site_broker.max_payload_bytes, 256,
-                       64 * 1024 * 1024,
+             int_field("max_payload_bytes", &c.site_broker.max_payload_bytes, 256, 64 * 1024 * 1024,
                        "Larger payloads are quarantined as too_large, unread."),
              int_field("queue_capacity", &c.site_broker.queue_capacity, 16, 10000000,
                        "Messages held in memory between MQTT and the pipeline."),
@@ -166,7 +170,8 @@ std::vector<Section> schema(Config& c) {
                        "How long the broker keeps our session (and queues for us) while we are "
                        "down."),
          }},
-        {"store", "The durable queue (RocksDB) and its group commit.",
+        {"store",
+         "The durable queue (RocksDB) and its group commit.",
          {
              bool_field("sync", &c.store.sync,
                         "fsync the write-ahead log on every commit. Receipts wait for it."),
@@ -182,17 +187,18 @@ std::vector<Section> schema(Config& c) {
              int_field("max_quarantine_entries", &c.store.max_quarantine_entries, 0, 100000000,
                        "Quarantine log entries kept (metadata only: never a payload)."),
          }},
-        {"policy", "What leaves the site, for which purpose (stream).",
+        {"policy",
+         "What leaves the site, for which purpose (stream).",
          {
-             string_field("alarm_stream", &c.policy.alarm_stream,
-                          "Stream for alarm events."),
+             string_field("alarm_stream", &c.policy.alarm_stream, "Stream for alarm events."),
              string_field("meter_stream", &c.policy.meter_stream, "Stream for meter readings."),
              int_field("retention_alarm_h", &c.policy.retention_alarm_h, 1, 24 * 366,
                        "Hours an alarm record may wait for the uplink before it expires."),
              int_field("retention_meter_h", &c.policy.retention_meter_h, 1, 24 * 366 * 3,
                        "Hours a meter record may wait for the uplink before it expires."),
          }},
-        {"upstream", "The backends' MQTT broker (forward).",
+        {"upstream",
+         "The backends' MQTT broker (forward).",
          {
              string_field("uri", &c.upstream.uri, "tcp://host:port or ssl://host:port"),
              string_field("client_id", &c.upstream.client_id, "Empty: vernd-{gateway.id}-up."),
@@ -328,7 +334,9 @@ Config load_config(const std::filesystem::path& path) {
 
 void validate(const Config& c) {
     std::vector<ConfigProblem> problems;
-    auto add = [&](std::string message) { problems.push_back({c.source, 0, 0, std::move(message)}); };
+    auto add = [&](std::string message) {
+        problems.push_back({c.source, 0, 0, std::move(message)});
+    };
     if (!valid_topic_level(c.gateway.id)) add("gateway.id must be non-empty without / + #");
     if (!valid_topic_level(c.gateway.site)) add("gateway.site must be non-empty without / + #");
     if (c.gateway.data_dir.empty()) add("gateway.data_dir must not be empty");
@@ -346,7 +354,17 @@ void validate(const Config& c) {
     if (c.upstream.tls_cert_file.empty() != c.upstream.tls_key_file.empty()) {
         add("upstream.tls_cert_file and upstream.tls_key_file go together");
     }
+    for (const auto* file : {&c.site_broker.password_file, &c.upstream.password_file}) {
+        if (!file->empty() && !std::ifstream(*file)) add("cannot read password file " + *file);
+    }
     if (!problems.empty()) throw ConfigErrors(std::move(problems));
+}
+
+std::string read_password_file(const std::string& path) {
+    std::ifstream in(path);
+    std::string line;
+    std::getline(in, line);
+    return line;
 }
 
 std::string example_config() {

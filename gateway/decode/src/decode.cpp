@@ -22,10 +22,17 @@ std::optional<Reason> check(const Topic& topic, const device::v1::DeviceMessage&
     using device::v1::DeviceMessage;
     Kind body_kind;
     switch (m.body_case()) {
-        case DeviceMessage::kAlarm: body_kind = Kind::alarm; break;
-        case DeviceMessage::kMeter: body_kind = Kind::meter; break;
-        case DeviceMessage::kImage: body_kind = Kind::image; break;
-        default: return Reason::wrong_type;
+        case DeviceMessage::kAlarm:
+            body_kind = Kind::alarm;
+            break;
+        case DeviceMessage::kMeter:
+            body_kind = Kind::meter;
+            break;
+        case DeviceMessage::kImage:
+            body_kind = Kind::image;
+            break;
+        default:
+            return Reason::wrong_type;
     }
     if (body_kind != topic.kind) return Reason::wrong_type;
     if (m.device_id() != topic.device_id) return Reason::device_mismatch;
@@ -60,9 +67,12 @@ std::optional<Reason> check(const Topic& topic, const device::v1::DeviceMessage&
 
 std::string_view kind_name(Kind kind) {
     switch (kind) {
-        case Kind::alarm: return "alarm";
-        case Kind::meter: return "meter";
-        case Kind::image: return "image";
+        case Kind::alarm:
+            return "alarm";
+        case Kind::meter:
+            return "meter";
+        case Kind::image:
+            return "image";
     }
     return "unknown";
 }
@@ -78,7 +88,8 @@ bool valid_device_id(std::string_view id) {
 }
 
 Decoder::Decoder(DecodeOptions options)
-    : options_(std::move(options)), topic_head_(options_.topic_prefix + "/" + options_.site + "/") {}
+    : options_(std::move(options)),
+      topic_head_(options_.topic_prefix + "/" + options_.site + "/") {}
 
 Result<Topic, Reason> Decoder::parse_topic(std::string_view topic) const {
     if (topic.substr(0, topic_head_.size()) != topic_head_) return fail(Reason::bad_topic);

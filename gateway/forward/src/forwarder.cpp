@@ -1,13 +1,12 @@
 #include "vern/forward/forwarder.h"
 
+#include <mqtt/async_client.h>
 #include <spdlog/spdlog.h>
 
 #include <array>
 #include <atomic>
 #include <condition_variable>
-#include <fstream>
 #include <map>
-#include <mqtt/async_client.h>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -19,13 +18,6 @@ namespace {
 
 constexpr int qos_at_least_once = 1;
 constexpr std::size_t read_chunk = 64;
-
-std::string read_first_line(const std::string& path) {
-    std::ifstream in(path);
-    std::string line;
-    std::getline(in, line);
-    return line;
-}
 
 struct Pending {
     Lane lane;
@@ -116,7 +108,7 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
         if (!section.username.empty()) {
             builder.user_name(section.username);
             if (!section.password_file.empty()) {
-                builder.password(read_first_line(section.password_file));
+                builder.password(config::read_password_file(section.password_file));
             }
         }
         if (!section.tls_ca_file.empty() || section.uri.rfind("ssl://", 0) == 0) {
@@ -203,8 +195,8 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
                         in_flight_count = in_flight.size();
                     }
                     try {
-                        auto msg = mqtt::make_message(rec.topic, rec.payload, qos_at_least_once,
-                                                      false);
+                        auto msg =
+                            mqtt::make_message(rec.topic, rec.payload, qos_at_least_once, false);
                         client->publish(msg, ctx, *this);
                         published.add();
                         from = rec.id + 1;

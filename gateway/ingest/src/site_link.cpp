@@ -1,12 +1,11 @@
 #include "vern/ingest/site_link.h"
 
+#include <mqtt/async_client.h>
 #include <spdlog/spdlog.h>
 
 #include <atomic>
 #include <condition_variable>
 #include <deque>
-#include <fstream>
-#include <mqtt/async_client.h>
 #include <mutex>
 #include <thread>
 
@@ -18,13 +17,6 @@ namespace {
 
 constexpr int qos_at_least_once = 1;
 constexpr int paho_buffer_limit = 100000;  // Paho's default (100) fails publishes with -12
-
-std::string read_first_line(const std::string& path) {
-    std::ifstream in(path);
-    std::string line;
-    std::getline(in, line);
-    return line;
-}
 
 // A token that never completes must not stall the link for ever.
 void wait_or_throw(const mqtt::token_ptr& token) {
@@ -113,7 +105,7 @@ struct SiteLink::Impl : public virtual mqtt::callback {
         if (!section.username.empty()) {
             builder.user_name(section.username);
             if (!section.password_file.empty()) {
-                builder.password(read_first_line(section.password_file));
+                builder.password(config::read_password_file(section.password_file));
             }
         }
         mqtt::connect_options options = builder.finalize();
@@ -144,8 +136,8 @@ struct SiteLink::Impl : public virtual mqtt::callback {
             } catch (const mqtt::exception& e) {
                 is_connected = false;
                 auto delay = backoff.next();
-                spdlog::warn("site broker: cannot connect ({}); retrying in {} ms", e.get_reason_code(),
-                             delay.count());
+                spdlog::warn("site broker: cannot connect ({}); retrying in {} ms",
+                             e.get_reason_code(), delay.count());
                 std::unique_lock lock(state_mutex);
                 state_cv.wait_for(lock, delay, [&] { return !running; });
             }

@@ -1,17 +1,9 @@
 #include "vern/pipeline/device_marks.h"
 
+#include "vern/common/big_endian.h"
+
 namespace vern::pipeline {
 namespace {
-
-void put_u64(std::string& out, std::uint64_t v) {
-    for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-
-std::uint64_t get_u64(std::string_view in) {
-    std::uint64_t v = 0;
-    for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<unsigned char>(in[i]);
-    return v;
-}
 
 constexpr char format_v1 = 1;
 
@@ -22,8 +14,8 @@ std::optional<Mark> DeviceMarks::decode(std::string_view stored) {
         return std::nullopt;
     }
     Mark m;
-    m.through = get_u64(stored.substr(1));
-    for (std::size_t at = 9; at < stored.size(); at += 8) m.above.insert(get_u64(stored.substr(at)));
+    m.through = get_be(stored, 1);
+    for (std::size_t at = 9; at < stored.size(); at += 8) m.above.insert(get_be(stored, at));
     return m;
 }
 
@@ -57,8 +49,8 @@ DeviceMarks::Admit DeviceMarks::admit(const std::string& device, std::uint64_t s
 std::string DeviceMarks::encode(const std::string& device) const {
     const Mark& m = marks_.at(device);
     std::string out(1, format_v1);
-    put_u64(out, m.through);
-    for (auto s : m.above) put_u64(out, s);
+    put_be(out, m.through);
+    for (auto s : m.above) put_be(out, s);
     return out;
 }
 

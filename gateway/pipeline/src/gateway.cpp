@@ -10,6 +10,7 @@
 
 #include "clean.pb.h"
 #include "device.pb.h"
+#include "vern/common/big_endian.h"
 #include "vern/common/clock.h"
 #include "vern/common/reason.h"
 #include "vern/crypto/keyring.h"
@@ -28,18 +29,6 @@ namespace {
 
 constexpr std::size_t read_max_bytes = 4u << 20;
 constexpr int max_commit_failures = 3;
-
-std::string be64(std::uint64_t v) {
-    std::string out;
-    for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-    return out;
-}
-
-std::uint64_t from_be64(std::string_view s) {
-    std::uint64_t v = 0;
-    for (std::size_t i = 0; i < 8 && i < s.size(); ++i) v = (v << 8) | static_cast<unsigned char>(s[i]);
-    return v;
-}
 
 std::string device_key(const std::string& device) { return "dev/" + device; }
 std::string stream_key(const std::string& stream) { return "stream/" + stream; }
@@ -170,7 +159,7 @@ struct Gateway::Impl : public forward::Outbox {
         auto entries = store->scan_state("stream/");
         if (!entries) throw StartupError("store: cannot read stream counters");
         for (const auto& [key, value] : *entries) {
-            stream_next[key.substr(7)] = from_be64(value);
+            if (value.size() == 8) stream_next[key.substr(7)] = get_be(value);
         }
     }
 
@@ -203,7 +192,8 @@ struct Gateway::Impl : public forward::Outbox {
                 case DeviceMarks::Admit::window_full:
                     count(Reason::seq_window_full, device);
                     continue;
-                case DeviceMarks::Admit::fresh: break;
+                case DeviceMarks::Admit::fresh:
+                    break;
             }
             touched.insert(device);
             ++events;
@@ -226,14 +216,15 @@ struct Gateway::Impl : public forward::Outbox {
                     continue;
                 }
                 // seal
-                RecordHeader header{1, e.lane, config.keys.record_epoch, e.expires_ms, e.kind,
-                                    e.stream};
+                RecordHeader header{1,      e.lane,  config.keys.record_epoch, e.expires_ms,
+                                    e.kind, e.stream};
                 writes.append(e.lane, seal_record(header, clean, sealer));
             }
         }
 
         // state that outlives the event goes in the same commit
-        for (const auto& device : touched) writes.put_state(device_key(device), marks.encode(device));
+        for (const auto& device : touched)
+            writes.put_state(device_key(device), marks.encode(device));
         for (const auto& [stream, seq] : next_seq) {
             if (stream_next[stream] != seq) writes.put_state(stream_key(stream), be64(seq));
         }
@@ -244,9 +235,10 @@ struct Gateway::Impl : public forward::Outbox {
             auto committed = store->commit(std::move(writes));
             if (!committed) {
                 quarantined[static_cast<int>(Reason::store_failed)]->add(events);
-                spdlog::error("store: commit of {} events failed ({}): no receipts, devices "
-                              "will retry",
-                              events, storage::store_errc_name(committed.error().code));
+                spdlog::error(
+                    "store: commit of {} events failed ({}): no receipts, devices "
+                    "will retry",
+                    events, storage::store_errc_name(committed.error().code));
                 for (const auto& device : touched) marks.forget(device);
                 ++commit_failures;
                 return;
@@ -347,9 +339,10 @@ struct Gateway::Impl : public forward::Outbox {
                                     : Result<std::string, CodecError>(fail(header.error()));
                 if (!plain) {
                     quarantined[static_cast<int>(Reason::corrupt_record)]->add();
-                    bad.quarantine(quarantine_entry(now, Reason::corrupt_record, "", r.value.size()));
-                    spdlog::error("lane {}: record {} failed its check; quarantined", lane_name(lane),
-                                  r.seq);
+                    bad.quarantine(
+                        quarantine_entry(now, Reason::corrupt_record, "", r.value.size()));
+                    spdlog::error("lane {}: record {} failed its check; quarantined",
+                                  lane_name(lane), r.seq);
                     drop.push_back(r.seq);
                     continue;
                 }
@@ -437,7 +430,8 @@ bool Gateway::run(const std::atomic<bool>& stop, const std::function<void()>& on
     spdlog::info("stopping: finishing what is in memory");
     d.site.stop();
     for (auto rest = d.site.take(sc.group_commit_max_records, std::chrono::milliseconds(0));
-         !rest.empty(); rest = d.site.take(sc.group_commit_max_records, std::chrono::milliseconds(0))) {
+         !rest.empty();
+         rest = d.site.take(sc.group_commit_max_records, std::chrono::milliseconds(0))) {
         d.process(std::move(rest));
     }
     d.forwarder.stop();
@@ -450,11 +444,14 @@ std::string Gateway::status_json() const {
     j["gateway"] = d.config.gateway.id;
     j["time_ms"] = system_now_ms();
     j["site_broker"] = {{"connected", d.site.connected()}};
-    j["upstream"] = {{"connected", d.forwarder.connected()}, {"in_flight", d.forwarder.in_flight()}};
+    j["upstream"] = {{"connected", d.forwarder.connected()},
+                     {"in_flight", d.forwarder.in_flight()}};
     for (Lane lane : all_lanes) {
         auto s = d.store->stats(lane);
-        j["lanes"][std::string(lane_name(lane))] = {
-            {"depth", s.depth}, {"bytes", s.bytes}, {"head_seq", s.head_seq}, {"next_seq", s.next_seq}};
+        j["lanes"][std::string(lane_name(lane))] = {{"depth", s.depth},
+                                                    {"bytes", s.bytes},
+                                                    {"head_seq", s.head_seq},
+                                                    {"next_seq", s.next_seq}};
     }
     j["quarantine_entries"] = d.store->quarantine_size();
     j["counters"] = d.counters.snapshot();

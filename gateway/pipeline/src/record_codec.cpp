@@ -1,19 +1,10 @@
 #include "vern/pipeline/record_codec.h"
 
+#include "vern/common/big_endian.h"
 #include "vern/crypto/sealer.h"
 
 namespace vern::pipeline {
 namespace {
-
-void put_be(std::string& out, std::uint64_t v, int bytes) {
-    for (int i = bytes - 1; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-
-std::uint64_t get_be(std::string_view in, std::size_t at, int bytes) {
-    std::uint64_t v = 0;
-    for (int i = 0; i < bytes; ++i) v = (v << 8) | static_cast<unsigned char>(in[at + i]);
-    return v;
-}
 
 constexpr std::size_t fixed_header = 1 + 1 + 4 + 8;
 

@@ -1,8 +1,9 @@
 #include "vern/pipeline/status.h"
 
-#include <cstdio>
 #include <fcntl.h>
 #include <unistd.h>
+
+#include <cstdio>
 
 namespace vern::pipeline {
 

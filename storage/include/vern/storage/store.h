@@ -32,7 +32,7 @@ struct StoreOptions {
     std::size_t max_total_wal_bytes = 64u << 20;  // forces memtable flush beyond this
     std::size_t max_info_log_bytes = 1u << 20;    // RocksDB's own LOG file, rotated
     std::size_t keep_info_log_files = 3;
-    std::size_t max_quarantine_entries = 10000;   // oldest quarantine entries dropped beyond
+    std::size_t max_quarantine_entries = 10000;  // oldest quarantine entries dropped beyond
 };
 
 enum class StoreErrc : std::uint8_t { io_error, no_space, corruption, invalid_argument, busy };

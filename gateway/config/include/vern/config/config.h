@@ -15,28 +15,28 @@
 namespace vern::config {
 
 struct GatewaySection {
-    std::string id = "gw-dev";        // appears in every upstream record
-    std::string site = "site-1";      // {site} in device topics
-    std::string data_dir = "./var";   // store, master key (by default), status file
-    std::string log_level = "info";   // trace, debug, info, warn, error
+    std::string id = "gw-dev";                // appears in every upstream record
+    std::string site = "site-1";              // {site} in device topics
+    std::string data_dir = "./var";           // store, master key (by default), status file
+    std::string log_level = "info";           // trace, debug, info, warn, error
     std::uint32_t status_interval_ms = 1000;  // how often status.json is rewritten
 };
 
 struct KeysSection {
-    std::string master_key_file;      // default: {data_dir}/master.key
-    bool create_if_missing = true;    // generate a master key on first start (with a warning)
+    std::string master_key_file;    // default: {data_dir}/master.key
+    bool create_if_missing = true;  // generate a master key on first start (with a warning)
     std::uint32_t pseudonym_epoch = 1;
     std::uint32_t record_epoch = 1;
 };
 
 struct IngestSection {  // [site_broker]
     std::string uri = "tcp://127.0.0.1:1883";
-    std::string client_id;            // default: vernd-{gateway.id}
+    std::string client_id;  // default: vernd-{gateway.id}
     std::string username;
     std::string password_file;
     std::string topic_prefix = "dev/v1";
     std::size_t max_payload_bytes = 256 * 1024;
-    std::size_t queue_capacity = 20000;     // in-memory hand-off to the pipeline
+    std::size_t queue_capacity = 20000;  // in-memory hand-off to the pipeline
     std::uint32_t session_expiry_s = 7 * 24 * 3600;
 };
 
@@ -50,23 +50,23 @@ struct StoreSection {  // [store]
     std::size_t max_quarantine_entries = 10000;
 };
 
-struct PolicySection {  // [policy]
-    std::string alarm_stream = "alarm";     // alarm events and verification images
-    std::string meter_stream = "billing";   // meter readings
+struct PolicySection {                     // [policy]
+    std::string alarm_stream = "alarm";    // alarm events and verification images
+    std::string meter_stream = "billing";  // meter readings
     std::uint32_t retention_alarm_h = 24 * 7;
     std::uint32_t retention_meter_h = 24 * 31;
 };
 
 struct ForwardSection {  // [upstream]
     std::string uri = "tcp://127.0.0.1:1884";
-    std::string client_id;            // default: vernd-{gateway.id}-up
+    std::string client_id;  // default: vernd-{gateway.id}-up
     std::string username;
     std::string password_file;
     std::string topic_prefix = "vern/v1";
-    std::string tls_ca_file;          // set for ssl:// URIs; verification is always on
-    std::string tls_cert_file;        // mutual TLS (optional)
+    std::string tls_ca_file;    // set for ssl:// URIs; verification is always on
+    std::string tls_cert_file;  // mutual TLS (optional)
     std::string tls_key_file;
-    std::uint32_t window = 256;       // records in flight awaiting PUBACK
+    std::uint32_t window = 256;  // records in flight awaiting PUBACK
     std::uint32_t max_backoff_ms = 30000;
 };
 
@@ -86,7 +86,7 @@ struct Config {
 
 struct ConfigProblem {
     std::string file;
-    std::uint32_t line = 0;    // 0 when the problem has no single place
+    std::uint32_t line = 0;  // 0 when the problem has no single place
     std::uint32_t column = 0;
     std::string message;
     std::string to_string() const;
@@ -107,6 +107,9 @@ Config load_config(const std::filesystem::path& path);
 Config parse_config(const std::string& toml_text, const std::string& name);
 // Checks cross-field rules of an assembled config (also after command-line overrides).
 void validate(const Config& config);
+// The first line of a password file (`password_file` keys). Empty if it cannot be read; an
+// unreadable file is already a problem reported by validate().
+std::string read_password_file(const std::string& path);
 // The commented example: every key with its default.
 std::string example_config();
 

@@ -19,7 +19,7 @@ namespace vern::forward {
 
 struct Outgoing {
     Lane lane;
-    std::uint64_t id;     // position in the lane
+    std::uint64_t id;  // position in the lane
     std::string topic;
     std::string payload;  // what the backend gets (a clean.v1.Batch)
 };
