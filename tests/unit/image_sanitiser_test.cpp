@@ -429,7 +429,7 @@ TEST_CASE("Malformed JPEGs are refused with a reason") {
     }
 }
 
-TEST_CASE("Only image/jpeg is sanitised; other content types are refused") {
+TEST_CASE("Only image/jpeg is sanitised and other content types are refused") {
     std::string plain = compress(test_pattern(16, 16), encodings[0]);
     CHECK(policy::sanitise_image("image/jpeg", plain));
     CHECK(policy::sanitise_image("IMAGE/JPEG", plain));
