@@ -10,6 +10,7 @@ packages=(
     libsodium-dev librocksdb-dev libspdlog-dev
     catch2 libcli11-dev libtomlplusplus-dev libexpected-dev nlohmann-json3-dev
     mosquitto mosquitto-clients
+    libjpeg62-turbo-dev
 )
 
 missing=()
