@@ -298,10 +298,16 @@ TEST_CASE("Garbage on the device topics is quarantined by reason and vernd keeps
     std::atomic<bool> receipted{false};
     device.set_message_callback([&](mqtt::const_message_ptr m) {
         vern::device::v1::Receipt r;
-        if (r.ParseFromString(m->to_string()) && r.through() >= 1) receipted = true;
+        if (r.ParseFromString(m->to_string()) && r.through() >= 2) receipted = true;
     });
     device.subscribe(t + "receipt", 1)->wait();
     send(t + "alarm", valid_bytes);
+    // A device that smuggles a phone number into a free-text field: the egress guard blocks the
+    // record, and the event is still receipted (it was handled, once).
+    auto smuggler = valid;
+    smuggler.set_seq(2);
+    smuggler.mutable_alarm()->set_event_id("call +47 912 34 567");
+    send(t + "alarm", smuggler.SerializeAsString());
     CHECK(wait_until([&] { return receipted.load(); }, 20s));
 
     REQUIRE(wait_until(
@@ -316,6 +322,7 @@ TEST_CASE("Garbage on the device topics is quarantined by reason and vernd keeps
     CHECK(counter(s, "quarantined_device_mismatch") == 1);
     CHECK(counter(s, "quarantined_bad_topic") == 1);
     CHECK(counter(s, "quarantined_too_large") == 1);
+    CHECK(counter(s, "quarantined_leak_blocked") == 1);
     std::uint64_t truncated_outcomes = counter(s, "quarantined_undecodable") +
                                        counter(s, "quarantined_wrong_type") +
                                        counter(s, "quarantined_invalid_field");

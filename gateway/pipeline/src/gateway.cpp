@@ -209,8 +209,10 @@ struct Gateway::Impl : public forward::Outbox {
                 e.record.set_gateway(config.gateway.id);
                 e.record.set_seq(++next_seq[e.stream]);
                 std::string clean = e.record.SerializeAsString();
-                // egress leak guard: the last look before anything is queued
-                if (policy::leaks(clean, personal)) {
+                // egress leak guard, the last look before anything is queued: the event's own raw
+                // identifiers, and anything shaped like a national id, +47 phone or e-mail
+                if (policy::leaks(clean, personal) ||
+                    !policy::scan_for_personal_data(clean).empty()) {
                     --next_seq[e.stream];
                     quarantine(writes, in, Reason::leak_blocked, device);
                     continue;
