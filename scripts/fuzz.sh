@@ -40,11 +40,13 @@ command -v "$cxx" >/dev/null || {
     echo "fuzz.sh: $cxx not found; install with scripts/install-deps.sh --fuzz" >&2; exit 2; }
 
 echo "fuzz.sh: building ${targets[*]} in $build_dir"
+mkdir -p "$build_dir"
+build_log="$build_dir/fuzz-build.log"
 cmake -S . -B "$build_dir" -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DVERN_FUZZ=ON -DVERN_SANITIZE=address -DVERN_BUILD_TESTS=OFF >"$build_dir.configure.log" 2>&1 \
-    || { echo "fuzz.sh: cmake failed, see $build_dir.configure.log" >&2; exit 2; }
-cmake --build "$build_dir" -j "$(nproc)" --target "${targets[@]}" >"$build_dir.build.log" 2>&1 \
-    || { echo "fuzz.sh: build failed, see $build_dir.build.log" >&2; exit 2; }
+    -DVERN_FUZZ=ON -DVERN_SANITIZE=address -DVERN_BUILD_TESTS=OFF >"$build_log" 2>&1 \
+    || { echo "fuzz.sh: cmake failed, see $build_log" >&2; exit 2; }
+cmake --build "$build_dir" -j "$(nproc)" --target "${targets[@]}" >>"$build_log" 2>&1 \
+    || { echo "fuzz.sh: build failed, see $build_log" >&2; exit 2; }
 
 # Leaks and UB are findings; UBSan already aborts (-fno-sanitize-recover).
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:symbolize=1}
