@@ -40,7 +40,7 @@ step() {
     local secs=$(($(date +%s) - start))
     local verdict=ok
     [ $rc -eq 0 ] || { verdict="FAILED (exit $rc, see $log)"; failed=1; }
-    results+=("$(printf '%-34s %5d s  %s' "$name" "$secs" "$verdict")")
+    results+=("$(printf '%-38s %5d s  %s' "$name" "$secs" "$verdict")")
     # ctest's verdict lines: counts and the names of failed tests.
     local verdicts='tests passed|tests failed|^\s+[0-9]+ - .*\((Failed|Timeout|SEGFAULT|Subproc|Exc)'
     grep -E "$verdicts" "$log" | sed 's/^/    /' || true
@@ -64,5 +64,5 @@ total=$(($(date +%s) - start_all))
 echo
 echo "check-hardening summary"
 for r in "${results[@]}"; do echo "  $r"; done
-printf '  %-34s %5d s\n' "total wall time" "$total"
+printf '  %-38s %5d s\n' "total wall time" "$total"
 exit $failed

@@ -5,12 +5,12 @@
 // A failed invariant names itself on stderr and aborts, so libFuzzer keeps the input as a crash
 // file. Nothing here ever prints an input: fuzz inputs start from vern-sim messages, which hold
 // (fake) personal identifiers.
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
