@@ -1,7 +1,19 @@
 #!/usr/bin/env bash
 # Installs what vern needs to build, test and run its demo on Debian 12, if it is missing.
 # Debian packages only. Runs apt-get through sudo when not root.
+#
+#   scripts/install-deps.sh          the build, test and demo dependencies
+#   scripts/install-deps.sh --fuzz   also clang-14 and libFuzzer, for scripts/fuzz.sh and
+#                                    scripts/check-hardening.sh (or set VERN_FUZZ=1)
 set -euo pipefail
+
+fuzz=${VERN_FUZZ:-0}
+for arg in "$@"; do
+    case "$arg" in
+        --fuzz) fuzz=1 ;;
+        *) echo "install-deps: unknown argument $arg (known: --fuzz)" >&2; exit 2 ;;
+    esac
+done
 
 packages=(
     build-essential cmake pkg-config git
@@ -12,6 +24,10 @@ packages=(
     mosquitto mosquitto-clients
     libjpeg62-turbo-dev
 )
+# Optional: the fuzz targets need clang's libFuzzer and its sanitizer runtimes. The sanitizer
+# builds with gcc (VERN_SANITIZE=address|thread) need nothing beyond build-essential.
+fuzz_packages=(clang-14 libfuzzer-14-dev libclang-rt-14-dev)
+[ "$fuzz" = 1 ] && packages+=("${fuzz_packages[@]}")
 
 missing=()
 for p in "${packages[@]}"; do

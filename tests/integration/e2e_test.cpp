@@ -49,6 +49,15 @@ std::string slurp(const std::filesystem::path& p) {
     return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
+std::size_t count(const std::string& text, const std::string& what) {
+    std::size_t n = 0;
+    for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+    return n;
+}
+
+// vernd logs this once its site-broker subscription is in place.
+const std::string ready_line = "ready: store open, site broker subscribed";
+
 std::uint64_t counter(const json& status, const std::string& name) {
     if (!status.contains("counters") || !status["counters"].contains(name)) return 0;
     return status["counters"][name].get<std::uint64_t>();
@@ -65,6 +74,11 @@ public:
 
     // `file_limit_kb` > 0 starts vernd under `ulimit -f`: writes past it fail like a full disk.
     void start_vernd(int file_limit_kb = 0) {
+        // Ready means subscribed on the site broker: status.json is written before that, and a
+        // device publishing in between loses its message (the broker has no session for vernd
+        // yet). Slow builds (sanitizers) hit that window. The log is appended across restarts.
+        const auto ready_lines = [&] { return count(slurp(vernd_log()), ready_line); };
+        const std::size_t before = ready_lines();
         std::vector<std::string> argv{bin("vernd"),    "--data-dir",       data_dir().string(),
                                       "--site-broker", site_broker_.uri(), "--upstream",
                                       upstream_.uri(), "--log-level",      "debug"};
@@ -76,6 +90,7 @@ public:
         vernd_ = Process::spawn(argv, vernd_log());
         REQUIRE(
             wait_until([&] { return std::filesystem::exists(data_dir() / "status.json"); }, 20s));
+        REQUIRE(wait_until([&] { return ready_lines() > before; }, 30s));
     }
     void kill_vernd() {
         vernd_.signal(SIGKILL);

@@ -1,0 +1,157 @@
+// fuzz_device_marks: sequences of admits, commits, crashes and reloads on DeviceMarks, checked
+// against a plain model (the set of seqs admitted as fresh since the last committed state).
+//
+// Invariants, after every operation:
+// - `through` never decreases while a device's mark lives (crash/reload restart the mark);
+// - a seq is admitted as fresh at most once, and is then covered (<= through or in above);
+//   a duplicate was covered before; window_full changes nothing and only happens with
+//   max_above seqs waiting;
+// - for marks built only by admits: the covered set is exactly the admitted set, every `above`
+//   seq is > through + 1, and `above` holds at most max_above seqs;
+// - encode/decode round-trips, and reloading a device from its encoding changes nothing;
+// - decode of arbitrary stored bytes never crashes, and what it returns is stable under
+//   encode/decode.
+#include <optional>
+#include <set>
+
+#include "fuzz_common.h"
+#include "vern/pipeline/device_marks.h"
+
+using vern::fuzz::MarksOp;
+using vern::fuzz::Reader;
+using vern::pipeline::DeviceMarks;
+using vern::pipeline::Mark;
+
+namespace {
+
+constexpr int device_count = 4;
+
+struct Model {
+    std::set<std::uint64_t> admitted;  // fresh admits since the mark was (re)built
+    bool from_admits_only = true;      // false once loaded from arbitrary bytes
+    std::string committed;             // encode() at the last commit ("" = never committed)
+    std::set<std::uint64_t> committed_admitted;
+    bool committed_from_admits_only = true;
+};
+
+bool same(const Mark& a, const Mark& b) { return a.through == b.through && a.above == b.above; }
+
+bool covered(const Mark& m, std::uint64_t seq) {
+    return (seq <= m.through) || m.above.count(seq) != 0;
+}
+
+void check_mark(const DeviceMarks& marks, const std::string& device, const Model& model,
+                std::size_t max_above) {
+    const Mark& m = marks.mark(device);
+    const std::string stored = marks.encode(device);
+    auto decoded = DeviceMarks::decode(stored);
+    VERN_FUZZ_CHECK(decoded.has_value(), "encode() gives bytes decode() refuses");
+    VERN_FUZZ_CHECK(same(*decoded, m), "encode/decode round trip differs");
+    VERN_FUZZ_CHECK(stored.size() == 9 + 8 * m.above.size(), "encoding has the wrong size");
+    if (!model.from_admits_only) return;
+    VERN_FUZZ_CHECK(m.above.size() <= max_above, "above holds more than max_above seqs");
+    VERN_FUZZ_CHECK(m.above.empty() || *m.above.begin() > m.through + 1,
+                    "an above seq is contiguous with through");
+    // Covered == admitted: |admitted| = through + |above| and every admitted seq is covered.
+    VERN_FUZZ_CHECK(model.admitted.size() == m.through + m.above.size(),
+                    "covered seqs are not the admitted seqs");
+    for (auto seq : model.admitted) {
+        VERN_FUZZ_CHECK(covered(m, seq), "an admitted seq is not covered");
+    }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    Reader in(data, size);
+    const std::size_t max_above = 1 + in.u8() % 16;
+    DeviceMarks marks(max_above);
+    Model models[device_count];
+    const std::string devices[device_count] = {"panel-000001", "panel-000002", "meter-000003",
+                                               "meter-000004"};
+    for (const auto& d : devices) marks.load(d, std::nullopt);
+
+    while (!in.empty()) {
+        const std::uint8_t op_byte = in.u8();
+        const int index = op_byte & 3;
+        const auto op = static_cast<MarksOp>((op_byte >> 2) % static_cast<int>(MarksOp::count));
+        const std::string& device = devices[index];
+        Model& model = models[index];
+        const Mark before = marks.mark(device);
+
+        switch (op) {
+            case MarksOp::admit_next:
+            case MarksOp::admit_near:
+            case MarksOp::admit_absolute: {
+                std::uint64_t seq;
+                if (op == MarksOp::admit_next) {
+                    seq = before.through + 1 + in.u8() % 8;
+                } else if (op == MarksOp::admit_near) {
+                    seq = before.through + in.u8() - 64;  // wraps below 0 to huge seqs: fine
+                } else {
+                    seq = in.u64();
+                }
+                const auto result = marks.admit(device, seq);
+                const Mark& after = marks.mark(device);
+                VERN_FUZZ_CHECK(after.through >= before.through, "through decreased");
+                if (result == DeviceMarks::Admit::fresh) {
+                    VERN_FUZZ_CHECK(!covered(before, seq), "admitted a covered seq as fresh");
+                    VERN_FUZZ_CHECK(model.admitted.insert(seq).second,
+                                    "a seq admitted as fresh twice");
+                    VERN_FUZZ_CHECK(covered(after, seq), "a fresh seq is not covered");
+                } else if (result == DeviceMarks::Admit::duplicate) {
+                    VERN_FUZZ_CHECK(covered(before, seq), "called a new seq a duplicate");
+                    VERN_FUZZ_CHECK(same(before, after), "a duplicate changed the mark");
+                } else {
+                    VERN_FUZZ_CHECK(!covered(before, seq), "window_full for a covered seq");
+                    VERN_FUZZ_CHECK(before.above.size() >= max_above,
+                                    "window_full below max_above");
+                    VERN_FUZZ_CHECK(same(before, after), "window_full changed the mark");
+                }
+                break;
+            }
+            case MarksOp::commit:
+                model.committed = marks.encode(device);
+                model.committed_admitted = model.admitted;
+                model.committed_from_admits_only = model.from_admits_only;
+                break;
+            case MarksOp::crash: {  // the commit failed: back to what the store holds
+                marks.forget(device);
+                VERN_FUZZ_CHECK(!marks.known(device), "forget() kept the device");
+                std::optional<std::string_view> stored;
+                if (!model.committed.empty()) stored = model.committed;
+                VERN_FUZZ_CHECK(marks.load(device, stored), "cannot load a committed mark");
+                model.admitted = model.committed_admitted;
+                model.from_admits_only = model.committed_from_admits_only;
+                break;
+            }
+            case MarksOp::reload: {
+                const std::string stored = marks.encode(device);
+                marks.forget(device);
+                VERN_FUZZ_CHECK(marks.load(device, std::string_view(stored)),
+                                "cannot load its own encoding");
+                VERN_FUZZ_CHECK(same(before, marks.mark(device)), "reload changed the mark");
+                break;
+            }
+            case MarksOp::load_raw: {
+                const std::string raw(in.bytes(in.u8()));
+                auto decoded = DeviceMarks::decode(raw);
+                const bool loaded = marks.load(device, std::string_view(raw));
+                VERN_FUZZ_CHECK(loaded == decoded.has_value(), "load() and decode() disagree");
+                if (!loaded) {
+                    VERN_FUZZ_CHECK(same(before, marks.mark(device)), "a refused load changed it");
+                    break;
+                }
+                VERN_FUZZ_CHECK(same(*decoded, marks.mark(device)), "load() differs from decode()");
+                // A fresh start from stored state: the model knows nothing about its history.
+                model.admitted.clear();
+                model.from_admits_only = false;
+                break;
+            }
+            case MarksOp::count:
+                break;
+        }
+        check_mark(marks, device, model, max_above);
+    }
+    return 0;
+}
