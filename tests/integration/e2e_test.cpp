@@ -70,6 +70,15 @@ public:
 
     std::filesystem::path data_dir() const { return dir_.path() / "var"; }
     std::filesystem::path vernd_log() const { return dir_.path() / "vernd.log"; }
+    // The default purposes, with meter intervals closing 2 s after their last reading instead
+    // of an hour, so that a test sees every interval closed.
+    std::filesystem::path config_file() const {
+        auto path = dir_.path() / "vernd.toml";
+        if (!std::filesystem::exists(path)) {
+            std::ofstream(path) << "[policy]\nmeter_close_after_s = 2\n";
+        }
+        return path;
+    }
     const Mosquitto& site_broker() const { return site_broker_; }
 
     // `file_limit_kb` > 0 starts vernd under `ulimit -f`: writes past it fail like a full disk.
@@ -79,9 +88,12 @@ public:
         // yet). Slow builds (sanitizers) hit that window. The log is appended across restarts.
         const auto ready_lines = [&] { return count(slurp(vernd_log()), ready_line); };
         const std::size_t before = ready_lines();
-        std::vector<std::string> argv{bin("vernd"),    "--data-dir",       data_dir().string(),
-                                      "--site-broker", site_broker_.uri(), "--upstream",
-                                      upstream_.uri(), "--log-level",      "debug"};
+        std::vector<std::string> argv{bin("vernd"),          "--config",
+                                      config_file().string(), "--data-dir",
+                                      data_dir().string(),    "--site-broker",
+                                      site_broker_.uri(),     "--upstream",
+                                      upstream_.uri(),        "--log-level",
+                                      "debug"};
         if (file_limit_kb > 0) {
             std::string cmd = "ulimit -f " + std::to_string(file_limit_kb) + " && exec";
             for (const auto& a : argv) cmd += " '" + a + "'";
@@ -181,41 +193,83 @@ private:
     Process tap_;
 };
 
-// Every event the simulator got a receipt for is upstream; images (not forwarded in this
-// version) are not; nothing upstream failed to decode or carried an unknown field.
+std::uint64_t u64(const json& j, const std::string& key) {
+    return j.is_object() && j.contains(key) && j[key].is_number() ? j[key].get<std::uint64_t>()
+                                                                    : 0;
+}
+
+// What the backend stand-in saw on one purpose's stream.
+json stream(const json& tap, const std::string& name) {
+    if (!tap.contains("streams") || !tap["streams"].contains(name)) return json::object();
+    return tap["streams"][name];
+}
+
+// Every alarm event the simulator got a receipt for is on the alarm stream exactly once (or as a
+// counted duplicate), every verification image once and without metadata; billing carries
+// hourly sums whose energy adds up to every receipted reading; analytics carries site totals of
+// at least k meters and nothing per meter. Nothing upstream failed to decode or carried an
+// unknown field.
 void check_delivery(const json& sim, const json& tap) {
     REQUIRE(sim.is_object());
     REQUIRE(tap.is_object());
-    CHECK(sim["unreceipted"].get<std::uint64_t>() == 0);
-    CHECK(sim["receipted"].get<std::uint64_t>() == sim["sent"].get<std::uint64_t>());
-    CHECK(tap["undecodable"].get<std::uint64_t>() == 0);
-    CHECK(tap["unknown_fields"].get<std::uint64_t>() == 0);
+    CHECK(u64(sim, "unreceipted") == 0);
+    CHECK(u64(sim, "receipted") == u64(sim, "sent"));
+    CHECK(u64(tap, "undecodable") == 0);
+    CHECK(u64(tap, "unknown_fields") == 0);
 
-    std::uint64_t expected_records = 0;
-    std::uint64_t missing = 0;
-    std::uint64_t images_forwarded = 0;
+    // alarm: every receipted alarm event, by its device sequence number
+    std::uint64_t alarms = 0, missing = 0, meter_hours = 0;
     for (const auto& [device, d] : sim["devices"].items()) {
         auto receipted = expand(d["receipted"]);
         auto seen = tap["devices"].contains(device) ? expand(tap["devices"][device])
                                                     : std::set<std::uint64_t>{};
-        for (const char* kind : {"alarm", "meter"}) {
-            if (!d["kinds"].contains(kind)) continue;
-            for (auto s : expand(d["kinds"][kind])) {
+        if (d["kinds"].contains("alarm")) {
+            for (auto s : expand(d["kinds"]["alarm"])) {
                 if (!receipted.count(s)) continue;
-                ++expected_records;
+                ++alarms;
                 missing += !seen.count(s);
             }
         }
-        if (d["kinds"].contains("image")) {
-            for (auto s : expand(d["kinds"]["image"])) images_forwarded += seen.count(s);
+        if (d["kinds"].contains("meter")) {
+            // meters start on the hour and send quarter-hours in order: hours = ceil(n / 4)
+            std::uint64_t n = expand(d["kinds"]["meter"]).size();
+            meter_hours += (n + 3) / 4;
         }
     }
-    CHECK(expected_records > 50);
+    json alarm = stream(tap, "alarm");
+    CHECK(alarms > 20);
     CHECK(missing == 0);
-    CHECK(images_forwarded == 0);
+    CHECK(u64(alarm["by_kind"], "alarm") - u64(alarm, "duplicates") == alarms);
+    CHECK(u64(alarm, "records_with_meter_point") == 0);
+
+    // verification images: one per intrusion, stripped, still a picture
+    CHECK(u64(sim, "images_sent") > 0);
+    CHECK(u64(alarm, "images") == u64(sim, "images_sent"));
+    CHECK(u64(alarm, "images_with_metadata") == 0);
+    CHECK(u64(alarm, "images_with_gps") == 0);
+    CHECK(u64(alarm, "images_undecodable") == 0);
+
+    // billing: hourly, aligned, and the energy of every receipted reading, once
+    json billing = stream(tap, "billing");
+    CHECK(u64(billing, "min_interval_s") == 3600);
+    CHECK(u64(billing, "unaligned_intervals") == 0);
+    CHECK(u64(billing["by_kind"], "meter") - u64(billing, "corrections") == meter_hours);
+    CHECK(u64(billing, "energy_wh") == u64(sim, "meters_energy_wh_total"));
+    CHECK(u64(billing, "records_with_source") == 0);
+    CHECK(u64(billing, "records_with_user") == 0);
+
+    // analytics: site totals only, never fewer than k = 5 meters
+    json analytics = stream(tap, "analytics");
+    CHECK(u64(analytics, "aggregates") > 0);
+    CHECK(u64(analytics, "records") == u64(analytics, "aggregates"));
+    CHECK(u64(analytics, "min_meters") >= 5);
+    CHECK(u64(analytics, "energy_wh") <= u64(sim, "meters_energy_wh_total"));
+    CHECK(u64(analytics, "records_with_source") == 0);
+    CHECK(u64(analytics, "records_with_meter_point") == 0);
+    CHECK(u64(analytics, "records_with_customer") == 0);
+
     // Exactly once, or a counted duplicate.
-    CHECK(tap["records"].get<std::uint64_t>() - tap["duplicates"].get<std::uint64_t>() ==
-          expected_records);
+    CHECK(u64(tap, "records") - u64(tap, "duplicates") == u64(tap, "unique_records"));
 }
 
 // Waits for the simulator to have every event receipted and for vernd to have forwarded
@@ -224,6 +278,10 @@ json finish(Site& site, Process& sim) {
     auto sim_code = sim.wait_for(180s);
     REQUIRE(sim_code.has_value());
     CHECK(*sim_code == 0);
+    REQUIRE(wait_until([&] { return site.drained(); }, 60s));
+    // Meter intervals still open close after meter_close_after_s (2 s here) by the gateway
+    // clock; then what they emitted is forwarded too.
+    std::this_thread::sleep_for(4s);
     REQUIRE(wait_until([&] { return site.drained(); }, 60s));
     std::this_thread::sleep_for(500ms);  // the last PUBACKs reach the status file
     json tap = site.stop_tap();

@@ -74,7 +74,7 @@ TEST_CASE("A sealed record opens to its clean bytes and its header can be read u
     CHECK(h->key_epoch == 3);
     CHECK(h->expires_ms == 1'800'000'000'000);
     CHECK(h->kind == "meter");
-    CHECK(h->stream == "billing");
+    CHECK(h->topic == "billing");
     auto opened = open_record(stored, sealer);
     REQUIRE(opened);
     CHECK(*opened == "clean-record-bytes");

@@ -190,12 +190,8 @@ std::vector<Section> schema(Config& c) {
         {"policy",
          "What leaves the site, for which purpose (stream).",
          {
-             string_field("alarm_stream", &c.policy.alarm_stream, "Stream for alarm events."),
-             string_field("meter_stream", &c.policy.meter_stream, "Stream for meter readings."),
-             int_field("retention_alarm_h", &c.policy.retention_alarm_h, 1, 24 * 366,
-                       "Hours an alarm record may wait for the uplink before it expires."),
-             int_field("retention_meter_h", &c.policy.retention_meter_h, 1, 24 * 366 * 3,
-                       "Hours a meter record may wait for the uplink before it expires."),
+             int_field("meter_close_after_s", &c.policy.meter_close_after_s, 60, 7 * 24 * 3600,
+                       "Close an incomplete meter interval this long after its end."),
          }},
         {"upstream",
          "The backends' MQTT broker (forward).",
@@ -342,11 +338,6 @@ void validate(const Config& c) {
     if (c.gateway.data_dir.empty()) add("gateway.data_dir must not be empty");
     if (!valid_uri(c.site_broker.uri)) add("site_broker.uri must look like tcp://host:port");
     if (!valid_uri(c.upstream.uri)) add("upstream.uri must look like tcp://host:port");
-    if (!valid_topic_level(c.policy.alarm_stream)) add("policy.alarm_stream is not a topic level");
-    if (!valid_topic_level(c.policy.meter_stream)) add("policy.meter_stream is not a topic level");
-    if (c.policy.alarm_stream == c.policy.meter_stream) {
-        add("policy.alarm_stream and policy.meter_stream must differ: one purpose per stream");
-    }
     bool tls = c.upstream.uri.rfind("ssl://", 0) == 0 || c.upstream.uri.rfind("mqtts://", 0) == 0;
     if (!tls && !c.upstream.tls_ca_file.empty()) {
         add("upstream.tls_ca_file is set but upstream.uri is not ssl://");

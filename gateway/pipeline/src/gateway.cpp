@@ -5,6 +5,7 @@
 
 #include <map>
 #include <mutex>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -29,6 +30,7 @@ namespace {
 
 constexpr std::size_t read_max_bytes = 4u << 20;
 constexpr int max_commit_failures = 3;
+constexpr auto tick_interval = std::chrono::seconds(1);
 
 std::string device_key(const std::string& device) { return "dev/" + device; }
 std::string stream_key(const std::string& stream) { return "stream/" + stream; }
@@ -52,15 +54,6 @@ storage::StoreOptions store_options(const config::Config& c) {
     o.write_buffer_bytes = c.store.write_buffer_mb << 20;
     o.max_total_wal_bytes = c.store.max_wal_mb << 20;
     o.max_quarantine_entries = c.store.max_quarantine_entries;
-    return o;
-}
-
-policy::PolicyOptions policy_options(const config::PolicySection& p) {
-    policy::PolicyOptions o;
-    o.alarm_stream = p.alarm_stream;
-    o.meter_stream = p.meter_stream;
-    o.retention_alarm_ms = std::int64_t{p.retention_alarm_h} * 3600 * 1000;
-    o.retention_meter_ms = std::int64_t{p.retention_meter_h} * 3600 * 1000;
     return o;
 }
 
@@ -123,6 +116,7 @@ struct Gateway::Impl : public forward::Outbox {
     Counter& commits;
     Counter& duplicates;
     Counter& expired;
+    Counter& state_corrupt;
     int commit_failures = 0;  // consecutive
 
     Impl(const config::Config& c, Counters& k)
@@ -132,27 +126,107 @@ struct Gateway::Impl : public forward::Outbox {
           store(open_store(c)),
           site(c.site_broker, c.site_client_id(), c.gateway.site, k),
           decoder({c.site_broker.topic_prefix, c.gateway.site, c.site_broker.max_payload_bytes}),
-          policy(policy_options(c.policy), pseudonymisers()),
+          policy(c.policy, policy::epoch_schedule(c.keys),
+                 [this](const std::string& purpose, std::uint32_t epoch) {
+                     return keys->pseudonymiser(purpose, epoch);
+                 },
+                 k),
           sealer(keys->record_sealer(c.keys.record_epoch)),
           forwarder(c.upstream, c.upstream_client_id(), *this, k),
           committed_events(k.get("events_committed")),
           committed_records(k.get("records_committed")),
           commits(k.get("commits")),
           duplicates(k.get("events_duplicate")),
-          expired(k.get("records_expired")) {
+          expired(k.get("records_expired")),
+          state_corrupt(k.get("policy_state_corrupt")) {
         for (int r = 0; r < reason_count; ++r) {
             quarantined[r] =
                 &k.get("quarantined_" + std::string(reason_name(static_cast<Reason>(r))));
         }
         load_stream_counters();
+        if (!restore_policy()) throw StartupError("store: cannot read the policy state");
     }
 
-    std::map<std::string, crypto::Pseudonymiser> pseudonymisers() const {
-        std::map<std::string, crypto::Pseudonymiser> out;
-        for (const auto& s : policy::Policy::streams(policy_options(config.policy))) {
-            out.emplace(s, keys->pseudonymiser(s, config.keys.pseudonym_epoch));
+    // The policy engine's state (meter sums, aggregates, image chunks) as last committed.
+    bool restore_policy() {
+        auto entries = store->scan_state(std::string(policy::state_prefix));
+        if (!entries) return false;
+        std::vector<std::pair<std::string, std::string>> plain;
+        plain.reserve(entries->size());
+        std::size_t bad = 0;
+        for (auto& [key, stored] : *entries) {
+            auto epoch = peek_state_epoch(stored);
+            auto value = epoch ? open_state(key, stored, opener(*epoch))
+                               : Result<std::string, CodecError>(fail(epoch.error()));
+            if (!value) {
+                ++bad;
+                continue;
+            }
+            plain.emplace_back(key, std::move(*value));
         }
-        return out;
+        bad += policy.restore(plain);
+        if (bad > 0) {
+            state_corrupt.add(bad);
+            spdlog::error("policy state: {} entries failed their check and were skipped", bad);
+        }
+        return true;
+    }
+
+    // Stages the engine's state changes in the commit, sealed.
+    void stage_state(storage::WriteSet& writes, const std::vector<policy::StateChange>& changes) {
+        for (const auto& change : changes) {
+            if (change.value) {
+                writes.put_state(change.key, seal_state(change.key, *change.value,
+                                                        config.keys.record_epoch, sealer));
+            } else {
+                writes.erase_state(change.key);
+            }
+        }
+    }
+
+    // Egress leak guard, the last look before a record is queued: the batch's raw identifiers,
+    // and anything shaped like a national id, +47 phone or e-mail. An image's compressed pixels
+    // are not text: the guard reads the record around them, and the sanitiser has already
+    // removed every segment that could carry text (EXIF, XMP, comments).
+    // What the guard found, or nothing: a raw identifier of the batch, or the kind of
+    // personal-data shape. Never the value.
+    static std::optional<std::string_view> blocked(const clean::v1::Record& record,
+                                                   const std::string& serialized,
+                                                   const std::vector<std::string_view>& personal) {
+        if (policy::leaks(serialized, personal)) return "a raw identifier seen on input";
+        std::vector<policy::LeakKind> found;
+        if (record.has_image()) {
+            clean::v1::Record around = record;
+            around.mutable_image()->clear_data();
+            found = policy::scan_for_personal_data(around.SerializeAsString());
+        } else {
+            found = policy::scan_for_personal_data(serialized);
+        }
+        if (!found.empty()) return policy::leak_kind_name(found.front());
+        return std::nullopt;
+    }
+
+    // Seals and stages the engine's emissions. Returns how many were blocked by the guard.
+    std::size_t stage_emissions(storage::WriteSet& writes, std::vector<policy::Emission>& emissions,
+                                std::map<std::string, std::uint64_t>& next_seq,
+                                const std::vector<std::string_view>& personal) {
+        std::size_t blocked_count = 0;
+        for (auto& e : emissions) {
+            e.record.set_gateway(config.gateway.id);
+            e.record.set_seq(next_seq[e.stream] + 1);
+            std::string clean = e.record.SerializeAsString();
+            if (auto found = blocked(e.record, clean, personal)) {
+                // A rule let through what no rule should: worth an operator's attention.
+                spdlog::warn("leak guard: blocked a {} record for purpose {}: it held {}", e.kind,
+                             e.stream, *found);
+                ++blocked_count;
+                continue;
+            }
+            ++next_seq[e.stream];
+            RecordHeader header{1, e.lane, config.keys.record_epoch, e.expires_ms, e.kind, e.topic};
+            writes.append(e.lane, seal_record(header, clean, sealer));
+        }
+        return blocked_count;
     }
 
     void load_stream_counters() {
@@ -171,6 +245,7 @@ struct Gateway::Impl : public forward::Outbox {
         std::set<std::string> re_receipt;  // devices that sent a duplicate: receipt again
         auto next_seq = stream_next;       // staged: applied only if the commit succeeds
         std::size_t events = 0;
+        std::vector<std::string> personal;  // the batch's raw identifiers, for the leak guard
 
         for (auto& in : batch) {
             // decode + validate
@@ -198,58 +273,30 @@ struct Gateway::Impl : public forward::Outbox {
             touched.insert(device);
             ++events;
 
-            // policy: pseudonymise, drop secrets, route to purposes
-            auto emissions = policy.apply(event, config.gateway.site, in.arrival_ms);
-            if (!emissions) {
-                quarantine(writes, in, emissions.error(), device);
+            // policy: pseudonymise, drop secrets, minimise, route to purposes
+            auto output = policy.apply(event, config.gateway.site, in.arrival_ms);
+            if (!output) {
+                quarantine(writes, in, output.error(), device);
                 continue;
             }
-            auto personal = policy::personal_values(event);
-            for (auto& e : *emissions) {
-                e.record.set_gateway(config.gateway.id);
-                e.record.set_seq(++next_seq[e.stream]);
-                std::string clean = e.record.SerializeAsString();
-                // egress leak guard, the last look before anything is queued: the event's own raw
-                // identifiers, and anything shaped like a national id, +47 phone or e-mail
-                if (policy::leaks(clean, personal) ||
-                    !policy::scan_for_personal_data(clean).empty()) {
-                    --next_seq[e.stream];
-                    quarantine(writes, in, Reason::leak_blocked, device);
-                    continue;
-                }
-                // seal
-                RecordHeader header{1,      e.lane,  config.keys.record_epoch, e.expires_ms,
-                                    e.kind, e.stream};
-                writes.append(e.lane, seal_record(header, clean, sealer));
+            for (auto v : policy::personal_values(event)) personal.emplace_back(v);
+            stage_state(writes, output->state);
+            // egress leak guard, then seal
+            std::vector<std::string_view> seen(personal.begin(), personal.end());
+            auto leaked = stage_emissions(writes, output->emissions, next_seq, seen);
+            for (std::size_t i = 0; i < leaked; ++i) {
+                quarantine(writes, in, Reason::leak_blocked, device);
             }
         }
 
         // state that outlives the event goes in the same commit
         for (const auto& device : touched)
             writes.put_state(device_key(device), marks.encode(device));
-        for (const auto& [stream, seq] : next_seq) {
-            if (stream_next[stream] != seq) writes.put_state(stream_key(stream), be64(seq));
-        }
 
         // durable queue: one synced WriteBatch for the whole group
-        if (!writes.empty()) {
-            std::size_t records = writes.appended();
-            auto committed = store->commit(std::move(writes));
-            if (!committed) {
-                quarantined[static_cast<int>(Reason::store_failed)]->add(events);
-                spdlog::error(
-                    "store: commit of {} events failed ({}): no receipts, devices "
-                    "will retry",
-                    events, storage::store_errc_name(committed.error().code));
-                for (const auto& device : touched) marks.forget(device);
-                ++commit_failures;
-                return;
-            }
-            commit_failures = 0;
-            stream_next = std::move(next_seq);
-            commits.add();
-            committed_events.add(events);
-            committed_records.add(records);
+        if (!commit(writes, next_seq, events)) {
+            for (const auto& device : touched) marks.forget(device);
+            return;
         }
 
         // receipt: only now that the commit is durable
@@ -257,6 +304,53 @@ struct Gateway::Impl : public forward::Outbox {
 
         // forward
         if (events > 0) forwarder.notify();
+    }
+
+    // Time passing: meter intervals and site aggregates that have waited long enough close,
+    // images whose chunks or alarm did not come are dropped.
+    void tick(std::int64_t now_ms) {
+        auto output = policy.tick(now_ms);
+        if (output.emissions.empty() && output.state.empty()) return;
+        storage::WriteSet writes;
+        auto next_seq = stream_next;
+        stage_state(writes, output.state);
+        auto leaked = stage_emissions(writes, output.emissions, next_seq, {});
+        if (leaked > 0) {
+            quarantined[static_cast<int>(Reason::leak_blocked)]->add(leaked);
+            for (std::size_t i = 0; i < leaked; ++i) {
+                writes.quarantine(quarantine_entry(now_ms, Reason::leak_blocked, "", 0));
+            }
+        }
+        if (commit(writes, next_seq, 0) && !output.emissions.empty()) forwarder.notify();
+    }
+
+    // One synced WriteBatch: the records, the state that changed with them, the stream
+    // counters. On failure nothing of it happened: the engine goes back to the committed state.
+    bool commit(storage::WriteSet& writes, const std::map<std::string, std::uint64_t>& next_seq,
+                std::size_t events) {
+        for (const auto& [stream, seq] : next_seq) {
+            auto it = stream_next.find(stream);
+            if (it == stream_next.end() || it->second != seq) {
+                writes.put_state(stream_key(stream), be64(seq));
+            }
+        }
+        if (writes.empty()) return true;
+        std::size_t records = writes.appended();
+        auto committed = store->commit(std::move(writes));
+        if (!committed) {
+            quarantined[static_cast<int>(Reason::store_failed)]->add(events);
+            spdlog::error("store: commit of {} events failed ({}): no receipts, devices will retry",
+                          events, storage::store_errc_name(committed.error().code));
+            ++commit_failures;
+            if (!restore_policy()) spdlog::error("policy state: cannot be read back");
+            return false;
+        }
+        commit_failures = 0;
+        stream_next = next_seq;
+        commits.add();
+        committed_events.add(events);
+        committed_records.add(records);
+        return true;
     }
 
     bool ensure_mark(const std::string& device) {
@@ -361,7 +455,7 @@ struct Gateway::Impl : public forward::Outbox {
                 }
                 out.push_back({lane, r.seq,
                                config.upstream.topic_prefix + "/" + config.gateway.id + "/" +
-                                   header->stream + "/" + header->kind,
+                                   header->topic + "/" + header->kind,
                                batch.SerializeAsString()});
             }
             if (!bad.empty()) (void)store->commit(std::move(bad));
@@ -404,7 +498,12 @@ bool Gateway::run(const std::atomic<bool>& stop, const std::function<void()>& on
     spdlog::info("gateway {} running: site {} -> upstream {}", d.config.gateway.id,
                  d.config.site_broker.uri, d.config.upstream.uri);
     const auto group_window = std::chrono::milliseconds(sc.group_commit_max_delay_ms);
+    auto next_tick = std::chrono::steady_clock::now();
     while (!stop && d.commit_failures < max_commit_failures) {
+        if (std::chrono::steady_clock::now() >= next_tick) {
+            d.tick(system_now_ms());
+            next_tick = std::chrono::steady_clock::now() + tick_interval;
+        }
         // Group commit: take what is there, wait at most the group window for more.
         auto batch = d.site.take(sc.group_commit_max_records, std::chrono::milliseconds(200));
         if (batch.empty()) continue;

@@ -18,8 +18,8 @@ std::string encode_header(const RecordHeader& h) {
     put_be(out, static_cast<std::uint64_t>(h.expires_ms), 8);
     out.push_back(static_cast<char>(h.kind.size()));
     out += h.kind;
-    out.push_back(static_cast<char>(h.stream.size()));
-    out += h.stream;
+    out.push_back(static_cast<char>(h.topic.size()));
+    out += h.topic;
     return out;
 }
 
@@ -53,9 +53,9 @@ Result<RecordHeader, CodecError> peek_header(std::string_view stored) {
     if (at + kind_len + 1 > head.size()) return fail(CodecError::malformed);
     h.kind = std::string(head.substr(at, kind_len));
     at += kind_len;
-    std::size_t stream_len = static_cast<unsigned char>(head[at++]);
-    if (at + stream_len != head.size()) return fail(CodecError::malformed);
-    h.stream = std::string(head.substr(at, stream_len));
+    std::size_t topic_len = static_cast<unsigned char>(head[at++]);
+    if (at + topic_len != head.size()) return fail(CodecError::malformed);
+    h.topic = std::string(head.substr(at, topic_len));
     return h;
 }
 
@@ -64,6 +64,33 @@ Result<std::string, CodecError> open_record(std::string_view stored, const crypt
     if (!header) return fail(header.error());
     std::size_t head_len = get_be(stored, 0, 2);
     auto plain = sealer.open(stored.substr(2, head_len), stored.substr(2 + head_len));
+    if (!plain) return fail(CodecError::cannot_open);
+    return std::move(*plain);
+}
+
+namespace {
+
+std::string state_ad(std::string_view key) { return "vern-state-v1:" + std::string(key); }
+
+}  // namespace
+
+std::string seal_state(std::string_view key, std::string_view value, std::uint32_t key_epoch,
+                       const crypto::Sealer& sealer) {
+    std::string out;
+    put_be(out, key_epoch, 4);
+    out += sealer.seal(state_ad(key), value);
+    return out;
+}
+
+Result<std::uint32_t, CodecError> peek_state_epoch(std::string_view stored) {
+    if (stored.size() < 4 + crypto::Sealer::overhead) return fail(CodecError::malformed);
+    return static_cast<std::uint32_t>(get_be(stored, 0, 4));
+}
+
+Result<std::string, CodecError> open_state(std::string_view key, std::string_view stored,
+                                           const crypto::Sealer& sealer) {
+    if (stored.size() < 4 + crypto::Sealer::overhead) return fail(CodecError::malformed);
+    auto plain = sealer.open(state_ad(key), stored.substr(4));
     if (!plain) return fail(CodecError::cannot_open);
     return std::move(*plain);
 }

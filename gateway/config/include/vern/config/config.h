@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "vern/config/purposes.h"
+
 namespace vern::config {
 
 struct GatewaySection {
@@ -26,6 +28,11 @@ struct KeysSection {
     std::string master_key_file;    // default: {data_dir}/master.key
     bool create_if_missing = true;  // generate a master key on first start (with a warning)
     std::uint32_t pseudonym_epoch = 1;
+    // Key rotation. When pseudonym_epoch_start is set (Unix ms; a TOML date-time in the file),
+    // records before it still use epoch pseudonym_epoch - 1; from it on they use the new epoch
+    // and, for pseudonym_overlap_h, also carry the previous epoch's pseudonyms.
+    std::int64_t pseudonym_epoch_start_ms = 0;  // 0: the epoch is in force already, no overlap
+    std::uint32_t pseudonym_overlap_h = 168;
     std::uint32_t record_epoch = 1;
 };
 
@@ -50,11 +57,18 @@ struct StoreSection {  // [store]
     std::size_t max_quarantine_entries = 10000;
 };
 
-struct PolicySection {                     // [policy]
-    std::string alarm_stream = "alarm";    // alarm events and verification images
-    std::string meter_stream = "billing";  // meter readings
-    std::uint32_t retention_alarm_h = 24 * 7;
-    std::uint32_t retention_meter_h = 24 * 31;
+struct PolicySection {  // [policy] and the [purpose.*] tables
+    // The purposes (streams upstream). Declaring any [purpose.*] table replaces all defaults.
+    std::vector<Purpose> purposes = default_purposes();
+    // Meter intervals: an interval still incomplete is closed (sent with what it has) once a
+    // reading this many seconds past its end arrives, or after this long with no reading for it
+    // (gateway clock). Readings for an interval already sent are the late-reading rule's.
+    std::uint32_t meter_close_after_s = 3600;
+    // Verification images.
+    std::size_t image_max_bytes = 2 * 1024 * 1024;  // larger images are refused
+    std::uint32_t images_in_progress = 8;           // images being reassembled at once
+    std::uint32_t image_chunk_timeout_s = 60;       // an image missing chunks this long is dropped
+    std::uint32_t image_link_window_s = 600;        // an image waits this long for its alarm event
 };
 
 struct ForwardSection {  // [upstream]

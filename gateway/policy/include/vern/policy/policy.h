@@ -1,59 +1,106 @@
 #pragma once
-// The privacy engine: one validated device event in, the cleaned records each purpose (stream)
-// is entitled to out. Field by field it keeps, pseudonymises or drops; what no rule names is
-// dropped (an allow-list: the clean schema has no field for names, phones, national ids or PIN
-// codes, and nothing is copied wholesale).
+// The privacy engine: one validated device event in, the cleaned records each purpose is
+// entitled to out, decided by the purposes in config (config::PolicySection) and nothing else.
+// Field by field it keeps, pseudonymises, generalises, aggregates or drops; a field no rule
+// names is dropped (an allow-list: nothing is copied wholesale from a device message).
 //
-// Pure: no I/O, no clock, no globals; the same input gives the same output.
-// Never: let a PIN code, name, phone number or national id into an emission.
+// Pure: no I/O, no clock, no logging. The caller passes the time, and keeps the engine's state:
+// every change to what the engine remembers between events (meter intervals being summed, site
+// aggregates waiting for k meters, image chunks, recent alarm event ids) comes out as a
+// StateChange for the caller to commit in the same batch as the events that caused it. After a
+// failed commit the caller restores the engine from what is committed.
+//
+// Never: let a PIN code, name, phone number, national id or image metadata into an emission;
+// use one purpose's pseudonym key for another; emit a site aggregate of fewer than k meters.
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "clean.pb.h"
 #include "device.pb.h"
+#include "vern/common/counters.h"
 #include "vern/common/lane.h"
 #include "vern/common/reason.h"
 #include "vern/common/result.h"
+#include "vern/config/config.h"
 #include "vern/crypto/pseudonymiser.h"
 
 namespace vern::policy {
 
-struct PolicyOptions {
-    std::string alarm_stream = "alarm";
-    std::string meter_stream = "billing";
-    std::int64_t retention_alarm_ms = 7LL * 24 * 3600 * 1000;
-    std::int64_t retention_meter_ms = 31LL * 24 * 3600 * 1000;
-};
-
-// One cleaned record for one stream. The pipeline fills in gateway and seq when it commits.
+// One cleaned record for one purpose. The pipeline fills in gateway and seq when it commits.
 struct Emission {
-    std::string stream;
+    std::string stream;       // the purpose's name (Record.stream)
+    std::string topic;        // the purpose's topic level upstream
     Lane lane;
-    std::string kind;          // "alarm", "meter" or "image": the last topic level upstream
-    std::int64_t expires_ms;   // not forwarded after this
+    std::string kind;         // last topic level: "alarm", "meter", "image" or "aggregate"
+    std::int64_t expires_ms;  // not forwarded after this (the purpose's or class's retention)
     clean::v1::Record record;
 };
 
+// A change to the engine's state: put (value set) or erase (no value). Keys are ASCII and never
+// hold an identifier (pseudonyms or hashes only); values are opaque and hold personal data
+// (energy per meter, image chunks): the caller must keep them sealed at rest.
+struct StateChange {
+    std::string key;
+    std::optional<std::string> value;
+};
+
+// What one call produced. Emissions in order; state changes in order (a later change to the
+// same key wins).
+struct Output {
+    std::vector<Emission> emissions;
+    std::vector<StateChange> state;
+};
+
+// Every state key the engine writes starts with this.
+inline constexpr std::string_view state_prefix = "pol/";
+
+// Key epochs: which pseudonym keys are in force at a time.
+struct EpochSchedule {
+    std::uint32_t epoch = 1;
+    std::int64_t start_ms = 0;    // 0: in force already; else before it epoch - 1 is in force
+    std::int64_t overlap_ms = 0;  // from start_ms, records also carry epoch - 1's pseudonyms
+};
+
+EpochSchedule epoch_schedule(const config::KeysSection& keys);
+
+// Makes the pseudonymiser of a purpose (by name) and key epoch. Called at construction only.
+using PseudonymiserFactory =
+    std::function<crypto::Pseudonymiser(const std::string& purpose, std::uint32_t epoch)>;
+
 class Policy {
 public:
-    // One pseudonymiser per stream (its own key): streams can't be joined on pseudonyms.
-    Policy(PolicyOptions options, std::map<std::string, crypto::Pseudonymiser> pseudonymisers);
+    // Counters it bumps (names in the README), e.g. "policy_meter_late_corrections".
+    Policy(const config::PolicySection& section, EpochSchedule epochs,
+           const PseudonymiserFactory& keys, Counters& counters);
+    ~Policy();
+    Policy(Policy&&) noexcept;
+    Policy& operator=(Policy&&) noexcept;
 
-    // The streams this policy can emit on; each needs a pseudonymiser.
-    static std::vector<std::string> streams(const PolicyOptions& options);
+    // One event. A refused event (e.g. an image chunk that breaks a limit) is a Reason and
+    // leaves the state exactly as it was.
+    Result<Output, Reason> apply(const device::v1::DeviceMessage& event, std::string_view site,
+                                 std::int64_t received_ms);
 
-    Result<std::vector<Emission>, Reason> apply(const device::v1::DeviceMessage& event,
-                                                std::string_view site,
-                                                std::int64_t received_ms) const;
+    // Time passing, by the gateway clock: closes meter intervals and site aggregates that have
+    // waited long enough, drops images whose chunks or alarm did not come.
+    Output tick(std::int64_t now_ms);
+
+    // Replaces the state with the committed one (every entry under state_prefix). Entries
+    // that do not parse are skipped; returns how many were skipped.
+    std::size_t restore(const std::vector<std::pair<std::string, std::string>>& entries);
+
+    const config::PolicySection& section() const;
 
 private:
-    const crypto::Pseudonymiser& pseudonymiser(const std::string& stream) const;
-
-    PolicyOptions options_;
-    std::map<std::string, crypto::Pseudonymiser> pseudonymisers_;
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace vern::policy

@@ -1,0 +1,118 @@
+#pragma once
+// Purposes: the streams that leave the site, what each may receive and in which form.
+//
+// A purpose is declared in config as [purpose.{name}] with a recipient, a GDPR art. 6(1) legal
+// basis, a retention and one table per data class it receives. Each class table names fields
+// and what happens to them (keep, pseudonymise, generalise, aggregate, drop). A field no rule
+// names is dropped: an allow-list, never a pass-through.
+//
+// The catalogue below is the one list of data classes and fields vern knows, with the actions
+// each field allows. It is what the config is checked against (a rule outside it is an error
+// naming its place) and what the record of processing is written from.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace vern::config {
+
+enum class DataClass : std::uint8_t {
+    alarm_event,         // arm/disarm, intrusion, tamper, fire, panic, wrong code
+    verification_image,  // camera images an alarm panel sends with an alarm
+    meter_reading,       // a smart meter's energy per interval
+};
+
+enum class Action : std::uint8_t {
+    drop,          // not sent
+    keep,          // sent as it is
+    pseudonymise,  // keyed BLAKE2b pseudonym, per purpose and key epoch
+    generalise,    // coarser: time to a unit, energy to a resolution, meter interval downsampled
+    aggregate,     // summed over the site's meters; sent only when >= k contributed
+};
+
+// What kind of value a field holds; decides which actions are allowed.
+enum class FieldKind : std::uint8_t {
+    content,     // not about a person by itself (event kind, zone, counts)
+    device,      // a device serial number
+    identifier,  // identifies a person directly (customer number, metering point, user slot)
+    personal,    // personal data with no place upstream (name, phone, national id)
+    secret,      // a credential (PIN code): only ever dropped
+    time,        // a timestamp: keep, generalise (minute, hour, day) or drop
+    interval,    // a meter reading's interval: keep or generalise (downsample: energy summed)
+    energy,      // watt-hours: keep, generalise (round to a resolution) or aggregate
+    picture,     // the image itself, sent only with every metadata segment stripped
+    metadata,    // image metadata (EXIF with GPS, XMP, IPTC, comments): only ever dropped
+};
+
+struct FieldInfo {
+    std::string_view name;
+    FieldKind kind;
+    std::string_view description;  // for the record of processing
+    std::vector<Action> allowed;    // drop is always allowed
+};
+
+struct ClassInfo {
+    DataClass data_class;
+    std::string_view name;
+    std::string_view description;
+    std::vector<FieldInfo> fields;
+};
+
+// The catalogue, in a fixed order.
+const std::vector<ClassInfo>& data_classes();
+const ClassInfo& class_info(DataClass c);
+std::string_view class_name(DataClass c);
+std::optional<DataClass> class_from_name(std::string_view name);
+const FieldInfo* find_field(DataClass c, std::string_view field);
+std::string_view action_name(Action a);
+std::string_view field_kind_name(FieldKind k);
+
+// One rule: a field of a data class and what happens to it.
+struct FieldRule {
+    std::string field;
+    Action action = Action::drop;
+    // generalise: the unit. Time and interval fields: seconds (60, 900, 3600, 86400).
+    // Energy: the resolution in Wh (values rounded to the nearest multiple).
+    std::int64_t param = 0;
+    std::uint32_t line = 0, column = 0;  // where the rule is, for messages (0: built in)
+};
+
+struct ClassRules {
+    DataClass data_class = DataClass::alarm_event;
+    std::vector<FieldRule> fields;  // fields not listed are dropped
+    // Own retention for this class (e.g. verification images: short). Empty: the purpose's.
+    std::optional<std::uint32_t> retention_h;
+    std::uint32_t line = 0, column = 0;
+
+    const FieldRule* rule(std::string_view field) const;
+    // The action for a field: its rule's, or drop when no rule names it.
+    Action action(std::string_view field) const;
+    std::int64_t param(std::string_view field) const;
+};
+
+struct Purpose {
+    std::string name;         // the stream name in every record ("alarm", "billing", ...)
+    std::string topic;        // upstream topic level: {upstream.topic_prefix}/{gateway}/{topic}/..
+    std::string description;  // what the data is processed for
+    std::string recipient;    // who receives it
+    char legal_basis = 0;     // GDPR art. 6(1) letter: 'a' .. 'f'
+    std::uint32_t retention_h = 0;  // longest a record waits at the gateway for the uplink
+    std::uint32_t k_anonymity = 5;  // aggregate purposes: fewest meters in a sent bucket
+    std::vector<ClassRules> classes;
+    std::uint32_t line = 0, column = 0;
+
+    const ClassRules* rules(DataClass c) const;
+    bool receives(DataClass c) const { return rules(c) != nullptr; }
+    // True when meter readings reach this purpose only as site aggregates.
+    bool aggregates() const;
+    std::uint32_t retention_h_for(DataClass c) const;
+};
+
+// "GDPR art. 6(1)(b): performance of a contract" for 'b'; empty for anything else.
+std::string_view legal_basis_text(char letter);
+
+// The purposes used when the config declares none: alarm, billing (hourly), analytics (k = 5).
+std::vector<Purpose> default_purposes();
+
+}  // namespace vern::config
