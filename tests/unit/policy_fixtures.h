@@ -92,8 +92,8 @@ inline std::vector<device::v1::DeviceMessage> chunks(const std::string& event_id
     std::vector<device::v1::DeviceMessage> out;
     auto count = static_cast<std::uint32_t>((bytes.size() + size - 1) / size);
     for (std::uint32_t i = 0; i < count; ++i) {
-        out.push_back(chunk(event_id, image_id, i, count, bytes.substr(i * size, size),
-                            first_seq + i));
+        out.push_back(
+            chunk(event_id, image_id, i, count, bytes.substr(i * size, size), first_seq + i));
     }
     return out;
 }

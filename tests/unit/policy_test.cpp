@@ -45,8 +45,8 @@ std::vector<device::v1::DeviceMessage> quarter_hours(const std::string& mp, std:
                                                      int n, std::uint64_t first_seq = 1) {
     std::vector<device::v1::DeviceMessage> out;
     for (int i = 0; i < n; ++i) {
-        out.push_back(reading(mp, from + i * 15 * min_ms, 100 + static_cast<std::uint64_t>(i),
-                              900, first_seq + static_cast<std::uint64_t>(i)));
+        out.push_back(reading(mp, from + i * 15 * min_ms, 100 + static_cast<std::uint64_t>(i), 900,
+                              first_seq + static_cast<std::uint64_t>(i)));
     }
     return out;
 }
@@ -185,13 +185,11 @@ TEST_CASE("Each alarm field follows its rule, and a field no rule names is dropp
 
 TEST_CASE("No emission of any kind ever carries the PIN code") {
     // Every purpose receives everything it may, with every rule set to what keeps most.
-    auto everything = alarm_purpose({rule("kind", Action::keep), rule("event_id", Action::keep),
-                                     rule("zone", Action::keep), rule("event_time", Action::keep),
-                                     rule("device", Action::keep),
-                                     rule("customer_number", Action::pseudonymise),
-                                     rule("user_slot", Action::pseudonymise),
-                                     rule("attempt_count", Action::keep),
-                                     rule("pin_code", Action::keep)});
+    auto everything = alarm_purpose(
+        {rule("kind", Action::keep), rule("event_id", Action::keep), rule("zone", Action::keep),
+         rule("event_time", Action::keep), rule("device", Action::keep),
+         rule("customer_number", Action::pseudonymise), rule("user_slot", Action::pseudonymise),
+         rule("attempt_count", Action::keep), rule("pin_code", Action::keep)});
     auto section = config::PolicySection{};
     section.purposes.push_back(everything);
     section.purposes.back().name = "audit";
@@ -270,12 +268,13 @@ TEST_CASE("The pseudonym factory is asked for every purpose and epoch at constru
     std::set<std::pair<std::string, std::uint32_t>> asked;
     auto keys = keyring();
     Counters counters;
-    policy::Policy engine({}, {5, t0, hour_ms},
-                          [&](const std::string& purpose, std::uint32_t epoch) {
-                              asked.emplace(purpose, epoch);
-                              return keys->pseudonymiser(purpose, epoch);
-                          },
-                          counters);
+    policy::Policy engine(
+        {}, {5, t0, hour_ms},
+        [&](const std::string& purpose, std::uint32_t epoch) {
+            asked.emplace(purpose, epoch);
+            return keys->pseudonymiser(purpose, epoch);
+        },
+        counters);
     std::set<std::pair<std::string, std::uint32_t>> expected;
     for (const char* p : {"alarm", "billing", "analytics"}) {
         expected.emplace(p, 4);
@@ -444,10 +443,9 @@ TEST_CASE("A sent interval is forgotten after the history, and its state with it
 
 TEST_CASE("Meter rules: interval keep sends each reading, generalise rounds the energy") {
     SECTION("interval keep") {
-        Harness h(only({billing_purpose({rule("energy_wh", Action::keep),
-                                         rule("interval", Action::keep),
-                                         rule("device", Action::keep),
-                                         rule("meter_point_id", Action::pseudonymise)})}));
+        Harness h(only({billing_purpose(
+            {rule("energy_wh", Action::keep), rule("interval", Action::keep),
+             rule("device", Action::keep), rule("meter_point_id", Action::pseudonymise)})}));
         auto out = h.emit(reading(gsrn, t0, 123, 900, 7), t0);
         REQUIRE(out.size() == 1);
         const auto& m = out[0].record.meter();
@@ -495,8 +493,7 @@ TEST_CASE("A reading whose interval does not fit the purpose's is refused and ch
     h.apply(reading(gsrn, t0, 1), t0);
     auto before = h.state;
     for (auto bad : {reading(gsrn, t0 + 15 * min_ms, 1, 0), reading(gsrn, t0, 1, 7 * 60),
-                     reading(gsrn, t0 + 45 * min_ms, 1, 1800),
-                     reading(gsrn, t0 + 1, 1, 3600)}) {
+                     reading(gsrn, t0 + 45 * min_ms, 1, 1800), reading(gsrn, t0 + 1, 1, 3600)}) {
         auto out = h.apply(bad, t0);
         REQUIRE_FALSE(out);
         CHECK(out.error() == Reason::invalid_field);
@@ -557,7 +554,7 @@ TEST_CASE("Analytics sends a site aggregate only when k meters contributed") {
 TEST_CASE("A site aggregate closes by reading time, counts a meter once and drops late readings") {
     Harness h(analytics_only());
     for (int i = 0; i < 5; ++i) h.apply(reading(meter_point(i), t0, 10), t0);
-    h.apply(reading(meter_point(0), t0, 10), t0);                   // duplicate
+    h.apply(reading(meter_point(0), t0, 10), t0);                        // duplicate
     h.apply(reading(meter_point(0), t0 + 15 * min_ms, 10, 900, 2), t0);  // same meter again
     CHECK(h.counter("policy_meter_duplicates") == 1);
     // A reading ending an hour after the interval's end closes it for the whole site.
@@ -614,8 +611,9 @@ std::vector<std::function<void(Harness&)>> scenario() {
     steps.push_back([](Harness& h) { h.tick(t0 + 3000); });
     steps.push_back([](Harness& h) { h.apply(alarm(AlarmEvent::PANIC, "ev-b", 6), t0 + 4000); });
     steps.push_back([](Harness& h) { h.tick(t0 + 2 * hour_ms); });
-    steps.push_back([](Harness& h) { h.apply(reading(meter_point(5), t0 + 30 * min_ms, 9, 900, 9),
-                                             t0 + 2 * hour_ms + 1); });
+    steps.push_back([](Harness& h) {
+        h.apply(reading(meter_point(5), t0 + 30 * min_ms, 9, 900, 9), t0 + 2 * hour_ms + 1);
+    });
     steps.push_back([](Harness& h) { h.apply(reading(meter_point(9), t0, 9), t0 + 3 * hour_ms); });
     steps.push_back([](Harness& h) { h.tick(t0 + 5 * hour_ms); });
     return steps;
@@ -730,10 +728,10 @@ TEST_CASE("A linked image is reassembled and sent without its metadata") {
     }
     SECTION("sent on every purpose that receives images") {
         auto section = config::PolicySection{};
-        section.purposes.push_back(purpose("insurer", DataClass::verification_image,
-                                           {rule("picture", Action::keep)}));
-        section.purposes.push_back(purpose("no-picture", DataClass::verification_image,
-                                           {rule("event_id", Action::keep)}));
+        section.purposes.push_back(
+            purpose("insurer", DataClass::verification_image, {rule("picture", Action::keep)}));
+        section.purposes.push_back(
+            purpose("no-picture", DataClass::verification_image, {rule("event_id", Action::keep)}));
         Harness h(section);
         h.apply(alarm(AlarmEvent::INTRUSION, "ev-1"), t0);
         std::vector<policy::Emission> out;
@@ -806,8 +804,8 @@ TEST_CASE("Duplicate and reordered chunks assemble one image") {
         if (i != 2) send(cs[i]);
     }
     REQUIRE(all.size() == 1);
-    CHECK(all[0].record.image().data() == *policy::sanitise_image("image/jpeg",
-                                                                  jpeg_with_metadata()));
+    CHECK(all[0].record.image().data() ==
+          *policy::sanitise_image("image/jpeg", jpeg_with_metadata()));
     CHECK(h.state.size() == 1);  // chunks erased, the alarm remembered
 }
 

@@ -525,7 +525,10 @@ struct Policy::Impl {
 
     static Emission emission(const PurposeState& ps, DataClass c, Lane lane, std::string kind,
                              std::int64_t basis_ms) {
-        Emission e{ps.purpose->name, ps.purpose->topic, lane, std::move(kind),
+        Emission e{ps.purpose->name,
+                   ps.purpose->topic,
+                   lane,
+                   std::move(kind),
                    basis_ms + static_cast<std::int64_t>(ps.purpose->retention_h_for(c)) * ms_per_h,
                    {}};
         e.record.set_stream(ps.purpose->name);
@@ -569,8 +572,8 @@ struct Policy::Impl {
                 [&](std::string v) { rec.mutable_previous()->set_customer(std::move(v)); });
         }
         if (action_of(r, c, "user_slot") == Action::pseudonymise && in.user_slot() != 0) {
-            std::string user = std::string(site) + "/" + event.device_id() + "/" +
-                               std::to_string(in.user_slot());
+            std::string user =
+                std::string(site) + "/" + event.device_id() + "/" + std::to_string(in.user_slot());
             pseudonymise(
                 ps, st, rec, SubjectKind::panel_user, user,
                 [&](std::string v) { a->set_user(std::move(v)); },
@@ -585,9 +588,9 @@ struct Policy::Impl {
         alarms[k] = received_ms;
         out.state.push_back({alarm_key(k.first, k.second), encode(received_ms)});
         while (alarms.size() > max_alarms_remembered) {
-            auto oldest = std::min_element(
-                alarms.begin(), alarms.end(),
-                [](const auto& a, const auto& b) { return a.second < b.second; });
+            auto oldest =
+                std::min_element(alarms.begin(), alarms.end(),
+                                 [](const auto& a, const auto& b) { return a.second < b.second; });
             out.state.push_back({alarm_key(oldest->first.first, oldest->first.second), {}});
             alarms.erase(oldest);
         }
@@ -683,9 +686,9 @@ struct Policy::Impl {
         }
         // Accepted: from here on the state changes.
         if (it == partials.end()) {
-            it = partials.emplace(k, Partial{ch.event_id(), ch.content_type(), ch.count(), 0, 0,
-                                             {}})
-                     .first;
+            it =
+                partials.emplace(k, Partial{ch.event_id(), ch.content_type(), ch.count(), 0, 0, {}})
+                    .first;
         }
         auto& p = it->second;
         p.chunks.emplace(ch.index(), ch.data());
@@ -701,7 +704,8 @@ struct Policy::Impl {
         bytes.reserve(p.bytes);
         for (const auto& [index, data] : p.chunks) {
             bytes += data;
-            if (index != ch.index()) out.state.push_back({chunk_key(dev, ch.image_id(), index), {}});
+            if (index == ch.index()) continue;  // never stored: it completed the image
+            out.state.push_back({chunk_key(dev, ch.image_id(), index), {}});
         }
         Held h{p.event_id, p.content_type, {}, received_ms, event.event_time_ms(), event.seq()};
         partials.erase(it);
@@ -772,6 +776,19 @@ struct Policy::Impl {
         return e;
     }
 
+    // One reading as an interval of its own (interval keep, and late corrections).
+    static OpenBucket lone_reading(const device::v1::DeviceMessage& event,
+                                   std::int64_t received_ms) {
+        OpenBucket b;
+        b.meter_point = event.meter().meter_point_id();
+        b.customer = event.meter().customer_number();
+        b.device_id = event.device_id();
+        b.device_seq = event.seq();
+        b.event_time_ms = event.event_time_ms();
+        b.last_received_ms = received_ms;
+        return b;
+    }
+
     // Sends an open interval (complete or closed incomplete) and remembers it as sent.
     void close_bucket(PurposeState& ps, std::map<MeterKey, OpenBucket>::iterator it,
                       std::int64_t basis_ms, Output& out) {
@@ -829,9 +846,7 @@ struct Policy::Impl {
                 return;
             }
             // Late: its own record, so billing loses no energy.
-            OpenBucket one{in.meter_point_id(), in.customer_number(), event.device_id(),
-                           event.seq(),         event.event_time_ms(), received_ms,
-                           {}};
+            auto one = lone_reading(event, received_ms);
             out.emissions.push_back(meter_record(ps, one, bucket, in.energy_wh(), ps.interval_ms,
                                                  in.interval_s(), true, received_ms));
             meter_late_corrections.add();
@@ -840,7 +855,8 @@ struct Policy::Impl {
             return;
         }
         // This meter's earlier intervals that its clock has left behind long enough.
-        std::int64_t close_after = static_cast<std::int64_t>(section.meter_close_after_s) * ms_per_s;
+        std::int64_t close_after =
+            static_cast<std::int64_t>(section.meter_close_after_s) * ms_per_s;
         for (auto o = ps.open.lower_bound({k.first, INT64_MIN});
              o != ps.open.end() && o->first.first == k.first;) {
             auto next = std::next(o);
@@ -885,7 +901,8 @@ struct Policy::Impl {
             return;
         }
         // The site's intervals its clock (reading times) has left behind long enough.
-        std::int64_t close_after = static_cast<std::int64_t>(section.meter_close_after_s) * ms_per_s;
+        std::int64_t close_after =
+            static_cast<std::int64_t>(section.meter_close_after_s) * ms_per_s;
         for (auto o = ps.agg.begin(); o != ps.agg.end();) {
             auto next = std::next(o);
             if (o->first + ps.interval_ms + close_after <= reading_end) {
@@ -937,13 +954,11 @@ struct Policy::Impl {
         for (auto& ps : purposes) {
             switch (ps.mode) {
                 case MeterMode::each: {
-                    OpenBucket one{in.meter_point_id(), in.customer_number(), event.device_id(),
-                                   event.seq(),         event.event_time_ms(), received_ms,
-                                   {}};
-                    out.emissions.push_back(meter_record(
-                        ps, one, in.interval_start_ms(), in.energy_wh(),
-                        static_cast<std::int64_t>(in.interval_s()) * ms_per_s, in.interval_s(),
-                        false, received_ms));
+                    auto one = lone_reading(event, received_ms);
+                    out.emissions.push_back(
+                        meter_record(ps, one, in.interval_start_ms(), in.energy_wh(),
+                                     static_cast<std::int64_t>(in.interval_s()) * ms_per_s,
+                                     in.interval_s(), false, received_ms));
                     break;
                 }
                 case MeterMode::bucket:
@@ -963,7 +978,8 @@ struct Policy::Impl {
 
     Output tick(std::int64_t now_ms) {
         Output out;
-        std::int64_t close_after = static_cast<std::int64_t>(section.meter_close_after_s) * ms_per_s;
+        std::int64_t close_after =
+            static_cast<std::int64_t>(section.meter_close_after_s) * ms_per_s;
         for (auto& ps : purposes) {
             for (auto it = ps.open.begin(); it != ps.open.end();) {
                 auto next = std::next(it);
