@@ -57,7 +57,9 @@ inline device::v1::DeviceMessage reading(std::string meter_point, std::int64_t s
     device::v1::DeviceMessage m;
     m.set_device_id("meter-" + meter_point.substr(meter_point.size() - 4));
     m.set_seq(seq);
-    m.set_event_time_ms(start_ms + interval_s * 1000LL + 5'000);
+    // Wraps at the extremes of the clock (tests of them) rather than overflow.
+    m.set_event_time_ms(static_cast<std::int64_t>(static_cast<std::uint64_t>(start_ms) +
+                                                  interval_s * 1000ULL + 5'000));
     auto* r = m.mutable_meter();
     r->set_meter_point_id(std::move(meter_point));
     r->set_customer_number("5123" + std::to_string(seq % 7));

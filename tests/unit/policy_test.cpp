@@ -308,12 +308,28 @@ TEST_CASE("A config the engine cannot honour is refused at construction") {
                         std::invalid_argument);
         CHECK_THROWS_AS(make(only({alarm_purpose({rule("event_time", Action::generalise)})})),
                         std::invalid_argument);
+        CHECK_THROWS_AS(
+            make(only({alarm_purpose({rule("event_time", Action::generalise, INT64_MAX / 10)})})),
+            std::invalid_argument);
     }
     SECTION("two purposes with one name") {
         auto p = alarm_purpose({});
         CHECK_THROWS_AS(make(only({p, p})), std::invalid_argument);
     }
     SECTION("the defaults are fine") { CHECK_NOTHROW(make({})); }
+}
+
+TEST_CASE("Event times at the extremes of the clock do not overflow when generalised") {
+    Harness h(only({alarm_purpose({rule("event_time", Action::generalise, 86400)})}));
+    for (std::int64_t t : {INT64_MIN, INT64_MIN + 1, std::int64_t{-1}, INT64_MAX}) {
+        auto ev = alarm(AlarmEvent::ARM, "ev-1");
+        ev.set_event_time_ms(t);
+        auto out = h.emit(ev, t0);
+        REQUIRE(out.size() == 1);
+        auto got = out[0].record.event_time_ms();
+        CHECK((got > t ? got - t : t - got) < 86'400'000);  // within a day (clamped at the bottom)
+        if (t == -1) CHECK(out[0].record.event_time_ms() == -86'400'000);
+    }
 }
 
 TEST_CASE("An event with no body is refused") {

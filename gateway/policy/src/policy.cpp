@@ -22,6 +22,8 @@ constexpr std::int64_t meter_history_ms = 48 * ms_per_h;
 // Image chunk limits the section does not name.
 constexpr std::uint32_t max_chunks_per_image = 4096;
 constexpr std::size_t max_id_bytes = 128;
+// The coarsest time a generalise rule may ask for (ten years).
+constexpr std::int64_t max_time_unit_s = 10LL * 366 * 24 * 3600;
 // Alarm event ids remembered for image linking, at most (oldest forgotten first).
 constexpr std::size_t max_alarms_remembered = 4096;
 
@@ -29,7 +31,7 @@ constexpr std::size_t max_alarms_remembered = 4096;
 
 std::int64_t floor_to(std::int64_t v, std::int64_t unit) {
     std::int64_t q = v / unit;
-    if (v % unit != 0 && v < 0) --q;
+    if (v % unit != 0 && v < 0 && q > INT64_MIN / unit) --q;  // at the very bottom: truncated
     return q * unit;
 }
 
@@ -436,7 +438,7 @@ struct Policy::Impl {
             ps.meter_rules = p.rules(DataClass::meter_reading);
             for (const auto* r : {ps.alarm_rules, ps.image_rules, ps.meter_rules}) {
                 if (r && r->action("event_time") == Action::generalise &&
-                    r->param("event_time") <= 0) {
+                    (r->param("event_time") <= 0 || r->param("event_time") > max_time_unit_s)) {
                     throw std::invalid_argument("policy: purpose " + p.name +
                                                 ": event_time generalise needs a unit");
                 }
