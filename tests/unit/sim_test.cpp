@@ -18,6 +18,7 @@
 
 #include "clean.pb.h"
 #include "device.pb.h"
+#include "vern/common/clock.h"
 #include "vern/sim/events.h"
 #include "vern/sim/jpeg.h"
 #include "vern/sim/jpeg_inspect.h"
@@ -731,12 +732,24 @@ private:
     std::atomic<std::size_t> n_{0};
 };
 
+// What a stand-in gateway saw, each (device, seq) once.
+struct Seen {
+    std::uint64_t meter_readings = 0;
+    std::uint64_t energy_wh = 0;
+    std::uint64_t unaligned = 0;  // meter intervals not 900 s on a 900 s boundary
+    std::int64_t first_interval_start_ms = 0;
+    std::uint64_t intrusions = 0;
+    std::uint64_t images = 0;  // with every chunk seen
+};
+
 // A stand-in gateway: receipts every DeviceMessage it can decode, highest contiguous seq per
-// device plus the ones above it.
+// device plus the ones above it, except on topics ending in `no_receipt_for` (e.g. "/image").
 class FakeGateway {
 public:
-    explicit FakeGateway(const std::string& uri, const std::string& id = "fake-gateway")
-        : client_(uri, id,
+    explicit FakeGateway(const std::string& uri, const std::string& id = "fake-gateway",
+                         std::vector<std::string> no_receipt_for = {})
+        : no_receipt_for_(std::move(no_receipt_for)),
+          client_(uri, id,
                   mqtt::create_options_builder()
                       .mqtt_version(MQTTVERSION_5)
                       .max_buffered_messages(100000)
@@ -774,6 +787,10 @@ public:
         std::lock_guard lock(mu_);
         return decoded_;
     }
+    Seen seen() {
+        std::lock_guard lock(mu_);
+        return stats_;
+    }
 
 private:
     void on_message(const mqtt::const_message_ptr& m) {
@@ -792,6 +809,12 @@ private:
         {
             std::lock_guard lock(mu_);
             ++decoded_;
+            if (all_.emplace(dm.device_id(), dm.seq()).second) count(dm);
+            for (const auto& suffix : no_receipt_for_) {
+                if (topic.size() >= suffix.size() &&
+                    topic.compare(topic.size() - suffix.size(), suffix.size(), suffix) == 0)
+                    return;
+            }
             auto& seen = seen_[dm.device_id()];
             seen.insert(dm.seq());
             auto& through = through_[dm.device_id()];
@@ -807,9 +830,31 @@ private:
         }
     }
 
+    void count(const DeviceMessage& dm) {
+        if (dm.has_meter()) {
+            const auto& m = dm.meter();
+            ++stats_.meter_readings;
+            stats_.energy_wh += m.energy_wh();
+            if (m.interval_s() != 900 || m.interval_start_ms() % 900'000 != 0) ++stats_.unaligned;
+            if (stats_.first_interval_start_ms == 0 ||
+                m.interval_start_ms() < stats_.first_interval_start_ms)
+                stats_.first_interval_start_ms = m.interval_start_ms();
+        } else if (dm.has_alarm() && dm.alarm().kind() == AlarmEvent::INTRUSION) {
+            ++stats_.intrusions;
+        } else if (dm.has_image()) {
+            auto& chunks = chunks_[{dm.device_id(), dm.image().image_id()}];
+            chunks.insert(dm.image().index());
+            if (chunks.size() == dm.image().count()) ++stats_.images;
+        }
+    }
+
+    std::vector<std::string> no_receipt_for_;
     CountingListener subscribed_;
     std::mutex mu_;
     std::size_t decoded_ = 0;
+    Seen stats_;
+    std::set<std::pair<std::string, std::uint64_t>> all_;
+    std::map<std::pair<std::string, std::string>, std::set<std::uint32_t>> chunks_;
     std::map<std::string, std::set<std::uint64_t>> seen_;
     std::map<std::string, std::uint64_t> through_;
     mqtt::async_client client_;  // last: destroyed first, before what its callbacks use
@@ -846,6 +891,75 @@ TEST_CASE("vern-sim gets every event receipted by a gateway that receipts everyt
         CHECK(dev["receipted"][0][1] == last);
     }
     CHECK(gateway.decoded() >= rep["sent"].get<std::size_t>());
+
+    // Per kind, against what the gateway decoded: everything was sent and receipted.
+    const Seen seen = gateway.seen();
+    CHECK(seen.meter_readings > 0);
+    CHECK(rep["meter_readings_sent"] == seen.meter_readings);
+    CHECK(rep["meter_readings_receipted"] == seen.meter_readings);
+    CHECK(rep["meters_energy_wh_total"] == seen.energy_wh);
+    CHECK(rep["meters_energy_wh_sent"] == seen.energy_wh);
+    CHECK(seen.intrusions > 0);
+    CHECK(rep["intrusions_sent"] == seen.intrusions);
+    CHECK(rep["intrusions_receipted"] == seen.intrusions);
+    CHECK(seen.images > 0);
+    CHECK(rep["images_sent"] == seen.images);
+    CHECK(rep["images_receipted"] == seen.images);
+    // Meter time starts on an hour, whole hours back, and every reading is a 15-minute interval.
+    CHECK(seen.unaligned == 0);
+    const auto meter_start = rep["meter_start_ms"].get<std::int64_t>();
+    CHECK(meter_start == seen.first_interval_start_ms);
+    CHECK(meter_start % 3'600'000 == 0);
+    CHECK(meter_start + static_cast<std::int64_t>(seen.meter_readings / 10) * 900'000 <=
+          vern::system_now_ms());
+}
+
+TEST_CASE("vern-sim counts sent but unreceipted meter readings and images apart from receipts") {
+    vern::test::Mosquitto broker;
+    vern::test::TempDir dir;
+    FakeGateway gateway(broker.uri(), "fake-gateway-partial", {"/meter", "/image"});
+    const auto report = dir.path() / "sim.json";
+    const std::int64_t start = 1'700'000'123'456;  // not on a 15-minute boundary
+    auto sim = vern::test::Process::spawn({vern::test::bin("vern-sim"),
+                                           "--broker",
+                                           broker.uri(),
+                                           "--seed",
+                                           "8",
+                                           "--duration-s",
+                                           "2",
+                                           "--alarm-period-ms",
+                                           "150",
+                                           "--meter-period-ms",
+                                           "100",
+                                           "--image-chunk-bytes",
+                                           "4096",
+                                           "--receipt-timeout-ms",
+                                           "500",
+                                           "--drain-timeout-s",
+                                           "1",
+                                           "--meter-start-ms",
+                                           std::to_string(start),
+                                           "--report",
+                                           report.string()},
+                                          dir.path() / "sim.log");
+    const auto rc = sim.wait_for(std::chrono::seconds(60));
+    REQUIRE(rc.has_value());
+    CHECK(*rc == 3);  // not everything was receipted
+    const auto rep = nlohmann::json::parse(std::ifstream(report));
+    const Seen seen = gateway.seen();
+    CHECK(rep["meter_readings_sent"] == seen.meter_readings);
+    CHECK(rep["meter_readings_sent"].get<std::uint64_t>() > 0);
+    CHECK(rep["meter_readings_receipted"] == 0);
+    CHECK(rep["meters_energy_wh_sent"] == seen.energy_wh);
+    CHECK(rep["meters_energy_wh_total"] == 0);
+    CHECK(rep["intrusions_sent"].get<std::uint64_t>() > 0);
+    CHECK(rep["intrusions_receipted"] == rep["intrusions_sent"]);
+    CHECK(rep["images_sent"] == seen.images);
+    CHECK(rep["images_sent"].get<std::uint64_t>() > 0);
+    CHECK(rep["images_receipted"] == 0);
+    CHECK(rep["meter_start_ms"] == start - start % 900'000);
+    CHECK(seen.first_interval_start_ms == start - start % 900'000);
+    CHECK(seen.unaligned == 0);
 }
 
 TEST_CASE("vern-sim reconnects and still gets everything receipted when the broker restarts") {
