@@ -29,6 +29,9 @@
 #include "clean.pb.h"
 #include "vern/common/clock.h"
 #include "vern/sim/population.h"
+#ifdef VERN_TAP_LIBJPEG
+#include "vern/sim/jpeg_decode.h"
+#endif
 #include "vern/sim/scanner.h"
 #include "vern/sim/tap_report.h"
 
@@ -89,6 +92,9 @@ public:
             ids_ = pop.scannable_identifiers();
             report_ = TapReport(pop.identifiers());
         }
+#ifdef VERN_TAP_LIBJPEG
+        report_.set_image_decoder([](std::string_view data) { return jpeg_decodes(data); });
+#endif
         if (opts_.client_id.empty()) opts_.client_id = "vern-tap-" + std::to_string(::getpid());
     }
 
@@ -203,7 +209,12 @@ public:
 
     int write_report() {
         std::lock_guard lock(mu_);
-        const nlohmann::json rep = report_.to_json();
+        nlohmann::json rep = report_.to_json();
+#ifdef VERN_TAP_LIBJPEG
+        rep["image_check"] = "libjpeg";  // marker walk and a full decode
+#else
+        rep["image_check"] = "markers";  // marker walk only
+#endif
         std::cerr << "vern-tap: " << report_.messages() << " messages, " << report_.records()
                   << " records, " << report_.duplicates() << " duplicates, "
                   << report_.undecodable() << " undecodable, " << report_.unknown_fields()

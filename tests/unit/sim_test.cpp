@@ -21,6 +21,7 @@
 #include "vern/common/clock.h"
 #include "vern/sim/events.h"
 #include "vern/sim/jpeg.h"
+#include "vern/sim/jpeg_decode.h"
 #include "vern/sim/jpeg_inspect.h"
 #include "vern/sim/population.h"
 #include "vern/sim/scanner.h"
@@ -459,6 +460,21 @@ TEST_CASE("the JPEG walker rejects a truncated image, no SOI, bad lengths and da
     CHECK_FALSE(inspect_jpeg(zero_len).well_formed);
     CHECK_FALSE(inspect_jpeg(jpeg).problem.size() > 0);
     CHECK(inspect_jpeg(jpeg.substr(0, jpeg.size() - 2)).problem == "no EOI");
+}
+
+TEST_CASE(
+    "libjpeg decodes the camera JPEG, stripped or not, and rejects a cut scan the walker passes") {
+    const std::string raw = camera_jpeg();
+    const std::string clean = without_metadata(raw);
+    CHECK(jpeg_decodes(raw));
+    CHECK(jpeg_decodes(clean));
+    // Scan data cut short but closed with EOI: structurally fine, not a whole picture.
+    const std::string cut = clean.substr(0, clean.size() * 2 / 3) + "\xff\xd9";
+    CHECK(inspect_jpeg(cut).well_formed);
+    CHECK_FALSE(jpeg_decodes(cut));
+    CHECK_FALSE(jpeg_decodes(clean.substr(0, clean.size() / 2)));
+    CHECK_FALSE(jpeg_decodes("not a jpeg"));
+    CHECK_FALSE(jpeg_decodes(""));
 }
 
 TEST_CASE("the tap report counts records, unique records and duplicates per stream and in total") {
