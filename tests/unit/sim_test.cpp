@@ -712,6 +712,58 @@ TEST_CASE("the tap report counts payloads that are not a Batch as undecodable") 
     CHECK(at(j, "/records") == 1);
 }
 
+TEST_CASE("vern-tap reports per stream what it received upstream and never prints a value") {
+    vern::test::Mosquitto broker;
+    vern::test::TempDir dir;
+    const auto pop = Population::generate({"site-1", 22, 2, 2});
+    const auto phone = of_kind(pop, IdentifierKind::phone).front().value;
+    const auto ready = dir.path() / "tap.ready";
+    const auto report = dir.path() / "tap.json";
+    auto tap = vern::test::Process::spawn(
+        {vern::test::bin("vern-tap"), "--broker", broker.uri(), "--seed", "22", "--panels", "2",
+         "--meters", "2", "--print", "5", "--idle-exit-s", "1", "--report", report.string(),
+         "--ready-file", ready.string()},
+        dir.path() / "tap.log");
+    REQUIRE(vern::test::wait_until([&] { return std::filesystem::exists(ready); },
+                                   std::chrono::seconds(10)));
+
+    mqtt::async_client client(broker.uri(), "upstream-gateway");
+    client.connect()->wait();
+    auto send = [&](const std::string& topic, const std::vector<Record>& records) {
+        client.publish(mqtt::make_message(topic, batch_of(records), 1, false))->wait();
+    };
+    Record leaky = alarm_record("alarm", 2, "ev-2");
+    leaky.mutable_alarm()->set_user(phone);
+    send("vern/v1/gw-1/alarm/alarm", {alarm_record("alarm", 1, "ev-1"), leaky});
+    send("vern/v1/gw-1/alarm/image", {image_record(3, "ev-1", camera_jpeg())});
+    send("vern/v1/gw-1/billing/meter", {meter_record(1, kHour, 3600, 40)});
+    send("vern/v1/gw-1/billing/meter", {meter_record(1, kHour, 3600, 40)});  // duplicate
+    client.disconnect()->wait();
+
+    const auto rc = tap.wait_for(std::chrono::seconds(20));
+    REQUIRE(rc.has_value());
+    CHECK(*rc == 0);
+    const auto j = nlohmann::json::parse(std::ifstream(report));
+    CHECK(at(j, "/messages") == 4);
+    CHECK(at(j, "/streams/alarm/by_kind/alarm") == 2);
+    CHECK(at(j, "/streams/alarm/image/images") == 1);
+    CHECK(at(j, "/streams/alarm/image/images_with_gps") == 1);
+    CHECK(at(j, "/streams/alarm/image/images_undecodable") == 0);
+    CHECK(at(j, "/streams/alarm/records_with_user") == 1);
+    CHECK(at(j, "/streams/billing/duplicates") == 1);
+    CHECK(at(j, "/streams/billing/meter/energy_wh") == 40);
+    CHECK(at(j, "/totals/unique_records") == 4);
+    CHECK(at(j, "/identifiers_found") == 1);
+    CHECK(j["image_check"] == "libjpeg");
+    std::stringstream log;
+    log << std::ifstream(dir.path() / "tap.log").rdbuf();
+    CHECK(log.str().find("[phone]") != std::string::npos);  // printed, redacted
+    CHECK(log.str().find(phone) == std::string::npos);
+    std::stringstream rep_text;
+    rep_text << std::ifstream(report).rdbuf();
+    CHECK(rep_text.str().find(phone) == std::string::npos);
+}
+
 TEST_CASE("vern-tap scan exits 1 on a leak and 0 on clean files") {
     vern::test::TempDir dir;
     const auto pop = Population::generate({"site-9", 21, 2, 2});
