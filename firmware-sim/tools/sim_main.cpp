@@ -56,7 +56,7 @@ struct Options {
     int receipt_timeout_ms = 3000;
     double drain_timeout_s = 30;
     int max_inflight = 256;
-    std::optional<std::int64_t> meter_start_ms;  // default: see meter_start()
+    std::optional<std::int64_t> meter_start_ms;  // default: on an hour, see Sim::run()
     std::string report;
     bool quiet = false;
 };
