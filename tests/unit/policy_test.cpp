@@ -668,6 +668,36 @@ TEST_CASE("Restoring the committed state and going on gives what no restart woul
     }
 }
 
+TEST_CASE("After a restart into a new key epoch, open intervals go on under the new keys") {
+    SECTION("billing") {
+        Harness h(billing_only());
+        auto rs = quarter_hours(gsrn, t0, 4);
+        h.apply(rs[0], t0);
+        h.apply(rs[1], t0);
+        auto old_keys = h.state;
+        REQUIRE(old_keys.size() == 1);
+        h.epochs = {2, 0, 0};
+        CHECK(h.restart() == 0);
+        h.apply(rs[2], t0);
+        CHECK(h.state.size() == 1);
+        CHECK(h.state.count(old_keys.begin()->first) == 0);  // moved to the new pseudonym
+        auto out = h.emit(rs[3], t0);
+        REQUIRE(out.size() == 1);
+        CHECK(out[0].record.meter().covered_s() == 3600);
+        CHECK(out[0].record.meter().energy_wh() == 406);
+        CHECK(out[0].record.key_epoch() == 2);
+    }
+    SECTION("analytics counts each meter once") {
+        Harness h(analytics_only());
+        for (int i = 0; i < 4; ++i) h.apply(reading(meter_point(i), t0, 10), t0);
+        h.epochs = {2, 0, 0};
+        CHECK(h.restart() == 0);
+        for (int i = 0; i < 4; ++i) h.apply(reading(meter_point(i), t0 + 15 * min_ms, 10), t0);
+        CHECK(h.tick(t0 + hour_ms).empty());  // still 4 meters: suppressed
+        CHECK(h.counter("policy_aggregates_suppressed") == 1);
+    }
+}
+
 TEST_CASE("A state entry that does not parse is skipped, counted and erased") {
     Harness h;
     for (const auto& r : quarter_hours(gsrn, t0, 2)) h.apply(r, t0);
