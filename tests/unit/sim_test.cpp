@@ -462,6 +462,26 @@ TEST_CASE("the JPEG walker rejects a truncated image, no SOI, bad lengths and da
     CHECK(inspect_jpeg(jpeg.substr(0, jpeg.size() - 2)).problem == "no EOI");
 }
 
+TEST_CASE("the JPEG walker survives every cut of a JPEG and random bytes after an SOI") {
+    const std::string jpeg = camera_jpeg();
+    std::size_t well_formed = 0;
+    for (std::size_t n = 0; n < jpeg.size(); n += 7) {
+        well_formed += inspect_jpeg(jpeg.substr(0, n)).well_formed;
+        std::string flipped = jpeg;
+        flipped[n] = static_cast<char>(~flipped[n]);
+        (void)inspect_jpeg(flipped);
+    }
+    CHECK(well_formed == 0);
+    Rng rng(3);
+    for (int i = 0; i < 2000; ++i) {
+        std::string junk("\xff\xd8", 2);
+        const auto n = rng.between(0, 300);
+        for (std::int64_t k = 0; k < n; ++k)
+            junk.push_back(static_cast<char>(rng.below(4) == 0 ? 0xff : rng.below(256)));
+        (void)inspect_jpeg(junk);
+    }
+}
+
 TEST_CASE(
     "libjpeg decodes the camera JPEG, stripped or not, and rejects a cut scan the walker passes") {
     const std::string raw = camera_jpeg();
