@@ -231,8 +231,14 @@ kind = "keep"
 }
 
 TEST_CASE("A malformed legal basis, retention or k is refused at its value") {
-    auto p = problem_on(alarm_toml + "[purpose.x]\nrecipient = \"r\"\nlegal_basis = \"g\"\n", 9);
+    auto p = problem_on(alarm_toml +
+                            "[purpose.x]\nrecipient = \"r\"\nlegal_basis = \"g\"\n"
+                            "retention_h = 1\n[purpose.x.alarm_event]\nkind = \"keep\"\n",
+                        9);
     CHECK(contains(p.message, "\"a\" to \"f\""));
+    CHECK(problems_of(alarm_toml + "[purpose.x]\nrecipient = \"r\"\nlegal_basis = \"g\"\n"
+                                   "retention_h = 1\n[purpose.x.alarm_event]\nkind = \"keep\"\n")
+              .size() == 1);
     p = problem_on(
         "[purpose.alarm]\nrecipient = \"r\"\nlegal_basis = \"b\"\nretention_h = 0\n"
         "[purpose.alarm.alarm_event]\nkind = \"keep\"\n",

@@ -353,7 +353,9 @@ std::optional<Purpose> read_purpose(const std::string& name, const toml::table& 
             if (!letter) {
                 ctx.add(node.source(), at + " must be the GDPR art. 6(1) letter: \"a\" to \"f\" "
                                             "(or \"6(1)(b)\")");
-                p.legal_basis = '?';  // reported here, not again as missing
+                // Reported here; a stand-in keeps it from being reported again as missing (the
+                // config is refused either way).
+                p.legal_basis = 'a';
             } else {
                 p.legal_basis = *letter;
             }
