@@ -54,7 +54,7 @@ const char* identifiers[] = {"CUST-0012345", "CUST-0099999", "707057500000000017
 
 }  // namespace
 
-TEST_CASE("--pseudonymise writes the engine's pseudonym of each line, in order") {
+TEST_CASE("Pseudonymising writes the engine's pseudonym of each line, in order") {
     Site site;
     auto ring = crypto::Keyring::from_master(master());
     const auto billing = ring->pseudonymiser("billing", 1);
@@ -78,7 +78,7 @@ TEST_CASE("--pseudonymise writes the engine's pseudonym of each line, in order")
                        "\n");
 }
 
-TEST_CASE("--pseudonymise uses the configured epoch unless --epoch is given") {
+TEST_CASE("Pseudonymising uses the configured key epoch unless another is given") {
     Site site;
     site.config.keys.pseudonym_epoch = 3;
     auto ring = crypto::Keyring::from_master(master());
@@ -94,7 +94,7 @@ TEST_CASE("--pseudonymise uses the configured epoch unless --epoch is given") {
     CHECK(run(site.config, "customer_number", "alarm", identifiers[0], 0).code == 2);
 }
 
-TEST_CASE("--pseudonymise never writes an identifier, not even when it fails") {
+TEST_CASE("Pseudonymising never writes an identifier, not even when it fails") {
     Site site;
     std::string input;
     for (const char* id : identifiers) input += std::string(id) + "\n";
@@ -127,7 +127,7 @@ TEST_CASE("--pseudonymise never writes an identifier, not even when it fails") {
     CHECK_FALSE(std::filesystem::exists(site.config.master_key_path()));
 }
 
-TEST_CASE("--print-ropa prints the record of processing as markdown or JSON") {
+TEST_CASE("Printing the record of processing gives markdown or JSON") {
     config::Config c;
     std::ostringstream out, err;
     CHECK(vernd::print_ropa(c, "md", out, err) == 0);
