@@ -19,7 +19,11 @@ echo "-- site broker on 127.0.0.1:$site_port, upstream (alarm centre stand-in) o
 start_broker site "$site_port" deploy/mosquitto/vern-site.conf
 start_broker upstream "$upstream_port"
 
-"$bin/vernd" --data-dir "$run/var" --site-broker "tcp://127.0.0.1:$site_port" \
+# Meter time runs fast in the simulator (a quarter-hour per fraction of a second), so an hour
+# still open when the devices stop is closed 2 s later by the gateway clock instead of an hour.
+printf '[policy]\nmeter_close_after_s = 2\n' >"$run/vernd.toml"
+"$bin/vernd" --config "$run/vernd.toml" --data-dir "$run/var" \
+    --site-broker "tcp://127.0.0.1:$site_port" \
     --upstream "tcp://127.0.0.1:$upstream_port" >"$run/vernd.log" 2>&1 &
 vernd_pid=$!
 pids+=($vernd_pid)
@@ -39,6 +43,8 @@ echo "-- vern-sim: $panels alarm panels and $meters meters for ${duration}s (see
     --quiet || true
 
 wait_for 60 drained "$run/var/status.json" || echo "demo: the upstream queue did not drain within 60 s"
+sleep 4  # the last open meter hour closes (meter_close_after_s), then goes upstream too
+wait_for 60 drained "$run/var/status.json" || true
 sleep 1
 kill -TERM "$tap_pid"; wait "$tap_pid" 2>/dev/null || true
 kill -TERM "$vernd_pid"; wait "$vernd_pid" 2>/dev/null || true
@@ -50,6 +56,7 @@ scan_status=0
     "$run/vernd.log" | sed 's/^/   /' || scan_status=$?
 
 status=$run/var/status.json
+tap() { jq -r "($1) // 0" "$run/tap.json" 2>/dev/null || echo "?"; }
 quarantined=$(grep -o '"quarantined_[a-z_]*": *[0-9]*' "$status" | awk '{s += $2} END {print s + 0}')
 reasons=$(grep -o '"quarantined_[a-z_]*": *[1-9][0-9]*' "$status" | sed 's/"quarantined_\([a-z_]*\)": */\1 /' | paste -sd, | sed 's/,/, /g')
 cat <<EOF
@@ -59,7 +66,10 @@ events sent by devices         $(json_num "$run/sim.json" sent)
 receipted by vernd             $(json_num "$run/sim.json" receipted)   (retried by devices: $(json_num "$run/sim.json" retried), unreceipted: $(json_num "$run/sim.json" unreceipted))
 garbage sent by devices        $(json_num "$run/sim.json" faults_sent)
 quarantined by vernd           ${quarantined:-0}   (${reasons:-none})
-records forwarded upstream     $(json_num "$status" forward_delivered)   (alarm: $(json_num "$run/tap.json" alarm), billing: $(json_num "$run/tap.json" billing); duplicates: $(json_num "$run/tap.json" duplicates))
-identifiers found upstream     $(json_num "$run/tap.json" identifiers_found)
+records forwarded upstream     $(json_num "$status" forward_delivered)   (duplicates seen by the backend: $(tap '.duplicates'))
+  alarm      $(tap '.streams.alarm.by_kind.alarm') alarm events, $(tap '.streams.alarm.image.images') verification images ($(tap '.streams.alarm.image.images_with_metadata') with metadata, $(tap '.streams.alarm.image.images_with_gps') with GPS)
+  billing    $(tap '.streams.billing.meter.records') meter records, finest interval $(tap '.streams.billing.meter.min_interval_s') s (devices send 900 s); $(tap '.streams.billing.meter.energy_wh') Wh of $(json_num "$run/sim.json" meters_energy_wh_total) Wh sent
+  analytics  $(tap '.streams.analytics.aggregate.aggregates') hourly site totals of at least $(tap '.streams.analytics.aggregate.min_meters') meters; $(tap '.streams.analytics.by_kind.meter') per-meter records
+PIN codes / identifiers upstream  $(tap '.identifiers_found')
 identifiers on disk or in log  $([ $scan_status = 0 ] && echo 0 || echo "FOUND (see above)")
 EOF

@@ -21,7 +21,7 @@ packages=(
     libprotobuf-dev protobuf-compiler
     libsodium-dev librocksdb-dev libspdlog-dev
     catch2 libcli11-dev libtomlplusplus-dev libexpected-dev nlohmann-json3-dev
-    mosquitto mosquitto-clients
+    mosquitto mosquitto-clients jq
     libjpeg62-turbo-dev
 )
 # Optional: the fuzz targets need clang's libFuzzer and its sanitizer runtimes. The sanitizer

@@ -131,8 +131,7 @@ MeterGenerator::MeterGenerator(const Meter& meter, std::uint64_t seed,
                                std::int64_t first_interval_start_ms)
     : meter_(meter),
       rng_(derive_seed(seed, "events/" + meter.device_id)),
-      interval_start_ms_(first_interval_start_ms -
-                         ((first_interval_start_ms % kIntervalMs) + kIntervalMs) % kIntervalMs) {
+      interval_start_ms_(align(first_interval_start_ms)) {
     base_wh_ = 80 + rng_.below(400);  // household size
 }
 

@@ -17,6 +17,7 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -55,17 +56,31 @@ struct Options {
     int receipt_timeout_ms = 3000;
     double drain_timeout_s = 30;
     int max_inflight = 256;
+    std::optional<std::int64_t> meter_start_ms;  // default: on an hour, see Sim::run()
     std::string report;
     bool quiet = false;
 };
 
+// What an event is, for the per-kind counters of the report.
+enum class Tracked { other, meter_reading, intrusion, image_chunk };
+
 struct Pending {
+    Tracked what = Tracked::other;
+    std::uint64_t energy_wh = 0;  // meter readings
+    std::string image_id;         // image chunks
     std::string topic;
     std::string payload;
     std::int64_t last_attempt_ms = 0;
     bool ever_sent = false;
     bool queued = false;
     std::uint64_t pub_id = 0;  // publish in flight, 0 when none
+};
+
+// Chunks of one verification image: it counts as sent (receipted) when all of them are.
+struct ImageProgress {
+    std::uint32_t count = 0;
+    std::uint32_t sent = 0;
+    std::uint32_t receipted = 0;
 };
 
 struct Device {
@@ -75,6 +90,7 @@ struct Device {
     std::map<std::uint64_t, Pending> pending;
     std::set<std::uint64_t> receipted;
     std::map<std::string, std::set<std::uint64_t>> by_kind;  // seqs per topic kind
+    std::map<std::string, ImageProgress> images;             // by image_id
 };
 
 struct QueueItem {
@@ -160,6 +176,8 @@ private:
     void publish_done(const mqtt::token& tok, bool ok);
     void connect_if_needed(std::int64_t now);
     void enqueue(std::size_t device, const OutMessage& out, std::int64_t now);
+    void note_sent(Device& d, const Pending& p);
+    void note_receipted(Device& d, const Pending& p);
     void maybe_fault(std::size_t device, const OutMessage& out);
     void schedule_retries(std::int64_t now);
     void pump(std::int64_t now);
@@ -183,6 +201,11 @@ private:
     std::uint64_t next_pub_id_ = 0;
     std::uint64_t sent_ = 0, receipted_ = 0, retried_ = 0, faults_sent_ = 0;
     std::uint64_t publish_errors_ = 0, receipts_ = 0, bad_receipts_ = 0;
+    std::uint64_t meter_readings_sent_ = 0, meter_readings_receipted_ = 0;
+    std::uint64_t meter_energy_wh_sent_ = 0, meter_energy_wh_receipted_ = 0;
+    std::uint64_t intrusions_sent_ = 0, intrusions_receipted_ = 0;
+    std::uint64_t images_sent_ = 0, images_receipted_ = 0;
+    std::int64_t meter_start_ms_ = 0;  // first interval start, aligned to 900 s
 
     // Last: destroyed first, so no callback runs into a half-destroyed Sim.
     mqtt::async_client client_;
@@ -250,6 +273,7 @@ void Sim::on_receipt(const mqtt::const_message_ptr& msg) {
     auto done = [&](std::map<std::uint64_t, Pending>::iterator p) {
         d.receipted.insert(p->first);
         ++receipted_;
+        note_receipted(d, p->second);
         return d.pending.erase(p);
     };
     for (auto p = d.pending.begin(); p != d.pending.end() && p->first <= r.through();) p = done(p);
@@ -279,9 +303,58 @@ void Sim::publish_done(const mqtt::token& tok, bool ok) {
     }
 }
 
+void Sim::note_sent(Device& d, const Pending& p) {
+    switch (p.what) {
+        case Tracked::meter_reading:
+            ++meter_readings_sent_;
+            meter_energy_wh_sent_ += p.energy_wh;
+            break;
+        case Tracked::intrusion:
+            ++intrusions_sent_;
+            break;
+        case Tracked::image_chunk: {
+            ImageProgress& img = d.images[p.image_id];
+            if (++img.sent == img.count) ++images_sent_;
+            break;
+        }
+        case Tracked::other:
+            break;
+    }
+}
+
+void Sim::note_receipted(Device& d, const Pending& p) {
+    switch (p.what) {
+        case Tracked::meter_reading:
+            ++meter_readings_receipted_;
+            meter_energy_wh_receipted_ += p.energy_wh;
+            break;
+        case Tracked::intrusion:
+            ++intrusions_receipted_;
+            break;
+        case Tracked::image_chunk: {
+            ImageProgress& img = d.images[p.image_id];
+            if (++img.receipted == img.count) ++images_receipted_;
+            break;
+        }
+        case Tracked::other:
+            break;
+    }
+}
+
 void Sim::enqueue(std::size_t device, const OutMessage& out, std::int64_t now) {
     Device& d = devices_[device];
     Pending p;
+    const DeviceMessage& m = out.message;
+    if (m.has_meter()) {
+        p.what = Tracked::meter_reading;
+        p.energy_wh = m.meter().energy_wh();
+    } else if (m.has_alarm() && m.alarm().kind() == vern::device::v1::AlarmEvent::INTRUSION) {
+        p.what = Tracked::intrusion;
+    } else if (m.has_image()) {
+        p.what = Tracked::image_chunk;
+        p.image_id = m.image().image_id();
+        d.images[p.image_id].count = m.image().count();
+    }
     p.topic = device_topic(opts_.site, d.id, out.channel);
     p.payload = encode(d, out.message);
     p.last_attempt_ms = now;
@@ -406,6 +479,7 @@ void Sim::pump(std::int64_t now) {
             } else {
                 ++sent_;
                 pend.ever_sent = true;
+                note_sent(d, pend);
             }
             pend.pub_id = id;
             pend.last_attempt_ms = now;
@@ -474,6 +548,15 @@ nlohmann::json Sim::report() {
             {"publish_errors", publish_errors_},
             {"receipts", receipts_},
             {"bad_receipts", bad_receipts_},
+            {"meter_start_ms", meter_start_ms_},
+            {"meter_readings_sent", meter_readings_sent_},
+            {"meter_readings_receipted", meter_readings_receipted_},
+            {"meters_energy_wh_total", meter_energy_wh_receipted_},
+            {"meters_energy_wh_sent", meter_energy_wh_sent_},
+            {"intrusions_sent", intrusions_sent_},
+            {"intrusions_receipted", intrusions_receipted_},
+            {"images_sent", images_sent_},
+            {"images_receipted", images_receipted_},
             {"devices", devices}};
 }
 
@@ -483,10 +566,18 @@ int Sim::run() {
     const auto gen_end = start + static_cast<std::int64_t>(opts_.duration_s * 1000);
 
     // Simulated meter time: enough 15-minute intervals before now that the last reading of the
-    // run closes no later than the wall clock.
+    // run closes no later than the wall clock, rounded back to whole hours from the start of the
+    // current hour, so that every hour's four readings are sent and hourly sums are complete.
     const std::int64_t planned =
         static_cast<std::int64_t>(opts_.duration_s * 1000) / std::max(opts_.meter_period_ms, 1) + 2;
-    const std::int64_t meter_start = start - planned * MeterGenerator::kIntervalMs;
+    constexpr std::int64_t kHourMs = 3'600'000;
+    const std::int64_t back_hours = (planned * MeterGenerator::kIntervalMs + kHourMs - 1) / kHourMs;
+    const std::int64_t meter_start =
+        opts_.meter_start_ms.value_or(start - (start % kHourMs) - back_hours * kHourMs);
+    {
+        std::lock_guard lock(mu_);
+        meter_start_ms_ = MeterGenerator::align(meter_start);
+    }
 
     std::vector<PanelGenerator> panels;
     std::vector<std::int64_t> panel_due;
@@ -625,9 +716,15 @@ int main(int argc, char** argv) {
     app.add_option("--max-inflight", o.max_inflight, "publishes awaiting PUBACK at once")
         ->capture_default_str()
         ->check(CLI::Range(1, 65535));
+    std::int64_t meter_start_ms = 0;
+    auto* meter_start_opt = app.add_option(
+        "--meter-start-ms", meter_start_ms,
+        "first meter interval start, Unix ms, rounded down to 900 s (default: whole hours before "
+        "the start of the current hour, enough for the run)");
     app.add_option("--report", o.report, "write a JSON report to this file");
     app.add_flag("--quiet", o.quiet, "log warnings and errors only");
     CLI11_PARSE(app, argc, argv);
+    if (meter_start_opt->count() > 0) o.meter_start_ms = meter_start_ms;
 
     auto logger = spdlog::stderr_color_mt("vern-sim");
     spdlog::set_default_logger(logger);

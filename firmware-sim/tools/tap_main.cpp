@@ -29,7 +29,11 @@
 #include "clean.pb.h"
 #include "vern/common/clock.h"
 #include "vern/sim/population.h"
+#ifdef VERN_TAP_LIBJPEG
+#include "vern/sim/jpeg_decode.h"
+#endif
 #include "vern/sim/scanner.h"
+#include "vern/sim/tap_report.h"
 
 namespace {
 
@@ -38,23 +42,6 @@ namespace pb = google::protobuf;
 
 std::atomic<bool> g_stop{false};
 extern "C" void on_signal(int) { g_stop.store(true); }
-
-bool has_unknown_fields(const pb::Message& m) {
-    const pb::Reflection* refl = m.GetReflection();
-    if (!refl->GetUnknownFields(m).empty()) return true;
-    std::vector<const pb::FieldDescriptor*> fields;
-    refl->ListFields(m, &fields);
-    for (const auto* f : fields) {
-        if (f->cpp_type() != pb::FieldDescriptor::CPPTYPE_MESSAGE) continue;
-        if (f->is_repeated()) {
-            for (int i = 0; i < refl->FieldSize(m, f); ++i)
-                if (has_unknown_fields(refl->GetRepeatedMessage(m, f, i))) return true;
-        } else if (has_unknown_fields(refl->GetMessage(m, f))) {
-            return true;
-        }
-    }
-    return false;
-}
 
 // Replaces every identifier occurrence in `text` with a marker naming its kind.
 std::string redact(std::string text, const std::vector<Identifier>& ids) {
@@ -103,36 +90,24 @@ public:
             const auto pop =
                 Population::generate({opts_.site, *opts_.seed, opts_.panels, opts_.meters});
             ids_ = pop.scannable_identifiers();
-            scanner_.emplace(ids_);
+            report_ = TapReport(pop.identifiers());
         }
+#ifdef VERN_TAP_LIBJPEG
+        report_.set_image_decoder([](std::string_view data) { return jpeg_decodes(data); });
+#endif
         if (opts_.client_id.empty()) opts_.client_id = "vern-tap-" + std::to_string(::getpid());
     }
 
     void on_message(const mqtt::const_message_ptr& msg) {
         const std::string& payload = msg->get_payload_ref().str();
         const std::string& topic = msg->get_topic();
-        vern::clean::v1::Batch batch;
-        const bool ok = batch.ParseFromString(payload);
         std::lock_guard lock(mu_);
-        ++messages_;
         last_message_ms_ = vern::system_now_ms();
-        if (scanner_) {
-            KindCounts found;
-            identifiers_found_ += scanner_->scan(payload, found);
-            for (const auto& [kind, n] : found) kinds_found_[std::string(to_string(kind))] += n;
-        }
-        if (!ok) {
-            ++undecodable_;
-            return;
-        }
-        if (batch.records_size() == 0) ++empty_batches_;
-        if (!batch.GetReflection()->GetUnknownFields(batch).empty()) ++unknown_fields_;
+        report_.add_message(topic, payload);
+        if (opts_.print <= 0) return;
+        vern::clean::v1::Batch batch;
+        if (!batch.ParseFromString(payload)) return;
         for (const auto& r : batch.records()) {
-            ++records_;
-            ++by_stream_[r.stream()];
-            if (!seen_.emplace(r.gateway(), r.stream(), r.seq()).second) ++duplicates_;
-            if (has_unknown_fields(r)) ++unknown_fields_;
-            if (r.has_source()) devices_[r.source().device_id()].insert(r.source().device_seq());
             if (printed_[r.stream()] < opts_.print) {  // the first N of each stream
                 ++printed_[r.stream()];
                 print(topic, r);
@@ -220,7 +195,8 @@ public:
             if (opts_.max_s > 0 && now - start >= opts_.max_s * 1000) break;
             if (opts_.idle_exit_s > 0) {
                 std::lock_guard lock(mu_);
-                if (messages_ > 0 && now - last_message_ms_ >= opts_.idle_exit_s * 1000) break;
+                if (report_.messages() > 0 && now - last_message_ms_ >= opts_.idle_exit_s * 1000)
+                    break;
             }
             std::this_thread::sleep_for(milliseconds(50));
         }
@@ -233,28 +209,18 @@ public:
 
     int write_report() {
         std::lock_guard lock(mu_);
-        nlohmann::json devices = nlohmann::json::object();
-        for (const auto& [id, seqs] : devices_) {
-            nlohmann::json ranges = nlohmann::json::array();
-            for (const auto& [a, b] : to_ranges(seqs)) ranges.push_back({a, b});
-            devices[id] = ranges;
-        }
-        nlohmann::json rep = {{"messages", messages_},
-                              {"records", records_},
-                              {"unique_records", seen_.size()},
-                              {"by_stream", by_stream_},
-                              {"duplicates", duplicates_},
-                              {"undecodable", undecodable_},
-                              {"empty_batches", empty_batches_},
-                              {"unknown_fields", unknown_fields_},
-                              {"identifier_scan", scanner_.has_value()},
-                              {"identifiers_found", identifiers_found_},
-                              {"identifier_kinds_found", kinds_found_},
-                              {"devices", devices}};
-        std::cerr << "vern-tap: " << messages_ << " messages, " << records_ << " records, "
-                  << duplicates_ << " duplicates, " << undecodable_ << " undecodable, "
-                  << unknown_fields_ << " with unknown fields";
-        if (scanner_) std::cerr << ", " << identifiers_found_ << " identifiers found";
+        nlohmann::json rep = report_.to_json();
+#ifdef VERN_TAP_LIBJPEG
+        rep["image_check"] = "libjpeg";  // marker walk and a full decode
+#else
+        rep["image_check"] = "markers";  // marker walk only
+#endif
+        std::cerr << "vern-tap: " << report_.messages() << " messages, " << report_.records()
+                  << " records, " << report_.duplicates() << " duplicates, "
+                  << report_.undecodable() << " undecodable, " << report_.unknown_fields()
+                  << " with unknown fields";
+        if (report_.identifier_scan())
+            std::cerr << ", " << report_.identifiers_found() << " identifiers found";
         std::cerr << std::endl;
         if (!opts_.report.empty()) {
             std::ofstream out(opts_.report);
@@ -270,17 +236,11 @@ public:
 private:
     TapOptions opts_;
     std::vector<Identifier> ids_;
-    std::optional<IdentifierScanner> scanner_;
 
     std::mutex mu_;
-    std::uint64_t messages_ = 0, records_ = 0, duplicates_ = 0, undecodable_ = 0;
-    std::uint64_t empty_batches_ = 0, unknown_fields_ = 0, identifiers_found_ = 0;
+    TapReport report_;
     std::int64_t last_message_ms_ = 0;
     std::map<std::string, int> printed_;
-    std::map<std::string, std::uint64_t> by_stream_;
-    std::map<std::string, std::uint64_t> kinds_found_;
-    std::set<std::tuple<std::string, std::string, std::uint64_t>> seen_;
-    std::map<std::string, std::set<std::uint64_t>> devices_;
 };
 
 int run_scan(const PopulationSpec& spec, const std::vector<std::string>& paths) {

@@ -239,31 +239,41 @@ void check_delivery(const json& sim, const json& tap) {
     json alarm = stream(tap, "alarm");
     CHECK(alarms > 20);
     CHECK(missing == 0);
-    CHECK(u64(alarm["by_kind"], "alarm") - u64(alarm, "duplicates") == alarms);
+    CHECK(u64(alarm["by_kind"], "alarm") == alarms);  // unique records: each event once
     CHECK(u64(alarm, "records_with_meter_point") == 0);
+    CHECK(u64(alarm, "wrong_topic_kind") == 0);
 
-    // verification images: one per intrusion, stripped, still a picture
-    CHECK(u64(sim, "images_sent") > 0);
-    CHECK(u64(alarm, "images") == u64(sim, "images_sent"));
-    CHECK(u64(alarm, "images_with_metadata") == 0);
-    CHECK(u64(alarm, "images_with_gps") == 0);
-    CHECK(u64(alarm, "images_undecodable") == 0);
+    // verification images: one per receipted intrusion, stripped, still a picture, linked
+    json images = alarm["image"];
+    CHECK(u64(sim, "images_receipted") > 0);
+    CHECK(u64(images, "images") == u64(sim, "images_receipted"));
+    CHECK(u64(images, "images_with_metadata") == 0);
+    CHECK(u64(images, "images_with_gps") == 0);
+    CHECK(u64(images, "images_undecodable") == 0);
+    CHECK(u64(images, "images_partial") == 0);
+    CHECK(u64(images, "images_unlinked") == 0);
 
     // billing: hourly, aligned, and the energy of every receipted reading, once
     json billing = stream(tap, "billing");
-    CHECK(u64(billing, "min_interval_s") == 3600);
-    CHECK(u64(billing, "unaligned_intervals") == 0);
-    CHECK(u64(billing["by_kind"], "meter") - u64(billing, "corrections") == meter_hours);
-    CHECK(u64(billing, "energy_wh") == u64(sim, "meters_energy_wh_total"));
+    json meter = billing["meter"];
+    CHECK(u64(meter, "min_interval_s") == 3600);
+    CHECK(u64(meter, "unaligned_intervals") == 0);
+    CHECK(u64(meter, "records") - u64(meter, "corrections") == meter_hours);
+    CHECK(u64(meter, "energy_wh") == u64(sim, "meters_energy_wh_total"));
     CHECK(u64(billing, "records_with_source") == 0);
     CHECK(u64(billing, "records_with_user") == 0);
+    CHECK(u64(billing, "records_with_meter_point") == u64(billing, "unique_records"));
+    CHECK(u64(billing["by_kind"], "alarm") + u64(billing["by_kind"], "image") == 0);
 
     // analytics: site totals only, never fewer than k = 5 meters
     json analytics = stream(tap, "analytics");
-    CHECK(u64(analytics, "aggregates") > 0);
-    CHECK(u64(analytics, "records") == u64(analytics, "aggregates"));
-    CHECK(u64(analytics, "min_meters") >= 5);
-    CHECK(u64(analytics, "energy_wh") <= u64(sim, "meters_energy_wh_total"));
+    json aggregate = analytics["aggregate"];
+    CHECK(u64(aggregate, "aggregates") > 0);
+    CHECK(u64(analytics, "unique_records") == u64(aggregate, "aggregates"));
+    CHECK(u64(aggregate, "min_meters") >= 5);
+    CHECK(u64(aggregate, "min_interval_s") == 3600);
+    CHECK(u64(aggregate, "unaligned_intervals") == 0);
+    CHECK(u64(aggregate, "energy_wh") <= u64(sim, "meters_energy_wh_total"));
     CHECK(u64(analytics, "records_with_source") == 0);
     CHECK(u64(analytics, "records_with_meter_point") == 0);
     CHECK(u64(analytics, "records_with_customer") == 0);

@@ -1,182 +1,891 @@
-#include <catch2/catch.hpp>
-#include <regex>
-
-#include "vern/crypto/keyring.h"
-#include "vern/policy/leak_guard.h"
+// The privacy engine: purposes from config decide every field of every upstream record.
 #include "vern/policy/policy.h"
 
+#include <catch2/catch.hpp>
+#include <functional>
+#include <regex>
+#include <set>
+
+#include "policy_fixtures.h"
+#include "vern/policy/image_sanitiser.h"
+
 using namespace vern;
+using namespace vern::policy_test;
+using config::Action;
+using config::DataClass;
+using device::v1::AlarmEvent;
 
 namespace {
 
-std::unique_ptr<crypto::Keyring> keyring() {
-    std::vector<std::uint8_t> master(32, 0x42);
-    return crypto::Keyring::from_master(master);
+const std::regex pseudonym_shape("v1\\.e[0-9]+\\.[a-z2-7]{26}");
+
+config::PolicySection only(std::vector<config::Purpose> purposes) {
+    config::PolicySection s;
+    s.purposes = std::move(purposes);
+    return s;
 }
 
-policy::Policy make_policy(const crypto::Keyring& keys, std::uint32_t epoch = 1) {
-    policy::PolicyOptions o;
-    std::map<std::string, crypto::Pseudonymiser> p;
-    for (const auto& s : policy::Policy::streams(o)) p.emplace(s, keys.pseudonymiser(s, epoch));
-    return policy::Policy(o, std::move(p));
+config::Purpose alarm_purpose(std::vector<config::FieldRule> fields) {
+    return purpose("alarm", DataClass::alarm_event, std::move(fields));
 }
 
-device::v1::DeviceMessage disarm() {
-    device::v1::DeviceMessage m;
-    m.set_device_id("panel-00aa11");
-    m.set_seq(3);
-    m.set_event_time_ms(1'700'000'000'000);
-    auto* a = m.mutable_alarm();
-    a->set_kind(device::v1::AlarmEvent::DISARM);
-    a->set_event_id("ev-1");
-    a->set_customer_number("418273645");
-    a->set_user_slot(2);
-    a->set_user_name("Kari Nordmann");
-    a->set_pin_code("4711");
-    a->set_contact_phone("+4791234567");
-    a->set_national_id("01017012345");
-    return m;
+config::Purpose billing_purpose(std::vector<config::FieldRule> fields) {
+    return purpose("billing", DataClass::meter_reading, std::move(fields));
 }
 
-device::v1::DeviceMessage reading() {
-    device::v1::DeviceMessage m;
-    m.set_device_id("meter-00bb22");
-    m.set_seq(9);
-    m.set_event_time_ms(1'700'000'000'000);
-    auto* r = m.mutable_meter();
-    r->set_meter_point_id("707057500012345678");
-    r->set_customer_number("512345678");
-    r->set_energy_wh(420);
-    r->set_interval_start_ms(1'699'999'100'000);
-    r->set_interval_s(900);
-    return m;
-}
+// The default billing (hourly) or analytics (k = 5) purpose alone: counters then count one
+// purpose's decisions.
+config::PolicySection billing_only() { return only({config::default_purposes()[1]}); }
+config::PolicySection analytics_only() { return only({config::default_purposes()[2]}); }
 
-bool contains(const std::string& haystack, const std::string& needle) {
-    return haystack.find(needle) != std::string::npos;
+std::string meter_point(int i) { return "70705750001234" + std::to_string(5000 + i); }
+
+// 15-minute readings over [from, from + n * 15 min) for one meter, energy 100 + i.
+std::vector<device::v1::DeviceMessage> quarter_hours(const std::string& mp, std::int64_t from,
+                                                     int n, std::uint64_t first_seq = 1) {
+    std::vector<device::v1::DeviceMessage> out;
+    for (int i = 0; i < n; ++i) {
+        out.push_back(reading(mp, from + i * 15 * min_ms, 100 + static_cast<std::uint64_t>(i), 900,
+                              first_seq + static_cast<std::uint64_t>(i)));
+    }
+    return out;
 }
 
 }  // namespace
 
-TEST_CASE("An alarm event keeps the facts, pseudonymises the people and drops the rest") {
-    auto keys = keyring();
-    auto out = make_policy(*keys).apply(disarm(), "site-1", 1000);
-    REQUIRE(out);
-    REQUIRE(out->size() == 1);
-    const auto& e = out->front();
-    CHECK(e.stream == "alarm");
-    CHECK(e.lane == Lane::alarm);
-    CHECK(e.kind == "alarm");
-    CHECK(e.expires_ms > 1000);
-    const auto& a = e.record.alarm();
-    CHECK(a.kind() == clean::v1::Alarm::DISARM);
-    CHECK(a.event_id() == "ev-1");
-    CHECK(std::regex_match(a.customer(), std::regex("v1\\.e1\\.[a-z2-7]{26}")));
-    CHECK(std::regex_match(a.user(), std::regex("v1\\.e1\\.[a-z2-7]{26}")));
-    CHECK(a.customer() != a.user());
-    CHECK(e.record.source().device_seq() == 3);
+// --- alarm events ---------------------------------------------------------------------------
 
-    std::string bytes = e.record.SerializeAsString();
-    CHECK_FALSE(contains(bytes, "418273645"));
-    CHECK_FALSE(contains(bytes, "Kari"));
-    CHECK_FALSE(contains(bytes, "Nordmann"));
-    CHECK_FALSE(contains(bytes, "4711"));
-    CHECK_FALSE(contains(bytes, "91234567"));
-    CHECK_FALSE(contains(bytes, "01017012345"));
+TEST_CASE("The default purposes send an alarm event to the alarm stream only, cleaned") {
+    Harness h;
+    auto out = h.emit(alarm(AlarmEvent::DISARM, "ev-1"), t0 + 5000);
+    REQUIRE(out.size() == 1);
+    const auto& e = out.front();
+    CHECK(e.stream == "alarm");
+    CHECK(e.topic == "alarm");
+    CHECK(e.kind == "alarm");
+    CHECK(e.lane == Lane::alarm);
+    CHECK(e.expires_ms == t0 + 5000 + 168 * hour_ms);
+    const auto& r = e.record;
+    CHECK(r.stream() == "alarm");
+    CHECK(r.event_time_ms() == t0 + 1'234'567);
+    CHECK(r.key_epoch() == 1);
+    CHECK(r.previous_key_epoch() == 0);
+    CHECK(r.source().device_id() == panel);
+    CHECK(r.source().device_seq() == 3);
+    CHECK(r.alarm().kind() == clean::v1::Alarm::DISARM);
+    CHECK(r.alarm().event_id() == "ev-1");
+    CHECK(r.alarm().zone() == 4);
+    CHECK(std::regex_match(r.alarm().customer(), pseudonym_shape));
+    CHECK(std::regex_match(r.alarm().user(), pseudonym_shape));
+    CHECK(r.alarm().customer() != r.alarm().user());
+    CHECK(r.alarm().attempt_count() == 0);  // not a wrong code
+    auto bytes = r.SerializeAsString();
+    for (const char* raw : {customer, "Kari Nordmann", "+4791234567", "01017012345", pin}) {
+        CHECK_FALSE(contains(bytes, raw));
+    }
 }
 
 TEST_CASE("A wrong-code event keeps the attempt count and never the code") {
-    auto keys = keyring();
-    auto m = disarm();
-    m.mutable_alarm()->set_kind(device::v1::AlarmEvent::WRONG_CODE);
-    m.mutable_alarm()->set_attempt_count(3);
-    auto out = make_policy(*keys).apply(m, "site-1", 0);
-    REQUIRE(out);
-    CHECK(out->front().record.alarm().attempt_count() == 3);
-    CHECK_FALSE(contains(out->front().record.SerializeAsString(), "4711"));
+    Harness h;
+    auto out = h.emit(alarm(AlarmEvent::WRONG_CODE, "ev-2"), t0);
+    REQUIRE(out.size() == 1);
+    CHECK(out[0].record.alarm().kind() == clean::v1::Alarm::WRONG_CODE);
+    CHECK(out[0].record.alarm().attempt_count() == 3);
+    CHECK_FALSE(contains(out[0].record.SerializeAsString(), pin));
 }
 
-TEST_CASE("A meter reading goes to billing with pseudonymised meter point and customer") {
-    auto keys = keyring();
-    auto out = make_policy(*keys).apply(reading(), "site-1", 0);
-    REQUIRE(out);
-    REQUIRE(out->size() == 1);
-    const auto& e = out->front();
-    CHECK(e.stream == "billing");
-    CHECK(e.lane == Lane::meter);
-    CHECK(e.record.meter().energy_wh() == 420);
-    CHECK(e.record.meter().interval_s() == 900);
-    std::string bytes = e.record.SerializeAsString();
-    CHECK_FALSE(contains(bytes, "707057500012345678"));
-    CHECK_FALSE(contains(bytes, "512345678"));
+TEST_CASE("Each alarm field follows its rule, and a field no rule names is dropped") {
+    using Check = std::function<void(const clean::v1::Record&)>;
+    struct Row {
+        const char* what;
+        std::vector<config::FieldRule> rules;
+        Check check;
+    };
+    const std::int64_t when = t0 + 1'234'567;
+    std::vector<Row> rows{
+        {"no rules: an empty alarm",
+         {},
+         [](const clean::v1::Record& r) {
+             CHECK(r.alarm().kind() == clean::v1::Alarm::KIND_UNSPECIFIED);
+             CHECK(r.alarm().event_id().empty());
+             CHECK(r.alarm().zone() == 0);
+             CHECK(r.alarm().customer().empty());
+             CHECK(r.alarm().user().empty());
+             CHECK(r.alarm().attempt_count() == 0);
+             CHECK(r.event_time_ms() == 0);
+             CHECK_FALSE(r.has_source());
+             CHECK(r.key_epoch() == 0);
+         }},
+        {"kind keep",
+         {rule("kind", Action::keep)},
+         [](const clean::v1::Record& r) {
+             CHECK(r.alarm().kind() == clean::v1::Alarm::WRONG_CODE);
+             CHECK(r.alarm().event_id().empty());
+         }},
+        {"event_id and zone keep",
+         {rule("event_id", Action::keep), rule("zone", Action::keep)},
+         [](const clean::v1::Record& r) {
+             CHECK(r.alarm().event_id() == "ev-9");
+             CHECK(r.alarm().zone() == 4);
+         }},
+        {"event_time keep",
+         {rule("event_time", Action::keep)},
+         [when](const clean::v1::Record& r) { CHECK(r.event_time_ms() == when); }},
+        {"event_time generalise to the hour",
+         {rule("event_time", Action::generalise, 3600)},
+         [](const clean::v1::Record& r) { CHECK(r.event_time_ms() == t0); }},
+        {"event_time generalise to the minute",
+         {rule("event_time", Action::generalise, 60)},
+         [when](const clean::v1::Record& r) { CHECK(r.event_time_ms() == when / 60000 * 60000); }},
+        {"device keep",
+         {rule("device", Action::keep)},
+         [](const clean::v1::Record& r) {
+             CHECK(r.source().device_id() == panel);
+             CHECK(r.source().device_seq() == 3);
+         }},
+        {"customer pseudonymise only",
+         {rule("customer_number", Action::pseudonymise)},
+         [](const clean::v1::Record& r) {
+             CHECK(std::regex_match(r.alarm().customer(), pseudonym_shape));
+             CHECK(r.alarm().user().empty());
+             CHECK(r.key_epoch() == 1);
+         }},
+        {"user pseudonymise only",
+         {rule("user_slot", Action::pseudonymise)},
+         [](const clean::v1::Record& r) {
+             CHECK(std::regex_match(r.alarm().user(), pseudonym_shape));
+             CHECK(r.alarm().customer().empty());
+         }},
+        {"attempt_count keep",
+         {rule("attempt_count", Action::keep)},
+         [](const clean::v1::Record& r) { CHECK(r.alarm().attempt_count() == 3); }},
+        {"an action the catalogue does not allow is a drop",
+         {rule("customer_number", Action::keep), rule("zone", Action::pseudonymise),
+          rule("pin_code", Action::keep), rule("user_name", Action::keep),
+          rule("event_id", Action::aggregate)},
+         [](const clean::v1::Record& r) {
+             CHECK(r.alarm().customer().empty());
+             CHECK(r.alarm().zone() == 0);
+             CHECK(r.alarm().event_id().empty());
+         }},
+    };
+    for (const auto& row : rows) {
+        SECTION(row.what) {
+            Harness h(only({alarm_purpose(row.rules)}));
+            auto out = h.emit(alarm(AlarmEvent::WRONG_CODE, "ev-9"), t0);
+            REQUIRE(out.size() == 1);
+            row.check(out[0].record);
+            auto bytes = out[0].record.SerializeAsString();
+            CHECK_FALSE(contains(bytes, customer));
+            CHECK_FALSE(contains(bytes, pin));
+            CHECK_FALSE(contains(bytes, "Kari"));
+        }
+    }
 }
 
-TEST_CASE("One customer gets unrelated pseudonyms on the alarm and billing streams") {
-    auto keys = keyring();
-    auto pol = make_policy(*keys);
-    auto a = disarm();
-    auto m = reading();
-    m.mutable_meter()->set_customer_number(a.alarm().customer_number());
-    auto alarm = pol.apply(a, "site-1", 0);
-    auto bill = pol.apply(m, "site-1", 0);
-    REQUIRE(alarm);
-    REQUIRE(bill);
-    CHECK(alarm->front().record.alarm().customer() != bill->front().record.meter().customer());
-    // ...and the same one again within a stream.
-    CHECK(pol.apply(a, "site-1", 5)->front().record.alarm().customer() ==
-          alarm->front().record.alarm().customer());
+TEST_CASE("No emission of any kind ever carries the PIN code") {
+    // Every purpose receives everything it may, with every rule set to what keeps most.
+    auto everything = alarm_purpose(
+        {rule("kind", Action::keep), rule("event_id", Action::keep), rule("zone", Action::keep),
+         rule("event_time", Action::keep), rule("device", Action::keep),
+         rule("customer_number", Action::pseudonymise), rule("user_slot", Action::pseudonymise),
+         rule("attempt_count", Action::keep), rule("pin_code", Action::keep)});
+    auto section = config::PolicySection{};
+    section.purposes.push_back(everything);
+    section.purposes.back().name = "audit";
+    Harness h(section);
+    for (auto kind : {AlarmEvent::ARM, AlarmEvent::DISARM, AlarmEvent::WRONG_CODE,
+                      AlarmEvent::INTRUSION, AlarmEvent::PANIC}) {
+        h.apply(alarm(kind, "ev-" + std::to_string(kind)), t0);
+    }
+    for (const auto& m : chunks("ev-1", "img-1", jpeg_with_metadata(), 500)) h.apply(m, t0);
+    for (const auto& m : quarter_hours(meter_point(1), t0, 4)) h.apply(m, t0);
+    h.tick(t0 + 10 * hour_ms);
+    REQUIRE(h.emitted.size() >= 10);
+    for (const auto& e : h.emitted) CHECK_FALSE(contains(e.record.SerializeAsString(), pin));
+    for (const auto& [key, value] : h.state) CHECK_FALSE(contains(value, pin));
 }
 
-TEST_CASE("A new key epoch gives new pseudonyms and says so in the record") {
-    auto keys = keyring();
-    auto e1 = make_policy(*keys, 1).apply(disarm(), "site-1", 0);
-    auto e2 = make_policy(*keys, 2).apply(disarm(), "site-1", 0);
-    CHECK(e1->front().record.key_epoch() == 1);
-    CHECK(e2->front().record.key_epoch() == 2);
-    CHECK(e1->front().record.alarm().customer() != e2->front().record.alarm().customer());
+// --- pseudonyms and key epochs --------------------------------------------------------------
+
+TEST_CASE("Pseudonyms are equal within a purpose and epoch, and differ across both") {
+    auto a = alarm_purpose({rule("customer_number", Action::pseudonymise)});
+    auto b = a;
+    b.name = "insurance";
+    Harness h(only({a, b}));
+    auto first = h.emit(alarm(AlarmEvent::ARM, "ev-1"), t0);
+    auto again = h.emit(alarm(AlarmEvent::DISARM, "ev-2"), t0 + 1000);
+    REQUIRE(first.size() == 2);
+    REQUIRE(again.size() == 2);
+    CHECK(first[0].record.alarm().customer() == again[0].record.alarm().customer());
+    CHECK(first[1].record.alarm().customer() == again[1].record.alarm().customer());
+    CHECK(first[0].record.alarm().customer() != first[1].record.alarm().customer());
+
+    policy::EpochSchedule two;
+    two.epoch = 2;
+    Harness h2(only({a, b}), two);
+    auto later = h2.emit(alarm(AlarmEvent::ARM, "ev-1"), t0);
+    REQUIRE(later.size() == 2);
+    CHECK(later[0].record.key_epoch() == 2);
+    CHECK(later[0].record.alarm().customer().rfind("v1.e2.", 0) == 0);
+    CHECK(later[0].record.alarm().customer() != first[0].record.alarm().customer());
 }
 
-TEST_CASE("The same user slot on two panels is two different people") {
-    auto keys = keyring();
-    auto pol = make_policy(*keys);
-    auto a = disarm();
-    auto b = disarm();
-    b.set_device_id("panel-00cc33");
-    CHECK(pol.apply(a, "site-1", 0)->front().record.alarm().user() !=
-          pol.apply(b, "site-1", 0)->front().record.alarm().user());
+TEST_CASE("A new key epoch starts at its time and carries the previous pseudonyms in the overlap") {
+    auto p = alarm_purpose(
+        {rule("customer_number", Action::pseudonymise), rule("user_slot", Action::pseudonymise)});
+    policy::EpochSchedule rotation{3, t0 + hour_ms, 2 * hour_ms};
+    Harness h(only({p}), rotation);
+    Harness old_epoch(only({p}), {2, 0, 0});
+    Harness new_epoch(only({p}), {3, 0, 0});
+    auto ev = alarm(AlarmEvent::ARM, "ev-1");
+    auto as2 = old_epoch.emit(ev, t0)[0].record.alarm();
+    auto as3 = new_epoch.emit(ev, t0)[0].record.alarm();
+
+    auto before = h.emit(ev, t0 + hour_ms - 1)[0].record;
+    CHECK(before.key_epoch() == 2);
+    CHECK(before.alarm().customer() == as2.customer());
+    CHECK(before.previous_key_epoch() == 0);
+    CHECK_FALSE(before.has_previous());
+
+    for (auto at : {t0 + hour_ms, t0 + 3 * hour_ms - 1}) {
+        auto during = h.emit(ev, at)[0].record;
+        CHECK(during.key_epoch() == 3);
+        CHECK(during.alarm().customer() == as3.customer());
+        CHECK(during.alarm().user() == as3.user());
+        CHECK(during.previous_key_epoch() == 2);
+        CHECK(during.previous().customer() == as2.customer());
+        CHECK(during.previous().user() == as2.user());
+    }
+
+    auto after = h.emit(ev, t0 + 3 * hour_ms)[0].record;
+    CHECK(after.key_epoch() == 3);
+    CHECK(after.previous_key_epoch() == 0);
+    CHECK_FALSE(after.has_previous());
 }
 
-TEST_CASE("Verification image chunks are accepted but not forwarded in this version") {
+TEST_CASE("The pseudonym factory is asked for every purpose and epoch at construction only") {
+    std::set<std::pair<std::string, std::uint32_t>> asked;
     auto keys = keyring();
-    device::v1::DeviceMessage m;
-    m.set_device_id("panel-00aa11");
-    m.set_seq(4);
-    m.set_event_time_ms(1);
-    m.mutable_image()->set_event_id("ev-1");
-    m.mutable_image()->set_data("\xff\xd8 exif gps");
-    auto out = make_policy(*keys).apply(m, "site-1", 0);
-    REQUIRE(out);
-    CHECK(out->empty());
+    Counters counters;
+    policy::Policy engine(
+        {}, {5, t0, hour_ms},
+        [&](const std::string& purpose, std::uint32_t epoch) {
+            asked.emplace(purpose, epoch);
+            return keys->pseudonymiser(purpose, epoch);
+        },
+        counters);
+    std::set<std::pair<std::string, std::uint32_t>> expected;
+    for (const char* p : {"alarm", "billing", "analytics"}) {
+        expected.emplace(p, 4);
+        expected.emplace(p, 5);
+    }
+    CHECK(asked == expected);
+    asked.clear();
+    engine.apply(alarm(AlarmEvent::ARM, "ev-1"), site, t0);
+    engine.apply(reading(meter_point(1), t0, 10), site, t0);
+    CHECK(asked.empty());
 }
 
-TEST_CASE("A message without a body is refused by the policy") {
+TEST_CASE("A config the engine cannot honour is refused at construction") {
     auto keys = keyring();
-    device::v1::DeviceMessage m;
-    auto out = make_policy(*keys).apply(m, "site-1", 0);
+    Counters counters;
+    auto factory = [&](const std::string& p, std::uint32_t e) { return keys->pseudonymiser(p, e); };
+    auto make = [&](config::PolicySection s, policy::EpochSchedule e = {}) {
+        policy::Policy engine(s, e, factory, counters);
+    };
+    SECTION("an epoch start with no previous epoch") {
+        CHECK_THROWS_AS(make({}, {1, t0, hour_ms}), std::invalid_argument);
+    }
+    SECTION("an aggregate with no interval to sum over") {
+        CHECK_THROWS_AS(make(only({billing_purpose({rule("energy_wh", Action::aggregate)})})),
+                        std::invalid_argument);
+    }
+    SECTION("generalise with no unit") {
+        CHECK_THROWS_AS(make(only({billing_purpose({rule("interval", Action::generalise, 0)})})),
+                        std::invalid_argument);
+        CHECK_THROWS_AS(make(only({billing_purpose({rule("energy_wh", Action::generalise)})})),
+                        std::invalid_argument);
+        CHECK_THROWS_AS(make(only({alarm_purpose({rule("event_time", Action::generalise)})})),
+                        std::invalid_argument);
+        CHECK_THROWS_AS(
+            make(only({alarm_purpose({rule("event_time", Action::generalise, INT64_MAX / 10)})})),
+            std::invalid_argument);
+    }
+    SECTION("two purposes with one name") {
+        auto p = alarm_purpose({});
+        CHECK_THROWS_AS(make(only({p, p})), std::invalid_argument);
+    }
+    SECTION("the defaults are fine") { CHECK_NOTHROW(make({})); }
+}
+
+TEST_CASE("Event times at the extremes of the clock do not overflow when generalised") {
+    Harness h(only({alarm_purpose({rule("event_time", Action::generalise, 86400)})}));
+    for (std::int64_t t : {INT64_MIN, INT64_MIN + 1, std::int64_t{-1}, INT64_MAX}) {
+        auto ev = alarm(AlarmEvent::ARM, "ev-1");
+        ev.set_event_time_ms(t);
+        auto out = h.emit(ev, t0);
+        REQUIRE(out.size() == 1);
+        auto got = out[0].record.event_time_ms();
+        CHECK((got > t ? got - t : t - got) < 86'400'000);  // within a day (clamped at the bottom)
+        if (t == -1) CHECK(out[0].record.event_time_ms() == -86'400'000);
+    }
+}
+
+TEST_CASE("An event with no body is refused") {
+    Harness h;
+    device::v1::DeviceMessage empty;
+    empty.set_device_id(panel);
+    empty.set_seq(1);
+    auto out = h.apply(empty, t0);
     REQUIRE_FALSE(out);
     CHECK(out.error() == Reason::policy_refused);
 }
 
-TEST_CASE("The leak guard finds an event's raw identifiers in a record and nothing else") {
-    auto event = disarm();
-    auto values = policy::personal_values(event);
-    CHECK(values.size() == 4);  // customer, name, phone, national id (the PIN is structural)
-    clean::v1::Record r;
-    r.mutable_alarm()->set_event_id("prefix-" + event.alarm().national_id());
-    CHECK(policy::leaks(r.SerializeAsString(), values));
-    r.mutable_alarm()->set_event_id("ev-1");
-    CHECK_FALSE(policy::leaks(r.SerializeAsString(), values));
-    auto keys = keyring();
-    auto out = make_policy(*keys).apply(event, "site-1", 0);
-    CHECK_FALSE(policy::leaks(out->front().record.SerializeAsString(), values));
+// --- meter readings: billing ----------------------------------------------------------------
+
+TEST_CASE("Billing sums four quarter-hour readings into one hourly record") {
+    Harness h;
+    std::vector<policy::Emission> out;
+    auto readings = quarter_hours(gsrn, t0, 4);
+    for (std::size_t i = 0; i < readings.size(); ++i) {
+        out = h.emit(readings[i], t0 + static_cast<std::int64_t>(i + 1) * 15 * min_ms);
+        if (i < 3) CHECK(out.empty());
+    }
+    REQUIRE(out.size() == 1);
+    const auto& e = out[0];
+    CHECK(e.stream == "billing");
+    CHECK(e.kind == "meter");
+    CHECK(e.lane == Lane::meter);
+    CHECK(e.expires_ms == t0 + hour_ms + 744 * hour_ms);
+    const auto& m = e.record.meter();
+    CHECK(m.energy_wh() == 100 + 101 + 102 + 103);
+    CHECK(m.interval_start_ms() == t0);
+    CHECK(m.interval_s() == 3600);
+    CHECK(m.covered_s() == 3600);
+    CHECK_FALSE(m.correction());
+    CHECK(std::regex_match(m.meter_point(), pseudonym_shape));
+    CHECK(std::regex_match(m.customer(), pseudonym_shape));
+    CHECK(e.record.key_epoch() == 1);
+    CHECK_FALSE(e.record.has_source());  // billing drops `device`
+    CHECK_FALSE(contains(e.record.SerializeAsString(), gsrn));
+    CHECK(h.counter("policy_meter_intervals_sent") == 1);
+    CHECK(h.counter("policy_meter_incomplete_intervals") == 0);
+    // The interval is sent: nothing is left open.
+    CHECK(h.tick(t0 + 10 * hour_ms).empty());
+}
+
+TEST_CASE("An incomplete interval is closed by tick once no reading came for the close delay") {
+    Harness h;  // meter_close_after_s = 3600
+    for (const auto& r : quarter_hours(gsrn, t0, 3)) h.apply(r, t0 + 50 * min_ms);
+    CHECK(h.tick(t0 + 50 * min_ms + hour_ms - 1).empty());
+    auto out = h.tick(t0 + 50 * min_ms + hour_ms);
+    REQUIRE(out.size() == 1);
+    CHECK(out[0].record.meter().covered_s() == 2700);
+    CHECK(out[0].record.meter().energy_wh() == 303);
+    CHECK(out[0].expires_ms == t0 + 50 * min_ms + hour_ms + 744 * hour_ms);
+    CHECK(h.counter("policy_meter_incomplete_intervals") == 1);
+    CHECK(h.counter("policy_meter_intervals_sent") == 1);
+}
+
+TEST_CASE("An incomplete interval is closed by a reading far enough past its end") {
+    Harness h;
+    for (const auto& r : quarter_hours(gsrn, t0, 2)) h.apply(r, t0);
+    // Ends 1 h 45 min after t0: 45 min past the first interval's end, not yet the close delay.
+    CHECK(h.emit(reading(gsrn, t0 + 90 * min_ms, 7, 900, 3), t0).empty());
+    // Ends 2 h after t0: a full hour past the first interval's end.
+    auto out = h.emit(reading(gsrn, t0 + 105 * min_ms, 8, 900, 4), t0);
+    REQUIRE(out.size() == 1);
+    CHECK(out[0].record.meter().interval_start_ms() == t0);
+    CHECK(out[0].record.meter().covered_s() == 1800);
+    CHECK(out[0].record.meter().energy_wh() == 201);
+    // Another meter's reading does not close this meter's interval.
+    Harness other;
+    other.apply(reading(gsrn, t0, 1), t0);
+    CHECK(other.emit(reading(meter_point(2), t0 + 2 * hour_ms, 1), t0).empty());
+}
+
+TEST_CASE("A duplicate reading is ignored, before and after its interval was sent") {
+    Harness h(billing_only());
+    auto rs = quarter_hours(gsrn, t0, 4);
+    h.apply(rs[0], t0);
+    CHECK(h.emit(rs[0], t0).empty());
+    CHECK(h.counter("policy_meter_duplicates") == 1);
+    for (int i = 1; i < 4; ++i) h.apply(rs[static_cast<std::size_t>(i)], t0);
+    REQUIRE(h.emitted.size() == 1);
+    CHECK(h.emitted[0].record.meter().energy_wh() == 406);
+    CHECK(h.emit(rs[2], t0).empty());
+    CHECK(h.counter("policy_meter_duplicates") == 2);
+    CHECK(h.counter("policy_meter_late_corrections") == 0);
+}
+
+TEST_CASE("A reading for an interval already sent becomes a correction record") {
+    Harness h;
+    auto rs = quarter_hours(gsrn, t0, 4);
+    for (int i = 0; i < 3; ++i) h.apply(rs[static_cast<std::size_t>(i)], t0);
+    REQUIRE(h.tick(t0 + hour_ms).size() == 1);  // closed incomplete
+    auto out = h.emit(rs[3], t0 + 2 * hour_ms);
+    REQUIRE(out.size() == 1);
+    const auto& m = out[0].record.meter();
+    CHECK(m.correction());
+    CHECK(m.energy_wh() == 103);
+    CHECK(m.interval_start_ms() == t0);
+    CHECK(m.interval_s() == 3600);
+    CHECK(m.covered_s() == 900);
+    CHECK(m.meter_point() == h.emitted[0].record.meter().meter_point());
+    CHECK(h.counter("policy_meter_late_corrections") == 1);
+    // The same late reading again is a duplicate.
+    CHECK(h.emit(rs[3], t0 + 2 * hour_ms).empty());
+    CHECK(h.counter("policy_meter_duplicates") == 1);
+}
+
+TEST_CASE("A reading older than the remembered history is dropped") {
+    Harness h(billing_only());
+    CHECK(h.emit(reading(gsrn, t0, 5), t0 + 50 * hour_ms).empty());
+    CHECK(h.counter("policy_meter_beyond_history") == 1);
+    CHECK(h.tick(t0 + 60 * hour_ms).empty());
+    CHECK(h.state.empty());
+}
+
+TEST_CASE("A sent interval is forgotten after the history, and its state with it") {
+    Harness h(billing_only());
+    for (const auto& r : quarter_hours(gsrn, t0, 4)) h.apply(r, t0 + hour_ms);
+    CHECK(h.state.size() == 1);  // the sent interval's readings
+    h.tick(t0 + 48 * hour_ms);
+    CHECK(h.state.size() == 1);
+    h.tick(t0 + 49 * hour_ms);
+    CHECK(h.state.empty());
+}
+
+TEST_CASE("Meter rules: interval keep sends each reading, generalise rounds the energy") {
+    SECTION("interval keep") {
+        Harness h(only({billing_purpose(
+            {rule("energy_wh", Action::keep), rule("interval", Action::keep),
+             rule("device", Action::keep), rule("meter_point_id", Action::pseudonymise)})}));
+        auto out = h.emit(reading(gsrn, t0, 123, 900, 7), t0);
+        REQUIRE(out.size() == 1);
+        const auto& m = out[0].record.meter();
+        CHECK(m.energy_wh() == 123);
+        CHECK(m.interval_start_ms() == t0);
+        CHECK(m.interval_s() == 900);
+        CHECK(m.covered_s() == 900);
+        CHECK(m.customer().empty());
+        CHECK(std::regex_match(m.meter_point(), pseudonym_shape));
+        CHECK(out[0].record.source().device_seq() == 7);
+        CHECK(h.state.empty());
+    }
+    SECTION("energy generalise to 100 Wh") {
+        Harness h(only({billing_purpose({rule("energy_wh", Action::generalise, 100),
+                                         rule("interval", Action::generalise, 3600)})}));
+        std::vector<policy::Emission> out;
+        for (const auto& r : quarter_hours(gsrn, t0, 4)) out = h.emit(r, t0);  // 406 Wh
+        REQUIRE(out.size() == 1);
+        CHECK(out[0].record.meter().energy_wh() == 400);
+        CHECK(out[0].record.meter().meter_point().empty());
+        CHECK(out[0].record.key_epoch() == 0);  // no pseudonym in it
+    }
+    SECTION("energy drop, interval to 30 minutes") {
+        Harness h(only({billing_purpose({rule("interval", Action::generalise, 1800)})}));
+        std::vector<policy::Emission> all;
+        for (const auto& r : quarter_hours(gsrn, t0, 4)) {
+            for (auto& e : h.emit(r, t0)) all.push_back(e);
+        }
+        REQUIRE(all.size() == 2);
+        CHECK(all[0].record.meter().energy_wh() == 0);
+        CHECK(all[0].record.meter().interval_s() == 1800);
+        CHECK(all[1].record.meter().interval_start_ms() == t0 + 30 * min_ms);
+    }
+    SECTION("event_time generalise to the day") {
+        Harness h(only({billing_purpose(
+            {rule("interval", Action::keep), rule("event_time", Action::generalise, 86400)})}));
+        auto out = h.emit(reading(gsrn, t0, 1), t0);
+        REQUIRE(out.size() == 1);
+        CHECK(out[0].record.event_time_ms() == (t0 + 905'000) / 86'400'000 * 86'400'000);
+    }
+}
+
+TEST_CASE("A reading whose interval does not fit the purpose's is refused and changes nothing") {
+    Harness h;
+    h.apply(reading(gsrn, t0, 1), t0);
+    auto before = h.state;
+    for (auto bad : {reading(gsrn, t0 + 15 * min_ms, 1, 0), reading(gsrn, t0, 1, 7 * 60),
+                     reading(gsrn, t0 + 45 * min_ms, 1, 1800), reading(gsrn, t0 + 1, 1, 3600)}) {
+        auto out = h.apply(bad, t0);
+        REQUIRE_FALSE(out);
+        CHECK(out.error() == Reason::invalid_field);
+    }
+    CHECK(h.state == before);
+    // The extremes of the clock do not crash it.
+    for (std::int64_t start : {INT64_MAX - 1000, INT64_MIN + 1000, std::int64_t{0}}) {
+        auto out = h.apply(reading(gsrn, start, 1), t0);
+        if (out) CHECK(out->emissions.size() <= 2);
+    }
+}
+
+// --- meter readings: site aggregates --------------------------------------------------------
+
+TEST_CASE("Analytics sends a site aggregate only when k meters contributed") {
+    auto run = [](Harness& h, int meters) {  // analytics: k = 5, hourly
+        for (int i = 0; i < meters; ++i) {
+            for (const auto& r : quarter_hours(meter_point(i), t0, 4)) h.apply(r, t0 + hour_ms);
+        }
+        h.tick(t0 + 2 * hour_ms);
+    };
+    Harness h;
+    SECTION("k - 1 meters: nothing") {
+        run(h, 4);
+        CHECK(on_stream(h.emitted, "analytics").empty());
+        CHECK(h.counter("policy_aggregates_suppressed") == 1);
+        CHECK(h.counter("policy_aggregates_sent") == 0);
+    }
+    SECTION("k meters: one aggregate with their sum") {
+        run(h, 5);
+        auto out = on_stream(h.emitted, "analytics");
+        REQUIRE(out.size() == 1);
+        CHECK(out[0].kind == "aggregate");
+        CHECK(out[0].lane == Lane::meter);
+        const auto& r = out[0].record;
+        REQUIRE(r.has_site_aggregate());
+        CHECK(r.site_aggregate().meters() == 5);
+        CHECK(r.site_aggregate().energy_wh() == 5 * 406);
+        CHECK(r.site_aggregate().interval_start_ms() == t0);
+        CHECK(r.site_aggregate().interval_s() == 3600);
+        CHECK_FALSE(r.has_source());
+        CHECK_FALSE(r.has_previous());
+        CHECK(r.key_epoch() == 0);
+        CHECK(h.counter("policy_aggregates_sent") == 1);
+        CHECK(on_stream(h.emitted, "billing").size() == 5);
+    }
+    SECTION("no per-meter record ever goes to analytics") {
+        run(h, 7);
+        for (const auto& e : on_stream(h.emitted, "analytics")) {
+            CHECK(e.record.body_case() == clean::v1::Record::kSiteAggregate);
+            for (int i = 0; i < 7; ++i) {
+                CHECK_FALSE(contains(e.record.SerializeAsString(), meter_point(i)));
+            }
+        }
+    }
+}
+
+TEST_CASE("A site aggregate closes by reading time, counts a meter once and drops late readings") {
+    Harness h(analytics_only());
+    for (int i = 0; i < 5; ++i) h.apply(reading(meter_point(i), t0, 10), t0);
+    h.apply(reading(meter_point(0), t0, 10), t0);                        // duplicate
+    h.apply(reading(meter_point(0), t0 + 15 * min_ms, 10, 900, 2), t0);  // same meter again
+    CHECK(h.counter("policy_meter_duplicates") == 1);
+    // A reading ending an hour after the interval's end closes it for the whole site.
+    auto out = on_stream(h.emit(reading(meter_point(9), t0 + 105 * min_ms, 1), t0), "analytics");
+    REQUIRE(out.size() == 1);
+    CHECK(out[0].record.site_aggregate().meters() == 5);
+    CHECK(out[0].record.site_aggregate().energy_wh() == 60);
+    // A late reading for it would reveal one meter: dropped.
+    CHECK(on_stream(h.emit(reading(meter_point(7), t0, 99), t0), "analytics").empty());
+    CHECK(h.counter("policy_aggregate_late_readings") == 1);
+}
+
+// --- state ----------------------------------------------------------------------------------
+
+TEST_CASE("State keys are ASCII under pol/ and never hold a metering point or customer number") {
+    Harness h;
+    for (int i = 0; i < 3; ++i) {
+        for (const auto& r : quarter_hours(meter_point(i), t0, 2)) h.apply(r, t0);
+    }
+    h.apply(alarm(AlarmEvent::INTRUSION, "ev/with slash"), t0);
+    auto image = chunks("ev-1", "img 1", jpeg_with_metadata(), 400);
+    h.apply(image[0], t0);
+    REQUIRE(h.state.size() >= 6);
+    for (const auto& [key, value] : h.state) {
+        CHECK(key.rfind("pol/", 0) == 0);
+        for (unsigned char c : key) CHECK((c > 0x20 && c < 0x7F));
+        for (int i = 0; i < 3; ++i) CHECK_FALSE(contains(key, meter_point(i)));
+        CHECK_FALSE(contains(key, customer));
+        CHECK_FALSE(contains(key, "5123"));
+    }
+}
+
+namespace {
+
+// A day at a site: alarms, images, meters, ticks. Each step returns what it emitted.
+std::vector<std::function<void(Harness&)>> scenario() {
+    std::vector<std::function<void(Harness&)>> steps;
+    auto jpeg = jpeg_with_metadata();
+    auto image_a = chunks("ev-a", "img-a", jpeg, 300, 100);
+    auto image_b = chunks("ev-b", "img-b", jpeg, 300, 200);
+    auto image_c = chunks("ev-c", "img-c", jpeg, 300, 300);  // never completes
+    for (int i = 0; i < 6; ++i) {
+        for (const auto& r : quarter_hours(meter_point(i), t0, i == 5 ? 2 : 4)) {
+            steps.push_back([r](Harness& h) { h.apply(r, t0 + hour_ms); });
+        }
+    }
+    steps.push_back([](Harness& h) { h.apply(alarm(AlarmEvent::INTRUSION, "ev-a", 5), t0); });
+    for (std::size_t i = 0; i < image_a.size(); ++i) {
+        auto c = image_a[image_a.size() - 1 - i];  // reordered
+        steps.push_back([c](Harness& h) { h.apply(c, t0 + 1000); });
+    }
+    for (const auto& c : image_b) steps.push_back([c](Harness& h) { h.apply(c, t0 + 2000); });
+    steps.push_back([c = image_c[0]](Harness& h) { h.apply(c, t0 + 2000); });
+    steps.push_back([](Harness& h) { h.tick(t0 + 3000); });
+    steps.push_back([](Harness& h) { h.apply(alarm(AlarmEvent::PANIC, "ev-b", 6), t0 + 4000); });
+    steps.push_back([](Harness& h) { h.tick(t0 + 2 * hour_ms); });
+    steps.push_back([](Harness& h) {
+        h.apply(reading(meter_point(5), t0 + 30 * min_ms, 9, 900, 9), t0 + 2 * hour_ms + 1);
+    });
+    steps.push_back([](Harness& h) { h.apply(reading(meter_point(9), t0, 9), t0 + 3 * hour_ms); });
+    steps.push_back([](Harness& h) { h.tick(t0 + 5 * hour_ms); });
+    return steps;
+}
+
+std::vector<std::string> serialized(const std::vector<policy::Emission>& emissions) {
+    std::vector<std::string> out;
+    for (const auto& e : emissions) {
+        out.push_back(e.stream + "|" + e.kind + "|" + std::to_string(e.expires_ms) + "|" +
+                      e.record.SerializeAsString());
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("Restoring the committed state and going on gives what no restart would have") {
+    auto steps = scenario();
+    Harness straight;
+    for (const auto& step : steps) step(straight);
+    auto expected = serialized(straight.emitted);
+    REQUIRE(on_stream(straight.emitted, "alarm").size() == 4);  // 2 alarms, 2 images
+    REQUIRE(on_stream(straight.emitted, "analytics").size() == 1);
+    REQUIRE(straight.counter("policy_images_expired") == 1);
+    REQUIRE(straight.counter("policy_meter_late_corrections") == 1);
+
+    for (std::size_t cut = 1; cut < steps.size(); ++cut) {
+        Harness h;
+        for (std::size_t i = 0; i < steps.size(); ++i) {
+            if (i == cut) REQUIRE(h.restart() == 0);
+            steps[i](h);
+        }
+        INFO("restart before step " << cut);
+        CHECK(serialized(h.emitted) == expected);
+        CHECK(h.state == straight.state);
+    }
+}
+
+TEST_CASE("A state entry that does not parse is skipped, counted and erased") {
+    Harness h;
+    for (const auto& r : quarter_hours(gsrn, t0, 2)) h.apply(r, t0);
+    h.apply(alarm(AlarmEvent::ARM, "ev-1"), t0);
+    auto good = h.state;
+    h.state["pol/mb/billing/x/notanumber"] = "junk";
+    h.state["pol/zz/unknown"] = "junk";
+    h.state["pol/al/" + std::string(panel) + "/ev-cut"] = std::string("\x01", 1);
+    CHECK(h.restart() == 3);
+    CHECK(h.counter("policy_state_skipped") == 3);
+    // The next output erases them; the rest goes on as before.
+    auto out = h.engine->tick(t0 + 1);
+    std::set<std::string> erased;
+    for (const auto& c : out.state) {
+        if (!c.value) erased.insert(c.key);
+    }
+    CHECK(erased.count("pol/mb/billing/x/notanumber") == 1);
+    CHECK(erased.count("pol/zz/unknown") == 1);
+    h.keep(out);
+    CHECK(h.state == good);
+    std::vector<policy::Emission> sent;
+    for (const auto& r : quarter_hours(gsrn, t0 + 30 * min_ms, 2, 3)) sent = h.emit(r, t0);
+    REQUIRE(on_stream(sent, "billing").size() == 1);
+    CHECK(on_stream(sent, "billing")[0].record.meter().covered_s() == 3600);
+}
+
+// --- verification images --------------------------------------------------------------------
+
+TEST_CASE("A linked image is reassembled and sent without its metadata") {
+    auto jpeg = jpeg_with_metadata();
+    REQUIRE(jpeg.size() > 600);
+    REQUIRE(contains(jpeg, gps_marker));
+    REQUIRE(contains(jpeg, comment_marker));
+    auto stripped = policy::sanitise_image("image/jpeg", jpeg);
+    REQUIRE(stripped);
+
+    auto check = [&](const std::vector<policy::Emission>& out) {
+        REQUIRE(out.size() == 1);
+        const auto& e = out[0];
+        CHECK(e.stream == "alarm");
+        CHECK(e.kind == "image");
+        CHECK(e.lane == Lane::image);
+        const auto& img = e.record.image();
+        CHECK(img.event_id() == "ev-1");
+        CHECK(img.image_id() == "img-1");
+        CHECK(img.index() == 0);
+        CHECK(img.count() == 1);
+        CHECK(img.content_type() == "image/jpeg");
+        CHECK(img.data() == *stripped);
+        CHECK_FALSE(contains(img.data(), gps_marker));
+        CHECK_FALSE(contains(img.data(), comment_marker));
+        CHECK_FALSE(contains(img.data(), "Exif"));
+        CHECK(e.record.source().device_id() == panel);
+        CHECK(e.record.key_epoch() == 0);
+    };
+    SECTION("alarm first") {
+        Harness h;
+        h.apply(alarm(AlarmEvent::INTRUSION, "ev-1"), t0);
+        std::vector<policy::Emission> out;
+        for (const auto& c : chunks("ev-1", "img-1", jpeg, 256)) out = h.emit(c, t0 + 1000);
+        check(out);
+        CHECK(out[0].expires_ms == t0 + 1000 + 24 * hour_ms);  // the image class's retention
+        CHECK(h.counter("policy_images_sent") == 1);
+    }
+    SECTION("image first, alarm within the window") {
+        Harness h;
+        for (const auto& c : chunks("ev-1", "img-1", jpeg, 256)) CHECK(h.emit(c, t0).empty());
+        h.tick(t0 + 599'000);
+        auto out = h.emit(alarm(AlarmEvent::INTRUSION, "ev-1"), t0 + 600'000);
+        REQUIRE(out.size() == 2);
+        CHECK(out[0].kind == "alarm");
+        check({out[1]});
+        CHECK(h.counter("policy_images_unlinked") == 0);
+    }
+    SECTION("sent on every purpose that receives images") {
+        auto section = config::PolicySection{};
+        section.purposes.push_back(
+            purpose("insurer", DataClass::verification_image, {rule("picture", Action::keep)}));
+        section.purposes.push_back(
+            purpose("no-picture", DataClass::verification_image, {rule("event_id", Action::keep)}));
+        Harness h(section);
+        h.apply(alarm(AlarmEvent::INTRUSION, "ev-1"), t0);
+        std::vector<policy::Emission> out;
+        for (const auto& c : chunks("ev-1", "img-1", jpeg, 256)) out = h.emit(c, t0);
+        REQUIRE(out.size() == 2);
+        CHECK(out[1].stream == "insurer");
+        CHECK(out[1].record.image().data() == *stripped);
+        CHECK(out[1].record.image().event_id().empty());
+        CHECK_FALSE(out[1].record.has_source());
+    }
+}
+
+TEST_CASE("An image whose alarm does not come within the window is dropped") {
+    Harness h;
+    for (const auto& c : chunks("ev-1", "img-1", jpeg_with_metadata(), 256)) h.apply(c, t0);
+    // An alarm of another event or another device does not link it.
+    CHECK(on_stream(h.emit(alarm(AlarmEvent::INTRUSION, "ev-2"), t0), "alarm").size() == 1);
+    CHECK(h.emit(alarm(AlarmEvent::INTRUSION, "ev-1", 3, "panel-other"), t0).size() == 1);
+    CHECK(h.tick(t0 + 600'000).empty());
+    CHECK(h.counter("policy_images_unlinked") == 0);
+    h.tick(t0 + 600'001);
+    CHECK(h.counter("policy_images_unlinked") == 1);
+    CHECK(h.emit(alarm(AlarmEvent::INTRUSION, "ev-1"), t0 + 600'002).size() == 1);
+    CHECK(h.counter("policy_images_sent") == 0);
+    h.tick(t0 + 2 * 600'000 + 10);
+    CHECK(h.state.empty());
+}
+
+TEST_CASE("An alarm too long before its image does not link it") {
+    Harness h;
+    h.apply(alarm(AlarmEvent::INTRUSION, "ev-1"), t0);
+    std::vector<policy::Emission> out;
+    for (const auto& c : chunks("ev-1", "img-1", jpeg_with_metadata(), 256)) {
+        out = h.emit(c, t0 + 600'001);
+    }
+    CHECK(out.empty());
+}
+
+TEST_CASE("An image missing a chunk expires with all its chunks") {
+    Harness h;  // image_chunk_timeout_s = 60
+    h.apply(alarm(AlarmEvent::INTRUSION, "ev-1"), t0);
+    auto cs = chunks("ev-1", "img-1", jpeg_with_metadata(), 256);
+    REQUIRE(cs.size() >= 3);
+    for (std::size_t i = 0; i + 1 < cs.size(); ++i) h.apply(cs[i], t0 + 1000);
+    CHECK(h.state.size() == cs.size());  // the alarm and every chunk but the last
+    h.tick(t0 + 60'999);
+    CHECK(h.counter("policy_images_expired") == 0);
+    h.tick(t0 + 61'000);
+    CHECK(h.counter("policy_images_expired") == 1);
+    CHECK(h.state.size() == 1);  // the alarm only
+    // The missing chunk alone starts a new image, which never completes.
+    CHECK(h.emit(cs.back(), t0 + 62'000).empty());
+}
+
+TEST_CASE("Duplicate and reordered chunks assemble one image") {
+    Harness h;
+    h.apply(alarm(AlarmEvent::INTRUSION, "ev-1"), t0);
+    auto cs = chunks("ev-1", "img-1", jpeg_with_metadata(), 200);
+    REQUIRE(cs.size() >= 4);
+    std::vector<policy::Emission> all;
+    auto send = [&](const device::v1::DeviceMessage& m) {
+        auto out = h.apply(m, t0);
+        REQUIRE(out);
+        for (auto& e : out->emissions) all.push_back(e);
+        return out->state.size();
+    };
+    send(cs[2]);
+    CHECK(send(cs[2]) == 0);  // a repeat changes nothing
+    for (std::size_t i = cs.size(); i-- > 0;) {
+        if (i != 2) send(cs[i]);
+    }
+    REQUIRE(all.size() == 1);
+    CHECK(all[0].record.image().data() ==
+          *policy::sanitise_image("image/jpeg", jpeg_with_metadata()));
+    CHECK(h.state.size() == 1);  // chunks erased, the alarm remembered
+}
+
+TEST_CASE("A chunk that breaks a limit is refused and leaves the state as it was") {
+    config::PolicySection section;
+    section.image_max_bytes = 1000;
+    section.images_in_progress = 2;
+    Harness h(section);
+    h.apply(chunk("ev-1", "img-1", 0, 3, std::string(400, 'a')), t0);
+    auto before = h.state;
+    struct Row {
+        const char* what;
+        device::v1::DeviceMessage chunk;
+        Reason reason;
+    };
+    std::vector<Row> rows{
+        {"over the image size", chunk("ev-1", "img-1", 1, 3, std::string(601, 'b')),
+         Reason::policy_refused},
+        {"a chunk alone over the size", chunk("ev-9", "img-9", 0, 2, std::string(1001, 'b')),
+         Reason::policy_refused},
+        {"another count", chunk("ev-1", "img-1", 1, 4, "b"), Reason::policy_refused},
+        {"another event", chunk("ev-2", "img-1", 1, 3, "b"), Reason::policy_refused},
+        {"conflicting bytes", chunk("ev-1", "img-1", 0, 3, std::string(400, 'z')),
+         Reason::policy_refused},
+        {"index past count", chunk("ev-1", "img-1", 3, 3, "b"), Reason::invalid_field},
+        {"no image id", chunk("ev-1", "", 0, 1, "b"), Reason::invalid_field},
+        {"count zero", chunk("ev-1", "img-2", 0, 0, "b"), Reason::invalid_field},
+        {"too many chunks", chunk("ev-1", "img-2", 0, 100000, "b"), Reason::policy_refused},
+    };
+    std::uint64_t refused = 0;
+    for (const auto& row : rows) {
+        INFO(row.what);
+        auto out = h.apply(row.chunk, t0);
+        REQUIRE_FALSE(out);
+        CHECK(out.error() == row.reason);
+        CHECK(h.state == before);
+        CHECK(h.counter("policy_images_refused") == ++refused);
+    }
+    // Images in progress are bounded.
+    REQUIRE(h.apply(chunk("ev-2", "img-2", 0, 2, "x"), t0));
+    auto out = h.apply(chunk("ev-3", "img-3", 0, 2, "x"), t0);
+    REQUIRE_FALSE(out);
+    CHECK(out.error() == Reason::policy_refused);
+    // The first image still completes within its size.
+    REQUIRE(h.apply(chunk("ev-1", "img-1", 1, 3, std::string(600, 'b')), t0));
+}
+
+TEST_CASE("An image that is not a decodable JPEG is dropped") {
+    Harness h;
+    h.apply(alarm(AlarmEvent::INTRUSION, "ev-1"), t0);
+    auto out = h.apply(chunk("ev-1", "img-1", 0, 1, "not a jpeg at all"), t0);
+    REQUIRE(out);
+    CHECK(out->emissions.empty());
+    CHECK(h.counter("policy_images_undecodable") == 1);
+    CHECK(h.state.size() == 1);
+}
+
+TEST_CASE("With no purpose receiving images, chunks are accepted and nothing is kept") {
+    Harness h(only({alarm_purpose({rule("kind", Action::keep)})}));
+    h.apply(alarm(AlarmEvent::INTRUSION, "ev-1"), t0);
+    for (const auto& c : chunks("ev-1", "img-1", jpeg_with_metadata(), 256)) {
+        auto out = h.apply(c, t0);
+        REQUIRE(out);
+        CHECK(out->emissions.empty());
+    }
+    CHECK(h.state.empty());
 }

@@ -1,6 +1,7 @@
 // vern_sim: population, event generation, the synthetic JPEG, the identifier scanner, and
 // vern-sim end to end against a real mosquitto with a tiny receipting "gateway".
 // Identifier values are never passed to CHECK/REQUIRE directly: a failure would print them.
+#include <google/protobuf/unknown_field_set.h>
 #include <google/protobuf/util/json_util.h>
 #include <mqtt/async_client.h>
 
@@ -15,11 +16,16 @@
 #include <sstream>
 #include <thread>
 
+#include "clean.pb.h"
 #include "device.pb.h"
+#include "vern/common/clock.h"
 #include "vern/sim/events.h"
 #include "vern/sim/jpeg.h"
+#include "vern/sim/jpeg_decode.h"
+#include "vern/sim/jpeg_inspect.h"
 #include "vern/sim/population.h"
 #include "vern/sim/scanner.h"
+#include "vern/sim/tap_report.h"
 #include "vern_test.h"
 
 using namespace vern::sim;
@@ -283,6 +289,481 @@ TEST_CASE("the scanner finds a planted identifier in a file and nothing in a cle
         if (id.kind == IdentifierKind::pin) CHECK(scanner.count(id.value) == 0);
 }
 
+namespace {
+
+using vern::clean::v1::Record;
+
+// Keeps every segment of `jpeg` but APPn (other than none) and COM: what a sanitiser leaves.
+std::string without_metadata(const std::string& jpeg) {
+    const JpegInspection info = inspect_jpeg(jpeg);
+    std::string out;
+    std::size_t copied_to = 0;
+    for (const auto& seg : info.segments) {
+        const bool meta = (seg.marker >= 0xe0 && seg.marker <= 0xef) || seg.marker == 0xfe;
+        if (!meta) continue;
+        out += jpeg.substr(copied_to, seg.offset - copied_to);
+        copied_to = seg.offset + 2 + seg.length;
+    }
+    return out + jpeg.substr(copied_to);
+}
+
+// `jpeg` with one segment inserted right after SOI.
+std::string with_segment(const std::string& jpeg, unsigned marker, const std::string& body) {
+    std::string seg;
+    seg.push_back('\xff');
+    seg.push_back(static_cast<char>(marker));
+    seg.push_back(static_cast<char>((body.size() + 2) >> 8));
+    seg.push_back(static_cast<char>((body.size() + 2) & 0xff));
+    return jpeg.substr(0, 2) + seg + body + jpeg.substr(2);
+}
+
+std::string camera_jpeg() {
+    Rng rng(17);
+    return synthetic_jpeg(rng, {59.9, 10.7}, "test camera");
+}
+
+Record record(const std::string& stream, std::uint64_t seq) {
+    Record r;
+    r.set_gateway("gw-1");
+    r.set_stream(stream);
+    r.set_seq(seq);
+    r.set_event_time_ms(1'700'000'000'000);
+    r.set_key_epoch(1);
+    return r;
+}
+
+Record alarm_record(const std::string& stream, std::uint64_t seq, const std::string& event_id) {
+    Record r = record(stream, seq);
+    r.mutable_source()->set_device_id("panel-000001");
+    r.mutable_source()->set_device_seq(seq);
+    r.mutable_alarm()->set_kind(vern::clean::v1::Alarm::INTRUSION);
+    r.mutable_alarm()->set_event_id(event_id);
+    return r;
+}
+
+Record meter_record(std::uint64_t seq, std::int64_t start_ms, std::uint32_t interval_s,
+                    std::uint64_t wh) {
+    Record r = record("billing", seq);
+    auto& m = *r.mutable_meter();
+    m.set_meter_point("v1.e1.aaaaaaaaaaaaaaaaaaaaaaaaaa");
+    m.set_energy_wh(wh);
+    m.set_interval_start_ms(start_ms);
+    m.set_interval_s(interval_s);
+    m.set_covered_s(interval_s);
+    return r;
+}
+
+Record aggregate_record(std::uint64_t seq, std::int64_t start_ms, std::uint32_t interval_s,
+                        std::uint32_t meters, std::uint64_t wh) {
+    Record r = record("analytics", seq);
+    auto& a = *r.mutable_site_aggregate();
+    a.set_interval_start_ms(start_ms);
+    a.set_interval_s(interval_s);
+    a.set_meters(meters);
+    a.set_energy_wh(wh);
+    return r;
+}
+
+Record image_record(std::uint64_t seq, const std::string& event_id, const std::string& data) {
+    Record r = record("alarm", seq);
+    r.mutable_source()->set_device_id("panel-000001");
+    r.mutable_source()->set_device_seq(seq);
+    auto& img = *r.mutable_image();
+    img.set_event_id(event_id);
+    img.set_image_id("img-" + std::to_string(seq));
+    img.set_index(0);
+    img.set_count(1);
+    img.set_content_type("image/jpeg");
+    img.set_data(data);
+    return r;
+}
+
+google::protobuf::UnknownFieldSet& unknown_of(google::protobuf::Message& m) {
+    return *m.GetReflection()->MutableUnknownFields(&m);
+}
+
+std::string batch_of(const std::vector<Record>& records) {
+    vern::clean::v1::Batch b;
+    for (const auto& r : records) *b.add_records() = r;
+    return b.SerializeAsString();
+}
+
+std::uint64_t at(const nlohmann::json& j, const std::string& pointer) {
+    return j.at(nlohmann::json::json_pointer(pointer)).get<std::uint64_t>();
+}
+
+constexpr std::int64_t kHour = 1'699'999'200'000;  // on the hour
+
+}  // namespace
+
+TEST_CASE("the JPEG walker accepts the camera JPEG and names its Exif GPS and comment") {
+    const std::string jpeg = camera_jpeg();
+    const JpegInspection info = inspect_jpeg(jpeg);
+    CHECK(info.well_formed);
+    CHECK(info.problem.empty());
+    CHECK(info.exif_gps);
+    CHECK(info.metadata_kinds == std::vector<std::string>{"comment", "exif"});
+    CHECK(info.segments.front().marker == 0xd8);
+    CHECK(info.segments.back().marker == 0xd9);
+}
+
+TEST_CASE("the JPEG walker finds no metadata once APPn and COM are gone, JFIF APP0 allowed") {
+    const std::string clean = without_metadata(camera_jpeg());
+    const JpegInspection info = inspect_jpeg(clean);
+    CHECK(info.well_formed);
+    CHECK_FALSE(info.has_metadata());
+    CHECK_FALSE(info.exif_gps);
+    const std::string jfif =
+        with_segment(clean, 0xe0, std::string("JFIF\0\x01\x01\0\0\x01\0\x01\0\0", 14));
+    CHECK(inspect_jpeg(jfif).well_formed);
+    CHECK_FALSE(inspect_jpeg(jfif).has_metadata());
+}
+
+TEST_CASE("the JPEG walker names XMP, ICC, IPTC, thumbnails, other APPn and a stray signature") {
+    const std::string clean = without_metadata(camera_jpeg());
+    auto kinds = [](const std::string& data) { return inspect_jpeg(data).metadata_kinds; };
+    using V = std::vector<std::string>;
+    CHECK(kinds(with_segment(clean, 0xe1, std::string("http://ns.adobe.com/xap/1.0/\0<x/>", 33))) ==
+          V{"xmp"});
+    CHECK(kinds(with_segment(clean, 0xe2, std::string("ICC_PROFILE\0\x01\x01", 14))) == V{"icc"});
+    CHECK(kinds(with_segment(clean, 0xed, std::string("Photoshop 3.0\0", 14))) == V{"iptc"});
+    CHECK(kinds(with_segment(clean, 0xe0, std::string("JFXX\0\x10", 6))) == V{"jfxx"});
+    CHECK(kinds(with_segment(clean, 0xee, "Adobe")) == V{"app14"});
+    CHECK(kinds(with_segment(clean, 0xfe, "hello")) == V{"comment"});
+    // An Exif block hidden in a segment that is not metadata (here a DQT-looking APP-less spot).
+    std::string hidden = clean;
+    hidden.insert(hidden.size() - 2, std::string("Exif\0\0MM", 8));
+    CHECK(kinds(hidden) == V{"exif_signature"});
+    // Exif without GPS is still metadata, but not GPS.
+    const JpegInspection no_gps =
+        inspect_jpeg(with_segment(clean, 0xe1, std::string("Exif\0\0MM\0\x2a\0\0\0\x08\0\0", 16)));
+    CHECK(no_gps.metadata_kinds == V{"exif"});
+    CHECK_FALSE(no_gps.exif_gps);
+}
+
+TEST_CASE("the JPEG walker rejects a truncated image, no SOI, bad lengths and data after EOI") {
+    const std::string jpeg = without_metadata(camera_jpeg());
+    REQUIRE(inspect_jpeg(jpeg).well_formed);
+    CHECK_FALSE(inspect_jpeg(jpeg.substr(0, jpeg.size() - 2)).well_formed);
+    CHECK_FALSE(inspect_jpeg(jpeg.substr(0, jpeg.size() / 2)).well_formed);
+    CHECK_FALSE(inspect_jpeg(jpeg.substr(2)).well_formed);
+    CHECK_FALSE(inspect_jpeg(jpeg + "xx").well_formed);
+    CHECK_FALSE(inspect_jpeg("").well_formed);
+    CHECK_FALSE(inspect_jpeg(std::string("\xff\xd8\xff\xd9", 4)).well_formed);  // no frame
+    std::string bad_len = jpeg;
+    bad_len[4] = '\xff';  // first segment claims ~64 KB
+    bad_len[5] = '\xf0';
+    CHECK_FALSE(inspect_jpeg(bad_len).well_formed);
+    std::string zero_len = jpeg;
+    zero_len[4] = 0;
+    zero_len[5] = 1;
+    CHECK_FALSE(inspect_jpeg(zero_len).well_formed);
+    CHECK_FALSE(inspect_jpeg(jpeg).problem.size() > 0);
+    CHECK(inspect_jpeg(jpeg.substr(0, jpeg.size() - 2)).problem == "no EOI");
+}
+
+TEST_CASE(
+    "libjpeg decodes the camera JPEG, stripped or not, and rejects a cut scan the walker passes") {
+    const std::string raw = camera_jpeg();
+    const std::string clean = without_metadata(raw);
+    CHECK(jpeg_decodes(raw));
+    CHECK(jpeg_decodes(clean));
+    // Scan data cut short but closed with EOI: structurally fine, not a whole picture.
+    const std::string cut = clean.substr(0, clean.size() * 2 / 3) + "\xff\xd9";
+    CHECK(inspect_jpeg(cut).well_formed);
+    CHECK_FALSE(jpeg_decodes(cut));
+    CHECK_FALSE(jpeg_decodes(clean.substr(0, clean.size() / 2)));
+    CHECK_FALSE(jpeg_decodes("not a jpeg"));
+    CHECK_FALSE(jpeg_decodes(""));
+}
+
+TEST_CASE("the tap report counts records, unique records and duplicates per stream and in total") {
+    TapReport rep;
+    const Record a1 = alarm_record("alarm", 1, "ev-1");
+    const Record a2 = alarm_record("alarm", 2, "ev-2");
+    const Record b1 = meter_record(1, kHour, 3600, 10);
+    rep.add_message("vern/v1/gw-1/alarm/alarm", batch_of({a1, a2}));
+    rep.add_message("vern/v1/gw-1/alarm/alarm", batch_of({a2}));  // re-sent after a crash
+    rep.add_message("vern/v1/gw-1/billing/meter", batch_of({b1}));
+    const auto j = rep.to_json();
+    CHECK(at(j, "/messages") == 3);
+    CHECK(at(j, "/records") == 4);
+    CHECK(at(j, "/unique_records") == 3);
+    CHECK(at(j, "/duplicates") == 1);
+    CHECK(at(j, "/streams/alarm/records") == 3);
+    CHECK(at(j, "/streams/alarm/unique_records") == 2);
+    CHECK(at(j, "/streams/alarm/duplicates") == 1);
+    CHECK(at(j, "/streams/billing/records") == 1);
+    CHECK(at(j, "/streams/billing/duplicates") == 0);
+    CHECK(at(j, "/totals/records") == 4);
+    CHECK(at(j, "/totals/unique_records") == 3);
+    CHECK(at(j, "/totals/duplicates") == 1);
+    CHECK(at(j, "/by_stream/alarm") == 3);
+    CHECK(j["devices"]["panel-000001"] == nlohmann::json::parse("[[1,2]]"));
+}
+
+TEST_CASE("the tap report counts unique records by body kind and flags a body on the wrong topic") {
+    TapReport rep;
+    rep.add_record("vern/v1/gw-1/alarm/alarm", alarm_record("alarm", 1, "ev-1"));
+    rep.add_record("vern/v1/gw-1/alarm/alarm", alarm_record("alarm", 1, "ev-1"));  // duplicate
+    rep.add_record("vern/v1/gw-1/alarm/image", image_record(2, "ev-1", camera_jpeg()));
+    rep.add_record("vern/v1/gw-1/billing/meter", meter_record(1, kHour, 3600, 10));
+    rep.add_record("vern/v1/gw-1/analytics/aggregate", aggregate_record(1, kHour, 3600, 5, 50));
+    rep.add_record("vern/v1/gw-1/analytics/aggregate", record("analytics", 2));      // no body
+    rep.add_record("vern/v1/gw-1/billing/alarm", meter_record(2, kHour, 3600, 10));  // wrong topic
+    const auto j = rep.to_json();
+    CHECK(at(j, "/streams/alarm/by_kind/alarm") == 1);
+    CHECK(at(j, "/streams/alarm/by_kind/image") == 1);
+    CHECK(at(j, "/streams/billing/by_kind/meter") == 2);
+    CHECK(at(j, "/streams/analytics/by_kind/aggregate") == 1);
+    CHECK(at(j, "/streams/analytics/by_kind/none") == 1);
+    CHECK(at(j, "/streams/alarm/by_kind/meter") == 0);
+    CHECK(at(j, "/streams/alarm/wrong_topic_kind") == 0);
+    CHECK(at(j, "/streams/billing/wrong_topic_kind") == 1);
+    CHECK(at(j, "/streams/analytics/wrong_topic_kind") == 1);
+    CHECK(at(j, "/totals/wrong_topic_kind") == 2);
+    CHECK(at(j, "/totals/by_kind/alarm") == 1);
+    CHECK(at(j, "/totals/by_kind/meter") == 2);
+}
+
+TEST_CASE("the tap report counts records carrying a source, pseudonyms or previous-epoch ones") {
+    TapReport rep;
+    Record with_user = alarm_record("alarm", 1, "ev-1");
+    with_user.mutable_alarm()->set_user("v1.e1.bbbbbbbbbbbbbbbbbbbbbbbbbb");
+    with_user.mutable_alarm()->set_customer("v1.e1.cccccccccccccccccccccccccc");
+    Record bare = record("alarm", 2);
+    bare.mutable_alarm()->set_event_id("ev-2");
+    Record rotated = meter_record(1, kHour, 3600, 10);
+    rotated.set_previous_key_epoch(1);
+    rotated.set_key_epoch(2);
+    rotated.mutable_previous()->set_customer("v1.e1.dddddddddddddddddddddddddd");
+    Record prev_user_only = record("analytics", 1);
+    prev_user_only.mutable_previous()->set_user("v1.e1.eeeeeeeeeeeeeeeeeeeeeeeeee");
+    rep.add_record("vern/v1/gw-1/alarm/alarm", with_user);
+    rep.add_record("vern/v1/gw-1/alarm/alarm", with_user);  // duplicates count once
+    rep.add_record("vern/v1/gw-1/alarm/alarm", bare);
+    rep.add_record("vern/v1/gw-1/billing/meter", rotated);
+    rep.add_record("vern/v1/gw-1/analytics/aggregate", prev_user_only);
+    const auto j = rep.to_json();
+    CHECK(at(j, "/streams/alarm/records_with_source") == 1);
+    CHECK(at(j, "/streams/alarm/records_with_user") == 1);
+    CHECK(at(j, "/streams/alarm/records_with_customer") == 1);
+    CHECK(at(j, "/streams/alarm/records_with_meter_point") == 0);
+    CHECK(at(j, "/streams/alarm/previous_epoch_records") == 0);
+    CHECK(at(j, "/streams/billing/records_with_source") == 0);
+    CHECK(at(j, "/streams/billing/records_with_meter_point") == 1);
+    CHECK(at(j, "/streams/billing/records_with_customer") == 1);
+    CHECK(at(j, "/streams/billing/records_with_user") == 0);
+    CHECK(at(j, "/streams/billing/previous_epoch_records") == 1);
+    CHECK(at(j, "/streams/analytics/records_with_user") == 1);
+    CHECK(at(j, "/streams/analytics/previous_epoch_records") == 1);
+    CHECK(at(j, "/totals/records_with_source") == 1);
+    CHECK(at(j, "/totals/records_with_user") == 2);
+    CHECK(at(j, "/totals/previous_epoch_records") == 2);
+}
+
+TEST_CASE("the tap report counts unknown fields at the top, in the body and in the batch") {
+    TapReport rep;
+    Record top = alarm_record("alarm", 1, "ev-1");
+    unknown_of(top).AddLengthDelimited(99, "leak");
+    Record nested = alarm_record("alarm", 2, "ev-2");
+    unknown_of(*nested.mutable_alarm()).AddVarint(7, 1234);
+    Record clean = alarm_record("alarm", 3, "ev-3");
+    rep.add_record("vern/v1/gw-1/alarm/alarm", top);
+    rep.add_record("vern/v1/gw-1/alarm/alarm", nested);
+    rep.add_record("vern/v1/gw-1/alarm/alarm", clean);
+    vern::clean::v1::Batch batch;
+    unknown_of(batch).AddVarint(5, 1);
+    rep.add_message("vern/v1/gw-1/alarm/alarm", batch.SerializeAsString());
+    const auto j = rep.to_json();
+    CHECK(at(j, "/streams/alarm/unknown_fields") == 2);
+    CHECK(at(j, "/totals/unknown_fields") == 2);
+    CHECK(at(j, "/unknown_fields") == 3);  // the batch's own counts at the top level only
+    CHECK(at(j, "/empty_batches") == 1);
+}
+
+TEST_CASE("the tap report sums meter energy and flags unaligned, incomplete and corrected hours") {
+    TapReport rep;
+    rep.add_record("t/meter", meter_record(1, kHour, 3600, 100));
+    rep.add_record("t/meter", meter_record(1, kHour, 3600, 100));           // duplicate: not summed
+    rep.add_record("t/meter", meter_record(2, kHour + 900'000, 3600, 20));  // unaligned
+    Record incomplete = meter_record(3, kHour + 3'600'000, 3600, 30);
+    incomplete.mutable_meter()->set_covered_s(2700);
+    Record correction = meter_record(4, kHour + 3'600'000, 3600, 7);
+    correction.mutable_meter()->set_correction(true);
+    rep.add_record("t/meter", incomplete);
+    rep.add_record("t/meter", correction);
+    rep.add_record("t/meter", meter_record(5, kHour, 900, 1));
+    const auto j = rep.to_json();
+    CHECK(at(j, "/streams/billing/meter/records") == 5);
+    CHECK(at(j, "/streams/billing/meter/energy_wh") == 158);
+    CHECK(at(j, "/streams/billing/meter/unaligned_intervals") == 1);
+    CHECK(at(j, "/streams/billing/meter/incomplete") == 1);
+    CHECK(at(j, "/streams/billing/meter/corrections") == 1);
+    CHECK(at(j, "/streams/billing/meter/min_interval_s") == 900);
+    CHECK(at(j, "/totals/meter/energy_wh") == 158);
+    CHECK(at(j, "/totals/meter/min_interval_s") == 900);
+    CHECK(at(j, "/streams/billing/aggregate/min_interval_s") == 0);  // none seen
+}
+
+TEST_CASE("the tap report sums site aggregates and keeps the smallest meter count and interval") {
+    TapReport rep;
+    rep.add_record("t/aggregate", aggregate_record(1, kHour, 3600, 7, 1000));
+    rep.add_record("t/aggregate", aggregate_record(2, kHour + 3'600'000, 3600, 5, 500));
+    rep.add_record("t/aggregate", aggregate_record(2, kHour + 3'600'000, 3600, 5, 500));  // dup
+    rep.add_record("t/aggregate", aggregate_record(3, kHour + 60'000, 1800, 9, 1));
+    const auto j = rep.to_json();
+    CHECK(at(j, "/streams/analytics/aggregate/aggregates") == 3);
+    CHECK(at(j, "/streams/analytics/aggregate/energy_wh") == 1501);
+    CHECK(at(j, "/streams/analytics/aggregate/min_meters") == 5);
+    CHECK(at(j, "/streams/analytics/aggregate/min_interval_s") == 1800);
+    CHECK(at(j, "/streams/analytics/aggregate/unaligned_intervals") == 1);
+    CHECK(at(j, "/totals/aggregate/min_meters") == 5);
+    TapReport lone;
+    lone.add_record("t/aggregate", aggregate_record(1, kHour, 3600, 0, 0));
+    CHECK(at(lone.to_json(), "/totals/aggregate/min_meters") == 0);
+    CHECK(at(lone.to_json(), "/totals/aggregate/aggregates") == 1);
+}
+
+TEST_CASE("the tap report flags images with metadata, GPS, broken structure, chunks or no alarm") {
+    const std::string raw = camera_jpeg();
+    const std::string clean = without_metadata(raw);
+    TapReport rep;
+    rep.add_record("t/alarm", alarm_record("alarm", 1, "ev-1"));
+    rep.add_record("t/image", image_record(2, "ev-1", clean));
+    rep.add_record("t/image", image_record(2, "ev-1", clean));  // duplicate
+    rep.add_record("t/image", image_record(3, "ev-1", raw));    // Exif GPS and a comment
+    rep.add_record("t/image", image_record(4, "ev-1", clean.substr(0, clean.size() / 2)));
+    Record chunk = image_record(5, "ev-1", clean);
+    chunk.mutable_image()->set_count(2);
+    rep.add_record("t/image", chunk);
+    rep.add_record("t/image", image_record(6, "ev-9", clean));  // no such alarm
+    Record other_panel = image_record(7, "ev-1", clean);        // ev-1 of another panel
+    other_panel.mutable_source()->set_device_id("panel-000002");
+    rep.add_record("t/image", other_panel);
+    const auto j = rep.to_json();
+    CHECK(at(j, "/streams/alarm/image/images") == 6);
+    CHECK(at(j, "/streams/alarm/image/image_bytes") ==
+          4 * clean.size() + raw.size() + clean.size() / 2);
+    CHECK(at(j, "/streams/alarm/image/images_with_metadata") == 1);
+    CHECK(at(j, "/streams/alarm/image/images_with_gps") == 1);
+    CHECK(at(j, "/streams/alarm/image/images_undecodable") == 1);
+    CHECK(at(j, "/streams/alarm/image/images_partial") == 1);
+    CHECK(at(j, "/streams/alarm/image/images_unlinked") == 2);
+    CHECK(j["streams"]["alarm"]["image"]["metadata_kinds"] ==
+          nlohmann::json::parse(R"(["comment","exif"])"));
+    CHECK(at(j, "/totals/image/images_unlinked") == 2);
+    CHECK(at(j, "/totals/image/images_with_gps") == 1);
+
+    // An image sent before its alarm is linked all the same: links are resolved at the end.
+    TapReport late;
+    late.add_record("t/image", image_record(2, "ev-1", clean));
+    late.add_record("t/alarm", alarm_record("alarm", 1, "ev-1"));
+    CHECK(at(late.to_json(), "/streams/alarm/image/images_unlinked") == 0);
+
+    // A decoder beyond the marker walk can reject an image too.
+    TapReport strict;
+    strict.set_image_decoder([](std::string_view) { return false; });
+    strict.add_record("t/image", image_record(2, "ev-1", clean));
+    CHECK(at(strict.to_json(), "/streams/alarm/image/images_undecodable") == 1);
+}
+
+TEST_CASE("the tap report finds identifiers in payloads and PINs in fields, never printing one") {
+    const auto pop = Population::generate({"site-1", 13, 2, 2});
+    TapReport rep(pop.identifiers());
+    const auto phone = of_kind(pop, IdentifierKind::phone).front().value;
+    const auto pin = of_kind(pop, IdentifierKind::pin).front().value;
+    rep.add_message("t/alarm", batch_of({alarm_record("alarm", 1, "ev-1")}));
+    auto j = rep.to_json();
+    CHECK(j["identifier_scan"] == true);
+    CHECK(at(j, "/identifiers_found") == 0);
+
+    Record leaky = alarm_record("alarm", 2, "ev-2");
+    leaky.mutable_alarm()->set_zone(7);
+    leaky.mutable_alarm()->set_user("v1.e1." + phone);  // a raw phone inside a field
+    rep.add_message("t/alarm", batch_of({leaky}));
+    Record pin_in_field = alarm_record("alarm", 3, "ev-3");
+    pin_in_field.mutable_alarm()->set_event_id(pin);
+    rep.add_message("t/alarm", batch_of({pin_in_field}));
+    Record pin_unknown = alarm_record("alarm", 4, "ev-4");
+    unknown_of(*pin_unknown.mutable_alarm()).AddLengthDelimited(7, pin);
+    rep.add_message("t/alarm", batch_of({pin_unknown}));
+    j = rep.to_json();
+    CHECK(at(j, "/identifiers_found") == 3);
+    CHECK(at(j, "/identifier_kinds_found/phone") == 1);
+    CHECK(at(j, "/identifier_kinds_found/pin") == 2);
+    const std::string text = j.dump();
+    CHECK(text.find(phone) == std::string::npos);
+    CHECK(text.find(pin) == std::string::npos);
+
+    TapReport blind;
+    blind.add_message("t/alarm", batch_of({leaky}));
+    CHECK(blind.to_json()["identifier_scan"] == false);
+    CHECK(at(blind.to_json(), "/identifiers_found") == 0);
+}
+
+TEST_CASE("the tap report counts payloads that are not a Batch as undecodable") {
+    TapReport rep;
+    rep.add_message("t/alarm", std::string("\xff\xff\xff\xff", 4));
+    rep.add_message("t/alarm", batch_of({alarm_record("alarm", 1, "ev-1")}));
+    const auto j = rep.to_json();
+    CHECK(at(j, "/undecodable") == 1);
+    CHECK(at(j, "/messages") == 2);
+    CHECK(at(j, "/records") == 1);
+}
+
+TEST_CASE("vern-tap reports per stream what it received upstream and never prints a value") {
+    vern::test::Mosquitto broker;
+    vern::test::TempDir dir;
+    const auto pop = Population::generate({"site-1", 22, 2, 2});
+    const auto phone = of_kind(pop, IdentifierKind::phone).front().value;
+    const auto ready = dir.path() / "tap.ready";
+    const auto report = dir.path() / "tap.json";
+    auto tap = vern::test::Process::spawn(
+        {vern::test::bin("vern-tap"), "--broker", broker.uri(), "--seed", "22", "--panels", "2",
+         "--meters", "2", "--print", "5", "--idle-exit-s", "1", "--report", report.string(),
+         "--ready-file", ready.string()},
+        dir.path() / "tap.log");
+    REQUIRE(vern::test::wait_until([&] { return std::filesystem::exists(ready); },
+                                   std::chrono::seconds(10)));
+
+    mqtt::async_client client(broker.uri(), "upstream-gateway");
+    client.connect()->wait();
+    auto send = [&](const std::string& topic, const std::vector<Record>& records) {
+        client.publish(mqtt::make_message(topic, batch_of(records), 1, false))->wait();
+    };
+    Record leaky = alarm_record("alarm", 2, "ev-2");
+    leaky.mutable_alarm()->set_user(phone);
+    send("vern/v1/gw-1/alarm/alarm", {alarm_record("alarm", 1, "ev-1"), leaky});
+    send("vern/v1/gw-1/alarm/image", {image_record(3, "ev-1", camera_jpeg())});
+    send("vern/v1/gw-1/billing/meter", {meter_record(1, kHour, 3600, 40)});
+    send("vern/v1/gw-1/billing/meter", {meter_record(1, kHour, 3600, 40)});  // duplicate
+    client.disconnect()->wait();
+
+    const auto rc = tap.wait_for(std::chrono::seconds(20));
+    REQUIRE(rc.has_value());
+    CHECK(*rc == 0);
+    const auto j = nlohmann::json::parse(std::ifstream(report));
+    CHECK(at(j, "/messages") == 4);
+    CHECK(at(j, "/streams/alarm/by_kind/alarm") == 2);
+    CHECK(at(j, "/streams/alarm/image/images") == 1);
+    CHECK(at(j, "/streams/alarm/image/images_with_gps") == 1);
+    CHECK(at(j, "/streams/alarm/image/images_undecodable") == 0);
+    CHECK(at(j, "/streams/alarm/records_with_user") == 1);
+    CHECK(at(j, "/streams/billing/duplicates") == 1);
+    CHECK(at(j, "/streams/billing/meter/energy_wh") == 40);
+    CHECK(at(j, "/totals/unique_records") == 4);
+    CHECK(at(j, "/identifiers_found") == 1);
+    CHECK(j["image_check"] == "libjpeg");
+    std::stringstream log;
+    log << std::ifstream(dir.path() / "tap.log").rdbuf();
+    CHECK(log.str().find("[phone]") != std::string::npos);  // printed, redacted
+    CHECK(log.str().find(phone) == std::string::npos);
+    std::stringstream rep_text;
+    rep_text << std::ifstream(report).rdbuf();
+    CHECK(rep_text.str().find(phone) == std::string::npos);
+}
+
 TEST_CASE("vern-tap scan exits 1 on a leak and 0 on clean files") {
     vern::test::TempDir dir;
     const auto pop = Population::generate({"site-9", 21, 2, 2});
@@ -319,12 +800,24 @@ private:
     std::atomic<std::size_t> n_{0};
 };
 
+// What a stand-in gateway saw, each (device, seq) once.
+struct Seen {
+    std::uint64_t meter_readings = 0;
+    std::uint64_t energy_wh = 0;
+    std::uint64_t unaligned = 0;  // meter intervals not 900 s on a 900 s boundary
+    std::int64_t first_interval_start_ms = 0;
+    std::uint64_t intrusions = 0;
+    std::uint64_t images = 0;  // with every chunk seen
+};
+
 // A stand-in gateway: receipts every DeviceMessage it can decode, highest contiguous seq per
-// device plus the ones above it.
+// device plus the ones above it, except on topics ending in `no_receipt_for` (e.g. "/image").
 class FakeGateway {
 public:
-    explicit FakeGateway(const std::string& uri, const std::string& id = "fake-gateway")
-        : client_(uri, id,
+    explicit FakeGateway(const std::string& uri, const std::string& id = "fake-gateway",
+                         std::vector<std::string> no_receipt_for = {})
+        : no_receipt_for_(std::move(no_receipt_for)),
+          client_(uri, id,
                   mqtt::create_options_builder()
                       .mqtt_version(MQTTVERSION_5)
                       .max_buffered_messages(100000)
@@ -362,6 +855,10 @@ public:
         std::lock_guard lock(mu_);
         return decoded_;
     }
+    Seen seen() {
+        std::lock_guard lock(mu_);
+        return stats_;
+    }
 
 private:
     void on_message(const mqtt::const_message_ptr& m) {
@@ -380,6 +877,12 @@ private:
         {
             std::lock_guard lock(mu_);
             ++decoded_;
+            if (all_.emplace(dm.device_id(), dm.seq()).second) count(dm);
+            for (const auto& suffix : no_receipt_for_) {
+                if (topic.size() >= suffix.size() &&
+                    topic.compare(topic.size() - suffix.size(), suffix.size(), suffix) == 0)
+                    return;
+            }
             auto& seen = seen_[dm.device_id()];
             seen.insert(dm.seq());
             auto& through = through_[dm.device_id()];
@@ -395,9 +898,31 @@ private:
         }
     }
 
+    void count(const DeviceMessage& dm) {
+        if (dm.has_meter()) {
+            const auto& m = dm.meter();
+            ++stats_.meter_readings;
+            stats_.energy_wh += m.energy_wh();
+            if (m.interval_s() != 900 || m.interval_start_ms() % 900'000 != 0) ++stats_.unaligned;
+            if (stats_.first_interval_start_ms == 0 ||
+                m.interval_start_ms() < stats_.first_interval_start_ms)
+                stats_.first_interval_start_ms = m.interval_start_ms();
+        } else if (dm.has_alarm() && dm.alarm().kind() == AlarmEvent::INTRUSION) {
+            ++stats_.intrusions;
+        } else if (dm.has_image()) {
+            auto& chunks = chunks_[{dm.device_id(), dm.image().image_id()}];
+            chunks.insert(dm.image().index());
+            if (chunks.size() == dm.image().count()) ++stats_.images;
+        }
+    }
+
+    std::vector<std::string> no_receipt_for_;
     CountingListener subscribed_;
     std::mutex mu_;
     std::size_t decoded_ = 0;
+    Seen stats_;
+    std::set<std::pair<std::string, std::uint64_t>> all_;
+    std::map<std::pair<std::string, std::string>, std::set<std::uint32_t>> chunks_;
     std::map<std::string, std::set<std::uint64_t>> seen_;
     std::map<std::string, std::uint64_t> through_;
     mqtt::async_client client_;  // last: destroyed first, before what its callbacks use
@@ -434,6 +959,75 @@ TEST_CASE("vern-sim gets every event receipted by a gateway that receipts everyt
         CHECK(dev["receipted"][0][1] == last);
     }
     CHECK(gateway.decoded() >= rep["sent"].get<std::size_t>());
+
+    // Per kind, against what the gateway decoded: everything was sent and receipted.
+    const Seen seen = gateway.seen();
+    CHECK(seen.meter_readings > 0);
+    CHECK(rep["meter_readings_sent"] == seen.meter_readings);
+    CHECK(rep["meter_readings_receipted"] == seen.meter_readings);
+    CHECK(rep["meters_energy_wh_total"] == seen.energy_wh);
+    CHECK(rep["meters_energy_wh_sent"] == seen.energy_wh);
+    CHECK(seen.intrusions > 0);
+    CHECK(rep["intrusions_sent"] == seen.intrusions);
+    CHECK(rep["intrusions_receipted"] == seen.intrusions);
+    CHECK(seen.images > 0);
+    CHECK(rep["images_sent"] == seen.images);
+    CHECK(rep["images_receipted"] == seen.images);
+    // Meter time starts on an hour, whole hours back, and every reading is a 15-minute interval.
+    CHECK(seen.unaligned == 0);
+    const auto meter_start = rep["meter_start_ms"].get<std::int64_t>();
+    CHECK(meter_start == seen.first_interval_start_ms);
+    CHECK(meter_start % 3'600'000 == 0);
+    CHECK(meter_start + static_cast<std::int64_t>(seen.meter_readings / 10) * 900'000 <=
+          vern::system_now_ms());
+}
+
+TEST_CASE("vern-sim counts sent but unreceipted meter readings and images apart from receipts") {
+    vern::test::Mosquitto broker;
+    vern::test::TempDir dir;
+    FakeGateway gateway(broker.uri(), "fake-gateway-partial", {"/meter", "/image"});
+    const auto report = dir.path() / "sim.json";
+    const std::int64_t start = 1'700'000'123'456;  // not on a 15-minute boundary
+    auto sim = vern::test::Process::spawn({vern::test::bin("vern-sim"),
+                                           "--broker",
+                                           broker.uri(),
+                                           "--seed",
+                                           "8",
+                                           "--duration-s",
+                                           "2",
+                                           "--alarm-period-ms",
+                                           "150",
+                                           "--meter-period-ms",
+                                           "100",
+                                           "--image-chunk-bytes",
+                                           "4096",
+                                           "--receipt-timeout-ms",
+                                           "500",
+                                           "--drain-timeout-s",
+                                           "1",
+                                           "--meter-start-ms",
+                                           std::to_string(start),
+                                           "--report",
+                                           report.string()},
+                                          dir.path() / "sim.log");
+    const auto rc = sim.wait_for(std::chrono::seconds(60));
+    REQUIRE(rc.has_value());
+    CHECK(*rc == 3);  // not everything was receipted
+    const auto rep = nlohmann::json::parse(std::ifstream(report));
+    const Seen seen = gateway.seen();
+    CHECK(rep["meter_readings_sent"] == seen.meter_readings);
+    CHECK(rep["meter_readings_sent"].get<std::uint64_t>() > 0);
+    CHECK(rep["meter_readings_receipted"] == 0);
+    CHECK(rep["meters_energy_wh_sent"] == seen.energy_wh);
+    CHECK(rep["meters_energy_wh_total"] == 0);
+    CHECK(rep["intrusions_sent"].get<std::uint64_t>() > 0);
+    CHECK(rep["intrusions_receipted"] == rep["intrusions_sent"]);
+    CHECK(rep["images_sent"] == seen.images);
+    CHECK(rep["images_sent"].get<std::uint64_t>() > 0);
+    CHECK(rep["images_receipted"] == 0);
+    CHECK(rep["meter_start_ms"] == start - start % 900'000);
+    CHECK(seen.first_interval_start_ms == start - start % 900'000);
+    CHECK(seen.unaligned == 0);
 }
 
 TEST_CASE("vern-sim reconnects and still gets everything receipted when the broker restarts") {

@@ -8,6 +8,7 @@
 #include <optional>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <stdexcept>
 
 #include "clean.pb.h"
 #include "device.pb.h"
@@ -77,6 +78,19 @@ std::unique_ptr<crypto::Keyring> open_keyring(const config::Config& c) {
     return keys;
 }
 
+// The engine checks the purposes it is given once more; what it can't honour stops start-up.
+policy::Policy make_policy(const config::Config& c, const crypto::Keyring& keys, Counters& k) {
+    try {
+        return policy::Policy(c.policy, policy::epoch_schedule(c.keys),
+                              [&keys](const std::string& purpose, std::uint32_t epoch) {
+                                  return keys.pseudonymiser(purpose, epoch);
+                              },
+                              k);
+    } catch (const std::invalid_argument& e) {
+        throw StartupError(std::string("policy: ") + e.what());
+    }
+}
+
 std::unique_ptr<storage::Store> open_store(const config::Config& c) {
     auto opened = storage::Store::open(store_options(c));
     if (!opened) {
@@ -126,11 +140,7 @@ struct Gateway::Impl : public forward::Outbox {
           store(open_store(c)),
           site(c.site_broker, c.site_client_id(), c.gateway.site, k),
           decoder({c.site_broker.topic_prefix, c.gateway.site, c.site_broker.max_payload_bytes}),
-          policy(c.policy, policy::epoch_schedule(c.keys),
-                 [this](const std::string& purpose, std::uint32_t epoch) {
-                     return keys->pseudonymiser(purpose, epoch);
-                 },
-                 k),
+          policy(make_policy(c, *keys, k)),
           sealer(keys->record_sealer(c.keys.record_epoch)),
           forwarder(c.upstream, c.upstream_client_id(), *this, k),
           committed_events(k.get("events_committed")),

@@ -1,98 +1,1271 @@
 #include "vern/policy/policy.h"
 
+#include <algorithm>
+#include <set>
 #include <stdexcept>
+#include <tuple>
+
+#include "vern/policy/image_sanitiser.h"
 
 namespace vern::policy {
 namespace {
 
+using config::Action;
+using config::DataClass;
 using crypto::SubjectKind;
 
-void set_source(clean::v1::Record& record, const device::v1::DeviceMessage& event) {
-    record.mutable_source()->set_device_id(event.device_id());
-    record.mutable_source()->set_device_seq(event.seq());
+constexpr std::int64_t ms_per_s = 1000;
+constexpr std::int64_t ms_per_h = 3'600'000;
+// How long sent meter intervals (and closed aggregate intervals) are remembered, so a late
+// reading becomes a correction (or is dropped for an aggregate) rather than a second interval.
+constexpr std::int64_t meter_history_ms = 48 * ms_per_h;
+// Image chunk limits the section does not name.
+constexpr std::uint32_t max_chunks_per_image = 4096;
+constexpr std::size_t max_id_bytes = 128;
+// The coarsest time a generalise rule may ask for (ten years).
+constexpr std::int64_t max_time_unit_s = 10LL * 366 * 24 * 3600;
+// Alarm event ids remembered for image linking, at most (oldest forgotten first).
+constexpr std::size_t max_alarms_remembered = 4096;
+
+// --- small helpers ------------------------------------------------------------------------
+
+std::int64_t floor_to(std::int64_t v, std::int64_t unit) {
+    std::int64_t q = v / unit;
+    if (v % unit != 0 && v < 0 && q > INT64_MIN / unit) --q;  // at the very bottom: truncated
+    return q * unit;
 }
+
+// The action of a field, or drop when the rule names an action the catalogue does not allow for
+// that field (defensive: config refuses such rules already).
+Action action_of(const config::ClassRules* rules, DataClass c, std::string_view field) {
+    if (!rules) return Action::drop;
+    Action a = rules->action(field);
+    if (a == Action::drop) return a;
+    const auto* info = config::find_field(c, field);
+    if (!info) return Action::drop;
+    if (std::find(info->allowed.begin(), info->allowed.end(), a) == info->allowed.end()) {
+        return Action::drop;
+    }
+    return a;
+}
+
+// State key components: ids are ASCII-escaped ([A-Za-z0-9._-] as they are, the rest %XX) so a
+// key is ASCII and splits on '/' unambiguously.
+std::string esc(std::string_view s) {
+    static constexpr char hex[] = "0123456789ABCDEF";
+    std::string out;
+    out.reserve(s.size());
+    for (unsigned char c : s) {
+        bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                     c == '.' || c == '_' || c == '-';
+        if (plain) {
+            out.push_back(static_cast<char>(c));
+        } else {
+            out.push_back('%');
+            out.push_back(hex[c >> 4]);
+            out.push_back(hex[c & 0xF]);
+        }
+    }
+    return out;
+}
+
+std::optional<std::string> unesc(std::string_view s) {
+    auto nibble = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+        return -1;
+    };
+    std::string out;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] != '%') {
+            out.push_back(s[i]);
+            continue;
+        }
+        if (i + 2 >= s.size()) return std::nullopt;
+        int hi = nibble(s[i + 1]), lo = nibble(s[i + 2]);
+        if (hi < 0 || lo < 0) return std::nullopt;
+        out.push_back(static_cast<char>(hi * 16 + lo));
+        i += 2;
+    }
+    return out;
+}
+
+std::vector<std::string_view> split(std::string_view s) {
+    std::vector<std::string_view> parts;
+    std::size_t from = 0;
+    while (true) {
+        auto at = s.find('/', from);
+        parts.push_back(s.substr(from, at == std::string_view::npos ? s.npos : at - from));
+        if (at == std::string_view::npos) break;
+        from = at + 1;
+    }
+    return parts;
+}
+
+std::optional<std::int64_t> parse_i64(std::string_view s) {
+    if (s.empty() || s.size() > 20) return std::nullopt;
+    bool neg = s.front() == '-';
+    if (neg) s.remove_prefix(1);
+    if (s.empty()) return std::nullopt;
+    std::int64_t v = 0;
+    for (char c : s) {
+        if (c < '0' || c > '9') return std::nullopt;
+        if (v > (INT64_MAX - (c - '0')) / 10) return std::nullopt;
+        v = v * 10 + (c - '0');
+    }
+    return neg ? -v : v;
+}
+
+// State values: a version byte, a tag byte, then varints and length-prefixed strings.
+constexpr char value_version = 1;
+
+class Writer {
+public:
+    explicit Writer(char tag) {
+        s_.push_back(value_version);
+        s_.push_back(tag);
+    }
+    Writer& u(std::uint64_t v) {
+        while (v >= 0x80) {
+            s_.push_back(static_cast<char>((v & 0x7F) | 0x80));
+            v >>= 7;
+        }
+        s_.push_back(static_cast<char>(v));
+        return *this;
+    }
+    Writer& i(std::int64_t v) { return u(static_cast<std::uint64_t>(v)); }
+    Writer& str(std::string_view v) {
+        u(v.size());
+        s_.append(v);
+        return *this;
+    }
+    std::string done() { return std::move(s_); }
+
+private:
+    std::string s_;
+};
+
+class Reader {
+public:
+    Reader(std::string_view s, char tag) : s_(s) {
+        ok_ = s_.size() >= 2 && s_[0] == value_version && s_[1] == tag;
+        pos_ = 2;
+    }
+    std::uint64_t u() {
+        std::uint64_t v = 0;
+        for (int shift = 0; ok_ && shift < 64; shift += 7) {
+            if (pos_ >= s_.size()) break;
+            auto b = static_cast<unsigned char>(s_[pos_++]);
+            v |= static_cast<std::uint64_t>(b & 0x7F) << shift;
+            if (!(b & 0x80)) return v;
+        }
+        ok_ = false;
+        return 0;
+    }
+    std::int64_t i() { return static_cast<std::int64_t>(u()); }
+    std::uint32_t u32() {
+        auto v = u();
+        if (v > UINT32_MAX) ok_ = false;
+        return static_cast<std::uint32_t>(v);
+    }
+    std::string str() {
+        auto n = u();
+        if (!ok_ || n > s_.size() - pos_) {
+            ok_ = false;
+            return {};
+        }
+        std::string v(s_.substr(pos_, n));
+        pos_ += n;
+        return v;
+    }
+    // A count of items that follow, each at least one byte: bounded by what is left.
+    std::uint64_t count() {
+        auto n = u();
+        if (n > s_.size() - pos_) ok_ = false;
+        return ok_ ? n : 0;
+    }
+    bool ok() const { return ok_; }
+    bool done() const { return ok_ && pos_ == s_.size(); }
+
+private:
+    std::string_view s_;
+    std::size_t pos_ = 0;
+    bool ok_ = false;
+};
+
+// --- remembered state ---------------------------------------------------------------------
+
+struct Chunk {
+    std::string event_id, content_type, data;
+    std::uint32_t count = 0;
+    std::int64_t received_ms = 0;
+};
+
+struct Partial {
+    std::string event_id, content_type;
+    std::uint32_t count = 0;
+    std::int64_t last_ms = 0;
+    std::size_t bytes = 0;
+    std::map<std::uint32_t, std::string> chunks;
+};
+
+struct Held {  // a complete, stripped image waiting for its alarm event
+    std::string event_id, content_type, data;
+    std::int64_t held_ms = 0, event_time_ms = 0;
+    std::uint64_t device_seq = 0;
+};
+
+struct Reading {
+    std::uint32_t interval_s = 0;
+    std::uint64_t energy_wh = 0;
+};
+
+struct OpenBucket {  // one metering point's interval being summed
+    std::string meter_point, customer, device_id;
+    std::uint64_t device_seq = 0;
+    std::int64_t event_time_ms = 0, last_received_ms = 0;
+    std::map<std::int64_t, Reading> readings;  // by reading interval start
+
+    std::uint64_t energy() const {
+        std::uint64_t e = 0;
+        for (const auto& [start, r] : readings) e += r.energy_wh;
+        return e;
+    }
+    std::int64_t covered_s() const {
+        std::int64_t c = 0;
+        for (const auto& [start, r] : readings) c += r.interval_s;
+        return c;
+    }
+};
+
+struct SentBucket {  // an interval already sent: the readings it (and its corrections) had
+    std::string meter_point;
+    std::set<std::int64_t> starts;
+};
+
+struct AggMeter {
+    std::string meter_point;  // raw, in the sealed value only: re-hashed on restore
+    std::uint64_t energy_wh = 0;
+    std::set<std::int64_t> starts;
+};
+
+struct AggBucket {
+    std::int64_t last_received_ms = 0;
+    std::map<std::string, AggMeter> meters;  // by the purpose's meter pseudonym
+};
+
+enum class MeterMode { none, each, bucket, aggregate };
+
+using MeterKey = std::pair<std::string, std::int64_t>;  // (meter pseudonym, interval start)
+using DevKey = std::pair<std::string, std::string>;     // (device id, event or image id)
+
+struct PurposeState {
+    const config::Purpose* purpose = nullptr;
+    std::string key_name;  // escaped name, for state keys
+    const config::ClassRules* alarm_rules = nullptr;
+    const config::ClassRules* image_rules = nullptr;
+    const config::ClassRules* meter_rules = nullptr;
+    MeterMode mode = MeterMode::none;
+    std::int64_t interval_ms = 0;  // bucket and aggregate: the purpose's resolution
+    std::map<std::uint32_t, crypto::Pseudonymiser> keys;
+    std::uint32_t state_epoch = 0;  // the epoch whose key names meters in state keys
+
+    std::map<MeterKey, OpenBucket> open;
+    std::map<MeterKey, SentBucket> sent;
+    std::map<std::int64_t, AggBucket> agg;
+    std::set<std::int64_t> agg_closed;
+
+    bool images() const {
+        return image_rules &&
+               action_of(image_rules, DataClass::verification_image, "picture") == Action::keep;
+    }
+    std::string meter_hash(std::string_view raw) const {
+        return keys.at(state_epoch).pseudonym(SubjectKind::meter_point, raw);
+    }
+};
+
+struct Stamp {
+    std::uint32_t epoch = 0;
+    std::uint32_t previous = 0;  // 0: outside the overlap
+};
+
+std::string alarm_key(std::string_view dev, std::string_view ev) {
+    return "pol/al/" + esc(dev) + "/" + esc(ev);
+}
+std::string chunk_key(std::string_view dev, std::string_view img, std::uint32_t index) {
+    return "pol/ic/" + esc(dev) + "/" + esc(img) + "/" + std::to_string(index);
+}
+std::string held_key(std::string_view dev, std::string_view img) {
+    return "pol/ih/" + esc(dev) + "/" + esc(img);
+}
+std::string open_key(const PurposeState& p, const MeterKey& k) {
+    return "pol/mb/" + p.key_name + "/" + esc(k.first) + "/" + std::to_string(k.second);
+}
+std::string sent_key(const PurposeState& p, const MeterKey& k) {
+    return "pol/ms/" + p.key_name + "/" + esc(k.first) + "/" + std::to_string(k.second);
+}
+std::string agg_key(const PurposeState& p, std::int64_t b) {
+    return "pol/ag/" + p.key_name + "/" + std::to_string(b);
+}
+std::string agg_closed_key(const PurposeState& p, std::int64_t b) {
+    return "pol/ac/" + p.key_name + "/" + std::to_string(b);
+}
+
+std::string encode(std::int64_t alarm_ms) { return Writer('A').i(alarm_ms).done(); }
+std::string encode(const Chunk& c) {
+    return Writer('C')
+        .str(c.event_id)
+        .str(c.content_type)
+        .u(c.count)
+        .i(c.received_ms)
+        .str(c.data)
+        .done();
+}
+std::string encode(const Held& h) {
+    return Writer('H')
+        .str(h.event_id)
+        .str(h.content_type)
+        .i(h.held_ms)
+        .i(h.event_time_ms)
+        .u(h.device_seq)
+        .str(h.data)
+        .done();
+}
+std::string encode(const OpenBucket& b) {
+    Writer w('B');
+    w.str(b.meter_point)
+        .str(b.customer)
+        .str(b.device_id)
+        .u(b.device_seq)
+        .i(b.event_time_ms)
+        .i(b.last_received_ms)
+        .u(b.readings.size());
+    for (const auto& [start, r] : b.readings) w.i(start).u(r.interval_s).u(r.energy_wh);
+    return w.done();
+}
+std::string encode(const SentBucket& b) {
+    Writer w('S');
+    w.str(b.meter_point).u(b.starts.size());
+    for (auto s : b.starts) w.i(s);
+    return w.done();
+}
+std::string encode(const AggBucket& b) {
+    Writer w('G');
+    w.i(b.last_received_ms).u(b.meters.size());
+    for (const auto& [hash, m] : b.meters) {
+        w.str(m.meter_point).u(m.energy_wh).u(m.starts.size());
+        for (auto s : m.starts) w.i(s);
+    }
+    return w.done();
+}
+std::string encode_closed() { return Writer('X').done(); }
 
 }  // namespace
 
-Policy::Policy(PolicyOptions options, std::map<std::string, crypto::Pseudonymiser> pseudonymisers)
-    : options_(std::move(options)), pseudonymisers_(std::move(pseudonymisers)) {
-    for (const auto& stream : streams(options_)) {
-        if (!pseudonymisers_.count(stream)) {
-            throw std::invalid_argument("policy: no pseudonym key for stream " + stream);
+EpochSchedule epoch_schedule(const config::KeysSection& keys) {
+    EpochSchedule s;
+    s.epoch = keys.pseudonym_epoch;
+    s.start_ms = keys.pseudonym_epoch_start_ms;
+    s.overlap_ms = keys.pseudonym_epoch_start_ms == 0
+                       ? 0
+                       : static_cast<std::int64_t>(keys.pseudonym_overlap_h) * ms_per_h;
+    return s;
+}
+
+struct Policy::Impl {
+    config::PolicySection section;
+    EpochSchedule epochs;
+    std::vector<PurposeState> purposes;
+    bool any_images = false;
+
+    // Shared state (not per purpose).
+    std::map<DevKey, std::int64_t> alarms;  // (device, event id) -> received
+    std::map<DevKey, Partial> partials;     // (device, image id)
+    std::map<DevKey, Held> held;            // (device, image id)
+    std::vector<StateChange> pending;       // from restore: erase what did not parse, re-key
+
+    Counter& meter_duplicates;
+    Counter& meter_late_corrections;
+    Counter& meter_beyond_history;
+    Counter& meter_intervals_sent;
+    Counter& meter_incomplete_intervals;
+    Counter& aggregates_sent;
+    Counter& aggregates_suppressed;
+    Counter& aggregate_late_readings;
+    Counter& images_refused;
+    Counter& images_undecodable;
+    Counter& images_unlinked;
+    Counter& images_sent;
+    Counter& images_expired;
+    Counter& state_skipped;
+
+    Impl(const config::PolicySection& s, EpochSchedule e, const PseudonymiserFactory& factory,
+         Counters& k)
+        : section(s),
+          epochs(e),
+          meter_duplicates(k.get("policy_meter_duplicates")),
+          meter_late_corrections(k.get("policy_meter_late_corrections")),
+          meter_beyond_history(k.get("policy_meter_beyond_history")),
+          meter_intervals_sent(k.get("policy_meter_intervals_sent")),
+          meter_incomplete_intervals(k.get("policy_meter_incomplete_intervals")),
+          aggregates_sent(k.get("policy_aggregates_sent")),
+          aggregates_suppressed(k.get("policy_aggregates_suppressed")),
+          aggregate_late_readings(k.get("policy_aggregate_late_readings")),
+          images_refused(k.get("policy_images_refused")),
+          images_undecodable(k.get("policy_images_undecodable")),
+          images_unlinked(k.get("policy_images_unlinked")),
+          images_sent(k.get("policy_images_sent")),
+          images_expired(k.get("policy_images_expired")),
+          state_skipped(k.get("policy_state_skipped")) {
+        if (epochs.epoch == 0) throw std::invalid_argument("policy: key epoch 0");
+        if (epochs.start_ms != 0 && epochs.epoch < 2) {
+            throw std::invalid_argument(
+                "policy: a key epoch start needs a previous epoch (pseudonym_epoch >= 2)");
+        }
+        if (epochs.overlap_ms < 0) throw std::invalid_argument("policy: negative key overlap");
+        if (!factory) throw std::invalid_argument("policy: no pseudonymiser factory");
+        std::set<std::string> names;
+        purposes.reserve(section.purposes.size());
+        for (const auto& p : section.purposes) {
+            if (p.name.empty() || !names.insert(p.name).second) {
+                throw std::invalid_argument("policy: purpose names must be unique and non-empty");
+            }
+            PurposeState ps;
+            ps.purpose = &p;
+            ps.key_name = esc(p.name);
+            ps.alarm_rules = p.rules(DataClass::alarm_event);
+            ps.image_rules = p.rules(DataClass::verification_image);
+            ps.meter_rules = p.rules(DataClass::meter_reading);
+            for (const auto* r : {ps.alarm_rules, ps.image_rules, ps.meter_rules}) {
+                if (r && r->action("event_time") == Action::generalise &&
+                    (r->param("event_time") <= 0 || r->param("event_time") > max_time_unit_s)) {
+                    throw std::invalid_argument("policy: purpose " + p.name +
+                                                ": event_time generalise needs a unit");
+                }
+            }
+            if (ps.meter_rules) configure_meters(ps);
+            ps.keys.emplace(epochs.epoch, factory(p.name, epochs.epoch));
+            ps.state_epoch = epochs.epoch;
+            if (epochs.start_ms != 0) {
+                ps.keys.emplace(epochs.epoch - 1, factory(p.name, epochs.epoch - 1));
+            }
+            for (const auto& [epoch, key] : ps.keys) {
+                if (key.epoch() != epoch) {
+                    throw std::invalid_argument("policy: pseudonymiser of the wrong epoch");
+                }
+            }
+            if (ps.images()) any_images = true;
+            purposes.push_back(std::move(ps));
         }
     }
-}
 
-std::vector<std::string> Policy::streams(const PolicyOptions& options) {
-    return {options.alarm_stream, options.meter_stream};
-}
+    static void configure_meters(PurposeState& ps) {
+        const auto& p = *ps.purpose;
+        const auto* r = ps.meter_rules;
+        Action interval = action_of(r, DataClass::meter_reading, "interval");
+        Action energy = action_of(r, DataClass::meter_reading, "energy_wh");
+        if (energy == Action::generalise && r->param("energy_wh") <= 0) {
+            throw std::invalid_argument("policy: purpose " + p.name +
+                                        ": energy_wh generalise needs a resolution");
+        }
+        if (interval == Action::generalise) {
+            std::int64_t n = r->param("interval");
+            if (n <= 0 || n > 31LL * 24 * 3600) {
+                throw std::invalid_argument("policy: purpose " + p.name +
+                                            ": interval generalise needs a unit in seconds");
+            }
+            ps.interval_ms = n * ms_per_s;
+        }
+        if (energy == Action::aggregate) {
+            if (interval != Action::generalise) {
+                throw std::invalid_argument(
+                    "policy: purpose " + p.name +
+                    ": energy_wh aggregate needs interval generalise (the aggregate's resolution)");
+            }
+            ps.mode = MeterMode::aggregate;
+        } else if (interval == Action::generalise) {
+            ps.mode = MeterMode::bucket;
+        } else {
+            ps.mode = MeterMode::each;
+        }
+    }
 
-const crypto::Pseudonymiser& Policy::pseudonymiser(const std::string& stream) const {
-    return pseudonymisers_.at(stream);
-}
+    // --- epochs and pseudonyms ---
 
-Result<std::vector<Emission>, Reason> Policy::apply(const device::v1::DeviceMessage& event,
-                                                    std::string_view site,
-                                                    std::int64_t received_ms) const {
-    std::vector<Emission> out;
-    switch (event.body_case()) {
-        case device::v1::DeviceMessage::kAlarm: {
-            const auto& in = event.alarm();
-            const auto& p = pseudonymiser(options_.alarm_stream);
-            Emission e{options_.alarm_stream, Lane::alarm, "alarm",
-                       received_ms + options_.retention_alarm_ms, {}};
-            e.record.set_stream(e.stream);
-            e.record.set_event_time_ms(event.event_time_ms());
-            e.record.set_key_epoch(p.epoch());
-            set_source(e.record, event);
-            auto* a = e.record.mutable_alarm();
+    Stamp stamp(std::int64_t received_ms) const {
+        if (epochs.start_ms == 0) return {epochs.epoch, 0};
+        if (received_ms < epochs.start_ms) return {epochs.epoch - 1, 0};
+        if (received_ms - epochs.start_ms < epochs.overlap_ms) {
+            return {epochs.epoch, epochs.epoch - 1};
+        }
+        return {epochs.epoch, 0};
+    }
+
+    // Sets a pseudonym on the record (and its previous-epoch twin during the overlap).
+    template <class SetCurrent, class SetPrevious>
+    static void pseudonymise(const PurposeState& ps, Stamp st, clean::v1::Record& rec,
+                             SubjectKind kind, std::string_view raw, SetCurrent set_current,
+                             SetPrevious set_previous) {
+        set_current(ps.keys.at(st.epoch).pseudonym(kind, raw));
+        rec.set_key_epoch(st.epoch);
+        if (st.previous != 0) {
+            set_previous(ps.keys.at(st.previous).pseudonym(kind, raw));
+            rec.set_previous_key_epoch(st.previous);
+        }
+    }
+
+    static std::int64_t event_time(const config::ClassRules* r, DataClass c, std::int64_t t) {
+        switch (action_of(r, c, "event_time")) {
+            case Action::keep:
+                return t;
+            case Action::generalise:
+                return floor_to(t, r->param("event_time") * ms_per_s);
+            default:
+                return 0;
+        }
+    }
+
+    static Emission emission(const PurposeState& ps, DataClass c, Lane lane, std::string kind,
+                             std::int64_t basis_ms) {
+        Emission e{ps.purpose->name,
+                   ps.purpose->topic,
+                   lane,
+                   std::move(kind),
+                   basis_ms + static_cast<std::int64_t>(ps.purpose->retention_h_for(c)) * ms_per_h,
+                   {}};
+        e.record.set_stream(ps.purpose->name);
+        return e;
+    }
+
+    static void set_source(const config::ClassRules* r, DataClass c, clean::v1::Record& rec,
+                           const std::string& device_id, std::uint64_t seq) {
+        if (action_of(r, c, "device") != Action::keep) return;
+        rec.mutable_source()->set_device_id(device_id);
+        rec.mutable_source()->set_device_seq(seq);
+    }
+
+    // --- alarms ---
+
+    Emission alarm_record(const PurposeState& ps, const device::v1::DeviceMessage& event,
+                          std::string_view site, std::int64_t received_ms) const {
+        const auto* r = ps.alarm_rules;
+        constexpr auto c = DataClass::alarm_event;
+        const auto& in = event.alarm();
+        auto e = emission(ps, c, Lane::alarm, "alarm", received_ms);
+        auto& rec = e.record;
+        rec.set_event_time_ms(event_time(r, c, event.event_time_ms()));
+        set_source(r, c, rec, event.device_id(), event.seq());
+        auto* a = rec.mutable_alarm();
+        if (action_of(r, c, "kind") == Action::keep) {
             a->set_kind(static_cast<clean::v1::Alarm::Kind>(in.kind()));  // same numbering
-            a->set_event_id(in.event_id());
-            a->set_zone(in.zone());
-            if (!in.customer_number().empty()) {
-                a->set_customer(p.pseudonym(SubjectKind::customer_number, in.customer_number()));
-            }
-            if (in.user_slot() != 0) {
-                std::string user = std::string(site) + "/" + event.device_id() + "/" +
-                                   std::to_string(in.user_slot());
-                a->set_user(p.pseudonym(SubjectKind::panel_user, user));
-            }
-            if (in.kind() == device::v1::AlarmEvent::WRONG_CODE) {
-                a->set_attempt_count(in.attempt_count());
-            }
-            // Dropped: pin_code (a secret), user_name, contact_phone, national_id.
-            out.push_back(std::move(e));
-            break;
         }
-        case device::v1::DeviceMessage::kMeter: {
-            const auto& in = event.meter();
-            const auto& p = pseudonymiser(options_.meter_stream);
-            Emission e{options_.meter_stream, Lane::meter, "meter",
-                       received_ms + options_.retention_meter_ms, {}};
-            e.record.set_stream(e.stream);
-            e.record.set_event_time_ms(event.event_time_ms());
-            e.record.set_key_epoch(p.epoch());
-            set_source(e.record, event);
-            auto* m = e.record.mutable_meter();
-            m->set_meter_point(p.pseudonym(SubjectKind::meter_point, in.meter_point_id()));
-            if (!in.customer_number().empty()) {
-                m->set_customer(p.pseudonym(SubjectKind::customer_number, in.customer_number()));
-            }
-            m->set_energy_wh(in.energy_wh());
-            m->set_interval_start_ms(in.interval_start_ms());
-            m->set_interval_s(in.interval_s());
-            out.push_back(std::move(e));
-            break;
+        if (action_of(r, c, "event_id") == Action::keep) a->set_event_id(in.event_id());
+        if (action_of(r, c, "zone") == Action::keep) a->set_zone(in.zone());
+        if (action_of(r, c, "attempt_count") == Action::keep &&
+            in.kind() == device::v1::AlarmEvent::WRONG_CODE) {
+            a->set_attempt_count(in.attempt_count());
         }
+        Stamp st = stamp(received_ms);
+        if (action_of(r, c, "customer_number") == Action::pseudonymise &&
+            !in.customer_number().empty()) {
+            pseudonymise(
+                ps, st, rec, SubjectKind::customer_number, in.customer_number(),
+                [&](std::string v) { a->set_customer(std::move(v)); },
+                [&](std::string v) { rec.mutable_previous()->set_customer(std::move(v)); });
+        }
+        if (action_of(r, c, "user_slot") == Action::pseudonymise && in.user_slot() != 0) {
+            std::string user =
+                std::string(site) + "/" + event.device_id() + "/" + std::to_string(in.user_slot());
+            pseudonymise(
+                ps, st, rec, SubjectKind::panel_user, user,
+                [&](std::string v) { a->set_user(std::move(v)); },
+                [&](std::string v) { rec.mutable_previous()->set_user(std::move(v)); });
+        }
+        // Never: pin_code (a secret), user_name, contact_phone, national_id (no rule can name
+        // them with an action other than drop, and the clean schema has no field for them).
+        return e;
+    }
+
+    void remember_alarm(const DevKey& k, std::int64_t received_ms, Output& out) {
+        alarms[k] = received_ms;
+        out.state.push_back({alarm_key(k.first, k.second), encode(received_ms)});
+        while (alarms.size() > max_alarms_remembered) {
+            auto oldest =
+                std::min_element(alarms.begin(), alarms.end(),
+                                 [](const auto& a, const auto& b) { return a.second < b.second; });
+            out.state.push_back({alarm_key(oldest->first.first, oldest->first.second), {}});
+            alarms.erase(oldest);
+        }
+    }
+
+    Output apply_alarm(const device::v1::DeviceMessage& event, std::string_view site,
+                       std::int64_t received_ms) {
+        Output out;
+        for (const auto& ps : purposes) {
+            if (ps.alarm_rules) out.emissions.push_back(alarm_record(ps, event, site, received_ms));
+        }
+        if (!any_images || event.alarm().event_id().empty()) return out;
+        DevKey k{event.device_id(), event.alarm().event_id()};
+        remember_alarm(k, received_ms, out);
+        // Images that came before their alarm.
+        std::int64_t window = window_ms();
+        for (auto it = held.begin(); it != held.end();) {
+            if (it->first.first == k.first && it->second.event_id == k.second &&
+                received_ms - it->second.held_ms <= window) {
+                send_image(it->first, it->second, received_ms, out);
+                out.state.push_back({held_key(it->first.first, it->first.second), {}});
+                it = held.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        return out;
+    }
+
+    // --- images ---
+
+    std::int64_t window_ms() const {
+        return static_cast<std::int64_t>(section.image_link_window_s) * ms_per_s;
+    }
+
+    void send_image(const DevKey& k, const Held& h, std::int64_t basis_ms, Output& out) {
+        constexpr auto c = DataClass::verification_image;
+        for (const auto& ps : purposes) {
+            if (!ps.images()) continue;
+            const auto* r = ps.image_rules;
+            auto e = emission(ps, c, Lane::image, "image", basis_ms);
+            e.record.set_event_time_ms(event_time(r, c, h.event_time_ms));
+            set_source(r, c, e.record, k.first, h.device_seq);
+            auto* img = e.record.mutable_image();
+            if (action_of(r, c, "event_id") == Action::keep) img->set_event_id(h.event_id);
+            if (action_of(r, c, "image_id") == Action::keep) img->set_image_id(k.second);
+            img->set_index(0);
+            img->set_count(1);
+            img->set_content_type(h.content_type);
+            img->set_data(h.data);
+            out.emissions.push_back(std::move(e));
+            images_sent.add();
+        }
+    }
+
+    Result<Output, Reason> apply_image(const device::v1::DeviceMessage& event,
+                                       std::int64_t received_ms) {
+        Output out;
+        if (!any_images) return out;  // no purpose receives images: accepted, nothing kept
+        const auto& ch = event.image();
+        const std::string& dev = event.device_id();
+        auto refuse = [&](Reason r) -> Result<Output, Reason> {
+            images_refused.add();
+            return fail(r);
+        };
+        if (dev.empty() || ch.event_id().empty() || ch.image_id().empty() || ch.count() == 0 ||
+            ch.index() >= ch.count() || dev.size() > max_id_bytes ||
+            ch.event_id().size() > max_id_bytes || ch.image_id().size() > max_id_bytes ||
+            ch.content_type().size() > max_id_bytes) {
+            return refuse(Reason::invalid_field);
+        }
+        if (ch.count() > max_chunks_per_image || ch.data().size() > section.image_max_bytes) {
+            return refuse(Reason::policy_refused);
+        }
+        DevKey k{dev, ch.image_id()};
+        auto it = partials.find(k);
+        if (it != partials.end()) {
+            const auto& p = it->second;
+            if (p.count != ch.count() || p.event_id != ch.event_id() ||
+                p.content_type != ch.content_type()) {
+                return refuse(Reason::policy_refused);
+            }
+            auto have = p.chunks.find(ch.index());
+            if (have != p.chunks.end()) {
+                if (have->second == ch.data()) return out;  // a repeat: changes nothing
+                return refuse(Reason::policy_refused);      // same index, other bytes
+            }
+            if (p.bytes + ch.data().size() > section.image_max_bytes) {
+                return refuse(Reason::policy_refused);
+            }
+        } else if (partials.size() >= section.images_in_progress) {
+            return refuse(Reason::policy_refused);
+        }
+        // Accepted: from here on the state changes.
+        if (it == partials.end()) {
+            it =
+                partials.emplace(k, Partial{ch.event_id(), ch.content_type(), ch.count(), 0, 0, {}})
+                    .first;
+        }
+        auto& p = it->second;
+        p.chunks.emplace(ch.index(), ch.data());
+        p.bytes += ch.data().size();
+        p.last_ms = std::max(p.last_ms, received_ms);
+        if (p.chunks.size() < p.count) {
+            Chunk c{ch.event_id(), ch.content_type(), ch.data(), ch.count(), received_ms};
+            out.state.push_back({chunk_key(dev, ch.image_id(), ch.index()), encode(c)});
+            return out;
+        }
+        // Complete: the chunks are forgotten whatever happens to the image.
+        std::string bytes;
+        bytes.reserve(p.bytes);
+        for (const auto& [index, data] : p.chunks) {
+            bytes += data;
+            if (index == ch.index()) continue;  // never stored: it completed the image
+            out.state.push_back({chunk_key(dev, ch.image_id(), index), {}});
+        }
+        Held h{p.event_id, p.content_type, {}, received_ms, event.event_time_ms(), event.seq()};
+        partials.erase(it);
+        auto clean = sanitise_image(h.content_type, bytes);
+        if (!clean) {
+            images_undecodable.add();
+            return out;
+        }
+        h.data = std::move(*clean);
+        auto alarm = alarms.find({dev, h.event_id});
+        if (alarm != alarms.end() && received_ms - alarm->second <= window_ms()) {
+            send_image(k, h, received_ms, out);
+            return out;
+        }
+        // Wait for the alarm (bounded like the images in progress).
+        if (held.size() >= section.images_in_progress && !held.count(k)) {
+            images_unlinked.add();
+            return out;
+        }
+        out.state.push_back({held_key(dev, ch.image_id()), encode(h)});
+        held[k] = std::move(h);
+        return out;
+    }
+
+    // --- meters ---
+
+    Emission meter_record(const PurposeState& ps, const OpenBucket& b, std::int64_t start_ms,
+                          std::uint64_t energy, std::int64_t interval_ms, std::int64_t covered_s,
+                          bool correction, std::int64_t basis_ms) const {
+        constexpr auto c = DataClass::meter_reading;
+        const auto* r = ps.meter_rules;
+        auto e = emission(ps, c, Lane::meter, "meter", basis_ms);
+        auto& rec = e.record;
+        rec.set_event_time_ms(event_time(r, c, b.event_time_ms));
+        set_source(r, c, rec, b.device_id, b.device_seq);
+        auto* m = rec.mutable_meter();
+        Stamp st = stamp(b.last_received_ms);
+        if (action_of(r, c, "meter_point_id") == Action::pseudonymise && !b.meter_point.empty()) {
+            pseudonymise(
+                ps, st, rec, SubjectKind::meter_point, b.meter_point,
+                [&](std::string v) { m->set_meter_point(std::move(v)); },
+                [&](std::string v) { rec.mutable_previous()->set_meter_point(std::move(v)); });
+        }
+        if (action_of(r, c, "customer_number") == Action::pseudonymise && !b.customer.empty()) {
+            pseudonymise(
+                ps, st, rec, SubjectKind::customer_number, b.customer,
+                [&](std::string v) { m->set_customer(std::move(v)); },
+                [&](std::string v) { rec.mutable_previous()->set_customer(std::move(v)); });
+        }
+        switch (action_of(r, c, "energy_wh")) {
+            case Action::keep:
+                m->set_energy_wh(energy);
+                break;
+            case Action::generalise: {
+                auto unit = static_cast<std::uint64_t>(r->param("energy_wh"));
+                m->set_energy_wh((energy + unit / 2) / unit * unit);
+                break;
+            }
+            default:
+                break;
+        }
+        if (action_of(r, c, "interval") != Action::drop) {
+            m->set_interval_start_ms(start_ms);
+            m->set_interval_s(static_cast<std::uint32_t>(interval_ms / ms_per_s));
+            m->set_covered_s(static_cast<std::uint32_t>(covered_s));
+        }
+        m->set_correction(correction);
+        return e;
+    }
+
+    // One reading as an interval of its own (interval keep, and late corrections).
+    static OpenBucket lone_reading(const device::v1::DeviceMessage& event,
+                                   std::int64_t received_ms) {
+        OpenBucket b;
+        b.meter_point = event.meter().meter_point_id();
+        b.customer = event.meter().customer_number();
+        b.device_id = event.device_id();
+        b.device_seq = event.seq();
+        b.event_time_ms = event.event_time_ms();
+        b.last_received_ms = received_ms;
+        return b;
+    }
+
+    // Sends an open interval (complete or closed incomplete) and remembers it as sent.
+    void close_bucket(PurposeState& ps, std::map<MeterKey, OpenBucket>::iterator it,
+                      std::int64_t basis_ms, Output& out) {
+        const auto& [k, b] = *it;
+        std::int64_t covered = std::min(b.covered_s(), ps.interval_ms / ms_per_s);
+        out.emissions.push_back(
+            meter_record(ps, b, k.second, b.energy(), ps.interval_ms, covered, false, basis_ms));
+        meter_intervals_sent.add();
+        if (covered < ps.interval_ms / ms_per_s) meter_incomplete_intervals.add();
+        SentBucket s{b.meter_point, {}};
+        for (const auto& [start, r] : b.readings) s.starts.insert(start);
+        out.state.push_back({open_key(ps, k), {}});
+        out.state.push_back({sent_key(ps, k), encode(s)});
+        ps.sent[k] = std::move(s);
+        ps.open.erase(it);
+    }
+
+    void close_aggregate(PurposeState& ps, std::map<std::int64_t, AggBucket>::iterator it,
+                         std::int64_t basis_ms, Output& out) {
+        const auto& [start, b] = *it;
+        if (b.meters.size() >= ps.purpose->k_anonymity && !b.meters.empty()) {
+            auto e = emission(ps, DataClass::meter_reading, Lane::meter, "aggregate", basis_ms);
+            auto* a = e.record.mutable_site_aggregate();
+            std::uint64_t sum = 0;
+            for (const auto& [hash, m] : b.meters) sum += m.energy_wh;
+            a->set_interval_start_ms(start);
+            a->set_interval_s(static_cast<std::uint32_t>(ps.interval_ms / ms_per_s));
+            a->set_energy_wh(sum);
+            a->set_meters(static_cast<std::uint32_t>(b.meters.size()));
+            out.emissions.push_back(std::move(e));
+            aggregates_sent.add();
+        } else {
+            aggregates_suppressed.add();
+        }
+        out.state.push_back({agg_key(ps, start), {}});
+        out.state.push_back({agg_closed_key(ps, start), encode_closed()});
+        ps.agg_closed.insert(start);
+        ps.agg.erase(it);
+    }
+
+    void meter_bucket(PurposeState& ps, const device::v1::DeviceMessage& event,
+                      std::int64_t received_ms, Output& out) {
+        const auto& in = event.meter();
+        std::int64_t start = in.interval_start_ms();
+        std::int64_t bucket = floor_to(start, ps.interval_ms);
+        std::int64_t reading_end = start + static_cast<std::int64_t>(in.interval_s()) * ms_per_s;
+        if (bucket + ps.interval_ms + meter_history_ms <= received_ms) {
+            meter_beyond_history.add();
+            return;
+        }
+        MeterKey k{ps.meter_hash(in.meter_point_id()), bucket};
+        if (auto s = ps.sent.find(k); s != ps.sent.end()) {
+            if (s->second.starts.count(start)) {
+                meter_duplicates.add();
+                return;
+            }
+            // Late: its own record, so billing loses no energy.
+            auto one = lone_reading(event, received_ms);
+            out.emissions.push_back(meter_record(ps, one, bucket, in.energy_wh(), ps.interval_ms,
+                                                 in.interval_s(), true, received_ms));
+            meter_late_corrections.add();
+            s->second.starts.insert(start);
+            out.state.push_back({sent_key(ps, k), encode(s->second)});
+            return;
+        }
+        // This meter's earlier intervals that its clock has left behind long enough.
+        std::int64_t close_after =
+            static_cast<std::int64_t>(section.meter_close_after_s) * ms_per_s;
+        for (auto o = ps.open.lower_bound({k.first, INT64_MIN});
+             o != ps.open.end() && o->first.first == k.first;) {
+            auto next = std::next(o);
+            if (o->first.second + ps.interval_ms + close_after <= reading_end) {
+                close_bucket(ps, o, received_ms, out);
+            }
+            o = next;
+        }
+        auto it = ps.open.find(k);
+        if (it != ps.open.end() && it->second.readings.count(start)) {
+            meter_duplicates.add();
+            return;
+        }
+        if (it == ps.open.end()) it = ps.open.emplace(k, OpenBucket{}).first;
+        auto& b = it->second;
+        b.meter_point = in.meter_point_id();
+        b.customer = in.customer_number();
+        b.device_id = event.device_id();
+        b.device_seq = event.seq();
+        b.event_time_ms = event.event_time_ms();
+        b.last_received_ms = received_ms;
+        b.readings[start] = Reading{in.interval_s(), in.energy_wh()};
+        if (b.covered_s() >= ps.interval_ms / ms_per_s) {
+            close_bucket(ps, it, received_ms, out);
+        } else {
+            out.state.push_back({open_key(ps, k), encode(b)});
+        }
+    }
+
+    void meter_aggregate(PurposeState& ps, const device::v1::DeviceMessage& event,
+                         std::int64_t received_ms, Output& out) {
+        const auto& in = event.meter();
+        std::int64_t start = in.interval_start_ms();
+        std::int64_t bucket = floor_to(start, ps.interval_ms);
+        std::int64_t reading_end = start + static_cast<std::int64_t>(in.interval_s()) * ms_per_s;
+        if (ps.agg_closed.count(bucket)) {
+            aggregate_late_readings.add();  // a one-meter correction would reveal that meter
+            return;
+        }
+        if (bucket + ps.interval_ms + meter_history_ms <= received_ms) {
+            meter_beyond_history.add();
+            return;
+        }
+        // The site's intervals its clock (reading times) has left behind long enough.
+        std::int64_t close_after =
+            static_cast<std::int64_t>(section.meter_close_after_s) * ms_per_s;
+        for (auto o = ps.agg.begin(); o != ps.agg.end();) {
+            auto next = std::next(o);
+            if (o->first + ps.interval_ms + close_after <= reading_end) {
+                close_aggregate(ps, o, received_ms, out);
+            }
+            o = next;
+        }
+        std::string hash = ps.meter_hash(in.meter_point_id());
+        auto it = ps.agg.find(bucket);
+        if (it != ps.agg.end()) {
+            auto m = it->second.meters.find(hash);
+            if (m != it->second.meters.end() && m->second.starts.count(start)) {
+                meter_duplicates.add();
+                return;
+            }
+        } else {
+            it = ps.agg.emplace(bucket, AggBucket{}).first;
+        }
+        auto& b = it->second;
+        auto& m = b.meters[hash];
+        m.meter_point = in.meter_point_id();
+        m.energy_wh += in.energy_wh();
+        m.starts.insert(start);
+        b.last_received_ms = received_ms;
+        out.state.push_back({agg_key(ps, bucket), encode(b)});
+    }
+
+    Result<Output, Reason> apply_meter(const device::v1::DeviceMessage& event,
+                                       std::int64_t received_ms) {
+        const auto& in = event.meter();
+        // Check first: a refused reading changes nothing.
+        bool any = false;
+        for (const auto& ps : purposes) {
+            if (!ps.meter_rules) continue;
+            any = true;
+            if (in.interval_s() == 0) return fail(Reason::invalid_field);
+            if (ps.mode != MeterMode::bucket && ps.mode != MeterMode::aggregate) continue;
+            std::int64_t len = static_cast<std::int64_t>(in.interval_s()) * ms_per_s;
+            std::int64_t start = in.interval_start_ms();
+            if (ps.interval_ms % len != 0 ||
+                start > INT64_MAX - len - ps.interval_ms - meter_history_ms ||
+                start < INT64_MIN / 2 ||
+                floor_to(start, ps.interval_ms) != floor_to(start + len - 1, ps.interval_ms)) {
+                return fail(Reason::invalid_field);  // does not fit the purpose's intervals
+            }
+        }
+        Output out;
+        if (!any) return out;
+        for (auto& ps : purposes) {
+            switch (ps.mode) {
+                case MeterMode::each: {
+                    auto one = lone_reading(event, received_ms);
+                    out.emissions.push_back(
+                        meter_record(ps, one, in.interval_start_ms(), in.energy_wh(),
+                                     static_cast<std::int64_t>(in.interval_s()) * ms_per_s,
+                                     in.interval_s(), false, received_ms));
+                    break;
+                }
+                case MeterMode::bucket:
+                    meter_bucket(ps, event, received_ms, out);
+                    break;
+                case MeterMode::aggregate:
+                    meter_aggregate(ps, event, received_ms, out);
+                    break;
+                case MeterMode::none:
+                    break;
+            }
+        }
+        return out;
+    }
+
+    // --- time ---
+
+    Output tick(std::int64_t now_ms) {
+        Output out;
+        std::int64_t close_after =
+            static_cast<std::int64_t>(section.meter_close_after_s) * ms_per_s;
+        for (auto& ps : purposes) {
+            for (auto it = ps.open.begin(); it != ps.open.end();) {
+                auto next = std::next(it);
+                if (now_ms >= it->second.last_received_ms + close_after) {
+                    close_bucket(ps, it, now_ms, out);
+                }
+                it = next;
+            }
+            for (auto it = ps.sent.begin(); it != ps.sent.end();) {
+                if (it->first.second + ps.interval_ms + meter_history_ms <= now_ms) {
+                    out.state.push_back({sent_key(ps, it->first), {}});
+                    it = ps.sent.erase(it);
+                } else {
+                    ++it;
+                }
+            }
+            for (auto it = ps.agg.begin(); it != ps.agg.end();) {
+                auto next = std::next(it);
+                if (now_ms >= it->second.last_received_ms + close_after) {
+                    close_aggregate(ps, it, now_ms, out);
+                }
+                it = next;
+            }
+            for (auto it = ps.agg_closed.begin(); it != ps.agg_closed.end();) {
+                if (*it + ps.interval_ms + meter_history_ms <= now_ms) {
+                    out.state.push_back({agg_closed_key(ps, *it), {}});
+                    it = ps.agg_closed.erase(it);
+                } else {
+                    ++it;
+                }
+            }
+        }
+        std::int64_t chunk_timeout =
+            static_cast<std::int64_t>(section.image_chunk_timeout_s) * ms_per_s;
+        for (auto it = partials.begin(); it != partials.end();) {
+            if (now_ms >= it->second.last_ms + chunk_timeout) {
+                for (const auto& [index, data] : it->second.chunks) {
+                    out.state.push_back({chunk_key(it->first.first, it->first.second, index), {}});
+                }
+                images_expired.add();
+                it = partials.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        for (auto it = held.begin(); it != held.end();) {
+            if (now_ms > it->second.held_ms + window_ms()) {
+                out.state.push_back({held_key(it->first.first, it->first.second), {}});
+                images_unlinked.add();
+                it = held.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        for (auto it = alarms.begin(); it != alarms.end();) {
+            if (now_ms > it->second + window_ms()) {
+                out.state.push_back({alarm_key(it->first.first, it->first.second), {}});
+                it = alarms.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        return out;
+    }
+
+    // --- restore ---
+
+    PurposeState* purpose_named(std::string_view escaped) {
+        for (auto& ps : purposes) {
+            if (ps.key_name == escaped) return &ps;
+        }
+        return nullptr;
+    }
+
+    // One committed entry back into memory; false when it does not parse (or no longer fits
+    // the config, e.g. its purpose is gone).
+    bool restore_one(const std::string& key, const std::string& value) {
+        if (key.rfind(state_prefix, 0) != 0) return false;
+        auto parts = split(key);
+        if (parts.size() < 3) return false;
+        auto type = parts[1];
+        if (type == "al" && parts.size() == 4) {
+            auto dev = unesc(parts[2]), ev = unesc(parts[3]);
+            Reader r(value, 'A');
+            auto t = r.i();
+            if (!dev || !ev || !r.done()) return false;
+            alarms[{*dev, *ev}] = t;
+            return rekeyed(key, alarm_key(*dev, *ev), value);
+        }
+        if (type == "ic" && parts.size() == 5) {
+            auto dev = unesc(parts[2]), img = unesc(parts[3]);
+            auto index = parse_i64(parts[4]);
+            Reader r(value, 'C');
+            Chunk c;
+            c.event_id = r.str();
+            c.content_type = r.str();
+            c.count = r.u32();
+            c.received_ms = r.i();
+            c.data = r.str();
+            if (!dev || !img || !index || !r.done() || *index < 0 || *index >= c.count) {
+                return false;
+            }
+            auto& p = partials[{*dev, *img}];
+            if (p.chunks.empty()) {
+                p.event_id = c.event_id;
+                p.content_type = c.content_type;
+                p.count = c.count;
+            } else if (p.event_id != c.event_id || p.content_type != c.content_type ||
+                       p.count != c.count) {
+                return false;
+            }
+            auto idx = static_cast<std::uint32_t>(*index);
+            if (p.chunks.count(idx)) return false;
+            p.bytes += c.data.size();
+            p.last_ms = std::max(p.last_ms, c.received_ms);
+            p.chunks.emplace(idx, std::move(c.data));
+            return rekeyed(key, chunk_key(*dev, *img, idx), value);
+        }
+        if (type == "ih" && parts.size() == 4) {
+            auto dev = unesc(parts[2]), img = unesc(parts[3]);
+            Reader r(value, 'H');
+            Held h;
+            h.event_id = r.str();
+            h.content_type = r.str();
+            h.held_ms = r.i();
+            h.event_time_ms = r.i();
+            h.device_seq = r.u();
+            h.data = r.str();
+            if (!dev || !img || !r.done()) return false;
+            held[{*dev, *img}] = std::move(h);
+            return rekeyed(key, held_key(*dev, *img), value);
+        }
+        if ((type == "mb" || type == "ms") && parts.size() == 5) {
+            auto* ps = purpose_named(parts[2]);
+            auto bucket = parse_i64(parts[4]);
+            if (!ps || ps->mode != MeterMode::bucket || !bucket ||
+                floor_to(*bucket, ps->interval_ms) != *bucket) {
+                return false;
+            }
+            if (type == "mb") {
+                Reader r(value, 'B');
+                OpenBucket b;
+                b.meter_point = r.str();
+                b.customer = r.str();
+                b.device_id = r.str();
+                b.device_seq = r.u();
+                b.event_time_ms = r.i();
+                b.last_received_ms = r.i();
+                for (auto n = r.count(); n > 0 && r.ok(); --n) {
+                    auto start = r.i();
+                    Reading rd;
+                    rd.interval_s = r.u32();
+                    rd.energy_wh = r.u();
+                    b.readings[start] = rd;
+                }
+                if (!r.done() || b.readings.empty()) return false;
+                MeterKey k{ps->meter_hash(b.meter_point), *bucket};
+                if (ps->open.count(k)) return false;
+                ps->open[k] = std::move(b);
+                return rekeyed(key, open_key(*ps, k), value);
+            }
+            Reader r(value, 'S');
+            SentBucket s;
+            s.meter_point = r.str();
+            for (auto n = r.count(); n > 0 && r.ok(); --n) s.starts.insert(r.i());
+            if (!r.done()) return false;
+            MeterKey k{ps->meter_hash(s.meter_point), *bucket};
+            if (ps->sent.count(k)) return false;
+            ps->sent[k] = std::move(s);
+            return rekeyed(key, sent_key(*ps, k), value);
+        }
+        if ((type == "ag" || type == "ac") && parts.size() == 4) {
+            auto* ps = purpose_named(parts[2]);
+            auto bucket = parse_i64(parts[3]);
+            if (!ps || ps->mode != MeterMode::aggregate || !bucket) return false;
+            if (type == "ac") {
+                Reader r(value, 'X');
+                if (!r.done()) return false;
+                ps->agg_closed.insert(*bucket);
+                return true;
+            }
+            Reader r(value, 'G');
+            AggBucket b;
+            b.last_received_ms = r.i();
+            for (auto n = r.count(); n > 0 && r.ok(); --n) {
+                AggMeter m;
+                m.meter_point = r.str();
+                m.energy_wh = r.u();
+                for (auto s = r.count(); s > 0 && r.ok(); --s) m.starts.insert(r.i());
+                if (r.ok()) b.meters[ps->meter_hash(m.meter_point)] = std::move(m);
+            }
+            if (!r.done() || b.meters.empty()) return false;
+            auto& stored = ps->agg[*bucket] = std::move(b);
+            // The meter set is keyed by this config's pseudonym key: re-encoded if that moved.
+            if (auto again = encode(stored); again != value) pending.push_back({key, again});
+            return true;
+        }
+        return false;
+    }
+
+    // An entry whose key this config would spell differently (a new key epoch names meters by
+    // other pseudonyms) moves to the new key.
+    bool rekeyed(const std::string& key, const std::string& canonical, const std::string& value) {
+        if (key != canonical) {
+            pending.push_back({key, std::nullopt});
+            pending.push_back({canonical, value});
+        }
+        return true;
+    }
+
+    void clear() {
+        alarms.clear();
+        partials.clear();
+        held.clear();
+        pending.clear();
+        for (auto& ps : purposes) {
+            ps.open.clear();
+            ps.sent.clear();
+            ps.agg.clear();
+            ps.agg_closed.clear();
+        }
+    }
+
+    std::size_t restore(const std::vector<std::pair<std::string, std::string>>& entries) {
+        clear();
+        // Chunks are checked against the earlier chunks of their image: one that disagrees is
+        // skipped.
+        std::size_t skipped = 0;
+        for (const auto& [key, value] : entries) {
+            if (!restore_one(key, value)) {
+                ++skipped;
+                pending.push_back({key, std::nullopt});
+            }
+        }
+        state_skipped.add(skipped);
+        return skipped;
+    }
+
+    void flush_pending(Output& out) {
+        if (pending.empty()) return;
+        out.state.insert(out.state.begin(), std::make_move_iterator(pending.begin()),
+                         std::make_move_iterator(pending.end()));
+        pending.clear();
+    }
+};
+
+Policy::Policy(const config::PolicySection& section, EpochSchedule epochs,
+               const PseudonymiserFactory& keys, Counters& counters)
+    : impl_(std::make_unique<Impl>(section, epochs, keys, counters)) {}
+
+Policy::~Policy() = default;
+Policy::Policy(Policy&&) noexcept = default;
+Policy& Policy::operator=(Policy&&) noexcept = default;
+
+Result<Output, Reason> Policy::apply(const device::v1::DeviceMessage& event, std::string_view site,
+                                     std::int64_t received_ms) {
+    Result<Output, Reason> out;
+    switch (event.body_case()) {
+        case device::v1::DeviceMessage::kAlarm:
+            out = impl_->apply_alarm(event, site, received_ms);
+            break;
+        case device::v1::DeviceMessage::kMeter:
+            out = impl_->apply_meter(event, received_ms);
+            break;
         case device::v1::DeviceMessage::kImage:
-            // Verification images are accepted and receipted but not forwarded until they can
-            // be reassembled and stripped of metadata (EXIF GPS, XMP, comments): a raw camera
-            // chunk may locate the home. Nothing is emitted.
+            out = impl_->apply_image(event, received_ms);
             break;
         default:
             return fail(Reason::policy_refused);
     }
+    if (out) impl_->flush_pending(*out);
     return out;
 }
+
+Output Policy::tick(std::int64_t now_ms) {
+    auto out = impl_->tick(now_ms);
+    impl_->flush_pending(out);
+    return out;
+}
+
+std::size_t Policy::restore(const std::vector<std::pair<std::string, std::string>>& entries) {
+    return impl_->restore(entries);
+}
+
+const config::PolicySection& Policy::section() const { return impl_->section; }
 
 }  // namespace vern::policy

@@ -60,6 +60,10 @@ public:
     const Meter& meter() const { return meter_; }
 
     static constexpr std::int64_t kIntervalMs = 900'000;
+    // `ms` rounded down to a 15-minute boundary (negative times too).
+    static constexpr std::int64_t align(std::int64_t ms) {
+        return ms - ((ms % kIntervalMs) + kIntervalMs) % kIntervalMs;
+    }
 
 private:
     Meter meter_;

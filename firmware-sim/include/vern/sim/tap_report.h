@@ -1,0 +1,125 @@
+#pragma once
+// What vern-tap reports about the records a gateway forwarded: pure bookkeeping, no MQTT. Feed it
+// payloads (or decoded records) with the topic they came on; get the report as JSON. Keys are
+// documented in firmware-sim/README.md. Never holds or reports an identifier value beyond the
+// population it was given to look for.
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "clean.pb.h"
+#include "vern/sim/population.h"
+#include "vern/sim/scanner.h"
+
+namespace vern::sim {
+
+// Counters of one stream; `totals` is the same sum over all streams.
+struct TapStreamStats {
+    std::uint64_t records = 0;  // all, duplicates included
+    std::uint64_t unique_records = 0;
+    std::uint64_t duplicates = 0;
+    std::map<std::string, std::uint64_t> by_kind;  // alarm, meter, image, aggregate, none
+    std::uint64_t records_with_source = 0;
+    std::uint64_t records_with_meter_point = 0;
+    std::uint64_t records_with_customer = 0;
+    std::uint64_t records_with_user = 0;
+    std::uint64_t previous_epoch_records = 0;
+    std::uint64_t unknown_fields = 0;    // all records, duplicates included
+    std::uint64_t wrong_topic_kind = 0;  // all records, duplicates included
+
+    struct {
+        std::uint64_t records = 0;
+        std::optional<std::uint64_t> min_interval_s;  // JSON 0 when none
+        std::uint64_t unaligned_intervals = 0;
+        std::uint64_t corrections = 0;
+        std::uint64_t incomplete = 0;
+        std::uint64_t energy_wh = 0;
+    } meter;
+    struct {
+        std::uint64_t aggregates = 0;
+        std::optional<std::uint64_t> min_meters;      // JSON 0 when none
+        std::optional<std::uint64_t> min_interval_s;  // JSON 0 when none
+        std::uint64_t unaligned_intervals = 0;
+        std::uint64_t energy_wh = 0;
+    } aggregate;
+    struct {
+        std::uint64_t images = 0;
+        std::uint64_t image_bytes = 0;
+        std::uint64_t images_with_metadata = 0;
+        std::uint64_t images_undecodable = 0;
+        std::uint64_t images_with_gps = 0;
+        std::uint64_t images_partial = 0;
+        std::uint64_t images_unlinked = 0;
+        std::set<std::string> metadata_kinds;
+    } image;
+
+    TapStreamStats();
+    void merge(const TapStreamStats& other);
+    nlohmann::json to_json() const;
+};
+
+class TapReport {
+public:
+    // Returns false when the bytes do not decode as an image (optional, beyond the marker walk).
+    using ImageDecoder = std::function<bool(std::string_view)>;
+
+    // Without a population: no identifier scan.
+    TapReport() = default;
+    // With the population's identifiers (PINs included): raw payloads are byte-scanned for every
+    // identifier but PINs; PINs are looked for as whole string values in decoded fields and in
+    // unknown length-delimited fields, where 4 digits cannot match by chance.
+    explicit TapReport(const std::vector<Identifier>& identifiers);
+
+    void set_image_decoder(ImageDecoder decoder) { image_decoder_ = std::move(decoder); }
+
+    // One MQTT message: decodes `payload` as a vern.clean.v1.Batch and adds its records.
+    void add_message(std::string_view topic, std::string_view payload);
+    // One decoded record as received on `topic`.
+    void add_record(std::string_view topic, const vern::clean::v1::Record& record);
+
+    nlohmann::json to_json() const;
+
+    std::uint64_t messages() const { return messages_; }
+    std::uint64_t records() const { return records_; }
+    std::uint64_t duplicates() const { return duplicates_; }
+    std::uint64_t undecodable() const { return undecodable_; }
+    std::uint64_t unknown_fields() const { return unknown_fields_; }
+    std::uint64_t identifiers_found() const { return identifiers_found_; }
+    bool identifier_scan() const { return scanner_.has_value(); }
+
+private:
+    struct Stream {
+        TapStreamStats stats;
+        std::set<std::pair<std::string, std::string>> alarm_events;    // (device, event id)
+        std::set<std::string> alarm_event_ids;                         // any device
+        std::set<std::string> unsourced_alarm_event_ids;               // alarm without source
+        std::vector<std::pair<std::string, std::string>> image_links;  // per unique image
+        std::uint64_t unlinked() const;
+    };
+    std::uint64_t count_pins(const google::protobuf::Message& m);
+
+    std::optional<IdentifierScanner> scanner_;
+    std::set<std::string> pins_;
+    ImageDecoder image_decoder_;
+
+    std::uint64_t messages_ = 0, records_ = 0, duplicates_ = 0, undecodable_ = 0;
+    std::uint64_t empty_batches_ = 0, unknown_fields_ = 0, identifiers_found_ = 0;
+    std::map<std::string, std::uint64_t> by_stream_;
+    std::map<std::string, std::uint64_t> kinds_found_;
+    std::set<std::tuple<std::string, std::string, std::uint64_t>> seen_;
+    std::map<std::string, std::set<std::uint64_t>> devices_;
+    std::map<std::string, Stream> streams_;
+};
+
+// True if the message or any message inside it carries fields its schema does not have.
+bool has_unknown_fields(const google::protobuf::Message& m);
+
+}  // namespace vern::sim
