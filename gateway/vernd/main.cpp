@@ -10,12 +10,14 @@
 #include <filesystem>
 #include <iostream>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "vern/common/counters.h"
 #include "vern/config/config.h"
 #include "vern/pipeline/gateway.h"
 #include "vern/pipeline/status.h"
+#include "vern/vernd/tools.h"
 
 namespace {
 
@@ -41,6 +43,23 @@ int main(int argc, char** argv) {
     app.add_option("--gateway-id", gateway_id, "Override gateway.id");
     app.add_option("--site", site_id, "Override gateway.site");
     app.add_option("--log-level", log_level, "Override gateway.log_level");
+    std::string ropa_format, pseudonym_kind, purpose;
+    std::uint32_t epoch = 0;
+    app.add_option("--print-ropa", ropa_format,
+                   "Print the record of processing of the configuration (md or json), exit")
+        ->check(CLI::IsMember({"md", "json"}));
+    auto* pseudonymise_opt =
+        app.add_option("--pseudonymise", pseudonym_kind,
+                       "Read identifiers (one per line) from stdin, write their pseudonyms for "
+                       "--purpose to stdout in the same order, exit")
+            ->check(CLI::IsMember({"customer_number", "meter_point", "panel_user"}));
+    auto* purpose_opt = app.add_option("--purpose", purpose, "Purpose for --pseudonymise");
+    auto* epoch_opt = app.add_option("--epoch", epoch,
+                                     "Key epoch for --pseudonymise (default: keys.pseudonym_epoch)")
+                          ->check(CLI::Range(1u, 4294967295u));
+    pseudonymise_opt->needs(purpose_opt);
+    purpose_opt->needs(pseudonymise_opt);
+    epoch_opt->needs(pseudonymise_opt);
     CLI11_PARSE(app, argc, argv);
 
     if (print_example) {
@@ -63,6 +82,14 @@ int main(int argc, char** argv) {
                   << (e.problems().size() == 1 ? "" : "s") << ":\n";
         for (const auto& p : e.problems()) std::cerr << "  " << p.to_string() << "\n";
         return 2;
+    }
+    if (!ropa_format.empty())
+        return vern::vernd::print_ropa(config, ropa_format, std::cout, std::cerr);
+    if (!pseudonym_kind.empty()) {
+        std::optional<std::uint32_t> chosen;
+        if (epoch_opt->count() > 0) chosen = epoch;
+        return vern::vernd::pseudonymise(config, pseudonym_kind, purpose, chosen, std::cin,
+                                         std::cout, std::cerr);
     }
     if (check_only) {
         std::cout << "vernd: configuration OK (" << config.source << ")\n";

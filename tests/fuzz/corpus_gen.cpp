@@ -94,11 +94,12 @@ void config_seeds(Writer& w, const fs::path& vernd_toml) {
     if (!in) throw std::runtime_error("cannot read " + vernd_toml.string());
     w.add(text.str());
     w.add(config::example_config());
-    // Every key set, so the fuzzer starts from each reader and each range check.
+    // Every key and the default purposes set, so the fuzzer starts from each reader and check.
     std::string uncommented;
     std::istringstream lines(config::example_config());
     for (std::string line; std::getline(lines, line);) {
-        if (line.rfind("# ", 0) == 0 && line.find(" = ") != std::string::npos)
+        if (line.rfind("# ", 0) == 0 &&
+            (line.find(" = ") != std::string::npos || line.rfind("# [", 0) == 0))
             line = line.substr(2);
         uncommented += line + "\n";
     }
@@ -115,7 +116,25 @@ void config_seeds(Writer& w, const fs::path& vernd_toml) {
         "[site_broker]\nuri = \"ssl://broker.local:8883\"\nmax_payload_bytes = 1048576\n",
         "[site_broker]\nuri = \"http://x\"\nqueue_capacty = 10\n",
         "[store]\nsync = false\ngroup_commit_max_records = 1\nmax_wal_mb = 65536\n",
-        "[policy]\nalarm_stream = \"same\"\nmeter_stream = \"same\"\n",
+        "[policy]\nmeter_close_after_s = 1\nimage_max_bytes = 1024\nimages_in_progress = 0\n",
+        "[purpose.a]\ntopic = \"same\"\nrecipient = \"r\"\nlegal_basis = \"b\"\nretention_h = 1\n"
+        "[purpose.a.alarm_event]\nkind = \"keep\"\n[purpose.b]\ntopic = \"same\"\n",
+        "[purpose.alarm]\nrecipient = \"ARC\"\nlegal_basis = \"6(1)(b)\"\nretention_h = 168\n"
+        "[purpose.alarm.alarm_event]\nkind = \"keep\"\nevent_time = \"generalise:minute\"\n"
+        "customer_number = \"pseudonymise\"\npin_code = \"drop\"\n"
+        "[purpose.alarm.verification_image]\nretention_h = 24\npicture = \"keep\"\n",
+        "[purpose.alarm.alarm_event]\npin_code = \"keep\"\ncustomer_number = \"sha256\"\n"
+        "user_slot = \"keep\"\ncostumer_number = \"pseudonymize\"\n",
+        "[purpose.grid]\nrecipient = \"DSO\"\nlegal_basis = \"e\"\nretention_h = 24\n"
+        "k_anonymity = 1\n[purpose.grid.meter_reading]\nenergy_wh = \"aggregate\"\n"
+        "interval = \"generalise:1000s\"\nmeter_point_id = \"pseudonymise\"\n"
+        "[purpose.grid.verification_image]\npicture = \"keep\"\n",
+        "[purpose.bill]\nrecipient = \"S\"\nlegal_basis = \"b\"\nretention_h = 744\n"
+        "[purpose.bill.meter_reading]\nenergy_wh = \"generalise:2kWh\"\n"
+        "interval = \"generalise:7200s\"\nevent_time = \"generalise:0s\"\n",
+        "[keys]\npseudonym_epoch = 2\npseudonym_epoch_start = 2027-01-01T00:00:00+01:00\n"
+        "pseudonym_overlap_h = 48\n",
+        "[keys]\npseudonym_epoch_start = 1969-12-31T23:59:59Z\n[purpose]\n",
         "[upstream]\nuri = \"mqtts://up:8883\"\ntls_ca_file = \"/etc/ca.pem\"\n"
         "tls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\nwindow = 65535\n",
         "[upstream]\nuri = \"tcp://up:1883\"\ntls_ca_file = \"/etc/ca.pem\"\ntls_key_file = "
@@ -125,7 +144,8 @@ void config_seeds(Writer& w, const fs::path& vernd_toml) {
         "[gateway]\nid = 'literal'\nsite = \"\"\"multi\nline\"\"\"\n",
         "[gateway.sub]\nid = \"x\"\n[[store]]\nsync = true\n",
         "[gateway]\nid = \"x\"\nid = \"y\"\n",
-        "[policy]\nretention_alarm_h = -1\nretention_meter_h = 9e9\nalarm_stream = [1, 2]\n",
+        "[policy]\nimage_link_window_s = -1\nimage_chunk_timeout_s = 9e9\n"
+        "[purpose.x]\nretention_h = [1, 2]\nlegal_basis = 7\n[purpose.x.alarm_event]\nkind = 1\n",
         "[keys]\nmaster_key_file = \"/var/lib/vern/master.key\"\n# comment\n\n[gateway]\n"
         "data_dir = \"\"\n",
         "[upstream]\nmax_backoff_ms = 0x10\nwindow = 1_000\n",

@@ -8,6 +8,9 @@
 #include <limits>
 #include <set>
 #include <sstream>
+#include <tuple>
+
+#include "closest.h"
 
 namespace vern::config {
 namespace {
@@ -98,30 +101,61 @@ Field int_field(std::string name, T* out, std::int64_t min, std::int64_t max, st
             [out] { return std::to_string(*out); }};
 }
 
-// Closest known key, for "did you mean" hints on typos.
-std::string closest(const std::string& key, const std::vector<std::string>& known) {
-    auto distance = [](const std::string& a, const std::string& b) {
-        std::vector<std::size_t> row(b.size() + 1);
-        for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
-        for (std::size_t i = 1; i <= a.size(); ++i) {
-            std::size_t prev = row[0];
-            row[0] = i;
-            for (std::size_t j = 1; j <= b.size(); ++j) {
-                std::size_t cur = row[j];
-                row[j] = std::min({row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] != b[j - 1])});
-                prev = cur;
-            }
-        }
-        return row[b.size()];
-    };
-    std::string best;
-    std::size_t best_d = 3;  // only suggest near misses
-    for (const auto& k : known) {
-        std::size_t d = distance(key, k);
-        if (d < best_d) best_d = d, best = k;
-    }
-    return best;
+// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+std::int64_t days_from_civil(std::int64_t y, unsigned m, unsigned d) {
+    y -= m <= 2;
+    const std::int64_t era = (y >= 0 ? y : y - 399) / 400;
+    const unsigned yoe = static_cast<unsigned>(y - era * 400);
+    const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + static_cast<std::int64_t>(doe) - 719468;
 }
+
+std::string format_utc_ms(std::int64_t ms) {
+    std::int64_t s = ms / 1000, days = s / 86400, rem = s % 86400;
+    // civil_from_days
+    days += 719468;
+    const std::int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+    const unsigned doe = static_cast<unsigned>(days - era * 146097);
+    const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    const unsigned mp = (5 * doy + 2) / 153;
+    const unsigned d = doy - (153 * mp + 2) / 5 + 1;
+    const unsigned m = mp < 10 ? mp + 3 : mp - 9;
+    const std::int64_t y = static_cast<std::int64_t>(yoe) + era * 400 + (m <= 2);
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%04lld-%02u-%02uT%02lld:%02lld:%02lldZ",
+                  static_cast<long long>(y), m, d, static_cast<long long>(rem / 3600),
+                  static_cast<long long>(rem / 60 % 60), static_cast<long long>(rem % 60));
+    return buf;
+}
+
+// An offset date-time (2027-01-01T00:00:00Z) as Unix milliseconds. Shown empty when unset (0).
+Field date_time_field(std::string name, std::int64_t* out_ms, std::string doc) {
+    return {name, std::move(doc),
+            [out_ms](const toml::node& node, const std::string& where, Context& ctx) {
+                const auto* dt = node.as_date_time();
+                if (!dt || !dt->get().offset) {
+                    ctx.add(node.source(), where +
+                                               " must be a date-time with its offset, like "
+                                               "2027-01-01T00:00:00Z or 2027-01-01T01:00:00+01:00");
+                    return;
+                }
+                const toml::date_time& v = dt->get();
+                const std::int64_t days = days_from_civil(v.date.year, v.date.month, v.date.day);
+                const std::int64_t seconds = days * 86400 + v.time.hour * 3600 +
+                                             v.time.minute * 60 + v.time.second -
+                                             std::int64_t{v.offset->minutes} * 60;
+                if (seconds <= 0) {
+                    ctx.add(node.source(), where + " must be after 1970-01-01T00:00:00Z");
+                    return;
+                }
+                *out_ms = seconds * 1000 + v.time.nanosecond / 1'000'000;
+            },
+            [out_ms] { return *out_ms == 0 ? std::string() : format_utc_ms(*out_ms); }};
+}
+
+using detail::closest;
 
 std::vector<Section> schema(Config& c) {
     constexpr std::int64_t u32 = std::numeric_limits<std::uint32_t>::max();
@@ -147,7 +181,15 @@ std::vector<Section> schema(Config& c) {
              bool_field("create_if_missing", &c.keys.create_if_missing,
                         "Generate the master key on first start (logged as a warning)."),
              int_field("pseudonym_epoch", &c.keys.pseudonym_epoch, 1, u32,
-                       "Key epoch of the pseudonyms written now; carried by every record."),
+                       "Key epoch of the pseudonyms written now (1 or more); carried by every "
+                       "record.\n# Raise it to rotate the pseudonym keys."),
+             date_time_field("pseudonym_epoch_start", &c.keys.pseudonym_epoch_start_ms,
+                             "When pseudonym_epoch takes over from the epoch before it, an offset "
+                             "date-time\n# such as 2027-01-01T00:00:00Z. Unset: in force "
+                             "already. Needs pseudonym_epoch 2 or more."),
+             int_field("pseudonym_overlap_h", &c.keys.pseudonym_overlap_h, 0, 24 * 366,
+                       "From pseudonym_epoch_start on, records also carry the previous epoch's "
+                       "pseudonyms\n# for this many hours, so backends can map old to new."),
              int_field("record_epoch", &c.keys.record_epoch, 1, u32,
                        "Key epoch of the sealing key for records at rest."),
          }},
@@ -188,10 +230,20 @@ std::vector<Section> schema(Config& c) {
                        "Quarantine log entries kept (metadata only: never a payload)."),
          }},
         {"policy",
-         "What leaves the site, for which purpose (stream).",
+         "How the privacy engine closes meter intervals and reassembles verification images.\n"
+         "# What leaves the site, for which purpose, is set by the [purpose.NAME] tables below.",
          {
-             int_field("meter_close_after_s", &c.policy.meter_close_after_s, 60, 7 * 24 * 3600,
-                       "Close an incomplete meter interval this long after its end."),
+             int_field("meter_close_after_s", &c.policy.meter_close_after_s, 1, 7 * 24 * 3600,
+                       "Close an incomplete meter interval (send what it has) this long after "
+                       "its end,\n# or once a reading that much later arrives."),
+             int_field("image_max_bytes", &c.policy.image_max_bytes, 1024, 64 * 1024 * 1024,
+                       "Verification images larger than this are refused (counted, not sent)."),
+             int_field("images_in_progress", &c.policy.images_in_progress, 1, 1024,
+                       "Verification images being reassembled from chunks at once."),
+             int_field("image_chunk_timeout_s", &c.policy.image_chunk_timeout_s, 1, 3600,
+                       "An image still missing chunks this long after its last one is dropped."),
+             int_field("image_link_window_s", &c.policy.image_link_window_s, 1, 24 * 3600,
+                       "An image waits this long for its alarm event; unlinked, it is dropped."),
          }},
         {"upstream",
          "The backends' MQTT broker (forward).",
@@ -217,6 +269,158 @@ std::vector<Section> schema(Config& c) {
     };
 }
 
+void place(std::uint32_t& line, std::uint32_t& column, const toml::source_region& where) {
+    line = static_cast<std::uint32_t>(where.begin.line);
+    column = static_cast<std::uint32_t>(where.begin.column);
+}
+
+template <class T>
+void sort_by_place(std::vector<T>& items) {
+    std::stable_sort(items.begin(), items.end(), [](const T& a, const T& b) {
+        return std::tie(a.line, a.column) < std::tie(b.line, b.column);
+    });
+}
+
+// [purpose.NAME.CLASS]: one rule per field, plus an optional retention_h.
+ClassRules read_class(const std::string& where, DataClass data_class, const toml::table& table,
+                      Context& ctx) {
+    ClassRules rules;
+    rules.data_class = data_class;
+    place(rules.line, rules.column, table.source());
+    std::vector<std::string> known{"retention_h"};
+    for (const auto& f : class_info(data_class).fields) known.emplace_back(f.name);
+    for (const auto& [key, node] : table) {
+        const std::string name(key.str());
+        if (name == "retention_h") {
+            std::uint32_t h = 0;
+            int_field("retention_h", &h, 1, max_retention_h, "")
+                .read(node, where + ".retention_h", ctx);
+            if (h != 0) rules.retention_h = h;
+            continue;
+        }
+        const FieldInfo* field = find_field(data_class, name);
+        if (!field) {
+            std::string hint = closest(name, known);
+            ctx.add(key.source(), "[" + where + "] unknown field '" + name + "' of " +
+                                      std::string(class_name(data_class)) +
+                                      (hint.empty() ? "" : " (did you mean '" + hint + "'?)"));
+            continue;
+        }
+        auto text = node.value<std::string>();
+        if (!node.is_string() || !text) {
+            ctx.add(node.source(), "[" + where + "] " + name +
+                                       " must be a rule in quotes: \"keep\", \"drop\", "
+                                       "\"pseudonymise\", \"generalise:UNIT\" or \"aggregate\"");
+            continue;
+        }
+        ParsedRule parsed = parse_rule(name, field->kind, *text);
+        if (!parsed.rule) {
+            ctx.add(node.source(), "[" + where + "] " + parsed.error);
+            continue;
+        }
+        place(parsed.rule->line, parsed.rule->column, node.source());
+        rules.fields.push_back(std::move(*parsed.rule));
+    }
+    sort_by_place(rules.fields);
+    return rules;
+}
+
+// [purpose.NAME]: what the purpose is, then one table per data class it receives.
+std::optional<Purpose> read_purpose(const std::string& name, const toml::table& table,
+                                    Context& ctx) {
+    Purpose p;
+    p.name = name;
+    p.topic = name;
+    p.legal_basis = 0;
+    p.retention_h = 0;
+    place(p.line, p.column, table.source());
+    const std::string where = "purpose." + name;
+    std::vector<std::string> known{"topic",       "description", "recipient",
+                                   "legal_basis", "retention_h", "k_anonymity"};
+    for (const auto& c : data_classes()) known.emplace_back(c.name);
+    for (const auto& [key, node] : table) {
+        const std::string k(key.str());
+        const std::string at = where + "." + k;
+        if (k == "topic") {
+            string_field(k, &p.topic, "").read(node, at, ctx);
+        } else if (k == "description") {
+            string_field(k, &p.description, "").read(node, at, ctx);
+        } else if (k == "recipient") {
+            string_field(k, &p.recipient, "").read(node, at, ctx);
+        } else if (k == "legal_basis") {
+            auto text = node.value<std::string>();
+            auto letter = node.is_string() && text ? parse_legal_basis(*text) : std::nullopt;
+            if (!letter) {
+                ctx.add(node.source(), at + " must be the GDPR art. 6(1) letter: \"a\" to \"f\" "
+                                            "(or \"6(1)(b)\")");
+                // Reported here; a stand-in keeps it from being reported again as missing (the
+                // config is refused either way).
+                p.legal_basis = 'a';
+            } else {
+                p.legal_basis = *letter;
+            }
+        } else if (k == "retention_h") {
+            std::uint32_t h = 0;
+            int_field(k, &h, 1, max_retention_h, "").read(node, at, ctx);
+            p.retention_h = h == 0 ? 1 : h;  // a bad value is reported here, not as missing
+        } else if (k == "k_anonymity") {
+            int_field(k, &p.k_anonymity, 2, 1'000'000, "").read(node, at, ctx);
+        } else if (auto data_class = class_from_name(k)) {
+            const toml::table* t = node.as_table();
+            if (!t) {
+                ctx.add(node.source(), at + " must be a table: [" + at + "]");
+                continue;
+            }
+            p.classes.push_back(read_class(at, *data_class, *t, ctx));
+        } else {
+            std::string hint = closest(k, known);
+            const std::string what = node.is_table() ? "unknown data class '" : "unknown key '";
+            ctx.add(key.source(), "[" + where + "] " + what + k + "'" +
+                                      (hint.empty() ? "" : " (did you mean '" + hint + "'?)") +
+                                      (node.is_table() ? "; data classes: alarm_event, "
+                                                         "verification_image, meter_reading"
+                                                       : ""));
+        }
+    }
+    sort_by_place(p.classes);
+    return p;
+}
+
+// [purpose.*]: the declared purposes replace the defaults. Problems of the purposes as a whole
+// (missing keys, unsafe combinations) are checked with the rest.
+void read_purposes(const toml::node& node, Config& config, Context& ctx) {
+    const toml::table* all = node.as_table();
+    if (!all) {
+        ctx.add(node.source(), "purpose must be tables: [purpose.NAME]");
+        return;
+    }
+    std::vector<Purpose> purposes;
+    for (const auto& [key, pnode] : *all) {
+        const std::string name(key.str());
+        if (!valid_purpose_name(name)) {
+            ctx.add(key.source(), "purpose name '" + name +
+                                      "' must be 1 to 64 of a-z, 0-9, _ and - (it names the "
+                                      "stream upstream)");
+            continue;
+        }
+        const toml::table* table = pnode.as_table();
+        if (!table) {
+            ctx.add(pnode.source(), "purpose." + name + " must be a table: [purpose." + name + "]");
+            continue;
+        }
+        if (auto p = read_purpose(name, *table, ctx)) purposes.push_back(std::move(*p));
+    }
+    if (all->empty()) {
+        ctx.add(node.source(), "[purpose] declares no purpose; remove it to use the defaults");
+    }
+    sort_by_place(purposes);
+    for (auto& problem : check_purposes(purposes)) {
+        ctx.problems.push_back(
+            {ctx.file, problem.line, problem.column, std::move(problem.message)});
+    }
+    config.policy.purposes = std::move(purposes);
+}
+
 void apply(const toml::table& root, Config& config, Context& ctx) {
     auto sections = schema(config);
     std::vector<std::string> section_names;
@@ -224,10 +428,15 @@ void apply(const toml::table& root, Config& config, Context& ctx) {
 
     for (const auto& [key, node] : root) {
         std::string name(key.str());
+        if (name == "purpose") {
+            read_purposes(node, config, ctx);
+            continue;
+        }
         auto it = std::find_if(sections.begin(), sections.end(),
                                [&](const Section& s) { return s.name == name; });
         if (it == sections.end()) {
             std::string hint = closest(name, section_names);
+            section_names.push_back("purpose");
             ctx.add(key.source(), "unknown section [" + name + "]" +
                                       (hint.empty() ? "" : " (did you mean [" + hint + "]?)"));
             continue;
@@ -252,6 +461,14 @@ void apply(const toml::table& root, Config& config, Context& ctx) {
             fit->read(fnode, name + "." + fname, ctx);
         }
     }
+    // Cross-field rules that have a place in the file.
+    if (const auto* start = root.at_path("keys.pseudonym_epoch_start").node()) {
+        if (config.keys.pseudonym_epoch_start_ms != 0 && config.keys.pseudonym_epoch < 2) {
+            ctx.add(start->source(),
+                    "keys.pseudonym_epoch_start needs pseudonym_epoch 2 or more: epoch 1 has no "
+                    "epoch before it to take over from");
+        }
+    }
 }
 
 Config parse_into(const std::string& text, const std::string& name) {
@@ -264,6 +481,12 @@ Config parse_into(const std::string& text, const std::string& name) {
     } catch (const toml::parse_error& e) {
         ctx.add(e.source(), "syntax error: " + std::string(e.description()));
     }
+    // In file order (TOML tables iterate by key), problems without a place last.
+    std::stable_sort(ctx.problems.begin(), ctx.problems.end(),
+                     [](const ConfigProblem& a, const ConfigProblem& b) {
+                         return std::make_tuple(a.line == 0, a.line, a.column) <
+                                std::make_tuple(b.line == 0, b.line, b.column);
+                     });
     if (!ctx.problems.empty()) throw ConfigErrors(std::move(ctx.problems));
     validate(config);
     return config;
@@ -276,7 +499,7 @@ bool valid_uri(const std::string& uri) {
     return false;
 }
 
-bool valid_topic_level(const std::string& s) {
+bool valid_id_level(const std::string& s) {
     return !s.empty() && s.find_first_of("/+#") == std::string::npos;
 }
 
@@ -333,8 +556,8 @@ void validate(const Config& c) {
     auto add = [&](std::string message) {
         problems.push_back({c.source, 0, 0, std::move(message)});
     };
-    if (!valid_topic_level(c.gateway.id)) add("gateway.id must be non-empty without / + #");
-    if (!valid_topic_level(c.gateway.site)) add("gateway.site must be non-empty without / + #");
+    if (!valid_id_level(c.gateway.id)) add("gateway.id must be non-empty without / + #");
+    if (!valid_id_level(c.gateway.site)) add("gateway.site must be non-empty without / + #");
     if (c.gateway.data_dir.empty()) add("gateway.data_dir must not be empty");
     if (!valid_uri(c.site_broker.uri)) add("site_broker.uri must look like tcp://host:port");
     if (!valid_uri(c.upstream.uri)) add("upstream.uri must look like tcp://host:port");
@@ -348,6 +571,14 @@ void validate(const Config& c) {
     for (const auto* file : {&c.site_broker.password_file, &c.upstream.password_file}) {
         if (!file->empty() && !std::ifstream(*file)) add("cannot read password file " + *file);
     }
+    if (c.keys.pseudonym_epoch < 1) add("keys.pseudonym_epoch must be 1 or more");
+    if (c.keys.pseudonym_epoch_start_ms != 0 && c.keys.pseudonym_epoch < 2) {
+        add("keys.pseudonym_epoch_start needs pseudonym_epoch 2 or more");
+    }
+    if (c.policy.purposes.empty()) add("no purpose: nothing would ever leave the site");
+    for (auto& p : check_purposes(c.policy.purposes)) {
+        problems.push_back({c.source, p.line, p.column, std::move(p.message)});
+    }
     if (!problems.empty()) throw ConfigErrors(std::move(problems));
 }
 
@@ -358,6 +589,46 @@ std::string read_password_file(const std::string& path) {
     return line;
 }
 
+namespace {
+
+// The default purposes as TOML, commented out: what an operator copies to declare their own.
+void write_purposes_example(std::ostream& out, const std::vector<Purpose>& purposes) {
+    out << "\n# Purposes: what leaves the site, for whom, on which legal basis and in which form.\n"
+           "# Declaring any [purpose.NAME] table replaces ALL of the defaults below (written out\n"
+           "# here so you can copy them). Each purpose needs a recipient, a legal_basis (GDPR\n"
+           "# art. 6(1) letter, a to f) and a retention_h (hours a record may wait for the\n"
+           "# uplink); topic defaults to the name. One table per data class it receives\n"
+           "# (alarm_event, verification_image, meter_reading) names fields and their rule:\n"
+           "#   keep, drop, pseudonymise (keyed, per purpose and key epoch),\n"
+           "#   generalise:minute|15min|hour|day|<N>s (times; meter intervals: multiples of "
+           "15min),\n"
+           "#   generalise:<N>Wh|<N>kWh (energy), aggregate (energy_wh summed over at least\n"
+           "#   k_anonymity meters, nothing per home).\n"
+           "# A field no rule names is dropped. PIN codes, names, phone numbers, national ids and\n"
+           "# image metadata can only be dropped. Print the record of processing of a config with\n"
+           "# vernd --print-ropa md --config FILE\n";
+    for (const auto& p : purposes) {
+        out << "#\n# [purpose." << p.name << "]\n";
+        if (p.topic != p.name) out << "# topic = " << quote(p.topic) << "\n";
+        out << "# description = " << quote(p.description) << "\n";
+        out << "# recipient = " << quote(p.recipient) << "\n";
+        out << "# legal_basis = " << quote(std::string(1, p.legal_basis)) << "\n";
+        out << "# retention_h = " << p.retention_h << "\n";
+        if (p.aggregates()) out << "# k_anonymity = " << p.k_anonymity << "\n";
+        for (const auto& c : p.classes) {
+            out << "# [purpose." << p.name << "." << class_name(c.data_class) << "]\n";
+            if (c.retention_h) out << "# retention_h = " << *c.retention_h << "\n";
+            for (const auto& r : c.fields) {
+                const FieldInfo* info = find_field(c.data_class, r.field);
+                out << "# " << r.field << " = "
+                    << quote(rule_text(r, info ? info->kind : FieldKind::content)) << "\n";
+            }
+        }
+    }
+}
+
+}  // namespace
+
 std::string example_config() {
     Config defaults;
     std::ostringstream out;
@@ -366,8 +637,14 @@ std::string example_config() {
     for (const auto& section : schema(defaults)) {
         out << "\n# " << section.doc << "\n[" << section.name << "]\n";
         for (const auto& f : section.fields) {
-            out << "# " << f.doc << "\n# " << f.name << " = " << f.show() << "\n";
+            const std::string value = f.show();
+            if (value.empty() && f.name == "pseudonym_epoch_start") {
+                out << "# " << f.doc << "\n# (" << f.name << " is not set by default)\n";
+                continue;
+            }
+            out << "# " << f.doc << "\n# " << f.name << " = " << value << "\n";
         }
+        if (section.name == "policy") write_purposes_example(out, defaults.policy.purposes);
     }
     return out.str();
 }

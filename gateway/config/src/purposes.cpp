@@ -1,6 +1,11 @@
 #include "vern/config/purposes.h"
 
 #include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <set>
+
+#include "closest.h"
 
 namespace vern::config {
 namespace {
@@ -19,12 +24,15 @@ std::vector<ClassInfo> make_catalogue() {
              {"zone", K::content, "the detector zone", {A::keep}},
              {"event_time", K::time, "when it happened", {A::keep, A::generalise}},
              {"device", K::device, "the panel's serial number and event sequence", {A::keep}},
-             {"customer_number", K::identifier, "the alarm company's customer number",
+             {"customer_number",
+              K::identifier,
+              "the alarm company's customer number",
               {A::pseudonymise}},
-             {"user_slot", K::identifier, "the panel user (site, panel, slot) who used a code",
+             {"user_slot",
+              K::identifier,
+              "the panel user (site, panel, slot) who used a code",
               {A::pseudonymise}},
-             {"attempt_count", K::content, "failed code attempts in a row (wrong code)",
-              {A::keep}},
+             {"attempt_count", K::content, "failed code attempts in a row (wrong code)", {A::keep}},
              {"user_name", K::personal, "the name programmed into the user slot", {}},
              {"contact_phone", K::personal, "the user slot's contact phone", {}},
              {"national_id", K::personal, "the contract holder's national identity number", {}},
@@ -38,10 +46,14 @@ std::vector<ClassInfo> make_catalogue() {
              {"image_id", K::content, "the panel's id of the image", {A::keep}},
              {"event_time", K::time, "when the image was sent", {A::keep, A::generalise}},
              {"device", K::device, "the panel's serial number and event sequence", {A::keep}},
-             {"picture", K::picture, "the image, reassembled, every metadata segment stripped",
+             {"picture",
+              K::picture,
+              "the image, reassembled, every metadata segment stripped",
               {A::keep}},
-             {"metadata", K::metadata,
-              "EXIF (GPS position, camera serial), XMP, IPTC, ICC, comments, thumbnails", {}},
+             {"metadata",
+              K::metadata,
+              "EXIF (GPS position, camera serial), XMP, IPTC, ICC, comments, thumbnails",
+              {}},
          }},
         {DataClass::meter_reading,
          "meter_reading",
@@ -49,14 +61,19 @@ std::vector<ClassInfo> make_catalogue() {
          {
              {"device", K::device, "the meter's serial number and reading sequence", {A::keep}},
              {"meter_point_id", K::identifier, "the metering point id (GSRN)", {A::pseudonymise}},
-             {"customer_number", K::identifier, "the energy supplier's customer number",
+             {"customer_number",
+              K::identifier,
+              "the energy supplier's customer number",
               {A::pseudonymise}},
-             {"energy_wh", K::energy, "energy imported during the interval",
+             {"energy_wh",
+              K::energy,
+              "energy imported during the interval",
               {A::keep, A::generalise, A::aggregate}},
-             {"interval", K::interval, "the interval the energy was measured over",
+             {"interval",
+              K::interval,
+              "the interval the energy was measured over",
               {A::keep, A::generalise}},
-             {"event_time", K::time, "when the meter sent the reading",
-              {A::keep, A::generalise}},
+             {"event_time", K::time, "when the meter sent the reading", {A::keep, A::generalise}},
          }},
     };
 }
@@ -236,8 +253,8 @@ std::vector<Purpose> default_purposes() {
         ClassRules meters;
         meters.data_class = DataClass::meter_reading;
         meters.fields = {rule("meter_point_id", A::pseudonymise),
-                         rule("customer_number", A::pseudonymise),
-                         rule("energy_wh", A::keep), rule("interval", A::generalise, 3600)};
+                         rule("customer_number", A::pseudonymise), rule("energy_wh", A::keep),
+                         rule("interval", A::generalise, 3600)};
         billing.classes = {std::move(meters)};
     }
     out.push_back(std::move(billing));
@@ -258,6 +275,369 @@ std::vector<Purpose> default_purposes() {
     }
     out.push_back(std::move(analytics));
     return out;
+}
+
+std::optional<char> parse_legal_basis(std::string_view text) {
+    std::string t;
+    for (char c : text) t += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    for (std::string_view prefix : {"art. ", "art.", "art "}) {
+        if (t.rfind(prefix, 0) == 0) {
+            t = t.substr(prefix.size());
+            break;
+        }
+    }
+    if (t.size() == 7 && t.rfind("6(1)(", 0) == 0 && t[6] == ')') t = t.substr(5, 1);
+    if (t.size() == 1 && t[0] >= 'a' && t[0] <= 'f') return t[0];
+    return std::nullopt;
+}
+
+bool valid_purpose_name(std::string_view name) {
+    if (name.empty() || name.size() > 64) return false;
+    return std::all_of(name.begin(), name.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+    });
+}
+
+bool valid_topic_level(std::string_view level) {
+    if (level.empty() || level.size() > 64 || level[0] == '$') return false;
+    return std::all_of(level.begin(), level.end(), [](char c) {
+        return c > ' ' && c < 0x7f && c != '/' && c != '+' && c != '#';
+    });
+}
+
+namespace {
+
+const std::vector<std::string>& action_words() {
+    static const std::vector<std::string> words = {"keep", "drop", "pseudonymise", "generalise",
+                                                   "aggregate"};
+    return words;
+}
+
+std::optional<std::int64_t> parse_number(std::string_view digits) {
+    std::int64_t v = 0;
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
+    if (ec != std::errc() || end != digits.data() + digits.size() || digits.empty()) {
+        return std::nullopt;
+    }
+    if (v > 1'000'000'000'000 || v < -1'000'000'000'000) return std::nullopt;
+    return v;
+}
+
+bool ends_with(std::string_view s, std::string_view suffix) {
+    return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
+
+}  // namespace
+
+ParsedRule parse_rule(std::string_view field, FieldKind kind, std::string_view text) {
+    ParsedRule out;
+    std::string lower;
+    for (char c : text) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    for (std::string_view hash : {"hash", "sha", "md5", "blake", "crc"}) {
+        if (lower.find(hash) != std::string::npos) {
+            out.error = quoted(text) + " for " + std::string(field) +
+                        ": unkeyed hashing can be reversed by trying every customer number; "
+                        "use \"pseudonymise\" (keyed)";
+            return out;
+        }
+    }
+    const auto colon = text.find(':');
+    const std::string_view word = text.substr(0, colon);
+    const std::string_view unit =
+        colon == std::string_view::npos ? std::string_view{} : text.substr(colon + 1);
+    FieldRule rule;
+    rule.field = std::string(field);
+    if (word == "keep" || word == "drop" || word == "pseudonymise" || word == "aggregate") {
+        if (colon != std::string_view::npos) {
+            out.error = quoted(text) + " for " + std::string(field) + ": \"" + std::string(word) +
+                        "\" takes no unit";
+            return out;
+        }
+        rule.action = word == "keep"           ? Action::keep
+                      : word == "drop"         ? Action::drop
+                      : word == "pseudonymise" ? Action::pseudonymise
+                                               : Action::aggregate;
+        out.rule = std::move(rule);
+        return out;
+    }
+    if (word != "generalise") {
+        std::string hint = detail::closest(word, action_words());
+        out.error = "unknown rule " + quoted(text) + " for " + std::string(field) +
+                    (hint.empty() ? "" : " (did you mean \"" + hint + "\"?)") +
+                    "; rules: keep, drop, pseudonymise, generalise:UNIT, aggregate";
+        return out;
+    }
+    rule.action = Action::generalise;
+    if (kind == FieldKind::time || kind == FieldKind::interval) {
+        if (unit == "minute") {
+            rule.param = 60;
+        } else if (unit == "15min") {
+            rule.param = 900;
+        } else if (unit == "hour") {
+            rule.param = 3600;
+        } else if (unit == "day") {
+            rule.param = 86400;
+        } else if (auto n = ends_with(unit, "s") ? parse_number(unit.substr(0, unit.size() - 1))
+                                                 : std::nullopt) {
+            rule.param = *n;
+        } else {
+            out.error = quoted(text) + " for " + std::string(field) +
+                        ": the unit must be minute, 15min, hour, day or a number of seconds "
+                        "like 7200s";
+            return out;
+        }
+    } else if (kind == FieldKind::energy) {
+        std::optional<std::int64_t> n;
+        if (ends_with(unit, "kWh")) {
+            n = parse_number(unit.substr(0, unit.size() - 3));
+            if (n) *n *= 1000;
+        } else if (ends_with(unit, "Wh")) {
+            n = parse_number(unit.substr(0, unit.size() - 2));
+        }
+        if (!n) {
+            out.error = quoted(text) + " for " + std::string(field) +
+                        ": the unit must be a resolution like 100Wh or 1kWh";
+            return out;
+        }
+        rule.param = *n;
+    }
+    // Other kinds: check_purposes() says generalise is not allowed for the field.
+    out.rule = std::move(rule);
+    return out;
+}
+
+std::string rule_text(const FieldRule& rule, FieldKind kind) {
+    std::string word(action_name(rule.action));
+    if (rule.action != Action::generalise) return word;
+    if (kind == FieldKind::time || kind == FieldKind::interval) {
+        switch (rule.param) {
+            case 60:
+                return word + ":minute";
+            case 900:
+                return word + ":15min";
+            case 3600:
+                return word + ":hour";
+            case 86400:
+                return word + ":day";
+            default:
+                return word + ":" + std::to_string(rule.param) + "s";
+        }
+    }
+    if (kind == FieldKind::energy) {
+        if (rule.param != 0 && rule.param % 1000 == 0) {
+            return word + ":" + std::to_string(rule.param / 1000) + "kWh";
+        }
+        return word + ":" + std::to_string(rule.param) + "Wh";
+    }
+    return word;
+}
+
+namespace {
+
+struct Checker {
+    std::vector<PurposeProblem> problems;
+
+    void add(std::uint32_t line, std::uint32_t column, std::string message) {
+        problems.push_back({line, column, std::move(message)});
+    }
+    void at(const Purpose& p, std::string message) { add(p.line, p.column, std::move(message)); }
+    void at(const Purpose& p, const ClassRules& c, std::string message) {
+        if (c.line == 0) return at(p, std::move(message));
+        add(c.line, c.column, std::move(message));
+    }
+    void at(const Purpose& p, const ClassRules& c, const FieldRule& r, std::string message) {
+        if (r.line == 0) return at(p, c, std::move(message));
+        add(r.line, r.column, std::move(message));
+    }
+};
+
+std::string where(const Purpose& p) { return "[purpose." + p.name + "]"; }
+std::string where(const Purpose& p, const ClassRules& c) {
+    return "[purpose." + p.name + "." + std::string(class_name(c.data_class)) + "]";
+}
+
+std::string allowed_list(const FieldInfo& info) {
+    std::string list;
+    for (Action a : info.allowed) list += std::string(action_name(a)) + ", ";
+    return list + "drop";
+}
+
+// Why a field refuses an action, in words an operator can act on.
+std::string refusal(const FieldInfo& info, const FieldRule& rule) {
+    const std::string head = std::string(info.name) + " = \"" + rule_text(rule, info.kind) + "\": ";
+    switch (info.kind) {
+        case FieldKind::secret:
+            return head + "can only be dropped: PIN codes never leave the site";
+        case FieldKind::personal:
+            return head +
+                   "can only be dropped: names, phone numbers and national ids never leave the "
+                   "site";
+        case FieldKind::metadata:
+            return head +
+                   "can only be dropped: image metadata (GPS position, camera serial) never "
+                   "leaves the site";
+        case FieldKind::identifier:
+            if (rule.action == Action::keep) {
+                return head + "would send a raw identifier; use \"pseudonymise\"";
+            }
+            return head + "an identifier can only be pseudonymised or dropped";
+        default:
+            return head + "not allowed for this field (" + std::string(field_kind_name(info.kind)) +
+                   "); allowed: " + allowed_list(info);
+    }
+}
+
+void check_rule(Checker& ck, const Purpose& p, const ClassRules& c, const FieldRule& r,
+                const FieldInfo& info) {
+    if (r.action == Action::drop) return;
+    if (std::find(info.allowed.begin(), info.allowed.end(), r.action) == info.allowed.end()) {
+        ck.at(p, c, r, where(p, c) + " " + refusal(info, r));
+        return;
+    }
+    if (r.action != Action::generalise) return;
+    const std::string head =
+        where(p, c) + " " + std::string(info.name) + " = \"" + rule_text(r, info.kind) + "\": ";
+    if (info.kind == FieldKind::time && (r.param <= 0 || 86400 % r.param != 0)) {
+        ck.at(p, c, r, head + "the unit must divide a day (86400 s), e.g. minute, 15min, hour");
+    } else if (info.kind == FieldKind::interval &&
+               (r.param <= 0 || r.param % 900 != 0 || 86400 % r.param != 0)) {
+        ck.at(p, c, r,
+              head +
+                  "an interval must be a multiple of 15 minutes (900 s) that divides a day, "
+                  "e.g. 15min, hour, 7200s, day");
+    } else if (info.kind == FieldKind::energy && r.param <= 0) {
+        ck.at(p, c, r, head + "the resolution must be more than 0 Wh");
+    }
+}
+
+void check_class(Checker& ck, const Purpose& p, const ClassRules& c) {
+    const ClassInfo& info = class_info(c.data_class);
+    if (c.retention_h && (*c.retention_h == 0 || *c.retention_h > max_retention_h)) {
+        ck.at(
+            p, c,
+            where(p, c) + " retention_h must be between 1 and " + std::to_string(max_retention_h));
+    }
+    std::vector<std::string> names;
+    for (const auto& f : info.fields) names.emplace_back(f.name);
+    std::set<std::string> seen;
+    for (const auto& r : c.fields) {
+        const FieldInfo* field = find_field(c.data_class, r.field);
+        if (!field) {
+            std::string hint = detail::closest(r.field, names);
+            ck.at(p, c, r,
+                  where(p, c) + " unknown field '" + r.field + "' of " + std::string(info.name) +
+                      (hint.empty() ? "" : " (did you mean '" + hint + "'?)"));
+            continue;
+        }
+        if (!seen.insert(r.field).second) {
+            ck.at(p, c, r, where(p, c) + " has two rules for " + r.field);
+            continue;
+        }
+        check_rule(ck, p, c, r, *field);
+    }
+    if (c.data_class == DataClass::meter_reading) {
+        Action a = c.action("interval");
+        if (a != Action::keep && a != Action::generalise) {
+            ck.at(p, c,
+                  where(p, c) +
+                      " must keep or generalise interval: energy without the interval "
+                      "it was measured over means nothing");
+        }
+    }
+}
+
+void check_aggregate(Checker& ck, const Purpose& p) {
+    if (p.k_anonymity < 2) {
+        ck.at(p, where(p) + " aggregates meter readings, so k_anonymity must be at least 2, not " +
+                     std::to_string(p.k_anonymity));
+    }
+    for (const auto& c : p.classes) {
+        if (c.data_class != DataClass::meter_reading) {
+            ck.at(p, c,
+                  where(p, c) +
+                      ": an aggregate purpose receives only site totals of "
+                      "meter_reading, no other data class");
+            continue;
+        }
+        for (const auto& r : c.fields) {
+            if (r.action == Action::drop || r.field == "energy_wh" || r.field == "interval") {
+                continue;
+            }
+            ck.at(p, c, r,
+                  where(p, c) + " " + r.field + " = \"" + std::string(action_name(r.action)) +
+                      "\": an aggregate purpose sends site totals only (energy_wh "
+                      "per interval); a per-meter " +
+                      r.field + " would make them per-home. Drop it");
+        }
+    }
+}
+
+}  // namespace
+
+std::vector<PurposeProblem> check_purposes(const std::vector<Purpose>& purposes) {
+    Checker ck;
+    std::set<std::string> names;
+    std::vector<const Purpose*> by_topic;
+    for (const auto& p : purposes) {
+        if (!valid_purpose_name(p.name)) {
+            ck.at(p, "purpose name '" + p.name + "' must be 1 to 64 of a-z, 0-9, _ and -");
+        } else if (!names.insert(p.name).second) {
+            ck.at(p, where(p) + " is declared twice");
+        }
+        if (!valid_topic_level(p.topic)) {
+            ck.at(p, where(p) + " topic '" + p.topic +
+                         "' must be one MQTT topic level: 1 to 64 printable characters without "
+                         "space, / + # and not starting with $");
+        } else {
+            for (const Purpose* other : by_topic) {
+                if (other->topic == p.topic) {
+                    ck.at(p, where(p) + " topic '" + p.topic + "' is already the topic of " +
+                                 where(*other) + ": each purpose needs its own");
+                    break;
+                }
+            }
+            by_topic.push_back(&p);
+        }
+        if (p.recipient.empty()) {
+            ck.at(p, where(p) + " has no recipient: say who receives the data");
+        }
+        if (legal_basis_text(p.legal_basis).empty()) {
+            ck.at(p, where(p) +
+                         " has no legal_basis: give the GDPR art. 6(1) letter the processing "
+                         "rests on, \"a\" to \"f\"");
+        }
+        if (p.retention_h == 0) {
+            ck.at(p, where(p) +
+                         " has no retention_h: say how long (hours) records may wait for the "
+                         "uplink");
+        } else if (p.retention_h > max_retention_h) {
+            ck.at(p, where(p) + " retention_h must be between 1 and " +
+                         std::to_string(max_retention_h));
+        }
+        if (p.classes.empty()) {
+            ck.at(p, where(p) + " receives no data class: add a table such as [purpose." + p.name +
+                         ".alarm_event] with the fields it may receive");
+        }
+        std::set<DataClass> seen;
+        for (const auto& c : p.classes) {
+            if (!seen.insert(c.data_class).second) {
+                ck.at(p, c, where(p, c) + " is declared twice");
+                continue;
+            }
+            check_class(ck, p, c);
+        }
+        if (p.receives(DataClass::verification_image) && !p.receives(DataClass::alarm_event)) {
+            const ClassRules& c = *p.rules(DataClass::verification_image);
+            ck.at(p, c,
+                  where(p, c) +
+                      ": images are sent only with their alarm, so this purpose must "
+                      "also receive alarm_event");
+        }
+        if (p.aggregates()) check_aggregate(ck, p);
+    }
+    return std::move(ck.problems);
 }
 
 }  // namespace vern::config

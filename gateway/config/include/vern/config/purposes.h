@@ -49,7 +49,7 @@ struct FieldInfo {
     std::string_view name;
     FieldKind kind;
     std::string_view description;  // for the record of processing
-    std::vector<Action> allowed;    // drop is always allowed
+    std::vector<Action> allowed;   // drop is always allowed
 };
 
 struct ClassInfo {
@@ -114,5 +114,37 @@ std::string_view legal_basis_text(char letter);
 
 // The purposes used when the config declares none: alarm, billing (hourly), analytics (k = 5).
 std::vector<Purpose> default_purposes();
+
+// Longest retention a purpose or class may have: three years.
+inline constexpr std::uint32_t max_retention_h = 24 * 366 * 3;
+
+// "b", "6(1)(b)" or "art. 6(1)(b)" -> 'b'; nullopt for anything else.
+std::optional<char> parse_legal_basis(std::string_view text);
+// A purpose name: 1..64 of [a-z0-9_-].
+bool valid_purpose_name(std::string_view name);
+// An upstream topic level: 1..64 printable ASCII characters, no space, '/', '+', '#', not '$...'.
+bool valid_topic_level(std::string_view level);
+
+// A rule as written in config, for a field of `kind`: "keep", "drop", "pseudonymise",
+// "aggregate", "generalise:minute|15min|hour|day|<N>s" (time, interval: param in seconds),
+// "generalise:<N>Wh|<N>kWh" (energy: param in Wh). On failure `error` says why (with a hint),
+// never repeating anything but the rule text. Whether the field allows the action is
+// check_purposes()'s business.
+struct ParsedRule {
+    std::optional<FieldRule> rule;
+    std::string error;
+};
+ParsedRule parse_rule(std::string_view field, FieldKind kind, std::string_view text);
+// The config spelling of a rule ("generalise:hour", "generalise:100Wh", "keep").
+std::string rule_text(const FieldRule& rule, FieldKind kind);
+
+// Every rule the purposes break (see gateway/config/README.md), each with the line and column
+// of the purpose, class or rule it concerns (0 when built in code). Empty: the purposes are
+// safe to run.
+struct PurposeProblem {
+    std::uint32_t line = 0, column = 0;
+    std::string message;
+};
+std::vector<PurposeProblem> check_purposes(const std::vector<Purpose>& purposes);
 
 }  // namespace vern::config

@@ -1,0 +1,159 @@
+// The record of processing: complete, deterministic, and docs/privacy.md holds the defaults'.
+#include "vern/config/ropa.h"
+
+#include <catch2/catch.hpp>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+using namespace vern::config;
+
+namespace {
+
+std::size_t count(const std::string& haystack, const std::string& needle) {
+    std::size_t n = 0;
+    for (auto at = haystack.find(needle); at != std::string::npos;
+         at = haystack.find(needle, at + 1)) {
+        ++n;
+    }
+    return n;
+}
+
+const char* declared = R"T([gateway]
+id = "gw-9"
+[purpose.monitoring]
+topic = "arc"
+description = "Alarm monitoring"
+recipient = "The ARC | night shift"
+legal_basis = "b"
+retention_h = 72
+[purpose.monitoring.alarm_event]
+kind = "keep"
+event_time = "generalise:minute"
+customer_number = "pseudonymise"
+[purpose.grid]
+description = "Grid planning"
+recipient = "DSO"
+legal_basis = "e"
+retention_h = 24
+k_anonymity = 10
+[purpose.grid.meter_reading]
+energy_wh = "aggregate"
+interval = "generalise:day"
+[purpose.tariff]
+description = "Tariff"
+recipient = "Supplier"
+legal_basis = "b"
+retention_h = 24
+[purpose.tariff.meter_reading]
+energy_wh = "generalise:100Wh"
+interval = "generalise:7200s"
+)T";
+
+}  // namespace
+
+TEST_CASE("The markdown record names every catalogue field of every class each purpose gets") {
+    for (const Config& c : {Config{}, parse_config(declared, "d.toml")}) {
+        const std::string md = ropa_markdown(c);
+        INFO(md);
+        for (const auto& p : c.policy.purposes) {
+            CHECK(md.find("## Purpose `" + p.name + "`") != std::string::npos);
+            CHECK(md.find(std::string(legal_basis_text(p.legal_basis))) != std::string::npos);
+            for (const auto& rules : p.classes) {
+                const std::string heading =
+                    "### " + p.name + ": " + std::string(class_name(rules.data_class));
+                const auto start = md.find(heading);
+                REQUIRE(start != std::string::npos);
+                const auto end = md.find("\n#", start + 1);
+                const std::string section = md.substr(start, end - start);
+                for (const auto& f : class_info(rules.data_class).fields) {
+                    CHECK(count(section, "| `" + std::string(f.name) + "` |") == 1);
+                }
+            }
+        }
+        // No placeholder, no empty cell, nothing unfilled.
+        CHECK(md.find('{') == std::string::npos);
+        CHECK(md.find("| |") == std::string::npos);
+        CHECK(md.find("||") == std::string::npos);
+        CHECK(md.find("TODO") == std::string::npos);
+        CHECK(md.find("not valid") == std::string::npos);
+        CHECK(ropa_markdown(c) == md);  // deterministic
+    }
+}
+
+TEST_CASE("The markdown record says what happens to each field in words") {
+    const std::string md = ropa_markdown(parse_config(declared, "d.toml"));
+    CHECK(md.find("| `customer_number` | the alarm company's customer number | pseudonymised "
+                  "(keyed BLAKE2b, per purpose and key epoch) |") != std::string::npos);
+    CHECK(md.find("| `event_time` | when it happened | generalised to the minute |") !=
+          std::string::npos);
+    CHECK(md.find("| `pin_code` | the code typed on the keypad | dropped — never leaves the site "
+                  "|") != std::string::npos);
+    CHECK(md.find("| `zone` | the detector zone | dropped — not sent for this purpose |") !=
+          std::string::npos);
+    CHECK(md.find("generalised to daily intervals (energy summed)") != std::string::npos);
+    CHECK(md.find("generalised to 2-hour intervals (energy summed)") != std::string::npos);
+    CHECK(md.find("rounded to the nearest 100 Wh") != std::string::npos);
+    CHECK(md.find("a total is sent only when at least 10 meters contributed") != std::string::npos);
+    CHECK(md.find("site totals of at least 10 meters") != std::string::npos);
+    CHECK(md.find("`vern/v1/gw-9/arc/alarm`") != std::string::npos);
+    CHECK(md.find("`vern/v1/gw-9/grid/aggregate`") != std::string::npos);
+    CHECK(md.find("`vern/v1/gw-9/tariff/meter`") != std::string::npos);
+    CHECK(md.find("- **Does not receive:** verification_image, meter_reading") !=
+          std::string::npos);
+    CHECK(md.find("- **Recipient:** The ARC | night shift\n") != std::string::npos);
+}
+
+TEST_CASE("The JSON record has every catalogue field per class and the classes not received") {
+    for (const Config& c : {Config{}, parse_config(declared, "d.toml")}) {
+        const std::string text = ropa_json(c);
+        CHECK(ropa_json(c) == text);  // deterministic
+        const auto j = nlohmann::json::parse(text);
+        CHECK(j["gateway"] == c.gateway.id);
+        REQUIRE(j["purposes"].size() == c.policy.purposes.size());
+        for (std::size_t i = 0; i < c.policy.purposes.size(); ++i) {
+            const Purpose& p = c.policy.purposes[i];
+            const auto& jp = j["purposes"][i];
+            CHECK(jp["name"] == p.name);
+            CHECK(jp["recipient"] == p.recipient);
+            CHECK(jp["legal_basis"]["letter"] == std::string(1, p.legal_basis));
+            CHECK(jp["legal_basis"]["text"] == std::string(legal_basis_text(p.legal_basis)));
+            CHECK(jp["retention_h"] == p.retention_h);
+            CHECK(jp.contains("k_anonymity") == p.aggregates());
+            REQUIRE(jp["data_classes"].size() == p.classes.size());
+            for (std::size_t k = 0; k < p.classes.size(); ++k) {
+                const auto& info = class_info(p.classes[k].data_class);
+                const auto& jc = jp["data_classes"][k];
+                CHECK(jc["name"] == std::string(info.name));
+                CHECK(jc["retention_h"] == p.retention_h_for(info.data_class));
+                REQUIRE(jc["fields"].size() == info.fields.size());
+                for (std::size_t f = 0; f < info.fields.size(); ++f) {
+                    CHECK(jc["fields"][f]["name"] == std::string(info.fields[f].name));
+                    CHECK_FALSE(jc["fields"][f]["treatment"].get<std::string>().empty());
+                }
+            }
+            CHECK(jp["not_received"].size() + p.classes.size() == data_classes().size());
+        }
+        CHECK(text.find('{' + std::string("gateway")) == std::string::npos);
+    }
+    const auto j = nlohmann::json::parse(ropa_json(Config{}));
+    CHECK(j["purposes"][0]["data_classes"][0]["fields"][5]["treatment"] ==
+          "pseudonymised (keyed BLAKE2b, per purpose and key epoch)");
+    CHECK(j["purposes"][2]["k_anonymity"] == 5);
+    CHECK(j["never_leaves_site"].size() == 5);
+}
+
+TEST_CASE("docs/privacy.md holds the record of processing of the default config") {
+    std::ifstream in(std::string(VERN_SOURCE_DIR) + "/docs/privacy.md");
+    REQUIRE(in.good());
+    std::stringstream doc;
+    doc << in.rdbuf();
+    const std::string text = doc.str();
+    const std::string begin = "<!-- ropa:begin -->\n", end = "<!-- ropa:end -->";
+    const auto from = text.find(begin);
+    const auto to = text.find(end);
+    REQUIRE(from != std::string::npos);
+    REQUIRE(to != std::string::npos);
+    // Regenerate with: build/bin/vernd --print-ropa md, pasted between the markers.
+    CHECK(text.substr(from + begin.size(), to - from - begin.size()) == ropa_markdown(Config{}));
+}
