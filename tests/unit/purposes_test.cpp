@@ -283,6 +283,10 @@ TEST_CASE("An aggregate purpose sends site totals only") {
     CHECK(contains(p.message, "between 2 and"));
     p = problem_on(analytics_head + "[purpose.analytics.alarm_event]\nkind = \"keep\"\n", 8);
     CHECK(contains(p.message, "an aggregate purpose receives only site totals of meter_reading"));
+    std::string kept = analytics_head;
+    kept.replace(kept.find("generalise:hour"), 15, "keep");
+    p = problem_on(kept, 7);
+    CHECK(contains(p.message, "an aggregate purpose must generalise interval"));
     // Built in code, k = 1 is caught by the check too.
     auto purposes = default_purposes();
     purposes[2].k_anonymity = 1;

@@ -21,6 +21,10 @@ std::size_t count(const std::string& haystack, const std::string& needle) {
 
 const char* declared = R"T([gateway]
 id = "gw-9"
+[keys]
+pseudonym_epoch = 4
+pseudonym_epoch_start = 2027-03-01T06:30:00+01:00
+pseudonym_overlap_h = 48
 [purpose.monitoring]
 topic = "arc"
 description = "Alarm monitoring"
@@ -97,6 +101,9 @@ TEST_CASE("The markdown record says what happens to each field in words") {
     CHECK(md.find("a total is sent only when at least 10 meters contributed") != std::string::npos);
     CHECK(md.find("site totals of at least 10 meters") != std::string::npos);
     CHECK(md.find("`vern/v1/gw-9/arc/alarm`") != std::string::npos);
+    CHECK(md.find("Pseudonyms use key epoch 4 from 2027-03-01T05:30:00Z (epoch 3 before it; for "
+                  "48 hours from then on records also carry epoch 3's pseudonyms).") !=
+          std::string::npos);
     CHECK(md.find("`vern/v1/gw-9/grid/aggregate`") != std::string::npos);
     CHECK(md.find("`vern/v1/gw-9/tariff/meter`") != std::string::npos);
     CHECK(md.find("- **Does not receive:** verification_image, meter_reading") !=

@@ -11,6 +11,7 @@
 #include <tuple>
 
 #include "closest.h"
+#include "utc_time.h"
 
 namespace vern::config {
 namespace {
@@ -101,35 +102,6 @@ Field int_field(std::string name, T* out, std::int64_t min, std::int64_t max, st
             [out] { return std::to_string(*out); }};
 }
 
-// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
-std::int64_t days_from_civil(std::int64_t y, unsigned m, unsigned d) {
-    y -= m <= 2;
-    const std::int64_t era = (y >= 0 ? y : y - 399) / 400;
-    const unsigned yoe = static_cast<unsigned>(y - era * 400);
-    const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + static_cast<std::int64_t>(doe) - 719468;
-}
-
-std::string format_utc_ms(std::int64_t ms) {
-    std::int64_t s = ms / 1000, days = s / 86400, rem = s % 86400;
-    // civil_from_days
-    days += 719468;
-    const std::int64_t era = (days >= 0 ? days : days - 146096) / 146097;
-    const unsigned doe = static_cast<unsigned>(days - era * 146097);
-    const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    const unsigned mp = (5 * doy + 2) / 153;
-    const unsigned d = doy - (153 * mp + 2) / 5 + 1;
-    const unsigned m = mp < 10 ? mp + 3 : mp - 9;
-    const std::int64_t y = static_cast<std::int64_t>(yoe) + era * 400 + (m <= 2);
-    char buf[40];
-    std::snprintf(buf, sizeof buf, "%04lld-%02u-%02uT%02lld:%02lld:%02lldZ",
-                  static_cast<long long>(y), m, d, static_cast<long long>(rem / 3600),
-                  static_cast<long long>(rem / 60 % 60), static_cast<long long>(rem % 60));
-    return buf;
-}
-
 // An offset date-time (2027-01-01T00:00:00Z) as Unix milliseconds. Shown empty when unset (0).
 Field date_time_field(std::string name, std::int64_t* out_ms, std::string doc) {
     return {name, std::move(doc),
@@ -142,7 +114,8 @@ Field date_time_field(std::string name, std::int64_t* out_ms, std::string doc) {
                     return;
                 }
                 const toml::date_time& v = dt->get();
-                const std::int64_t days = days_from_civil(v.date.year, v.date.month, v.date.day);
+                const std::int64_t days =
+                    detail::days_from_civil(v.date.year, v.date.month, v.date.day);
                 const std::int64_t seconds = days * 86400 + v.time.hour * 3600 +
                                              v.time.minute * 60 + v.time.second -
                                              std::int64_t{v.offset->minutes} * 60;
@@ -152,7 +125,7 @@ Field date_time_field(std::string name, std::int64_t* out_ms, std::string doc) {
                 }
                 *out_ms = seconds * 1000 + v.time.nanosecond / 1'000'000;
             },
-            [out_ms] { return *out_ms == 0 ? std::string() : format_utc_ms(*out_ms); }};
+            [out_ms] { return *out_ms == 0 ? std::string() : detail::format_utc_ms(*out_ms); }};
 }
 
 using detail::closest;

@@ -554,6 +554,13 @@ void check_aggregate(Checker& ck, const Purpose& p) {
                      std::to_string(p.k_anonymity));
     }
     for (const auto& c : p.classes) {
+        if (c.data_class == DataClass::meter_reading && c.action("interval") == Action::keep) {
+            const FieldRule& r = *c.rule("interval");
+            ck.at(p, c, r,
+                  where(p, c) +
+                      " interval = \"keep\": an aggregate purpose must generalise "
+                      "interval (e.g. \"generalise:hour\"), the totals' resolution");
+        }
         if (c.data_class != DataClass::meter_reading) {
             ck.at(p, c,
                   where(p, c) +

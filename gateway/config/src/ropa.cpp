@@ -3,6 +3,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "utc_time.h"
+
 namespace vern::config {
 namespace {
 
@@ -75,6 +77,15 @@ std::string retention_line(const Purpose& p) {
     return line;
 }
 
+std::string epoch_line(const KeysSection& keys) {
+    std::string line = "Pseudonyms use key epoch " + std::to_string(keys.pseudonym_epoch);
+    if (keys.pseudonym_epoch_start_ms == 0) return line + ".";
+    const std::string previous = std::to_string(keys.pseudonym_epoch - 1);
+    return line + " from " + detail::format_utc_ms(keys.pseudonym_epoch_start_ms) + " (epoch " +
+           previous + " before it; for " + hours(keys.pseudonym_overlap_h) +
+           " from then on records also carry epoch " + previous + "'s pseudonyms).";
+}
+
 std::vector<DataClass> not_received(const Purpose& p) {
     std::vector<DataClass> out;
     for (const auto& info : data_classes()) {
@@ -123,8 +134,8 @@ std::string field_treatment(const FieldInfo& field, const ClassRules* rules, std
 std::string ropa_markdown(const Config& config) {
     std::ostringstream out;
     out << "Record of processing of gateway `" << config.gateway.id << "` (site `"
-        << config.gateway.site << "`): " << config.policy.purposes.size()
-        << " purposes. Pseudonyms use key epoch " << config.keys.pseudonym_epoch << ".\n";
+        << config.gateway.site << "`): " << config.policy.purposes.size() << " purposes. "
+        << epoch_line(config.keys) << "\n";
     out << "\nNever leaves the site, for any purpose (the config check refuses any rule but "
            "drop):\n\n";
     for (const auto& info : data_classes()) {
@@ -217,6 +228,10 @@ std::string ropa_json(const Config& config) {
     root["gateway"] = config.gateway.id;
     root["site"] = config.gateway.site;
     root["pseudonym_epoch"] = config.keys.pseudonym_epoch;
+    if (config.keys.pseudonym_epoch_start_ms != 0) {
+        root["pseudonym_epoch_start"] = detail::format_utc_ms(config.keys.pseudonym_epoch_start_ms);
+        root["pseudonym_overlap_h"] = config.keys.pseudonym_overlap_h;
+    }
     root["never_leaves_site"] = std::move(never);
     root["purposes"] = std::move(purposes);
     return root.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
