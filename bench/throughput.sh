@@ -44,14 +44,16 @@ commits=$(json_num "$status" commits)
 delivered=$(json_num "$status" forward_delivered)
 sent=$(json_num "$run/sim.json" sent)
 receipted=$(json_num "$run/sim.json" receipted)
+per_purpose=$(jq -r '[.streams | to_entries[] | "\(.key) \(.value.unique_records)"] | join(", ")' "$run/tap.json")
 awk -v e="$events" -v c="$commits" -v d="$delivered" -v s="$sent" -v r="$receipted" \
     -v t0="$start_ns" -v t1="$sim_ns" -v t2="$drain_ns" -v rss="$rss_kb" \
-    -v p="$panels" -v m="$meters" 'BEGIN {
+    -v p="$panels" -v m="$meters" -v per="$per_purpose" 'BEGIN {
     run = (t1 - t0) / 1e9; total = (t2 - t0) / 1e9
     printf "vern end-to-end throughput (%d panels, %d meters, sync on)\n", p, m
     printf "  events sent by devices      %d in %.1f s (%.0f/s offered)\n", s, run, s / run
     printf "  events committed + receipted %d (%d receipted by the sim)\n", e, r
-    printf "  end to end, sent -> acked upstream: %.0f events/s (%d records in %.1f s)\n", d / total, d, total
+    printf "  end to end, sent -> committed, receipted, forwarded and acked upstream: %.0f events/s (%.1f s)\n", e / total, total
+    printf "  records acked upstream      %d (%s): meter readings leave as hourly sums\n", d, per
     printf "  group commit: %d commits, %.1f events per commit\n", c, (c ? e / c : 0)
     printf "  vernd peak RSS %.1f MiB\n", rss / 1024
 }'
