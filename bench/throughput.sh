@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end throughput with durability on: devices (vern-sim) -> site broker -> vernd (synced
-# group commit, receipts after the commit) -> upstream broker -> vern-tap. Prints figures.
+# group commit, receipts after the commit) -> upstream broker -> vern-tap. Prints figures,
+# alarm latency percentiles among them (device publish time to the tap's receipt).
 # Knobs: PANELS, METERS, DURATION (s), METER_PERIOD_MS, ALARM_PERIOD_MS, INFLIGHT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,9 +46,11 @@ delivered=$(json_num "$status" forward_delivered)
 sent=$(json_num "$run/sim.json" sent)
 receipted=$(json_num "$run/sim.json" receipted)
 per_purpose=$(jq -r '[.streams | to_entries[] | "\(.key) \(.value.unique_records)"] | join(", ")' "$run/tap.json")
+# Alarm latency: the panel's publish time (event_time_ms) to the tap's receipt, per unique alarm.
+latency=$(jq -r '.alarm_latency_ms | "p50 \(.p50) ms, p90 \(.p90) ms, p99 \(.p99) ms, max \(.max) ms (\(.count) alarms)"' "$run/tap.json")
 awk -v e="$events" -v c="$commits" -v d="$delivered" -v s="$sent" -v r="$receipted" \
     -v t0="$start_ns" -v t1="$sim_ns" -v t2="$drain_ns" -v rss="$rss_kb" \
-    -v p="$panels" -v m="$meters" -v per="$per_purpose" 'BEGIN {
+    -v p="$panels" -v m="$meters" -v per="$per_purpose" -v lat="$latency" 'BEGIN {
     run = (t1 - t0) / 1e9; total = (t2 - t0) / 1e9
     printf "vern end-to-end throughput (%d panels, %d meters, sync on)\n", p, m
     printf "  events sent by devices      %d in %.1f s (%.0f/s offered)\n", s, run, s / run
@@ -55,5 +58,6 @@ awk -v e="$events" -v c="$commits" -v d="$delivered" -v s="$sent" -v r="$receipt
     printf "  end to end, sent -> committed, receipted, forwarded and acked upstream: %.0f events/s (%.1f s)\n", e / total, total
     printf "  records acked upstream      %d (%s): meter readings leave as hourly sums\n", d, per
     printf "  group commit: %d commits, %.1f events per commit\n", c, (c ? e / c : 0)
+    printf "  alarm latency, device publish -> backend receipt (durable commit on the way): %s\n", lat
     printf "  vernd peak RSS %.1f MiB\n", rss / 1024
 }'

@@ -3,6 +3,7 @@
 #include <google/protobuf/unknown_field_set.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "vern/sim/jpeg_inspect.h"
 
@@ -87,6 +88,7 @@ void TapStreamStats::merge(const TapStreamStats& o) {
     previous_epoch_records += o.previous_epoch_records;
     unknown_fields += o.unknown_fields;
     wrong_topic_kind += o.wrong_topic_kind;
+    order_violations += o.order_violations;
 
     meter.records += o.meter.records;
     merge_min(meter.min_interval_s, o.meter.min_interval_s);
@@ -124,6 +126,7 @@ nlohmann::json TapStreamStats::to_json() const {
         {"previous_epoch_records", previous_epoch_records},
         {"unknown_fields", unknown_fields},
         {"wrong_topic_kind", wrong_topic_kind},
+        {"order_violations", order_violations},
         {"meter",
          {{"records", meter.records},
           {"min_interval_s", meter.min_interval_s.value_or(0)},
@@ -197,7 +200,38 @@ std::uint64_t TapReport::count_pins(const pb::Message& m) {
     return n;
 }
 
-void TapReport::add_message(std::string_view topic, std::string_view payload) {
+nlohmann::json percentiles(std::vector<std::int64_t> values) {
+    std::sort(values.begin(), values.end());
+    const auto rank = [&](double q) -> std::int64_t {
+        if (values.empty()) return 0;
+        auto i = static_cast<std::size_t>(std::ceil(q * static_cast<double>(values.size())));
+        return values[std::clamp<std::size_t>(i, 1, values.size()) - 1];
+    };
+    return {{"count", values.size()},
+            {"p50", rank(0.50)},
+            {"p90", rank(0.90)},
+            {"p99", rank(0.99)},
+            {"max", values.empty() ? 0 : values.back()}};
+}
+
+void TapReport::add_message(std::string_view topic, std::string_view payload,
+                            std::int64_t received_ms, bool retained) {
+    if (topic.size() >= 7 && topic.substr(topic.size() - 7) == "/status") {
+        ++status_messages_;
+        vern::clean::v1::GatewayStatus status;
+        if (!status.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+            ++status_undecodable_;
+            return;
+        }
+        if (has_unknown_fields(status)) ++unknown_fields_;
+        ++(status.online() ? status_online_ : status_offline_);
+        last_online_ = status.online();
+        if (keep_arrivals_ && !retained) {
+            arrivals_.push_back({arrivals_.size(), "", "status", status.online() ? 1 : 0,
+                                 status.time_ms(), received_ms});
+        }
+        return;
+    }
     ++messages_;
     if (scanner_) {
         KindCounts found;
@@ -211,10 +245,10 @@ void TapReport::add_message(std::string_view topic, std::string_view payload) {
     }
     if (batch.records_size() == 0) ++empty_batches_;
     if (!batch.GetReflection()->GetUnknownFields(batch).empty()) ++unknown_fields_;
-    for (const auto& r : batch.records()) add_record(topic, r);
+    for (const auto& r : batch.records()) add_record(topic, r, received_ms);
 }
 
-void TapReport::add_record(std::string_view topic, const Record& r) {
+void TapReport::add_record(std::string_view topic, const Record& r, std::int64_t received_ms) {
     ++records_;
     ++by_stream_[r.stream()];
     Stream& stream = streams_[r.stream()];
@@ -245,6 +279,25 @@ void TapReport::add_record(std::string_view topic, const Record& r) {
     }
     ++s.unique_records;
     ++s.by_kind[kind];
+    if (r.has_source()) {
+        auto [it, first] = last_device_seq_.try_emplace({r.stream(), kind, r.source().device_id()},
+                                                        r.source().device_seq());
+        if (!first) {
+            if (r.source().device_seq() < it->second) {
+                ++s.order_violations;
+            } else {
+                it->second = r.source().device_seq();
+            }
+        }
+    }
+    if (received_ms > 0 && r.has_alarm()) {
+        alarm_latencies_ms_.push_back(received_ms - r.event_time_ms());
+    }
+    if (keep_arrivals_) {
+        // [index, stream, kind, seq, event_time_ms, received_ms]: no identifier
+        arrivals_.push_back(
+            {arrivals_.size(), r.stream(), kind, r.seq(), r.event_time_ms(), received_ms});
+    }
     if (r.has_source()) ++s.records_with_source;
     const auto& prev = r.previous();
     if (r.previous_key_epoch() != 0 || r.has_previous()) ++s.previous_epoch_records;
@@ -325,7 +378,15 @@ nlohmann::json TapReport::to_json() const {
             {"identifier_kinds_found", kinds_found_},
             {"devices", devices},
             {"streams", streams},
-            {"totals", totals.to_json()}};
+            {"totals", totals.to_json()},
+            {"alarm_latency_ms", percentiles(alarm_latencies_ms_)},
+            {"status",
+             {{"messages", status_messages_},
+              {"online", status_online_},
+              {"offline", status_offline_},
+              {"undecodable", status_undecodable_},
+              {"last_online", last_online_ ? nlohmann::json(*last_online_) : nlohmann::json()}}},
+            {"arrivals", keep_arrivals_ ? arrivals_ : nlohmann::json::array()}};
 }
 
 }  // namespace vern::sim

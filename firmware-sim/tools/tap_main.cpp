@@ -68,7 +68,9 @@ private:
 
 struct TapOptions {
     std::string broker;
-    std::string topic = "vern/v1/#";
+    std::vector<std::string> topics{"vern/v1/#"};
+    std::string share_group;  // non-empty: $share/{group}/{topic} (MQTT 5 shared subscription)
+    bool arrivals = false;
     int print = 0;
     std::optional<std::uint64_t> seed;
     std::string site = "site-1";
@@ -92,6 +94,10 @@ public:
             ids_ = pop.scannable_identifiers();
             report_ = TapReport(pop.identifiers());
         }
+        report_.set_keep_arrivals(opts_.arrivals);
+        for (auto& t : opts_.topics) {
+            if (!opts_.share_group.empty()) t = "$share/" + opts_.share_group + "/" + t;
+        }
 #ifdef VERN_TAP_LIBJPEG
         report_.set_image_decoder([](std::string_view data) { return jpeg_decodes(data); });
 #endif
@@ -103,7 +109,7 @@ public:
         const std::string& topic = msg->get_topic();
         std::lock_guard lock(mu_);
         last_message_ms_ = vern::system_now_ms();
-        report_.add_message(topic, payload);
+        report_.add_message(topic, payload, last_message_ms_, msg->is_retained());
         if (opts_.print <= 0) return;
         vern::clean::v1::Batch batch;
         if (!batch.ParseFromString(payload)) return;
@@ -146,15 +152,16 @@ public:
         FnListener sub_listener(
             [&] {
                 if (!subscribed.exchange(true)) {
-                    spdlog::info("subscribed to {}", opts_.topic);
+                    spdlog::info("subscribed to {} topic filter(s)", opts_.topics.size());
                     if (!opts_.ready_file.empty()) std::ofstream(opts_.ready_file) << "ready\n";
                 }
             },
-            [&] { spdlog::warn("subscribe to {} failed", opts_.topic); });
+            [&] { spdlog::warn("subscribe failed"); });
         client.set_connected_handler([&](const std::string&) {
             connected = true;
             try {
-                client.subscribe(opts_.topic, 1, nullptr, sub_listener);
+                client.subscribe(mqtt::string_collection::create(opts_.topics),
+                                 std::vector<int>(opts_.topics.size(), 1), nullptr, sub_listener);
             } catch (const mqtt::exception& e) {
                 spdlog::warn("subscribe failed: {}", e.what());
             }
@@ -272,7 +279,12 @@ int main(int argc, char** argv) {
     CLI::App app{"vern-tap: stand-in backend that decodes and audits vern's upstream records"};
     app.require_subcommand(0, 1);
     app.add_option("--broker", o.broker, "upstream broker URI, e.g. tcp://127.0.0.1:1884");
-    app.add_option("--topic", o.topic, "topic filter")->capture_default_str();
+    app.add_option("--topic", o.topics, "topic filter (repeatable)")->capture_default_str();
+    app.add_option("--share-group", o.share_group,
+                   "subscribe as a member of this MQTT 5 shared subscription group");
+    app.add_flag("--arrivals", o.arrivals,
+                 "report `arrivals`: [index, stream, kind, seq, event_time_ms, received_ms] per "
+                 "unique record, in arrival order");
     app.add_option("--print", o.print, "print the first N records of each stream as text format")
         ->capture_default_str();
     std::uint64_t seed = 0;

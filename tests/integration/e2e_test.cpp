@@ -2,15 +2,23 @@
 // (seeded, so the test knows every identifier it sends) and vern-tap (a stand-in backend).
 #include <mqtt/async_client.h>
 
+#include <algorithm>
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <csignal>
+#include <cstdlib>
 #include <fstream>
+#include <iterator>
+#include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
 #include <thread>
 
+#include "clean.pb.h"
 #include "device.pb.h"
+#include "vern/sim/tap_report.h"
 #include "vern_test.h"
 
 using namespace vern::test;
@@ -63,10 +71,37 @@ std::uint64_t counter(const json& status, const std::string& name) {
     return status["counters"][name].get<std::uint64_t>();
 }
 
+// An integer from the environment (bench scripts scale the tests up), or `fallback`.
+int env_int(const char* name, int fallback) {
+    const char* v = std::getenv(name);
+    return v && *v ? std::atoi(v) : fallback;
+}
+
+// Writes `figures` to $VERN_BENCH_REPORT when set (bench/*.sh read it).
+void bench_report(const json& figures) {
+    if (const char* path = std::getenv("VERN_BENCH_REPORT"); path && *path) {
+        std::ofstream(path) << figures.dump(2) << "\n";
+    }
+}
+
+std::int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+MosquittoOptions persistent_if(bool persistence) {
+    MosquittoOptions o;
+    o.persistence = persistence;
+    return o;
+}
+
 // One site: brokers, the gateway, the backend stand-in.
 class Site {
 public:
-    Site() : site_broker_(), upstream_() {}
+    // `upstream_persistence`: the upstream broker keeps sessions and queues across a restart.
+    explicit Site(bool upstream_persistence = false)
+        : site_broker_(), upstream_(persistent_if(upstream_persistence)) {}
 
     std::filesystem::path data_dir() const { return dir_.path() / "var"; }
     std::filesystem::path vernd_log() const { return dir_.path() / "vernd.log"; }
@@ -80,19 +115,27 @@ public:
         return path;
     }
     const Mosquitto& site_broker() const { return site_broker_; }
+    Mosquitto& upstream() { return upstream_; }
 
     // `file_limit_kb` > 0 starts vernd under `ulimit -f`: writes past it fail like a full disk.
-    void start_vernd(int file_limit_kb = 0) {
+    // Returns the time from the spawn to ready.
+    std::chrono::milliseconds start_vernd(int file_limit_kb = 0) {
+        const auto spawned = std::chrono::steady_clock::now();
         // Ready means subscribed on the site broker: status.json is written before that, and a
         // device publishing in between loses its message (the broker has no session for vernd
         // yet). Slow builds (sanitizers) hit that window. The log is appended across restarts.
         const auto ready_lines = [&] { return count(slurp(vernd_log()), ready_line); };
         const std::size_t before = ready_lines();
-        std::vector<std::string> argv{bin("vernd"),          "--config",
-                                      config_file().string(), "--data-dir",
-                                      data_dir().string(),    "--site-broker",
-                                      site_broker_.uri(),     "--upstream",
-                                      upstream_.uri(),        "--log-level",
+        std::vector<std::string> argv{bin("vernd"),
+                                      "--config",
+                                      config_file().string(),
+                                      "--data-dir",
+                                      data_dir().string(),
+                                      "--site-broker",
+                                      site_broker_.uri(),
+                                      "--upstream",
+                                      upstream_.uri(),
+                                      "--log-level",
                                       "debug"};
         if (file_limit_kb > 0) {
             std::string cmd = "ulimit -f " + std::to_string(file_limit_kb) + " && exec";
@@ -103,6 +146,15 @@ public:
         REQUIRE(
             wait_until([&] { return std::filesystem::exists(data_dir() / "status.json"); }, 20s));
         REQUIRE(wait_until([&] { return ready_lines() > before; }, 30s));
+        return std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::chrono::steady_clock::now() - spawned);
+    }
+    // Starts vernd without waiting for it: to kill it while it opens the store and recovers.
+    void spawn_vernd() {
+        vernd_ = Process::spawn({bin("vernd"), "--config", config_file().string(), "--data-dir",
+                                 data_dir().string(), "--site-broker", site_broker_.uri(),
+                                 "--upstream", upstream_.uri(), "--log-level", "debug"},
+                                vernd_log());
     }
     void kill_vernd() {
         vernd_.signal(SIGKILL);
@@ -119,19 +171,32 @@ public:
         return *code;
     }
 
-    void start_tap() {
-        auto ready = dir_.path() / "tap.ready";
-        tap_ = Process::spawn(
-            {bin("vern-tap"), "--broker", upstream_.uri(), "--seed", std::to_string(seed),
-             "--panels", std::to_string(panels), "--meters", std::to_string(meters), "--report",
-             (dir_.path() / "tap.json").string(), "--ready-file", ready.string()},
-            dir_.path() / "tap.log");
+    // A backend stand-in named `name` (its files are {name}.json, .log, .ready), with `extra`
+    // vern-tap options.
+    void start_tap(const std::string& name = "tap", const std::vector<std::string>& extra = {}) {
+        auto ready = dir_.path() / (name + ".ready");
+        std::vector<std::string> argv{bin("vern-tap"),
+                                      "--broker",
+                                      upstream_.uri(),
+                                      "--seed",
+                                      std::to_string(seed),
+                                      "--panels",
+                                      std::to_string(panels),
+                                      "--meters",
+                                      std::to_string(meters),
+                                      "--report",
+                                      (dir_.path() / (name + ".json")).string(),
+                                      "--ready-file",
+                                      ready.string()};
+        argv.insert(argv.end(), extra.begin(), extra.end());
+        taps_[name] = Process::spawn(argv, dir_.path() / (name + ".log"));
         REQUIRE(wait_until([&] { return std::filesystem::exists(ready); }, 20s));
     }
-    json stop_tap() {
-        tap_.signal(SIGTERM);
-        REQUIRE(tap_.wait_for(20s).has_value());
-        return read_json(dir_.path() / "tap.json");
+    json stop_tap(const std::string& name = "tap") {
+        auto& tap = taps_.at(name);
+        tap.signal(SIGTERM);
+        REQUIRE(tap.wait_for(20s).has_value());
+        return read_json(dir_.path() / (name + ".json"));
     }
 
     Process start_sim(int duration_s, double faults) {
@@ -190,12 +255,11 @@ private:
     Mosquitto site_broker_;
     Mosquitto upstream_;
     Process vernd_;
-    Process tap_;
+    std::map<std::string, Process> taps_;
 };
 
 std::uint64_t u64(const json& j, const std::string& key) {
-    return j.is_object() && j.contains(key) && j[key].is_number() ? j[key].get<std::uint64_t>()
-                                                                    : 0;
+    return j.is_object() && j.contains(key) && j[key].is_number() ? j[key].get<std::uint64_t>() : 0;
 }
 
 // What the backend stand-in saw on one purpose's stream.
@@ -323,22 +387,291 @@ TEST_CASE("Every receipted event arrives upstream once and no identifier leaves 
     CHECK(site.scan({site.data_dir(), site.vernd_log()}) == 0);
 }
 
-TEST_CASE("Killing vernd with SIGKILL mid-run loses no receipted event", "[e2e][crash]") {
+// Every SIGKILL lands at a random moment: mid-commit, mid-forward, and one in four while the
+// store is being opened and recovered. Afterwards every receipted event is upstream
+// (check_delivery), re-sent copies are counted duplicates, and each device's events arrive in
+// device order per lane. VERN_CRASH_KILLS scales it (bench/crash.sh); VERN_BENCH_REPORT receives
+// the figures.
+TEST_CASE("Killing vernd with SIGKILL at random moments loses no receipted event, keeps order",
+          "[e2e][crash]") {
+    const int kills = std::max(1, env_int("VERN_CRASH_KILLS", 20));
+    const std::uint32_t kill_seed =
+        Catch::rngSeed() != 0 ? Catch::rngSeed() : std::random_device{}();
+    INFO("kill seed " << kill_seed << " (--rng-seed to repeat)");
+    std::mt19937 rng(kill_seed);
     Site site;
     site.start_vernd();
     site.start_tap();
-    auto sim = site.start_sim(14, 0.0);
-    std::mt19937 rng(Catch::rngSeed());
-    for (int kill = 0; kill < 3; ++kill) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(1500 + rng() % 2000));
+    // Load for about as long as the kills take (a kill and its restart: 1 to 2 s).
+    auto sim = site.start_sim(std::max(8, kills * 3 / 2), 0.0);
+    std::vector<std::int64_t> ready_ms;
+    int during_recovery = 0;
+    for (int kill = 0; kill < kills; ++kill) {
+        if (rng() % 4 == 0) {
+            // Killed while opening the store and recovering: then started for good.
+            site.kill_vernd();
+            site.spawn_vernd();
+            std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 400));
+            ++during_recovery;
+        } else {
+            std::this_thread::sleep_for(std::chrono::milliseconds(200 + rng() % 1300));
+        }
         site.kill_vernd();
-        std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 1000));
-        site.start_vernd();
+        std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 300));
+        ready_ms.push_back(site.start_vernd().count());
     }
     json tap = finish(site, sim);
     CHECK(tap["identifiers_found"].get<std::uint64_t>() == 0);
+    CHECK(u64(tap["totals"], "order_violations") == 0);
+    for (const auto& [name, st] : tap["streams"].items()) {
+        INFO("stream " << name);
+        CHECK(u64(st, "order_violations") == 0);
+    }
+    json sim_report = site.sim_report();
+    bench_report({{"kills", kills},
+                  {"kills_during_recovery", during_recovery},
+                  {"events_sent", u64(sim_report, "sent")},
+                  {"events_receipted", u64(sim_report, "receipted")},
+                  {"unreceipted", u64(sim_report, "unreceipted")},
+                  {"records_upstream", u64(tap, "records")},
+                  {"unique_records_upstream", u64(tap, "unique_records")},
+                  {"duplicates_upstream", u64(tap, "duplicates")},
+                  {"order_violations", u64(tap["totals"], "order_violations")},
+                  {"ready_after_restart_ms", vern::sim::percentiles(ready_ms)}});
     CHECK(site.stop_vernd() == 0);
     CHECK(site.scan({site.data_dir(), site.vernd_log()}) == 0);
+}
+
+// The upstream broker goes away under load and comes back. Alarms raised meanwhile queue in their
+// lane; after the reconnect they go before the meter backlog, then the backlog drains completely.
+//
+// The check, on the tap's arrival order: the marker is the first non-retained online status
+// vernd published after the restart (it precedes, on the same connection, everything vernd sends
+// on it). Every alarm record with an event time inside the outage arrives after the marker and
+// before the first meter-lane record (meter or aggregate) arriving after the marker. Records the
+// broker had queued for the tap before the outage arrive before the marker and do not count.
+// VERN_OUTAGE_S and VERN_OUTAGE_SIM_S scale it (bench/outage.sh).
+TEST_CASE("After an upstream outage alarms raised during it go before the backlog, which drains",
+          "[e2e][outage]") {
+    const int outage_s = std::max(2, env_int("VERN_OUTAGE_S", 6));
+    const int sim_s = std::max(4, env_int("VERN_OUTAGE_SIM_S", outage_s + 10));
+    Site site(true);  // the tap's session and queue survive the broker restart
+    site.start_vernd();
+    site.start_tap("tap", {"--persistent", "--client-id", "e2e-outage-tap", "--arrivals"});
+    auto sim = site.start_sim(sim_s, 0.0);
+    std::this_thread::sleep_for(3s);
+    site.upstream().stop();
+    const std::int64_t outage_from = now_ms();  // nothing sent after this reaches the broker
+    std::uintmax_t peak_bytes = 0;
+    const auto data_bytes = [&] {
+        std::uintmax_t n = 0;
+        std::error_code ec;
+        for (auto it = std::filesystem::recursive_directory_iterator(site.data_dir(), ec);
+             it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+            if (ec) break;
+            if (it->is_regular_file(ec)) n += it->file_size(ec);
+        }
+        return n;
+    };
+    const auto outage_end = std::chrono::steady_clock::now() + std::chrono::seconds(outage_s);
+    while (std::chrono::steady_clock::now() < outage_end) {
+        peak_bytes = std::max(peak_bytes, data_bytes());
+        std::this_thread::sleep_for(250ms);
+    }
+    CHECK_FALSE(site.status()["upstream"]["connected"].get<bool>());
+    const std::int64_t outage_to = now_ms();  // nothing raised before this reached the broker
+    site.upstream().start();
+    json tap = finish(site, sim);
+    CHECK(u64(tap["totals"], "order_violations") == 0);
+
+    const json& arrivals = tap["arrivals"];
+    REQUIRE(arrivals.is_array());
+    std::optional<std::size_t> marker;
+    for (const auto& a : arrivals) {
+        if (a[2] == "status" && a[3] == 1 && a[4].get<std::int64_t>() >= outage_to) {
+            marker = a[0].get<std::size_t>();
+            break;
+        }
+    }
+    REQUIRE(marker.has_value());
+    std::uint64_t outage_alarms = 0, before_marker = 0;
+    std::optional<std::size_t> last_outage_alarm, first_backlog_meter;
+    std::int64_t marker_received = 0, last_received = 0;
+    std::uint64_t after_marker = 0;
+    for (const auto& a : arrivals) {
+        const auto index = a[0].get<std::size_t>();
+        const std::string kind = a[2];
+        if (index == *marker) marker_received = a[5].get<std::int64_t>();
+        if (index > *marker && kind != "status") {
+            ++after_marker;
+            last_received = a[5].get<std::int64_t>();
+        }
+        if (kind == "alarm") {
+            const auto t = a[4].get<std::int64_t>();
+            if (t < outage_from || t > outage_to) continue;
+            ++outage_alarms;
+            if (index < *marker) ++before_marker;
+            last_outage_alarm = std::max(last_outage_alarm.value_or(0), index);
+        } else if ((kind == "meter" || kind == "aggregate") && index > *marker &&
+                   !first_backlog_meter) {
+            first_backlog_meter = index;
+        }
+    }
+    CHECK(outage_alarms >= 5);  // 3 panels, an alarm each per 300 ms
+    CHECK(before_marker == 0);
+    REQUIRE(last_outage_alarm.has_value());
+    REQUIRE(first_backlog_meter.has_value());
+    CHECK(*last_outage_alarm < *first_backlog_meter);
+
+    const double drain_s = std::max<std::int64_t>(1, last_received - marker_received) / 1000.0;
+    bench_report({{"outage_s", outage_s},
+                  {"alarms_raised_during_outage", outage_alarms},
+                  {"records_after_reconnect", after_marker},
+                  {"drain_s", drain_s},
+                  {"drain_records_per_s", static_cast<double>(after_marker) / drain_s},
+                  {"data_dir_peak_bytes", peak_bytes},
+                  {"duplicates_upstream", u64(tap, "duplicates")}});
+    CHECK(site.stop_vernd() == 0);
+}
+
+namespace {
+
+// Watches {prefix}/+/status on a broker: the last GatewayStatus and whether it came retained.
+class StatusWatcher {
+public:
+    StatusWatcher(const std::string& uri, const std::string& client_id)
+        : client_(uri, client_id, mqtt::create_options(MQTTVERSION_5, 100)) {
+        client_.set_message_callback([this](mqtt::const_message_ptr m) {
+            vern::clean::v1::GatewayStatus s;
+            std::lock_guard lock(mu_);
+            ++messages_;
+            if (!s.ParseFromString(m->to_string())) {
+                ++undecodable_;
+                return;
+            }
+            last_ = s;
+            last_retained_ = m->is_retained();
+        });
+        client_.connect(mqtt::connect_options_builder().mqtt_version(MQTTVERSION_5).finalize())
+            ->wait();
+        client_.subscribe("vern/v1/+/status", 1)->wait();
+    }
+    ~StatusWatcher() {
+        try {
+            client_.disconnect()->wait_for(2s);
+        } catch (const mqtt::exception&) {
+        }
+    }
+    std::optional<vern::clean::v1::GatewayStatus> last() {
+        std::lock_guard lock(mu_);
+        return last_;
+    }
+    bool last_retained() {
+        std::lock_guard lock(mu_);
+        return last_retained_;
+    }
+    bool is(bool online) {
+        auto s = last();
+        return s && s->online() == online;
+    }
+    void forget() {
+        std::lock_guard lock(mu_);
+        last_.reset();
+    }
+    std::uint64_t undecodable() {
+        std::lock_guard lock(mu_);
+        return undecodable_;
+    }
+
+private:
+    mqtt::async_client client_;
+    std::mutex mu_;
+    std::optional<vern::clean::v1::GatewayStatus> last_;
+    bool last_retained_ = false;
+    std::uint64_t messages_ = 0, undecodable_ = 0;
+};
+
+}  // namespace
+
+TEST_CASE("The upstream broker holds the gateway's retained status and its will on a kill",
+          "[e2e][status]") {
+    Site site;
+    StatusWatcher watcher(site.upstream().uri(), "e2e-status");
+    const std::int64_t before = now_ms();
+    site.start_vernd();
+    REQUIRE(wait_until([&] { return watcher.is(true); }, 20s));
+    auto online = *watcher.last();
+    CHECK(online.time_ms() >= before);
+    CHECK_FALSE(online.version().empty());
+    CHECK(vern::sim::has_unknown_fields(online) == false);
+
+    // A crash: no DISCONNECT, so the broker publishes the will.
+    site.kill_vernd();
+    REQUIRE(wait_until([&] { return watcher.is(false); }, 20s));
+    CHECK_FALSE(watcher.last_retained());  // delivered live, as the link dropped
+    {
+        // ...and keeps it: a backend subscribing now learns the gateway is offline.
+        StatusWatcher late(site.upstream().uri(), "e2e-status-late");
+        REQUIRE(wait_until([&] { return late.last().has_value(); }, 10s));
+        CHECK(late.is(false));
+        CHECK(late.last_retained());
+    }
+
+    site.start_vernd();
+    REQUIRE(wait_until([&] { return watcher.is(true); }, 20s));
+    CHECK(watcher.last()->time_ms() >= online.time_ms());
+
+    // A clean stop says offline itself.
+    watcher.forget();
+    CHECK(site.stop_vernd() == 0);
+    REQUIRE(wait_until([&] { return watcher.is(false); }, 20s));
+    CHECK(watcher.undecodable() == 0);
+}
+
+// Two backend instances in one MQTT 5 shared subscription split the alarm and billing streams:
+// together they get every record exactly once by (gateway, stream, seq), and each gets some.
+// A third, plain subscriber to the same topics is the reference for "every record".
+TEST_CASE("Two consumers of a shared subscription together get every record exactly once",
+          "[e2e][share]") {
+    Site site;
+    site.start_vernd();
+    const std::vector<std::string> topics{"--topic", "vern/v1/+/billing/#", "--topic",
+                                          "vern/v1/+/alarm/#", "--arrivals"};
+    auto shared = topics;
+    shared.insert(shared.end(), {"--share-group", "backend"});
+    site.start_tap("share-a", shared);
+    site.start_tap("share-b", shared);
+    site.start_tap("reference", topics);
+    site.start_tap();  // everything, for check_delivery
+    auto sim = site.start_sim(6, 0.0);
+    finish(site, sim);
+    const json a = site.stop_tap("share-a");
+    const json b = site.stop_tap("share-b");
+    const json reference = site.stop_tap("reference");
+
+    using Key = std::pair<std::string, std::uint64_t>;  // (stream, seq); one gateway here
+    const auto keys = [](const json& tap) {
+        std::set<Key> out;
+        for (const auto& e : tap["arrivals"]) {
+            if (e[2] != "status") out.emplace(e[1].get<std::string>(), e[3].get<std::uint64_t>());
+        }
+        return out;
+    };
+    const auto ka = keys(a), kb = keys(b), kr = keys(reference);
+    std::set<Key> both, either;
+    std::set_intersection(ka.begin(), ka.end(), kb.begin(), kb.end(),
+                          std::inserter(both, both.end()));
+    std::set_union(ka.begin(), ka.end(), kb.begin(), kb.end(), std::inserter(either, either.end()));
+    CHECK(kr.size() > 50);
+    CHECK(ka.size() > 0);
+    CHECK(kb.size() > 0);
+    CHECK(both.empty());                                      // never both
+    CHECK(either == kr);                                      // nothing missing, nothing extra
+    CHECK(u64(a, "duplicates") + u64(b, "duplicates") == 0);  // and each once
+    CHECK(u64(a, "undecodable") + u64(b, "undecodable") == 0);
+    std::set<std::string> streams;
+    for (const auto& [stream, seq] : either) streams.insert(stream);
+    CHECK(streams == std::set<std::string>{"alarm", "billing"});
 }
 
 TEST_CASE("Garbage on the device topics is quarantined by reason and vernd keeps running",

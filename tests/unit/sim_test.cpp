@@ -522,6 +522,81 @@ TEST_CASE("the tap report counts records, unique records and duplicates per stre
     CHECK(j["devices"]["panel-000001"] == nlohmann::json::parse("[[1,2]]"));
 }
 
+TEST_CASE("the tap report counts per-device order violations per lane, duplicates excluded") {
+    TapReport rep;
+    const auto alarm_at = [](std::uint64_t seq, std::uint64_t device_seq,
+                             const std::string& device) {
+        Record r = alarm_record("alarm", seq, "ev-" + std::to_string(seq));
+        r.mutable_source()->set_device_id(device);
+        r.mutable_source()->set_device_seq(device_seq);
+        return r;
+    };
+    const std::string t = "vern/v1/gw-1/alarm/alarm";
+    rep.add_record(t, alarm_at(1, 1, "panel-000001"));
+    rep.add_record(t, alarm_at(2, 3, "panel-000001"));
+    rep.add_record(t, alarm_at(1, 1, "panel-000001"));  // a re-sent copy: a duplicate, not late
+    rep.add_record(t, alarm_at(3, 2, "panel-000001"));  // device_seq 2 after 3: a violation
+    rep.add_record(t, alarm_at(4, 4, "panel-000001"));
+    rep.add_record(t, alarm_at(5, 1, "panel-000002"));  // another device has its own order
+    // An image of the same device travels on its own lane: an older device_seq is no violation.
+    Record img = image_record(6, "ev-1", camera_jpeg());
+    img.mutable_source()->set_device_seq(1);
+    rep.add_record("vern/v1/gw-1/alarm/image", img);
+    rep.add_record(t, alarm_at(7, 3, "panel-000001"));  // below 4 still
+    const auto j = rep.to_json();
+    CHECK(at(j, "/streams/alarm/duplicates") == 1);
+    CHECK(at(j, "/streams/alarm/order_violations") == 2);
+    CHECK(at(j, "/totals/order_violations") == 2);
+
+    TapReport in_order;
+    for (std::uint64_t i = 1; i <= 5; ++i) in_order.add_record(t, alarm_at(i, i, "panel-000001"));
+    CHECK(at(in_order.to_json(), "/totals/order_violations") == 0);
+}
+
+TEST_CASE("the tap report gives alarm latency percentiles, arrivals and gateway status apart") {
+    TapReport rep;
+    rep.set_keep_arrivals(true);
+    const std::string t = "vern/v1/gw-1/alarm/alarm";
+    for (std::uint64_t i = 1; i <= 100; ++i) {
+        Record r = alarm_record("alarm", i, "ev-" + std::to_string(i));
+        r.set_event_time_ms(1'000'000);
+        rep.add_message(t, batch_of({r}), 1'000'000 + static_cast<std::int64_t>(i));
+    }
+    rep.add_message("vern/v1/gw-1/billing/meter", batch_of({meter_record(1, kHour, 3600, 10)}),
+                    2'000'000);
+    vern::clean::v1::GatewayStatus status;
+    status.set_online(true);
+    rep.add_message("vern/v1/gw-1/status", status.SerializeAsString(), 2'000'001);
+    status.set_online(false);
+    rep.add_message("vern/v1/gw-1/status", status.SerializeAsString(), 2'000'002);
+    const auto j = rep.to_json();
+    CHECK(at(j, "/alarm_latency_ms/count") == 100);
+    CHECK(at(j, "/alarm_latency_ms/p50") == 50);
+    CHECK(at(j, "/alarm_latency_ms/p90") == 90);
+    CHECK(at(j, "/alarm_latency_ms/p99") == 99);
+    CHECK(at(j, "/alarm_latency_ms/max") == 100);
+    CHECK(at(j, "/undecodable") == 0);  // a status message is not a Batch, and not garbage
+    CHECK(at(j, "/messages") == 101);
+    CHECK(at(j, "/status/messages") == 2);
+    CHECK(at(j, "/status/online") == 1);
+    CHECK(at(j, "/status/offline") == 1);
+    CHECK(j["status"]["last_online"] == false);
+    rep.add_message("vern/v1/gw-1/status", status.SerializeAsString(), 2'000'003, true);
+    REQUIRE(j["arrivals"].size() == 103);  // the retained copy above came after to_json
+    CHECK(j["arrivals"][102] == nlohmann::json::parse(R"([102, "", "status", 0, 0, 2000002])"));
+    CHECK(rep.to_json()["arrivals"].size() == 103);  // a retained copy is no arrival
+    CHECK(at(rep.to_json(), "/status/messages") == 3);
+    CHECK(j["arrivals"][0] ==
+          nlohmann::json::parse(R"([0, "alarm", "alarm", 1, 1000000, 1000001])"));
+    CHECK(j["arrivals"][100][2] == "meter");
+
+    CHECK(percentiles({}) ==
+          nlohmann::json::parse(R"({"count": 0, "p50": 0, "p90": 0, "p99": 0, "max": 0})"));
+    TapReport quiet;
+    quiet.add_record(t, alarm_record("alarm", 1, "ev-1"));
+    CHECK(quiet.to_json()["arrivals"].empty());
+}
+
 TEST_CASE("the tap report counts unique records by body kind and flags a body on the wrong topic") {
     TapReport rep;
     rep.add_record("vern/v1/gw-1/alarm/alarm", alarm_record("alarm", 1, "ev-1"));

@@ -11,13 +11,28 @@
 #include <set>
 #include <thread>
 
+#include "clean.pb.h"
 #include "vern/common/backoff.h"
+#include "vern/common/clock.h"
 
 namespace vern::forward {
 namespace {
 
 constexpr int qos_at_least_once = 1;
 constexpr std::size_t read_chunk = 64;
+
+#ifndef VERN_VERSION
+#define VERN_VERSION "unknown"
+#endif
+
+// A retained vern.clean.v1.GatewayStatus.
+mqtt::message_ptr status_message(const std::string& topic, bool online) {
+    vern::clean::v1::GatewayStatus status;
+    status.set_online(online);
+    status.set_time_ms(system_now_ms());
+    status.set_version(VERN_VERSION);
+    return mqtt::make_message(topic, status.SerializeAsString(), qos_at_least_once, true);
+}
 
 struct Pending {
     Lane lane;
@@ -29,6 +44,7 @@ struct Pending {
 
 struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iaction_listener {
     config::ForwardSection section;
+    std::string status_topic;  // empty: no status, no will
     Outbox& outbox;
     Counter& published;
     Counter& delivered_count;
@@ -48,8 +64,10 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
     std::vector<Pending> acked;
     std::set<std::pair<Lane, std::uint64_t>> in_flight;
 
-    Impl(const config::ForwardSection& s, std::string client_id, Outbox& o, Counters& c)
+    Impl(const config::ForwardSection& s, std::string client_id, std::string status, Outbox& o,
+         Counters& c)
         : section(s),
+          status_topic(std::move(status)),
           outbox(o),
           published(c.get("forward_published")),
           delivered_count(c.get("forward_delivered")),
@@ -103,8 +121,12 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
                            .clean_start(true)
                            .keep_alive_interval(std::chrono::seconds(20))
                            .connect_timeout(std::chrono::seconds(10))
-                           .max_inflight(static_cast<int>(section.window))
+                           // one more than the window: the status message
+                           .max_inflight(static_cast<int>(section.window) + 1)
                            .automatic_reconnect(false);
+        // Should the connection drop without a DISCONNECT (a crash, a cut link), the broker
+        // publishes this: retained, so a backend subscribing later still sees the gateway offline.
+        if (!status_topic.empty()) builder.will(*status_message(status_topic, false));
         if (!section.username.empty()) {
             builder.user_name(section.username);
             if (!section.password_file.empty()) {
@@ -130,6 +152,11 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
             }
             connects.add();
             backoff.reset();
+            if (!status_topic.empty()) {
+                // Not waited for: a lost status shows at the next connect; the will covers a
+                // crash in between.
+                client->publish(status_message(status_topic, true));
+            }
             std::lock_guard lock(mutex);
             ++generation;  // acks of the old connection no longer count against the window
             in_flight.clear();
@@ -235,8 +262,9 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
 };
 
 Forwarder::Forwarder(const config::ForwardSection& section, std::string client_id, Outbox& outbox,
-                     Counters& counters)
-    : impl_(std::make_unique<Impl>(section, std::move(client_id), outbox, counters)) {}
+                     Counters& counters, std::string status_topic)
+    : impl_(std::make_unique<Impl>(section, std::move(client_id), std::move(status_topic), outbox,
+                                   counters)) {}
 
 Forwarder::~Forwarder() { stop(); }
 
@@ -251,6 +279,10 @@ void Forwarder::stop() {
     if (impl_->worker.joinable()) impl_->worker.join();
     try {
         if (impl_->client->is_connected()) {
+            if (!impl_->status_topic.empty()) {  // a clean stop sends no will: say it ourselves
+                impl_->client->publish(status_message(impl_->status_topic, false))
+                    ->wait_for(std::chrono::seconds(2));
+            }
             impl_->client->disconnect()->wait_for(std::chrono::seconds(2));
         }
     } catch (const mqtt::exception&) {

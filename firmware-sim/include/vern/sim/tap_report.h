@@ -34,6 +34,10 @@ struct TapStreamStats {
     std::uint64_t previous_epoch_records = 0;
     std::uint64_t unknown_fields = 0;    // all records, duplicates included
     std::uint64_t wrong_topic_kind = 0;  // all records, duplicates included
+    // Unique records whose source.device_seq is lower than one already seen for the same
+    // (stream, body kind, device): each body kind travels on one lane, in order; across lanes
+    // order is not promised (alarms overtake).
+    std::uint64_t order_violations = 0;
 
     struct {
         std::uint64_t records = 0;
@@ -80,10 +84,19 @@ public:
 
     void set_image_decoder(ImageDecoder decoder) { image_decoder_ = std::move(decoder); }
 
-    // One MQTT message: decodes `payload` as a vern.clean.v1.Batch and adds its records.
-    void add_message(std::string_view topic, std::string_view payload);
+    // Keep one arrival entry per unique record for the report's `arrivals` (off by default).
+    void set_keep_arrivals(bool keep) { keep_arrivals_ = keep; }
+
+    // One MQTT message: decodes `payload` as a vern.clean.v1.Batch and adds its records. A topic
+    // ending in "/status" carries a vern.clean.v1.GatewayStatus instead and is counted apart.
+    // `received_ms` (Unix ms, 0: unknown) gives alarm latencies and arrival times. A status
+    // message is an arrival [index, "", "status", online ? 1 : 0, time_ms, received_ms] unless
+    // `retained` (a broker's stored copy, sent on subscribe, is no event of the link).
+    void add_message(std::string_view topic, std::string_view payload, std::int64_t received_ms = 0,
+                     bool retained = false);
     // One decoded record as received on `topic`.
-    void add_record(std::string_view topic, const vern::clean::v1::Record& record);
+    void add_record(std::string_view topic, const vern::clean::v1::Record& record,
+                    std::int64_t received_ms = 0);
 
     nlohmann::json to_json() const;
 
@@ -117,7 +130,18 @@ private:
     std::set<std::tuple<std::string, std::string, std::uint64_t>> seen_;
     std::map<std::string, std::set<std::uint64_t>> devices_;
     std::map<std::string, Stream> streams_;
+    // highest device_seq per (stream, body kind, device)
+    std::map<std::tuple<std::string, std::string, std::string>, std::uint64_t> last_device_seq_;
+    std::vector<std::int64_t> alarm_latencies_ms_;  // unique alarm records: received - event time
+    std::uint64_t status_messages_ = 0, status_online_ = 0, status_offline_ = 0;
+    std::uint64_t status_undecodable_ = 0;
+    std::optional<bool> last_online_;
+    bool keep_arrivals_ = false;
+    nlohmann::json arrivals_ = nlohmann::json::array();
 };
+
+// Percentiles of `values` (nearest rank): {count, p50, p90, p99, max}; all 0 when empty.
+nlohmann::json percentiles(std::vector<std::int64_t> values);
 
 // True if the message or any message inside it carries fields its schema does not have.
 bool has_unknown_fields(const google::protobuf::Message& m);

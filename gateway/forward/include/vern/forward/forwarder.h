@@ -4,6 +4,10 @@
 // when the upstream broker's PUBACK for it arrives. After a reconnect everything not yet
 // delivered is sent again: the copies carry the same gateway/stream/seq, and backends drop them.
 //
+// Link state: with a status topic ({topic_prefix}/{gateway}/status), every connect publishes a
+// retained vern.clean.v1.GatewayStatus with online = true, the connection's last will is the
+// same with online = false (retained), and stop() publishes online = false before disconnecting.
+//
 // Never: deliver() a record without its PUBACK; hold more than `window` records in flight; look
 // inside a payload.
 #include <cstdint>
@@ -38,7 +42,7 @@ public:
 class Forwarder {
 public:
     Forwarder(const config::ForwardSection& section, std::string client_id, Outbox& outbox,
-              Counters& counters);
+              Counters& counters, std::string status_topic = {});
     ~Forwarder();
     Forwarder(const Forwarder&) = delete;
     Forwarder& operator=(const Forwarder&) = delete;
