@@ -89,6 +89,7 @@ void TapStreamStats::merge(const TapStreamStats& o) {
     unknown_fields += o.unknown_fields;
     wrong_topic_kind += o.wrong_topic_kind;
     order_violations += o.order_violations;
+    lane_order_violations += o.lane_order_violations;
 
     meter.records += o.meter.records;
     merge_min(meter.min_interval_s, o.meter.min_interval_s);
@@ -127,6 +128,7 @@ nlohmann::json TapStreamStats::to_json() const {
         {"unknown_fields", unknown_fields},
         {"wrong_topic_kind", wrong_topic_kind},
         {"order_violations", order_violations},
+        {"lane_order_violations", lane_order_violations},
         {"meter",
          {{"records", meter.records},
           {"min_interval_s", meter.min_interval_s.value_or(0)},
@@ -285,9 +287,17 @@ void TapReport::add_record(std::string_view topic, const Record& r, std::int64_t
         if (!first) {
             if (r.source().device_seq() < it->second) {
                 ++s.order_violations;
+                order_violation_seqs_[r.source().device_id()].insert(r.source().device_seq());
             } else {
                 it->second = r.source().device_seq();
             }
+        }
+    }
+    if (auto [it, first] = last_seq_.try_emplace({r.stream(), kind}, r.seq()); !first) {
+        if (r.seq() < it->second) {
+            ++s.lane_order_violations;
+        } else {
+            it->second = r.seq();
         }
     }
     if (received_ms > 0 && r.has_alarm()) {
@@ -357,6 +367,12 @@ nlohmann::json TapReport::to_json() const {
         for (const auto& [a, b] : to_ranges(seqs)) ranges.push_back({a, b});
         devices[id] = ranges;
     }
+    nlohmann::json late = nlohmann::json::object();
+    for (const auto& [id, seqs] : order_violation_seqs_) {
+        nlohmann::json ranges = nlohmann::json::array();
+        for (const auto& [a, b] : to_ranges(seqs)) ranges.push_back({a, b});
+        late[id] = ranges;
+    }
     nlohmann::json streams = nlohmann::json::object();
     TapStreamStats totals;
     for (const auto& [name, stream] : streams_) {
@@ -377,6 +393,7 @@ nlohmann::json TapReport::to_json() const {
             {"identifiers_found", identifiers_found_},
             {"identifier_kinds_found", kinds_found_},
             {"devices", devices},
+            {"order_violations_by_device", late},
             {"streams", streams},
             {"totals", totals.to_json()},
             {"alarm_latency_ms", percentiles(alarm_latencies_ms_)},

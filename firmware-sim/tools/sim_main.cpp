@@ -89,6 +89,7 @@ struct Device {
     std::uint64_t last_seq = 0;
     std::map<std::uint64_t, Pending> pending;
     std::set<std::uint64_t> receipted;
+    std::set<std::uint64_t> retried;                         // seqs sent more than once
     std::map<std::string, std::set<std::uint64_t>> by_kind;  // seqs per topic kind
     std::map<std::string, ImageProgress> images;             // by image_id
 };
@@ -476,6 +477,7 @@ void Sim::pump(std::int64_t now) {
             pend.queued = false;
             if (pend.ever_sent) {
                 ++retried_;
+                d.retried.insert(item.seq);
             } else {
                 ++sent_;
                 pend.ever_sent = true;
@@ -537,8 +539,13 @@ nlohmann::json Sim::report() {
             for (const auto& [a, b] : to_ranges(seqs)) kr.push_back({a, b});
             kinds[kind] = kr;
         }
-        devices[d.id] = {
-            {"last_seq", d.last_seq}, {"receipted", ranges}, {"json", d.json}, {"kinds", kinds}};
+        nlohmann::json retried = nlohmann::json::array();
+        for (const auto& [a, b] : to_ranges(d.retried)) retried.push_back({a, b});
+        devices[d.id] = {{"last_seq", d.last_seq},
+                         {"receipted", ranges},
+                         {"retried", retried},
+                         {"json", d.json},
+                         {"kinds", kinds}};
     }
     return {{"sent", sent_},
             {"receipted", receipted_},

@@ -547,6 +547,15 @@ TEST_CASE("the tap report counts per-device order violations per lane, duplicate
     CHECK(at(j, "/streams/alarm/duplicates") == 1);
     CHECK(at(j, "/streams/alarm/order_violations") == 2);
     CHECK(at(j, "/totals/order_violations") == 2);
+    CHECK(j["order_violations_by_device"] ==
+          nlohmann::json::parse(R"({"panel-000001": [[2, 3]]})"));
+    CHECK(at(j, "/totals/lane_order_violations") == 0);  // seqs 1..7 arrived in order per kind
+    TapReport lanes;
+    lanes.add_record(t, alarm_at(2, 2, "panel-000001"));
+    lanes.add_record(t, alarm_at(1, 1, "panel-000001"));  // seq 1 after 2 on one lane
+    lanes.add_record("vern/v1/gw-1/alarm/image", img);    // another lane: no violation
+    CHECK(at(lanes.to_json(), "/totals/lane_order_violations") == 1);
+    CHECK(at(lanes.to_json(), "/totals/order_violations") == 1);
 
     TapReport in_order;
     for (std::uint64_t i = 1; i <= 5; ++i) in_order.add_record(t, alarm_at(i, i, "panel-000001"));

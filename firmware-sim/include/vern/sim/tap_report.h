@@ -38,6 +38,9 @@ struct TapStreamStats {
     // (stream, body kind, device): each body kind travels on one lane, in order; across lanes
     // order is not promised (alarms overtake).
     std::uint64_t order_violations = 0;
+    // Unique records whose seq is lower than one already seen for the same (stream, body kind):
+    // the gateway sends each lane in commit order.
+    std::uint64_t lane_order_violations = 0;
 
     struct {
         std::uint64_t records = 0;
@@ -132,6 +135,8 @@ private:
     std::map<std::string, Stream> streams_;
     // highest device_seq per (stream, body kind, device)
     std::map<std::tuple<std::string, std::string, std::string>, std::uint64_t> last_device_seq_;
+    std::map<std::pair<std::string, std::string>, std::uint64_t> last_seq_;  // (stream, kind)
+    std::map<std::string, std::set<std::uint64_t>> order_violation_seqs_;    // device: device_seqs
     std::vector<std::int64_t> alarm_latencies_ms_;  // unique alarm records: received - event time
     std::uint64_t status_messages_ = 0, status_online_ = 0, status_offline_ = 0;
     std::uint64_t status_undecodable_ = 0;
