@@ -90,6 +90,9 @@ std::int64_t now_ms() {
         .count();
 }
 
+// A meter period that keeps a run of `duration_s` within 40 simulated hours (160 readings).
+int sim_meter_period_ms(int duration_s) { return std::max(200, duration_s * 1000 / 160); }
+
 MosquittoOptions persistent_if(bool persistence) {
     MosquittoOptions o;
     o.persistence = persistence;
@@ -199,7 +202,10 @@ public:
         return read_json(dir_.path() / (name + ".json"));
     }
 
-    Process start_sim(int duration_s, double faults) {
+    // The gateway keeps meter readings of the last 48 h only (policy meter_history_ms) and the
+    // simulator back-dates one 15-minute reading per meter period: long runs need a longer
+    // period, see sim_meter_period_ms().
+    Process start_sim(int duration_s, double faults, int meter_period_ms = 200) {
         return Process::spawn({bin("vern-sim"),
                                "--broker",
                                site_broker_.uri(),
@@ -214,7 +220,7 @@ public:
                                "--alarm-period-ms",
                                "300",
                                "--meter-period-ms",
-                               "200",
+                               std::to_string(meter_period_ms),
                                "--faults",
                                std::to_string(faults),
                                "--receipt-timeout-ms",
@@ -405,7 +411,8 @@ TEST_CASE("Killing vernd with SIGKILL at random moments loses no receipted event
     site.start_vernd();
     site.start_tap();
     // Load for about as long as the kills take (a kill and its restart: 1 to 2 s).
-    auto sim = site.start_sim(std::max(8, kills * 3 / 2), 0.0);
+    const int sim_s = std::max(8, kills * 3 / 2);
+    auto sim = site.start_sim(sim_s, 0.0, sim_meter_period_ms(sim_s));
     std::vector<std::int64_t> ready_ms;
     int during_recovery = 0;
     for (int kill = 0; kill < kills; ++kill) {
@@ -472,7 +479,7 @@ TEST_CASE("After an upstream outage alarms raised during it go before the backlo
     Site site(true);  // the tap's session and queue survive the broker restart
     site.start_vernd();
     site.start_tap("tap", {"--persistent", "--client-id", "e2e-outage-tap", "--arrivals"});
-    auto sim = site.start_sim(sim_s, 0.0);
+    auto sim = site.start_sim(sim_s, 0.0, sim_meter_period_ms(sim_s));
     std::this_thread::sleep_for(3s);
     site.upstream().stop();
     const std::int64_t outage_from = now_ms();  // nothing sent after this reaches the broker
