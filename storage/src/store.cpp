@@ -413,7 +413,8 @@ struct Store::Impl {
                                  : b.total_bytes - std::min(b.total_bytes, b.alarm_reserve_bytes);
             }
             // Alarms are never evicted, not even for an alarm.
-            if (cap[lane] != 0 && (size > cap[lane] || (is_alarm && bytes[lane] + size > cap[lane]))) {
+            if (cap[lane] != 0 &&
+                (size > cap[lane] || (is_alarm && bytes[lane] + size > cap[lane]))) {
                 refuse();
                 if (plan.refused) return status;
                 continue;
@@ -631,11 +632,11 @@ Result<std::vector<std::uint64_t>, StoreError> Store::commit(WriteSet&& writes) 
     for (std::size_t i = 0; i < lane_count; ++i) {
         const LaneEviction& e = plan.lanes[i];
         if (e.disk_count == 0) continue;
-        status = batch.DeleteRange(impl.lane_cf(i), seq_key(before[i].head_seq),
-                                   seq_key(e.disk_end));
-        if (!status.ok()) return fail(to_error(status));
         status =
-            batch.Put(impl.handles[cf_default], meta_key(lane_name(all_lanes[i])), seq_key(next[i]));
+            batch.DeleteRange(impl.lane_cf(i), seq_key(before[i].head_seq), seq_key(e.disk_end));
+        if (!status.ok()) return fail(to_error(status));
+        status = batch.Put(impl.handles[cf_default], meta_key(lane_name(all_lanes[i])),
+                           seq_key(next[i]));
         if (!status.ok()) return fail(to_error(status));
     }
 
@@ -680,7 +681,8 @@ Result<std::vector<std::uint64_t>, StoreError> Store::commit(WriteSet&& writes) 
         LaneCounters& live = impl.lanes[i];
         live.next_seq = next[i];
         live.depth = live.depth + added[i] - std::min(live.depth + added[i], e.disk_count);
-        live.bytes = live.bytes + added_bytes[i] - std::min(live.bytes + added_bytes[i], e.disk_bytes);
+        live.bytes =
+            live.bytes + added_bytes[i] - std::min(live.bytes + added_bytes[i], e.disk_bytes);
         // The first record left on disk, or else the first of this commit's (== before's next).
         if (e.disk_count > 0) live.head_seq = e.next_live.value_or(before[i].next_seq);
         impl.budget_counts.evicted[i] += e.disk_count + e.staged;

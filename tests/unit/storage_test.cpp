@@ -852,8 +852,9 @@ StoreOptions budget_options(const std::string& path, StoreBudget budget) {
 
 }  // namespace
 
-TEST_CASE("Past the budget the oldest meter records go first, then the oldest images, and every "
-          "alarm stays") {
+TEST_CASE(
+    "Past the budget the oldest meter records go first, then the oldest images, and every "
+    "alarm stays") {
     TempDir dir;
     StoreBudget budget;
     budget.total_bytes = 2000;
@@ -942,8 +943,9 @@ TEST_CASE("Records of the same commit are evicted oldest first when later ones n
     CHECK(store->budget_counts().evicted[meter_index] == 2);
 }
 
-TEST_CASE("An alarm that cannot fit even with every meter and image gone is refused and nothing "
-          "changes") {
+TEST_CASE(
+    "An alarm that cannot fit even with every meter and image gone is refused and nothing "
+    "changes") {
     TempDir dir;
     StoreBudget budget;
     budget.total_bytes = 1000;
@@ -997,8 +999,9 @@ TEST_CASE("An alarm that cannot fit even with every meter and image gone is refu
     CHECK(total_bytes(*store) == 1000);
 }
 
-TEST_CASE("A lane's own cap evicts that lane's oldest records, and an alarm over its cap is "
-          "refused") {
+TEST_CASE(
+    "A lane's own cap evicts that lane's oldest records, and an alarm over its cap is "
+    "refused") {
     TempDir dir;
     StoreBudget budget;
     budget.image_bytes = 300;
@@ -1042,8 +1045,9 @@ TEST_CASE("child: commit a mix under a budget until killed", "[.][child]") {
     }
 }
 
-TEST_CASE("After a SIGKILL in the middle of evictions the reopened store's counters match its "
-          "records") {
+TEST_CASE(
+    "After a SIGKILL in the middle of evictions the reopened store's counters match its "
+    "records") {
     TempDir dir;
     int fds[2];
     REQUIRE(::pipe(fds) == 0);
@@ -1079,10 +1083,8 @@ TEST_CASE("After a SIGKILL in the middle of evictions the reopened store's count
     CHECK(total_bytes(*store) <= 20000);
     CHECK(total_bytes(*store) >= 20000 - 2000 - 100);  // full: the budget was reached
     // Meter records went before images: what is left of the meter lane is its newest.
-    CHECK(store->stats(Lane::meter).next_seq - store->stats(Lane::meter).head_seq ==
-          meters.size());
-    CHECK(images.size() * 100 + meters.size() * 100 + alarms.size() * 100 ==
-          total_bytes(*store));
+    CHECK(store->stats(Lane::meter).next_seq - store->stats(Lane::meter).head_seq == meters.size());
+    CHECK(images.size() * 100 + meters.size() * 100 + alarms.size() * 100 == total_bytes(*store));
     // The store goes on from there under the same budget.
     commit_sized(*store, Lane::alarm, 1);
     CHECK(check_lane(*store, Lane::alarm).size() == alarms.size() + 1);
@@ -1165,8 +1167,9 @@ TEST_CASE("A sweep walks at most max_entries index entries and the next one goes
     CHECK(check_lane(*store, Lane::meter) == range(11, 13));
 }
 
-TEST_CASE("Expired records removed by a sweep are never read again, while reads and sweeps run "
-          "together") {
+TEST_CASE(
+    "Expired records removed by a sweep are never read again, while reads and sweeps run "
+    "together") {
     TempDir dir;
     auto store = open_store(small_options(dir.store_path()));
     // Odd seqs expire at 1000, even ones at 1e12.

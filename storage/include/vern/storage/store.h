@@ -32,8 +32,8 @@ namespace vern::storage {
 // Limits on live record value bytes (LaneStats::bytes), checked at commit. RocksDB's own
 // overhead (WAL, SST metadata, tombstones not yet compacted, state, quarantine) comes on top.
 struct StoreBudget {
-    std::uint64_t total_bytes = 0;          // all lanes together; 0 = no budget
-    std::uint64_t alarm_bytes = 0;          // per-lane caps; 0 = no cap of its own
+    std::uint64_t total_bytes = 0;  // all lanes together; 0 = no budget
+    std::uint64_t alarm_bytes = 0;  // per-lane caps; 0 = no cap of its own
     std::uint64_t image_bytes = 0;
     std::uint64_t meter_bytes = 0;
     std::uint64_t alarm_reserve_bytes = 0;  // of total_bytes, usable by alarms only
@@ -87,10 +87,10 @@ struct LaneStats {
 // What the budget did since the store was opened, by lane (index = Lane). Not persisted: the
 // pipeline adds them to its counters.
 struct BudgetCounts {
-    std::array<std::uint64_t, 3> evicted{};        // older records removed to make room
+    std::array<std::uint64_t, 3> evicted{};  // older records removed to make room
     std::array<std::uint64_t, 3> evicted_bytes{};
-    std::array<std::uint64_t, 3> dropped{};        // new records that did not fit: not stored
-    std::uint64_t refused_commits = 0;             // an alarm did not fit: nothing written
+    std::array<std::uint64_t, 3> dropped{};  // new records that did not fit: not stored
+    std::uint64_t refused_commits = 0;       // an alarm did not fit: nothing written
 };
 
 // What one `expire` call removed.
