@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <array>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -32,6 +34,9 @@ namespace {
 constexpr std::size_t read_max_bytes = 4u << 20;
 constexpr int max_commit_failures = 3;
 constexpr auto tick_interval = std::chrono::seconds(1);
+constexpr auto sweep_interval = std::chrono::seconds(60);
+constexpr std::size_t sweep_max_entries = 4096;  // expiry index entries per expire() call
+constexpr int sweep_max_calls = 16;              // per sweep; the rest waits for the next one
 
 std::string device_key(const std::string& device) { return "dev/" + device; }
 std::string stream_key(const std::string& stream) { return "stream/" + stream; }
@@ -55,6 +60,11 @@ storage::StoreOptions store_options(const config::Config& c) {
     o.write_buffer_bytes = c.store.write_buffer_mb << 20;
     o.max_total_wal_bytes = c.store.max_wal_mb << 20;
     o.max_quarantine_entries = c.store.max_quarantine_entries;
+    o.budget.total_bytes = c.store.budget_bytes;
+    o.budget.alarm_bytes = c.store.budget_alarm_bytes;
+    o.budget.image_bytes = c.store.budget_image_bytes;
+    o.budget.meter_bytes = c.store.budget_meter_bytes;
+    o.budget.alarm_reserve_bytes = c.store.alarm_reserve_bytes;
     return o;
 }
 
@@ -131,7 +141,12 @@ struct Gateway::Impl : public forward::Outbox {
     Counter& duplicates;
     Counter& expired;
     Counter& state_corrupt;
-    int commit_failures = 0;  // consecutive
+    // The store's budget counts, mirrored into counters after each commit.
+    std::array<Counter*, 3> evicted_budget{};
+    std::array<Counter*, 3> dropped_budget{};
+    Counter& refused_budget;
+    storage::BudgetCounts budget_seen;
+    int commit_failures = 0;  // consecutive (store failures; a refusal by the budget is not one)
 
     Impl(const config::Config& c, Counters& k)
         : config(c),
@@ -148,7 +163,14 @@ struct Gateway::Impl : public forward::Outbox {
           commits(k.get("commits")),
           duplicates(k.get("events_duplicate")),
           expired(k.get("records_expired")),
-          state_corrupt(k.get("policy_state_corrupt")) {
+          state_corrupt(k.get("policy_state_corrupt")),
+          refused_budget(k.get("commits_refused_budget")) {
+        for (Lane lane : all_lanes) {
+            const auto i = static_cast<std::size_t>(lane);
+            if (lane == Lane::alarm) continue;  // alarms are never evicted nor dropped
+            evicted_budget[i] = &k.get("evicted_" + std::string(lane_name(lane)) + "_budget");
+            dropped_budget[i] = &k.get("dropped_" + std::string(lane_name(lane)) + "_budget");
+        }
         for (int r = 0; r < reason_count; ++r) {
             quarantined[r] =
                 &k.get("quarantined_" + std::string(reason_name(static_cast<Reason>(r))));
@@ -234,7 +256,7 @@ struct Gateway::Impl : public forward::Outbox {
             }
             ++next_seq[e.stream];
             RecordHeader header{1, e.lane, config.keys.record_epoch, e.expires_ms, e.kind, e.topic};
-            writes.append(e.lane, seal_record(header, clean, sealer));
+            writes.append(e.lane, seal_record(header, clean, sealer), e.expires_ms);
         }
         return blocked_count;
     }
@@ -345,8 +367,17 @@ struct Gateway::Impl : public forward::Outbox {
             }
         }
         if (writes.empty()) return true;
-        std::size_t records = writes.appended();
         auto committed = store->commit(std::move(writes));
+        sync_budget_counts();
+        if (!committed && committed.error().code == storage::StoreErrc::over_budget) {
+            // The store is healthy but full of alarms: refuse the group, devices retry once the
+            // forwarder has drained some. Not a store failure: vernd does not restart for it.
+            quarantined[static_cast<int>(Reason::store_failed)]->add(events);
+            spdlog::error("store: an alarm does not fit the disk budget; {} events not receipted",
+                          events);
+            if (!restore_policy()) spdlog::error("policy state: cannot be read back");
+            return false;
+        }
         if (!committed) {
             quarantined[static_cast<int>(Reason::store_failed)]->add(events);
             spdlog::error("store: commit of {} events failed ({}): no receipts, devices will retry",
@@ -359,8 +390,42 @@ struct Gateway::Impl : public forward::Outbox {
         stream_next = next_seq;
         commits.add();
         committed_events.add(events);
-        committed_records.add(records);
+        // A record the budget could not keep has seq 0 (counted as dropped_<lane>_budget).
+        committed_records.add(static_cast<std::uint64_t>(
+            std::count_if(committed->begin(), committed->end(), [](auto s) { return s != 0; })));
         return true;
+    }
+
+    // Adds what the budget did since the last look to the counters.
+    void sync_budget_counts() {
+        const storage::BudgetCounts now = store->budget_counts();
+        for (std::size_t i = 0; i < now.evicted.size(); ++i) {
+            if (evicted_budget[i]) evicted_budget[i]->add(now.evicted[i] - budget_seen.evicted[i]);
+            if (dropped_budget[i]) dropped_budget[i]->add(now.dropped[i] - budget_seen.dropped[i]);
+        }
+        refused_budget.add(now.refused_commits - budget_seen.refused_commits);
+        budget_seen = now;
+    }
+
+    // Retention: removes the records whose expiry has passed (the store's expiry index, a
+    // bounded range scan), counted as records_expired. The forwarder's own check stays: a
+    // record that expires between two sweeps is still never sent.
+    void sweep(std::int64_t now_ms) {
+        std::uint64_t removed = 0;
+        for (int call = 0; call < sweep_max_calls; ++call) {
+            auto swept = store->expire(now_ms, sweep_max_entries);
+            if (!swept) {
+                spdlog::warn("retention sweep failed ({}); next sweep retries",
+                             storage::store_errc_name(swept.error().code));
+                break;
+            }
+            for (auto n : swept->removed) removed += n;
+            if (!swept->more) break;
+        }
+        if (removed > 0) {
+            expired.add(removed);
+            spdlog::info("retention: removed {} expired records", removed);
+        }
     }
 
     bool ensure_mark(const std::string& device) {
@@ -436,6 +501,7 @@ struct Gateway::Impl : public forward::Outbox {
             auto records = store->read(lane, from, max, read_max_bytes);
             if (!records || records->empty()) return out;
             std::vector<std::uint64_t> drop;
+            std::vector<std::uint64_t> expired_seqs;
             storage::WriteSet bad;
             std::int64_t now = system_now_ms();
             for (auto& r : *records) {
@@ -453,8 +519,7 @@ struct Gateway::Impl : public forward::Outbox {
                     continue;
                 }
                 if (header->expires_ms < now) {
-                    expired.add();
-                    drop.push_back(r.seq);
+                    expired_seqs.push_back(r.seq);  // counted once removed: the sweep may race
                     continue;
                 }
                 clean::v1::Batch batch;
@@ -470,6 +535,13 @@ struct Gateway::Impl : public forward::Outbox {
             }
             if (!bad.empty()) (void)store->commit(std::move(bad));
             if (!drop.empty()) (void)store->remove(lane, std::move(drop));
+            if (!expired_seqs.empty()) {
+                // Counts only what this call removed, so a sweep that got there first is not
+                // counted twice.
+                if (auto removed = store->remove(lane, std::move(expired_seqs))) {
+                    expired.add(*removed);
+                }
+            }
             if (!out.empty()) return out;
         }
     }
@@ -509,10 +581,15 @@ bool Gateway::run(const std::atomic<bool>& stop, const std::function<void()>& on
                  d.config.site_broker.uri, d.config.upstream.uri);
     const auto group_window = std::chrono::milliseconds(sc.group_commit_max_delay_ms);
     auto next_tick = std::chrono::steady_clock::now();
+    auto next_sweep = next_tick;
     while (!stop && d.commit_failures < max_commit_failures) {
         if (std::chrono::steady_clock::now() >= next_tick) {
             d.tick(system_now_ms());
             next_tick = std::chrono::steady_clock::now() + tick_interval;
+        }
+        if (std::chrono::steady_clock::now() >= next_sweep) {
+            d.sweep(system_now_ms());
+            next_sweep = std::chrono::steady_clock::now() + sweep_interval;
         }
         // Group commit: take what is there, wait at most the group window for more.
         auto batch = d.site.take(sc.group_commit_max_records, std::chrono::milliseconds(200));
