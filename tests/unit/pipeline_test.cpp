@@ -1,5 +1,9 @@
 #include <catch2/catch.hpp>
 
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
 #include "vern/crypto/keyring.h"
 #include "vern/pipeline/device_marks.h"
 #include "vern/pipeline/record_codec.h"
@@ -116,4 +120,68 @@ TEST_CASE("A record of an unknown format version is refused as such") {
     auto peeked = peek_header(stored);
     REQUIRE_FALSE(peeked);
     CHECK(peeked.error() == CodecError::unknown_version);
+}
+
+// --- golden stored records ---------------------------------------------------------------------
+// Stored records written by earlier versions must keep opening. The files under
+// tests/unit/golden/ were written by this generator (run it only to add files, never to replace
+// them: `pipeline_test "[.golden-gen]"`), with this fixed test master key.
+
+namespace {
+
+std::unique_ptr<crypto::Keyring> golden_keyring() {
+    std::vector<std::uint8_t> master(32);
+    for (std::size_t i = 0; i < master.size(); ++i) master[i] = static_cast<std::uint8_t>(i);
+    return crypto::Keyring::from_master(master);
+}
+
+struct Golden {
+    const char* file;
+    RecordHeader header;
+    const char* clean;
+};
+
+const std::vector<Golden>& golden_v1() {
+    static const std::vector<Golden> files{
+        {"record_v1_alarm.bin",
+         {1, Lane::alarm, 1, 1'900'000'000'000, "alarm", "alarm-response"},
+         "golden clean alarm record"},
+        {"record_v1_meter.bin",
+         {1, Lane::meter, 3, 1'900'000'000'001, "meter", "billing"},
+         "golden clean meter record"},
+        {"record_v1_aggregate.bin",
+         {1, Lane::meter, 2, 1'900'000'000'002, "aggregate", "grid-planning"},
+         "golden clean aggregate record"},
+    };
+    return files;
+}
+
+std::filesystem::path golden_dir() {
+    return std::filesystem::path(VERN_SOURCE_DIR) / "tests" / "unit" / "golden";
+}
+
+std::string read_file(const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void write_file(const std::filesystem::path& p, std::string_view bytes) {
+    std::ofstream out(p, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+}  // namespace
+
+TEST_CASE("Golden stored records are generated with the fixed test key", "[.golden-gen]") {
+    auto keys = golden_keyring();
+    std::filesystem::create_directories(golden_dir());
+    for (const auto& g : golden_v1()) {
+        write_file(golden_dir() / g.file,
+                   seal_record(g.header, g.clean, keys->record_sealer(g.header.key_epoch)));
+    }
+    // A corrupt one: the alarm record with one ciphertext byte flipped.
+    std::string bad = seal_record(golden_v1()[0].header, golden_v1()[0].clean,
+                                  keys->record_sealer(golden_v1()[0].header.key_epoch));
+    bad[bad.size() - 20] = static_cast<char>(bad[bad.size() - 20] ^ 0x40);
+    write_file(golden_dir() / "record_v1_corrupt.bin", bad);
 }
