@@ -5,8 +5,8 @@
 
 #include <map>
 #include <mutex>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <stdexcept>
 
@@ -21,6 +21,7 @@
 #include "vern/ingest/site_link.h"
 #include "vern/pipeline/device_marks.h"
 #include "vern/pipeline/record_codec.h"
+#include "vern/pipeline/record_keys.h"
 #include "vern/pipeline/status.h"
 #include "vern/policy/leak_guard.h"
 #include "vern/policy/policy.h"
@@ -81,11 +82,12 @@ std::unique_ptr<crypto::Keyring> open_keyring(const config::Config& c) {
 // The engine checks the purposes it is given once more; what it can't honour stops start-up.
 policy::Policy make_policy(const config::Config& c, const crypto::Keyring& keys, Counters& k) {
     try {
-        return policy::Policy(c.policy, policy::epoch_schedule(c.keys),
-                              [&keys](const std::string& purpose, std::uint32_t epoch) {
-                                  return keys.pseudonymiser(purpose, epoch);
-                              },
-                              k);
+        return policy::Policy(
+            c.policy, policy::epoch_schedule(c.keys),
+            [&keys](const std::string& purpose, std::uint32_t epoch) {
+                return keys.pseudonymiser(purpose, epoch);
+            },
+            k);
     } catch (const std::invalid_argument& e) {
         throw StartupError(std::string("policy: ") + e.what());
     }
@@ -113,16 +115,13 @@ struct Gateway::Impl : public forward::Outbox {
     ingest::SiteLink site;
     decode::Decoder decoder;
     policy::Policy policy;
-    crypto::Sealer sealer;
+    crypto::Sealer sealer;   // the epoch's record key: policy state, records about no one
+    RecordKeys record_keys;  // per-subject data keys; opens stored records
     forward::Forwarder forwarder;
 
     // State that outlives one event (committed with the events that change it).
     DeviceMarks marks;
     std::map<std::string, std::uint64_t> stream_next;  // next seq per stream
-
-    // Forward side: sealers by key epoch for opening records.
-    mutable std::mutex open_mutex;
-    std::map<std::uint32_t, crypto::Sealer> openers;
 
     std::array<Counter*, reason_count> quarantined{};
     Counter& committed_events;
@@ -131,7 +130,9 @@ struct Gateway::Impl : public forward::Outbox {
     Counter& duplicates;
     Counter& expired;
     Counter& state_corrupt;
-    int commit_failures = 0;  // consecutive
+    Counter& shredded;
+    int commit_failures = 0;        // consecutive
+    bool keys_unavailable = false;  // a subject key could not be read: don't commit the batch
 
     Impl(const config::Config& c, Counters& k)
         : config(c),
@@ -142,13 +143,15 @@ struct Gateway::Impl : public forward::Outbox {
           decoder({c.site_broker.topic_prefix, c.gateway.site, c.site_broker.max_payload_bytes}),
           policy(make_policy(c, *keys, k)),
           sealer(keys->record_sealer(c.keys.record_epoch)),
+          record_keys(*keys, *store, c.keys.record_epoch),
           forwarder(c.upstream, c.upstream_client_id(), *this, k),
           committed_events(k.get("events_committed")),
           committed_records(k.get("records_committed")),
           commits(k.get("commits")),
           duplicates(k.get("events_duplicate")),
           expired(k.get("records_expired")),
-          state_corrupt(k.get("policy_state_corrupt")) {
+          state_corrupt(k.get("policy_state_corrupt")),
+          shredded(k.get("records_shredded")) {
         for (int r = 0; r < reason_count; ++r) {
             quarantined[r] =
                 &k.get("quarantined_" + std::string(reason_name(static_cast<Reason>(r))));
@@ -166,7 +169,7 @@ struct Gateway::Impl : public forward::Outbox {
         std::size_t bad = 0;
         for (auto& [key, stored] : *entries) {
             auto epoch = peek_state_epoch(stored);
-            auto value = epoch ? open_state(key, stored, opener(*epoch))
+            auto value = epoch ? open_state(key, stored, record_keys.epoch_sealer(*epoch))
                                : Result<std::string, CodecError>(fail(epoch.error()));
             if (!value) {
                 ++bad;
@@ -232,9 +235,27 @@ struct Gateway::Impl : public forward::Outbox {
                 ++blocked_count;
                 continue;
             }
+            // A record about a person is sealed with that person's data key (crypto-shredding);
+            // a record about no one with the epoch's record key.
+            RecordHeader header{record_format_version,
+                                e.lane,
+                                config.keys.record_epoch,
+                                e.expires_ms,
+                                e.kind,
+                                e.topic,
+                                {}};
+            std::optional<crypto::Sealer> subject_key;
+            if (!e.subject.empty()) {
+                header.key_ref = record_keys.subject_id(e.subject_kind, e.subject);
+                auto key = record_keys.for_sealing(header.key_ref, writes);
+                if (!key) {
+                    keys_unavailable = true;  // the whole batch fails; devices resend
+                    continue;
+                }
+                subject_key = std::move(*key);
+            }
             ++next_seq[e.stream];
-            RecordHeader header{1, e.lane, config.keys.record_epoch, e.expires_ms, e.kind, e.topic};
-            writes.append(e.lane, seal_record(header, clean, sealer));
+            writes.append(e.lane, seal_record(header, clean, subject_key ? *subject_key : sealer));
         }
         return blocked_count;
     }
@@ -344,9 +365,14 @@ struct Gateway::Impl : public forward::Outbox {
                 writes.put_state(stream_key(stream), be64(seq));
             }
         }
-        if (writes.empty()) return true;
+        if (writes.empty() && !keys_unavailable) return true;
         std::size_t records = writes.appended();
-        auto committed = store->commit(std::move(writes));
+        auto committed =
+            std::exchange(keys_unavailable, false)
+                ? Result<std::vector<std::uint64_t>, storage::StoreError>(fail(storage::StoreError{
+                      storage::StoreErrc::io_error, "a subject data key could not be read"}))
+                : store->commit(std::move(writes));
+        record_keys.settle(committed.has_value());
         if (!committed) {
             quarantined[static_cast<int>(Reason::store_failed)]->add(events);
             spdlog::error("store: commit of {} events failed ({}): no receipts, devices will retry",
@@ -422,13 +448,6 @@ struct Gateway::Impl : public forward::Outbox {
 
     // --- forward::Outbox: the durable queue as the forwarder sees it ------------------------
 
-    const crypto::Sealer& opener(std::uint32_t epoch) {
-        std::lock_guard lock(open_mutex);
-        auto it = openers.find(epoch);
-        if (it == openers.end()) it = openers.emplace(epoch, keys->record_sealer(epoch)).first;
-        return it->second;
-    }
-
     std::vector<forward::Outgoing> next(Lane lane, std::uint64_t from, std::size_t max) override {
         std::vector<forward::Outgoing> out;
         for (;;) {
@@ -441,8 +460,20 @@ struct Gateway::Impl : public forward::Outbox {
             for (auto& r : *records) {
                 from = r.seq + 1;
                 auto header = peek_header(r.value);
-                auto plain = header ? open_record(r.value, opener(header->key_epoch))
+                auto plain = header ? record_keys.open(r.value)
                                     : Result<std::string, CodecError>(fail(header.error()));
+                if (!plain && plain.error() == CodecError::key_unavailable) {
+                    // The store could not give us the key: the record is fine, try later.
+                    if (!bad.empty()) (void)store->commit(std::move(bad));
+                    if (!drop.empty()) (void)store->remove(lane, std::move(drop));
+                    return out;
+                }
+                if (!plain && plain.error() == CodecError::key_destroyed) {
+                    // Crypto-shredded: its subject's key is gone. Never sent; not corrupt.
+                    shredded.add();
+                    drop.push_back(r.seq);
+                    continue;
+                }
                 if (!plain) {
                     quarantined[static_cast<int>(Reason::corrupt_record)]->add();
                     bad.quarantine(
