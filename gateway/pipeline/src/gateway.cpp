@@ -5,8 +5,8 @@
 
 #include <map>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <optional>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <stdexcept>
 
@@ -82,12 +82,11 @@ std::unique_ptr<crypto::Keyring> open_keyring(const config::Config& c) {
 // The engine checks the purposes it is given once more; what it can't honour stops start-up.
 policy::Policy make_policy(const config::Config& c, const crypto::Keyring& keys, Counters& k) {
     try {
-        return policy::Policy(
-            c.policy, policy::epoch_schedule(c.keys),
-            [&keys](const std::string& purpose, std::uint32_t epoch) {
-                return keys.pseudonymiser(purpose, epoch);
-            },
-            k);
+        return policy::Policy(c.policy, policy::epoch_schedule(c.keys),
+                              [&keys](const std::string& purpose, std::uint32_t epoch) {
+                                  return keys.pseudonymiser(purpose, epoch);
+                              },
+                              k);
     } catch (const std::invalid_argument& e) {
         throw StartupError(std::string("policy: ") + e.what());
     }

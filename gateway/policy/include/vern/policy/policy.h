@@ -35,8 +35,8 @@ namespace vern::policy {
 
 // One cleaned record for one purpose. The pipeline fills in gateway and seq when it commits.
 struct Emission {
-    std::string stream;  // the purpose's name (Record.stream)
-    std::string topic;   // the purpose's topic level upstream
+    std::string stream;       // the purpose's name (Record.stream)
+    std::string topic;        // the purpose's topic level upstream
     Lane lane;
     std::string kind;         // last topic level: "alarm", "meter", "image" or "aggregate"
     std::int64_t expires_ms;  // not forwarded after this (the purpose's or class's retention)
