@@ -14,7 +14,9 @@
 
 #include <algorithm>
 #include <array>
+#include <deque>
 #include <filesystem>
+#include <limits>
 #include <mutex>
 #include <system_error>
 
@@ -28,12 +30,14 @@ constexpr std::size_t cf_default = 0;
 constexpr std::size_t cf_lane0 = 1;  // alarm, image, meter follow in Lane order
 constexpr std::size_t cf_state = cf_lane0 + lane_count;
 constexpr std::size_t cf_quarantine = cf_state + 1;
-constexpr std::size_t cf_total = cf_quarantine + 1;
+constexpr std::size_t cf_expiry = cf_quarantine + 1;  // index: (expires_ms, lane, seq) -> ""
+constexpr std::size_t cf_total = cf_expiry + 1;
 
 // Private bookkeeping in the default column family: the next sequence number of each lane and
 // of the quarantine log, so that numbers are never reused after every record has been removed.
 constexpr std::string_view meta_next_prefix = "vern/next_seq/";
 constexpr std::string_view quarantine_name = "quarantine";
+constexpr std::string_view expiry_name = "expiry";
 
 std::string seq_key(std::uint64_t seq) {
     std::string key(8, '\0');
@@ -50,6 +54,18 @@ std::optional<std::uint64_t> key_seq(const rocksdb::Slice& key) {
         seq = (seq << 8) | static_cast<unsigned char>(key[i]);
     }
     return seq;
+}
+
+// Expiry index key: biased big-endian expires_ms (so negative times sort first), lane, seq.
+std::string expiry_prefix(std::int64_t expires_ms) {
+    return seq_key(static_cast<std::uint64_t>(expires_ms) ^ (std::uint64_t{1} << 63));
+}
+
+std::string expiry_key(std::int64_t expires_ms, std::size_t lane, std::uint64_t seq) {
+    std::string key = expiry_prefix(expires_ms);
+    key.push_back(static_cast<char>(lane));
+    key.append(seq_key(seq));
+    return key;
 }
 
 std::optional<std::size_t> lane_index(Lane lane) {
@@ -111,6 +127,23 @@ struct LaneCounters {
     std::uint64_t bytes = 0;
 };
 
+// What the budget does to one lane in one commit.
+struct LaneEviction {
+    std::uint64_t disk_count = 0;  // records on disk evicted: [head, disk_end)
+    std::uint64_t disk_bytes = 0;
+    std::uint64_t disk_end = 0;
+    std::optional<std::uint64_t> next_live;  // first record on disk left after the evicted run
+    std::uint64_t staged = 0;                // appends of this commit evicted by later ones
+    std::uint64_t staged_bytes = 0;
+    std::uint64_t dropped = 0;  // appends that did not fit
+};
+
+struct BudgetPlan {
+    std::array<LaneEviction, lane_count> lanes{};
+    std::vector<bool> keep;  // per append
+    bool refused = false;    // an alarm does not fit: the commit is refused
+};
+
 }  // namespace
 
 std::string_view store_errc_name(StoreErrc code) {
@@ -125,14 +158,16 @@ std::string_view store_errc_name(StoreErrc code) {
             return "invalid_argument";
         case StoreErrc::busy:
             return "busy";
+        case StoreErrc::over_budget:
+            return "over_budget";
     }
     return "unknown";
 }
 
 // --- WriteSet -------------------------------------------------------------------------------
 
-void WriteSet::append(Lane lane, std::string value) {
-    appends_.emplace_back(lane, std::move(value));
+void WriteSet::append(Lane lane, std::string value, std::optional<std::int64_t> expires_ms) {
+    appends_.push_back(Append{lane, std::move(value), expires_ms});
 }
 
 void WriteSet::put_state(std::string key, std::string value) {
@@ -162,6 +197,9 @@ struct Store::Impl {
     std::array<LaneCounters, lane_count> lanes{};
     std::uint64_t quarantine_head = 1;
     std::uint64_t quarantine_next = 1;
+    BudgetCounts budget_counts;
+    // Everything in the expiry index below this key has been swept (guarded by remove_mu).
+    std::string expiry_floor;
 
     ~Impl() {
         if (db == nullptr) return;
@@ -188,6 +226,231 @@ struct Store::Impl {
         auto seq = key_seq(value);
         if (!seq) return fail(StoreError{StoreErrc::corruption, "malformed sequence mark"});
         return seq;
+    }
+
+    // What stage_remove put in a batch for one lane.
+    struct Removal {
+        std::uint64_t head = 0;  // the lane's head once the batch is written
+        std::uint64_t count = 0;
+        std::uint64_t bytes = 0;
+    };
+
+    // Sizes of the live records in [lo, hi) (a bounded iterator: normally cache-hot, the
+    // forwarder just read them), and the first live seq there. An in-memory size map would not
+    // be bounded.
+    rocksdb::Status scan(std::size_t index, std::uint64_t lo, std::uint64_t hi, bool sum_run,
+                         std::uint64_t& count, std::uint64_t& bytes,
+                         std::optional<std::uint64_t>& first) const {
+        const std::string lower = seq_key(lo);
+        const std::string upper = seq_key(hi);
+        const rocksdb::Slice lower_slice(lower);
+        const rocksdb::Slice upper_slice(upper);
+        rocksdb::ReadOptions read_options;
+        read_options.iterate_lower_bound = &lower_slice;
+        read_options.iterate_upper_bound = &upper_slice;
+        read_options.fill_cache = false;
+        std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(read_options, lane_cf(index)));
+        for (it->Seek(lower_slice); it->Valid(); it->Next()) {
+            if (!first) first = key_seq(it->key());
+            if (!sum_run) break;
+            ++count;
+            bytes += it->value().size();
+        }
+        return it->status();
+    }
+
+    // Stages the deletion of `seqs` of one lane in `batch`: a DeleteRange per contiguous run
+    // with anything live, a point Delete for a single seq. Caller holds remove_mu; `out.head`
+    // starts as the lane's head.
+    rocksdb::Status stage_remove(std::size_t index, std::vector<std::uint64_t> seqs,
+                                 const LaneCounters& counters, rocksdb::WriteBatch& batch,
+                                 Removal& out) const {
+        // Only seqs that were ever assigned can be live.
+        std::sort(seqs.begin(), seqs.end());
+        seqs.erase(std::unique(seqs.begin(), seqs.end()), seqs.end());
+        std::erase_if(seqs, [&](std::uint64_t s) { return s == 0 || s >= counters.next_seq; });
+        rocksdb::ColumnFamilyHandle* cf = lane_cf(index);
+        rocksdb::Status status;
+        std::size_t i = 0;
+        while (i < seqs.size()) {
+            std::size_t j = i;
+            while (j + 1 < seqs.size() && seqs[j + 1] == seqs[j] + 1) ++j;
+            const std::uint64_t run_start = seqs[i];
+            const std::uint64_t run_end = seqs[j];
+            i = j + 1;
+
+            std::uint64_t count = 0;
+            std::uint64_t bytes = 0;
+            std::optional<std::uint64_t> first;
+            status = scan(index, run_start, run_end + 1, true, count, bytes, first);
+            if (!status.ok()) return status;
+            if (count == 0) continue;  // already gone: no new tombstone
+
+            status = run_start == run_end
+                         ? batch.Delete(cf, seq_key(run_start))
+                         : batch.DeleteRange(cf, seq_key(run_start), seq_key(run_end + 1));
+            if (!status.ok()) return status;
+            out.count += count;
+            out.bytes += bytes;
+
+            if (run_start <= out.head && out.head <= run_end) {
+                // New head: the next live key after this run (a later run may remove it).
+                std::uint64_t unused_count = 0;
+                std::uint64_t unused_bytes = 0;
+                std::optional<std::uint64_t> next_live;
+                out.head = counters.next_seq;
+                if (run_end + 1 < counters.next_seq) {
+                    status = scan(index, run_end + 1, counters.next_seq, false, unused_count,
+                                  unused_bytes, next_live);
+                    if (!status.ok()) return status;
+                    if (next_live) out.head = *next_live;
+                }
+            }
+        }
+        if (out.count == 0) return status;
+        // Keeps seqs increasing across restarts even when the lane ends up empty.
+        return batch.Put(handles[cf_default], meta_key(lane_name(all_lanes[index])),
+                         seq_key(counters.next_seq));
+    }
+
+    // After the batch of stage_remove was written. Caller holds counters_mu.
+    void publish_removal(std::size_t index, const Removal& removal) {
+        LaneCounters& live = lanes[index];
+        live.depth -= std::min(live.depth, removal.count);
+        live.bytes -= std::min(live.bytes, removal.bytes);
+        // If head reached counters.next_seq, that is still right when commits happened
+        // meanwhile: their first record got exactly that seq.
+        live.head_seq = removal.head;
+    }
+
+    // Decides, before anything is written, which appends of a commit are kept and which older
+    // records are evicted for them. `appends` are (lane index, value size) in append order.
+    // Caller holds commit_mu and remove_mu, so `before` cannot change underneath.
+    rocksdb::Status plan_budget(const std::vector<std::pair<std::size_t, std::uint64_t>>& appends,
+                                const std::array<LaneCounters, lane_count>& before,
+                                BudgetPlan& plan) const {
+        constexpr std::size_t alarm = static_cast<std::size_t>(Lane::alarm);
+        constexpr std::size_t image = static_cast<std::size_t>(Lane::image);
+        constexpr std::size_t meter = static_cast<std::size_t>(Lane::meter);
+        constexpr std::uint64_t unlimited = std::numeric_limits<std::uint64_t>::max();
+        const StoreBudget& b = options.budget;
+        std::array<std::uint64_t, lane_count> cap{};
+        cap[alarm] = b.alarm_bytes;
+        cap[image] = b.image_bytes;
+        cap[meter] = b.meter_bytes;
+
+        std::array<std::uint64_t, lane_count> bytes{};
+        for (std::size_t i = 0; i < lane_count; ++i) bytes[i] = before[i].bytes;
+        auto total = [&] { return bytes[alarm] + bytes[image] + bytes[meter]; };
+
+        struct Cursor {
+            std::string lower, upper;
+            rocksdb::Slice lower_slice, upper_slice;
+            std::unique_ptr<rocksdb::Iterator> it;
+        };
+        std::array<Cursor, lane_count> cursors;
+        std::array<std::deque<std::size_t>, lane_count> staged;  // kept appends, oldest first
+        plan.keep.assign(appends.size(), true);
+        rocksdb::Status status;
+
+        // Evicts the oldest live record of lane k: on disk first (from its head, in seq order),
+        // then this commit's own. False when nothing is left (or on error: see `status`).
+        auto evict_oldest = [&](std::size_t k) -> bool {
+            Cursor& c = cursors[k];
+            LaneEviction& e = plan.lanes[k];
+            if (!c.it) {
+                c.lower = seq_key(before[k].head_seq);
+                c.upper = seq_key(before[k].next_seq);
+                c.lower_slice = rocksdb::Slice(c.lower);
+                c.upper_slice = rocksdb::Slice(c.upper);
+                rocksdb::ReadOptions read_options;
+                read_options.iterate_lower_bound = &c.lower_slice;
+                read_options.iterate_upper_bound = &c.upper_slice;
+                read_options.fill_cache = false;
+                c.it.reset(db->NewIterator(read_options, lane_cf(k)));
+                c.it->Seek(c.lower_slice);
+            }
+            if (c.it->Valid()) {
+                const auto seq = key_seq(c.it->key());
+                if (!seq) {
+                    status = rocksdb::Status::Corruption("malformed lane key");
+                    return false;
+                }
+                const std::uint64_t size = c.it->value().size();
+                e.disk_end = *seq + 1;
+                ++e.disk_count;
+                e.disk_bytes += size;
+                bytes[k] -= std::min(bytes[k], size);
+                c.it->Next();
+                return true;
+            }
+            status = c.it->status();
+            if (!status.ok() || staged[k].empty()) return false;
+            const std::size_t a = staged[k].front();
+            staged[k].pop_front();
+            plan.keep[a] = false;
+            ++e.staged;
+            e.staged_bytes += appends[a].second;
+            bytes[k] -= std::min(bytes[k], appends[a].second);
+            return true;
+        };
+
+        for (std::size_t a = 0; a < appends.size(); ++a) {
+            const auto [lane, size] = appends[a];
+            const bool is_alarm = lane == alarm;
+            auto refuse = [&] {
+                if (is_alarm) {
+                    plan.refused = true;
+                } else {
+                    plan.keep[a] = false;
+                    ++plan.lanes[lane].dropped;
+                }
+            };
+            // The total limit: image and meter records may not use the alarm reserve.
+            std::uint64_t limit = unlimited;
+            if (b.total_bytes != 0) {
+                limit = is_alarm ? b.total_bytes
+                                 : b.total_bytes - std::min(b.total_bytes, b.alarm_reserve_bytes);
+            }
+            // Alarms are never evicted, not even for an alarm.
+            if (cap[lane] != 0 &&
+                (size > cap[lane] || (is_alarm && bytes[lane] + size > cap[lane]))) {
+                refuse();
+                if (plan.refused) return status;
+                continue;
+            }
+            // What may go for it, in this order: meter, then image; never an alarm, and never
+            // an image for a meter record.
+            std::vector<std::size_t> evictable{meter};
+            if (lane != meter) evictable.push_back(image);
+            std::uint64_t movable = 0;
+            for (std::size_t k : evictable) movable += bytes[k];
+            if (size > limit || total() - movable > limit - size) {
+                refuse();
+                if (plan.refused) return status;
+                continue;
+            }
+            // Its own lane's cap first (the oldest of the lane go), then the total.
+            while (cap[lane] != 0 && bytes[lane] + size > cap[lane] && evict_oldest(lane)) {
+            }
+            for (std::size_t k : evictable) {
+                while (total() > limit - size && evict_oldest(k)) {
+                }
+            }
+            if (!status.ok()) return status;
+            if (total() > limit - size || (cap[lane] != 0 && bytes[lane] + size > cap[lane])) {
+                return rocksdb::Status::Corruption("lane byte count does not match the lane");
+            }
+            bytes[lane] += size;
+            staged[lane].push_back(a);
+        }
+        for (std::size_t k = 0; k < lane_count; ++k) {
+            Cursor& c = cursors[k];
+            if (!c.it || plan.lanes[k].disk_count == 0) continue;
+            if (c.it->Valid()) plan.lanes[k].next_live = key_seq(c.it->key());
+            if (!c.it->status().ok()) return c.it->status();
+        }
+        return status;
     }
 
     // Start-up only: walks each lane once to rebuild depth, bytes, head and next.
@@ -280,6 +543,7 @@ Result<std::unique_ptr<Store>, StoreError> Store::open(const StoreOptions& optio
         descriptors.emplace_back(std::string(lane_name(lane)), lane_options);
     descriptors.emplace_back("state", base);
     descriptors.emplace_back(std::string(quarantine_name), base);
+    descriptors.emplace_back(std::string(expiry_name), base);
 
     std::unique_ptr<Store> store(new Store());
     Impl& impl = *store->impl_;
@@ -301,17 +565,27 @@ Result<std::vector<std::uint64_t>, StoreError> Store::commit(WriteSet&& writes) 
     Impl& impl = *impl_;
     std::vector<std::uint64_t> seqs;
     if (writes.empty()) return seqs;
-    for (const auto& [lane, value] : writes.appends_) {
-        if (!lane_index(lane)) return fail(invalid("unknown lane"));
+    std::vector<std::pair<std::size_t, std::uint64_t>> sizes;
+    sizes.reserve(writes.appends_.size());
+    for (const auto& append : writes.appends_) {
+        const auto index = lane_index(append.lane);
+        if (!index) return fail(invalid("unknown lane"));
+        sizes.emplace_back(*index, append.value.size());
     }
 
     std::lock_guard commit_lock(impl.commit_mu);
+    // Evictions delete from lane heads: they must not interleave with removes and sweeps.
+    const bool budgeted = impl.options.budget.active() && !sizes.empty();
+    std::unique_lock remove_lock(impl.remove_mu, std::defer_lock);
+    if (budgeted) remove_lock.lock();
     // Work on copies: nothing is published unless the batch is written.
+    std::array<LaneCounters, lane_count> before{};
     std::array<std::uint64_t, lane_count> next{};
     std::uint64_t q_head = 0;
     std::uint64_t q_next = 0;
     {
         std::lock_guard lock(impl.counters_mu);
+        before = impl.lanes;
         for (std::size_t i = 0; i < lane_count; ++i) next[i] = impl.lanes[i].next_seq;
         q_head = impl.quarantine_head;
         q_next = impl.quarantine_next;
@@ -319,17 +593,51 @@ Result<std::vector<std::uint64_t>, StoreError> Store::commit(WriteSet&& writes) 
 
     rocksdb::WriteBatch batch;
     rocksdb::Status status;
+    BudgetPlan plan;
+    plan.keep.assign(sizes.size(), true);
+    if (budgeted) {
+        status = impl.plan_budget(sizes, before, plan);
+        if (!status.ok()) return fail(to_error(status));
+        if (plan.refused) {
+            std::lock_guard lock(impl.counters_mu);
+            ++impl.budget_counts.refused_commits;
+            return fail(StoreError{StoreErrc::over_budget,
+                                   "an alarm does not fit the disk budget; nothing was written"});
+        }
+    }
+
     std::array<std::uint64_t, lane_count> added{};
     std::array<std::uint64_t, lane_count> added_bytes{};
     seqs.reserve(writes.appends_.size());
-    for (const auto& [lane, value] : writes.appends_) {
-        const std::size_t i = *lane_index(lane);
+    for (std::size_t a = 0; a < writes.appends_.size(); ++a) {
+        const auto& append = writes.appends_[a];
+        const std::size_t i = sizes[a].first;
+        if (!plan.keep[a]) {
+            seqs.push_back(0);
+            continue;
+        }
         const std::uint64_t seq = next[i]++;
-        status = batch.Put(impl.lane_cf(i), seq_key(seq), value);
+        status = batch.Put(impl.lane_cf(i), seq_key(seq), append.value);
         if (!status.ok()) return fail(to_error(status));
+        if (append.expires_ms) {
+            status = batch.Put(impl.handles[cf_expiry], expiry_key(*append.expires_ms, i, seq),
+                               rocksdb::Slice());
+            if (!status.ok()) return fail(to_error(status));
+        }
         seqs.push_back(seq);
         ++added[i];
-        added_bytes[i] += value.size();
+        added_bytes[i] += append.value.size();
+    }
+    // Evicted runs: one DeleteRange from the lane's head, in the same batch.
+    for (std::size_t i = 0; i < lane_count; ++i) {
+        const LaneEviction& e = plan.lanes[i];
+        if (e.disk_count == 0) continue;
+        status =
+            batch.DeleteRange(impl.lane_cf(i), seq_key(before[i].head_seq), seq_key(e.disk_end));
+        if (!status.ok()) return fail(to_error(status));
+        status = batch.Put(impl.handles[cf_default], meta_key(lane_name(all_lanes[i])),
+                           seq_key(next[i]));
+        if (!status.ok()) return fail(to_error(status));
     }
 
     for (const auto& [key, value] : writes.state_) {
@@ -369,9 +677,17 @@ Result<std::vector<std::uint64_t>, StoreError> Store::commit(WriteSet&& writes) 
 
     std::lock_guard lock(impl.counters_mu);
     for (std::size_t i = 0; i < lane_count; ++i) {
-        impl.lanes[i].next_seq = next[i];
-        impl.lanes[i].depth += added[i];
-        impl.lanes[i].bytes += added_bytes[i];
+        const LaneEviction& e = plan.lanes[i];
+        LaneCounters& live = impl.lanes[i];
+        live.next_seq = next[i];
+        live.depth = live.depth + added[i] - std::min(live.depth + added[i], e.disk_count);
+        live.bytes =
+            live.bytes + added_bytes[i] - std::min(live.bytes + added_bytes[i], e.disk_bytes);
+        // The first record left on disk, or else the first of this commit's (== before's next).
+        if (e.disk_count > 0) live.head_seq = e.next_live.value_or(before[i].next_seq);
+        impl.budget_counts.evicted[i] += e.disk_count + e.staged;
+        impl.budget_counts.evicted_bytes[i] += e.disk_bytes + e.staged_bytes;
+        impl.budget_counts.dropped[i] += e.dropped;
     }
     impl.quarantine_head = new_q_head;
     impl.quarantine_next = new_q_next;
@@ -416,91 +732,19 @@ Result<std::vector<StoredRecord>, StoreError> Store::read(Lane lane, std::uint64
     return out;
 }
 
-Result<void, StoreError> Store::remove(Lane lane, std::vector<std::uint64_t> seqs) {
+Result<std::uint64_t, StoreError> Store::remove(Lane lane, std::vector<std::uint64_t> seqs) {
     Impl& impl = *impl_;
     const auto index = lane_index(lane);
     if (!index) return fail(invalid("unknown lane"));
-    if (seqs.empty()) return {};
+    if (seqs.empty()) return std::uint64_t{0};
 
     std::lock_guard remove_lock(impl.remove_mu);
     const LaneCounters counters = impl.lane_snapshot(*index);
-    // Only seqs that were ever assigned can be live.
-    std::sort(seqs.begin(), seqs.end());
-    seqs.erase(std::unique(seqs.begin(), seqs.end()), seqs.end());
-    std::erase_if(seqs, [&](std::uint64_t s) { return s == 0 || s >= counters.next_seq; });
-    if (seqs.empty()) return {};
-
-    rocksdb::ColumnFamilyHandle* cf = impl.lane_cf(*index);
     rocksdb::WriteBatch batch;
-    rocksdb::Status status;
-    std::uint64_t removed = 0;
-    std::uint64_t removed_bytes = 0;
-    std::uint64_t head = counters.head_seq;
-
-    // Sizes are read back with a bounded iterator over each run (the records were just read by
-    // the forwarder, so this is normally cache-hot); an in-memory size map would not be bounded.
-    auto scan = [&](std::uint64_t lo, std::uint64_t hi, bool sum_run, std::uint64_t& count,
-                    std::uint64_t& bytes, std::optional<std::uint64_t>& first) -> rocksdb::Status {
-        const std::string lower = seq_key(lo);
-        const std::string upper = seq_key(hi);
-        const rocksdb::Slice lower_slice(lower);
-        const rocksdb::Slice upper_slice(upper);
-        rocksdb::ReadOptions read_options;
-        read_options.iterate_lower_bound = &lower_slice;
-        read_options.iterate_upper_bound = &upper_slice;
-        read_options.fill_cache = false;
-        std::unique_ptr<rocksdb::Iterator> it(impl.db->NewIterator(read_options, cf));
-        for (it->Seek(lower_slice); it->Valid(); it->Next()) {
-            if (!first) first = key_seq(it->key());
-            if (!sum_run) break;
-            ++count;
-            bytes += it->value().size();
-        }
-        return it->status();
-    };
-
-    std::size_t i = 0;
-    while (i < seqs.size()) {
-        std::size_t j = i;
-        while (j + 1 < seqs.size() && seqs[j + 1] == seqs[j] + 1) ++j;
-        const std::uint64_t run_start = seqs[i];
-        const std::uint64_t run_end = seqs[j];
-        i = j + 1;
-
-        std::uint64_t count = 0;
-        std::uint64_t bytes = 0;
-        std::optional<std::uint64_t> first;
-        status = scan(run_start, run_end + 1, true, count, bytes, first);
-        if (!status.ok()) return fail(to_error(status));
-        if (count == 0) continue;  // already gone: no new tombstone
-
-        status = run_start == run_end
-                     ? batch.Delete(cf, seq_key(run_start))
-                     : batch.DeleteRange(cf, seq_key(run_start), seq_key(run_end + 1));
-        if (!status.ok()) return fail(to_error(status));
-        removed += count;
-        removed_bytes += bytes;
-
-        if (run_start <= head && head <= run_end) {
-            // New head: the next live key after this run (a later run may remove it in turn).
-            std::uint64_t unused_count = 0;
-            std::uint64_t unused_bytes = 0;
-            std::optional<std::uint64_t> next_live;
-            head = counters.next_seq;
-            if (run_end + 1 < counters.next_seq) {
-                status = scan(run_end + 1, counters.next_seq, false, unused_count, unused_bytes,
-                              next_live);
-                if (!status.ok()) return fail(to_error(status));
-                if (next_live) head = *next_live;
-            }
-        }
-    }
-    if (removed == 0) return {};
-
-    // Keeps seqs increasing across restarts even when the lane ends up empty.
-    status =
-        batch.Put(impl.handles[cf_default], meta_key(lane_name(lane)), seq_key(counters.next_seq));
+    Impl::Removal removal{counters.head_seq};
+    auto status = impl.stage_remove(*index, std::move(seqs), counters, batch, removal);
     if (!status.ok()) return fail(to_error(status));
+    if (removal.count == 0) return std::uint64_t{0};
 
     rocksdb::WriteOptions write_options;
     write_options.sync = false;  // a lost delete only means a duplicate is sent again
@@ -508,13 +752,80 @@ Result<void, StoreError> Store::remove(Lane lane, std::vector<std::uint64_t> seq
     if (!status.ok()) return fail(to_error(status));
 
     std::lock_guard lock(impl.counters_mu);
-    LaneCounters& live = impl.lanes[*index];
-    live.depth -= std::min(live.depth, removed);
-    live.bytes -= std::min(live.bytes, removed_bytes);
-    // If head reached counters.next_seq, that is still right when commits happened meanwhile:
-    // their first record got exactly that seq.
-    live.head_seq = head;
-    return {};
+    impl.publish_removal(*index, removal);
+    return removal.count;
+}
+
+Result<ExpireResult, StoreError> Store::expire(std::int64_t now_ms, std::size_t max_entries) {
+    Impl& impl = *impl_;
+    ExpireResult result;
+    if (max_entries == 0) return result;
+
+    std::lock_guard remove_lock(impl.remove_mu);
+    const std::string upper = expiry_prefix(now_ms);  // every key of an expiry < now_ms is below
+    const rocksdb::Slice upper_slice(upper);
+    const rocksdb::Slice lower_slice(impl.expiry_floor);
+    rocksdb::ReadOptions read_options;
+    read_options.iterate_upper_bound = &upper_slice;
+    if (!impl.expiry_floor.empty()) read_options.iterate_lower_bound = &lower_slice;
+    read_options.fill_cache = false;
+    std::unique_ptr<rocksdb::Iterator> it(
+        impl.db->NewIterator(read_options, impl.handles[cf_expiry]));
+
+    std::array<std::vector<std::uint64_t>, lane_count> seqs;
+    std::string last;
+    if (impl.expiry_floor.empty()) {
+        it->SeekToFirst();
+    } else {
+        it->Seek(lower_slice);
+    }
+    for (; it->Valid(); it->Next()) {
+        if (result.index_entries >= max_entries) {
+            result.more = true;
+            break;
+        }
+        const rocksdb::Slice key = it->key();
+        if (key.size() != 17 || static_cast<unsigned char>(key[8]) >= lane_count) {
+            return fail(StoreError{StoreErrc::corruption, "malformed expiry index key"});
+        }
+        auto seq = key_seq(rocksdb::Slice(key.data() + 9, 8));
+        seqs[static_cast<unsigned char>(key[8])].push_back(*seq);
+        last = key.ToString();
+        ++result.index_entries;
+    }
+    if (!it->status().ok()) return fail(to_error(it->status()));
+    if (result.index_entries == 0) return result;
+
+    rocksdb::WriteBatch batch;
+    std::array<Impl::Removal, lane_count> removals{};
+    std::array<bool, lane_count> touched{};
+    for (std::size_t i = 0; i < lane_count; ++i) {
+        if (seqs[i].empty()) continue;
+        const LaneCounters counters = impl.lane_snapshot(i);
+        removals[i].head = counters.head_seq;
+        auto status = impl.stage_remove(i, std::move(seqs[i]), counters, batch, removals[i]);
+        if (!status.ok()) return fail(to_error(status));
+        touched[i] = removals[i].count > 0;
+        result.removed[i] = removals[i].count;
+    }
+    // The index entries just walked go in the same batch: everything up to `last` inclusive.
+    std::string floor = last;
+    floor.push_back('\0');  // the smallest key after `last`
+    const std::string begin = impl.expiry_floor.empty() ? std::string() : impl.expiry_floor;
+    auto status = batch.DeleteRange(impl.handles[cf_expiry], begin, floor);
+    if (!status.ok()) return fail(to_error(status));
+
+    rocksdb::WriteOptions write_options;
+    write_options.sync = false;  // a lost sweep is done again by the next one
+    status = impl.db->Write(write_options, &batch);
+    if (!status.ok()) return fail(to_error(status));
+
+    impl.expiry_floor = std::move(floor);
+    std::lock_guard lock(impl.counters_mu);
+    for (std::size_t i = 0; i < lane_count; ++i) {
+        if (touched[i]) impl.publish_removal(i, removals[i]);
+    }
+    return result;
 }
 
 Result<std::optional<std::string>, StoreError> Store::get_state(std::string_view key) const {
@@ -542,6 +853,11 @@ Result<std::vector<std::pair<std::string, std::string>>, StoreError> Store::scan
     }
     if (!it->status().ok()) return fail(to_error(it->status()));
     return out;
+}
+
+BudgetCounts Store::budget_counts() const {
+    std::lock_guard lock(impl_->counters_mu);
+    return impl_->budget_counts;
 }
 
 LaneStats Store::stats(Lane lane) const {

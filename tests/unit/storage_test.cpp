@@ -791,3 +791,407 @@ TEST_CASE("Reading the head after 200000 removed records skips fewer than 100 to
     CHECK(skipped < 100);
     CHECK(skipped_stale < 100);
 }
+
+// --- disk budget ------------------------------------------------------------------------------
+
+namespace {
+
+using vern::storage::BudgetCounts;
+using vern::storage::StoreBudget;
+
+constexpr std::size_t meter_index = static_cast<std::size_t>(Lane::meter);
+constexpr std::size_t image_index = static_cast<std::size_t>(Lane::image);
+constexpr std::size_t alarm_index = static_cast<std::size_t>(Lane::alarm);
+
+// A value of exactly 100 bytes that names its lane and a tag.
+std::string sized(Lane lane, std::uint64_t tag) {
+    std::string v = value_for(lane, tag);
+    v.resize(100, '.');
+    return v;
+}
+
+// Commits `n` 100-byte records of `lane`; returns the seqs (0 = not stored).
+std::vector<std::uint64_t> commit_sized(Store& store, Lane lane, std::size_t n,
+                                        std::uint64_t tag = 0) {
+    WriteSet writes;
+    for (std::size_t i = 0; i < n; ++i) writes.append(lane, sized(lane, tag + i));
+    auto seqs = store.commit(std::move(writes));
+    REQUIRE(seqs);
+    return *seqs;
+}
+
+std::uint64_t total_bytes(const Store& store) {
+    std::uint64_t total = 0;
+    for (Lane lane : vern::all_lanes) total += store.stats(lane).bytes;
+    return total;
+}
+
+// Live seqs of a lane, and checks that depth, head and bytes agree with what is on disk.
+std::vector<std::uint64_t> check_lane(const Store& store, Lane lane) {
+    auto records = store.read(lane, 0, 1u << 20, 1u << 30);
+    REQUIRE(records);
+    const LaneStats s = store.stats(lane);
+    std::uint64_t bytes = 0;
+    std::vector<std::uint64_t> seqs;
+    for (const auto& r : *records) {
+        bytes += r.value.size();
+        seqs.push_back(r.seq);
+    }
+    INFO("lane " << vern::lane_name(lane));
+    CHECK(s.depth == records->size());
+    CHECK(s.bytes == bytes);
+    CHECK(s.head_seq == (seqs.empty() ? s.next_seq : seqs.front()));
+    return seqs;
+}
+
+StoreOptions budget_options(const std::string& path, StoreBudget budget) {
+    auto options = small_options(path);
+    options.budget = budget;
+    return options;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "Past the budget the oldest meter records go first, then the oldest images, and every "
+    "alarm stays") {
+    TempDir dir;
+    StoreBudget budget;
+    budget.total_bytes = 2000;
+    budget.alarm_reserve_bytes = 300;  // image and meter records stop at 1700
+    const auto options = budget_options(dir.store_path(), budget);
+    {
+        auto store = open_store(options);
+        commit_sized(*store, Lane::alarm, 5);
+        commit_sized(*store, Lane::image, 5);
+        commit_sized(*store, Lane::meter, 7);
+        CHECK(total_bytes(*store) == 1700);
+        CHECK(store->budget_counts().evicted == std::array<std::uint64_t, 3>{0, 0, 0});
+
+        // New meter records push out the oldest meter records.
+        CHECK(commit_sized(*store, Lane::meter, 2, 100) == std::vector<std::uint64_t>{8, 9});
+        CHECK(check_lane(*store, Lane::meter) == range(3, 9));
+        // New images push out meter records, never older images while meters are left.
+        CHECK(commit_sized(*store, Lane::image, 3, 100) == std::vector<std::uint64_t>{6, 7, 8});
+        CHECK(check_lane(*store, Lane::meter) == range(6, 9));
+        CHECK(check_lane(*store, Lane::image) == range(1, 8));
+        CHECK(total_bytes(*store) == 1700);
+
+        // Alarms may use the reserve, then take the meter records, then the oldest images.
+        commit_sized(*store, Lane::alarm, 3, 100);
+        CHECK(total_bytes(*store) == 2000);
+        CHECK(check_lane(*store, Lane::meter) == range(6, 9));
+        commit_sized(*store, Lane::alarm, 4, 200);
+        CHECK(check_lane(*store, Lane::meter).empty());
+        CHECK(check_lane(*store, Lane::image) == range(1, 8));
+        commit_sized(*store, Lane::alarm, 1, 300);
+        CHECK(check_lane(*store, Lane::image) == range(2, 8));
+        CHECK(total_bytes(*store) == 2000);
+
+        // A meter record may not displace images or alarms: it is the one dropped.
+        CHECK(commit_sized(*store, Lane::meter, 1, 400) == std::vector<std::uint64_t>{0});
+        CHECK(store->stats(Lane::meter).next_seq == 10);
+        // An image must leave the reserve free: the oldest images make room for it.
+        CHECK(commit_sized(*store, Lane::image, 1, 400) == std::vector<std::uint64_t>{9});
+        CHECK(check_lane(*store, Lane::image) == std::vector<std::uint64_t>{6, 7, 8, 9});
+        CHECK(total_bytes(*store) == 1700);
+
+        CHECK(check_lane(*store, Lane::alarm) == range(1, 13));  // every alarm kept
+        const BudgetCounts counts = store->budget_counts();
+        CHECK(counts.evicted[meter_index] == 9);
+        CHECK(counts.evicted[image_index] == 5);
+        CHECK(counts.evicted[alarm_index] == 0);
+        CHECK(counts.evicted_bytes[meter_index] == 900);
+        CHECK(counts.evicted_bytes[image_index] == 500);
+        CHECK(counts.dropped[meter_index] == 1);
+        CHECK(counts.dropped[image_index] == 0);
+        CHECK(counts.refused_commits == 0);
+    }
+    // Depth, head, next and bytes are what the disk holds after a reopen.
+    auto store = open_store(options);
+    CHECK(check_lane(*store, Lane::alarm) == range(1, 13));
+    CHECK(check_lane(*store, Lane::image) == std::vector<std::uint64_t>{6, 7, 8, 9});
+    CHECK(check_lane(*store, Lane::meter).empty());
+    require_stats(store->stats(Lane::meter), 0, 10, 10);  // seqs are not reused
+    CHECK(total_bytes(*store) == 1700);
+    const auto images = store->read(Lane::image, 0, 100, 1u << 20);
+    REQUIRE(images);
+    for (const auto& r : *images) CHECK(r.value.size() == 100);
+    CHECK(commit_sized(*store, Lane::meter, 1) == std::vector<std::uint64_t>{0});
+    CHECK(store->budget_counts().dropped[meter_index] == 1);  // counts restart with the store
+}
+
+TEST_CASE("Records of the same commit are evicted oldest first when later ones need the room") {
+    TempDir dir;
+    StoreBudget budget;
+    budget.total_bytes = 1000;
+    auto store = open_store(budget_options(dir.store_path(), budget));
+    commit_sized(*store, Lane::alarm, 8);
+    WriteSet writes;
+    writes.append(Lane::meter, sized(Lane::meter, 1));
+    writes.append(Lane::meter, sized(Lane::meter, 2));
+    writes.append(Lane::image, sized(Lane::image, 1));
+    writes.append(Lane::alarm, sized(Lane::alarm, 100));
+    auto seqs = store->commit(std::move(writes));
+    REQUIRE(seqs);
+    // The image took the first meter's room, the alarm the second's.
+    CHECK(*seqs == std::vector<std::uint64_t>{0, 0, 1, 9});
+    CHECK(check_lane(*store, Lane::meter).empty());
+    require_stats(store->stats(Lane::meter), 0, 1, 1);  // never written: no seq used
+    CHECK(check_lane(*store, Lane::image) == std::vector<std::uint64_t>{1});
+    CHECK(total_bytes(*store) == 1000);
+    CHECK(store->budget_counts().evicted[meter_index] == 2);
+}
+
+TEST_CASE(
+    "An alarm that cannot fit even with every meter and image gone is refused and nothing "
+    "changes") {
+    TempDir dir;
+    StoreBudget budget;
+    budget.total_bytes = 1000;
+    const auto options = budget_options(dir.store_path(), budget);
+    auto store = open_store(options);
+    commit_sized(*store, Lane::alarm, 8);
+    commit_sized(*store, Lane::image, 1);
+    commit_sized(*store, Lane::meter, 1);
+    const auto before = [&] {
+        std::array<LaneStats, 3> s;
+        for (Lane lane : vern::all_lanes) s[static_cast<std::size_t>(lane)] = store->stats(lane);
+        return s;
+    }();
+
+    auto refused_commit = [&] {
+        WriteSet writes;
+        writes.append(Lane::alarm, sized(Lane::alarm, 100));
+        writes.append(Lane::alarm, sized(Lane::alarm, 101));
+        writes.append(Lane::alarm, sized(Lane::alarm, 102));
+        writes.put_state("dev/x", "5");
+        writes.quarantine("{}");
+        return store->commit(std::move(writes));
+    };
+    auto refused = refused_commit();
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().code == StoreErrc::over_budget);
+    CHECK(vern::storage::store_errc_name(refused.error().code) == "over_budget");
+    for (Lane lane : vern::all_lanes) {
+        const auto s = store->stats(lane);
+        const auto& b = before[static_cast<std::size_t>(lane)];
+        CHECK(s.depth == b.depth);
+        CHECK(s.bytes == b.bytes);
+        CHECK(s.head_seq == b.head_seq);
+        CHECK(s.next_seq == b.next_seq);
+    }
+    CHECK(check_lane(*store, Lane::meter) == std::vector<std::uint64_t>{1});
+    CHECK(check_lane(*store, Lane::image) == std::vector<std::uint64_t>{1});
+    CHECK_FALSE(store->get_state("dev/x")->has_value());
+    CHECK(store->quarantine_size() == 0);
+    CHECK(store->budget_counts().refused_commits == 1);
+    CHECK(store->budget_counts().evicted == std::array<std::uint64_t, 3>{0, 0, 0});
+
+    // Once the forwarder has delivered two alarms the same commit fits.
+    REQUIRE(store->remove(Lane::alarm, {1, 2}));
+    auto accepted = refused_commit();
+    REQUIRE(accepted);
+    CHECK(*accepted == std::vector<std::uint64_t>{9, 10, 11});
+    CHECK(check_lane(*store, Lane::alarm) == range(3, 11));
+    CHECK(check_lane(*store, Lane::meter).empty());  // the meter record made room, not the image
+    CHECK(check_lane(*store, Lane::image) == std::vector<std::uint64_t>{1});
+    CHECK(total_bytes(*store) == 1000);
+}
+
+TEST_CASE(
+    "A lane's own cap evicts that lane's oldest records, and an alarm over its cap is "
+    "refused") {
+    TempDir dir;
+    StoreBudget budget;
+    budget.image_bytes = 300;
+    budget.alarm_bytes = 200;
+    auto store = open_store(budget_options(dir.store_path(), budget));
+    commit_sized(*store, Lane::meter, 20);  // no cap of its own, no total: all kept
+    for (int i = 0; i < 5; ++i) commit_sized(*store, Lane::image, 1, i);
+    CHECK(check_lane(*store, Lane::image) == range(3, 5));
+    CHECK(check_lane(*store, Lane::meter).size() == 20);
+    WriteSet big;
+    big.append(Lane::image, std::string(301, 'x'));
+    CHECK(*store->commit(std::move(big)) == std::vector<std::uint64_t>{0});
+    CHECK(check_lane(*store, Lane::image) == range(3, 5));
+
+    commit_sized(*store, Lane::alarm, 2);
+    WriteSet alarm;
+    alarm.append(Lane::alarm, sized(Lane::alarm, 9));
+    auto refused = store->commit(std::move(alarm));
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().code == StoreErrc::over_budget);
+    const BudgetCounts counts = store->budget_counts();
+    CHECK(counts.evicted[image_index] == 2);
+    CHECK(counts.dropped[image_index] == 1);
+    CHECK(counts.refused_commits == 1);
+}
+
+TEST_CASE("child: commit a mix under a budget until killed", "[.][child]") {
+    StoreBudget budget;
+    budget.total_bytes = 20000;
+    budget.alarm_reserve_bytes = 2000;
+    auto store = open_store(budget_options(child_dir(), budget));
+    const int fd = child_fd();
+    for (std::uint64_t round = 0;; ++round) {
+        WriteSet writes;
+        for (int i = 0; i < 5; ++i) writes.append(Lane::meter, sized(Lane::meter, round));
+        writes.append(Lane::image, sized(Lane::image, round));
+        if (round % 10 == 0) writes.append(Lane::alarm, sized(Lane::alarm, round));
+        auto seqs = store->commit(std::move(writes));
+        REQUIRE(seqs);
+        REQUIRE(::write(fd, &round, sizeof round) == static_cast<ssize_t>(sizeof round));
+    }
+}
+
+TEST_CASE(
+    "After a SIGKILL in the middle of evictions the reopened store's counters match its "
+    "records") {
+    TempDir dir;
+    int fds[2];
+    REQUIRE(::pipe(fds) == 0);
+    const pid_t pid =
+        spawn_child("child: commit a mix under a budget until killed", dir.store_path(), fds[1]);
+    REQUIRE(pid > 0);
+    ::close(fds[1]);
+    std::uint64_t rounds = 0;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (rounds < 400 && std::chrono::steady_clock::now() < deadline) {
+        pollfd p{fds[0], POLLIN, 0};
+        if (::poll(&p, 1, 1000) <= 0) break;
+        char buf[4096];
+        const ssize_t n = ::read(fds[0], buf, sizeof buf);
+        if (n <= 0) break;
+        rounds += static_cast<std::uint64_t>(n) / 8;  // whole words in practice; a bound here
+    }
+    ::kill(pid, SIGKILL);
+    CHECK(wait_exit_code(pid) == 128 + SIGKILL);
+    ::close(fds[0]);
+    REQUIRE(rounds >= 100);  // well past the budget: 600 bytes a round, 20000 in all
+
+    StoreBudget budget;
+    budget.total_bytes = 20000;
+    budget.alarm_reserve_bytes = 2000;
+    auto store = open_store(budget_options(dir.store_path(), budget));
+    const auto alarms = check_lane(*store, Lane::alarm);
+    const auto images = check_lane(*store, Lane::image);
+    const auto meters = check_lane(*store, Lane::meter);
+    // Every alarm committed is there, from the first one on, without a gap.
+    REQUIRE_FALSE(alarms.empty());
+    CHECK(alarms == range(1, alarms.size()));
+    CHECK(total_bytes(*store) <= 20000);
+    CHECK(total_bytes(*store) >= 20000 - 2000 - 100);  // full: the budget was reached
+    // Meter records went before images: what is left of the meter lane is its newest.
+    CHECK(store->stats(Lane::meter).next_seq - store->stats(Lane::meter).head_seq == meters.size());
+    CHECK(images.size() * 100 + meters.size() * 100 + alarms.size() * 100 == total_bytes(*store));
+    // The store goes on from there under the same budget.
+    commit_sized(*store, Lane::alarm, 1);
+    CHECK(check_lane(*store, Lane::alarm).size() == alarms.size() + 1);
+    CHECK(total_bytes(*store) <= 20000);
+}
+
+// --- retention --------------------------------------------------------------------------------
+
+TEST_CASE("Expired records are removed by expire and the others stay") {
+    TempDir dir;
+    const auto options = small_options(dir.store_path());
+    {
+        auto store = open_store(options);
+        WriteSet writes;
+        writes.append(Lane::alarm, sized(Lane::alarm, 1), 1000);
+        writes.append(Lane::alarm, sized(Lane::alarm, 2), 5000);
+        writes.append(Lane::image, sized(Lane::image, 1), 1500);
+        writes.append(Lane::meter, sized(Lane::meter, 1), 2000);
+        writes.append(Lane::meter, sized(Lane::meter, 2));  // no expiry: never swept
+        writes.append(Lane::meter, sized(Lane::meter, 3), -5);
+        REQUIRE(store->commit(std::move(writes)));
+
+        // The injected clock: 1600 ms. Expiry 1000 and 1500 (and -5) have passed.
+        auto swept = store->expire(1600, 100);
+        REQUIRE(swept);
+        CHECK(swept->removed == std::array<std::uint64_t, 3>{1, 1, 1});
+        CHECK(swept->index_entries == 3);
+        CHECK_FALSE(swept->more);
+        CHECK(check_lane(*store, Lane::alarm) == std::vector<std::uint64_t>{2});
+        CHECK(check_lane(*store, Lane::image).empty());
+        CHECK(check_lane(*store, Lane::meter) == std::vector<std::uint64_t>{1, 2});
+        // Expiry exactly now is not yet past (as at the forwarder: expires_ms < now).
+        swept = store->expire(2000, 100);
+        REQUIRE(swept);
+        CHECK(swept->index_entries == 0);
+
+        // A record acked before it expires is not counted again by the sweep.
+        CHECK(*store->remove(Lane::meter, {1}) == 1);
+        CHECK(*store->remove(Lane::meter, {1}) == 0);
+        swept = store->expire(3000, 100);
+        REQUIRE(swept);
+        CHECK(swept->removed == std::array<std::uint64_t, 3>{0, 0, 0});
+        CHECK(swept->index_entries == 1);
+        CHECK(check_lane(*store, Lane::meter) == std::vector<std::uint64_t>{2});
+    }
+    auto store = open_store(options);
+    CHECK(check_lane(*store, Lane::alarm) == std::vector<std::uint64_t>{2});
+    auto swept = store->expire(3000, 100);  // after a reopen the swept part stays swept
+    REQUIRE(swept);
+    CHECK(swept->index_entries == 0);
+    swept = store->expire(5001, 100);
+    REQUIRE(swept);
+    CHECK(swept->removed[alarm_index] == 1);
+    CHECK(check_lane(*store, Lane::alarm).empty());
+    require_stats(store->stats(Lane::alarm), 0, 3, 3);
+    CHECK(check_lane(*store, Lane::meter) == std::vector<std::uint64_t>{2});
+    REQUIRE(store->compact());
+    CHECK(store->read(Lane::alarm, 0, 10, 1u << 20)->empty());
+}
+
+TEST_CASE("A sweep walks at most max_entries index entries and the next one goes on from there") {
+    TempDir dir;
+    auto store = open_store(small_options(dir.store_path()));
+    WriteSet writes;
+    for (int i = 0; i < 10; ++i) writes.append(Lane::meter, sized(Lane::meter, i), 100 + i);
+    for (int i = 0; i < 3; ++i) writes.append(Lane::meter, sized(Lane::meter, 50 + i), 9000);
+    REQUIRE(store->commit(std::move(writes)));
+    std::uint64_t removed = 0;
+    int calls = 0;
+    for (;;) {
+        auto swept = store->expire(1000, 4);
+        REQUIRE(swept);
+        CHECK(swept->index_entries <= 4);
+        removed += swept->removed[meter_index];
+        ++calls;
+        if (!swept->more) break;
+    }
+    CHECK(removed == 10);
+    CHECK(calls == 3);
+    CHECK(check_lane(*store, Lane::meter) == range(11, 13));
+}
+
+TEST_CASE(
+    "Expired records removed by a sweep are never read again, while reads and sweeps run "
+    "together") {
+    TempDir dir;
+    auto store = open_store(small_options(dir.store_path()));
+    // Odd seqs expire at 1000, even ones at 1e12.
+    WriteSet writes;
+    for (int i = 1; i <= 2000; ++i) {
+        writes.append(Lane::image, sized(Lane::image, i), i % 2 == 1 ? 1000 : 1'000'000'000'000);
+    }
+    REQUIRE(store->commit(std::move(writes)));
+    std::atomic<bool> done{false};
+    std::thread sweeper([&] {
+        for (;;) {
+            auto swept = store->expire(2000, 64);
+            if (!swept || !swept->more) break;
+        }
+        done = true;
+    });
+    while (!done) {
+        auto records = store->read(Lane::image, 0, 100, 1u << 20);
+        REQUIRE(records);
+    }
+    sweeper.join();
+    const auto left = check_lane(*store, Lane::image);
+    REQUIRE(left.size() == 1000);
+    for (auto seq : left) CHECK(seq % 2 == 0);
+}

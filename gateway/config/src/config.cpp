@@ -132,6 +132,7 @@ using detail::closest;
 
 std::vector<Section> schema(Config& c) {
     constexpr std::int64_t u32 = std::numeric_limits<std::uint32_t>::max();
+    constexpr std::int64_t max_budget = std::int64_t{1} << 50;
     return {
         {"gateway",
          "This gateway and where it keeps its state.",
@@ -201,6 +202,17 @@ std::vector<Section> schema(Config& c) {
                        "Write-ahead log size that forces a flush."),
              int_field("max_quarantine_entries", &c.store.max_quarantine_entries, 0, 100000000,
                        "Quarantine log entries kept (metadata only: never a payload)."),
+             int_field("budget_bytes", &c.store.budget_bytes, 0, max_budget,
+                       "Bytes of queued records, all lanes (0: none). Oldest meter, then "
+                       "image records make room; never alarms."),
+             int_field("budget_alarm_bytes", &c.store.budget_alarm_bytes, 0, max_budget,
+                       "Cap of the alarm lane alone (0: none). An alarm over it is refused."),
+             int_field("budget_image_bytes", &c.store.budget_image_bytes, 0, max_budget,
+                       "Cap of the image lane alone (0: none): its oldest images go."),
+             int_field("budget_meter_bytes", &c.store.budget_meter_bytes, 0, max_budget,
+                       "Cap of the meter lane alone (0: none): its oldest records go."),
+             int_field("alarm_reserve_bytes", &c.store.alarm_reserve_bytes, 0, max_budget,
+                       "Part of budget_bytes that image and meter records may not use."),
          }},
         {"policy",
          "How the privacy engine closes meter intervals and reassembles verification images.\n"
@@ -547,6 +559,12 @@ void validate(const Config& c) {
     if (c.keys.pseudonym_epoch < 1) add("keys.pseudonym_epoch must be 1 or more");
     if (c.keys.pseudonym_epoch_start_ms != 0 && c.keys.pseudonym_epoch < 2) {
         add("keys.pseudonym_epoch_start needs pseudonym_epoch 2 or more");
+    }
+    if (c.store.budget_bytes != 0 && c.store.budget_bytes < (std::uint64_t{1} << 20)) {
+        add("store.budget_bytes must be 0 (no budget) or at least 1048576 (1 MiB)");
+    }
+    if (c.store.budget_bytes != 0 && c.store.alarm_reserve_bytes >= c.store.budget_bytes) {
+        add("store.alarm_reserve_bytes must be less than store.budget_bytes");
     }
     if (c.policy.purposes.empty()) add("no purpose: nothing would ever leave the site");
     for (auto& p : check_purposes(c.policy.purposes)) {

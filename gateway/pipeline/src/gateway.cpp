@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <array>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -21,6 +23,7 @@
 #include "vern/ingest/site_link.h"
 #include "vern/pipeline/device_marks.h"
 #include "vern/pipeline/record_codec.h"
+#include "vern/pipeline/record_keys.h"
 #include "vern/pipeline/status.h"
 #include "vern/policy/leak_guard.h"
 #include "vern/policy/policy.h"
@@ -32,6 +35,9 @@ namespace {
 constexpr std::size_t read_max_bytes = 4u << 20;
 constexpr int max_commit_failures = 3;
 constexpr auto tick_interval = std::chrono::seconds(1);
+constexpr auto sweep_interval = std::chrono::seconds(60);
+constexpr std::size_t sweep_max_entries = 4096;  // expiry index entries per expire() call
+constexpr int sweep_max_calls = 16;              // per sweep; the rest waits for the next one
 
 std::string device_key(const std::string& device) { return "dev/" + device; }
 std::string stream_key(const std::string& stream) { return "stream/" + stream; }
@@ -55,6 +61,11 @@ storage::StoreOptions store_options(const config::Config& c) {
     o.write_buffer_bytes = c.store.write_buffer_mb << 20;
     o.max_total_wal_bytes = c.store.max_wal_mb << 20;
     o.max_quarantine_entries = c.store.max_quarantine_entries;
+    o.budget.total_bytes = c.store.budget_bytes;
+    o.budget.alarm_bytes = c.store.budget_alarm_bytes;
+    o.budget.image_bytes = c.store.budget_image_bytes;
+    o.budget.meter_bytes = c.store.budget_meter_bytes;
+    o.budget.alarm_reserve_bytes = c.store.alarm_reserve_bytes;
     return o;
 }
 
@@ -113,16 +124,13 @@ struct Gateway::Impl : public forward::Outbox {
     ingest::SiteLink site;
     decode::Decoder decoder;
     policy::Policy policy;
-    crypto::Sealer sealer;
+    crypto::Sealer sealer;   // the epoch's record key: policy state, records about no one
+    RecordKeys record_keys;  // per-subject data keys; opens stored records
     forward::Forwarder forwarder;
 
     // State that outlives one event (committed with the events that change it).
     DeviceMarks marks;
     std::map<std::string, std::uint64_t> stream_next;  // next seq per stream
-
-    // Forward side: sealers by key epoch for opening records.
-    mutable std::mutex open_mutex;
-    std::map<std::uint32_t, crypto::Sealer> openers;
 
     std::array<Counter*, reason_count> quarantined{};
     Counter& committed_events;
@@ -131,7 +139,14 @@ struct Gateway::Impl : public forward::Outbox {
     Counter& duplicates;
     Counter& expired;
     Counter& state_corrupt;
-    int commit_failures = 0;  // consecutive
+    // The store's budget counts, mirrored into counters after each commit.
+    std::array<Counter*, 3> evicted_budget{};
+    std::array<Counter*, 3> dropped_budget{};
+    Counter& refused_budget;
+    storage::BudgetCounts budget_seen;
+    Counter& shredded;
+    int commit_failures = 0;  // consecutive (store failures; a refusal by the budget is not one)
+    bool keys_unavailable = false;  // a subject key could not be read: don't commit the batch
 
     Impl(const config::Config& c, Counters& k)
         : config(c),
@@ -142,6 +157,7 @@ struct Gateway::Impl : public forward::Outbox {
           decoder({c.site_broker.topic_prefix, c.gateway.site, c.site_broker.max_payload_bytes}),
           policy(make_policy(c, *keys, k)),
           sealer(keys->record_sealer(c.keys.record_epoch)),
+          record_keys(*keys, *store, c.keys.record_epoch),
           forwarder(c.upstream, c.upstream_client_id(), *this, k,
                     c.upstream.topic_prefix + "/" + c.gateway.id + "/status"),
           committed_events(k.get("events_committed")),
@@ -149,7 +165,15 @@ struct Gateway::Impl : public forward::Outbox {
           commits(k.get("commits")),
           duplicates(k.get("events_duplicate")),
           expired(k.get("records_expired")),
-          state_corrupt(k.get("policy_state_corrupt")) {
+          state_corrupt(k.get("policy_state_corrupt")),
+          refused_budget(k.get("commits_refused_budget")),
+          shredded(k.get("records_shredded")) {
+        for (Lane lane : all_lanes) {
+            const auto i = static_cast<std::size_t>(lane);
+            if (lane == Lane::alarm) continue;  // alarms are never evicted nor dropped
+            evicted_budget[i] = &k.get("evicted_" + std::string(lane_name(lane)) + "_budget");
+            dropped_budget[i] = &k.get("dropped_" + std::string(lane_name(lane)) + "_budget");
+        }
         for (int r = 0; r < reason_count; ++r) {
             quarantined[r] =
                 &k.get("quarantined_" + std::string(reason_name(static_cast<Reason>(r))));
@@ -167,7 +191,7 @@ struct Gateway::Impl : public forward::Outbox {
         std::size_t bad = 0;
         for (auto& [key, stored] : *entries) {
             auto epoch = peek_state_epoch(stored);
-            auto value = epoch ? open_state(key, stored, opener(*epoch))
+            auto value = epoch ? open_state(key, stored, record_keys.epoch_sealer(*epoch))
                                : Result<std::string, CodecError>(fail(epoch.error()));
             if (!value) {
                 ++bad;
@@ -233,9 +257,28 @@ struct Gateway::Impl : public forward::Outbox {
                 ++blocked_count;
                 continue;
             }
+            // A record about a person is sealed with that person's data key (crypto-shredding);
+            // a record about no one with the epoch's record key.
+            RecordHeader header{record_format_version,
+                                e.lane,
+                                config.keys.record_epoch,
+                                e.expires_ms,
+                                e.kind,
+                                e.topic,
+                                {}};
+            std::optional<crypto::Sealer> subject_key;
+            if (!e.subject.empty()) {
+                header.key_ref = record_keys.subject_id(e.subject_kind, e.subject);
+                auto key = record_keys.for_sealing(header.key_ref, writes);
+                if (!key) {
+                    keys_unavailable = true;  // the whole batch fails; devices resend
+                    continue;
+                }
+                subject_key = std::move(*key);
+            }
             ++next_seq[e.stream];
-            RecordHeader header{1, e.lane, config.keys.record_epoch, e.expires_ms, e.kind, e.topic};
-            writes.append(e.lane, seal_record(header, clean, sealer));
+            writes.append(e.lane, seal_record(header, clean, subject_key ? *subject_key : sealer),
+                          e.expires_ms);
         }
         return blocked_count;
     }
@@ -345,9 +388,23 @@ struct Gateway::Impl : public forward::Outbox {
                 writes.put_state(stream_key(stream), be64(seq));
             }
         }
-        if (writes.empty()) return true;
-        std::size_t records = writes.appended();
-        auto committed = store->commit(std::move(writes));
+        if (writes.empty() && !keys_unavailable) return true;
+        auto committed =
+            std::exchange(keys_unavailable, false)
+                ? Result<std::vector<std::uint64_t>, storage::StoreError>(fail(storage::StoreError{
+                      storage::StoreErrc::io_error, "a subject data key could not be read"}))
+                : store->commit(std::move(writes));
+        record_keys.settle(committed.has_value());
+        sync_budget_counts();
+        if (!committed && committed.error().code == storage::StoreErrc::over_budget) {
+            // The store is healthy but full of alarms: refuse the group, devices retry once the
+            // forwarder has drained some. Not a store failure: vernd does not restart for it.
+            quarantined[static_cast<int>(Reason::store_failed)]->add(events);
+            spdlog::error("store: an alarm does not fit the disk budget; {} events not receipted",
+                          events);
+            if (!restore_policy()) spdlog::error("policy state: cannot be read back");
+            return false;
+        }
         if (!committed) {
             quarantined[static_cast<int>(Reason::store_failed)]->add(events);
             spdlog::error("store: commit of {} events failed ({}): no receipts, devices will retry",
@@ -360,8 +417,42 @@ struct Gateway::Impl : public forward::Outbox {
         stream_next = next_seq;
         commits.add();
         committed_events.add(events);
-        committed_records.add(records);
+        // A record the budget could not keep has seq 0 (counted as dropped_<lane>_budget).
+        committed_records.add(static_cast<std::uint64_t>(
+            std::count_if(committed->begin(), committed->end(), [](auto s) { return s != 0; })));
         return true;
+    }
+
+    // Adds what the budget did since the last look to the counters.
+    void sync_budget_counts() {
+        const storage::BudgetCounts now = store->budget_counts();
+        for (std::size_t i = 0; i < now.evicted.size(); ++i) {
+            if (evicted_budget[i]) evicted_budget[i]->add(now.evicted[i] - budget_seen.evicted[i]);
+            if (dropped_budget[i]) dropped_budget[i]->add(now.dropped[i] - budget_seen.dropped[i]);
+        }
+        refused_budget.add(now.refused_commits - budget_seen.refused_commits);
+        budget_seen = now;
+    }
+
+    // Retention: removes the records whose expiry has passed (the store's expiry index, a
+    // bounded range scan), counted as records_expired. The forwarder's own check stays: a
+    // record that expires between two sweeps is still never sent.
+    void sweep(std::int64_t now_ms) {
+        std::uint64_t removed = 0;
+        for (int call = 0; call < sweep_max_calls; ++call) {
+            auto swept = store->expire(now_ms, sweep_max_entries);
+            if (!swept) {
+                spdlog::warn("retention sweep failed ({}); next sweep retries",
+                             storage::store_errc_name(swept.error().code));
+                break;
+            }
+            for (auto n : swept->removed) removed += n;
+            if (!swept->more) break;
+        }
+        if (removed > 0) {
+            expired.add(removed);
+            spdlog::info("retention: removed {} expired records", removed);
+        }
     }
 
     bool ensure_mark(const std::string& device) {
@@ -423,13 +514,6 @@ struct Gateway::Impl : public forward::Outbox {
 
     // --- forward::Outbox: the durable queue as the forwarder sees it ------------------------
 
-    const crypto::Sealer& opener(std::uint32_t epoch) {
-        std::lock_guard lock(open_mutex);
-        auto it = openers.find(epoch);
-        if (it == openers.end()) it = openers.emplace(epoch, keys->record_sealer(epoch)).first;
-        return it->second;
-    }
-
     std::vector<forward::Outgoing> next(Lane lane, std::uint64_t from, std::size_t max) override {
         std::vector<forward::Outgoing> out;
         for (;;) {
@@ -437,13 +521,26 @@ struct Gateway::Impl : public forward::Outbox {
             auto records = store->read(lane, from, max, read_max_bytes);
             if (!records || records->empty()) return out;
             std::vector<std::uint64_t> drop;
+            std::vector<std::uint64_t> expired_seqs;
             storage::WriteSet bad;
             std::int64_t now = system_now_ms();
             for (auto& r : *records) {
                 from = r.seq + 1;
                 auto header = peek_header(r.value);
-                auto plain = header ? open_record(r.value, opener(header->key_epoch))
+                auto plain = header ? record_keys.open(r.value)
                                     : Result<std::string, CodecError>(fail(header.error()));
+                if (!plain && plain.error() == CodecError::key_unavailable) {
+                    // The store could not give us the key: the record is fine, try later.
+                    if (!bad.empty()) (void)store->commit(std::move(bad));
+                    if (!drop.empty()) (void)store->remove(lane, std::move(drop));
+                    return out;
+                }
+                if (!plain && plain.error() == CodecError::key_destroyed) {
+                    // Crypto-shredded: its subject's key is gone. Never sent; not corrupt.
+                    shredded.add();
+                    drop.push_back(r.seq);
+                    continue;
+                }
                 if (!plain) {
                     quarantined[static_cast<int>(Reason::corrupt_record)]->add();
                     bad.quarantine(
@@ -454,8 +551,7 @@ struct Gateway::Impl : public forward::Outbox {
                     continue;
                 }
                 if (header->expires_ms < now) {
-                    expired.add();
-                    drop.push_back(r.seq);
+                    expired_seqs.push_back(r.seq);  // counted once removed: the sweep may race
                     continue;
                 }
                 clean::v1::Batch batch;
@@ -471,6 +567,13 @@ struct Gateway::Impl : public forward::Outbox {
             }
             if (!bad.empty()) (void)store->commit(std::move(bad));
             if (!drop.empty()) (void)store->remove(lane, std::move(drop));
+            if (!expired_seqs.empty()) {
+                // Counts only what this call removed, so a sweep that got there first is not
+                // counted twice.
+                if (auto removed = store->remove(lane, std::move(expired_seqs))) {
+                    expired.add(*removed);
+                }
+            }
             if (!out.empty()) return out;
         }
     }
@@ -510,10 +613,15 @@ bool Gateway::run(const std::atomic<bool>& stop, const std::function<void()>& on
                  d.config.site_broker.uri, d.config.upstream.uri);
     const auto group_window = std::chrono::milliseconds(sc.group_commit_max_delay_ms);
     auto next_tick = std::chrono::steady_clock::now();
+    auto next_sweep = next_tick;
     while (!stop && d.commit_failures < max_commit_failures) {
         if (std::chrono::steady_clock::now() >= next_tick) {
             d.tick(system_now_ms());
             next_tick = std::chrono::steady_clock::now() + tick_interval;
+        }
+        if (std::chrono::steady_clock::now() >= next_sweep) {
+            d.sweep(system_now_ms());
+            next_sweep = std::chrono::steady_clock::now() + sweep_interval;
         }
         // Group commit: take what is there, wait at most the group window for more.
         auto batch = d.site.take(sc.group_commit_max_records, std::chrono::milliseconds(200));

@@ -6,10 +6,15 @@
 // Guarantees: a commit is atomic (one WriteBatch) and, with `sync`, durable when it returns
 // (WAL fsync'd: the group commit). Reads never start at a lane's beginning: they seek to the
 // caller's cursor with iterate bounds, so deleted records (tombstones) below it are not walked.
-// Acknowledged runs are removed with DeleteRange.
+// Acknowledged runs are removed with DeleteRange. An optional disk budget (live value bytes)
+// is enforced at commit time: the oldest meter records go first, then the oldest images; an
+// alarm is never evicted, and a commit whose alarm cannot fit is refused (`over_budget`).
+// Records appended with an expiry are indexed by it, so that `expire` removes them with a
+// bounded range scan.
 //
 // Never: interpret, log or print record values (they are sealed bytes and stay opaque here);
 // expose RocksDB types in this header.
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -24,6 +29,19 @@
 
 namespace vern::storage {
 
+// Limits on live record value bytes (LaneStats::bytes), checked at commit. RocksDB's own
+// overhead (WAL, SST metadata, tombstones not yet compacted, state, quarantine) comes on top.
+struct StoreBudget {
+    std::uint64_t total_bytes = 0;  // all lanes together; 0 = no budget
+    std::uint64_t alarm_bytes = 0;  // per-lane caps; 0 = no cap of its own
+    std::uint64_t image_bytes = 0;
+    std::uint64_t meter_bytes = 0;
+    std::uint64_t alarm_reserve_bytes = 0;  // of total_bytes, usable by alarms only
+    bool active() const {
+        return total_bytes != 0 || alarm_bytes != 0 || image_bytes != 0 || meter_bytes != 0;
+    }
+};
+
 struct StoreOptions {
     std::string path;                             // directory; created if missing
     bool sync = true;                             // fsync the WAL on every commit
@@ -33,9 +51,19 @@ struct StoreOptions {
     std::size_t max_info_log_bytes = 1u << 20;    // RocksDB's own LOG file, rotated
     std::size_t keep_info_log_files = 3;
     std::size_t max_quarantine_entries = 10000;  // oldest quarantine entries dropped beyond
+    StoreBudget budget;
 };
 
-enum class StoreErrc : std::uint8_t { io_error, no_space, corruption, invalid_argument, busy };
+// over_budget: the store is healthy, but an alarm of the commit does not fit the budget even
+// with every meter and image record evicted (or exceeds the alarm lane's own cap).
+enum class StoreErrc : std::uint8_t {
+    io_error,
+    no_space,
+    corruption,
+    invalid_argument,
+    busy,
+    over_budget
+};
 
 struct StoreError {
     StoreErrc code;
@@ -56,10 +84,27 @@ struct LaneStats {
     std::uint64_t bytes = 0;     // live value bytes
 };
 
+// What the budget did since the store was opened, by lane (index = Lane). Not persisted: the
+// pipeline adds them to its counters.
+struct BudgetCounts {
+    std::array<std::uint64_t, 3> evicted{};  // older records removed to make room
+    std::array<std::uint64_t, 3> evicted_bytes{};
+    std::array<std::uint64_t, 3> dropped{};  // new records that did not fit: not stored
+    std::uint64_t refused_commits = 0;       // an alarm did not fit: nothing written
+};
+
+// What one `expire` call removed.
+struct ExpireResult {
+    std::array<std::uint64_t, 3> removed{};  // live records removed, by lane
+    std::uint64_t index_entries = 0;         // expiry index entries consumed (live or not)
+    bool more = false;                       // stopped at max_entries: call again
+};
+
 // What one commit writes. Built by the pipeline, applied atomically by Store::commit.
 class WriteSet {
 public:
-    void append(Lane lane, std::string value);
+    // `expires_ms` (Unix ms): the record is removed by `Store::expire` once it has passed.
+    void append(Lane lane, std::string value, std::optional<std::int64_t> expires_ms = {});
     void put_state(std::string key, std::string value);
     void erase_state(std::string key);
     void quarantine(std::string entry);  // metadata only: never a device payload
@@ -68,7 +113,12 @@ public:
 
 private:
     friend class Store;
-    std::vector<std::pair<Lane, std::string>> appends_;
+    struct Append {
+        Lane lane;
+        std::string value;
+        std::optional<std::int64_t> expires_ms;
+    };
+    std::vector<Append> appends_;
     std::vector<std::pair<std::string, std::optional<std::string>>> state_;
     std::vector<std::string> quarantine_;
 };
@@ -83,6 +133,10 @@ public:
 
     // Applies `writes` atomically; each appended record gets the next seq of its lane, returned
     // in append order. Thread-safe.
+    // With a budget, the evictions that make room are in the same WriteBatch. A meter or image
+    // record that does not fit even after evicting every older record it may displace is not
+    // stored: its seq is returned as 0 (and counted as dropped). An alarm that does not fit
+    // fails the whole commit with `over_budget`, and nothing is written.
     Result<std::vector<std::uint64_t>, StoreError> commit(WriteSet&& writes);
 
     // Up to `max_records` records of `lane` with seq >= from, ascending, stopping early once
@@ -93,7 +147,13 @@ public:
 
     // Removes these records (acknowledged upstream). Contiguous runs become one DeleteRange.
     // Not synced: a delete lost in a crash means the record is sent again, as a duplicate.
-    Result<void, StoreError> remove(Lane lane, std::vector<std::uint64_t> seqs);
+    // Returns how many of them were live (and are now gone).
+    Result<std::uint64_t, StoreError> remove(Lane lane, std::vector<std::uint64_t> seqs);
+
+    // Removes the records appended with an expiry earlier than `now_ms`, walking at most
+    // `max_entries` entries of the expiry index (a bounded range scan from the last sweep).
+    // Records already removed (acked, evicted) are skipped, not counted. Not synced.
+    Result<ExpireResult, StoreError> expire(std::int64_t now_ms, std::size_t max_entries);
 
     Result<std::optional<std::string>, StoreError> get_state(std::string_view key) const;
     // All state entries whose key starts with `prefix`, in key order.
@@ -101,6 +161,7 @@ public:
         std::string_view prefix) const;
 
     LaneStats stats(Lane lane) const;
+    BudgetCounts budget_counts() const;
     std::uint64_t quarantine_size() const;
     // Quarantine entries, oldest first (at most `max`).
     Result<std::vector<std::string>, StoreError> quarantine_entries(std::size_t max) const;

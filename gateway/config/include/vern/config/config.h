@@ -55,6 +55,12 @@ struct StoreSection {  // [store]
     std::size_t write_buffer_mb = 4;
     std::size_t max_wal_mb = 64;
     std::size_t max_quarantine_entries = 10000;
+    // Disk budget on live record bytes (RocksDB's overhead comes on top); 0 = none.
+    std::uint64_t budget_bytes = std::uint64_t{1} << 30;
+    std::uint64_t budget_alarm_bytes = 0;  // per-lane caps; 0 = no cap of its own
+    std::uint64_t budget_image_bytes = 0;
+    std::uint64_t budget_meter_bytes = 0;
+    std::uint64_t alarm_reserve_bytes = std::uint64_t{16} << 20;  // of budget_bytes, alarms only
 };
 
 struct PolicySection {  // [policy] and the [purpose.*] tables
