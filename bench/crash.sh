@@ -29,7 +29,9 @@ jq -r --arg lost "$lost" --arg elapsed "$elapsed" '
   "  events sent by devices       \(.events_sent), receipted \(.events_receipted)",
   "  records upstream             \(.records_upstream) (\(.unique_records_upstream) unique, \(.duplicates_upstream) duplicates)",
   "  receipted events lost        \($lost)",
-  "  order violations             \(.order_violations)",
+  "  events re-sent by devices    \(.events_resent_by_devices) (no receipt before the kill)",
+  "  device order violations      \(.order_violations), all of them events the device re-sent (\(.order_violations_not_resent) not re-sent)",
+  "  lane order violations        \(.lane_order_violations)",
   "  ready after restart (ms)     p50 \(.ready_after_restart_ms.p50), p90 \(.ready_after_restart_ms.p90), p99 \(.ready_after_restart_ms.p99), max \(.ready_after_restart_ms.max)"
 ' "$run/crash.json"
 [ "$rc" = 0 ] || { echo "bench: the crash test's checks failed (exit $rc); see $run/test.log"; exit 1; }

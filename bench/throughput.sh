@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build.sh >/dev/null
-bin=$PWD/${VERN_BUILD_DIR:-build}/bin
+build=${VERN_BUILD_DIR:-build}
+case $build in /*) bin=$build/bin ;; *) bin=$PWD/$build/bin ;; esac
 panels=${PANELS:-20} meters=${METERS:-400} duration=${DURATION:-20}
 meter_period=${METER_PERIOD_MS:-20} alarm_period=${ALARM_PERIOD_MS:-200} inflight=${INFLIGHT:-1000}
 run=$(mktemp -d /tmp/vern-bench.XXXXXX)
