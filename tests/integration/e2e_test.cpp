@@ -499,7 +499,12 @@ TEST_CASE("After an upstream outage alarms raised during it go before the backlo
         peak_bytes = std::max(peak_bytes, data_bytes());
         std::this_thread::sleep_for(250ms);
     }
-    CHECK_FALSE(site.status()["upstream"]["connected"].get<bool>());
+    CHECK(wait_until(
+        [&] {
+            json st = site.status();
+            return st.contains("upstream") && st["upstream"].value("connected", true) == false;
+        },
+        10s));
     const std::int64_t outage_to = now_ms();  // nothing raised before this reached the broker
     site.upstream().start();
     json tap = finish(site, sim);
