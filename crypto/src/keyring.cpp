@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <system_error>
 
 #include "secret_key.h"
@@ -19,14 +21,24 @@ namespace {
 
 // crypto_kdf contexts: exactly crypto_kdf_CONTEXTBYTES (8) characters each. Changing any of them
 // changes every pseudonym and makes every sealed record unreadable: don't.
-constexpr char context_pseudonym[] = "vernpsd1";  // subkey_id = epoch -> pseudonym root
-constexpr char context_record[] = "vernrec1";     // subkey_id = epoch -> record sealing key
-// subkey_id = 1 -> key-encryption key (reserved for per-subject data keys; not exposed yet)
-[[maybe_unused]] constexpr char context_kek[] = "vernkek1";
+constexpr char context_pseudonym[] = "vernpsd1";    // subkey_id = epoch -> pseudonym root
+constexpr char context_record[] = "vernrec1";       // subkey_id = epoch -> record sealing key
+constexpr char context_kek[] = "vernkek1";          // subkey_id = KEK epoch -> key-encryption key
+constexpr char context_subject[] = "vernsub1";      // subkey_id = 1 -> subject-id key
 constexpr char context_fingerprint[] = "vernfpr1";  // subkey_id = 0 -> hashed for fingerprint()
 static_assert(sizeof(context_pseudonym) - 1 == crypto_kdf_CONTEXTBYTES);
 static_assert(sizeof(context_record) - 1 == crypto_kdf_CONTEXTBYTES);
 static_assert(sizeof(context_kek) - 1 == crypto_kdf_CONTEXTBYTES);
+static_assert(sizeof(context_subject) - 1 == crypto_kdf_CONTEXTBYTES);
+
+constexpr std::size_t subject_digest_bytes = 16;
+constexpr std::uint8_t wrap_version = 1;
+constexpr std::string_view dek_ad_prefix = "vern-dek-v1:";
+constexpr std::size_t wrap_nonce_bytes = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES;
+constexpr std::size_t wrap_tag_bytes = crypto_aead_xchacha20poly1305_ietf_ABYTES;
+static_assert(Keyring::wrapped_key_bytes ==
+              1 + 4 + wrap_nonce_bytes + SecretKey::size + wrap_tag_bytes);
+static_assert(Keyring::subject_id_chars == 2 * subject_digest_bytes);
 static_assert(sizeof(context_fingerprint) - 1 == crypto_kdf_CONTEXTBYTES);
 
 constexpr std::string_view purpose_prefix = "purpose:";
@@ -192,10 +204,55 @@ Created write_new_key_file(const std::filesystem::path& path, const SecretKey& k
     return Created::ok;
 }
 
+void put_u32_be(std::string& out, std::uint32_t v) {
+    for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>(v >> shift));
+}
+
+std::uint32_t get_u32_be(std::string_view in, std::size_t at) {
+    std::uint32_t v = 0;
+    for (std::size_t i = 0; i < 4; ++i) v = (v << 8) | static_cast<unsigned char>(in[at + i]);
+    return v;
+}
+
+// "vern-dek-v1:" || subject id (ASCII hex) || KEK epoch (u32 big-endian).
+std::string dek_ad(std::string_view subject_id, std::uint32_t kek_epoch) {
+    std::string ad(dek_ad_prefix);
+    ad += subject_id;
+    put_u32_be(ad, kek_epoch);
+    return ad;
+}
+
+const unsigned char* uc(std::string_view s) {
+    return reinterpret_cast<const unsigned char*>(s.data());
+}
+
 }  // namespace
 
 struct Keyring::Impl {
     std::unique_ptr<const SecretKey> master;
+    // Derived on first use, then kept (read-only, wiped with the keyring).
+    std::once_flag subject_once;
+    std::unique_ptr<const SecretKey> subject_key;
+    std::mutex kek_mutex;
+    std::map<std::uint32_t, std::shared_ptr<const SecretKey>> keks;
+
+    const SecretKey& subject() {
+        std::call_once(subject_once, [&] {
+            subject_key = std::make_unique<const SecretKey>(
+                [&](SecretKey::Bytes out) { derive(out, 1, context_subject, *master); });
+        });
+        return *subject_key;
+    }
+
+    std::shared_ptr<const SecretKey> kek(std::uint32_t epoch) {
+        std::lock_guard lock(kek_mutex);
+        auto& k = keks[epoch];
+        if (!k) {
+            k = std::make_shared<const SecretKey>(
+                [&](SecretKey::Bytes out) { derive(out, epoch, context_kek, *master); });
+        }
+        return k;
+    }
 };
 
 Keyring::Keyring() : impl_(std::make_unique<Impl>()) {}
@@ -264,6 +321,74 @@ Sealer Keyring::record_sealer(std::uint32_t epoch) const {
     // record key = KDF(master, id = epoch, "vernrec1").
     auto key = std::make_shared<const SecretKey>(
         [&](SecretKey::Bytes out) { derive(out, epoch, context_record, *impl_->master); });
+    return Sealer(std::move(key));
+}
+
+bool Keyring::valid_subject_id(std::string_view id) {
+    if (id.size() != subject_id_chars) return false;
+    for (char c : id) {
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+    }
+    return true;
+}
+
+std::string Keyring::subject_id(SubjectKind kind, std::string_view identifier) const {
+    // H_16(key = KDF(master, 1, "vernsub1"), msg = kind byte || identifier), lowercase hex.
+    const SecretKey& key = impl_->subject();
+    const unsigned char kind_byte = static_cast<unsigned char>(kind);
+    std::array<unsigned char, subject_digest_bytes> digest{};
+    crypto_generichash_state st;
+    // With a valid key length and output size these calls cannot fail.
+    (void)crypto_generichash_init(&st, key.data(), SecretKey::size, digest.size());
+    (void)crypto_generichash_update(&st, &kind_byte, 1);
+    (void)crypto_generichash_update(&st, uc(identifier), identifier.size());
+    (void)crypto_generichash_final(&st, digest.data(), digest.size());
+    sodium_memzero(&st, sizeof st);
+    char hex[subject_id_chars + 1];
+    sodium_bin2hex(hex, sizeof hex, digest.data(), digest.size());
+    return std::string(hex, subject_id_chars);
+}
+
+NewDataKey Keyring::new_data_key(std::string_view subject_id, std::uint32_t kek_epoch) const {
+    auto kek = impl_->kek(kek_epoch);
+    auto key = std::make_shared<const SecretKey>(
+        [](SecretKey::Bytes out) { randombytes_buf(out.data(), out.size()); });
+    std::string wrapped;
+    wrapped.reserve(wrapped_key_bytes);
+    wrapped.push_back(static_cast<char>(wrap_version));
+    put_u32_be(wrapped, kek_epoch);
+    std::size_t nonce_at = wrapped.size();
+    wrapped.resize(wrapped_key_bytes);
+    auto* nonce = reinterpret_cast<unsigned char*>(wrapped.data()) + nonce_at;
+    randombytes_buf(nonce, wrap_nonce_bytes);
+    std::string ad = dek_ad(subject_id, kek_epoch);
+    unsigned long long written = 0;
+    (void)crypto_aead_xchacha20poly1305_ietf_encrypt(nonce + wrap_nonce_bytes, &written,
+                                                     key->data(), SecretKey::size, uc(ad),
+                                                     ad.size(), nullptr, nonce, kek->data());
+    return NewDataKey{Sealer(std::move(key)), std::move(wrapped)};
+}
+
+Result<Sealer, UnwrapError> Keyring::unwrap_data_key(std::string_view subject_id,
+                                                     std::string_view wrapped) const {
+    if (wrapped.size() != wrapped_key_bytes ||
+        static_cast<std::uint8_t>(wrapped[0]) != wrap_version) {
+        return fail(UnwrapError::malformed);
+    }
+    const std::uint32_t kek_epoch = get_u32_be(wrapped, 1);
+    auto kek = impl_->kek(kek_epoch);
+    std::string ad = dek_ad(subject_id, kek_epoch);
+    const unsigned char* nonce = uc(wrapped) + 5;
+    bool ok = false;
+    // Decrypt straight into secure memory; on failure it is wiped with the SecretKey.
+    auto key = std::make_shared<const SecretKey>([&](SecretKey::Bytes out) {
+        unsigned long long written = 0;
+        ok = crypto_aead_xchacha20poly1305_ietf_decrypt(
+                 out.data(), &written, nullptr, nonce + wrap_nonce_bytes,
+                 SecretKey::size + wrap_tag_bytes, uc(ad), ad.size(), nonce, kek->data()) == 0 &&
+             written == SecretKey::size;
+    });
+    if (!ok) return fail(UnwrapError::auth_failed);
     return Sealer(std::move(key));
 }
 

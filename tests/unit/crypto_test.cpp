@@ -614,3 +614,197 @@ TEST_CASE("A key error message never contains the key's bytes") {
         }
     }
 }
+
+// --- subject ids and per-subject data keys
+// --------------------------------------------------------
+
+namespace {
+
+using vern::crypto::UnwrapError;
+
+std::string direct_subject_id(const Master& master, SubjectKind kind,
+                              const std::string& identifier) {
+    std::array<unsigned char, 32> key{};
+    REQUIRE(crypto_kdf_derive_from_key(key.data(), key.size(), 1, "vernsub1", master.data()) == 0);
+    std::string message(1, static_cast<char>(kind));
+    message += identifier;
+    std::array<unsigned char, 16> digest{};
+    REQUIRE(crypto_generichash(digest.data(), digest.size(),
+                               reinterpret_cast<const unsigned char*>(message.data()),
+                               message.size(), key.data(), key.size()) == 0);
+    sodium_memzero(key.data(), key.size());
+    return hex(digest.data(), digest.size());
+}
+
+}  // namespace
+
+TEST_CASE("A subject id is stable for the same person and matches the documented scheme") {
+    REQUIRE(sodium_init() >= 0);
+    auto ring = Keyring::from_master(master_a());
+    const auto id = ring->subject_id(SubjectKind::customer_number, "C-1001");
+    CHECK(id == ring->subject_id(SubjectKind::customer_number, "C-1001"));
+    CHECK(id ==
+          Keyring::from_master(master_a())->subject_id(SubjectKind::customer_number, "C-1001"));
+    CHECK(id == direct_subject_id(master_a(), SubjectKind::customer_number, "C-1001"));
+    CHECK(Keyring::valid_subject_id(id));
+    CHECK(id.size() == Keyring::subject_id_chars);
+    CHECK_FALSE(contains(id, "1001"));
+}
+
+TEST_CASE("Subject ids differ for different identifiers and different kinds") {
+    auto ring = Keyring::from_master(master_a());
+    std::set<std::string> ids;
+    for (const char* who : {"C-1001", "C-1002", "C-10010", "", "7070575000000000001"}) {
+        ids.insert(ring->subject_id(SubjectKind::customer_number, who));
+    }
+    CHECK(ids.size() == 5);
+    CHECK(ring->subject_id(SubjectKind::customer_number, "123") !=
+          ring->subject_id(SubjectKind::meter_point, "123"));
+}
+
+TEST_CASE("Subject ids differ per master key and are unrelated to pseudonyms") {
+    auto a = Keyring::from_master(master_a());
+    auto b = Keyring::from_master(master_b());
+    CHECK(a->subject_id(SubjectKind::customer_number, "C-1001") !=
+          b->subject_id(SubjectKind::customer_number, "C-1001"));
+    const auto id = a->subject_id(SubjectKind::customer_number, "C-1001");
+    const auto p = a->pseudonymiser("alarm", 1).pseudonym(SubjectKind::customer_number, "C-1001");
+    CHECK_FALSE(contains(p, id.substr(0, 8)));
+}
+
+TEST_CASE("Only 32 lowercase hex characters are a valid subject id") {
+    CHECK(Keyring::valid_subject_id(std::string(32, 'a')));
+    CHECK_FALSE(Keyring::valid_subject_id(std::string(31, 'a')));
+    CHECK_FALSE(Keyring::valid_subject_id(std::string(33, 'a')));
+    CHECK_FALSE(Keyring::valid_subject_id(std::string(32, 'A')));
+    CHECK_FALSE(Keyring::valid_subject_id(std::string(31, 'a') + "/"));
+    CHECK_FALSE(Keyring::valid_subject_id(""));
+}
+
+TEST_CASE("A wrapped data key unwraps to a key that opens what the new key sealed") {
+    auto ring = Keyring::from_master(master_a());
+    const auto id = ring->subject_id(SubjectKind::customer_number, "C-1001");
+    auto fresh = ring->new_data_key(id, 1);
+    CHECK(fresh.wrapped.size() == Keyring::wrapped_key_bytes);
+    const std::string sealed = fresh.sealer.seal("hdr", "alarm for C-1001");
+    auto unwrapped = ring->unwrap_data_key(id, fresh.wrapped);
+    REQUIRE(unwrapped);
+    auto opened = unwrapped->open("hdr", sealed);
+    REQUIRE(opened);
+    CHECK(*opened == "alarm for C-1001");
+    // And the other way round.
+    auto back = fresh.sealer.open("hdr", unwrapped->seal("hdr", "x"));
+    REQUIRE(back);
+    CHECK(*back == "x");
+    // A keyring loaded from the same master key unwraps it too.
+    CHECK(Keyring::from_master(master_a())->unwrap_data_key(id, fresh.wrapped));
+}
+
+TEST_CASE("Each new data key is random: two keys for the same subject differ") {
+    auto ring = Keyring::from_master(master_a());
+    const auto id = ring->subject_id(SubjectKind::customer_number, "C-1001");
+    auto one = ring->new_data_key(id, 1);
+    auto two = ring->new_data_key(id, 1);
+    CHECK(one.wrapped != two.wrapped);
+    CHECK_FALSE(two.sealer.open("", one.sealer.seal("", "x")));
+}
+
+TEST_CASE("A wrapped data key is XChaCha20-Poly1305 under the documented KEK and AD") {
+    REQUIRE(sodium_init() >= 0);
+    const Master master = master_b();
+    auto ring = Keyring::from_master(master);
+    const auto id = ring->subject_id(SubjectKind::meter_point, "7070575000000000001");
+    auto fresh = ring->new_data_key(id, 5);
+    const std::string& w = fresh.wrapped;
+    REQUIRE(w.size() == 1 + 4 + 24 + 32 + 16);
+    CHECK(w[0] == 1);
+    CHECK(w.substr(1, 4) == std::string("\0\0\0\x05", 4));
+
+    std::array<unsigned char, 32> kek{};
+    REQUIRE(crypto_kdf_derive_from_key(kek.data(), kek.size(), 5, "vernkek1", master.data()) == 0);
+    std::string ad = "vern-dek-v1:" + id + std::string("\0\0\0\x05", 4);
+    const auto* s = reinterpret_cast<const unsigned char*>(w.data());
+    std::array<unsigned char, 32> dek{};
+    unsigned long long dek_size = 0;
+    int rc = crypto_aead_xchacha20poly1305_ietf_decrypt(
+        dek.data(), &dek_size, nullptr, s + 5 + 24, 32 + 16,
+        reinterpret_cast<const unsigned char*>(ad.data()), ad.size(), s + 5, kek.data());
+    sodium_memzero(kek.data(), kek.size());
+    REQUIRE(rc == 0);
+    REQUIRE(dek_size == 32);
+    // The unwrapped key is the one the data key's sealer uses.
+    const std::string sealed = fresh.sealer.seal("hdr", "reading");
+    const auto* c = reinterpret_cast<const unsigned char*>(sealed.data());
+    std::string out(7, '\0');
+    unsigned long long out_size = 0;
+    rc = crypto_aead_xchacha20poly1305_ietf_decrypt(
+        reinterpret_cast<unsigned char*>(out.data()), &out_size, nullptr, c + 24,
+        sealed.size() - 24, reinterpret_cast<const unsigned char*>("hdr"), 3, c, dek.data());
+    sodium_memzero(dek.data(), dek.size());
+    REQUIRE(rc == 0);
+    CHECK(out == "reading");
+}
+
+TEST_CASE("A tampered wrapped data key never unwraps") {
+    auto ring = Keyring::from_master(master_a());
+    const auto id = ring->subject_id(SubjectKind::customer_number, "C-1001");
+    const auto wrapped = ring->new_data_key(id, 1).wrapped;
+    for (std::size_t i = 0; i < wrapped.size(); ++i) {
+        std::string t = wrapped;
+        t[i] = static_cast<char>(t[i] ^ 0x01);
+        auto r = ring->unwrap_data_key(id, t);
+        REQUIRE_FALSE(r);
+        CHECK(r.error() == (i == 0 ? UnwrapError::malformed : UnwrapError::auth_failed));
+    }
+    for (std::size_t n = 0; n < wrapped.size(); ++n) {
+        auto r = ring->unwrap_data_key(id, wrapped.substr(0, n));
+        REQUIRE_FALSE(r);
+        CHECK(r.error() == UnwrapError::malformed);
+    }
+    CHECK_FALSE(ring->unwrap_data_key(id, wrapped + "x"));
+}
+
+TEST_CASE("A wrapped data key does not unwrap for another subject or another master key") {
+    auto a = Keyring::from_master(master_a());
+    auto b = Keyring::from_master(master_b());
+    const auto id = a->subject_id(SubjectKind::customer_number, "C-1001");
+    const auto other = a->subject_id(SubjectKind::customer_number, "C-1002");
+    const auto wrapped = a->new_data_key(id, 1).wrapped;
+    auto r = a->unwrap_data_key(other, wrapped);
+    REQUIRE_FALSE(r);
+    CHECK(r.error() == UnwrapError::auth_failed);
+    CHECK_FALSE(b->unwrap_data_key(id, wrapped));
+    CHECK(a->unwrap_data_key(id, wrapped));
+}
+
+TEST_CASE("A wrapped data key does not unwrap under another KEK epoch") {
+    auto ring = Keyring::from_master(master_a());
+    const auto id = ring->subject_id(SubjectKind::customer_number, "C-1001");
+    std::string wrapped = ring->new_data_key(id, 1).wrapped;
+    wrapped[4] = 2;  // claims KEK epoch 2: another KEK and another AD
+    auto r = ring->unwrap_data_key(id, wrapped);
+    REQUIRE_FALSE(r);
+    CHECK(r.error() == UnwrapError::auth_failed);
+    // Keys wrapped under different epochs both unwrap: each carries its epoch.
+    CHECK(ring->unwrap_data_key(id, ring->new_data_key(id, 2).wrapped));
+    CHECK(ring->unwrap_data_key(id, ring->new_data_key(id, 1).wrapped));
+}
+
+TEST_CASE("Data keys are made and unwrapped from many threads at once") {
+    auto ring = Keyring::from_master(master_a());
+    std::atomic<int> bad{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < 50; ++i) {
+                auto id = ring->subject_id(SubjectKind::customer_number,
+                                           std::to_string(t) + "/" + std::to_string(i));
+                auto fresh = ring->new_data_key(id, static_cast<std::uint32_t>(1 + i % 3));
+                auto back = ring->unwrap_data_key(id, fresh.wrapped);
+                if (!back || !back->open("", fresh.sealer.seal("", "x"))) ++bad;
+            }
+        });
+    }
+    for (auto& th : threads) th.join();
+    CHECK(bad == 0);
+}

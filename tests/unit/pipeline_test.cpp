@@ -1,8 +1,13 @@
 #include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 
+#include "temp_dir.h"
 #include "vern/crypto/keyring.h"
 #include "vern/pipeline/device_marks.h"
 #include "vern/pipeline/record_codec.h"
+#include "vern/pipeline/record_keys.h"
 
 using namespace vern;
 using namespace vern::pipeline;
@@ -59,7 +64,7 @@ std::unique_ptr<crypto::Keyring> keyring(std::uint8_t fill = 7) {
     return crypto::Keyring::from_master(master);
 }
 
-RecordHeader header() { return {1, Lane::meter, 3, 1'800'000'000'000, "meter", "billing"}; }
+RecordHeader header() { return {1, Lane::meter, 3, 1'800'000'000'000, "meter", "billing", ""}; }
 
 }  // namespace
 
@@ -111,9 +116,352 @@ TEST_CASE("A record from another site's key or another epoch does not open") {
 TEST_CASE("A record of an unknown format version is refused as such") {
     auto keys = keyring();
     auto h = header();
-    h.version = 2;
+    h.version = 3;
     std::string stored = seal_record(h, "x", keys->record_sealer(3));
     auto peeked = peek_header(stored);
     REQUIRE_FALSE(peeked);
     CHECK(peeked.error() == CodecError::unknown_version);
+}
+
+// --- golden stored records ---------------------------------------------------------------------
+// Stored records written by earlier versions must keep opening. The files under
+// tests/unit/golden/ were written by this generator (run it only to add files, never to replace
+// them: `pipeline_test "[.golden-gen]"`), with this fixed test master key.
+
+namespace {
+
+std::unique_ptr<crypto::Keyring> golden_keyring() {
+    std::vector<std::uint8_t> master(32);
+    for (std::size_t i = 0; i < master.size(); ++i) master[i] = static_cast<std::uint8_t>(i);
+    return crypto::Keyring::from_master(master);
+}
+
+struct Golden {
+    const char* file;
+    RecordHeader header;
+    const char* clean;
+};
+
+const std::vector<Golden>& golden_v1() {
+    static const std::vector<Golden> files{
+        {"record_v1_alarm.bin",
+         {1, Lane::alarm, 1, 1'900'000'000'000, "alarm", "alarm-response", ""},
+         "golden clean alarm record"},
+        {"record_v1_meter.bin",
+         {1, Lane::meter, 3, 1'900'000'000'001, "meter", "billing", ""},
+         "golden clean meter record"},
+        {"record_v1_aggregate.bin",
+         {1, Lane::meter, 2, 1'900'000'000'002, "aggregate", "grid-planning", ""},
+         "golden clean aggregate record"},
+    };
+    return files;
+}
+
+std::filesystem::path golden_dir() {
+    return std::filesystem::path(VERN_SOURCE_DIR) / "tests" / "unit" / "golden";
+}
+
+std::string read_file(const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void write_file(const std::filesystem::path& p, std::string_view bytes) {
+    std::ofstream out(p, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+}  // namespace
+
+TEST_CASE("Golden stored records are generated with the fixed test key", "[.golden-gen]") {
+    auto keys = golden_keyring();
+    std::filesystem::create_directories(golden_dir());
+    for (const auto& g : golden_v1()) {
+        write_file(golden_dir() / g.file,
+                   seal_record(g.header, g.clean, keys->record_sealer(g.header.key_epoch)));
+    }
+    // A corrupt one: the alarm record with one ciphertext byte flipped.
+    std::string bad = seal_record(golden_v1()[0].header, golden_v1()[0].clean,
+                                  keys->record_sealer(golden_v1()[0].header.key_epoch));
+    bad[bad.size() - 20] = static_cast<char>(bad[bad.size() - 20] ^ 0x40);
+    write_file(golden_dir() / "record_v1_corrupt.bin", bad);
+}
+
+TEST_CASE("Golden v1 stored records still open with the fixed test key") {
+    auto keys = golden_keyring();
+    for (const auto& g : golden_v1()) {
+        INFO(g.file);
+        std::string stored = read_file(golden_dir() / g.file);
+        REQUIRE(!stored.empty());
+        auto h = peek_header(stored);
+        REQUIRE(h);
+        CHECK(h->version == 1);
+        CHECK(h->lane == g.header.lane);
+        CHECK(h->key_epoch == g.header.key_epoch);
+        CHECK(h->expires_ms == g.header.expires_ms);
+        CHECK(h->kind == g.header.kind);
+        CHECK(h->topic == g.header.topic);
+        CHECK(h->key_ref.empty());
+        auto opened = open_record(stored, keys->record_sealer(h->key_epoch));
+        REQUIRE(opened);
+        CHECK(*opened == g.clean);
+    }
+}
+
+TEST_CASE("A corrupt golden v1 record fails cleanly as cannot_open") {
+    auto keys = golden_keyring();
+    std::string stored = read_file(golden_dir() / "record_v1_corrupt.bin");
+    REQUIRE(!stored.empty());
+    auto h = peek_header(stored);
+    REQUIRE(h);
+    auto opened = open_record(stored, keys->record_sealer(h->key_epoch));
+    REQUIRE_FALSE(opened);
+    CHECK(opened.error() == CodecError::cannot_open);
+}
+
+// --- format v2: per-subject data keys ----------------------------------------------------------
+
+namespace {
+
+using vern::test::TempDir;
+
+std::unique_ptr<storage::Store> open_store(const TempDir& dir) {
+    storage::StoreOptions o;
+    o.path = (dir.path() / "store").string();
+    o.sync = false;
+    auto store = storage::Store::open(o);
+    REQUIRE(store);
+    return std::move(*store);
+}
+
+RecordHeader subject_header(std::string key_ref) {
+    RecordHeader h{record_format_version, Lane::alarm,       1, 1'800'000'000'000, "alarm",
+                   "alarm-response",      std::move(key_ref)};
+    return h;
+}
+
+// Seals `clean` as the pipeline does: with the subject's data key, committed with its record.
+std::string seal_for(RecordKeys& rk, storage::Store& store, const std::string& subject,
+                     std::string_view clean) {
+    storage::WriteSet writes;
+    auto key = rk.for_sealing(subject, writes);
+    REQUIRE(key);
+    std::string stored = seal_record(subject_header(subject), clean, *key);
+    writes.append(Lane::alarm, stored);
+    auto committed = store.commit(std::move(writes));
+    rk.settle(committed.has_value());
+    REQUIRE(committed);
+    return stored;
+}
+
+}  // namespace
+
+TEST_CASE("A v2 header carries its key reference and round-trips") {
+    auto keys = keyring();
+    const auto id = keys->subject_id(crypto::SubjectKind::customer_number, "C-1");
+    auto h = subject_header(id);
+    std::string stored = seal_record(h, "x", keys->record_sealer(1));
+    auto peeked = peek_header(stored);
+    REQUIRE(peeked);
+    CHECK(peeked->version == 2);
+    CHECK(peeked->key_ref == id);
+    CHECK(peeked->topic == "alarm-response");
+    // A key reference that is not a subject id is malformed.
+    h.key_ref = "not-a-subject-id";
+    auto bad = peek_header(seal_record(h, "x", keys->record_sealer(1)));
+    REQUIRE_FALSE(bad);
+    CHECK(bad.error() == CodecError::malformed);
+}
+
+TEST_CASE("A v2 record opens with its subject's key and not with another subject's") {
+    TempDir dir;
+    auto keys = keyring();
+    auto store = open_store(dir);
+    RecordKeys rk(*keys, *store, 1);
+    const auto alice = rk.subject_id(crypto::SubjectKind::customer_number, "C-1");
+    const auto bob = rk.subject_id(crypto::SubjectKind::customer_number, "C-2");
+    std::string stored = seal_for(rk, *store, alice, "alice's alarm");
+    seal_for(rk, *store, bob, "bob's alarm");
+
+    auto opened = rk.open(stored);
+    REQUIRE(opened);
+    CHECK(*opened == "alice's alarm");
+
+    storage::WriteSet unused;
+    auto bobs_key = rk.for_sealing(bob, unused);
+    REQUIRE(bobs_key);
+    CHECK(unused.empty());  // bob's key exists: nothing new to store
+    auto wrong = open_record(stored, *bobs_key);
+    REQUIRE_FALSE(wrong);
+    CHECK(wrong.error() == CodecError::cannot_open);
+    // Nor with the epoch's record key.
+    CHECK_FALSE(open_record(stored, keys->record_sealer(1)));
+    // Pointing the header at bob's key breaks the authentication, it does not open.
+    std::string moved = stored;
+    moved.replace(moved.find(alice), alice.size(), bob);
+    auto m = rk.open(moved);
+    REQUIRE_FALSE(m);
+    CHECK(m.error() == CodecError::cannot_open);
+}
+
+TEST_CASE("Flipping any byte of a v2 record, header included, makes it fail to open") {
+    TempDir dir;
+    auto keys = keyring();
+    auto store = open_store(dir);
+    RecordKeys rk(*keys, *store, 1);
+    const auto id = rk.subject_id(crypto::SubjectKind::customer_number, "C-1");
+    std::string stored = seal_for(rk, *store, id, "clean-record-bytes");
+    for (std::size_t i = 0; i < stored.size(); ++i) {
+        std::string t = stored;
+        t[i] = static_cast<char>(t[i] ^ 0x01);
+        CHECK_FALSE(rk.open(t));
+    }
+}
+
+TEST_CASE("Every truncation of a v2 record fails to open") {
+    TempDir dir;
+    auto keys = keyring();
+    auto store = open_store(dir);
+    RecordKeys rk(*keys, *store, 1);
+    const auto id = rk.subject_id(crypto::SubjectKind::customer_number, "C-1");
+    std::string stored = seal_for(rk, *store, id, "clean-record-bytes");
+    for (std::size_t n = 0; n < stored.size(); ++n) {
+        auto r = rk.open(stored.substr(0, n));
+        REQUIRE_FALSE(r);
+        CHECK(r.error() != CodecError::key_destroyed);
+    }
+}
+
+TEST_CASE("A record whose subject key was destroyed fails as shredded, not as corrupt") {
+    TempDir dir;
+    auto keys = keyring();
+    auto store = open_store(dir);
+    RecordKeys rk(*keys, *store, 1);
+    const auto id = rk.subject_id(crypto::SubjectKind::customer_number, "C-1");
+    std::string stored = seal_for(rk, *store, id, "clean-record-bytes");
+    REQUIRE(rk.open(stored));
+    REQUIRE(rk.destroy(id));
+    auto r = rk.open(stored);
+    REQUIRE_FALSE(r);
+    CHECK(r.error() == CodecError::key_destroyed);
+    // A corrupt record stays corrupt, distinct from shredded.
+    std::string bad =
+        seal_for(rk, *store, rk.subject_id(crypto::SubjectKind::customer_number, "C-2"), "x");
+    bad.back() = static_cast<char>(bad.back() ^ 0x01);
+    auto c = rk.open(bad);
+    REQUIRE_FALSE(c);
+    CHECK(c.error() == CodecError::cannot_open);
+}
+
+TEST_CASE(
+    "Two subjects' records are sealed under different keys and destroying one spares the "
+    "other, across a restart") {
+    TempDir dir;
+    auto keys = keyring();
+    const auto alice = keys->subject_id(crypto::SubjectKind::customer_number, "C-1");
+    const auto bob = keys->subject_id(crypto::SubjectKind::meter_point, "7070575000000000001");
+    std::string a1, a2, b1, site;
+    {
+        auto store = open_store(dir);
+        RecordKeys rk(*keys, *store, 1);
+        a1 = seal_for(rk, *store, alice, "alice 1");
+        b1 = seal_for(rk, *store, bob, "bob 1");
+        a2 = seal_for(rk, *store, alice, "alice 2");
+        RecordHeader h = subject_header("");
+        site = seal_record(h, "site aggregate", rk.epoch_sealer(1));
+        // One stored key per subject.
+        auto stored_keys = store->scan_state(RecordKeys::state_prefix);
+        REQUIRE(stored_keys);
+        CHECK(stored_keys->size() == 2);
+        CHECK(rk.cached() == 2);
+    }
+    {
+        // After a restart (nothing cached) every record still opens.
+        auto store = open_store(dir);
+        RecordKeys rk(*keys, *store, 1);
+        CHECK(rk.cached() == 0);
+        for (const auto* s : {&a1, &a2, &b1, &site}) CHECK(rk.open(*s));
+        REQUIRE(rk.destroy(alice));
+        REQUIRE(store->compact());
+    }
+    auto store = open_store(dir);
+    RecordKeys rk(*keys, *store, 1);
+    for (const auto* s : {&a1, &a2}) {
+        auto r = rk.open(*s);
+        REQUIRE_FALSE(r);
+        CHECK(r.error() == CodecError::key_destroyed);
+    }
+    auto b = rk.open(b1);
+    REQUIRE(b);
+    CHECK(*b == "bob 1");
+    auto s = rk.open(site);
+    REQUIRE(s);
+    CHECK(*s == "site aggregate");
+    // A new record about alice gets a new key; her old records stay shredded.
+    std::string a3 = seal_for(rk, *store, alice, "alice 3");
+    CHECK(rk.open(a3));
+    CHECK_FALSE(rk.open(a1));
+}
+
+TEST_CASE("A data key whose commit failed is not cached and a new one is made next time") {
+    TempDir dir;
+    auto keys = keyring();
+    auto store = open_store(dir);
+    RecordKeys rk(*keys, *store, 1);
+    const auto id = rk.subject_id(crypto::SubjectKind::customer_number, "C-1");
+    storage::WriteSet first;
+    auto k1 = rk.for_sealing(id, first);
+    REQUIRE(k1);
+    CHECK_FALSE(first.empty());
+    // Within one batch the same pending key is used again.
+    auto again = rk.for_sealing(id, first);
+    REQUIRE(again);
+    CHECK(open_record(seal_record(subject_header(id), "x", *k1), *again));
+    rk.settle(false);  // the commit failed
+    CHECK(rk.cached() == 0);
+    storage::WriteSet second;
+    auto k2 = rk.for_sealing(id, second);
+    REQUIRE(k2);
+    CHECK_FALSE(second.empty());  // made anew and staged again
+    CHECK_FALSE(open_record(seal_record(subject_header(id), "x", *k1), *k2));
+}
+
+TEST_CASE("The data key cache stays within its bound and evicted keys load again") {
+    TempDir dir;
+    auto keys = keyring();
+    auto store = open_store(dir);
+    RecordKeys rk(*keys, *store, 1, 3);
+    std::vector<std::string> stored;
+    for (int i = 0; i < 10; ++i) {
+        auto id = rk.subject_id(crypto::SubjectKind::customer_number, "C-" + std::to_string(i));
+        stored.push_back(seal_for(rk, *store, id, "record " + std::to_string(i)));
+        CHECK(rk.cached() <= 3);
+    }
+    for (int i = 0; i < 10; ++i) {
+        auto r = rk.open(stored[static_cast<std::size_t>(i)]);
+        REQUIRE(r);
+        CHECK(*r == "record " + std::to_string(i));
+    }
+    CHECK(rk.cached() == 3);
+}
+
+TEST_CASE("A tampered stored data key makes its records fail as corrupt") {
+    TempDir dir;
+    auto keys = keyring();
+    auto store = open_store(dir);
+    RecordKeys rk(*keys, *store, 1);
+    const auto id = rk.subject_id(crypto::SubjectKind::customer_number, "C-1");
+    std::string stored = seal_for(rk, *store, id, "x");
+    auto wrapped = store->get_state(RecordKeys::state_key(id));
+    REQUIRE(wrapped);
+    REQUIRE(*wrapped);
+    std::string t = **wrapped;
+    t[10] = static_cast<char>(t[10] ^ 0x01);
+    storage::WriteSet w;
+    w.put_state(RecordKeys::state_key(id), t);
+    REQUIRE(store->commit(std::move(w)));
+    RecordKeys fresh(*keys, *store, 1);  // nothing cached
+    auto r = fresh.open(stored);
+    REQUIRE_FALSE(r);
+    CHECK(r.error() == CodecError::cannot_open);
 }

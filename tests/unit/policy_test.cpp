@@ -919,3 +919,47 @@ TEST_CASE("With no purpose receiving images, chunks are accepted and nothing is 
     }
     CHECK(h.state.empty());
 }
+
+// --- subjects: whom each record is about (the pipeline seals it with that person's key) --------
+
+TEST_CASE("Each emission names the person it is about, and never in the record") {
+    SECTION("an alarm is about its customer, in every purpose") {
+        auto a = alarm_purpose({rule("kind", Action::keep)});
+        auto b = a;
+        b.name = "insurance";
+        Harness h(only({a, b}));
+        auto out = h.emit(alarm(AlarmEvent::ARM, "ev-1"), t0);
+        REQUIRE(out.size() == 2);
+        for (const auto& e : out) {
+            CHECK(e.subject == customer);
+            CHECK(e.subject_kind == crypto::SubjectKind::customer_number);
+            CHECK_FALSE(contains(e.record.SerializeAsString(), customer));
+        }
+    }
+    SECTION("a meter record is about its customer, else its metering point") {
+        Harness h(only({billing_purpose({rule("energy_wh", Action::keep),
+                                         rule("interval", Action::keep)})}));
+        auto with = reading(gsrn, t0, 123, 900, 7);
+        auto out = h.emit(with, t0);
+        REQUIRE(out.size() == 1);
+        CHECK(out[0].subject == with.meter().customer_number());
+        CHECK(out[0].subject_kind == crypto::SubjectKind::customer_number);
+        auto without = reading(gsrn, t0 + 15 * min_ms, 123, 900, 8);
+        without.mutable_meter()->clear_customer_number();
+        out = h.emit(without, t0 + 15 * min_ms);
+        REQUIRE(out.size() == 1);
+        CHECK(out[0].subject == gsrn);
+        CHECK(out[0].subject_kind == crypto::SubjectKind::meter_point);
+        CHECK_FALSE(contains(out[0].record.SerializeAsString(), gsrn));
+    }
+    SECTION("a site aggregate is about no one") {
+        Harness h;
+        for (int i = 0; i < 5; ++i) {
+            for (const auto& r : quarter_hours(meter_point(i), t0, 4)) h.apply(r, t0 + hour_ms);
+        }
+        h.tick(t0 + 2 * hour_ms);
+        auto out = on_stream(h.emitted, "analytics");
+        REQUIRE(out.size() == 1);
+        CHECK(out[0].subject.empty());
+    }
+}

@@ -23,6 +23,7 @@
 #include "vern/ingest/site_link.h"
 #include "vern/pipeline/device_marks.h"
 #include "vern/pipeline/record_codec.h"
+#include "vern/pipeline/record_keys.h"
 #include "vern/pipeline/status.h"
 #include "vern/policy/leak_guard.h"
 #include "vern/policy/policy.h"
@@ -123,16 +124,13 @@ struct Gateway::Impl : public forward::Outbox {
     ingest::SiteLink site;
     decode::Decoder decoder;
     policy::Policy policy;
-    crypto::Sealer sealer;
+    crypto::Sealer sealer;   // the epoch's record key: policy state, records about no one
+    RecordKeys record_keys;  // per-subject data keys; opens stored records
     forward::Forwarder forwarder;
 
     // State that outlives one event (committed with the events that change it).
     DeviceMarks marks;
     std::map<std::string, std::uint64_t> stream_next;  // next seq per stream
-
-    // Forward side: sealers by key epoch for opening records.
-    mutable std::mutex open_mutex;
-    std::map<std::uint32_t, crypto::Sealer> openers;
 
     std::array<Counter*, reason_count> quarantined{};
     Counter& committed_events;
@@ -146,7 +144,9 @@ struct Gateway::Impl : public forward::Outbox {
     std::array<Counter*, 3> dropped_budget{};
     Counter& refused_budget;
     storage::BudgetCounts budget_seen;
+    Counter& shredded;
     int commit_failures = 0;  // consecutive (store failures; a refusal by the budget is not one)
+    bool keys_unavailable = false;  // a subject key could not be read: don't commit the batch
 
     Impl(const config::Config& c, Counters& k)
         : config(c),
@@ -157,6 +157,7 @@ struct Gateway::Impl : public forward::Outbox {
           decoder({c.site_broker.topic_prefix, c.gateway.site, c.site_broker.max_payload_bytes}),
           policy(make_policy(c, *keys, k)),
           sealer(keys->record_sealer(c.keys.record_epoch)),
+          record_keys(*keys, *store, c.keys.record_epoch),
           forwarder(c.upstream, c.upstream_client_id(), *this, k),
           committed_events(k.get("events_committed")),
           committed_records(k.get("records_committed")),
@@ -164,7 +165,8 @@ struct Gateway::Impl : public forward::Outbox {
           duplicates(k.get("events_duplicate")),
           expired(k.get("records_expired")),
           state_corrupt(k.get("policy_state_corrupt")),
-          refused_budget(k.get("commits_refused_budget")) {
+          refused_budget(k.get("commits_refused_budget")),
+          shredded(k.get("records_shredded")) {
         for (Lane lane : all_lanes) {
             const auto i = static_cast<std::size_t>(lane);
             if (lane == Lane::alarm) continue;  // alarms are never evicted nor dropped
@@ -188,7 +190,7 @@ struct Gateway::Impl : public forward::Outbox {
         std::size_t bad = 0;
         for (auto& [key, stored] : *entries) {
             auto epoch = peek_state_epoch(stored);
-            auto value = epoch ? open_state(key, stored, opener(*epoch))
+            auto value = epoch ? open_state(key, stored, record_keys.epoch_sealer(*epoch))
                                : Result<std::string, CodecError>(fail(epoch.error()));
             if (!value) {
                 ++bad;
@@ -254,9 +256,28 @@ struct Gateway::Impl : public forward::Outbox {
                 ++blocked_count;
                 continue;
             }
+            // A record about a person is sealed with that person's data key (crypto-shredding);
+            // a record about no one with the epoch's record key.
+            RecordHeader header{record_format_version,
+                                e.lane,
+                                config.keys.record_epoch,
+                                e.expires_ms,
+                                e.kind,
+                                e.topic,
+                                {}};
+            std::optional<crypto::Sealer> subject_key;
+            if (!e.subject.empty()) {
+                header.key_ref = record_keys.subject_id(e.subject_kind, e.subject);
+                auto key = record_keys.for_sealing(header.key_ref, writes);
+                if (!key) {
+                    keys_unavailable = true;  // the whole batch fails; devices resend
+                    continue;
+                }
+                subject_key = std::move(*key);
+            }
             ++next_seq[e.stream];
-            RecordHeader header{1, e.lane, config.keys.record_epoch, e.expires_ms, e.kind, e.topic};
-            writes.append(e.lane, seal_record(header, clean, sealer), e.expires_ms);
+            writes.append(e.lane, seal_record(header, clean, subject_key ? *subject_key : sealer),
+                          e.expires_ms);
         }
         return blocked_count;
     }
@@ -366,8 +387,13 @@ struct Gateway::Impl : public forward::Outbox {
                 writes.put_state(stream_key(stream), be64(seq));
             }
         }
-        if (writes.empty()) return true;
-        auto committed = store->commit(std::move(writes));
+        if (writes.empty() && !keys_unavailable) return true;
+        auto committed =
+            std::exchange(keys_unavailable, false)
+                ? Result<std::vector<std::uint64_t>, storage::StoreError>(fail(storage::StoreError{
+                      storage::StoreErrc::io_error, "a subject data key could not be read"}))
+                : store->commit(std::move(writes));
+        record_keys.settle(committed.has_value());
         sync_budget_counts();
         if (!committed && committed.error().code == storage::StoreErrc::over_budget) {
             // The store is healthy but full of alarms: refuse the group, devices retry once the
@@ -487,13 +513,6 @@ struct Gateway::Impl : public forward::Outbox {
 
     // --- forward::Outbox: the durable queue as the forwarder sees it ------------------------
 
-    const crypto::Sealer& opener(std::uint32_t epoch) {
-        std::lock_guard lock(open_mutex);
-        auto it = openers.find(epoch);
-        if (it == openers.end()) it = openers.emplace(epoch, keys->record_sealer(epoch)).first;
-        return it->second;
-    }
-
     std::vector<forward::Outgoing> next(Lane lane, std::uint64_t from, std::size_t max) override {
         std::vector<forward::Outgoing> out;
         for (;;) {
@@ -507,8 +526,20 @@ struct Gateway::Impl : public forward::Outbox {
             for (auto& r : *records) {
                 from = r.seq + 1;
                 auto header = peek_header(r.value);
-                auto plain = header ? open_record(r.value, opener(header->key_epoch))
+                auto plain = header ? record_keys.open(r.value)
                                     : Result<std::string, CodecError>(fail(header.error()));
+                if (!plain && plain.error() == CodecError::key_unavailable) {
+                    // The store could not give us the key: the record is fine, try later.
+                    if (!bad.empty()) (void)store->commit(std::move(bad));
+                    if (!drop.empty()) (void)store->remove(lane, std::move(drop));
+                    return out;
+                }
+                if (!plain && plain.error() == CodecError::key_destroyed) {
+                    // Crypto-shredded: its subject's key is gone. Never sent; not corrupt.
+                    shredded.add();
+                    drop.push_back(r.seq);
+                    continue;
+                }
                 if (!plain) {
                     quarantined[static_cast<int>(Reason::corrupt_record)]->add();
                     bad.quarantine(

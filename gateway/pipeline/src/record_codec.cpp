@@ -1,6 +1,7 @@
 #include "vern/pipeline/record_codec.h"
 
 #include "vern/common/big_endian.h"
+#include "vern/crypto/keyring.h"
 #include "vern/crypto/sealer.h"
 
 namespace vern::pipeline {
@@ -20,6 +21,10 @@ std::string encode_header(const RecordHeader& h) {
     out += h.kind;
     out.push_back(static_cast<char>(h.topic.size()));
     out += h.topic;
+    if (h.version >= 2) {
+        out.push_back(static_cast<char>(h.key_ref.size()));
+        out += h.key_ref;
+    }
     return out;
 }
 
@@ -42,7 +47,7 @@ Result<RecordHeader, CodecError> peek_header(std::string_view stored) {
     std::string_view head = stored.substr(2, head_len);
     RecordHeader h;
     h.version = static_cast<std::uint8_t>(head[0]);
-    if (h.version != 1) return fail(CodecError::unknown_version);
+    if (h.version != 1 && h.version != 2) return fail(CodecError::unknown_version);
     auto lane = static_cast<std::uint8_t>(head[1]);
     if (lane >= all_lanes.size()) return fail(CodecError::malformed);
     h.lane = static_cast<Lane>(lane);
@@ -54,8 +59,20 @@ Result<RecordHeader, CodecError> peek_header(std::string_view stored) {
     h.kind = std::string(head.substr(at, kind_len));
     at += kind_len;
     std::size_t topic_len = static_cast<unsigned char>(head[at++]);
-    if (at + topic_len != head.size()) return fail(CodecError::malformed);
+    if (h.version == 1) {
+        if (at + topic_len != head.size()) return fail(CodecError::malformed);
+        h.topic = std::string(head.substr(at, topic_len));
+        return h;
+    }
+    if (at + topic_len + 1 > head.size()) return fail(CodecError::malformed);
     h.topic = std::string(head.substr(at, topic_len));
+    at += topic_len;
+    std::size_t ref_len = static_cast<unsigned char>(head[at++]);
+    if (at + ref_len != head.size()) return fail(CodecError::malformed);
+    h.key_ref = std::string(head.substr(at, ref_len));
+    if (!h.key_ref.empty() && !crypto::Keyring::valid_subject_id(h.key_ref)) {
+        return fail(CodecError::malformed);
+    }
     return h;
 }
 

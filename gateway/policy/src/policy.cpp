@@ -532,7 +532,9 @@ struct Policy::Impl {
                    lane,
                    std::move(kind),
                    basis_ms + static_cast<std::int64_t>(ps.purpose->retention_h_for(c)) * ms_per_h,
-                   {}};
+                   {},
+                   {},
+                   SubjectKind::customer_number};
         e.record.set_stream(ps.purpose->name);
         return e;
     }
@@ -552,6 +554,7 @@ struct Policy::Impl {
         constexpr auto c = DataClass::alarm_event;
         const auto& in = event.alarm();
         auto e = emission(ps, c, Lane::alarm, "alarm", received_ms);
+        e.subject = in.customer_number();
         auto& rec = e.record;
         rec.set_event_time_ms(event_time(r, c, event.event_time_ms()));
         set_source(r, c, rec, event.device_id(), event.seq());
@@ -740,6 +743,12 @@ struct Policy::Impl {
         constexpr auto c = DataClass::meter_reading;
         const auto* r = ps.meter_rules;
         auto e = emission(ps, c, Lane::meter, "meter", basis_ms);
+        if (!b.customer.empty()) {
+            e.subject = b.customer;
+        } else if (!b.meter_point.empty()) {
+            e.subject = b.meter_point;
+            e.subject_kind = SubjectKind::meter_point;
+        }
         auto& rec = e.record;
         rec.set_event_time_ms(event_time(r, c, b.event_time_ms));
         set_source(r, c, rec, b.device_id, b.device_seq);

@@ -1,6 +1,7 @@
 #pragma once
 // The site's keys. One 32-byte master key (a file, mode 0600) -> libsodium crypto_kdf subkeys:
-// a pseudonym key per (purpose, epoch), a key-encryption key, a record-sealing key per epoch.
+// a pseudonym key per (purpose, epoch), a record-sealing key per epoch, a key-encryption key
+// (KEK) per epoch that wraps the random per-subject data keys, and a subject-id key.
 // Every key lives in sodium_malloc'd, mlock'd memory and is wiped when the Keyring goes.
 //
 // Never: log, print or return a key's bytes; let a key leave this module except inside the
@@ -13,6 +14,7 @@
 #include <string>
 #include <string_view>
 
+#include "vern/common/result.h"
 #include "vern/crypto/pseudonymiser.h"
 #include "vern/crypto/sealer.h"
 
@@ -24,8 +26,25 @@ public:
     using std::runtime_error::runtime_error;
 };
 
+// Why a wrapped data key did not unwrap.
+enum class UnwrapError : std::uint8_t {
+    malformed,    // wrong length or unknown wrap version
+    auth_failed,  // wrong master key, subject id or KEK epoch, or tampered
+};
+
+// A fresh per-subject data key: the sealer that uses it, and the key wrapped for storage.
+struct NewDataKey {
+    Sealer sealer;
+    std::string wrapped;  // safe to store: opens only with the master key and the subject id
+};
+
 class Keyring {
 public:
+    // Subject ids are 16-byte keyed hashes written as this many lowercase hex characters.
+    static constexpr std::size_t subject_id_chars = 32;
+    // Size of a wrapped data key: version (1) | KEK epoch (4) | nonce (24) | key (32) | tag (16).
+    static constexpr std::size_t wrapped_key_bytes = 1 + 4 + 24 + 32 + 16;
+
     enum class Origin { loaded, created };
 
     // Loads the master key from `path` (exactly 32 raw bytes). If the file does not exist and
@@ -46,6 +65,21 @@ public:
     Pseudonymiser pseudonymiser(std::string_view purpose, std::uint32_t epoch) const;
     // Sealer for records at rest under key epoch `epoch`.
     Sealer record_sealer(std::uint32_t epoch) const;
+
+    // The id of the person a record is about: keyed BLAKE2b-128 (key derived from the master
+    // key, context "vernsub1") over kind byte || identifier, as 32 lowercase hex characters.
+    // The same for every purpose and epoch, so one erasure reaches all of a subject's records;
+    // unrelated to pseudonyms; never leaves the site. Thread-safe.
+    std::string subject_id(SubjectKind kind, std::string_view identifier) const;
+    static bool valid_subject_id(std::string_view id);
+    // A new random data key for `subject_id`, wrapped (XChaCha20-Poly1305) with the KEK of
+    // `kek_epoch`, associated data "vern-dek-v1:" || subject id || KEK epoch (u32 big-endian).
+    NewDataKey new_data_key(std::string_view subject_id, std::uint32_t kek_epoch) const;
+    // The sealer of a stored data key. Fails (as a value) if `wrapped` was not made for this
+    // subject id by this master key, or was changed. Thread-safe.
+    Result<Sealer, UnwrapError> unwrap_data_key(std::string_view subject_id,
+                                                std::string_view wrapped) const;
+
     // 16 hex chars identifying the master key (BLAKE2b of a derived subkey), safe to show.
     std::string fingerprint() const;
 

@@ -1,9 +1,12 @@
 #pragma once
 // The stored form of a cleaned record:
 //   u16 header length (big-endian) | header | sealed(clean.v1.Record bytes)
-// header = format version 1, lane, record key epoch, expiry, kind, topic. The header is the
-// AEAD associated data: it is readable (the forwarder routes and expires by it) but cannot be
-// changed without the record failing to open.
+// header v2 = format version 2, lane, record key epoch, expiry, kind, topic, key_ref.
+// header v1 = the same without key_ref (still read: records written before v2 keep opening).
+// key_ref is the subject id whose data key sealed the record, or empty: the epoch's record key
+// (records about no one, and every v1 record). The header is the AEAD associated data: it is
+// readable (the forwarder routes, expires and picks the key by it) but cannot be changed without
+// the record failing to open.
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -17,23 +20,33 @@ class Sealer;
 
 namespace vern::pipeline {
 
+inline constexpr std::uint8_t record_format_version = 2;
+
 struct RecordHeader {
-    std::uint8_t version = 1;
+    std::uint8_t version = record_format_version;
     Lane lane = Lane::alarm;
     std::uint32_t key_epoch = 1;
     std::int64_t expires_ms = 0;
-    std::string kind;   // last upstream topic level: alarm, meter, image, aggregate
-    std::string topic;  // the purpose's topic level
+    std::string kind;     // last upstream topic level: alarm, meter, image, aggregate
+    std::string topic;    // the purpose's topic level
+    std::string key_ref;  // v2: subject id (32 lowercase hex) of the data key, or empty
 };
 
-enum class CodecError { malformed, unknown_version, cannot_open };
+enum class CodecError {
+    malformed,
+    unknown_version,
+    cannot_open,      // wrong key, or the record or its header was changed
+    key_destroyed,    // its subject's data key is gone: crypto-shredded, never to open again
+    key_unavailable,  // its key could not be read (store error): the record may be fine
+};
 
 std::string encode_header(const RecordHeader& header);
 std::string seal_record(const RecordHeader& header, std::string_view clean_record,
                         const crypto::Sealer& sealer);
 // Reads the header without opening the record.
 Result<RecordHeader, CodecError> peek_header(std::string_view stored);
-// Checks and decrypts; returns the clean.v1.Record bytes.
+// Checks and decrypts with `sealer` (the key the header names); returns the clean.v1.Record
+// bytes.
 Result<std::string, CodecError> open_record(std::string_view stored, const crypto::Sealer& sealer);
 
 // The stored form of a policy-state value (meter sums, image chunks: personal data):

@@ -41,6 +41,13 @@ struct Emission {
     std::string kind;         // last topic level: "alarm", "meter", "image" or "aggregate"
     std::int64_t expires_ms;  // not forwarded after this (the purpose's or class's retention)
     clean::v1::Record record;
+    // The person the record is about, raw (the pipeline turns it into a subject id and seals
+    // the record with that subject's data key): an alarm's customer number; a meter record's
+    // customer number, else its metering point id. Empty for records about no one (site
+    // aggregates) or whose person the engine doesn't know (images). Never stored, logged or
+    // emitted: it does not go into `record`.
+    std::string subject;
+    crypto::SubjectKind subject_kind = crypto::SubjectKind::customer_number;
 };
 
 // A change to the engine's state: put (value set) or erase (no value). Keys are ASCII and never
