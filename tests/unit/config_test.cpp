@@ -113,6 +113,19 @@ TEST_CASE("Cross-field rules are checked after the file is read") {
     CHECK_FALSE(problems_of("[upstream]\npassword_file = \"/nonexistent/pw\"\n").empty());
 }
 
+TEST_CASE("A disk budget too small to hold anything, or all reserve, is refused") {
+    auto tiny = problems_of("[store]\nbudget_bytes = 4096\nalarm_reserve_bytes = 0\n");
+    REQUIRE(tiny.size() == 1);
+    CHECK(tiny[0].message.find("budget_bytes") != std::string::npos);
+    auto reserve = problems_of(
+        "[store]\nbudget_bytes = 2097152\nalarm_reserve_bytes = 2097152\n");
+    REQUIRE(reserve.size() == 1);
+    CHECK(reserve[0].message.find("alarm_reserve_bytes") != std::string::npos);
+    CHECK(problems_of("[store]\nbudget_bytes = 0\n").empty());  // no budget at all
+    CHECK(problems_of("[store]\nbudget_bytes = 2097152\nalarm_reserve_bytes = 1048576\n")
+              .empty());
+}
+
 TEST_CASE("The commented example parses to the defaults and names every key") {
     std::string example = example_config();
     Config c = parse_config(example, "example.toml");

@@ -465,3 +465,45 @@ TEST_CASE("A tampered stored data key makes its records fail as corrupt") {
     REQUIRE_FALSE(r);
     CHECK(r.error() == CodecError::cannot_open);
 }
+
+// Retention at the level below the gateway: the pipeline queues each sealed record with its
+// header's expiry (stage_emissions), the sweep removes what has passed, and what the forwarder
+// reads afterwards is never expired (its own check, expires_ms < now, stays as a second guard).
+TEST_CASE(
+    "Sealed records queued with their header's expiry are swept once it passes and none "
+    "left is expired") {
+    TempDir dir;
+    auto keys = keyring();
+    auto sealer = keys->record_sealer(3);
+    auto store = open_store(dir);
+    const std::int64_t now = 1'800'000'000'000;  // the injected clock
+    storage::WriteSet writes;
+    for (int i = 0; i < 30; ++i) {
+        RecordHeader h = header();
+        h.lane = i % 3 == 0 ? Lane::alarm : Lane::meter;
+        h.expires_ms = now + (i % 2 == 0 ? -1000 : 1000) * (i + 1);  // even: already expired
+        writes.append(h.lane, seal_record(h, "clean " + std::to_string(i), sealer), h.expires_ms);
+    }
+    REQUIRE(store->commit(std::move(writes)));
+    auto swept = store->expire(now, 1000);
+    REQUIRE(swept);
+    CHECK(swept->removed[0] + swept->removed[1] + swept->removed[2] == 15);
+    std::size_t left = 0;
+    for (Lane lane : all_lanes) {
+        auto records = store->read(lane, 0, 100, 1u << 20);
+        REQUIRE(records);
+        for (const auto& r : *records) {
+            auto h = peek_header(r.value);
+            REQUIRE(h);
+            CHECK(h->expires_ms >= now);
+            CHECK(open_record(r.value, sealer));
+            ++left;
+        }
+    }
+    CHECK(left == 15);
+    // Later, the rest expire too.
+    swept = store->expire(now + 31'000, 1000);
+    REQUIRE(swept);
+    CHECK(swept->removed[0] + swept->removed[1] + swept->removed[2] == 15);
+    for (Lane lane : all_lanes) CHECK(store->stats(lane).depth == 0);
+}

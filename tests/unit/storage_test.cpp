@@ -1195,3 +1195,62 @@ TEST_CASE(
     REQUIRE(left.size() == 1000);
     for (auto seq : left) CHECK(seq % 2 == 0);
 }
+
+TEST_CASE(
+    "Commits under a budget, removes and sweeps from different threads keep the counters "
+    "exact") {
+    TempDir dir;
+    StoreBudget budget;
+    budget.total_bytes = 30000;
+    budget.alarm_reserve_bytes = 3000;
+    auto options = budget_options(dir.store_path(), budget);
+    options.sync = false;
+    auto store = open_store(options);
+    std::atomic<bool> failed{false};
+    std::atomic<bool> done{false};
+    std::atomic<std::int64_t> clock_ms{0};  // the injected clock the sweeper uses
+
+    std::thread producer([&] {
+        for (std::int64_t round = 0; round < 600; ++round) {
+            WriteSet writes;
+            for (int i = 0; i < 4; ++i) {
+                writes.append(Lane::meter, sized(Lane::meter, round), round + 50);
+            }
+            writes.append(Lane::image, sized(Lane::image, round), round + 200);
+            if (round % 5 == 0) writes.append(Lane::alarm, sized(Lane::alarm, round));
+            if (!store->commit(std::move(writes))) failed = true;
+            clock_ms = round;
+        }
+        done = true;
+    });
+    std::thread forwarder([&] {
+        while (!done) {
+            for (Lane lane : {Lane::meter, Lane::image}) {
+                auto batch = store->read(lane, 0, 16, 1u << 20);
+                if (!batch) failed = true;
+                if (!batch || batch->empty()) continue;
+                std::vector<std::uint64_t> acked;
+                for (const auto& r : *batch) acked.push_back(r.seq);
+                if (!store->remove(lane, acked)) failed = true;
+            }
+            std::this_thread::yield();
+        }
+    });
+    std::thread sweeper([&] {
+        while (!done) {
+            if (!store->expire(clock_ms.load(), 32)) failed = true;
+            std::this_thread::yield();
+        }
+    });
+    producer.join();
+    forwarder.join();
+    sweeper.join();
+    CHECK_FALSE(failed);
+    std::uint64_t total = 0;
+    for (Lane lane : vern::all_lanes) {
+        check_lane(*store, lane);
+        total += store->stats(lane).bytes;
+    }
+    CHECK(total <= 30000);
+    CHECK(check_lane(*store, Lane::alarm) == range(1, 120));  // every alarm kept
+}

@@ -524,6 +524,17 @@ struct Gateway::Impl : public forward::Outbox {
             std::vector<std::uint64_t> expired_seqs;
             storage::WriteSet bad;
             std::int64_t now = system_now_ms();
+            auto settle = [&] {
+                if (!bad.empty()) (void)store->commit(std::move(bad));
+                if (!drop.empty()) (void)store->remove(lane, std::move(drop));
+                if (!expired_seqs.empty()) {
+                    // Counts only what this call removed, so a sweep that got there first is
+                    // not counted twice.
+                    if (auto removed = store->remove(lane, std::move(expired_seqs))) {
+                        expired.add(*removed);
+                    }
+                }
+            };
             for (auto& r : *records) {
                 from = r.seq + 1;
                 auto header = peek_header(r.value);
@@ -531,8 +542,7 @@ struct Gateway::Impl : public forward::Outbox {
                                     : Result<std::string, CodecError>(fail(header.error()));
                 if (!plain && plain.error() == CodecError::key_unavailable) {
                     // The store could not give us the key: the record is fine, try later.
-                    if (!bad.empty()) (void)store->commit(std::move(bad));
-                    if (!drop.empty()) (void)store->remove(lane, std::move(drop));
+                    settle();
                     return out;
                 }
                 if (!plain && plain.error() == CodecError::key_destroyed) {
@@ -565,15 +575,7 @@ struct Gateway::Impl : public forward::Outbox {
                                    header->topic + "/" + header->kind,
                                batch.SerializeAsString()});
             }
-            if (!bad.empty()) (void)store->commit(std::move(bad));
-            if (!drop.empty()) (void)store->remove(lane, std::move(drop));
-            if (!expired_seqs.empty()) {
-                // Counts only what this call removed, so a sweep that got there first is not
-                // counted twice.
-                if (auto removed = store->remove(lane, std::move(expired_seqs))) {
-                    expired.add(*removed);
-                }
-            }
+            settle();
             if (!out.empty()) return out;
         }
     }
