@@ -270,6 +270,18 @@ TEST_CASE("Purpose names and topics must be valid topic levels") {
     CHECK(contains(all[0].message, "topic 'a/b' must be one MQTT topic level"));
 }
 
+TEST_CASE("A purpose cannot take the gateway's status topic") {
+    auto p = problem_on(R"T([purpose.status]
+recipient = "ARC"
+legal_basis = "b"
+retention_h = 168
+[purpose.status.alarm_event]
+kind = "keep"
+)T",
+                        1);
+    CHECK(contains(p.message, "topic 'status' is the gateway's own status topic"));
+}
+
 TEST_CASE("An aggregate purpose sends site totals only") {
     auto p = problem_on(analytics_head + "meter_point_id = \"pseudonymise\"\n", 8);
     CHECK(contains(p.message, "would make them per-home"));

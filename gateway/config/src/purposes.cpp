@@ -597,6 +597,9 @@ std::vector<PurposeProblem> check_purposes(const std::vector<Purpose>& purposes)
             ck.at(p, where(p) + " topic '" + p.topic +
                          "' must be one MQTT topic level: 1 to 64 printable characters without "
                          "space, / + # and not starting with $");
+        } else if (p.topic == "status") {
+            // vern/v1/{gateway}/status is the gateway's retained online/offline topic.
+            ck.at(p, where(p) + " topic 'status' is the gateway's own status topic: choose another");
         } else {
             for (const Purpose* other : by_topic) {
                 if (other->topic == p.topic) {
