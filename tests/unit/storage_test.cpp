@@ -737,12 +737,12 @@ TEST_CASE("A damaged WAL or MANIFEST is recovered to a consistent point or repor
     }
 }
 
-TEST_CASE("Reading the head after 200000 removed records skips fewer than 100 tombstones") {
+TEST_CASE("Reading the head after a million acknowledged records skips fewer than 100 tombstones") {
     TempDir dir;
     auto options = small_options(dir.store_path());
     options.sync = false;
     auto store = open_store(options);
-    constexpr std::uint64_t total = 200000;
+    constexpr std::uint64_t total = 1000000;
     constexpr std::uint64_t window = 1000;  // acked in windows, as the forwarder does
     const std::string payload(16, 'p');
 
