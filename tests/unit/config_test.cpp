@@ -126,6 +126,15 @@ TEST_CASE("A disk budget too small to hold anything, or all reserve, is refused"
               .empty());
 }
 
+TEST_CASE("Image and meter lanes may swap but the alarm lane is always served first") {
+    CHECK(parse_config("[upstream]\nlane_order = \"alarm,meter,image\"\n", "t.toml")
+              .upstream.lane_order == "alarm,meter,image");
+    auto p = problems_of("[upstream]\nlane_order = \"meter,alarm,image\"\n");
+    REQUIRE(p.size() == 1);
+    CHECK(p[0].message.find("alarm lane is always served first") != std::string::npos);
+    CHECK(problems_of("[upstream]\nlane_order = \"alarm,image\"\n").size() == 1);
+}
+
 TEST_CASE("The commented example parses to the defaults and names every key") {
     std::string example = example_config();
     Config c = parse_config(example, "example.toml");

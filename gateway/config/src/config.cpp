@@ -250,6 +250,9 @@ std::vector<Section> schema(Config& c) {
                        "Records in flight awaiting the broker's PUBACK."),
              int_field("max_backoff_ms", &c.upstream.max_backoff_ms, 100, 3600000,
                        "Longest wait between reconnect attempts."),
+             string_field("lane_order", &c.upstream.lane_order,
+                          "Lanes served first to last; alarm is always first, image and meter "
+                          "may swap."),
          }},
     };
 }
@@ -565,6 +568,11 @@ void validate(const Config& c) {
     }
     if (c.store.budget_bytes != 0 && c.store.alarm_reserve_bytes >= c.store.budget_bytes) {
         add("store.alarm_reserve_bytes must be less than store.budget_bytes");
+    }
+    if (c.upstream.lane_order != "alarm,image,meter" &&
+        c.upstream.lane_order != "alarm,meter,image") {
+        add("upstream.lane_order must be \"alarm,image,meter\" or \"alarm,meter,image\": "
+            "the alarm lane is always served first");
     }
     if (c.policy.purposes.empty()) add("no purpose: nothing would ever leave the site");
     for (auto& p : check_purposes(c.policy.purposes)) {

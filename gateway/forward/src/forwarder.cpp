@@ -18,6 +18,13 @@
 namespace vern::forward {
 namespace {
 
+// "alarm,meter,image" -> the lanes in that order; the alarm lane first whatever it says.
+std::array<Lane, all_lanes.size()> lanes_in_order(const std::string& order) {
+    std::array<Lane, all_lanes.size()> out = all_lanes;
+    if (order == "alarm,meter,image") out = {Lane::alarm, Lane::meter, Lane::image};
+    return out;
+}
+
 constexpr int qos_at_least_once = 1;
 constexpr std::size_t read_chunk = 64;
 
@@ -44,6 +51,8 @@ struct Pending {
 
 struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iaction_listener {
     config::ForwardSection section;
+    // Served first to last (checked by config: alarm first, image and meter in either order).
+    std::array<Lane, all_lanes.size()> lane_order = lanes_in_order(section.lane_order);
     std::string status_topic;  // empty: no status, no will
     Outbox& outbox;
     Counter& published;
@@ -200,7 +209,7 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
     void fill(std::array<std::uint64_t, all_lanes.size()>& cursor) {
         std::size_t window = section.window;
         std::size_t reserve_free = window == 1 ? 0 : window / 4;
-        for (Lane lane : all_lanes) {
+        for (Lane lane : lane_order) {
             std::size_t limit = lane == Lane::alarm ? window : window - reserve_free;
             for (;;) {
                 std::size_t used;

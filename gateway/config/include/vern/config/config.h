@@ -88,6 +88,9 @@ struct ForwardSection {  // [upstream]
     std::string tls_key_file;
     std::uint32_t window = 256;  // records in flight awaiting PUBACK
     std::uint32_t max_backoff_ms = 30000;
+    // Lanes served first to last, comma-separated. The alarm lane is always first: an alarm is
+    // never behind a backlog; image and meter may swap.
+    std::string lane_order = "alarm,image,meter";
 };
 
 struct Config {
