@@ -271,7 +271,7 @@ bool jpeg_has_exif_gps(std::string_view d) {
             if (ifd + 2 > tiff.size()) return false;
             const unsigned count = rd16(ifd);
             for (unsigned e = 0; e < count; ++e) {
-                const std::size_t at = ifd + 2 + e * 12;
+                const std::size_t at = ifd + 2 + std::size_t{e} * 12;
                 if (at + 12 > tiff.size()) return false;
                 if (rd16(at) == 0x8825) return true;
             }

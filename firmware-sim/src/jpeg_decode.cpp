@@ -17,7 +17,8 @@ struct ErrorManager {
 
 extern "C" void on_error(j_common_ptr cinfo) {
     auto* err = reinterpret_cast<ErrorManager*>(cinfo->err);
-    std::longjmp(err->jump, 1);
+    std::longjmp(err->jump, 1);  // NOLINT(cert-err52-cpp): libjpeg's error_exit must not return
+                                 // and may not throw through its C frames; longjmp is its API
 }
 
 // Level -1 is a corrupt-data warning: libjpeg carries on with made-up pixels; here it fails.
@@ -39,7 +40,7 @@ bool jpeg_decodes(std::string_view data) {
     err.pub.output_message = on_output;
     // Nothing with a destructor and no local changed after setjmp may be used after a longjmp:
     // the row buffer belongs to libjpeg's pool, freed by jpeg_destroy_decompress.
-    if (setjmp(err.jump) != 0) {
+    if (setjmp(err.jump) != 0) {  // NOLINT(cert-err52-cpp): pairs with on_error's longjmp
         jpeg_destroy_decompress(&cinfo);
         return false;
     }

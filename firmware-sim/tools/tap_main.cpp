@@ -96,7 +96,9 @@ public:
         }
         report_.set_keep_arrivals(opts_.arrivals);
         for (auto& t : opts_.topics) {
-            if (!opts_.share_group.empty()) t = "$share/" + opts_.share_group + "/" + t;
+            if (!opts_.share_group.empty()) {
+                t = std::string("$share/").append(opts_.share_group).append("/").append(t);
+            }
         }
 #ifdef VERN_TAP_LIBJPEG
         report_.set_image_decoder([](std::string_view data) { return jpeg_decodes(data); });
@@ -170,7 +172,7 @@ public:
             connected = false;
             spdlog::warn("connection lost; reconnecting");
         });
-        client.set_message_callback([this](mqtt::const_message_ptr m) { on_message(m); });
+        client.set_message_callback([this](const mqtt::const_message_ptr& m) { on_message(m); });
 
         mqtt::properties props;
         if (opts_.persistent) props.add({mqtt::property::SESSION_EXPIRY_INTERVAL, 3600});
@@ -199,11 +201,13 @@ public:
                 }
             }
             if (connected) ever_connected = true;
-            if (opts_.max_s > 0 && now - start >= opts_.max_s * 1000) break;
+            if (opts_.max_s > 0 && static_cast<double>(now - start) >= opts_.max_s * 1000) break;
             if (opts_.idle_exit_s > 0) {
                 std::lock_guard lock(mu_);
-                if (report_.messages() > 0 && now - last_message_ms_ >= opts_.idle_exit_s * 1000)
+                if (report_.messages() > 0 &&
+                    static_cast<double>(now - last_message_ms_) >= opts_.idle_exit_s * 1000) {
                     break;
+                }
             }
             std::this_thread::sleep_for(milliseconds(50));
         }
@@ -323,8 +327,9 @@ int main(int argc, char** argv) {
         return 2;
     }
     if (seed_opt->count() > 0) o.seed = seed;
-    std::signal(SIGINT, on_signal);
-    std::signal(SIGTERM, on_signal);
+    // Valid signal numbers and handler: SIG_ERR cannot come back.
+    (void)std::signal(SIGINT, on_signal);
+    (void)std::signal(SIGTERM, on_signal);
     try {
         Tap tap(o);
         return tap.run();

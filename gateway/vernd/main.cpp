@@ -101,10 +101,12 @@ int main(int argc, char** argv) {
     spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
     spdlog::set_level(spdlog::level::from_str(config.gateway.log_level));
 
-    std::signal(SIGINT, on_signal);
-    std::signal(SIGTERM, on_signal);
-    std::signal(SIGPIPE, SIG_IGN);
-    std::signal(SIGXFSZ, SIG_IGN);  // a file-size limit is a failed write, counted, not a death
+    // Valid signal numbers and handlers: SIG_ERR cannot come back.
+    (void)std::signal(SIGINT, on_signal);
+    (void)std::signal(SIGTERM, on_signal);
+    (void)std::signal(SIGPIPE, SIG_IGN);
+    // A file-size limit is a failed write, counted, not a death.
+    (void)std::signal(SIGXFSZ, SIG_IGN);
 
     vern::Counters counters;
     std::unique_ptr<vern::pipeline::Gateway> gateway;

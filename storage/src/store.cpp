@@ -396,7 +396,9 @@ struct Store::Impl {
         };
 
         for (std::size_t a = 0; a < appends.size(); ++a) {
-            const auto [lane, size] = appends[a];
+            // Not a structured binding: `refuse` captures lane, which clang before 16 rejects.
+            const std::size_t lane = appends[a].first;
+            const std::uint64_t size = appends[a].second;
             const bool is_alarm = lane == alarm;
             auto refuse = [&] {
                 if (is_alarm) {

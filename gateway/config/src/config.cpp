@@ -40,6 +40,14 @@ struct Section {
     std::vector<Field> fields;
 };
 
+// Joins the parts into one string, appending each in turn (no temporary per '+').
+template <class... Parts>
+std::string cat(const Parts&... parts) {
+    std::string out;
+    (out += ... += parts);
+    return out;
+}
+
 std::string quote(const std::string& s) {
     std::string out = "\"";
     for (char c : s) {
@@ -51,8 +59,9 @@ std::string quote(const std::string& s) {
 
 Field string_field(std::string name, std::string* out, std::string doc,
                    std::vector<std::string> allowed = {}) {
-    return {name, std::move(doc),
-            [out, allowed](const toml::node& node, const std::string& where, Context& ctx) {
+    return {std::move(name), std::move(doc),
+            [out, allowed = std::move(allowed)](const toml::node& node, const std::string& where,
+                                                Context& ctx) {
                 auto v = node.value<std::string>();
                 if (!node.is_string() || !v) {
                     ctx.add(node.source(), where + " must be a string");
@@ -71,7 +80,7 @@ Field string_field(std::string name, std::string* out, std::string doc,
 }
 
 Field bool_field(std::string name, bool* out, std::string doc) {
-    return {name, std::move(doc),
+    return {std::move(name), std::move(doc),
             [out](const toml::node& node, const std::string& where, Context& ctx) {
                 if (!node.is_boolean()) {
                     ctx.add(node.source(), where + " must be true or false");
@@ -84,7 +93,7 @@ Field bool_field(std::string name, bool* out, std::string doc) {
 
 template <class T>
 Field int_field(std::string name, T* out, std::int64_t min, std::int64_t max, std::string doc) {
-    return {name, std::move(doc),
+    return {std::move(name), std::move(doc),
             [out, min, max](const toml::node& node, const std::string& where, Context& ctx) {
                 if (!node.is_integer()) {
                     ctx.add(node.source(), where + " must be a whole number");
@@ -104,7 +113,7 @@ Field int_field(std::string name, T* out, std::int64_t min, std::int64_t max, st
 
 // An offset date-time (2027-01-01T00:00:00Z) as Unix milliseconds. Shown empty when unset (0).
 Field date_time_field(std::string name, std::int64_t* out_ms, std::string doc) {
-    return {name, std::move(doc),
+    return {std::move(name), std::move(doc),
             [out_ms](const toml::node& node, const std::string& where, Context& ctx) {
                 const auto* dt = node.as_date_time();
                 if (!dt || !dt->get().offset) {
@@ -116,8 +125,8 @@ Field date_time_field(std::string name, std::int64_t* out_ms, std::string doc) {
                 const toml::date_time& v = dt->get();
                 const std::int64_t days =
                     detail::days_from_civil(v.date.year, v.date.month, v.date.day);
-                const std::int64_t seconds = days * 86400 + v.time.hour * 3600 +
-                                             v.time.minute * 60 + v.time.second -
+                const std::int64_t seconds = days * 86400 + std::int64_t{v.time.hour} * 3600 +
+                                             std::int64_t{v.time.minute} * 60 + v.time.second -
                                              std::int64_t{v.offset->minutes} * 60;
                 if (seconds <= 0) {
                     ctx.add(node.source(), where + " must be after 1970-01-01T00:00:00Z");
@@ -161,7 +170,8 @@ std::vector<Section> schema(Config& c) {
                              "When pseudonym_epoch takes over from the epoch before it, an offset "
                              "date-time\n# such as 2027-01-01T00:00:00Z. Unset: in force "
                              "already. Needs pseudonym_epoch 2 or more."),
-             int_field("pseudonym_overlap_h", &c.keys.pseudonym_overlap_h, 0, 24 * 366,
+             int_field("pseudonym_overlap_h", &c.keys.pseudonym_overlap_h, 0,
+                       std::int64_t{24} * 366,
                        "From pseudonym_epoch_start on, records also carry the previous epoch's "
                        "pseudonyms\n# for this many hours, so backends can map old to new."),
              int_field("record_epoch", &c.keys.record_epoch, 1, u32,
@@ -178,7 +188,8 @@ std::vector<Section> schema(Config& c) {
                           "File holding the password (first line)."),
              string_field("topic_prefix", &c.site_broker.topic_prefix,
                           "Device topics are {topic_prefix}/{site}/{device}/{kind}."),
-             int_field("max_payload_bytes", &c.site_broker.max_payload_bytes, 256, 64 * 1024 * 1024,
+             int_field("max_payload_bytes", &c.site_broker.max_payload_bytes, 256,
+                       std::int64_t{64} * 1024 * 1024,
                        "Larger payloads are quarantined as too_large, unread."),
              int_field("queue_capacity", &c.site_broker.queue_capacity, 16, 10000000,
                        "Messages held in memory between MQTT and the pipeline."),
@@ -218,16 +229,19 @@ std::vector<Section> schema(Config& c) {
          "How the privacy engine closes meter intervals and reassembles verification images.\n"
          "# What leaves the site, for which purpose, is set by the [purpose.NAME] tables below.",
          {
-             int_field("meter_close_after_s", &c.policy.meter_close_after_s, 1, 7 * 24 * 3600,
+             int_field("meter_close_after_s", &c.policy.meter_close_after_s, 1,
+                       std::int64_t{7} * 24 * 3600,
                        "Close an incomplete meter interval (send what it has) this long after "
                        "its end,\n# or once a reading that much later arrives."),
-             int_field("image_max_bytes", &c.policy.image_max_bytes, 1024, 64 * 1024 * 1024,
+             int_field("image_max_bytes", &c.policy.image_max_bytes, 1024,
+                       std::int64_t{64} * 1024 * 1024,
                        "Verification images larger than this are refused (counted, not sent)."),
              int_field("images_in_progress", &c.policy.images_in_progress, 1, 1024,
                        "Verification images being reassembled from chunks at once."),
              int_field("image_chunk_timeout_s", &c.policy.image_chunk_timeout_s, 1, 3600,
                        "An image still missing chunks this long after its last one is dropped."),
-             int_field("image_link_window_s", &c.policy.image_link_window_s, 1, 24 * 3600,
+             int_field("image_link_window_s", &c.policy.image_link_window_s, 1,
+                       std::int64_t{24} * 3600,
                        "An image waits this long for its alarm event; unlinked, it is dropped."),
          }},
         {"upstream",
@@ -289,21 +303,21 @@ ClassRules read_class(const std::string& where, DataClass data_class, const toml
         const FieldInfo* field = find_field(data_class, name);
         if (!field) {
             std::string hint = closest(name, known);
-            ctx.add(key.source(), "[" + where + "] unknown field '" + name + "' of " +
-                                      std::string(class_name(data_class)) +
-                                      (hint.empty() ? "" : " (did you mean '" + hint + "'?)"));
+            ctx.add(key.source(),
+                    cat("[", where, "] unknown field '", name, "' of ", class_name(data_class),
+                        (hint.empty() ? std::string() : cat(" (did you mean '", hint, "'?)"))));
             continue;
         }
         auto text = node.value<std::string>();
         if (!node.is_string() || !text) {
-            ctx.add(node.source(), "[" + where + "] " + name +
+            ctx.add(node.source(), cat("[", where, "] ", name,
                                        " must be a rule in quotes: \"keep\", \"drop\", "
-                                       "\"pseudonymise\", \"generalise:UNIT\" or \"aggregate\"");
+                                       "\"pseudonymise\", \"generalise:UNIT\" or \"aggregate\""));
             continue;
         }
         ParsedRule parsed = parse_rule(name, field->kind, *text);
         if (!parsed.rule) {
-            ctx.add(node.source(), "[" + where + "] " + parsed.error);
+            ctx.add(node.source(), cat("[", where, "] ", parsed.error));
             continue;
         }
         place(parsed.rule->line, parsed.rule->column, node.source());
@@ -328,7 +342,7 @@ std::optional<Purpose> read_purpose(const std::string& name, const toml::table& 
     for (const auto& c : data_classes()) known.emplace_back(c.name);
     for (const auto& [key, node] : table) {
         const std::string k(key.str());
-        const std::string at = where + "." + k;
+        const std::string at = cat(where, ".", k);
         if (k == "topic") {
             string_field(k, &p.topic, "").read(node, at, ctx);
         } else if (k == "description") {
@@ -356,18 +370,19 @@ std::optional<Purpose> read_purpose(const std::string& name, const toml::table& 
         } else if (auto data_class = class_from_name(k)) {
             const toml::table* t = node.as_table();
             if (!t) {
-                ctx.add(node.source(), at + " must be a table: [" + at + "]");
+                ctx.add(node.source(), cat(at, " must be a table: [", at, "]"));
                 continue;
             }
             p.classes.push_back(read_class(at, *data_class, *t, ctx));
         } else {
             std::string hint = closest(k, known);
             const std::string what = node.is_table() ? "unknown data class '" : "unknown key '";
-            ctx.add(key.source(), "[" + where + "] " + what + k + "'" +
-                                      (hint.empty() ? "" : " (did you mean '" + hint + "'?)") +
-                                      (node.is_table() ? "; data classes: alarm_event, "
-                                                         "verification_image, meter_reading"
-                                                       : ""));
+            ctx.add(key.source(),
+                    cat("[", where, "] ", what, k, "'",
+                        (hint.empty() ? std::string() : cat(" (did you mean '", hint, "'?)")),
+                        node.is_table() ? "; data classes: alarm_event, "
+                                          "verification_image, meter_reading"
+                                        : ""));
         }
     }
     sort_by_place(p.classes);
@@ -386,14 +401,15 @@ void read_purposes(const toml::node& node, Config& config, Context& ctx) {
     for (const auto& [key, pnode] : *all) {
         const std::string name(key.str());
         if (!valid_purpose_name(name)) {
-            ctx.add(key.source(), "purpose name '" + name +
+            ctx.add(key.source(), cat("purpose name '", name,
                                       "' must be 1 to 64 of a-z, 0-9, _ and - (it names the "
-                                      "stream upstream)");
+                                      "stream upstream)"));
             continue;
         }
         const toml::table* table = pnode.as_table();
         if (!table) {
-            ctx.add(pnode.source(), "purpose." + name + " must be a table: [purpose." + name + "]");
+            ctx.add(pnode.source(),
+                    cat("purpose.", name, " must be a table: [purpose.", name, "]"));
             continue;
         }
         if (auto p = read_purpose(name, *table, ctx)) purposes.push_back(std::move(*p));
@@ -412,6 +428,7 @@ void read_purposes(const toml::node& node, Config& config, Context& ctx) {
 void apply(const toml::table& root, Config& config, Context& ctx) {
     auto sections = schema(config);
     std::vector<std::string> section_names;
+    section_names.reserve(sections.size());
     for (const auto& s : sections) section_names.push_back(s.name);
 
     for (const auto& [key, node] : root) {
@@ -425,16 +442,18 @@ void apply(const toml::table& root, Config& config, Context& ctx) {
         if (it == sections.end()) {
             std::string hint = closest(name, section_names);
             section_names.push_back("purpose");
-            ctx.add(key.source(), "unknown section [" + name + "]" +
-                                      (hint.empty() ? "" : " (did you mean [" + hint + "]?)"));
+            ctx.add(key.source(),
+                    cat("unknown section [", name, "]",
+                        hint.empty() ? std::string() : cat(" (did you mean [", hint, "]?)")));
             continue;
         }
         const toml::table* table = node.as_table();
         if (!table) {
-            ctx.add(node.source(), "[" + name + "] must be a table");
+            ctx.add(node.source(), cat("[", name, "] must be a table"));
             continue;
         }
         std::vector<std::string> field_names;
+        field_names.reserve(it->fields.size());
         for (const auto& f : it->fields) field_names.push_back(f.name);
         for (const auto& [fkey, fnode] : *table) {
             std::string fname(fkey.str());
@@ -442,11 +461,12 @@ void apply(const toml::table& root, Config& config, Context& ctx) {
                                     [&](const Field& f) { return f.name == fname; });
             if (fit == it->fields.end()) {
                 std::string hint = closest(fname, field_names);
-                ctx.add(fkey.source(), "unknown key '" + fname + "' in [" + name + "]" +
-                                           (hint.empty() ? "" : " (did you mean '" + hint + "'?)"));
+                ctx.add(fkey.source(),
+                        cat("unknown key '", fname, "' in [", name, "]",
+                            (hint.empty() ? std::string() : cat(" (did you mean '", hint, "'?)"))));
                 continue;
             }
-            fit->read(fnode, name + "." + fname, ctx);
+            fit->read(fnode, cat(name, ".", fname), ctx);
         }
     }
     // Cross-field rules that have a place in the file.
@@ -535,7 +555,7 @@ Config load_config(const std::filesystem::path& path) {
     char buf[4096];
     std::size_t n;
     while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
-    std::fclose(f);
+    (void)std::fclose(f);  // opened read-only: nothing to flush, nothing to report
     return parse_into(text, path.string());
 }
 

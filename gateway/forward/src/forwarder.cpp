@@ -73,8 +73,8 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
     std::vector<Pending> acked;
     std::set<std::pair<Lane, std::uint64_t>> in_flight;
 
-    Impl(const config::ForwardSection& s, std::string client_id, std::string status, Outbox& o,
-         Counters& c)
+    Impl(const config::ForwardSection& s, const std::string& client_id, std::string status,
+         Outbox& o, Counters& c)
         : section(s),
           status_topic(std::move(status)),
           outbox(o),
@@ -270,10 +270,10 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
     }
 };
 
-Forwarder::Forwarder(const config::ForwardSection& section, std::string client_id, Outbox& outbox,
-                     Counters& counters, std::string status_topic)
-    : impl_(std::make_unique<Impl>(section, std::move(client_id), std::move(status_topic), outbox,
-                                   counters)) {}
+Forwarder::Forwarder(const config::ForwardSection& section, const std::string& client_id,
+                     Outbox& outbox, Counters& counters, std::string status_topic)
+    : impl_(std::make_unique<Impl>(section, client_id, std::move(status_topic), outbox, counters)) {
+}
 
 Forwarder::~Forwarder() { stop(); }
 

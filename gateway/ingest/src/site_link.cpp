@@ -50,7 +50,8 @@ struct SiteLink::Impl : public virtual mqtt::callback {
     std::deque<InboundMessage> queue;
     bool interrupted = false;
 
-    Impl(const config::IngestSection& s, std::string client_id, std::string site_id, Counters& c)
+    Impl(const config::IngestSection& s, const std::string& client_id, std::string site_id,
+         Counters& c)
         : section(s),
           site(std::move(site_id)),
           filter(s.topic_prefix + "/" + site + "/+/+"),
@@ -145,9 +146,9 @@ struct SiteLink::Impl : public virtual mqtt::callback {
     }
 };
 
-SiteLink::SiteLink(const config::IngestSection& section, std::string client_id, std::string site,
-                   Counters& counters)
-    : impl_(std::make_unique<Impl>(section, std::move(client_id), std::move(site), counters)) {}
+SiteLink::SiteLink(const config::IngestSection& section, const std::string& client_id,
+                   std::string site, Counters& counters)
+    : impl_(std::make_unique<Impl>(section, client_id, std::move(site), counters)) {}
 
 SiteLink::~SiteLink() { stop(); }
 

@@ -208,7 +208,8 @@ struct Gateway::Impl : public forward::Outbox {
     }
 
     // Stages the engine's state changes in the commit, sealed.
-    void stage_state(storage::WriteSet& writes, const std::vector<policy::StateChange>& changes) {
+    void stage_state(storage::WriteSet& writes,
+                     const std::vector<policy::StateChange>& changes) const {
         for (const auto& change : changes) {
             if (change.value) {
                 writes.put_state(change.key, seal_state(change.key, *change.value,
@@ -293,7 +294,7 @@ struct Gateway::Impl : public forward::Outbox {
 
     // --- the data path, top to bottom -----------------------------------------------------
 
-    void process(std::vector<ingest::InboundMessage> batch) {
+    void process(const std::vector<ingest::InboundMessage>& batch) {
         storage::WriteSet writes;
         std::set<std::string> touched;     // devices whose mark changed: commit + receipt
         std::set<std::string> re_receipt;  // devices that sent a duplicate: receipt again
@@ -301,7 +302,7 @@ struct Gateway::Impl : public forward::Outbox {
         std::size_t events = 0;
         std::vector<std::string> personal;  // the batch's raw identifiers, for the leak guard
 
-        for (auto& in : batch) {
+        for (const auto& in : batch) {
             // decode + validate
             auto decoded = decoder.decode(in.topic, in.payload);
             if (!decoded) {
@@ -637,7 +638,7 @@ bool Gateway::run(const std::atomic<bool>& stop, const std::function<void()>& on
             if (more.empty()) break;
             std::move(more.begin(), more.end(), std::back_inserter(batch));
         }
-        d.process(std::move(batch));
+        d.process(batch);
     }
     if (d.commit_failures >= max_commit_failures) {
         // RocksDB refuses every write after a failed WAL write until the store is reopened.
@@ -654,7 +655,7 @@ bool Gateway::run(const std::atomic<bool>& stop, const std::function<void()>& on
     for (auto rest = d.site.take(sc.group_commit_max_records, std::chrono::milliseconds(0));
          !rest.empty();
          rest = d.site.take(sc.group_commit_max_records, std::chrono::milliseconds(0))) {
-        d.process(std::move(rest));
+        d.process(rest);
     }
     d.forwarder.stop();
     return true;

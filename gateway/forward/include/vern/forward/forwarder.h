@@ -41,7 +41,7 @@ public:
 
 class Forwarder {
 public:
-    Forwarder(const config::ForwardSection& section, std::string client_id, Outbox& outbox,
+    Forwarder(const config::ForwardSection& section, const std::string& client_id, Outbox& outbox,
               Counters& counters, std::string status_topic = {});
     ~Forwarder();
     Forwarder(const Forwarder&) = delete;

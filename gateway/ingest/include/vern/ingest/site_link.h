@@ -34,7 +34,7 @@ struct OutboundMessage {
 
 class SiteLink {
 public:
-    SiteLink(const config::IngestSection& section, std::string client_id, std::string site,
+    SiteLink(const config::IngestSection& section, const std::string& client_id, std::string site,
              Counters& counters);
     ~SiteLink();
     SiteLink(const SiteLink&) = delete;

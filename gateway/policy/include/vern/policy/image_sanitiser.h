@@ -29,7 +29,7 @@ enum class SanitiseError : std::uint8_t {
 std::string_view sanitise_error_name(SanitiseError e);
 
 // The JPEG with every metadata segment removed; decodes to the same pixels.
-Result<std::string, SanitiseError> strip_jpeg_metadata(std::string_view jpeg);
+Result<std::string, SanitiseError> strip_jpeg_metadata(std::string_view in);
 
 // Dispatches on the content type (case-insensitive); only "image/jpeg" is supported.
 Result<std::string, SanitiseError> sanitise_image(std::string_view content_type,
