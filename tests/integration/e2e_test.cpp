@@ -178,19 +178,10 @@ public:
     // vern-tap options.
     void start_tap(const std::string& name = "tap", const std::vector<std::string>& extra = {}) {
         auto ready = dir_.path() / (name + ".ready");
-        std::vector<std::string> argv{bin("vern-tap"),
-                                      "--broker",
-                                      upstream_.uri(),
-                                      "--seed",
-                                      std::to_string(seed),
-                                      "--panels",
-                                      std::to_string(panels),
-                                      "--meters",
-                                      std::to_string(meters),
-                                      "--report",
-                                      (dir_.path() / (name + ".json")).string(),
-                                      "--ready-file",
-                                      ready.string()};
+        auto argv = with_population({bin("vern-tap"), "--broker", upstream_.uri()});
+        for (const auto& a : {std::string("--report"), (dir_.path() / (name + ".json")).string(),
+                              std::string("--ready-file"), ready.string()})
+            argv.push_back(a);
         argv.insert(argv.end(), extra.begin(), extra.end());
         taps_[name] = Process::spawn(argv, dir_.path() / (name + ".log"));
         REQUIRE(wait_until([&] { return std::filesystem::exists(ready); }, 20s));
@@ -206,30 +197,14 @@ public:
     // simulator back-dates one 15-minute reading per meter period: long runs need a longer
     // period, see sim_meter_period_ms().
     Process start_sim(int duration_s, double faults, int meter_period_ms = 200) {
-        return Process::spawn({bin("vern-sim"),
-                               "--broker",
-                               site_broker_.uri(),
-                               "--seed",
-                               std::to_string(seed),
-                               "--panels",
-                               std::to_string(panels),
-                               "--meters",
-                               std::to_string(meters),
-                               "--duration-s",
-                               std::to_string(duration_s),
-                               "--alarm-period-ms",
-                               "300",
-                               "--meter-period-ms",
-                               std::to_string(meter_period_ms),
-                               "--faults",
-                               std::to_string(faults),
-                               "--receipt-timeout-ms",
-                               "2000",
-                               "--drain-timeout-s",
-                               "60",
-                               "--report",
-                               (dir_.path() / "sim.json").string()},
-                              dir_.path() / "sim.log");
+        auto argv = with_population({bin("vern-sim"), "--broker", site_broker_.uri()});
+        for (const auto& a : std::vector<std::string>{
+                 "--duration-s", std::to_string(duration_s), "--alarm-period-ms", "300",
+                 "--meter-period-ms", std::to_string(meter_period_ms), "--faults",
+                 std::to_string(faults), "--receipt-timeout-ms", "2000", "--drain-timeout-s", "60",
+                 "--report", (dir_.path() / "sim.json").string()})
+            argv.push_back(a);
+        return Process::spawn(argv, dir_.path() / "sim.log");
     }
     json sim_report() const { return read_json(dir_.path() / "sim.json"); }
 
@@ -246,10 +221,7 @@ public:
     }
 
     int scan(const std::vector<std::filesystem::path>& paths) {
-        std::vector<std::string> argv{bin("vern-tap"), "scan",
-                                      "--seed",        std::to_string(seed),
-                                      "--panels",      std::to_string(panels),
-                                      "--meters",      std::to_string(meters)};
+        auto argv = with_population({bin("vern-tap"), "scan"});
         for (const auto& p : paths) argv.push_back(p.string());
         auto p = Process::spawn(argv, dir_.path() / "scan.log");
         auto code = p.wait_for(60s);
@@ -257,6 +229,16 @@ public:
     }
 
 private:
+    // argv followed by the seeded population's options, which vern-sim, vern-tap and
+    // vern-tap scan must agree on to know every identifier.
+    static std::vector<std::string> with_population(std::vector<std::string> argv) {
+        for (const auto& a :
+             {std::string("--seed"), std::to_string(seed), std::string("--panels"),
+              std::to_string(panels), std::string("--meters"), std::to_string(meters)})
+            argv.push_back(a);
+        return argv;
+    }
+
     TempDir dir_{"vern-e2e"};
     Mosquitto site_broker_;
     Mosquitto upstream_;
