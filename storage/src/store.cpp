@@ -56,6 +56,32 @@ std::optional<std::uint64_t> key_seq(const rocksdb::Slice& key) {
     return seq;
 }
 
+// An iterator over the seq keys [lo, hi) of one column family, positioned at lo, with RocksDB's
+// bounds set so it never walks tombstones outside them. Owns the bound keys the iterator points
+// into, so it can neither be copied nor moved.
+class SeqRange {
+public:
+    SeqRange(rocksdb::DB& db, rocksdb::ColumnFamilyHandle* cf, std::uint64_t lo, std::uint64_t hi,
+             bool fill_cache = true)
+        : lower_(seq_key(lo)), upper_(seq_key(hi)), lower_slice_(lower_), upper_slice_(upper_) {
+        rocksdb::ReadOptions read_options;
+        read_options.iterate_lower_bound = &lower_slice_;
+        read_options.iterate_upper_bound = &upper_slice_;
+        read_options.fill_cache = fill_cache;
+        it_.reset(db.NewIterator(read_options, cf));
+        it_->Seek(lower_slice_);
+    }
+    SeqRange(const SeqRange&) = delete;
+    SeqRange& operator=(const SeqRange&) = delete;
+
+    rocksdb::Iterator* operator->() const { return it_.get(); }
+
+private:
+    const std::string lower_, upper_;
+    const rocksdb::Slice lower_slice_, upper_slice_;
+    std::unique_ptr<rocksdb::Iterator> it_;
+};
+
 // Expiry index key: biased big-endian expires_ms (so negative times sort first), lane, seq.
 std::string expiry_prefix(std::int64_t expires_ms) {
     return seq_key(static_cast<std::uint64_t>(expires_ms) ^ (std::uint64_t{1} << 63));
@@ -241,16 +267,8 @@ struct Store::Impl {
     rocksdb::Status scan(std::size_t index, std::uint64_t lo, std::uint64_t hi, bool sum_run,
                          std::uint64_t& count, std::uint64_t& bytes,
                          std::optional<std::uint64_t>& first) const {
-        const std::string lower = seq_key(lo);
-        const std::string upper = seq_key(hi);
-        const rocksdb::Slice lower_slice(lower);
-        const rocksdb::Slice upper_slice(upper);
-        rocksdb::ReadOptions read_options;
-        read_options.iterate_lower_bound = &lower_slice;
-        read_options.iterate_upper_bound = &upper_slice;
-        read_options.fill_cache = false;
-        std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(read_options, lane_cf(index)));
-        for (it->Seek(lower_slice); it->Valid(); it->Next()) {
+        SeqRange it(*db, lane_cf(index), lo, hi, /*fill_cache=*/false);
+        for (; it->Valid(); it->Next()) {
             if (!first) first = key_seq(it->key());
             if (!sum_run) break;
             ++count;
@@ -343,48 +361,35 @@ struct Store::Impl {
         for (std::size_t i = 0; i < lane_count; ++i) bytes[i] = before[i].bytes;
         auto total = [&] { return bytes[alarm] + bytes[image] + bytes[meter]; };
 
-        struct Cursor {
-            std::string lower, upper;
-            rocksdb::Slice lower_slice, upper_slice;
-            std::unique_ptr<rocksdb::Iterator> it;
-        };
-        std::array<Cursor, lane_count> cursors;
-        std::array<std::deque<std::size_t>, lane_count> staged;  // kept appends, oldest first
+        std::array<std::optional<SeqRange>, lane_count> cursors;  // opened on first eviction
+        std::array<std::deque<std::size_t>, lane_count> staged;   // kept appends, oldest first
         plan.keep.assign(appends.size(), true);
         rocksdb::Status status;
 
         // Evicts the oldest live record of lane k: on disk first (from its head, in seq order),
         // then this commit's own. False when nothing is left (or on error: see `status`).
         auto evict_oldest = [&](std::size_t k) -> bool {
-            Cursor& c = cursors[k];
             LaneEviction& e = plan.lanes[k];
-            if (!c.it) {
-                c.lower = seq_key(before[k].head_seq);
-                c.upper = seq_key(before[k].next_seq);
-                c.lower_slice = rocksdb::Slice(c.lower);
-                c.upper_slice = rocksdb::Slice(c.upper);
-                rocksdb::ReadOptions read_options;
-                read_options.iterate_lower_bound = &c.lower_slice;
-                read_options.iterate_upper_bound = &c.upper_slice;
-                read_options.fill_cache = false;
-                c.it.reset(db->NewIterator(read_options, lane_cf(k)));
-                c.it->Seek(c.lower_slice);
+            if (!cursors[k]) {
+                cursors[k].emplace(*db, lane_cf(k), before[k].head_seq, before[k].next_seq,
+                                   /*fill_cache=*/false);
             }
-            if (c.it->Valid()) {
-                const auto seq = key_seq(c.it->key());
+            SeqRange& c = *cursors[k];
+            if (c->Valid()) {
+                const auto seq = key_seq(c->key());
                 if (!seq) {
                     status = rocksdb::Status::Corruption("malformed lane key");
                     return false;
                 }
-                const std::uint64_t size = c.it->value().size();
+                const std::uint64_t size = c->value().size();
                 e.disk_end = *seq + 1;
                 ++e.disk_count;
                 e.disk_bytes += size;
                 bytes[k] -= std::min(bytes[k], size);
-                c.it->Next();
+                c->Next();
                 return true;
             }
-            status = c.it->status();
+            status = c->status();
             if (!status.ok() || staged[k].empty()) return false;
             const std::size_t a = staged[k].front();
             staged[k].pop_front();
@@ -447,10 +452,10 @@ struct Store::Impl {
             staged[lane].push_back(a);
         }
         for (std::size_t k = 0; k < lane_count; ++k) {
-            Cursor& c = cursors[k];
-            if (!c.it || plan.lanes[k].disk_count == 0) continue;
-            if (c.it->Valid()) plan.lanes[k].next_live = key_seq(c.it->key());
-            if (!c.it->status().ok()) return c.it->status();
+            if (!cursors[k] || plan.lanes[k].disk_count == 0) continue;
+            const SeqRange& c = *cursors[k];
+            if (c->Valid()) plan.lanes[k].next_live = key_seq(c->key());
+            if (!c->status().ok()) return c->status();
         }
         return status;
     }
@@ -709,18 +714,9 @@ Result<std::vector<StoredRecord>, StoreError> Store::read(Lane lane, std::uint64
     const std::uint64_t start = std::max(from, counters.head_seq);
     if (start >= counters.next_seq) return out;
 
-    const std::string lower = seq_key(start);
-    const std::string upper = seq_key(counters.next_seq);
-    const rocksdb::Slice lower_slice(lower);
-    const rocksdb::Slice upper_slice(upper);
-    rocksdb::ReadOptions read_options;
-    read_options.iterate_lower_bound = &lower_slice;
-    read_options.iterate_upper_bound = &upper_slice;
-    std::unique_ptr<rocksdb::Iterator> it(
-        impl_->db->NewIterator(read_options, impl_->lane_cf(*index)));
-
+    SeqRange it(*impl_->db, impl_->lane_cf(*index), start, counters.next_seq);
     std::size_t total = 0;
-    for (it->Seek(lower_slice); it->Valid(); it->Next()) {
+    for (; it->Valid(); it->Next()) {
         const auto seq = key_seq(it->key());
         if (!seq) return fail(StoreError{StoreErrc::corruption, "malformed lane key"});
         const std::size_t size = it->value().size();
@@ -884,16 +880,8 @@ Result<std::vector<std::string>, StoreError> Store::quarantine_entries(std::size
     }
     std::vector<std::string> out;
     if (max == 0 || head >= next) return out;
-    const std::string lower = seq_key(head);
-    const std::string upper = seq_key(next);
-    const rocksdb::Slice lower_slice(lower);
-    const rocksdb::Slice upper_slice(upper);
-    rocksdb::ReadOptions read_options;
-    read_options.iterate_lower_bound = &lower_slice;
-    read_options.iterate_upper_bound = &upper_slice;
-    std::unique_ptr<rocksdb::Iterator> it(
-        impl_->db->NewIterator(read_options, impl_->handles[cf_quarantine]));
-    for (it->Seek(lower_slice); it->Valid() && out.size() < max; it->Next()) {
+    SeqRange it(*impl_->db, impl_->handles[cf_quarantine], head, next);
+    for (; it->Valid() && out.size() < max; it->Next()) {
         out.push_back(it->value().ToString());
     }
     if (!it->status().ok()) return fail(to_error(it->status()));
