@@ -7,8 +7,8 @@
 #include <array>
 #include <map>
 #include <mutex>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <stdexcept>
 
@@ -66,6 +66,7 @@ storage::StoreOptions store_options(const config::Config& c) {
     o.budget.image_bytes = c.store.budget_image_bytes;
     o.budget.meter_bytes = c.store.budget_meter_bytes;
     o.budget.alarm_reserve_bytes = c.store.alarm_reserve_bytes;
+    o.budget.min_free_bytes = std::uint64_t{c.store.min_free_mb} << 20;
     return o;
 }
 
@@ -92,11 +93,12 @@ std::unique_ptr<crypto::Keyring> open_keyring(const config::Config& c) {
 // The engine checks the purposes it is given once more; what it can't honour stops start-up.
 policy::Policy make_policy(const config::Config& c, const crypto::Keyring& keys, Counters& k) {
     try {
-        return policy::Policy(c.policy, policy::epoch_schedule(c.keys),
-                              [&keys](const std::string& purpose, std::uint32_t epoch) {
-                                  return keys.pseudonymiser(purpose, epoch);
-                              },
-                              k);
+        return policy::Policy(
+            c.policy, policy::epoch_schedule(c.keys),
+            [&keys](const std::string& purpose, std::uint32_t epoch) {
+                return keys.pseudonymiser(purpose, epoch);
+            },
+            k);
     } catch (const std::invalid_argument& e) {
         throw StartupError(std::string("policy: ") + e.what());
     }
@@ -515,11 +517,31 @@ struct Gateway::Impl : public forward::Outbox {
 
     // --- forward::Outbox: the durable queue as the forwarder sees it ------------------------
 
-    std::vector<forward::Outgoing> next(Lane lane, std::uint64_t from, std::size_t max) override {
+    std::vector<forward::Outgoing> next(Lane lane, std::uint64_t from, std::size_t max_messages,
+                                        const forward::Packing& packing) override {
         std::vector<forward::Outgoing> out;
+        const std::size_t max_records =
+            max_messages * std::max<std::size_t>(packing.max_records, 1);
+        // Appends one record (a serialised one-record Batch) to the last message if it has room
+        // and the same topic; a Batch's serialisation is its records' concatenation, so the
+        // bytes simply add up. False: `out` already holds max_messages full messages.
+        auto add = [&](std::uint64_t seq, std::string topic, std::string payload) {
+            if (!out.empty()) {
+                auto& last = out.back();
+                if (last.topic == topic && last.ids.size() < packing.max_records &&
+                    last.payload.size() + payload.size() <= packing.max_bytes) {
+                    last.ids.push_back(seq);
+                    last.payload += payload;
+                    return true;
+                }
+                if (out.size() >= max_messages) return false;
+            }
+            out.push_back({lane, {seq}, std::move(topic), std::move(payload)});
+            return true;
+        };
         for (;;) {
             from = std::max(from, store->stats(lane).head_seq);
-            auto records = store->read(lane, from, max, read_max_bytes);
+            auto records = store->read(lane, from, max_records, read_max_bytes);
             if (!records || records->empty()) return out;
             std::vector<std::uint64_t> drop;
             std::vector<std::uint64_t> expired_seqs;
@@ -536,7 +558,9 @@ struct Gateway::Impl : public forward::Outbox {
                     }
                 }
             };
+            bool full = false;
             for (auto& r : *records) {
+                if (full) break;
                 from = r.seq + 1;
                 auto header = peek_header(r.value);
                 auto plain = header ? record_keys.open(r.value)
@@ -571,10 +595,10 @@ struct Gateway::Impl : public forward::Outbox {
                     drop.push_back(r.seq);
                     continue;
                 }
-                out.push_back({lane, r.seq,
-                               config.upstream.topic_prefix + "/" + config.gateway.id + "/" +
-                                   header->topic + "/" + header->kind,
-                               batch.SerializeAsString()});
+                full = !add(r.seq,
+                            config.upstream.topic_prefix + "/" + config.gateway.id + "/" +
+                                header->topic + "/" + header->kind,
+                            batch.SerializeAsString());
             }
             settle();
             if (!out.empty()) return out;
@@ -677,6 +701,11 @@ std::string Gateway::status_json() const {
                                                     {"next_seq", s.next_seq}};
     }
     j["quarantine_entries"] = d.store->quarantine_size();
+    const auto store_dir = (std::filesystem::path(d.config.gateway.data_dir) / "store").string();
+    const auto free = storage::free_bytes_at(store_dir);
+    j["disk"] = {{"free_bytes", free ? nlohmann::json(*free) : nlohmann::json()},
+                 {"min_free_bytes", std::uint64_t{d.config.store.min_free_mb} << 20},
+                 {"budget_bytes", d.config.store.budget_bytes}};
     j["counters"] = d.counters.snapshot();
     j["key_epoch"] = {{"pseudonym", d.config.keys.pseudonym_epoch},
                       {"record", d.config.keys.record_epoch}};
