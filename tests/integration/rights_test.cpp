@@ -433,6 +433,12 @@ TEST_CASE("A restricted subject's records are held until the restriction is lift
     CHECK(site.counter("rights_restrictions") == 1);
     CHECK(site.counter("rights_unrestrictions") == 1);
     CHECK(site.counter("rights_records_released") == 1);
+    // Lifting it again sends nothing twice.
+    dev.alarm("panel-a", cust_a, 1, "ev-a2");
+    REQUIRE(wait_until([&] { return count_about(backend.records(), alarm_a, false) == 2; }));
+    auto again = site.rights().restrict({"customer_number", cust_a}, false);
+    REQUIRE(again);
+    CHECK(again->records == 0);
 }
 
 TEST_CASE("An objection to one purpose stops that purpose only") {
@@ -524,4 +530,46 @@ TEST_CASE(
     auto e = idle.rights().erase({"customer_number", cust_a});
     REQUIRE_FALSE(e);
     CHECK(e.error().code == pipeline::RightsErrc::unavailable);
+}
+
+TEST_CASE(
+    "A panel user and a metering point are found by their pseudonyms in their customer's "
+    "records") {
+    Site site;
+    site.upstream().stop();
+    site.start();
+    Devices dev(site.site_broker().uri(), site.config().gateway.site);
+    const std::int64_t h0 = (now_ms() / hour_ms - 3) * hour_ms;
+    const std::string site_id = site.config().gateway.site;
+    dev.alarm("panel-a", cust_a, 4, "ev-a1");  // user 4 of panel-a
+    dev.alarm("panel-a", cust_a, 5, "ev-a2");  // another user, same customer
+    dev.hour("meter-a", meter_a, cust_a, h0);
+    dev.hour("meter-b", meter_b, cust_a, h0);  // the customer's second meter
+    REQUIRE(site.committed(dev.sent()));
+
+    auto user = site.rights().export_subject({"panel_user", site_id + "/panel-a/4"}, {});
+    REQUIRE(user);
+    auto report = json::parse(user->json);
+    REQUIRE(report["records"].size() == 1);
+    CHECK(report["records"][0]["record"]["alarm"]["user"] ==
+          site.pseudonym("alarm", crypto::SubjectKind::panel_user, site_id + "/panel-a/4"));
+
+    // Erasing one metering point purges its billing hour, not the other meter's, though both
+    // are sealed under the customer's key (which stays).
+    auto erased = site.rights().erase({"meter_point", meter_a});
+    REQUIRE(erased);
+    CHECK(erased->records == 1);
+    auto customer =
+        json::parse(site.rights().export_subject({"customer_number", cust_a}, {})->json);
+    std::size_t meters = 0;
+    for (const auto& r : customer["records"]) {
+        if (!r["record"].contains("meter")) continue;
+        ++meters;
+        CHECK(r["record"]["meter"]["meter_point"] ==
+              site.pseudonym("billing", crypto::SubjectKind::meter_point, meter_b));
+    }
+    CHECK(meters == 1);
+    CHECK(customer["records"].size() == 3);  // two alarms, meter B's hour
+    // One notice: billing pseudonymises metering points; alarm and analytics never see them.
+    CHECK(site.counter("rights_erasure_notices") == 1);
 }

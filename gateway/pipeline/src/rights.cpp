@@ -38,8 +38,9 @@ std::string_view kind_name(SubjectKind kind) {
             return "panel_user";
         case SubjectKind::meter_point:
             return "meter_point";
+        default:  // phone, national_id: never a rights subject here
+            return "unknown";
     }
-    return "unknown";
 }
 
 bool printable(std::string_view s) {
@@ -72,8 +73,9 @@ bool pseudonymises(const config::Purpose& p, SubjectKind kind) {
             return has(DataClass::alarm_event, "user_slot");
         case SubjectKind::meter_point:
             return has(DataClass::meter_reading, "meter_point_id");
+        default:
+            return false;
     }
-    return false;
 }
 
 // Does the purpose process data classes this kind of subject appears in?
@@ -87,8 +89,9 @@ bool applies(const config::Purpose& p, SubjectKind kind) {
             return alarms;
         case SubjectKind::meter_point:
             return meters;
+        default:
+            return false;
     }
-    return false;
 }
 
 void set_pseudonym(clean::v1::ErasureNotice& n, SubjectKind kind, std::string v) {
@@ -101,6 +104,8 @@ void set_pseudonym(clean::v1::ErasureNotice& n, SubjectKind kind, std::string v)
             break;
         case SubjectKind::meter_point:
             n.set_meter_point(std::move(v));
+            break;
+        default:
             break;
     }
 }
@@ -116,6 +121,8 @@ void set_pseudonym(clean::v1::Pseudonyms& n, SubjectKind kind, std::string v) {
         case SubjectKind::meter_point:
             n.set_meter_point(std::move(v));
             break;
+        default:
+            break;
     }
 }
 
@@ -129,12 +136,6 @@ bool carries(const clean::v1::Record& r, const std::set<std::string, std::less<>
         if (in(p.customer()) || in(p.user()) || in(p.meter_point())) return true;
     }
     return false;
-}
-
-std::uint32_t longest_retention_h(const config::Purpose& p) {
-    std::uint32_t h = p.retention_h;
-    for (const auto& c : p.classes) h = std::max(h, p.retention_h_for(c.data_class));
-    return h;
 }
 
 RightsError error(RightsErrc code, std::string detail) { return {code, std::move(detail)}; }
@@ -583,6 +584,7 @@ RightsEngine::Outcome RightsEngine::restrict(const SubjectRef& ref, bool on) {
         // has passed them), with their stream seq unchanged; the old copies are removed after.
         // A crash in between sends a record twice, with the same (gateway, stream, seq).
         writes.erase_state(restrict_key(s->id));
+        if (!held(s->id)) matches.clear();  // nothing was held: nothing to send again
         const std::int64_t now = system_now_ms();
         std::array<std::vector<std::uint64_t>, 3> old;
         for (auto& m : matches) {
