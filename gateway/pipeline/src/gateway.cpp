@@ -14,6 +14,7 @@
 
 #include "clean.pb.h"
 #include "device.pb.h"
+#include "rights_engine.h"
 #include "vern/common/big_endian.h"
 #include "vern/common/clock.h"
 #include "vern/common/reason.h"
@@ -116,7 +117,7 @@ std::unique_ptr<storage::Store> open_store(const config::Config& c) {
 
 }  // namespace
 
-struct Gateway::Impl : public forward::Outbox {
+struct Gateway::Impl : public forward::Outbox, public RightsHost {
     const config::Config config;
     Counters& counters;
 
@@ -129,6 +130,7 @@ struct Gateway::Impl : public forward::Outbox {
     crypto::Sealer sealer;   // the epoch's record key: policy state, records about no one
     RecordKeys record_keys;  // per-subject data keys; opens stored records
     forward::Forwarder forwarder;
+    std::unique_ptr<RightsEngine> rights;  // data-subject rights (rights.cpp)
 
     // State that outlives one event (committed with the events that change it).
     DeviceMarks marks;
@@ -182,7 +184,27 @@ struct Gateway::Impl : public forward::Outbox {
         }
         load_stream_counters();
         if (!restore_policy()) throw StartupError("store: cannot read the policy state");
+        rights =
+            std::make_unique<RightsEngine>(config, *keys, *store, record_keys, policy, k, *this);
+        if (!rights->load()) throw StartupError("store: cannot read the data-subject flags");
+        policy.set_objection_check(
+            [this](std::string_view purpose, crypto::SubjectKind kind, std::string_view id) {
+                return rights->objected(purpose, kind, id);
+            });
     }
+
+    // --- RightsHost: what rights.cpp needs of the data path (pipeline thread) ---------------
+
+    void rights_stage_state(storage::WriteSet& writes,
+                            const std::vector<policy::StateChange>& changes) override {
+        stage_state(writes, changes);
+    }
+    std::map<std::string, std::uint64_t> rights_stream_seqs() const override { return stream_next; }
+    bool rights_commit(storage::WriteSet& writes,
+                       const std::map<std::string, std::uint64_t>& next_seq) override {
+        return commit(writes, next_seq, 0);
+    }
+    void rights_wake_forwarder() override { forwarder.notify(); }
 
     // The policy engine's state (meter sums, aggregates, image chunks) as last committed.
     bool restore_policy() {
@@ -563,6 +585,8 @@ struct Gateway::Impl : public forward::Outbox {
                 if (full) break;
                 from = r.seq + 1;
                 auto header = peek_header(r.value);
+                // Restricted subject (art. 18): kept, not sent, until lifted (or expired).
+                if (header && header->expires_ms >= now && rights->held(header->key_ref)) continue;
                 auto plain = header ? record_keys.open(r.value)
                                     : Result<std::string, CodecError>(fail(header.error()));
                 if (!plain && plain.error() == CodecError::key_unavailable) {
@@ -636,12 +660,14 @@ bool Gateway::run(const std::atomic<bool>& stop, const std::function<void()>& on
         d.site.wait_subscribed(std::chrono::seconds(30));
         on_ready();
     }
+    d.rights->accept(true);
     spdlog::info("gateway {} running: site {} -> upstream {}", d.config.gateway.id,
                  d.config.site_broker.uri, d.config.upstream.uri);
     const auto group_window = std::chrono::milliseconds(sc.group_commit_max_delay_ms);
     auto next_tick = std::chrono::steady_clock::now();
     auto next_sweep = next_tick;
     while (!stop && d.commit_failures < max_commit_failures) {
+        d.rights->run_queued();  // between commits: rights can't race a commit
         if (std::chrono::steady_clock::now() >= next_tick) {
             d.tick(system_now_ms());
             next_tick = std::chrono::steady_clock::now() + tick_interval;
@@ -670,11 +696,15 @@ bool Gateway::run(const std::atomic<bool>& stop, const std::function<void()>& on
         // Nothing is lost: what was not committed was never receipted, and devices resend it.
         spdlog::critical("store: {} commits in a row failed; exiting to reopen it",
                          d.commit_failures);
+        d.rights->accept(false);
+        d.rights->run_queued();
         d.site.stop();
         d.forwarder.stop();
         return false;
     }
     spdlog::info("stopping: finishing what is in memory");
+    d.rights->accept(false);
+    d.rights->run_queued();
     d.site.stop();
     for (auto rest = d.site.take(sc.group_commit_max_records, std::chrono::milliseconds(0));
          !rest.empty();
@@ -684,6 +714,8 @@ bool Gateway::run(const std::atomic<bool>& stop, const std::function<void()>& on
     d.forwarder.stop();
     return true;
 }
+
+SubjectRights& Gateway::rights() { return *impl_->rights; }
 
 std::string Gateway::status_json() const {
     const auto& d = *impl_;

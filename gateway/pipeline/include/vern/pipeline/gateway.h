@@ -14,6 +14,7 @@
 
 #include "vern/common/counters.h"
 #include "vern/config/config.h"
+#include "vern/pipeline/rights.h"
 
 namespace vern::pipeline {
 
@@ -36,6 +37,11 @@ public:
 
     // Counters, lane depths and link states as JSON. Holds no personal data.
     std::string status_json() const;
+
+    // Data-subject rights (gateway/pipeline/src/rights.cpp). Thread-safe: each call is carried
+    // out on the pipeline thread between two commits while run() runs (the caller blocks);
+    // outside run() it fails as `unavailable`.
+    SubjectRights& rights();
 
 private:
     struct Impl;
