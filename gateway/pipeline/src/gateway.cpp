@@ -656,11 +656,11 @@ bool Gateway::run(const std::atomic<bool>& stop, const std::function<void()>& on
     const auto& sc = d.config.store;
     d.forwarder.start();
     d.site.start();
+    d.rights->accept(true);  // queued calls run once the loop below starts
     if (on_ready) {
         d.site.wait_subscribed(std::chrono::seconds(30));
         on_ready();
     }
-    d.rights->accept(true);
     spdlog::info("gateway {} running: site {} -> upstream {}", d.config.gateway.id,
                  d.config.site_broker.uri, d.config.upstream.uri);
     const auto group_window = std::chrono::milliseconds(sc.group_commit_max_delay_ms);

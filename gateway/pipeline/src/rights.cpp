@@ -671,12 +671,13 @@ RightsEngine::Outcome RightsEngine::object(const SubjectRef& ref, std::string_vi
 }
 
 RightsEngine::Outcome RightsEngine::rectify(const SubjectRef& ref, std::string_view field,
-                                            std::string_view /*value*/) {
+                                            std::string_view value) {
     auto s = resolve(ref);
     if (!s) return fail(s.error());
     rectifications_.add();
     spdlog::info("rights: rectification for subject {}…: nothing correctable held", log_id(s->id));
     (void)field;
+    (void)value;  // never logged, stored or echoed
     return fail(error(RightsErrc::not_held,
                       "the gateway holds no correctable value about a subject: identifiers and "
                       "readings are what the devices sent, held only until forwarded. Correct "

@@ -53,8 +53,7 @@ public:
 class RightsEngine final : public SubjectRights {
 public:
     RightsEngine(const config::Config& config, const crypto::Keyring& keys, storage::Store& store,
-                 RecordKeys& record_keys, policy::Policy& policy, Counters& counters,
-                 RightsHost& host);
+                 RecordKeys& record_keys, policy::Policy& policy, Counters& k, RightsHost& host);
     RightsEngine(const RightsEngine&) = delete;
     RightsEngine& operator=(const RightsEngine&) = delete;
 
@@ -72,14 +71,13 @@ public:
     bool objected(std::string_view purpose, crypto::SubjectKind kind,
                   std::string_view identifier) const;
 
-    Result<RightsOutcome, RightsError> export_subject(const SubjectRef& subject,
+    Result<RightsOutcome, RightsError> export_subject(const SubjectRef& ref,
                                                       const Progress& progress) override;
-    Result<RightsOutcome, RightsError> erase(const SubjectRef& subject) override;
-    Result<RightsOutcome, RightsError> restrict(const SubjectRef& subject,
-                                                bool restricted) override;
-    Result<RightsOutcome, RightsError> object(const SubjectRef& subject, std::string_view purpose,
-                                              bool objected) override;
-    Result<RightsOutcome, RightsError> rectify(const SubjectRef& subject, std::string_view field,
+    Result<RightsOutcome, RightsError> erase(const SubjectRef& ref) override;
+    Result<RightsOutcome, RightsError> restrict(const SubjectRef& ref, bool on) override;
+    Result<RightsOutcome, RightsError> object(const SubjectRef& ref, std::string_view purpose,
+                                              bool on) override;
+    Result<RightsOutcome, RightsError> rectify(const SubjectRef& ref, std::string_view field,
                                                std::string_view value) override;
 
     static std::string restrict_key(std::string_view subject_id);
