@@ -7,13 +7,15 @@
 #include <array>
 #include <map>
 #include <mutex>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <stdexcept>
 
 #include "clean.pb.h"
 #include "device.pb.h"
+#include "diag_state.h"
+#include "gateway_diagnostics.h"
 #include "vern/common/big_endian.h"
 #include "vern/common/clock.h"
 #include "vern/common/reason.h"
@@ -92,11 +94,12 @@ std::unique_ptr<crypto::Keyring> open_keyring(const config::Config& c) {
 // The engine checks the purposes it is given once more; what it can't honour stops start-up.
 policy::Policy make_policy(const config::Config& c, const crypto::Keyring& keys, Counters& k) {
     try {
-        return policy::Policy(c.policy, policy::epoch_schedule(c.keys),
-                              [&keys](const std::string& purpose, std::uint32_t epoch) {
-                                  return keys.pseudonymiser(purpose, epoch);
-                              },
-                              k);
+        return policy::Policy(
+            c.policy, policy::epoch_schedule(c.keys),
+            [&keys](const std::string& purpose, std::uint32_t epoch) {
+                return keys.pseudonymiser(purpose, epoch);
+            },
+            k);
     } catch (const std::invalid_argument& e) {
         throw StartupError(std::string("policy: ") + e.what());
     }
@@ -145,6 +148,10 @@ struct Gateway::Impl : public forward::Outbox {
     Counter& refused_budget;
     storage::BudgetCounts budget_seen;
     Counter& shredded;
+    // Diagnostics for the admin socket (technician): fed by one-line hooks on the data path.
+    DiagState diag;
+    Histogram& commit_latency;
+    std::unique_ptr<GatewayDiagnostics> diagnostics;
     int commit_failures = 0;  // consecutive (store failures; a refusal by the budget is not one)
     bool keys_unavailable = false;  // a subject key could not be read: don't commit the batch
 
@@ -167,7 +174,8 @@ struct Gateway::Impl : public forward::Outbox {
           expired(k.get("records_expired")),
           state_corrupt(k.get("policy_state_corrupt")),
           refused_budget(k.get("commits_refused_budget")),
-          shredded(k.get("records_shredded")) {
+          shredded(k.get("records_shredded")),
+          commit_latency(k.histogram("commit_latency_ms")) {
         for (Lane lane : all_lanes) {
             const auto i = static_cast<std::size_t>(lane);
             if (lane == Lane::alarm) continue;  // alarms are never evicted nor dropped
@@ -310,6 +318,7 @@ struct Gateway::Impl : public forward::Outbox {
                 continue;
             }
             const std::string& device = decoded->topic.device_id;
+            diag.seen(device, in.arrival_ms);
             const auto& event = decoded->message;
 
             // once only: a retry of an event already committed is receipted again, not stored
@@ -356,6 +365,7 @@ struct Gateway::Impl : public forward::Outbox {
 
         // receipt: only now that the commit is durable
         send_receipts(touched, re_receipt);
+        note_marks(touched);
 
         // forward
         if (events > 0) forwarder.notify();
@@ -364,6 +374,7 @@ struct Gateway::Impl : public forward::Outbox {
     // Time passing: meter intervals and site aggregates that have waited long enough close,
     // images whose chunks or alarm did not come are dropped.
     void tick(std::int64_t now_ms) {
+        diag.sample(now_ms, counters.snapshot());
         auto output = policy.tick(now_ms);
         if (output.emissions.empty() && output.state.empty()) return;
         storage::WriteSet writes;
@@ -394,7 +405,7 @@ struct Gateway::Impl : public forward::Outbox {
             std::exchange(keys_unavailable, false)
                 ? Result<std::vector<std::uint64_t>, storage::StoreError>(fail(storage::StoreError{
                       storage::StoreErrc::io_error, "a subject data key could not be read"}))
-                : store->commit(std::move(writes));
+                : timed_commit(std::move(writes));
         record_keys.settle(committed.has_value());
         sync_budget_counts();
         if (!committed && committed.error().code == storage::StoreErrc::over_budget) {
@@ -474,6 +485,7 @@ struct Gateway::Impl : public forward::Outbox {
 
     void count(Reason reason, const std::string& device) {
         quarantined[static_cast<int>(reason)]->add();
+        diag.error(device, reason);
         spdlog::debug("device {}: refused ({})", device, reason_name(reason));
     }
 
@@ -483,6 +495,7 @@ struct Gateway::Impl : public forward::Outbox {
             if (auto topic = decoder.parse_topic(in.topic)) device = topic->device_id;
         }
         quarantined[static_cast<int>(reason)]->add();
+        diag.error(device, reason);
         writes.quarantine(quarantine_entry(in.arrival_ms, reason, device, in.payload.size()));
         if (device.empty()) {
             spdlog::debug("quarantined {} bytes from an unattributable topic ({})",
@@ -511,6 +524,26 @@ struct Gateway::Impl : public forward::Outbox {
             if (!touched.count(d) && marks.known(d)) add(d);
         }
         if (!out.empty()) site.publish(std::move(out));
+    }
+
+    // --- diagnostics (admin socket): kept apart from the data path above ---------------------
+
+    Result<std::vector<std::uint64_t>, storage::StoreError> timed_commit(storage::WriteSet&& w) {
+        const auto start = std::chrono::steady_clock::now();
+        auto committed = store->commit(std::move(w));
+        commit_latency.observe(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                .count());
+        return committed;
+    }
+
+    // Receipted marks and sequence gaps (seqs missing below the highest committed) per device.
+    void note_marks(const std::set<std::string>& touched) {
+        for (const auto& device : touched) {
+            const Mark& m = marks.mark(device);
+            const std::uint64_t top = m.above.empty() ? m.through : *m.above.rbegin();
+            diag.mark(device, m.through, top - m.through - m.above.size());
+        }
     }
 
     // --- forward::Outbox: the durable queue as the forwarder sees it ------------------------
@@ -575,6 +608,7 @@ struct Gateway::Impl : public forward::Outbox {
                                config.upstream.topic_prefix + "/" + config.gateway.id + "/" +
                                    header->topic + "/" + header->kind,
                                batch.SerializeAsString()});
+                diag.sent(lane, r.seq, header->topic + "/" + header->kind, batch.records(0));
             }
             settle();
             if (!out.empty()) return out;
@@ -582,6 +616,7 @@ struct Gateway::Impl : public forward::Outbox {
     }
 
     void delivered(Lane lane, std::vector<std::uint64_t> ids) override {
+        diag.acked(system_now_ms());
         auto removed = store->remove(lane, std::move(ids));
         if (!removed) {
             spdlog::warn("lane {}: delete after PUBACK failed ({}); records will be re-sent",
@@ -599,7 +634,14 @@ Gateway::Gateway(const config::Config& config, Counters& counters) {
     }
     ::chmod(config.gateway.data_dir.c_str(), 0700);
     impl_ = std::make_unique<Impl>(config, counters);
+    auto& d = *impl_;
+    d.diagnostics = std::make_unique<GatewayDiagnostics>(
+        DiagSources{d.config, d.counters, *d.store, d.diag, [&d] { return d.site.connected(); },
+                    [&d] { return d.forwarder.connected(); }, [this] { return status_json(); },
+                    d.keys->fingerprint()});
 }
+
+Diagnostics& Gateway::diagnostics() { return *impl_->diagnostics; }
 
 Gateway::~Gateway() = default;
 

@@ -14,6 +14,7 @@
 
 #include "vern/common/counters.h"
 #include "vern/config/config.h"
+#include "vern/pipeline/diagnostics.h"
 
 namespace vern::pipeline {
 
@@ -36,6 +37,8 @@ public:
 
     // Counters, lane depths and link states as JSON. Holds no personal data.
     std::string status_json() const;
+    // Redacted diagnostics for the admin socket (technician role); thread-safe.
+    Diagnostics& diagnostics();
 
 private:
     struct Impl;
