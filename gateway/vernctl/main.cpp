@@ -189,7 +189,12 @@ void print_status(const json& s) {
               << num(s.value("key_fingerprint", json())) << "\n";
     const json tls = s.value("tls", json::object());
     std::cout << "tls          " << (tls.value("enabled", false) ? "on" : "off")
-              << ", certificate expiry " << num(tls.value("certificate_expiry", json())) << "\n";
+              << ", certificate expires "
+              << (tls.value("certificate_expiry_ms", json()).is_number()
+                      ? when(tls["certificate_expiry_ms"].get<std::int64_t>()) + " (" +
+                            num(tls["certificate_days_left"]) + " days)"
+                      : std::string("-"))
+              << "\n";
     auto list = [](const char* title, const json& m) {
         std::cout << title;
         if (m.empty()) std::cout << "none";

@@ -1,6 +1,8 @@
 // The whole path on real parts: two mosquitto brokers (site and upstream), vernd, vern-sim
 // (seeded, so the test knows every identifier it sends) and vern-tap (a stand-in backend).
+#include <httplib.h>
 #include <mqtt/async_client.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -14,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "clean.pb.h"
@@ -778,4 +781,108 @@ TEST_CASE("A store that refuses writes makes vernd exit for a restart and loses 
     site.start_vernd();  // the service manager's restart, with room on the disk again
     finish(site, sim);
     CHECK(site.stop_vernd() == 0);
+}
+
+namespace {
+
+// Runs vernctl with `args`; its stdout and stderr go to `out`. Returns the exit code.
+int vernctl(const std::filesystem::path& socket, std::vector<std::string> args,
+            const std::filesystem::path& out) {
+    std::vector<std::string> argv{bin("vernctl"), "--socket", socket.string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto p = Process::spawn(argv, out);
+    return p.wait_for(60s).value_or(-1);
+}
+
+// The body of GET 127.0.0.1:port/path, empty if it failed.
+std::string http_get(int port, const std::string& path) {
+    httplib::Client client("127.0.0.1", port);
+    client.set_read_timeout(10, 0);
+    auto res = client.Get(path.c_str());
+    return res ? res->body : std::string();
+}
+
+}  // namespace
+
+// The technician's view of a running site: vernctl status, devices, selftest and tail (as JSON
+// and as tables) hold none of the simulator's identifiers (vern-tap scan over every byte they
+// printed), a privacy-officer command is refused, and /metrics is served and parses.
+TEST_CASE("vernctl in the technician role shows the site's health and none of its identifiers",
+          "[e2e]") {
+    Site site;
+    const int metrics_port = free_port();
+    std::ofstream(site.config_file(), std::ios::app)
+        << "[admin]\ntechnician_uids = [" << ::getuid() << "]\nmetrics_port = " << metrics_port
+        << "\n";
+    site.start_vernd();
+    const auto socket = site.data_dir() / "admin.sock";
+    REQUIRE(wait_until([&] { return std::filesystem::exists(socket); }, 10s));
+    TempDir out("vern-ctl");
+    site.start_tap();
+    auto tail = Process::spawn(
+        {bin("vernctl"), "--socket", socket.string(), "--json", "tail", "-n", "20", "--follow"},
+        out.path() / "tail.json");
+    auto sim = site.start_sim(6, 0.03);
+    json tap = finish(site, sim);
+    CHECK(tail.wait_for(30s).value_or(-1) == 0);
+
+    CHECK(vernctl(socket, {"--json", "status"}, out.path() / "status.json") == 0);
+    CHECK(vernctl(socket, {"--json", "devices"}, out.path() / "devices.json") == 0);
+    CHECK(vernctl(socket, {"status"}, out.path() / "status.txt") == 0);
+    CHECK(vernctl(socket, {"devices"}, out.path() / "devices.txt") == 0);
+    const int selftest = vernctl(socket, {"--json", "selftest"}, out.path() / "selftest.json");
+    CHECK(vernctl(socket, {"selftest"}, out.path() / "selftest.txt") == selftest);
+    // Not a privacy officer: refused (exit 3), and the refusal is the only thing printed.
+    CHECK(vernctl(socket, {"audit", "verify"}, out.path() / "audit.txt") == 3);
+
+    json status = read_json(out.path() / "status.json");
+    REQUIRE(status.contains("lanes"));
+    CHECK(status["site_broker"]["connected"] == true);
+    CHECK(status["lanes"]["alarm"]["depth"] == 0);
+    CHECK(status["last_upstream_ack_ms"].get<std::int64_t>() > 0);
+    CHECK(status["quarantined_by_reason"].size() > 0);  // the simulator's faults
+    json devices = read_json(out.path() / "devices.json");
+    REQUIRE(devices.contains("devices"));
+    CHECK(devices["devices"].size() >= static_cast<std::size_t>(panels));
+    for (const auto& d : devices["devices"]) CHECK(d["last_seen_ms"].get<std::int64_t>() > 0);
+    json checks = read_json(out.path() / "selftest.json");
+    REQUIRE(checks.contains("checks"));
+    CHECK(checks["checks"].size() == 7);
+    for (const auto& c : checks["checks"]) {
+        if (c["name"] != "upstream reachable" && c["name"] != "tls valid") {
+            CHECK(c["pass"] == true);
+        }
+    }
+    // tail printed one JSON record per line, as they left.
+    std::ifstream tail_in(out.path() / "tail.json");
+    std::size_t tailed = 0;
+    for (std::string line; std::getline(tail_in, line);) {
+        json r = json::parse(line, nullptr, false);
+        if (!r.is_discarded() && r.contains("record")) ++tailed;
+    }
+    CHECK(tailed == 20);
+
+    // Prometheus text: every sample line is "name{labels} value".
+    const std::string metrics = http_get(metrics_port, "/metrics");
+    CHECK(metrics.find("vern_queue_length{lane=\"alarm\"} 0") != std::string::npos);
+    CHECK(metrics.find("vern_forwarded_total ") != std::string::npos);
+    CHECK(metrics.find("vern_commit_latency_seconds_count ") != std::string::npos);
+    std::istringstream lines(metrics);
+    std::size_t samples = 0;
+    for (std::string line; std::getline(lines, line);) {
+        if (line.empty() || line[0] == '#') continue;
+        const auto space = line.rfind(' ');
+        REQUIRE(space != std::string::npos);
+        CHECK_NOTHROW(std::stod(line.substr(space + 1)));
+        CHECK(line.find_first_of(" ") == space);  // no spaces in names or labels
+        ++samples;
+    }
+    CHECK(samples > 20);
+    CHECK(http_get(metrics_port, "/healthz").find("\"ok\"") != std::string::npos);
+
+    CHECK(site.stop_vernd() == 0);
+    CHECK(tap["identifiers_found"].get<std::uint64_t>() == 0);
+    std::ofstream(out.path() / "metrics.txt") << metrics;
+    CHECK(site.scan({out.path()}) == 0);
+    CHECK(site.scan({site.data_dir() / "audit", site.vernd_log()}) == 0);
 }

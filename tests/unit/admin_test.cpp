@@ -14,12 +14,15 @@
 #include <iterator>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "admin.pb.h"
 #include "temp_dir.h"
+#include "vern/admin/metrics.h"
 #include "vern/admin/protocol.h"
 #include "vern/admin/server.h"
 #include "vern/admin/socket_io.h"
@@ -448,4 +451,47 @@ TEST_CASE(
     CHECK(log[1].outcome == "refused");
     CHECK(log[2].uid == 0);
     CHECK(log[2].outcome == "refused");
+}
+
+TEST_CASE("render_metrics gives Prometheus text with lanes, reasons and the commit histogram") {
+    Counters counters;
+    counters.get("quarantined_too_large").add(3);
+    counters.get("evicted_meter_budget").add(2);
+    counters.get("forward_delivered").add(7);
+    counters.get("receipts_sent").add(5);
+    counters.histogram("commit_latency_ms").observe(3);
+    counters.histogram("commit_latency_ms").observe(3000);
+    const std::string text =
+        admin::render_metrics(R"({"lanes":{"alarm":{"depth":4,"bytes":100,"oldest_age_s":12}},)"
+                              R"("site_broker":{"connected":true},"upstream":{"connected":false}})",
+                              counters);
+    CHECK(text.find("vern_queue_length{lane=\"alarm\"} 4\n") != std::string::npos);
+    CHECK(text.find("vern_queue_oldest_age_seconds{lane=\"alarm\"} 12\n") != std::string::npos);
+    CHECK(text.find("vern_link_up{link=\"upstream\"} 0\n") != std::string::npos);
+    CHECK(text.find("vern_quarantined_total{reason=\"too_large\"} 3\n") != std::string::npos);
+    CHECK(text.find("vern_dropped_total{reason=\"evicted_meter_budget\"} 2\n") !=
+          std::string::npos);
+    CHECK(text.find("vern_forwarded_total 7\n") != std::string::npos);
+    CHECK(text.find("vern_receipts_total 5\n") != std::string::npos);
+    CHECK(text.find("vern_commit_latency_seconds_bucket{le=\"0.005\"} 1\n") != std::string::npos);
+    CHECK(text.find("vern_commit_latency_seconds_bucket{le=\"+Inf\"} 2\n") != std::string::npos);
+    CHECK(text.find("vern_commit_latency_seconds_count 2\n") != std::string::npos);
+    // Every family is declared once, before its samples.
+    std::istringstream lines(text);
+    std::set<std::string> declared;
+    for (std::string line; std::getline(lines, line);) {
+        if (line.rfind("# TYPE ", 0) == 0) {
+            CHECK(declared.insert(line.substr(7, line.find(' ', 7) - 7)).second);
+        } else if (!line.empty() && line[0] != '#') {
+            std::string name = line.substr(0, line.find_first_of("{ "));
+            for (const char* suffix : {"_bucket", "_sum", "_count"}) {
+                const std::string sfx(suffix);
+                if (!declared.count(name) && name.size() > sfx.size() &&
+                    name.compare(name.size() - sfx.size(), sfx.size(), sfx) == 0) {
+                    name.resize(name.size() - sfx.size());
+                }
+            }
+            CHECK(declared.count(name) == 1);
+        }
+    }
 }

@@ -3,6 +3,7 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
+#include <deque>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -38,7 +39,7 @@ bool grouped(const std::string& name) {
 std::string render_metrics(const std::string& status_json, const Counters& counters) {
     json s = json::parse(status_json, nullptr, false);
     if (s.is_discarded()) s = json::object();
-    std::vector<Family> families;
+    std::deque<Family> families;  // references stay valid as families are added
     auto family = [&](std::string name, std::string type, std::string help) -> Family& {
         families.push_back({std::move(name), std::move(type), std::move(help), {}});
         return families.back();

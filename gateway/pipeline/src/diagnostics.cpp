@@ -1,10 +1,14 @@
 #include <fcntl.h>
 #include <google/protobuf/util/json_util.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <thread>
 
 #include "diag_state.h"
@@ -182,6 +186,28 @@ bool is_tls(const std::string& uri) {
            uri.rfind("wss://", 0) == 0;
 }
 
+// Unix ms of the notAfter of the first certificate in a PEM file; nullopt if it can't be read.
+std::optional<std::int64_t> cert_not_after_ms(const std::string& path) {
+    if (path.empty()) return std::nullopt;
+    std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_file(path.c_str(), "r"), BIO_free);
+    if (!bio) return std::nullopt;
+    std::unique_ptr<X509, decltype(&X509_free)> cert(
+        PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr), X509_free);
+    if (!cert) return std::nullopt;
+    std::tm tm{};
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(cert.get()), &tm) != 1) return std::nullopt;
+    return std::int64_t{::timegm(&tm)} * 1000;
+}
+
+// The earliest expiry of the upstream TLS certificates we hold (client certificate, CA).
+std::optional<std::int64_t> tls_expiry_ms(const config::ForwardSection& up) {
+    std::optional<std::int64_t> earliest;
+    for (const auto* file : {&up.tls_cert_file, &up.tls_ca_file}) {
+        if (auto t = cert_not_after_ms(*file); t && (!earliest || *t < *earliest)) earliest = t;
+    }
+    return earliest;
+}
+
 nlohmann::json check(const std::string& name, bool pass, const std::string& detail,
                      const std::string& hint) {
     return {{"name", name}, {"pass", pass}, {"detail", detail}, {"hint", pass ? "" : hint}};
@@ -237,7 +263,12 @@ std::string GatewayDiagnostics::status_json() {
     const bool tls = is_tls(s_.config.upstream.uri);
     j["tls"] = {{"enabled", tls},
                 {"client_certificate", s_.config.upstream.tls_cert_file.empty() ? "none" : "set"},
-                {"certificate_expiry", nullptr}};
+                {"certificate_expiry_ms", nullptr},
+                {"certificate_days_left", nullptr}};
+    if (auto expiry = tls ? tls_expiry_ms(s_.config.upstream) : std::nullopt) {
+        j["tls"]["certificate_expiry_ms"] = *expiry;
+        j["tls"]["certificate_days_left"] = (*expiry - now) / (24 * 3600 * 1000);
+    }
     j["key_fingerprint"] = s_.key_fingerprint;
     return j.dump(2);
 }
@@ -268,10 +299,13 @@ std::string GatewayDiagnostics::selftest_json() {
         bool cert = c.upstream.tls_cert_file.empty() ||
                     (std::filesystem::is_regular_file(c.upstream.tls_cert_file, ec) &&
                      std::filesystem::is_regular_file(c.upstream.tls_key_file, ec));
-        checks.push_back(check("tls valid", ca && cert && up,
-                               ca && cert ? (up ? "handshake succeeded (server verified)"
-                                                : "files present; no connection to verify")
-                                          : "a CA, certificate or key file is missing",
+        const auto expiry = tls_expiry_ms(c.upstream);
+        const bool current = expiry && *expiry > system_now_ms();
+        checks.push_back(check("tls valid", ca && cert && current && up,
+                               !(ca && cert) ? "a CA, certificate or key file is missing"
+                               : !current    ? "a certificate is expired or unreadable"
+                               : up          ? "handshake succeeded (server verified)"
+                                             : "files present; no connection to verify",
                                "check upstream.tls_ca_file / tls_cert_file / tls_key_file and "
                                "that the certificate has not expired"));
     } else {
