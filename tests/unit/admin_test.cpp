@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "admin.pb.h"
+#include "process.h"
 #include "temp_dir.h"
 #include "vern/admin/metrics.h"
 #include "vern/admin/protocol.h"
@@ -494,4 +495,46 @@ TEST_CASE("render_metrics gives Prometheus text with lanes, reasons and the comm
             CHECK(declared.count(name) == 1);
         }
     }
+}
+
+namespace {
+
+// Runs `vernctl --socket S ARGS` through sh with `stdin_text` on its stdin; output to `out`.
+int run_vernctl(const std::string& socket, const std::string& args, const std::string& stdin_text,
+                const std::filesystem::path& out) {
+    const std::string cmd = "printf '%s\\n' '" + stdin_text + "' | " + test::bin("vernctl") +
+                            " --socket '" + socket + "' " + args;
+    auto p = test::Process::spawn({"/bin/sh", "-c", cmd}, out);
+    return p.wait_for(std::chrono::seconds(60)).value_or(-1);
+}
+
+std::string slurp(const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+}  // namespace
+
+TEST_CASE("vernctl reads the identifier from stdin, shows export progress, and exits by outcome") {
+    Fixture f(Roles{{}, {}, {me()}, {}});
+    const auto out = f.dir() / "out";
+    std::filesystem::create_directories(out);
+    CHECK(run_vernctl(f.socket(), "subject export --kind customer_number", secret_id,
+                      out / "export.txt") == 0);
+    const std::string exported = slurp(out / "export.txt");
+    CHECK(exported.find("examined 3 of 3 records") != std::string::npos);
+    CHECK(exported.find("\"records\":2") != std::string::npos);
+    CHECK(run_vernctl(f.socket(), "subject object --purpose billing", secret_id,
+                      out / "object.txt") == 0);
+    CHECK(f.rights().calls.size() == 2);
+    CHECK(f.rights().calls.back() == "object customer_number " + secret_id + " billing");
+    // No technician role: refused, exit 3.
+    CHECK(run_vernctl(f.socket(), "status", "", out / "status.txt") == 3);
+    CHECK(slurp(out / "status.txt").find("FORBIDDEN") != std::string::npos);
+    CHECK(run_vernctl(f.socket(), "--json audit show", "", out / "show.json") == 0);
+    CHECK(run_vernctl(f.socket(), "audit verify", "", out / "verify.txt") == 0);
+    CHECK(slurp(out / "verify.txt").find("audit log intact: 5 entries") != std::string::npos);
+    // Nothing vernctl printed about the audit holds the identifier.
+    CHECK(slurp(out / "show.json").find(secret_id) == std::string::npos);
+    CHECK(run_vernctl("/nonexistent/admin.sock", "status", "", out / "none.txt") == 5);
 }
