@@ -134,6 +134,18 @@ std::unique_ptr<AuditTrail> AuditTrail::open(const config::Config& config) {
                          opened.error().detail);
     }
     trail->impl_->log = std::move(*opened);
+    // Checked once at start-up, so a tampered log is in vernd's log before anyone asks.
+    auto verdict = trail->impl_->log->verify();
+    if (!verdict) {
+        spdlog::error("audit log: cannot be read to verify it ({})",
+                      storage::store_errc_name(verdict.error().code));
+    } else if (!verdict->ok) {
+        spdlog::critical("audit log FAILED verification: {} (run vernctl audit verify)",
+                         verdict->problem);
+    } else {
+        spdlog::info("audit log verified: {} entries (public key {})", verdict->entries,
+                     trail->public_key_hex());
+    }
     return trail;
 }
 
