@@ -100,6 +100,7 @@ public:
 
 struct Roles {
     std::vector<std::uint32_t> technician_uids, technician_gids, officer_uids, officer_gids;
+    std::uint32_t max_clients = 8;
 };
 
 // A running admin server over a fresh data dir and master key.
@@ -113,6 +114,7 @@ public:
         config_.admin.privacy_officer_gids = roles.officer_gids;
         config_.admin.max_frame_bytes = 4096;
         config_.admin.read_timeout_ms = 500;
+        config_.admin.max_clients = roles.max_clients;
         (void)crypto::Keyring::load(config_.master_key_path(), true);
         audit_ = admin::AuditTrail::open(config_);
         server_ = std::make_unique<admin::AdminServer>(config_, rights_, diagnostics_, *audit_,
@@ -537,4 +539,23 @@ TEST_CASE("vernctl reads the identifier from stdin, shows export progress, and e
     // Nothing vernctl printed about the audit holds the identifier.
     CHECK(slurp(out / "show.json").find(secret_id) == std::string::npos);
     CHECK(run_vernctl("/nonexistent/admin.sock", "status", "", out / "none.txt") == 5);
+}
+
+TEST_CASE("With max_clients 1 a second client waits until the first is done") {
+    Roles roles{{me()}, {}, {}, {}};
+    roles.max_clients = 1;
+    Fixture f(roles);
+    std::string error;
+    // The first client holds the only slot and says nothing (cut off after 500 ms).
+    int silent = admin::connect_unix(f.socket(), error);
+    REQUIRE(silent >= 0);
+    // Queued in the listen backlog, served once the slot is free.
+    auto answer = f.send(status_request());
+    REQUIRE(answer.size() == 1);
+    CHECK(answer[0].status() == Response::OK);
+    ::close(silent);
+    auto log = entries(f.audit());
+    REQUIRE(log.size() == 2);
+    CHECK(log[0].outcome == "bad_request:timeout");  // the first was served first, alone
+    CHECK(log[1].action == "status");
 }
