@@ -24,6 +24,7 @@ jq -r '
   "vern outage bench: upstream broker down \(.outage_s) s under load",
   "  alarms raised during the outage  \(.alarms_raised_during_outage), all before the meter backlog",
   "  records after the reconnect      \(.records_after_reconnect) in \(.drain_s) s: \(.drain_records_per_s | floor) records/s",
+  "  upstream messages by kind        \(.messages_by_kind | to_entries | map("\(.key) \(.value)") | join(", ")) (most records in one: \(.max_records_per_message | to_entries | map("\(.key) \(.value)") | join(", ")))",
   "  data dir at peak                 \(.data_dir_peak_bytes / 1048576 * 10 | floor / 10) MiB",
   "  duplicates upstream              \(.duplicates_upstream)"
 ' "$run/outage.json"

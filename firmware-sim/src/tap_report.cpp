@@ -246,6 +246,13 @@ void TapReport::add_message(std::string_view topic, std::string_view payload,
         return;
     }
     if (batch.records_size() == 0) ++empty_batches_;
+    {
+        const auto slash = topic.rfind('/');
+        const std::string kind(slash == std::string_view::npos ? topic : topic.substr(slash + 1));
+        ++messages_by_kind_[kind];
+        auto& most = max_records_per_message_[kind];
+        most = std::max<std::uint64_t>(most, static_cast<std::uint64_t>(batch.records_size()));
+    }
     if (!batch.GetReflection()->GetUnknownFields(batch).empty()) ++unknown_fields_;
     for (const auto& r : batch.records()) add_record(topic, r, received_ms);
 }
@@ -388,6 +395,8 @@ nlohmann::json TapReport::to_json() const {
             {"duplicates", duplicates_},
             {"undecodable", undecodable_},
             {"empty_batches", empty_batches_},
+            {"messages_by_kind", messages_by_kind_},
+            {"max_records_per_message", max_records_per_message_},
             {"unknown_fields", unknown_fields_},
             {"identifier_scan", scanner_.has_value()},
             {"identifiers_found", identifiers_found_},

@@ -120,16 +120,14 @@ int main(int argc, char** argv) {
     }
 
     // The admin socket (vernctl) and its audit log, once the gateway (and the master key) exist.
-    // Subject rights: the Gateway's implementation once it has one; until then every subject
-    // command answers `unavailable` (and is audited like any other).
-    vern::admin::UnavailableRights no_rights;
+    // Subject commands go to the Gateway's rights (carried out between commits while it runs).
     std::unique_ptr<vern::admin::AuditTrail> audit;
     std::unique_ptr<vern::admin::AdminServer> admin;
     std::unique_ptr<vern::admin::MetricsServer> metrics;  // [admin] metrics_port; 0: off
     try {
         audit = vern::admin::AuditTrail::open(config);
         admin = std::make_unique<vern::admin::AdminServer>(
-            config, no_rights, gateway->diagnostics(), *audit, counters);
+            config, gateway->rights(), gateway->diagnostics(), *audit, counters);
         if (config.admin.metrics_port != 0) {
             metrics = std::make_unique<vern::admin::MetricsServer>(
                 static_cast<std::uint16_t>(config.admin.metrics_port), gateway->diagnostics(),

@@ -11,6 +11,7 @@
 #include <rocksdb/status.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
+#include <sys/statvfs.h>
 
 #include <algorithm>
 #include <array>
@@ -171,6 +172,12 @@ struct BudgetPlan {
 };
 
 }  // namespace
+
+std::optional<std::uint64_t> free_bytes_at(const std::string& path) {
+    struct statvfs fs {};
+    if (::statvfs(path.c_str(), &fs) != 0) return std::nullopt;
+    return static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
+}
 
 std::string_view store_errc_name(StoreErrc code) {
     switch (code) {
@@ -352,6 +359,21 @@ struct Store::Impl {
         constexpr std::size_t meter = static_cast<std::size_t>(Lane::meter);
         constexpr std::uint64_t unlimited = std::numeric_limits<std::uint64_t>::max();
         const StoreBudget& b = options.budget;
+        // The total in force: the configured one, shrunk when the file system runs low.
+        std::uint64_t total_limit = b.total_bytes;
+        if (b.min_free_bytes != 0) {
+            const auto free =
+                options.free_bytes ? options.free_bytes() : free_bytes_at(options.path);
+            if (free) {
+                std::uint64_t live = 0;
+                for (const auto& lane : before) live += lane.bytes;
+                const std::uint64_t headroom =
+                    *free > b.min_free_bytes ? *free - b.min_free_bytes : 0;
+                // live + headroom, never 0 (0 means "no total").
+                const std::uint64_t by_disk = std::max<std::uint64_t>(1, live + headroom);
+                if (total_limit == 0 || by_disk < total_limit) total_limit = by_disk;
+            }
+        }
         std::array<std::uint64_t, lane_count> cap{};
         cap[alarm] = b.alarm_bytes;
         cap[image] = b.image_bytes;
@@ -415,9 +437,9 @@ struct Store::Impl {
             };
             // The total limit: image and meter records may not use the alarm reserve.
             std::uint64_t limit = unlimited;
-            if (b.total_bytes != 0) {
-                limit = is_alarm ? b.total_bytes
-                                 : b.total_bytes - std::min(b.total_bytes, b.alarm_reserve_bytes);
+            if (total_limit != 0) {
+                limit = is_alarm ? total_limit
+                                 : total_limit - std::min(total_limit, b.alarm_reserve_bytes);
             }
             // Alarms are never evicted, not even for an alarm.
             if (cap[lane] != 0 &&

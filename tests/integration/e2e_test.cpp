@@ -21,6 +21,7 @@
 
 #include "clean.pb.h"
 #include "device.pb.h"
+#include "vern/sim/population.h"
 #include "vern/sim/tap_report.h"
 #include "vern_test.h"
 
@@ -108,6 +109,10 @@ public:
     // `upstream_persistence`: the upstream broker keeps sessions and queues across a restart.
     explicit Site(bool upstream_persistence = false)
         : site_broker_(), upstream_(persistent_if(upstream_persistence)) {}
+    explicit Site(MosquittoOptions upstream_options)
+        : site_broker_(), upstream_(std::move(upstream_options)) {}
+    Site(MosquittoOptions site_options, MosquittoOptions upstream_options)
+        : site_broker_(std::move(site_options)), upstream_(std::move(upstream_options)) {}
 
     std::filesystem::path data_dir() const { return dir_.path() / "var"; }
     std::filesystem::path vernd_log() const { return dir_.path() / "vernd.log"; }
@@ -116,10 +121,15 @@ public:
     std::filesystem::path config_file() const {
         auto path = dir_.path() / "vernd.toml";
         if (!std::filesystem::exists(path)) {
-            std::ofstream(path) << "[policy]\nmeter_close_after_s = 2\n";
+            std::ofstream(path) << "[policy]\nmeter_close_after_s = 2\n" << extra_config_;
         }
         return path;
     }
+    // More TOML for vernd's config file (whole tables), and the upstream URI vernd uses when it
+    // is not the upstream broker's plain listener (TLS). Before the first start_vernd().
+    void set_extra_config(std::string toml) { extra_config_ = std::move(toml); }
+    void set_vernd_upstream(std::string uri) { vernd_upstream_ = std::move(uri); }
+    std::filesystem::path dir() const { return dir_.path(); }
     const Mosquitto& site_broker() const { return site_broker_; }
     Mosquitto& upstream() { return upstream_; }
 
@@ -140,7 +150,7 @@ public:
                                       "--site-broker",
                                       site_broker_.uri(),
                                       "--upstream",
-                                      upstream_.uri(),
+                                      vernd_upstream(),
                                       "--log-level",
                                       "debug"};
         if (file_limit_kb > 0) {
@@ -159,7 +169,7 @@ public:
     void spawn_vernd() {
         vernd_ = Process::spawn({bin("vernd"), "--config", config_file().string(), "--data-dir",
                                  data_dir().string(), "--site-broker", site_broker_.uri(),
-                                 "--upstream", upstream_.uri(), "--log-level", "debug"},
+                                 "--upstream", vernd_upstream(), "--log-level", "debug"},
                                 vernd_log());
     }
     void kill_vernd() {
@@ -209,6 +219,13 @@ public:
             argv.push_back(a);
         return Process::spawn(argv, dir_.path() / "sim.log");
     }
+    // vern-sim with exactly these options (besides broker and report): a population of its own.
+    Process start_sim_with(const std::vector<std::string>& options) {
+        std::vector<std::string> argv{bin("vern-sim"), "--broker", site_broker_.uri(), "--report",
+                                      (dir_.path() / "sim.json").string()};
+        argv.insert(argv.end(), options.begin(), options.end());
+        return Process::spawn(argv, dir_.path() / "sim.log");
+    }
     json sim_report() const { return read_json(dir_.path() / "sim.json"); }
 
     json status() const { return read_json(data_dir() / "status.json"); }
@@ -242,7 +259,13 @@ private:
         return argv;
     }
 
+    std::string vernd_upstream() const {
+        return vernd_upstream_.empty() ? upstream_.uri() : vernd_upstream_;
+    }
+
     TempDir dir_{"vern-e2e"};
+    std::string extra_config_;
+    std::string vernd_upstream_;
     Mosquitto site_broker_;
     Mosquitto upstream_;
     Process vernd_;
@@ -264,7 +287,8 @@ json stream(const json& tap, const std::string& name) {
 // hourly sums whose energy adds up to every receipted reading; analytics carries site totals of
 // at least k meters and nothing per meter. Nothing upstream failed to decode or carried an
 // unknown field.
-void check_delivery(const json& sim, const json& tap) {
+// The alarm lane's part: every receipted alarm event and verification image arrived.
+std::uint64_t check_alarm_stream(const json& sim, const json& tap) {
     REQUIRE(sim.is_object());
     REQUIRE(tap.is_object());
     CHECK(u64(sim, "unreceipted") == 0);
@@ -307,6 +331,14 @@ void check_delivery(const json& sim, const json& tap) {
     CHECK(u64(images, "images_undecodable") == 0);
     CHECK(u64(images, "images_partial") == 0);
     CHECK(u64(images, "images_unlinked") == 0);
+    // Alarms and images go one per message; only the meter lane packs records.
+    CHECK(u64(tap["max_records_per_message"], "alarm") == 1);
+    CHECK(u64(tap["max_records_per_message"], "image") == 1);
+    return meter_hours;
+}
+
+void check_delivery(const json& sim, const json& tap) {
+    const std::uint64_t meter_hours = check_alarm_stream(sim, tap);
 
     // billing: hourly, aligned, and the energy of every receipted reading, once
     json billing = stream(tap, "billing");
@@ -339,7 +371,8 @@ void check_delivery(const json& sim, const json& tap) {
 
 // Waits for the simulator to have every event receipted and for vernd to have forwarded
 // everything, then stops the backend stand-in and checks what it received.
-json finish(Site& site, Process& sim) {
+// `all_streams` false: only the alarm lane's streams are checked (meter records were evicted).
+json finish(Site& site, Process& sim, bool all_streams = true) {
     auto sim_code = sim.wait_for(180s);
     REQUIRE(sim_code.has_value());
     CHECK(*sim_code == 0);
@@ -350,7 +383,11 @@ json finish(Site& site, Process& sim) {
     REQUIRE(wait_until([&] { return site.drained(); }, 60s));
     std::this_thread::sleep_for(500ms);  // the last PUBACKs reach the status file
     json tap = site.stop_tap();
-    check_delivery(site.sim_report(), tap);
+    if (all_streams) {
+        check_delivery(site.sim_report(), tap);
+    } else {
+        check_alarm_stream(site.sim_report(), tap);
+    }
     return tap;
 }
 
@@ -530,6 +567,8 @@ TEST_CASE("After an upstream outage alarms raised during it go before the backlo
         }
     }
     CHECK(outage_alarms >= 5);  // 3 panels, an alarm each per 300 ms
+    // The backlog drains in batches: several billing records to a message.
+    CHECK(u64(tap["max_records_per_message"], "meter") > 1);
     CHECK(before_marker == 0);
     REQUIRE(last_outage_alarm.has_value());
     REQUIRE(first_backlog_meter.has_value());
@@ -542,8 +581,114 @@ TEST_CASE("After an upstream outage alarms raised during it go before the backlo
                   {"drain_s", drain_s},
                   {"drain_records_per_s", static_cast<double>(after_marker) / drain_s},
                   {"data_dir_peak_bytes", peak_bytes},
+                  {"messages_by_kind", tap["messages_by_kind"]},
+                  {"max_records_per_message", tap["max_records_per_message"]},
                   {"duplicates_upstream", u64(tap, "duplicates")}});
     CHECK(site.stop_vernd() == 0);
+}
+
+// The same outage with a small cap on the meter lane: the backlog of billing and analytics
+// records outgrows it, the oldest go (counted), and no alarm or image is touched.
+TEST_CASE("During an outage the meter lane keeps to its budget and every alarm still arrives",
+          "[e2e][budget]") {
+    constexpr std::uint64_t meter_cap = 4096;
+    Site site(true);
+    site.set_extra_config("[store]\nbudget_meter_bytes = " + std::to_string(meter_cap) + "\n");
+    site.start_vernd();
+    site.start_tap("tap", {"--persistent", "--client-id", "e2e-budget-tap"});
+    auto sim = site.start_sim(12, 0.0, sim_meter_period_ms(12));
+    std::this_thread::sleep_for(2s);
+    site.upstream().stop();
+    std::uint64_t peak_meter_bytes = 0;
+    const auto outage_end = std::chrono::steady_clock::now() + 8s;
+    while (std::chrono::steady_clock::now() < outage_end) {
+        json st = site.status();
+        if (st.contains("lanes")) {
+            peak_meter_bytes =
+                std::max(peak_meter_bytes, st["lanes"]["meter"]["bytes"].get<std::uint64_t>());
+        }
+        std::this_thread::sleep_for(100ms);
+    }
+    site.upstream().start();
+    json tap = finish(site, sim, /*all_streams=*/false);
+    json status = site.status();
+    CHECK(peak_meter_bytes > 0);
+    CHECK(peak_meter_bytes <= meter_cap);
+    CHECK(counter(status, "evicted_meter_budget") > 0);
+    CHECK(counter(status, "evicted_alarm_budget") == 0);
+    CHECK(counter(status, "evicted_image_budget") == 0);
+    CHECK(counter(status, "commits_refused_budget") == 0);
+    // Billing lost the oldest of its backlog: less energy arrived than the meters sent.
+    CHECK(u64(stream(tap, "billing")["meter"], "energy_wh") <
+          u64(site.sim_report(), "meters_energy_wh_total"));
+    CHECK(site.stop_vernd() == 0);
+}
+
+namespace {
+
+// The settings of deploy/mosquitto/vern-site.conf that size queues and in-flight windows, as
+// shipped (comments and the persistence settings left out: the test broker has its own).
+std::vector<std::string> shipped_site_sizing() {
+    std::ifstream in(std::filesystem::path(VERN_SOURCE_DIR) / "deploy/mosquitto/vern-site.conf");
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) {
+        for (const char* key : {"max_queued_messages ", "max_queued_bytes ",
+                                "max_inflight_messages ", "message_size_limit "}) {
+            if (line.rfind(key, 0) == 0) lines.push_back(line);
+        }
+    }
+    return lines;
+}
+
+// Devices keep publishing while vernd restarts: the site broker queues their events for vernd's
+// persistent session. Returns the simulator's report.
+json burst_across_a_restart(const std::vector<std::string>& site_sizing) {
+    MosquittoOptions site_options;
+    site_options.extra_lines = site_sizing;  // after the test broker's own: these win
+    Site site(site_options, MosquittoOptions{});
+    site.start_vernd();
+    // 10 panels, an event each per 10 ms: about 1000 events/s, images with the intrusions.
+    // Devices wait 30 s for a receipt before they send again, so that a slow catch-up on a
+    // loaded machine is not mistaken for a loss: a re-send here means the broker lost the event.
+    auto sim = site.start_sim_with(
+        {"--seed", "5", "--panels", "10", "--meters", "0", "--duration-s", "6", "--alarm-period-ms",
+         "10", "--receipt-timeout-ms", "30000", "--drain-timeout-s", "90", "--quiet"});
+    std::this_thread::sleep_for(1500ms);
+    CHECK(site.stop_vernd() == 0);
+    std::this_thread::sleep_for(4s);  // thousands of events queue at the broker meanwhile
+    site.start_vernd();
+    auto code = sim.wait_for(150s);
+    REQUIRE(code.has_value());
+    CHECK(*code == 0);
+    CHECK(site.stop_vernd() == 0);
+    return site.sim_report();
+}
+
+}  // namespace
+
+// mosquitto's defaults (1000 queued messages per session) drop most of such a burst while the
+// devices still get their PUBACKs; only their receipt timeout brings the events back. The
+// shipped sizing keeps every one: no device has to send anything twice.
+TEST_CASE("With the shipped site-broker sizing a vernd restart mid-burst costs no device a retry",
+          "[e2e][site-broker]") {
+    const auto sizing = shipped_site_sizing();
+    REQUIRE(sizing.size() == 4);
+    json shipped = burst_across_a_restart(sizing);
+    INFO("shipped sizing: " << shipped.dump());
+    CHECK(u64(shipped, "sent") > 2000);
+    CHECK(u64(shipped, "receipted") == u64(shipped, "sent"));
+    CHECK(u64(shipped, "retried") == 0);
+
+    // The same burst with mosquitto's defaults: the broker drops events for vernd, and the
+    // devices find out only by their missing receipts.
+    json defaults = burst_across_a_restart(
+        {"max_queued_messages 1000", "max_queued_bytes 0", "max_inflight_messages 20"});
+    INFO("mosquitto defaults: " << defaults.dump());
+    CHECK(u64(defaults, "receipted") == u64(defaults, "sent"));  // retried until receipted
+    CHECK(u64(defaults, "retried") > 100);
+    bench_report(
+        {{"shipped", {{"sent", u64(shipped, "sent")}, {"retried", u64(shipped, "retried")}}},
+         {"defaults", {{"sent", u64(defaults, "sent")}, {"retried", u64(defaults, "retried")}}}});
 }
 
 namespace {
@@ -885,4 +1030,151 @@ TEST_CASE("vernctl in the technician role shows the site's health and none of it
     std::ofstream(out.path() / "metrics.txt") << metrics;
     CHECK(site.scan({out.path()}) == 0);
     CHECK(site.scan({site.data_dir() / "audit", site.vernd_log()}) == 0);
+}
+
+namespace {
+
+// A CA, a server certificate for 127.0.0.1 signed by it, a client certificate signed by it, and
+// an unrelated CA, made with openssl in `dir` (EC keys: quick).
+void make_test_pki(const std::filesystem::path& dir) {
+    const std::string script = R"(set -e
+cd "$1"
+key="-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+openssl req -x509 $key -days 2 -subj "/CN=vern test CA" -keyout ca.key -out ca.pem
+openssl req -x509 $key -days 2 -subj "/CN=someone else's CA" -keyout other.key -out other.pem
+openssl req $key -subj "/CN=upstream" -keyout server.key -out server.csr
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > san.ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+    -extfile san.ext -out server.pem
+openssl req $key -subj "/CN=gw-dev" -keyout client.key -out client.csr
+openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out client.pem
+)";
+    auto p = Process::spawn({"/bin/sh", "-c", script, "sh", dir.string()}, dir / "pki.log");
+    auto code = p.wait_for(60s);
+    INFO(slurp(dir / "pki.log"));
+    REQUIRE(code == 0);
+}
+
+// The upstream broker with a second listener that takes only TLS clients holding a certificate
+// of the test CA (mutual TLS). The plain listener stays for the backend stand-in.
+struct TlsUpstream {
+    TempDir pki{"vern-pki"};
+    int tls_port = free_port();
+    MosquittoOptions options() {
+        make_test_pki(pki.path());
+        MosquittoOptions o;
+        o.extra_lines = {"listener " + std::to_string(tls_port) + " 127.0.0.1",
+                         "cafile " + (pki.path() / "ca.pem").string(),
+                         "certfile " + (pki.path() / "server.pem").string(),
+                         "keyfile " + (pki.path() / "server.key").string(),
+                         "require_certificate true"};
+        return o;
+    }
+    std::string uri() const { return "ssl://127.0.0.1:" + std::to_string(tls_port); }
+    std::string upstream_toml(const std::string& ca) const {
+        const auto f = [&](const char* name) { return (pki.path() / name).string(); };
+        return "[upstream]\nuri = \"" + uri() + "\"\ntls_ca_file = \"" + f(ca.c_str()) +
+               "\"\ntls_cert_file = \"" + f("client.pem") + "\"\ntls_key_file = \"" +
+               f("client.key") + "\"\n";
+    }
+};
+
+}  // namespace
+
+TEST_CASE("Over mutual TLS to the upstream broker every receipted event arrives", "[e2e][tls]") {
+    TlsUpstream tls;
+    Site site(tls.options());
+    site.set_extra_config(tls.upstream_toml("ca.pem"));
+    site.set_vernd_upstream(tls.uri());
+    site.start_vernd();
+    site.start_tap();
+    auto sim = site.start_sim(4, 0.0);
+    json tap = finish(site, sim);
+    CHECK(u64(tap, "records") > 0);
+    CHECK(counter(site.status(), "upstream_connects") >= 1);
+    CHECK(site.stop_vernd() == 0);
+}
+
+TEST_CASE("A broker whose certificate the configured CA did not sign gets nothing", "[e2e][tls]") {
+    TlsUpstream tls;
+    Site site(tls.options());
+    site.set_extra_config(tls.upstream_toml("other.pem"));  // not the CA that signed the broker
+    site.set_vernd_upstream(tls.uri());
+    site.start_vernd();
+    site.start_tap();
+    auto sim = site.start_sim(3, 0.0);
+    auto sim_code = sim.wait_for(120s);
+    REQUIRE(sim_code.has_value());
+    CHECK(*sim_code == 0);  // the site side works: every event committed and receipted
+    CHECK(u64(site.sim_report(), "receipted") == u64(site.sim_report(), "sent"));
+    // Several connect attempts later, nothing has gone up and everything is still queued.
+    REQUIRE(wait_until([&] { return count(slurp(site.vernd_log()), "cannot connect") >= 3; }, 60s));
+    json status = site.status();
+    CHECK(counter(status, "upstream_connects") == 0);
+    CHECK(counter(status, "forward_delivered") == 0);
+    CHECK(status["lanes"]["alarm"]["depth"].get<std::uint64_t>() > 0);
+    CHECK(site.stop_vernd() == 0);
+    json tap = site.stop_tap();
+    CHECK(u64(tap, "records") == 0);
+}
+
+// The privacy officer's side through vernctl on a live site: a customer of the simulator is
+// exported and erased (identifier on stdin), the signed audit log records both under the same
+// subject id and verifies, and nothing vernctl printed besides the export — nor the audit log
+// or vernd's log — holds an identifier.
+TEST_CASE(
+    "vernctl as the privacy officer exports and erases a customer; the audit names only "
+    "its subject id",
+    "[e2e]") {
+    Site site;
+    std::ofstream(site.config_file(), std::ios::app)
+        << "[admin]\nprivacy_officer_uids = [" << ::getuid() << "]\n";
+    site.start_vernd();
+    const auto socket = site.data_dir() / "admin.sock";
+    REQUIRE(wait_until([&] { return std::filesystem::exists(socket); }, 10s));
+    site.start_tap();
+    auto sim = site.start_sim(4, 0.0);
+    (void)finish(site, sim);
+
+    vern::sim::PopulationSpec spec;
+    spec.seed = seed;
+    spec.panels = panels;
+    spec.meters = meters;
+    const std::string customer =
+        vern::sim::Population::generate(spec).panels().front().customer_number;
+    TempDir personal("vern-personal");  // the identifier and the export: personal by design
+    TempDir out("vern-ctl");            // everything else vernctl printed
+    std::ofstream(personal.path() / "id.txt") << customer << "\n";
+    const auto officer = [&](const std::string& args, const std::filesystem::path& log) {
+        auto p =
+            Process::spawn({"/bin/sh", "-c",
+                            "exec '" + bin("vernctl") + "' --socket '" + socket.string() + "' " +
+                                args + " < '" + (personal.path() / "id.txt").string() + "'"},
+                           log);
+        return p.wait_for(60s).value_or(-1);
+    };
+    const auto export_file = personal.path() / "export.json";
+    CHECK(officer("subject export --kind customer_number -o '" + export_file.string() + "'",
+                  out.path() / "export.log") == 0);
+    json exported = read_json(export_file);
+    CHECK_FALSE(exported.is_null());
+    CHECK(officer("subject erase --kind customer_number", out.path() / "erase.txt") == 0);
+    CHECK(slurp(out.path() / "erase.txt").find("erase: ") != std::string::npos);
+    CHECK(officer("--json audit show", out.path() / "audit.json") == 0);
+    CHECK(officer("audit verify", out.path() / "verify.txt") == 0);
+    // Not a technician: refused.
+    CHECK(officer("status", out.path() / "status.txt") == 3);
+
+    json audit = read_json(out.path() / "audit.json");
+    REQUIRE(audit.contains("entries"));
+    std::string export_subject, erase_subject;
+    for (const auto& e : audit["entries"]) {
+        if (e["action"] == "subject.export") export_subject = e["subject_id"];
+        if (e["action"] == "subject.erase") erase_subject = e["subject_id"];
+    }
+    CHECK(export_subject.size() == 32);
+    CHECK(export_subject == erase_subject);
+    CHECK(slurp(out.path() / "verify.txt").find("audit log intact") != std::string::npos);
+    CHECK(site.stop_vernd() == 0);
+    CHECK(site.scan({out.path(), site.data_dir() / "audit", site.vernd_log()}) == 0);
 }

@@ -937,8 +937,8 @@ TEST_CASE("Each emission names the person it is about, and never in the record")
         }
     }
     SECTION("a meter record is about its customer, else its metering point") {
-        Harness h(only({billing_purpose({rule("energy_wh", Action::keep),
-                                         rule("interval", Action::keep)})}));
+        Harness h(only(
+            {billing_purpose({rule("energy_wh", Action::keep), rule("interval", Action::keep)})}));
         auto with = reading(gsrn, t0, 123, 900, 7);
         auto out = h.emit(with, t0);
         REQUIRE(out.size() == 1);
@@ -962,4 +962,65 @@ TEST_CASE("Each emission names the person it is about, and never in the record")
         REQUIRE(out.size() == 1);
         CHECK(out[0].subject.empty());
     }
+}
+
+// --- data-subject rights -------------------------------------------------------------------
+
+TEST_CASE("An objecting meter is left out of the site total and its purpose only") {
+    Harness h;
+    const std::string objector = meter_point(0);
+    h.engine->set_objection_check([&](std::string_view purpose, crypto::SubjectKind kind,
+                                      std::string_view id) {
+        return purpose == "analytics" && kind == crypto::SubjectKind::meter_point && id == objector;
+    });
+    for (int i = 0; i < 6; ++i) {
+        for (const auto& r : quarter_hours(meter_point(i), t0, 4)) h.apply(r, t0 + hour_ms);
+    }
+    h.tick(t0 + 2 * hour_ms);
+    auto totals = on_stream(h.emitted, "analytics");
+    REQUIRE(totals.size() == 1);
+    CHECK(totals[0].record.site_aggregate().meters() == 5);
+    CHECK(totals[0].record.site_aggregate().energy_wh() == 5 * 406);
+    CHECK(on_stream(h.emitted, "billing").size() == 6);  // billing still gets the objector's hour
+}
+
+TEST_CASE("An objection to the alarm purpose stops its alarm records and their images") {
+    Harness h;
+    h.engine->set_objection_check([](std::string_view purpose, crypto::SubjectKind kind,
+                                     std::string_view id) {
+        return purpose == "alarm" && kind == crypto::SubjectKind::customer_number && id == customer;
+    });
+    auto out = h.emit(alarm(device::v1::AlarmEvent::INTRUSION, "ev-1"), t0);
+    CHECK(on_stream(out, "alarm").empty());
+    // The alarm is not remembered for linking: its image never goes out.
+    for (const auto& c : chunks("ev-1", "img-1", jpeg_with_metadata(), 400, 20)) {
+        h.apply(c, t0 + 1000);
+    }
+    CHECK(on_stream(h.emitted, "alarm").empty());
+}
+
+TEST_CASE("forget drops an erased meter's open interval and its share of the site total") {
+    Harness h;
+    for (int i = 0; i < 5; ++i) {
+        for (const auto& r : quarter_hours(meter_point(i), t0, 2)) h.apply(r, t0 + hour_ms);
+    }
+    auto held = h.engine->held_about(crypto::SubjectKind::meter_point, meter_point(2));
+    REQUIRE(held.size() == 2);  // billing's open hour, analytics' share
+    for (const auto& s : held) {
+        CHECK((s.what == "open_meter_interval" || s.what == "site_total_contribution"));
+        CHECK(s.interval_start_ms == t0);
+    }
+    auto out = h.engine->forget(crypto::SubjectKind::meter_point, meter_point(2));
+    h.keep(out);
+    CHECK(out.emissions.empty());
+    CHECK(h.engine->held_about(crypto::SubjectKind::meter_point, meter_point(2)).empty());
+    CHECK(h.engine->held_about(crypto::SubjectKind::meter_point, meter_point(3)).size() == 2);
+    for (const auto& [key, value] : h.state) CHECK_FALSE(contains(value, meter_point(2)));
+    // Four meters left: below k, the hour's total is not sent; the erased meter's hour neither.
+    h.tick(t0 + 3 * hour_ms);
+    CHECK(on_stream(h.emitted, "analytics").empty());
+    CHECK(on_stream(h.emitted, "billing").size() == 4);
+    // And it stays forgotten across a restart.
+    h.restart();
+    CHECK(h.engine->held_about(crypto::SubjectKind::meter_point, meter_point(2)).empty());
 }

@@ -921,6 +921,55 @@ TEST_CASE(
     CHECK(store->budget_counts().dropped[meter_index] == 1);  // counts restart with the store
 }
 
+TEST_CASE(
+    "When the file system runs low the total shrinks to what is held: meter records make room, "
+    "alarms still fit") {
+    TempDir dir;
+    StoreBudget budget;  // no total of its own: only the file system's free space limits
+    budget.min_free_bytes = 10000;
+    budget.alarm_reserve_bytes = 300;
+    auto options = budget_options(dir.store_path(), budget);
+    auto free = std::make_shared<std::uint64_t>(1u << 30);  // plenty, at first
+    options.free_bytes = [free] { return std::optional<std::uint64_t>(*free); };
+    auto store = open_store(options);
+    commit_sized(*store, Lane::meter, 10, 100);
+    commit_sized(*store, Lane::alarm, 2, 100);
+    CHECK(total_bytes(*store) == 1200);
+    CHECK(store->budget_counts().evicted == std::array<std::uint64_t, 3>{0, 0, 0});
+
+    // Something else fills the disk: exactly the floor is free. The total in force is what is
+    // held (1200), of which meter records may use all but the alarm reserve (900): a new meter
+    // record pushes out the oldest ones.
+    *free = 10000;
+    CHECK(commit_sized(*store, Lane::meter, 1, 100) == std::vector<std::uint64_t>{11});
+    CHECK(total_bytes(*store) == 900);
+    CHECK(check_lane(*store, Lane::meter) == range(5, 11));
+    // Alarms may not grow the store either now, but each takes the room of the oldest meter
+    // record; none is refused.
+    CHECK(commit_sized(*store, Lane::alarm, 3, 100) == std::vector<std::uint64_t>{3, 4, 5});
+    CHECK(check_lane(*store, Lane::meter) == range(8, 11));
+    CHECK(check_lane(*store, Lane::alarm) == range(1, 5));
+    CHECK(total_bytes(*store) == 900);
+    const BudgetCounts counts = store->budget_counts();
+    CHECK(counts.evicted[meter_index] == 7);
+    CHECK(counts.evicted[alarm_index] == 0);
+    CHECK(counts.refused_commits == 0);
+
+    // Space comes back: records are kept again.
+    *free = 1u << 30;
+    CHECK(commit_sized(*store, Lane::meter, 2, 100) == std::vector<std::uint64_t>{12, 13});
+    CHECK(check_lane(*store, Lane::meter) == range(8, 13));
+    CHECK(store->budget_counts().evicted[meter_index] == 7);
+}
+
+TEST_CASE("The free space of a real file system can be read") {
+    TempDir dir;
+    const auto free = vern::storage::free_bytes_at(dir.path());
+    REQUIRE(free.has_value());
+    CHECK(*free > 0);
+    CHECK_FALSE(vern::storage::free_bytes_at(dir.path() + "/no/such/dir").has_value());
+}
+
 TEST_CASE("Records of the same commit are evicted oldest first when later ones need the room") {
     TempDir dir;
     StoreBudget budget;

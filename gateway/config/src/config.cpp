@@ -256,6 +256,9 @@ std::vector<Section> schema(Config& c) {
                        "Cap of the meter lane alone (0: none): its oldest records go."),
              int_field("alarm_reserve_bytes", &c.store.alarm_reserve_bytes, 0, max_budget,
                        "Part of budget_bytes that image and meter records may not use."),
+             int_field("min_free_mb", &c.store.min_free_mb, 0, 1048576,
+                       "Free space the data_dir's file system keeps (0: don't check). When less "
+                       "is free, meter then image records make room as for the budget."),
          }},
         {"policy",
          "How the privacy engine closes meter intervals and reassembles verification images.\n"
@@ -293,7 +296,12 @@ std::vector<Section> schema(Config& c) {
              string_field("tls_key_file", &c.upstream.tls_key_file,
                           "Client private key for mutual TLS (optional)."),
              int_field("window", &c.upstream.window, 1, 65535,
-                       "Records in flight awaiting the broker's PUBACK."),
+                       "Messages in flight awaiting the broker's PUBACK."),
+             int_field("batch_max_records", &c.upstream.batch_max_records, 1, 1000,
+                       "Meter lane: records per upstream message at most (alarms and images "
+                       "go one per message; a batch never waits for more)."),
+             int_field("batch_max_bytes", &c.upstream.batch_max_bytes, 1024, 16 * 1024 * 1024,
+                       "Meter lane: bytes per upstream message at most."),
              int_field("max_backoff_ms", &c.upstream.max_backoff_ms, 100, 3600000,
                        "Longest wait between reconnect attempts."),
              string_field("lane_order", &c.upstream.lane_order,

@@ -43,7 +43,7 @@ mqtt::message_ptr status_message(const std::string& topic, bool online) {
 
 struct Pending {
     Lane lane;
-    std::uint64_t id;
+    std::vector<std::uint64_t> ids;  // the records of one message
     std::uint64_t generation;
 };
 
@@ -55,8 +55,9 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
     std::array<Lane, all_lanes.size()> lane_order = lanes_in_order(section.lane_order);
     std::string status_topic;  // empty: no status, no will
     Outbox& outbox;
-    Counter& published;
-    Counter& delivered_count;
+    Counter& published;  // messages
+    Counter& published_records;
+    Counter& delivered_count;  // records
     Counter& publish_failed;
     Counter& connects;
 
@@ -71,7 +72,7 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
     bool woken = false;
     std::uint64_t generation = 0;
     std::vector<Pending> acked;
-    std::set<std::pair<Lane, std::uint64_t>> in_flight;
+    std::set<std::pair<Lane, std::uint64_t>> in_flight;  // (lane, first id) of each message
 
     Impl(const config::ForwardSection& s, const std::string& client_id, std::string status,
          Outbox& o, Counters& c)
@@ -79,6 +80,7 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
           status_topic(std::move(status)),
           outbox(o),
           published(c.get("forward_published")),
+          published_records(c.get("forward_published_records")),
           delivered_count(c.get("forward_delivered")),
           publish_failed(c.get("forward_publish_failed")),
           connects(c.get("upstream_connects")) {
@@ -86,6 +88,11 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
                                     static_cast<int>(std::max<std::uint32_t>(s.window * 2, 1000)));
         client = std::make_unique<mqtt::async_client>(section.uri, client_id, create);
         client->set_callback(*this);
+    }
+
+    forward::Packing packing_of(Lane lane) const {
+        if (lane != Lane::meter) return {};
+        return {section.batch_max_records, section.batch_max_bytes};
     }
 
     void wake() {
@@ -117,7 +124,7 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
         publish_failed.add();
         std::lock_guard lock(mutex);
         // The record stays in its lane; it goes again after the reconnect resets the cursors.
-        if (p && p->generation == generation) in_flight.erase({p->lane, p->id});
+        if (p && p->generation == generation) in_flight.erase({p->lane, p->ids.front()});
         in_flight_count = in_flight.size();
         delete p;
         woken = true;
@@ -189,13 +196,16 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
             std::lock_guard lock(mutex);
             done.swap(acked);
             for (const auto& p : done) {
-                if (p.generation == generation) in_flight.erase({p.lane, p.id});
+                if (p.generation == generation) in_flight.erase({p.lane, p.ids.front()});
             }
             in_flight_count = in_flight.size();
         }
         if (done.empty()) return;
         std::array<std::vector<std::uint64_t>, all_lanes.size()> by_lane;
-        for (const auto& p : done) by_lane[static_cast<std::size_t>(p.lane)].push_back(p.id);
+        for (const auto& p : done) {
+            auto& ids = by_lane[static_cast<std::size_t>(p.lane)];
+            ids.insert(ids.end(), p.ids.begin(), p.ids.end());
+        }
         for (Lane lane : all_lanes) {
             auto& ids = by_lane[static_cast<std::size_t>(lane)];
             if (ids.empty()) continue;
@@ -221,26 +231,31 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
                 }
                 if (used >= limit || !is_connected) return;
                 auto& from = cursor[static_cast<std::size_t>(lane)];
-                auto batch = outbox.next(lane, from, std::min(read_chunk, limit - used));
+                auto batch =
+                    outbox.next(lane, from, std::min(read_chunk, limit - used), packing_of(lane));
                 if (batch.empty()) break;
-                for (auto& rec : batch) {
-                    auto* ctx = new Pending{lane, rec.id, gen};
+                for (auto& msg_out : batch) {
+                    const std::uint64_t first = msg_out.ids.front();
+                    const std::uint64_t last = msg_out.ids.back();
+                    const std::size_t records = msg_out.ids.size();
+                    auto* ctx = new Pending{lane, std::move(msg_out.ids), gen};
                     {
                         std::lock_guard lock(mutex);
-                        in_flight.insert({lane, rec.id});
+                        in_flight.insert({lane, first});
                         in_flight_count = in_flight.size();
                     }
                     try {
-                        auto msg =
-                            mqtt::make_message(rec.topic, rec.payload, qos_at_least_once, false);
+                        auto msg = mqtt::make_message(msg_out.topic, msg_out.payload,
+                                                      qos_at_least_once, false);
                         client->publish(msg, ctx, *this);
                         published.add();
-                        from = rec.id + 1;
+                        published_records.add(records);
+                        from = last + 1;
                     } catch (const mqtt::exception&) {
                         delete ctx;
                         publish_failed.add();
                         std::lock_guard lock(mutex);
-                        in_flight.erase({lane, rec.id});
+                        in_flight.erase({lane, first});
                         in_flight_count = in_flight.size();
                         return;  // most likely disconnected; the supervisor loop takes over
                     }

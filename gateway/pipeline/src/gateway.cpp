@@ -16,6 +16,7 @@
 #include "device.pb.h"
 #include "diag_state.h"
 #include "gateway_diagnostics.h"
+#include "rights_engine.h"
 #include "vern/common/big_endian.h"
 #include "vern/common/clock.h"
 #include "vern/common/reason.h"
@@ -68,6 +69,7 @@ storage::StoreOptions store_options(const config::Config& c) {
     o.budget.image_bytes = c.store.budget_image_bytes;
     o.budget.meter_bytes = c.store.budget_meter_bytes;
     o.budget.alarm_reserve_bytes = c.store.alarm_reserve_bytes;
+    o.budget.min_free_bytes = std::uint64_t{c.store.min_free_mb} << 20;
     return o;
 }
 
@@ -117,7 +119,7 @@ std::unique_ptr<storage::Store> open_store(const config::Config& c) {
 
 }  // namespace
 
-struct Gateway::Impl : public forward::Outbox {
+struct Gateway::Impl : public forward::Outbox, public RightsHost {
     const config::Config config;
     Counters& counters;
 
@@ -130,6 +132,7 @@ struct Gateway::Impl : public forward::Outbox {
     crypto::Sealer sealer;   // the epoch's record key: policy state, records about no one
     RecordKeys record_keys;  // per-subject data keys; opens stored records
     forward::Forwarder forwarder;
+    std::unique_ptr<RightsEngine> rights;  // data-subject rights (rights.cpp)
 
     // State that outlives one event (committed with the events that change it).
     DeviceMarks marks;
@@ -188,7 +191,27 @@ struct Gateway::Impl : public forward::Outbox {
         }
         load_stream_counters();
         if (!restore_policy()) throw StartupError("store: cannot read the policy state");
+        rights =
+            std::make_unique<RightsEngine>(config, *keys, *store, record_keys, policy, k, *this);
+        if (!rights->load()) throw StartupError("store: cannot read the data-subject flags");
+        policy.set_objection_check(
+            [this](std::string_view purpose, crypto::SubjectKind kind, std::string_view id) {
+                return rights->objected(purpose, kind, id);
+            });
     }
+
+    // --- RightsHost: what rights.cpp needs of the data path (pipeline thread) ---------------
+
+    void rights_stage_state(storage::WriteSet& writes,
+                            const std::vector<policy::StateChange>& changes) override {
+        stage_state(writes, changes);
+    }
+    std::map<std::string, std::uint64_t> rights_stream_seqs() const override { return stream_next; }
+    bool rights_commit(storage::WriteSet& writes,
+                       const std::map<std::string, std::uint64_t>& next_seq) override {
+        return commit(writes, next_seq, 0);
+    }
+    void rights_wake_forwarder() override { forwarder.notify(); }
 
     // The policy engine's state (meter sums, aggregates, image chunks) as last committed.
     bool restore_policy() {
@@ -548,11 +571,31 @@ struct Gateway::Impl : public forward::Outbox {
 
     // --- forward::Outbox: the durable queue as the forwarder sees it ------------------------
 
-    std::vector<forward::Outgoing> next(Lane lane, std::uint64_t from, std::size_t max) override {
+    std::vector<forward::Outgoing> next(Lane lane, std::uint64_t from, std::size_t max_messages,
+                                        const forward::Packing& packing) override {
         std::vector<forward::Outgoing> out;
+        const std::size_t max_records =
+            max_messages * std::max<std::size_t>(packing.max_records, 1);
+        // Appends one record (a serialised one-record Batch) to the last message if it has room
+        // and the same topic; a Batch's serialisation is its records' concatenation, so the
+        // bytes simply add up. False: `out` already holds max_messages full messages.
+        auto add = [&](std::uint64_t seq, std::string topic, std::string payload) {
+            if (!out.empty()) {
+                auto& last = out.back();
+                if (last.topic == topic && last.ids.size() < packing.max_records &&
+                    last.payload.size() + payload.size() <= packing.max_bytes) {
+                    last.ids.push_back(seq);
+                    last.payload += payload;
+                    return true;
+                }
+                if (out.size() >= max_messages) return false;
+            }
+            out.push_back({lane, {seq}, std::move(topic), std::move(payload)});
+            return true;
+        };
         for (;;) {
             from = std::max(from, store->stats(lane).head_seq);
-            auto records = store->read(lane, from, max, read_max_bytes);
+            auto records = store->read(lane, from, max_records, read_max_bytes);
             if (!records || records->empty()) return out;
             std::vector<std::uint64_t> drop;
             std::vector<std::uint64_t> expired_seqs;
@@ -569,9 +612,13 @@ struct Gateway::Impl : public forward::Outbox {
                     }
                 }
             };
+            bool full = false;
             for (auto& r : *records) {
+                if (full) break;
                 from = r.seq + 1;
                 auto header = peek_header(r.value);
+                // Restricted subject (art. 18): kept, not sent, until lifted (or expired).
+                if (header && header->expires_ms >= now && rights->held(header->key_ref)) continue;
                 auto plain = header ? record_keys.open(r.value)
                                     : Result<std::string, CodecError>(fail(header.error()));
                 if (!plain && plain.error() == CodecError::key_unavailable) {
@@ -604,11 +651,14 @@ struct Gateway::Impl : public forward::Outbox {
                     drop.push_back(r.seq);
                     continue;
                 }
-                out.push_back({lane, r.seq,
-                               config.upstream.topic_prefix + "/" + config.gateway.id + "/" +
-                                   header->topic + "/" + header->kind,
-                               batch.SerializeAsString()});
-                diag.sent(lane, r.seq, header->topic + "/" + header->kind, batch.records(0));
+                const bool added = add(r.seq,
+                                       config.upstream.topic_prefix + "/" + config.gateway.id +
+                                           "/" + header->topic + "/" + header->kind,
+                                       batch.SerializeAsString());
+                if (added) {
+                    diag.sent(lane, r.seq, header->topic + "/" + header->kind, batch.records(0));
+                }
+                full = !added;
             }
             settle();
             if (!out.empty()) return out;
@@ -654,12 +704,14 @@ bool Gateway::run(const std::atomic<bool>& stop, const std::function<void()>& on
         d.site.wait_subscribed(std::chrono::seconds(30));
         on_ready();
     }
+    d.rights->accept(true);
     spdlog::info("gateway {} running: site {} -> upstream {}", d.config.gateway.id,
                  d.config.site_broker.uri, d.config.upstream.uri);
     const auto group_window = std::chrono::milliseconds(sc.group_commit_max_delay_ms);
     auto next_tick = std::chrono::steady_clock::now();
     auto next_sweep = next_tick;
     while (!stop && d.commit_failures < max_commit_failures) {
+        d.rights->run_queued();  // between commits: rights can't race a commit
         if (std::chrono::steady_clock::now() >= next_tick) {
             d.tick(system_now_ms());
             next_tick = std::chrono::steady_clock::now() + tick_interval;
@@ -688,11 +740,15 @@ bool Gateway::run(const std::atomic<bool>& stop, const std::function<void()>& on
         // Nothing is lost: what was not committed was never receipted, and devices resend it.
         spdlog::critical("store: {} commits in a row failed; exiting to reopen it",
                          d.commit_failures);
+        d.rights->accept(false);
+        d.rights->run_queued();
         d.site.stop();
         d.forwarder.stop();
         return false;
     }
     spdlog::info("stopping: finishing what is in memory");
+    d.rights->accept(false);
+    d.rights->run_queued();
     d.site.stop();
     for (auto rest = d.site.take(sc.group_commit_max_records, std::chrono::milliseconds(0));
          !rest.empty();
@@ -702,6 +758,8 @@ bool Gateway::run(const std::atomic<bool>& stop, const std::function<void()>& on
     d.forwarder.stop();
     return true;
 }
+
+SubjectRights& Gateway::rights() { return *impl_->rights; }
 
 std::string Gateway::status_json() const {
     const auto& d = *impl_;
@@ -719,6 +777,11 @@ std::string Gateway::status_json() const {
                                                     {"next_seq", s.next_seq}};
     }
     j["quarantine_entries"] = d.store->quarantine_size();
+    const auto store_dir = (std::filesystem::path(d.config.gateway.data_dir) / "store").string();
+    const auto free = storage::free_bytes_at(store_dir);
+    j["disk"] = {{"free_bytes", free ? nlohmann::json(*free) : nlohmann::json()},
+                 {"min_free_bytes", std::uint64_t{d.config.store.min_free_mb} << 20},
+                 {"budget_bytes", d.config.store.budget_bytes}};
     j["counters"] = d.counters.snapshot();
     j["key_epoch"] = {{"pseudonym", d.config.keys.pseudonym_epoch},
                       {"record", d.config.keys.record_epoch}};

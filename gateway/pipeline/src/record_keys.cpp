@@ -114,12 +114,21 @@ Result<void, storage::StoreError> RecordKeys::destroy(std::string_view subject_i
     writes.erase_state(state_key(id));
     auto committed = store_.commit(std::move(writes));
     if (!committed) return fail(committed.error());
+    drop(id);
+    return {};
+}
+
+void RecordKeys::forget(std::string_view subject_id) {
+    std::lock_guard lock(mutex_);
+    drop(std::string(subject_id));
+}
+
+void RecordKeys::drop(const std::string& id) {
     if (auto it = index_.find(id); it != index_.end()) {
         lru_.erase(it->second);
         index_.erase(it);
     }
     pending_.erase(id);
-    return {};
 }
 
 std::size_t RecordKeys::cached() const {

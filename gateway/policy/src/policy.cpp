@@ -383,6 +383,7 @@ struct Policy::Impl {
     std::map<DevKey, Partial> partials;     // (device, image id)
     std::map<DevKey, Held> held;            // (device, image id)
     std::vector<StateChange> pending;       // from restore: erase what did not parse, re-key
+    ObjectionCheck objection;               // empty: nobody objects
 
     Counter& meter_duplicates;
     Counter& meter_late_corrections;
@@ -546,6 +547,12 @@ struct Policy::Impl {
         rec.mutable_source()->set_device_seq(seq);
     }
 
+    // --- objections ---
+
+    bool objected(const PurposeState& ps, SubjectKind kind, std::string_view raw) const {
+        return objection && !raw.empty() && objection(ps.purpose->name, kind, raw);
+    }
+
     // --- alarms ---
 
     Emission alarm_record(const PurposeState& ps, const device::v1::DeviceMessage& event,
@@ -604,18 +611,33 @@ struct Policy::Impl {
     Output apply_alarm(const device::v1::DeviceMessage& event, std::string_view site,
                        std::int64_t received_ms) {
         Output out;
-        for (const auto& ps : purposes) {
-            if (ps.alarm_rules) out.emissions.push_back(alarm_record(ps, event, site, received_ms));
+        const auto& in = event.alarm();
+        std::string user;
+        if (in.user_slot() != 0) {
+            user =
+                std::string(site) + "/" + event.device_id() + "/" + std::to_string(in.user_slot());
         }
-        if (!any_images || event.alarm().event_id().empty()) return out;
-        DevKey k{event.device_id(), event.alarm().event_id()};
+        auto refused = [&](const PurposeState& ps) {
+            return objected(ps, SubjectKind::customer_number, in.customer_number()) ||
+                   objected(ps, SubjectKind::panel_user, user);
+        };
+        std::set<std::string> image_to;  // purposes that may get this alarm's images
+        for (const auto& ps : purposes) {
+            if (refused(ps)) continue;
+            if (ps.alarm_rules) out.emissions.push_back(alarm_record(ps, event, site, received_ms));
+            if (ps.images()) image_to.insert(ps.purpose->name);
+        }
+        // An alarm whose subject objects to every purpose that receives images is not
+        // remembered: its images are never linked, so they are never sent.
+        if (!any_images || in.event_id().empty() || image_to.empty()) return out;
+        DevKey k{event.device_id(), in.event_id()};
         remember_alarm(k, received_ms, out);
         // Images that came before their alarm.
         std::int64_t window = window_ms();
         for (auto it = held.begin(); it != held.end();) {
             if (it->first.first == k.first && it->second.event_id == k.second &&
                 received_ms - it->second.held_ms <= window) {
-                send_image(it->first, it->second, received_ms, out);
+                send_image(it->first, it->second, received_ms, out, &image_to);
                 out.state.push_back({held_key(it->first.first, it->first.second), {}});
                 it = held.erase(it);
             } else {
@@ -631,10 +653,12 @@ struct Policy::Impl {
         return static_cast<std::int64_t>(section.image_link_window_s) * ms_per_s;
     }
 
-    void send_image(const DevKey& k, const Held& h, std::int64_t basis_ms, Output& out) {
+    void send_image(const DevKey& k, const Held& h, std::int64_t basis_ms, Output& out,
+                    const std::set<std::string>* only = nullptr) {
         constexpr auto c = DataClass::verification_image;
         for (const auto& ps : purposes) {
             if (!ps.images()) continue;
+            if (only && !only->count(ps.purpose->name)) continue;
             const auto* r = ps.image_rules;
             auto e = emission(ps, c, Lane::image, "image", basis_ms);
             e.record.set_event_time_ms(event_time(r, c, h.event_time_ms));
@@ -963,6 +987,11 @@ struct Policy::Impl {
         Output out;
         if (!any) return out;
         for (auto& ps : purposes) {
+            if (ps.mode != MeterMode::none &&
+                (objected(ps, SubjectKind::meter_point, in.meter_point_id()) ||
+                 objected(ps, SubjectKind::customer_number, in.customer_number()))) {
+                continue;  // nothing for this purpose: not summed, not in its site total
+            }
             switch (ps.mode) {
                 case MeterMode::each: {
                     auto one = lone_reading(event, received_ms);
@@ -1050,6 +1079,102 @@ struct Policy::Impl {
                 out.state.push_back({alarm_key(it->first.first, it->first.second), {}});
                 it = alarms.erase(it);
             } else {
+                ++it;
+            }
+        }
+        return out;
+    }
+
+    // --- data-subject rights ---
+
+    // The metering points of a subject: itself, or the ones a customer's open intervals name.
+    std::set<std::string, std::less<>> meters_of(SubjectKind kind, std::string_view id) const {
+        std::set<std::string, std::less<>> m;
+        if (id.empty()) return m;
+        if (kind == SubjectKind::meter_point) {
+            m.emplace(id);
+        } else if (kind == SubjectKind::customer_number) {
+            for (const auto& ps : purposes) {
+                for (const auto& [k, b] : ps.open) {
+                    if (b.customer == id && !b.meter_point.empty()) m.insert(b.meter_point);
+                }
+            }
+        }
+        return m;
+    }
+
+    static bool about(const OpenBucket& b, SubjectKind kind, std::string_view id,
+                      const std::set<std::string, std::less<>>& meters) {
+        return (kind == SubjectKind::customer_number && !id.empty() && b.customer == id) ||
+               meters.count(b.meter_point) > 0;
+    }
+
+    std::vector<SubjectState> held_about(SubjectKind kind, std::string_view id) const {
+        std::vector<SubjectState> out;
+        auto meters = meters_of(kind, id);
+        for (const auto& ps : purposes) {
+            auto interval_s = static_cast<std::uint32_t>(ps.interval_ms / ms_per_s);
+            for (const auto& [k, b] : ps.open) {
+                if (!about(b, kind, id, meters)) continue;
+                out.push_back({ps.purpose->name, "open_meter_interval", k.second, interval_s,
+                               b.energy(),
+                               static_cast<std::uint32_t>(std::min<std::int64_t>(
+                                   b.covered_s(), ps.interval_ms / ms_per_s))});
+            }
+            for (const auto& [start, b] : ps.agg) {
+                for (const auto& [hash, m] : b.meters) {
+                    if (!meters.count(m.meter_point)) continue;
+                    out.push_back({ps.purpose->name, "site_total_contribution", start, interval_s,
+                                   m.energy_wh, 0});
+                }
+            }
+            for (const auto& [k, sb] : ps.sent) {
+                if (!meters.count(sb.meter_point)) continue;
+                out.push_back(
+                    {ps.purpose->name, "sent_meter_interval", k.second, interval_s, 0, 0});
+            }
+        }
+        return out;
+    }
+
+    Output forget(SubjectKind kind, std::string_view id, std::string_view purpose) {
+        Output out;
+        auto meters = meters_of(kind, id);
+        for (auto& ps : purposes) {
+            if (!purpose.empty() && ps.purpose->name != purpose) continue;
+            for (auto it = ps.open.begin(); it != ps.open.end();) {
+                if (about(it->second, kind, id, meters)) {
+                    out.state.push_back({open_key(ps, it->first), {}});
+                    it = ps.open.erase(it);
+                } else {
+                    ++it;
+                }
+            }
+            for (auto it = ps.sent.begin(); it != ps.sent.end();) {
+                if (meters.count(it->second.meter_point)) {
+                    out.state.push_back({sent_key(ps, it->first), {}});
+                    it = ps.sent.erase(it);
+                } else {
+                    ++it;
+                }
+            }
+            for (auto it = ps.agg.begin(); it != ps.agg.end();) {
+                auto& b = it->second;
+                bool changed = false;
+                for (auto m = b.meters.begin(); m != b.meters.end();) {
+                    if (meters.count(m->second.meter_point)) {
+                        m = b.meters.erase(m);
+                        changed = true;
+                    } else {
+                        ++m;
+                    }
+                }
+                if (changed && b.meters.empty()) {
+                    out.state.push_back({agg_key(ps, it->first), {}});
+                    it = ps.agg.erase(it);
+                    continue;
+                }
+                if (changed) out.state.push_back({agg_key(ps, it->first), encode(b)});
                 ++it;
             }
         }
@@ -1276,5 +1401,17 @@ std::size_t Policy::restore(const std::vector<std::pair<std::string, std::string
 }
 
 const config::PolicySection& Policy::section() const { return impl_->section; }
+
+void Policy::set_objection_check(ObjectionCheck check) { impl_->objection = std::move(check); }
+
+std::vector<SubjectState> Policy::held_about(crypto::SubjectKind kind,
+                                             std::string_view identifier) const {
+    return impl_->held_about(kind, identifier);
+}
+
+Output Policy::forget(crypto::SubjectKind kind, std::string_view identifier,
+                      std::string_view purpose) {
+    return impl_->forget(kind, identifier, purpose);
+}
 
 }  // namespace vern::policy

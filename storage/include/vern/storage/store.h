@@ -17,6 +17,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -37,10 +38,19 @@ struct StoreBudget {
     std::uint64_t image_bytes = 0;
     std::uint64_t meter_bytes = 0;
     std::uint64_t alarm_reserve_bytes = 0;  // of total_bytes, usable by alarms only
+    // Free space the file system must keep: when less is free, the total shrinks to the live
+    // bytes plus what is free beyond this (so meter, then image records make room, and the alarm
+    // reserve still holds). 0 = don't look at the file system.
+    std::uint64_t min_free_bytes = 0;
     bool active() const {
-        return total_bytes != 0 || alarm_bytes != 0 || image_bytes != 0 || meter_bytes != 0;
+        return total_bytes != 0 || alarm_bytes != 0 || image_bytes != 0 || meter_bytes != 0 ||
+               min_free_bytes != 0;
     }
 };
+
+// Bytes free to an unprivileged writer on the file system holding `path` (statvfs f_bavail),
+// or nothing if it cannot be read.
+std::optional<std::uint64_t> free_bytes_at(const std::string& path);
 
 struct StoreOptions {
     std::string path;                             // directory; created if missing
@@ -52,6 +62,9 @@ struct StoreOptions {
     std::size_t keep_info_log_files = 3;
     std::size_t max_quarantine_entries = 10000;  // oldest quarantine entries dropped beyond
     StoreBudget budget;
+    // Where budget.min_free_bytes reads the free space from; empty: free_bytes_at(path). Tests
+    // inject a full disk here. Called once per commit that appends.
+    std::function<std::optional<std::uint64_t>()> free_bytes;
 };
 
 // over_budget: the store is healthy, but an alarm of the commit does not fit the budget even

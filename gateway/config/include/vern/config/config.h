@@ -61,6 +61,9 @@ struct StoreSection {  // [store]
     std::uint64_t budget_image_bytes = 0;
     std::uint64_t budget_meter_bytes = 0;
     std::uint64_t alarm_reserve_bytes = std::uint64_t{16} << 20;  // of budget_bytes, alarms only
+    // The file system keeps this much free (SD cards shared with logs): below it the total
+    // budget shrinks to what is held plus what is free beyond it. 0 = don't check.
+    std::uint32_t min_free_mb = 64;
 };
 
 struct PolicySection {  // [policy] and the [purpose.*] tables
@@ -86,7 +89,12 @@ struct ForwardSection {  // [upstream]
     std::string tls_ca_file;    // set for ssl:// URIs; verification is always on
     std::string tls_cert_file;  // mutual TLS (optional)
     std::string tls_key_file;
-    std::uint32_t window = 256;  // records in flight awaiting PUBACK
+    std::uint32_t window = 256;  // messages in flight awaiting PUBACK
+    // Meter lane only: consecutive records for the same topic go out as one Batch message of up
+    // to this many records / bytes (1 = one record per message). Alarms and images always go one
+    // per message. A batch never waits for more records: it carries what is queued.
+    std::uint32_t batch_max_records = 64;
+    std::uint32_t batch_max_bytes = 64 * 1024;
     std::uint32_t max_backoff_ms = 30000;
     // Lanes served first to last, comma-separated. The alarm lane is always first: an alarm is
     // never behind a backlog; image and meter may swap.

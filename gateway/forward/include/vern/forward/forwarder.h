@@ -1,14 +1,15 @@
 #pragma once
 // Upstream delivery: reads the durable lanes in priority order (alarm, then image, then meter),
-// keeps a bounded window of records in flight at QoS 1, and reports each record delivered only
-// when the upstream broker's PUBACK for it arrives. After a reconnect everything not yet
+// keeps a bounded window of messages in flight at QoS 1, and reports each record delivered only
+// when the upstream broker's PUBACK for its message arrives. The meter lane packs consecutive
+// records into one message (upstream.batch_max_records/bytes); alarms and images go one each. After a reconnect everything not yet
 // delivered is sent again: the copies carry the same gateway/stream/seq, and backends drop them.
 //
 // Link state: with a status topic ({topic_prefix}/{gateway}/status), every connect publishes a
 // retained vern.clean.v1.GatewayStatus with online = true, the connection's last will is the
 // same with online = false (retained), and stop() publishes online = false before disconnecting.
 //
-// Never: deliver() a record without its PUBACK; hold more than `window` records in flight; look
+// Never: deliver() a record without its PUBACK; hold more than `window` messages in flight; look
 // inside a payload.
 #include <cstdint>
 #include <memory>
@@ -21,11 +22,19 @@
 
 namespace vern::forward {
 
+// One upstream message: one record, or on a batching lane several consecutive records for the
+// same topic. Delivered (PUBACK) or not as a whole.
 struct Outgoing {
     Lane lane;
-    std::uint64_t id;  // position in the lane
+    std::vector<std::uint64_t> ids;  // positions in the lane, ascending, at least one
     std::string topic;
-    std::string payload;  // what the backend gets (a clean.v1.Batch)
+    std::string payload;  // what the backend gets (a clean.v1.Batch of ids.size() records)
+};
+
+// How many records one message may carry.
+struct Packing {
+    std::size_t max_records = 1;
+    std::size_t max_bytes = 64 * 1024;  // a single record larger than this still goes alone
 };
 
 // What the forwarder reads from and reports back to (the durable queue, seen through the
@@ -33,8 +42,10 @@ struct Outgoing {
 class Outbox {
 public:
     virtual ~Outbox() = default;
-    // Up to `max` records of `lane` with id >= from, ascending.
-    virtual std::vector<Outgoing> next(Lane lane, std::uint64_t from, std::size_t max) = 0;
+    // Up to `max_messages` messages of records of `lane` with id >= from, ascending, each packed
+    // as `packing` allows. Records are never split or reordered across messages.
+    virtual std::vector<Outgoing> next(Lane lane, std::uint64_t from, std::size_t max_messages,
+                                       const Packing& packing) = 0;
     // The upstream broker has acknowledged these records: they may be deleted.
     virtual void delivered(Lane lane, std::vector<std::uint64_t> ids) = 0;
 };

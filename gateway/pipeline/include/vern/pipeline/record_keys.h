@@ -82,6 +82,10 @@ public:
     // the erased value in older files until compaction: call Store::compact() to purge it.
     // Call from the committing thread (not while a batch is being staged).
     Result<void, storage::StoreError> destroy(std::string_view subject_id);
+    // The in-memory half of destroy(), for a caller that erased "sk/{subject id}" in a commit of
+    // its own (an erasure that also queues notices atomically): call after that commit is
+    // durable.
+    void forget(std::string_view subject_id);
 
     // Keys now cached (tests, status).
     std::size_t cached() const;
@@ -90,6 +94,7 @@ private:
     // Under mutex_.
     Result<crypto::Sealer, KeyErrc> load(const std::string& subject_id);
     void remember(const std::string& subject_id, const crypto::Sealer& sealer);
+    void drop(const std::string& subject_id);
 
     const crypto::Keyring& keys_;
     storage::Store& store_;

@@ -35,8 +35,8 @@ namespace vern::policy {
 
 // One cleaned record for one purpose. The pipeline fills in gateway and seq when it commits.
 struct Emission {
-    std::string stream;       // the purpose's name (Record.stream)
-    std::string topic;        // the purpose's topic level upstream
+    std::string stream;  // the purpose's name (Record.stream)
+    std::string topic;   // the purpose's topic level upstream
     Lane lane;
     std::string kind;         // last topic level: "alarm", "meter", "image" or "aggregate"
     std::int64_t expires_ms;  // not forwarded after this (the purpose's or class's retention)
@@ -77,6 +77,23 @@ struct EpochSchedule {
 
 EpochSchedule epoch_schedule(const config::KeysSection& keys);
 
+// Objections (GDPR art. 21, and consent withdrawn): asked with a purpose's name and each subject
+// an event names (alarm: customer number, panel user "site/device/slot"; meter reading: customer
+// number, metering point id). True: that purpose gets nothing from the event. Must be pure and
+// fast (an in-memory lookup): it is asked on the data path.
+using ObjectionCheck = std::function<bool(std::string_view purpose, crypto::SubjectKind kind,
+                                          std::string_view identifier)>;
+
+// What the engine holds about one subject, for an export (art. 15). No identifier in it.
+struct SubjectState {
+    std::string purpose;
+    std::string what;  // "open_meter_interval", "site_total_contribution", "sent_meter_interval"
+    std::int64_t interval_start_ms = 0;
+    std::uint32_t interval_s = 0;
+    std::uint64_t energy_wh = 0;  // summed so far (open interval, contribution); 0 for sent
+    std::uint32_t covered_s = 0;  // seconds of the interval the readings cover
+};
+
 // Makes the pseudonymiser of a purpose (by name) and key epoch. Called at construction only.
 using PseudonymiserFactory =
     std::function<crypto::Pseudonymiser(const std::string& purpose, std::uint32_t epoch)>;
@@ -104,6 +121,21 @@ public:
     std::size_t restore(const std::vector<std::pair<std::string, std::string>>& entries);
 
     const config::PolicySection& section() const;
+
+    // --- data-subject rights (the pipeline calls these between commits) ---
+    // Installs the objection check; empty: nobody objects.
+    void set_objection_check(ObjectionCheck check);
+    // What the engine remembers about a subject: open meter intervals of its metering points,
+    // their share of site totals not yet closed, intervals sent recently (kept to spot late
+    // readings). A customer's metering points are those its open intervals name. Panel users:
+    // nothing (the engine remembers alarms by device and event id only).
+    std::vector<SubjectState> held_about(crypto::SubjectKind kind,
+                                         std::string_view identifier) const;
+    // Forgets all of that, in one purpose or (empty) in every purpose; the state changes to
+    // commit come out (no emissions). Site totals not yet closed lose the meter's share: a total
+    // that falls below k is not sent.
+    Output forget(crypto::SubjectKind kind, std::string_view identifier,
+                  std::string_view purpose = {});
 
 private:
     struct Impl;
