@@ -23,6 +23,7 @@ packages=(
     catch2 libcli11-dev libtomlplusplus-dev libexpected-dev nlohmann-json3-dev
     mosquitto mosquitto-clients jq
     libjpeg62-turbo-dev
+    libcpp-httplib-dev
 )
 # Optional: the fuzz targets need clang's libFuzzer and its sanitizer runtimes. The sanitizer
 # builds with gcc (VERN_SANITIZE=address|thread) need nothing beyond build-essential.

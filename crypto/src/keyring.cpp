@@ -26,6 +26,8 @@ constexpr char context_record[] = "vernrec1";       // subkey_id = epoch -> reco
 constexpr char context_kek[] = "vernkek1";          // subkey_id = KEK epoch -> key-encryption key
 constexpr char context_subject[] = "vernsub1";      // subkey_id = 1 -> subject-id key
 constexpr char context_fingerprint[] = "vernfpr1";  // subkey_id = 0 -> hashed for fingerprint()
+constexpr char context_audit[] = "vernaud1";        // subkey_id = 1 -> audit Ed25519 seed
+static_assert(sizeof(context_audit) - 1 == crypto_kdf_CONTEXTBYTES);
 static_assert(sizeof(context_pseudonym) - 1 == crypto_kdf_CONTEXTBYTES);
 static_assert(sizeof(context_record) - 1 == crypto_kdf_CONTEXTBYTES);
 static_assert(sizeof(context_kek) - 1 == crypto_kdf_CONTEXTBYTES);
@@ -391,6 +393,12 @@ Result<Sealer, UnwrapError> Keyring::unwrap_data_key(std::string_view subject_id
     });
     if (!ok) return fail(UnwrapError::auth_failed);
     return Sealer(std::move(key));
+}
+
+AuditSigner Keyring::audit_signer() const {
+    auto seed = std::make_shared<const SecretKey>(
+        [&](SecretKey::Bytes out) { derive(out, 1, context_audit, *impl_->master); });
+    return AuditSigner(std::move(seed));
 }
 
 std::string Keyring::fingerprint() const {

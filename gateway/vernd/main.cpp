@@ -13,6 +13,8 @@
 #include <optional>
 #include <thread>
 
+#include "vern/admin/metrics.h"
+#include "vern/admin/server.h"
 #include "vern/common/counters.h"
 #include "vern/config/config.h"
 #include "vern/pipeline/gateway.h"
@@ -117,6 +119,25 @@ int main(int argc, char** argv) {
         return 1;
     }
 
+    // The admin socket (vernctl) and its audit log, once the gateway (and the master key) exist.
+    // Subject commands go to the Gateway's rights (carried out between commits while it runs).
+    std::unique_ptr<vern::admin::AuditTrail> audit;
+    std::unique_ptr<vern::admin::AdminServer> admin;
+    std::unique_ptr<vern::admin::MetricsServer> metrics;  // [admin] metrics_port; 0: off
+    try {
+        audit = vern::admin::AuditTrail::open(config);
+        admin = std::make_unique<vern::admin::AdminServer>(
+            config, gateway->rights(), gateway->diagnostics(), *audit, counters);
+        if (config.admin.metrics_port != 0) {
+            metrics = std::make_unique<vern::admin::MetricsServer>(
+                static_cast<std::uint16_t>(config.admin.metrics_port), gateway->diagnostics(),
+                counters);
+        }
+    } catch (const std::exception& e) {
+        spdlog::critical("cannot start: {}", e.what());
+        return 1;
+    }
+
     // status.json: counters and lane depths for tools and the demo. No personal data in it.
     const auto status_path = std::filesystem::path(config.gateway.data_dir) / "status.json";
     std::mutex status_mutex;
@@ -142,6 +163,8 @@ int main(int argc, char** argv) {
     }
     status_cv.notify_all();
     status_writer.join();
+    metrics.reset();  // before the gateway they call into goes
+    admin.reset();
     vern::pipeline::write_file_atomically(status_path, gateway->status_json());
     spdlog::info("stopped");
     return clean ? 0 : 3;

@@ -1,6 +1,8 @@
 // The whole path on real parts: two mosquitto brokers (site and upstream), vernd, vern-sim
 // (seeded, so the test knows every identifier it sends) and vern-tap (a stand-in backend).
+#include <httplib.h>
 #include <mqtt/async_client.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -14,10 +16,12 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "clean.pb.h"
 #include "device.pb.h"
+#include "vern/sim/population.h"
 #include "vern/sim/tap_report.h"
 #include "vern_test.h"
 
@@ -926,6 +930,110 @@ TEST_CASE("A store that refuses writes makes vernd exit for a restart and loses 
 
 namespace {
 
+// Runs vernctl with `args`; its stdout and stderr go to `out`. Returns the exit code.
+int vernctl(const std::filesystem::path& socket, std::vector<std::string> args,
+            const std::filesystem::path& out) {
+    std::vector<std::string> argv{bin("vernctl"), "--socket", socket.string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto p = Process::spawn(argv, out);
+    return p.wait_for(60s).value_or(-1);
+}
+
+// The body of GET 127.0.0.1:port/path, empty if it failed.
+std::string http_get(int port, const std::string& path) {
+    httplib::Client client("127.0.0.1", port);
+    client.set_read_timeout(10, 0);
+    auto res = client.Get(path.c_str());
+    return res ? res->body : std::string();
+}
+
+}  // namespace
+
+// The technician's view of a running site: vernctl status, devices, selftest and tail (as JSON
+// and as tables) hold none of the simulator's identifiers (vern-tap scan over every byte they
+// printed), a privacy-officer command is refused, and /metrics is served and parses.
+TEST_CASE("vernctl in the technician role shows the site's health and none of its identifiers",
+          "[e2e]") {
+    Site site;
+    const int metrics_port = free_port();
+    std::ofstream(site.config_file(), std::ios::app)
+        << "[admin]\ntechnician_uids = [" << ::getuid() << "]\nmetrics_port = " << metrics_port
+        << "\n";
+    site.start_vernd();
+    const auto socket = site.data_dir() / "admin.sock";
+    REQUIRE(wait_until([&] { return std::filesystem::exists(socket); }, 10s));
+    TempDir out("vern-ctl");
+    site.start_tap();
+    auto tail = Process::spawn(
+        {bin("vernctl"), "--socket", socket.string(), "--json", "tail", "-n", "20", "--follow"},
+        out.path() / "tail.json");
+    auto sim = site.start_sim(6, 0.03);
+    json tap = finish(site, sim);
+    CHECK(tail.wait_for(30s).value_or(-1) == 0);
+
+    CHECK(vernctl(socket, {"--json", "status"}, out.path() / "status.json") == 0);
+    CHECK(vernctl(socket, {"--json", "devices"}, out.path() / "devices.json") == 0);
+    CHECK(vernctl(socket, {"status"}, out.path() / "status.txt") == 0);
+    CHECK(vernctl(socket, {"devices"}, out.path() / "devices.txt") == 0);
+    const int selftest = vernctl(socket, {"--json", "selftest"}, out.path() / "selftest.json");
+    CHECK(vernctl(socket, {"selftest"}, out.path() / "selftest.txt") == selftest);
+    // Not a privacy officer: refused (exit 3), and the refusal is the only thing printed.
+    CHECK(vernctl(socket, {"audit", "verify"}, out.path() / "audit.txt") == 3);
+
+    json status = read_json(out.path() / "status.json");
+    REQUIRE(status.contains("lanes"));
+    CHECK(status["site_broker"]["connected"] == true);
+    CHECK(status["lanes"]["alarm"]["depth"] == 0);
+    CHECK(status["last_upstream_ack_ms"].get<std::int64_t>() > 0);
+    CHECK(status["quarantined_by_reason"].size() > 0);  // the simulator's faults
+    json devices = read_json(out.path() / "devices.json");
+    REQUIRE(devices.contains("devices"));
+    CHECK(devices["devices"].size() >= static_cast<std::size_t>(panels));
+    for (const auto& d : devices["devices"]) CHECK(d["last_seen_ms"].get<std::int64_t>() > 0);
+    json checks = read_json(out.path() / "selftest.json");
+    REQUIRE(checks.contains("checks"));
+    CHECK(checks["checks"].size() == 7);
+    for (const auto& c : checks["checks"]) {
+        if (c["name"] != "upstream reachable" && c["name"] != "tls valid") {
+            CHECK(c["pass"] == true);
+        }
+    }
+    // tail printed one JSON record per line, as they left.
+    std::ifstream tail_in(out.path() / "tail.json");
+    std::size_t tailed = 0;
+    for (std::string line; std::getline(tail_in, line);) {
+        json r = json::parse(line, nullptr, false);
+        if (!r.is_discarded() && r.contains("record")) ++tailed;
+    }
+    CHECK(tailed == 20);
+
+    // Prometheus text: every sample line is "name{labels} value".
+    const std::string metrics = http_get(metrics_port, "/metrics");
+    CHECK(metrics.find("vern_queue_length{lane=\"alarm\"} 0") != std::string::npos);
+    CHECK(metrics.find("vern_forwarded_total ") != std::string::npos);
+    CHECK(metrics.find("vern_commit_latency_seconds_count ") != std::string::npos);
+    std::istringstream lines(metrics);
+    std::size_t samples = 0;
+    for (std::string line; std::getline(lines, line);) {
+        if (line.empty() || line[0] == '#') continue;
+        const auto space = line.rfind(' ');
+        REQUIRE(space != std::string::npos);
+        CHECK_NOTHROW(std::stod(line.substr(space + 1)));
+        CHECK(line.find_first_of(" ") == space);  // no spaces in names or labels
+        ++samples;
+    }
+    CHECK(samples > 20);
+    CHECK(http_get(metrics_port, "/healthz").find("\"ok\"") != std::string::npos);
+
+    CHECK(site.stop_vernd() == 0);
+    CHECK(tap["identifiers_found"].get<std::uint64_t>() == 0);
+    std::ofstream(out.path() / "metrics.txt") << metrics;
+    CHECK(site.scan({out.path()}) == 0);
+    CHECK(site.scan({site.data_dir() / "audit", site.vernd_log()}) == 0);
+}
+
+namespace {
+
 // A CA, a server certificate for 127.0.0.1 signed by it, a client certificate signed by it, and
 // an unrelated CA, made with openssl in `dir` (EC keys: quick).
 void make_test_pki(const std::filesystem::path& dir) {
@@ -1008,4 +1116,65 @@ TEST_CASE("A broker whose certificate the configured CA did not sign gets nothin
     CHECK(site.stop_vernd() == 0);
     json tap = site.stop_tap();
     CHECK(u64(tap, "records") == 0);
+}
+
+// The privacy officer's side through vernctl on a live site: a customer of the simulator is
+// exported and erased (identifier on stdin), the signed audit log records both under the same
+// subject id and verifies, and nothing vernctl printed besides the export — nor the audit log
+// or vernd's log — holds an identifier.
+TEST_CASE(
+    "vernctl as the privacy officer exports and erases a customer; the audit names only "
+    "its subject id",
+    "[e2e]") {
+    Site site;
+    std::ofstream(site.config_file(), std::ios::app)
+        << "[admin]\nprivacy_officer_uids = [" << ::getuid() << "]\n";
+    site.start_vernd();
+    const auto socket = site.data_dir() / "admin.sock";
+    REQUIRE(wait_until([&] { return std::filesystem::exists(socket); }, 10s));
+    site.start_tap();
+    auto sim = site.start_sim(4, 0.0);
+    (void)finish(site, sim);
+
+    vern::sim::PopulationSpec spec;
+    spec.seed = seed;
+    spec.panels = panels;
+    spec.meters = meters;
+    const std::string customer =
+        vern::sim::Population::generate(spec).panels().front().customer_number;
+    TempDir personal("vern-personal");  // the identifier and the export: personal by design
+    TempDir out("vern-ctl");            // everything else vernctl printed
+    std::ofstream(personal.path() / "id.txt") << customer << "\n";
+    const auto officer = [&](const std::string& args, const std::filesystem::path& log) {
+        auto p =
+            Process::spawn({"/bin/sh", "-c",
+                            "exec '" + bin("vernctl") + "' --socket '" + socket.string() + "' " +
+                                args + " < '" + (personal.path() / "id.txt").string() + "'"},
+                           log);
+        return p.wait_for(60s).value_or(-1);
+    };
+    const auto export_file = personal.path() / "export.json";
+    CHECK(officer("subject export --kind customer_number -o '" + export_file.string() + "'",
+                  out.path() / "export.log") == 0);
+    json exported = read_json(export_file);
+    CHECK_FALSE(exported.is_null());
+    CHECK(officer("subject erase --kind customer_number", out.path() / "erase.txt") == 0);
+    CHECK(slurp(out.path() / "erase.txt").find("erase: ") != std::string::npos);
+    CHECK(officer("--json audit show", out.path() / "audit.json") == 0);
+    CHECK(officer("audit verify", out.path() / "verify.txt") == 0);
+    // Not a technician: refused.
+    CHECK(officer("status", out.path() / "status.txt") == 3);
+
+    json audit = read_json(out.path() / "audit.json");
+    REQUIRE(audit.contains("entries"));
+    std::string export_subject, erase_subject;
+    for (const auto& e : audit["entries"]) {
+        if (e["action"] == "subject.export") export_subject = e["subject_id"];
+        if (e["action"] == "subject.erase") erase_subject = e["subject_id"];
+    }
+    CHECK(export_subject.size() == 32);
+    CHECK(export_subject == erase_subject);
+    CHECK(slurp(out.path() / "verify.txt").find("audit log intact") != std::string::npos);
+    CHECK(site.stop_vernd() == 0);
+    CHECK(site.scan({out.path(), site.data_dir() / "audit", site.vernd_log()}) == 0);
 }

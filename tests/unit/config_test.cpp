@@ -117,13 +117,11 @@ TEST_CASE("A disk budget too small to hold anything, or all reserve, is refused"
     auto tiny = problems_of("[store]\nbudget_bytes = 4096\nalarm_reserve_bytes = 0\n");
     REQUIRE(tiny.size() == 1);
     CHECK(tiny[0].message.find("budget_bytes") != std::string::npos);
-    auto reserve = problems_of(
-        "[store]\nbudget_bytes = 2097152\nalarm_reserve_bytes = 2097152\n");
+    auto reserve = problems_of("[store]\nbudget_bytes = 2097152\nalarm_reserve_bytes = 2097152\n");
     REQUIRE(reserve.size() == 1);
     CHECK(reserve[0].message.find("alarm_reserve_bytes") != std::string::npos);
     CHECK(problems_of("[store]\nbudget_bytes = 0\n").empty());  // no budget at all
-    CHECK(problems_of("[store]\nbudget_bytes = 2097152\nalarm_reserve_bytes = 1048576\n")
-              .empty());
+    CHECK(problems_of("[store]\nbudget_bytes = 2097152\nalarm_reserve_bytes = 1048576\n").empty());
 }
 
 TEST_CASE("Image and meter lanes may swap but the alarm lane is always served first") {
@@ -191,4 +189,43 @@ TEST_CASE("A missing config file is one clear problem") {
         REQUIRE(e.problems().size() == 1);
         CHECK(e.problems()[0].file == "/nonexistent/vernd.toml");
     }
+}
+
+TEST_CASE("The [admin] section sets roles by numeric uid and gid, the socket and metrics port") {
+    Config c = parse_config(R"([gateway]
+data_dir = "/var/lib/vern"
+[admin]
+technician_uids = [1000, 1001]
+privacy_officer_gids = [50]
+metrics_port = 9464
+)",
+                            "t.toml");
+    CHECK(c.admin.technician_uids == std::vector<std::uint32_t>{1000, 1001});
+    CHECK(c.admin.technician_gids.empty());
+    CHECK(c.admin.privacy_officer_gids == std::vector<std::uint32_t>{50});
+    CHECK(c.admin.metrics_port == 9464);
+    CHECK(c.admin_socket_path() == std::filesystem::path("/var/lib/vern/admin.sock"));
+    CHECK(c.audit_path() == std::filesystem::path("/var/lib/vern/audit"));
+    Config d = parse_config("", "empty.toml");
+    CHECK(d.admin.technician_uids.empty());  // nobody has a role by default, root included
+    CHECK(d.admin.privacy_officer_uids.empty());
+    CHECK(d.admin.metrics_port == 0);
+}
+
+TEST_CASE("Admin roles given as names, negative ids or a non-list are refused with their place") {
+    auto p = problems_of(R"([admin]
+technician_uids = ["alice"]
+privacy_officer_uids = [-1]
+privacy_officer_gids = 7
+max_clients = 0
+)");
+    REQUIRE(p.size() == 4);
+    CHECK(p[0].line == 2);
+    CHECK(p[0].column == 20);
+    CHECK(p[0].message.find("numeric ids") != std::string::npos);
+    CHECK(p[1].line == 3);
+    CHECK(p[2].line == 4);
+    CHECK(p[2].message.find("list of numeric ids") != std::string::npos);
+    CHECK(p[3].line == 5);
+    CHECK(p[3].message.find("admin.max_clients must be between 1 and 256") != std::string::npos);
 }

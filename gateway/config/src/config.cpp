@@ -111,6 +111,38 @@ Field int_field(std::string name, T* out, std::int64_t min, std::int64_t max, st
             [out] { return std::to_string(*out); }};
 }
 
+// A list of ids (uids, gids): [1000, 1001].
+Field id_list_field(std::string name, std::vector<std::uint32_t>* out, std::string doc) {
+    return {std::move(name), std::move(doc),
+            [out](const toml::node& node, const std::string& where, Context& ctx) {
+                const toml::array* list = node.as_array();
+                if (!list) {
+                    ctx.add(node.source(), where + " must be a list of numeric ids, like [1000]");
+                    return;
+                }
+                std::vector<std::uint32_t> ids;
+                for (const auto& item : *list) {
+                    auto v = item.value<std::int64_t>();
+                    if (!item.is_integer() || !v || *v < 0 ||
+                        *v > std::int64_t{std::numeric_limits<std::uint32_t>::max()}) {
+                        ctx.add(item.source(), where +
+                                                   " entries must be numeric ids from 0 to "
+                                                   "4294967295 (names are not looked up)");
+                        return;
+                    }
+                    ids.push_back(static_cast<std::uint32_t>(*v));
+                }
+                *out = std::move(ids);
+            },
+            [out] {
+                std::string text = "[";
+                for (std::size_t i = 0; i < out->size(); ++i) {
+                    text += (i ? ", " : "") + std::to_string((*out)[i]);
+                }
+                return text + "]";
+            }};
+}
+
 // An offset date-time (2027-01-01T00:00:00Z) as Unix milliseconds. Shown empty when unset (0).
 Field date_time_field(std::string name, std::int64_t* out_ms, std::string doc) {
     return {std::move(name), std::move(doc),
@@ -275,6 +307,33 @@ std::vector<Section> schema(Config& c) {
              string_field("lane_order", &c.upstream.lane_order,
                           "Lanes served first to last; alarm is always first, image and meter "
                           "may swap."),
+         }},
+        {"admin",
+         "The admin socket (vernctl), its roles, the audit log and the metrics endpoint.\n"
+         "# Roles go by the peer's numeric uid or gid; anyone else is refused, and every command,\n"
+         "# allowed or refused, is written to the signed audit log.",
+         {
+             string_field(
+                 "socket", &c.admin.socket,
+                 "Unix socket (mode 0660) vernctl talks to. Empty: {data_dir}/admin.sock."),
+             id_list_field("technician_uids", &c.admin.technician_uids,
+                           "Users allowed the diagnostics (status, devices, selftest, tail)."),
+             id_list_field("technician_gids", &c.admin.technician_gids,
+                           "Groups allowed the diagnostics."),
+             id_list_field("privacy_officer_uids", &c.admin.privacy_officer_uids,
+                           "Users allowed the data-subject rights and the audit log."),
+             id_list_field("privacy_officer_gids", &c.admin.privacy_officer_gids,
+                           "Groups allowed the data-subject rights and the audit log."),
+             int_field("max_clients", &c.admin.max_clients, 1, 256,
+                       "Connections served at once; more wait in the listen queue."),
+             int_field("max_frame_bytes", &c.admin.max_frame_bytes, 1024, 16 * 1024 * 1024,
+                       "Largest request accepted; a larger one is refused and counted."),
+             int_field("read_timeout_ms", &c.admin.read_timeout_ms, 100, 600000,
+                       "A client that sends nothing for this long is disconnected."),
+             string_field("audit_dir", &c.admin.audit_dir,
+                          "The audit log's own RocksDB directory. Empty: {data_dir}/audit."),
+             int_field("metrics_port", &c.admin.metrics_port, 0, 65535,
+                       "Prometheus /metrics and /healthz on 127.0.0.1 at this port; 0: off."),
          }},
     };
 }
@@ -534,6 +593,16 @@ std::string Config::upstream_client_id() const {
     return upstream.client_id.empty() ? "vernd-" + gateway.id + "-up" : upstream.client_id;
 }
 
+std::filesystem::path Config::admin_socket_path() const {
+    if (!admin.socket.empty()) return admin.socket;
+    return std::filesystem::path(gateway.data_dir) / "admin.sock";
+}
+
+std::filesystem::path Config::audit_path() const {
+    if (!admin.audit_dir.empty()) return admin.audit_dir;
+    return std::filesystem::path(gateway.data_dir) / "audit";
+}
+
 std::string ConfigProblem::to_string() const {
     std::ostringstream out;
     out << file;
@@ -601,6 +670,9 @@ void validate(const Config& c) {
         c.upstream.lane_order != "alarm,meter,image") {
         add("upstream.lane_order must be \"alarm,image,meter\" or \"alarm,meter,image\": "
             "the alarm lane is always served first");
+    }
+    if (c.admin_socket_path().string().size() >= 108) {
+        add("admin.socket path is too long for a Unix socket (at most 107 bytes)");
     }
     if (c.policy.purposes.empty()) add("no purpose: nothing would ever leave the site");
     for (auto& p : check_purposes(c.policy.purposes)) {

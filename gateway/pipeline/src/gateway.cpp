@@ -14,6 +14,8 @@
 
 #include "clean.pb.h"
 #include "device.pb.h"
+#include "diag_state.h"
+#include "gateway_diagnostics.h"
 #include "rights_engine.h"
 #include "vern/common/big_endian.h"
 #include "vern/common/clock.h"
@@ -149,6 +151,10 @@ struct Gateway::Impl : public forward::Outbox, public RightsHost {
     Counter& refused_budget;
     storage::BudgetCounts budget_seen;
     Counter& shredded;
+    // Diagnostics for the admin socket (technician): fed by one-line hooks on the data path.
+    DiagState diag;
+    Histogram& commit_latency;
+    std::unique_ptr<GatewayDiagnostics> diagnostics;
     int commit_failures = 0;  // consecutive (store failures; a refusal by the budget is not one)
     bool keys_unavailable = false;  // a subject key could not be read: don't commit the batch
 
@@ -171,7 +177,8 @@ struct Gateway::Impl : public forward::Outbox, public RightsHost {
           expired(k.get("records_expired")),
           state_corrupt(k.get("policy_state_corrupt")),
           refused_budget(k.get("commits_refused_budget")),
-          shredded(k.get("records_shredded")) {
+          shredded(k.get("records_shredded")),
+          commit_latency(k.histogram("commit_latency_ms")) {
         for (Lane lane : all_lanes) {
             const auto i = static_cast<std::size_t>(lane);
             if (lane == Lane::alarm) continue;  // alarms are never evicted nor dropped
@@ -334,6 +341,7 @@ struct Gateway::Impl : public forward::Outbox, public RightsHost {
                 continue;
             }
             const std::string& device = decoded->topic.device_id;
+            diag.seen(device, in.arrival_ms);
             const auto& event = decoded->message;
 
             // once only: a retry of an event already committed is receipted again, not stored
@@ -380,6 +388,7 @@ struct Gateway::Impl : public forward::Outbox, public RightsHost {
 
         // receipt: only now that the commit is durable
         send_receipts(touched, re_receipt);
+        note_marks(touched);
 
         // forward
         if (events > 0) forwarder.notify();
@@ -388,6 +397,7 @@ struct Gateway::Impl : public forward::Outbox, public RightsHost {
     // Time passing: meter intervals and site aggregates that have waited long enough close,
     // images whose chunks or alarm did not come are dropped.
     void tick(std::int64_t now_ms) {
+        diag.sample(now_ms, counters.snapshot());
         auto output = policy.tick(now_ms);
         if (output.emissions.empty() && output.state.empty()) return;
         storage::WriteSet writes;
@@ -418,7 +428,7 @@ struct Gateway::Impl : public forward::Outbox, public RightsHost {
             std::exchange(keys_unavailable, false)
                 ? Result<std::vector<std::uint64_t>, storage::StoreError>(fail(storage::StoreError{
                       storage::StoreErrc::io_error, "a subject data key could not be read"}))
-                : store->commit(std::move(writes));
+                : timed_commit(std::move(writes));
         record_keys.settle(committed.has_value());
         sync_budget_counts();
         if (!committed && committed.error().code == storage::StoreErrc::over_budget) {
@@ -498,6 +508,7 @@ struct Gateway::Impl : public forward::Outbox, public RightsHost {
 
     void count(Reason reason, const std::string& device) {
         quarantined[static_cast<int>(reason)]->add();
+        diag.error(device, reason);
         spdlog::debug("device {}: refused ({})", device, reason_name(reason));
     }
 
@@ -507,6 +518,7 @@ struct Gateway::Impl : public forward::Outbox, public RightsHost {
             if (auto topic = decoder.parse_topic(in.topic)) device = topic->device_id;
         }
         quarantined[static_cast<int>(reason)]->add();
+        diag.error(device, reason);
         writes.quarantine(quarantine_entry(in.arrival_ms, reason, device, in.payload.size()));
         if (device.empty()) {
             spdlog::debug("quarantined {} bytes from an unattributable topic ({})",
@@ -535,6 +547,26 @@ struct Gateway::Impl : public forward::Outbox, public RightsHost {
             if (!touched.count(d) && marks.known(d)) add(d);
         }
         if (!out.empty()) site.publish(std::move(out));
+    }
+
+    // --- diagnostics (admin socket): kept apart from the data path above ---------------------
+
+    Result<std::vector<std::uint64_t>, storage::StoreError> timed_commit(storage::WriteSet&& w) {
+        const auto start = std::chrono::steady_clock::now();
+        auto committed = store->commit(std::move(w));
+        commit_latency.observe(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                .count());
+        return committed;
+    }
+
+    // Receipted marks and sequence gaps (seqs missing below the highest committed) per device.
+    void note_marks(const std::set<std::string>& touched) {
+        for (const auto& device : touched) {
+            const Mark& m = marks.mark(device);
+            const std::uint64_t top = m.above.empty() ? m.through : *m.above.rbegin();
+            diag.mark(device, m.through, top - m.through - m.above.size());
+        }
     }
 
     // --- forward::Outbox: the durable queue as the forwarder sees it ------------------------
@@ -619,10 +651,14 @@ struct Gateway::Impl : public forward::Outbox, public RightsHost {
                     drop.push_back(r.seq);
                     continue;
                 }
-                full = !add(r.seq,
-                            config.upstream.topic_prefix + "/" + config.gateway.id + "/" +
-                                header->topic + "/" + header->kind,
-                            batch.SerializeAsString());
+                const bool added = add(r.seq,
+                                       config.upstream.topic_prefix + "/" + config.gateway.id +
+                                           "/" + header->topic + "/" + header->kind,
+                                       batch.SerializeAsString());
+                if (added) {
+                    diag.sent(lane, r.seq, header->topic + "/" + header->kind, batch.records(0));
+                }
+                full = !added;
             }
             settle();
             if (!out.empty()) return out;
@@ -630,6 +666,7 @@ struct Gateway::Impl : public forward::Outbox, public RightsHost {
     }
 
     void delivered(Lane lane, std::vector<std::uint64_t> ids) override {
+        diag.acked(system_now_ms());
         auto removed = store->remove(lane, std::move(ids));
         if (!removed) {
             spdlog::warn("lane {}: delete after PUBACK failed ({}); records will be re-sent",
@@ -647,7 +684,14 @@ Gateway::Gateway(const config::Config& config, Counters& counters) {
     }
     ::chmod(config.gateway.data_dir.c_str(), 0700);
     impl_ = std::make_unique<Impl>(config, counters);
+    auto& d = *impl_;
+    d.diagnostics = std::make_unique<GatewayDiagnostics>(
+        DiagSources{d.config, d.counters, *d.store, d.diag, [&d] { return d.site.connected(); },
+                    [&d] { return d.forwarder.connected(); }, [this] { return status_json(); },
+                    d.keys->fingerprint()});
 }
+
+Diagnostics& Gateway::diagnostics() { return *impl_->diagnostics; }
 
 Gateway::~Gateway() = default;
 

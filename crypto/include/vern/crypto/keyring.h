@@ -1,7 +1,8 @@
 #pragma once
 // The site's keys. One 32-byte master key (a file, mode 0600) -> libsodium crypto_kdf subkeys:
 // a pseudonym key per (purpose, epoch), a record-sealing key per epoch, a key-encryption key
-// (KEK) per epoch that wraps the random per-subject data keys, and a subject-id key.
+// (KEK) per epoch that wraps the random per-subject data keys, a subject-id key and the audit
+// log's Ed25519 signing seed.
 // Every key lives in sodium_malloc'd, mlock'd memory and is wiped when the Keyring goes.
 //
 // Never: log, print or return a key's bytes; let a key leave this module except inside the
@@ -15,6 +16,7 @@
 #include <string_view>
 
 #include "vern/common/result.h"
+#include "vern/crypto/audit_signer.h"
 #include "vern/crypto/pseudonymiser.h"
 #include "vern/crypto/sealer.h"
 
@@ -79,6 +81,9 @@ public:
     // subject id by this master key, or was changed. Thread-safe.
     Result<Sealer, UnwrapError> unwrap_data_key(std::string_view subject_id,
                                                 std::string_view wrapped) const;
+
+    // The audit log's Ed25519 signer: seed = KDF(master, 1, "vernaud1").
+    AuditSigner audit_signer() const;
 
     // 16 hex chars identifying the master key (BLAKE2b of a derived subkey), safe to show.
     std::string fingerprint() const;

@@ -101,6 +101,20 @@ struct ForwardSection {  // [upstream]
     std::string lane_order = "alarm,image,meter";
 };
 
+struct AdminSection {    // [admin]: the admin socket (vernctl), the audit log, metrics
+    std::string socket;  // Unix socket, mode 0660; empty: {data_dir}/admin.sock
+    // Roles by the peer's uid or gid (SO_PEERCRED); anyone else is refused (and audited).
+    std::vector<std::uint32_t> technician_uids;
+    std::vector<std::uint32_t> technician_gids;
+    std::vector<std::uint32_t> privacy_officer_uids;
+    std::vector<std::uint32_t> privacy_officer_gids;
+    std::uint32_t max_clients = 8;
+    std::size_t max_frame_bytes = 64 * 1024;
+    std::uint32_t read_timeout_ms = 5000;
+    std::string audit_dir;           // empty: {data_dir}/audit
+    std::uint32_t metrics_port = 0;  // Prometheus /metrics and /healthz on 127.0.0.1; 0: off
+};
+
 struct Config {
     std::string source = "(defaults)";  // file it was read from
     GatewaySection gateway;
@@ -109,10 +123,13 @@ struct Config {
     StoreSection store;
     PolicySection policy;
     ForwardSection upstream;
+    AdminSection admin;
 
     std::filesystem::path master_key_path() const;
     std::string site_client_id() const;
     std::string upstream_client_id() const;
+    std::filesystem::path admin_socket_path() const;
+    std::filesystem::path audit_path() const;
 };
 
 struct ConfigProblem {

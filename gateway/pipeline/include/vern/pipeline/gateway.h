@@ -14,6 +14,7 @@
 
 #include "vern/common/counters.h"
 #include "vern/config/config.h"
+#include "vern/pipeline/diagnostics.h"
 #include "vern/pipeline/rights.h"
 
 namespace vern::pipeline {
@@ -37,6 +38,8 @@ public:
 
     // Counters, lane depths and link states as JSON. Holds no personal data.
     std::string status_json() const;
+    // Redacted diagnostics for the admin socket (technician role); thread-safe.
+    Diagnostics& diagnostics();
 
     // Data-subject rights (gateway/pipeline/src/rights.cpp). Thread-safe: each call is carried
     // out on the pipeline thread between two commits while run() runs (the caller blocks);

@@ -1,0 +1,35 @@
+#pragma once
+// Prometheus metrics and a health check on 127.0.0.1 only ([admin] metrics_port; 0 = off):
+//   GET /metrics  text exposition format 0.0.4, names in the style of Fluent Bit and Azure IoT
+//                 Edge (vern_queue_length{lane="alarm"}, vern_dropped_total{reason=...},
+//                 vern_forwarded_total, vern_quarantined_total{reason=...}, vern_receipts_total,
+//                 vern_commit_latency_seconds histogram, every other counter as vern_<name>_total)
+//   GET /healthz  200 "ok" while the site broker link is up, else 503; JSON link states.
+// The same figures as the technician's status: no personal data, ever.
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "vern/common/counters.h"
+#include "vern/pipeline/diagnostics.h"
+
+namespace vern::admin {
+
+// The exposition text for a status JSON (Diagnostics::status_json) and the counters. Pure.
+std::string render_metrics(const std::string& status_json, const Counters& counters);
+
+class MetricsServer {
+public:
+    // Listens on 127.0.0.1:port (0: a free port, see port()). Throws AdminError if it cannot.
+    MetricsServer(std::uint16_t port, pipeline::Diagnostics& diagnostics, const Counters& counters);
+    ~MetricsServer();
+    MetricsServer(const MetricsServer&) = delete;
+    MetricsServer& operator=(const MetricsServer&) = delete;
+    std::uint16_t port() const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace vern::admin

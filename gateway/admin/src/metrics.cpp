@@ -1,0 +1,178 @@
+#include "vern/admin/metrics.h"
+
+#include <httplib.h>
+#include <spdlog/spdlog.h>
+
+#include <deque>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "vern/admin/server.h"
+
+namespace vern::admin {
+namespace {
+
+using nlohmann::json;
+
+struct Family {
+    std::string name, type, help;
+    std::vector<std::pair<std::string, double>> samples;  // labels, value
+};
+
+std::string number(double v) {
+    std::ostringstream out;
+    out.precision(15);
+    out << v;
+    return out.str();
+}
+
+// Counters that go into labelled families rather than one metric each.
+bool grouped(const std::string& name) {
+    return name.rfind("quarantined_", 0) == 0 || name.rfind("dropped_", 0) == 0 ||
+           name.rfind("evicted_", 0) == 0 || name == "records_expired" ||
+           name == "records_shredded" || name == "ingest_overflow";
+}
+
+}  // namespace
+
+std::string render_metrics(const std::string& status_json, const Counters& counters) {
+    json s = json::parse(status_json, nullptr, false);
+    if (s.is_discarded()) s = json::object();
+    std::deque<Family> families;  // references stay valid as families are added
+    auto family = [&](std::string name, std::string type, std::string help) -> Family& {
+        families.push_back({std::move(name), std::move(type), std::move(help), {}});
+        return families.back();
+    };
+
+    auto& length = family("vern_queue_length", "gauge", "Records queued per lane.");
+    auto& queued_bytes = family("vern_queue_bytes", "gauge", "Bytes of records queued per lane.");
+    auto& oldest =
+        family("vern_queue_oldest_age_seconds", "gauge", "Age of the oldest queued record.");
+    const json lanes = s.value("lanes", json::object());
+    for (const auto& [lane, l] : lanes.items()) {
+        const std::string label = "{lane=\"" + lane + "\"}";
+        length.samples.emplace_back(label, l.value("depth", 0.0));
+        queued_bytes.samples.emplace_back(label, l.value("bytes", 0.0));
+        if (l.contains("oldest_age_s") && l["oldest_age_s"].is_number()) {
+            oldest.samples.emplace_back(label, l["oldest_age_s"].get<double>());
+        }
+    }
+    auto& up = family("vern_link_up", "gauge", "1 while the MQTT link is connected.");
+    up.samples.emplace_back(
+        "{link=\"site\"}",
+        s.contains("site_broker") && s["site_broker"].value("connected", false) ? 1 : 0);
+    up.samples.emplace_back(
+        "{link=\"upstream\"}",
+        s.contains("upstream") && s["upstream"].value("connected", false) ? 1 : 0);
+
+    const auto snapshot = counters.snapshot();
+    auto value = [&](const std::string& name) {
+        auto it = snapshot.find(name);
+        return it == snapshot.end() ? 0.0 : static_cast<double>(it->second);
+    };
+    family("vern_received_total", "counter", "Messages received from the site broker.")
+        .samples.emplace_back("", value("ingest_received"));
+    family("vern_forwarded_total", "counter", "Records acknowledged by the upstream broker.")
+        .samples.emplace_back("", value("forward_delivered"));
+    family("vern_receipts_total", "counter", "Receipts sent to devices.")
+        .samples.emplace_back("", value("receipts_sent"));
+    auto& quarantined =
+        family("vern_quarantined_total", "counter", "Device messages refused, by reason.");
+    auto& dropped = family("vern_dropped_total", "counter",
+                           "Records dropped or removed before delivery, by reason.");
+    auto& other = family("vern_counter_total", "counter", "Every other internal counter.");
+    for (const auto& [name, v] : snapshot) {
+        if (name.rfind("quarantined_", 0) == 0) {
+            quarantined.samples.emplace_back("{reason=\"" + name.substr(12) + "\"}", v);
+        } else if (grouped(name)) {
+            std::string reason = name;
+            if (name == "records_expired") reason = "expired";
+            if (name == "records_shredded") reason = "shredded";
+            dropped.samples.emplace_back("{reason=\"" + reason + "\"}", v);
+        } else {
+            other.samples.emplace_back("{name=\"" + name + "\"}", v);
+        }
+    }
+
+    std::ostringstream out;
+    for (const auto& f : families) {
+        out << "# HELP " << f.name << " " << f.help << "\n# TYPE " << f.name << " " << f.type
+            << "\n";
+        for (const auto& [labels, v] : f.samples)
+            out << f.name << labels << " " << number(v) << "\n";
+    }
+    for (const auto& [name, h] : counters.histograms()) {
+        // commit_latency_ms -> vern_commit_latency_seconds
+        std::string base = name;
+        if (base.size() > 3 && base.compare(base.size() - 3, 3, "_ms") == 0) {
+            base.resize(base.size() - 3);
+        }
+        const std::string metric = "vern_" + base + "_seconds";
+        out << "# HELP " << metric << " " << base << " in seconds.\n# TYPE " << metric
+            << " histogram\n";
+        std::uint64_t cumulative = 0;
+        for (std::size_t i = 0; i < Histogram::bounds_ms.size(); ++i) {
+            cumulative += h.buckets[i];
+            out << metric << "_bucket{le=\"" << number(Histogram::bounds_ms[i] / 1000.0) << "\"} "
+                << cumulative << "\n";
+        }
+        cumulative += h.buckets.back();
+        out << metric << "_bucket{le=\"+Inf\"} " << cumulative << "\n";
+        out << metric << "_sum " << number(h.sum_ms / 1000.0) << "\n";
+        out << metric << "_count " << h.count << "\n";
+    }
+    return out.str();
+}
+
+struct MetricsServer::Impl {
+    httplib::Server server;
+    std::thread thread;
+    int port = 0;
+};
+
+MetricsServer::MetricsServer(std::uint16_t port, pipeline::Diagnostics& diagnostics,
+                             const Counters& counters)
+    : impl_(std::make_unique<Impl>()) {
+    auto& srv = impl_->server;
+    srv.set_read_timeout(5, 0);
+    srv.set_write_timeout(5, 0);
+    srv.set_payload_max_length(4096);
+    srv.Get("/metrics", [&diagnostics, &counters](const httplib::Request&, httplib::Response& res) {
+        res.set_content(render_metrics(diagnostics.status_json(), counters),
+                        "text/plain; version=0.0.4; charset=utf-8");
+    });
+    srv.Get("/healthz", [&diagnostics](const httplib::Request&, httplib::Response& res) {
+        json s = json::parse(diagnostics.status_json(), nullptr, false);
+        const bool site = !s.is_discarded() && s.contains("site_broker") &&
+                          s["site_broker"].value("connected", false);
+        const bool upstream =
+            !s.is_discarded() && s.contains("upstream") && s["upstream"].value("connected", false);
+        res.status = site ? 200 : 503;
+        res.set_content(json{{"status", site ? "ok" : "site broker disconnected"},
+                             {"site_broker", site},
+                             {"upstream", upstream}}
+                                .dump() +
+                            "\n",
+                        "application/json");
+    });
+    if (port == 0) {
+        impl_->port = srv.bind_to_any_port("127.0.0.1");
+    } else {
+        impl_->port = srv.bind_to_port("127.0.0.1", port) ? port : -1;
+    }
+    if (impl_->port <= 0) {
+        throw AdminError("metrics: cannot listen on 127.0.0.1:" + std::to_string(port));
+    }
+    impl_->thread = std::thread([this] { impl_->server.listen_after_bind(); });
+    spdlog::info("metrics on http://127.0.0.1:{}/metrics", impl_->port);
+}
+
+MetricsServer::~MetricsServer() {
+    impl_->server.stop();
+    if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+std::uint16_t MetricsServer::port() const { return static_cast<std::uint16_t>(impl_->port); }
+
+}  // namespace vern::admin

@@ -1,0 +1,365 @@
+#include <fcntl.h>
+#include <google/protobuf/util/json_util.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <thread>
+
+#include "diag_state.h"
+#include "gateway_diagnostics.h"
+#include "vern/common/clock.h"
+#include "vern/crypto/keyring.h"
+#include "vern/pipeline/record_codec.h"
+#include "vern/storage/store.h"
+
+namespace vern::pipeline {
+namespace {
+
+constexpr std::int64_t tail_interest_ms = 30000;  // keep tail records this long after a read
+
+std::int64_t mono_now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+}  // namespace
+
+// --- DiagState -------------------------------------------------------------------------------
+
+DiagState::Device* DiagState::find(const std::string& device) {
+    auto it = devices_.find(device);
+    if (it != devices_.end()) return &it->second;
+    if (devices_.size() >= max_devices) {
+        ++untracked_;
+        return nullptr;
+    }
+    return &devices_[device];
+}
+
+void DiagState::seen(const std::string& device, std::int64_t now_ms) {
+    std::lock_guard lock(mutex_);
+    if (auto* d = find(device)) {
+        d->last_seen_ms = now_ms;
+        ++d->events;
+    }
+}
+
+void DiagState::error(const std::string& device, Reason reason) {
+    if (device.empty()) return;
+    std::lock_guard lock(mutex_);
+    if (auto* d = find(device)) ++d->errors[std::string(reason_name(reason))];
+}
+
+void DiagState::mark(const std::string& device, std::uint64_t through, std::uint64_t gaps) {
+    std::lock_guard lock(mutex_);
+    if (auto* d = find(device)) {
+        d->through = through;
+        d->gaps = gaps;
+    }
+}
+
+void DiagState::sent(Lane lane, std::uint64_t seq, const std::string& topic,
+                     const clean::v1::Record& record) {
+    if (tail_wanted_until_ms_.load(std::memory_order_relaxed) < mono_now_ms()) return;
+    clean::v1::Record copy = record;
+    std::size_t image_bytes = 0;
+    if (copy.has_image()) {
+        image_bytes = copy.image().data().size();
+        copy.mutable_image()->clear_data();
+    }
+    std::string record_json;
+    google::protobuf::util::JsonPrintOptions options;
+    options.preserve_proto_field_names = true;
+    (void)google::protobuf::util::MessageToJsonString(copy, &record_json, options);
+    nlohmann::json j{{"time_ms", system_now_ms()},
+                     {"lane", std::string(lane_name(lane))},
+                     {"seq", seq},
+                     {"topic", topic},
+                     {"record", nlohmann::json::parse(record_json, nullptr, false)}};
+    if (image_bytes > 0) j["image_bytes"] = image_bytes;
+    {
+        std::lock_guard lock(tail_mutex_);
+        tail_.push_back({tail_next_++, j.dump()});
+        while (tail_.size() > tail_capacity) tail_.pop_front();
+    }
+    tail_cv_.notify_all();
+}
+
+std::vector<TailRecord> DiagState::tail(std::uint64_t cursor, std::size_t max,
+                                        std::uint32_t wait_ms) {
+    tail_wanted_until_ms_.store(mono_now_ms() + tail_interest_ms + wait_ms,
+                                std::memory_order_relaxed);
+    std::unique_lock lock(tail_mutex_);
+    auto has_new = [&] { return !tail_.empty() && tail_.back().cursor > cursor; };
+    tail_cv_.wait_for(lock, std::chrono::milliseconds(wait_ms), has_new);
+    std::vector<TailRecord> out;
+    for (const auto& r : tail_) {
+        if (r.cursor <= cursor) continue;
+        out.push_back(r);
+        if (out.size() >= max) break;
+    }
+    return out;
+}
+
+void DiagState::sample(std::int64_t now_ms, std::map<std::string, std::uint64_t> counters) {
+    std::lock_guard lock(mutex_);
+    samples_.emplace_back(now_ms, std::move(counters));
+    while (samples_.size() > max_samples) samples_.pop_front();
+}
+
+nlohmann::json DiagState::rates(const std::vector<std::string>& names) const {
+    std::lock_guard lock(mutex_);
+    nlohmann::json j = nlohmann::json::object();
+    if (samples_.size() < 2) return j;
+    const auto& [t0, first] = samples_.front();
+    const auto& [t1, last] = samples_.back();
+    const double seconds = static_cast<double>(t1 - t0) / 1000.0;
+    if (seconds <= 0) return j;
+    for (const auto& name : names) {
+        auto a = first.find(name);
+        auto b = last.find(name);
+        const std::uint64_t from = a == first.end() ? 0 : a->second;
+        const std::uint64_t to = b == last.end() ? 0 : b->second;
+        j[name + "_per_s"] = static_cast<double>(to - from) / seconds;
+    }
+    j["window_s"] = seconds;
+    return j;
+}
+
+nlohmann::json DiagState::devices() const {
+    std::lock_guard lock(mutex_);
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& [id, d] : devices_) {
+        std::uint64_t errors = 0;
+        for (const auto& [reason, n] : d.errors) errors += n;
+        list.push_back({{"device", id},
+                        {"last_seen_ms", d.last_seen_ms},
+                        {"events", d.events},
+                        {"receipted_through", d.through},
+                        {"seq_gaps", d.gaps},
+                        {"errors", errors},
+                        {"errors_by_reason", d.errors}});
+    }
+    return {{"devices", list}, {"untracked_events", untracked_}};
+}
+
+// --- GatewayDiagnostics ------------------------------------------------------------------------
+
+namespace {
+
+// Hours a record of this purpose topic and kind may wait: to tell its age from its expiry.
+std::optional<std::int64_t> retention_ms(const config::Config& c, const RecordHeader& h) {
+    for (const auto& p : c.policy.purposes) {
+        if (p.topic != h.topic) continue;
+        config::DataClass cls = config::DataClass::alarm_event;
+        if (h.kind == "image") cls = config::DataClass::verification_image;
+        if (h.kind == "meter" || h.kind == "aggregate") cls = config::DataClass::meter_reading;
+        return std::int64_t{p.retention_h_for(cls)} * 3600 * 1000;
+    }
+    return std::nullopt;
+}
+
+std::uint64_t dir_bytes(const std::filesystem::path& dir) {
+    std::uint64_t total = 0;
+    std::error_code ec;
+    for (auto it = std::filesystem::recursive_directory_iterator(
+             dir, std::filesystem::directory_options::skip_permission_denied, ec);
+         !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+        std::error_code size_ec;
+        if (it->is_regular_file(size_ec)) {
+            auto n = it->file_size(size_ec);
+            if (!size_ec) total += n;
+        }
+    }
+    return total;
+}
+
+bool is_tls(const std::string& uri) {
+    return uri.rfind("ssl://", 0) == 0 || uri.rfind("mqtts://", 0) == 0 ||
+           uri.rfind("wss://", 0) == 0;
+}
+
+// Unix ms of the notAfter of the first certificate in a PEM file; nullopt if it can't be read.
+std::optional<std::int64_t> cert_not_after_ms(const std::string& path) {
+    if (path.empty()) return std::nullopt;
+    std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_file(path.c_str(), "r"), BIO_free);
+    if (!bio) return std::nullopt;
+    std::unique_ptr<X509, decltype(&X509_free)> cert(
+        PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr), X509_free);
+    if (!cert) return std::nullopt;
+    std::tm tm{};
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(cert.get()), &tm) != 1) return std::nullopt;
+    return std::int64_t{::timegm(&tm)} * 1000;
+}
+
+// The earliest expiry of the upstream TLS certificates we hold (client certificate, CA).
+std::optional<std::int64_t> tls_expiry_ms(const config::ForwardSection& up) {
+    std::optional<std::int64_t> earliest;
+    for (const auto* file : {&up.tls_cert_file, &up.tls_ca_file}) {
+        if (auto t = cert_not_after_ms(*file); t && (!earliest || *t < *earliest)) earliest = t;
+    }
+    return earliest;
+}
+
+nlohmann::json check(const std::string& name, bool pass, const std::string& detail,
+                     const std::string& hint) {
+    return {{"name", name}, {"pass", pass}, {"detail", detail}, {"hint", pass ? "" : hint}};
+}
+
+}  // namespace
+
+std::string GatewayDiagnostics::status_json() {
+    nlohmann::json j = nlohmann::json::parse(s_.base_status(), nullptr, false);
+    if (j.is_discarded()) j = nlohmann::json::object();
+    const std::int64_t now = system_now_ms();
+    std::uint64_t queued = 0;
+    for (Lane lane : all_lanes) {
+        const auto stats = s_.store.stats(lane);
+        queued += stats.bytes;
+        nlohmann::json& l = j["lanes"][std::string(lane_name(lane))];
+        l["oldest_age_s"] = nullptr;
+        if (stats.depth == 0) continue;
+        auto head = s_.store.read(lane, stats.head_seq, 1, 1);
+        if (!head || head->empty()) continue;
+        auto header = peek_header(head->front().value);
+        if (!header) continue;
+        if (auto retention = retention_ms(s_.config, *header)) {
+            const std::int64_t created = header->expires_ms - *retention;
+            l["oldest_age_s"] = std::max<std::int64_t>(0, now - created) / 1000;
+        }
+    }
+    const auto counters = s_.counters.snapshot();
+    nlohmann::json quarantined = nlohmann::json::object();
+    nlohmann::json dropped = nlohmann::json::object();
+    for (const auto& [name, value] : counters) {
+        if (value == 0) continue;
+        if (name.rfind("quarantined_", 0) == 0) quarantined[name.substr(12)] = value;
+        if (name.rfind("evicted_", 0) == 0 || name.rfind("dropped_", 0) == 0 ||
+            name == "records_expired" || name == "records_shredded" || name == "ingest_overflow" ||
+            name == "commits_refused_budget") {
+            dropped[name] = value;
+        }
+    }
+    j["quarantined_by_reason"] = quarantined;
+    j["drops"] = dropped;
+    j["rates"] = s_.state.rates({"ingest_received", "events_committed", "forward_delivered"});
+    const auto budget = s_.config.store.budget_bytes;
+    j["disk"] = {
+        {"queued_bytes", queued},
+        {"budget_bytes", budget},
+        {"budget_used_pct", budget == 0 ? 0.0 : 100.0 * static_cast<double>(queued) / budget},
+        {"data_dir_bytes", dir_bytes(s_.config.gateway.data_dir)}};
+    const std::int64_t ack = s_.state.last_ack_ms();
+    j["last_upstream_ack_ms"] = ack;
+    j["last_upstream_ack_age_s"] =
+        ack == 0 ? nlohmann::json(nullptr) : nlohmann::json((now - ack) / 1000);
+    const bool tls = is_tls(s_.config.upstream.uri);
+    j["tls"] = {{"enabled", tls},
+                {"client_certificate", s_.config.upstream.tls_cert_file.empty() ? "none" : "set"},
+                {"certificate_expiry_ms", nullptr},
+                {"certificate_days_left", nullptr}};
+    if (auto expiry = tls ? tls_expiry_ms(s_.config.upstream) : std::nullopt) {
+        j["tls"]["certificate_expiry_ms"] = *expiry;
+        j["tls"]["certificate_days_left"] = (*expiry - now) / (24 * 3600 * 1000);
+    }
+    j["key_fingerprint"] = s_.key_fingerprint;
+    return j.dump(2);
+}
+
+std::string GatewayDiagnostics::devices_json() {
+    nlohmann::json j = s_.state.devices();
+    j["time_ms"] = system_now_ms();
+    return j.dump(2);
+}
+
+std::string GatewayDiagnostics::selftest_json() {
+    nlohmann::json checks = nlohmann::json::array();
+    const auto& c = s_.config;
+    const bool site = s_.site_connected();
+    checks.push_back(check("site broker reachable", site,
+                           site ? "connected to " + c.site_broker.uri : "not connected",
+                           "is the site broker running at site_broker.uri? check the network, "
+                           "username and password_file"));
+    const bool up = s_.upstream_connected();
+    checks.push_back(check("upstream reachable", up,
+                           up ? "connected to " + c.upstream.uri
+                              : "not connected (records wait "
+                                "in the store)",
+                           "check upstream.uri, the uplink, firewall, credentials"));
+    if (is_tls(c.upstream.uri)) {
+        std::error_code ec;
+        bool ca = std::filesystem::is_regular_file(c.upstream.tls_ca_file, ec);
+        bool cert = c.upstream.tls_cert_file.empty() ||
+                    (std::filesystem::is_regular_file(c.upstream.tls_cert_file, ec) &&
+                     std::filesystem::is_regular_file(c.upstream.tls_key_file, ec));
+        const auto expiry = tls_expiry_ms(c.upstream);
+        const bool current = expiry && *expiry > system_now_ms();
+        checks.push_back(check("tls valid", ca && cert && current && up,
+                               !(ca && cert) ? "a CA, certificate or key file is missing"
+                               : !current    ? "a certificate is expired or unreadable"
+                               : up          ? "handshake succeeded (server verified)"
+                                             : "files present; no connection to verify",
+                               "check upstream.tls_ca_file / tls_cert_file / tls_key_file and "
+                               "that the certificate has not expired"));
+    } else {
+        checks.push_back(check("tls valid", true, "not used (" + c.upstream.uri + ")", ""));
+    }
+    const std::int64_t now = system_now_ms();
+    const bool clock = now > 1704067200000LL && now < 4102444800000LL;  // 2024 .. 2100
+    checks.push_back(check("clock sane", clock, "system time " + std::to_string(now / 1000) + " s",
+                           "set the clock (NTP): receipts, expiry and meter intervals use it"));
+    {
+        const auto probe = std::filesystem::path(c.gateway.data_dir) / ".selftest-probe";
+        bool ok = false;
+        int fd = ::open(probe.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            ok = ::write(fd, "vern", 4) == 4 && ::fsync(fd) == 0;
+            ok = (::close(fd) == 0) && ok;
+            ::unlink(probe.c_str());
+        }
+        checks.push_back(check("disk writable", ok,
+                               ok ? "wrote and synced a file in " + c.gateway.data_dir
+                                  : "cannot write in " + c.gateway.data_dir,
+                               "check free space, permissions and mount of gateway.data_dir"));
+    }
+    {
+        bool ok = false;
+        std::string detail;
+        try {
+            auto keys = crypto::Keyring::load(c.master_key_path(), false);
+            ok = keys->fingerprint() == s_.key_fingerprint;
+            detail = ok ? "master key loads, fingerprint " + s_.key_fingerprint
+                        : "the key file differs from the key vernd runs with";
+        } catch (const crypto::KeyError& e) {
+            detail = "cannot load the master key file";
+        }
+        checks.push_back(check("keys loadable", ok, detail,
+                               "check keys.master_key_file: present, 32 bytes, mode 0600, "
+                               "owned by vernd's user"));
+    }
+    {
+        auto probe = s_.store.get_state("selftest/probe");
+        checks.push_back(check(
+            "store opens", probe.has_value(),
+            probe ? "the store answers reads"
+                  : "read failed: " + std::string(storage::store_errc_name(probe.error().code)),
+            "check {data_dir}/store; restart vernd to reopen it"));
+    }
+    bool all = true;
+    for (const auto& ch : checks) all = all && ch["pass"].get<bool>();
+    return nlohmann::json{{"pass", all}, {"checks", checks}}.dump(2);
+}
+
+std::vector<TailRecord> GatewayDiagnostics::tail(std::uint64_t cursor, std::size_t max,
+                                                 std::uint32_t wait_ms) {
+    return s_.state.tail(cursor, max, wait_ms);
+}
+
+}  // namespace vern::pipeline

@@ -1,0 +1,561 @@
+// Tests for vern_admin over real Unix sockets, with the real audit log (RocksDB, signed) and
+// stand-ins for the gateway's SubjectRights and Diagnostics. Roles are configured by this
+// process's uid/gid; another uid is a forked child that drops to `nobody` (the test runs as root
+// for that one; it is skipped otherwise).
+#include <grp.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "admin.pb.h"
+#include "process.h"
+#include "temp_dir.h"
+#include "vern/admin/metrics.h"
+#include "vern/admin/protocol.h"
+#include "vern/admin/server.h"
+#include "vern/admin/socket_io.h"
+#include "vern/crypto/keyring.h"
+#include "vern/storage/audit_log.h"
+
+using namespace vern;
+using admin::v1::Request;
+using admin::v1::Response;
+using json = nlohmann::json;
+
+namespace {
+
+// Identifiers that must never reach the audit log or a log line.
+const std::string secret_id = "70012345";
+
+class FakeDiagnostics : public pipeline::Diagnostics {
+public:
+    std::string status_json() override { return R"({"gateway":"gw-test","lanes":{}})"; }
+    std::string devices_json() override {
+        return R"({"devices":[{"device":"panel-000001","seq_gaps":0}]})";
+    }
+    std::string selftest_json() override { return R"({"pass":true,"checks":[]})"; }
+    std::vector<pipeline::TailRecord> tail(std::uint64_t cursor, std::size_t max,
+                                           std::uint32_t) override {
+        std::vector<pipeline::TailRecord> out;
+        for (std::uint64_t c = cursor + 1; c <= 3 && out.size() < max; ++c) {
+            out.push_back({c, R"({"seq":)" + std::to_string(c) + "}"});
+        }
+        return out;
+    }
+};
+
+class FakeRights : public pipeline::SubjectRights {
+public:
+    std::mutex mutex;
+    std::vector<std::string> calls;  // "action kind identifier [purpose]"
+    bool fail_next = false;
+
+    Result<pipeline::RightsOutcome, pipeline::RightsError> answer(std::string call) {
+        std::lock_guard lock(mutex);
+        calls.push_back(std::move(call));
+        if (std::exchange(fail_next, false)) {
+            return fail(
+                pipeline::RightsError{pipeline::RightsErrc::unknown_purpose, "no such purpose"});
+        }
+        return pipeline::RightsOutcome{std::string(32, 'f'), 2, R"({"records":2})"};
+    }
+    Result<pipeline::RightsOutcome, pipeline::RightsError> export_subject(
+        const pipeline::SubjectRef& s, const pipeline::Progress& progress) override {
+        for (std::uint64_t i = 1; i <= 3; ++i) progress(i, 3);
+        return answer("export " + s.kind + " " + s.identifier);
+    }
+    Result<pipeline::RightsOutcome, pipeline::RightsError> erase(
+        const pipeline::SubjectRef& s) override {
+        return answer("erase " + s.kind + " " + s.identifier);
+    }
+    Result<pipeline::RightsOutcome, pipeline::RightsError> restrict(const pipeline::SubjectRef& s,
+                                                                    bool on) override {
+        return answer(std::string(on ? "restrict " : "unrestrict ") + s.kind + " " + s.identifier);
+    }
+    Result<pipeline::RightsOutcome, pipeline::RightsError> object(const pipeline::SubjectRef& s,
+                                                                  std::string_view purpose,
+                                                                  bool on) override {
+        return answer(std::string(on ? "object " : "unobject ") + s.kind + " " + s.identifier +
+                      " " + std::string(purpose));
+    }
+    Result<pipeline::RightsOutcome, pipeline::RightsError> rectify(const pipeline::SubjectRef& s,
+                                                                   std::string_view field,
+                                                                   std::string_view) override {
+        return answer("rectify " + s.kind + " " + s.identifier + " " + std::string(field));
+    }
+};
+
+struct Roles {
+    std::vector<std::uint32_t> technician_uids, technician_gids, officer_uids, officer_gids;
+    std::uint32_t max_clients = 8;
+};
+
+// A running admin server over a fresh data dir and master key.
+class Fixture {
+public:
+    explicit Fixture(const Roles& roles) : dir_("vern-admin") {
+        config_.gateway.data_dir = (dir_.path() / "var").string();
+        config_.admin.technician_uids = roles.technician_uids;
+        config_.admin.technician_gids = roles.technician_gids;
+        config_.admin.privacy_officer_uids = roles.officer_uids;
+        config_.admin.privacy_officer_gids = roles.officer_gids;
+        config_.admin.max_frame_bytes = 4096;
+        config_.admin.read_timeout_ms = 500;
+        config_.admin.max_clients = roles.max_clients;
+        (void)crypto::Keyring::load(config_.master_key_path(), true);
+        audit_ = admin::AuditTrail::open(config_);
+        server_ = std::make_unique<admin::AdminServer>(config_, rights_, diagnostics_, *audit_,
+                                                       counters_);
+    }
+
+    std::string socket() const { return config_.admin_socket_path().string(); }
+    FakeRights& rights() { return rights_; }
+    Counters& counters() { return counters_; }
+    storage::AuditLog& audit() { return audit_->log(); }
+    const std::filesystem::path& dir() const { return dir_.path(); }
+
+    // Sends raw bytes as one frame; returns every response.
+    std::vector<Response> send_bytes(const std::string& body) const {
+        std::string error;
+        int fd = admin::connect_unix(socket(), error);
+        REQUIRE(fd >= 0);
+        REQUIRE(admin::write_frame(fd, body));
+        std::vector<Response> out;
+        for (;;) {
+            std::string frame;
+            if (admin::read_frame(fd, 1u << 20, 10000, frame) != admin::IoResult::ok) break;
+            Response r;
+            REQUIRE(r.ParseFromString(frame));
+            out.push_back(r);
+            if (!r.more()) break;
+        }
+        ::close(fd);
+        return out;
+    }
+    std::vector<Response> send(Request request) const {
+        if (request.version() == 0) request.set_version(admin::protocol_version);
+        return send_bytes(request.SerializeAsString());
+    }
+
+private:
+    test::TempDir dir_;
+    config::Config config_;
+    FakeDiagnostics diagnostics_;
+    FakeRights rights_;
+    Counters counters_;
+    std::unique_ptr<admin::AuditTrail> audit_;
+    std::unique_ptr<admin::AdminServer> server_;
+};
+
+Request status_request() {
+    Request r;
+    r.mutable_status();
+    return r;
+}
+
+Request subject_request(admin::v1::SubjectRequest::Action action, std::string purpose = {}) {
+    Request r;
+    auto* s = r.mutable_subject();
+    s->set_action(action);
+    s->set_kind("customer_number");
+    s->set_identifier(secret_id);
+    s->set_purpose(std::move(purpose));
+    return r;
+}
+
+std::vector<storage::AuditEntry> entries(storage::AuditLog& log) {
+    auto all = log.read(1, 1000);
+    REQUIRE(all);
+    return *all;
+}
+
+// Every byte of every file under `dir`.
+std::string all_bytes(const std::filesystem::path& dir) {
+    std::string out;
+    for (const auto& f : std::filesystem::recursive_directory_iterator(dir)) {
+        if (!f.is_regular_file() || f.path().extension() == ".sock") continue;
+        std::ifstream in(f.path(), std::ios::binary);
+        out.append(std::istreambuf_iterator<char>(in), {});
+    }
+    return out;
+}
+
+// The server audits after it answers (or hangs up): wait for the entry to land.
+bool test_wait_for_audit(storage::AuditLog& log, std::uint64_t n) {
+    for (int i = 0; i < 500; ++i) {
+        if (log.last_seq() >= n) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+}
+
+std::uint32_t me() { return static_cast<std::uint32_t>(::getuid()); }
+std::uint32_t my_gid() { return static_cast<std::uint32_t>(::getgid()); }
+
+}  // namespace
+
+TEST_CASE("parse_request refuses oversized, malformed, versionless and empty requests") {
+    using admin::parse_request;
+    using admin::ParseErrc;
+    Request good = status_request();
+    good.set_version(admin::protocol_version);
+    const std::string bytes = good.SerializeAsString();
+    REQUIRE(parse_request(bytes, 1024));
+    CHECK(admin::command_name(*parse_request(bytes, 1024)) == "status");
+    CHECK(parse_request(bytes, bytes.size() - 1).error().code == ParseErrc::too_large);
+    CHECK(parse_request("\xff\xff\xff", 1024).error().code == ParseErrc::malformed);
+    Request old = status_request();
+    old.set_version(7);
+    CHECK(parse_request(old.SerializeAsString(), 1024).error().code == ParseErrc::bad_version);
+    Request empty;
+    empty.set_version(admin::protocol_version);
+    CHECK(parse_request(empty.SerializeAsString(), 1024).error().code == ParseErrc::no_command);
+    Request no_purpose = subject_request(admin::v1::SubjectRequest::OBJECT);
+    no_purpose.set_version(admin::protocol_version);
+    CHECK(parse_request(no_purpose.SerializeAsString(), 1024).error().code ==
+          ParseErrc::missing_argument);
+}
+
+TEST_CASE(
+    "Commands need their role: diagnostics the technician's, subjects and audit the "
+    "privacy officer's") {
+    Request r = subject_request(admin::v1::SubjectRequest::ERASE);
+    CHECK(admin::required_role(r) == admin::Role::privacy_officer);
+    CHECK(admin::command_name(r) == "subject.erase");
+    CHECK(admin::required_role(status_request()) == admin::Role::technician);
+    Request verify;
+    verify.mutable_audit_verify();
+    CHECK(admin::required_role(verify) == admin::Role::privacy_officer);
+}
+
+TEST_CASE(
+    "A technician by uid gets status and devices, is refused subject and audit commands, "
+    "and every command is audited") {
+    Fixture f(Roles{{me()}, {}, {}, {}});
+    auto status = f.send(status_request());
+    REQUIRE(status.size() == 1);
+    CHECK(status[0].status() == Response::OK);
+    CHECK(json::parse(status[0].json())["gateway"] == "gw-test");
+    CHECK(status[0].role() == "technician");
+    Request devices;
+    devices.mutable_devices();
+    auto dev = f.send(devices);
+    REQUIRE(dev.size() == 1);
+    CHECK(dev[0].status() == Response::OK);
+
+    auto erase = f.send(subject_request(admin::v1::SubjectRequest::ERASE));
+    REQUIRE(erase.size() == 1);
+    CHECK(erase[0].status() == Response::FORBIDDEN);
+    CHECK(f.rights().calls.empty());
+    Request show;
+    show.mutable_audit_show();
+    CHECK(f.send(show).at(0).status() == Response::FORBIDDEN);
+
+    auto log = entries(f.audit());
+    REQUIRE(log.size() == 4);
+    CHECK(log[0].action == "status");
+    CHECK(log[0].role == "technician");
+    CHECK(log[0].uid == me());
+    CHECK(log[0].outcome == "ok");
+    CHECK(log[2].action == "subject.erase");
+    CHECK(log[2].outcome == "refused");
+    CHECK(log[2].role == "none");
+    CHECK(log[3].action == "audit.show");
+    CHECK(log[3].outcome == "refused");
+    CHECK(f.counters().get("admin_refused").get() == 2);
+    auto verdict = f.audit().verify();
+    REQUIRE(verdict);
+    CHECK(verdict->ok);
+}
+
+TEST_CASE(
+    "A privacy officer by gid runs subject commands; the audit holds the subject id, never "
+    "the identifier") {
+    Fixture f(Roles{{}, {}, {}, {my_gid()}});
+    using A = admin::v1::SubjectRequest;
+    auto exported = f.send(subject_request(A::EXPORT));
+    REQUIRE(exported.size() >= 2);  // progress first, then the report
+    CHECK(exported.front().has_progress());
+    CHECK(exported.front().more());
+    CHECK(exported.back().status() == Response::OK);
+    CHECK_FALSE(exported.back().more());
+    CHECK(json::parse(exported.back().json())["records"] == 2);
+    CHECK(f.send(subject_request(A::ERASE)).back().status() == Response::OK);
+    CHECK(f.send(subject_request(A::RESTRICT)).back().status() == Response::OK);
+    CHECK(f.send(subject_request(A::UNRESTRICT)).back().status() == Response::OK);
+    CHECK(f.send(subject_request(A::OBJECT, "billing")).back().status() == Response::OK);
+    f.rights().fail_next = true;
+    auto bad = f.send(subject_request(A::OBJECT, "nosuch"));
+    CHECK(bad.back().status() == Response::BAD_REQUEST);
+    CHECK(f.rights().calls ==
+          std::vector<std::string>{
+              "export customer_number " + secret_id, "erase customer_number " + secret_id,
+              "restrict customer_number " + secret_id, "unrestrict customer_number " + secret_id,
+              "object customer_number " + secret_id + " billing",
+              "object customer_number " + secret_id + " nosuch"});
+    // A technician command is not the privacy officer's.
+    CHECK(f.send(status_request()).at(0).status() == Response::FORBIDDEN);
+
+    auto log = entries(f.audit());
+    REQUIRE(log.size() == 7);
+    CHECK(log[0].action == "subject.export");
+    CHECK(log[0].role == "privacy-officer");
+    CHECK(log[0].subject_id == std::string(32, 'f'));
+    CHECK(log[0].outcome == "ok: 2 records");
+    CHECK(log[4].action == "subject.object purpose=billing");
+    CHECK(log[5].outcome == "error:unknown_purpose");
+    CHECK(log[6].outcome == "refused");
+    CHECK(all_bytes(f.dir()).find(secret_id) == std::string::npos);
+
+    Request verify;
+    verify.mutable_audit_verify();
+    auto v = f.send(verify);
+    REQUIRE(v.size() == 1);
+    CHECK(json::parse(v[0].json())["ok"] == true);
+    CHECK(json::parse(v[0].json())["entries"] == 8);  // the verify itself is in it
+    Request show;
+    show.mutable_audit_show()->set_max(3);
+    auto shown = json::parse(f.send(show).at(0).json());
+    REQUIRE(shown["entries"].size() == 3);
+    CHECK(shown["entries"][2]["action"] == "audit.verify");
+}
+
+TEST_CASE("A peer with no role is refused every command and each refusal is audited by uid") {
+    Fixture f(Roles{{me() + 1}, {my_gid() + 1}, {me() + 1}, {my_gid() + 1}});
+    using A = admin::v1::SubjectRequest;
+    for (auto request : {status_request(), subject_request(A::EXPORT)}) {
+        auto answer = f.send(request);
+        REQUIRE(answer.size() == 1);
+        CHECK(answer[0].status() == Response::FORBIDDEN);
+    }
+    CHECK(f.rights().calls.empty());
+    auto log = entries(f.audit());
+    REQUIRE(log.size() == 2);
+    for (const auto& e : log) {
+        CHECK(e.outcome == "refused");
+        CHECK(e.uid == me());
+        CHECK(e.subject_id.empty());
+    }
+}
+
+TEST_CASE("Malformed and oversized requests are answered BAD_REQUEST, counted and audited") {
+    Fixture f(Roles{{me()}, {}, {}, {}});
+    auto garbage = f.send_bytes("\x0a\xff\xff\xff\xff\xff");
+    REQUIRE(garbage.size() == 1);
+    CHECK(garbage[0].status() == Response::BAD_REQUEST);
+    auto huge = f.send_bytes(std::string(8192, 'x'));
+    REQUIRE(huge.size() == 1);
+    CHECK(huge[0].status() == Response::BAD_REQUEST);
+    Request versionless = status_request();
+    versionless.set_version(9);
+    CHECK(f.send(versionless).at(0).status() == Response::BAD_REQUEST);
+    CHECK(f.counters().get("admin_bad_requests").get() == 3);
+    auto log = entries(f.audit());
+    REQUIRE(log.size() == 3);
+    CHECK(log[0].outcome == "bad_request:malformed");
+    CHECK(log[1].outcome == "bad_request:too_large");
+    CHECK(log[2].outcome == "bad_request:bad_version");
+    // The server is still there.
+    CHECK(f.send(status_request()).at(0).status() == Response::OK);
+}
+
+TEST_CASE("A client that sends nothing is cut off after the read timeout and audited") {
+    Fixture f(Roles{{me()}, {}, {}, {}});
+    std::string error;
+    int fd = admin::connect_unix(f.socket(), error);
+    REQUIRE(fd >= 0);
+    std::string frame;
+    // The server closes the connection without an answer (the timeout is 500 ms).
+    CHECK(admin::read_frame(fd, 4096, 20000, frame) == admin::IoResult::closed);
+    ::close(fd);
+    REQUIRE(test_wait_for_audit(f.audit(), 1));
+    CHECK(entries(f.audit()).at(0).outcome == "bad_request:timeout");
+}
+
+TEST_CASE("tail streams the records the diagnostics hand over, then ends") {
+    Fixture f(Roles{{me()}, {}, {}, {}});
+    Request r;
+    r.mutable_tail()->set_max_records(3);
+    auto answers = f.send(r);
+    REQUIRE(answers.size() == 4);
+    for (int i = 0; i < 3; ++i) {
+        CHECK(answers[static_cast<std::size_t>(i)].more());
+        CHECK(json::parse(answers[static_cast<std::size_t>(i)].json())["seq"] == i + 1);
+    }
+    CHECK_FALSE(answers[3].more());
+}
+
+TEST_CASE(
+    "The socket is mode 0660: a user outside its group cannot connect; with access, "
+    "another uid gets only the role configured for it") {
+    if (::getuid() != 0) {
+        WARN("needs root to switch uid in a child; skipped");
+        return;
+    }
+    constexpr std::uint32_t nobody = 65534;
+    // nobody is a technician; root has no role at all.
+    Fixture f(Roles{{nobody}, {}, {}, {}});
+    // Directories others may pass through, so that only the socket's own mode decides.
+    std::filesystem::permissions(f.dir(), std::filesystem::perms(0711));
+    std::filesystem::permissions(f.dir() / "var", std::filesystem::perms(0711));
+    struct stat st {};
+    REQUIRE(::stat(f.socket().c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0660);
+    // The child's result: 10 + response status, 1 cannot connect, 2 no answer.
+    auto as_nobody = [&](Request request) {
+        pid_t child = ::fork();
+        REQUIRE(child >= 0);
+        if (child == 0) {
+            if (::setgroups(0, nullptr) != 0 || ::setgid(nobody) != 0 || ::setuid(nobody) != 0) {
+                ::_exit(3);
+            }
+            std::string error;
+            int fd = admin::connect_unix(f.socket(), error);
+            if (fd < 0) ::_exit(1);
+            request.set_version(admin::protocol_version);
+            (void)admin::write_frame(fd, request.SerializeAsString());
+            std::string frame;
+            Response r;
+            if (admin::read_frame(fd, 1u << 20, 10000, frame) != admin::IoResult::ok ||
+                !r.ParseFromString(frame)) {
+                ::_exit(2);
+            }
+            ::_exit(10 + static_cast<int>(r.status()));
+        }
+        int status = 0;
+        REQUIRE(::waitpid(child, &status, 0) == child);
+        REQUIRE(WIFEXITED(status));
+        return WEXITSTATUS(status);
+    };
+    CHECK(as_nobody(status_request()) == 1);  // mode 0660, root's group: no way in
+    REQUIRE(::chmod(f.socket().c_str(), 0666) == 0);
+    CHECK(as_nobody(status_request()) == 10 + Response::OK);
+    CHECK(as_nobody(subject_request(admin::v1::SubjectRequest::ERASE)) == 10 + Response::FORBIDDEN);
+    // root itself has no role here.
+    CHECK(f.send(status_request()).at(0).status() == Response::FORBIDDEN);
+    auto log = entries(f.audit());
+    REQUIRE(log.size() == 3);
+    CHECK(log[0].uid == nobody);
+    CHECK(log[0].role == "technician");
+    CHECK(log[1].uid == nobody);
+    CHECK(log[1].outcome == "refused");
+    CHECK(log[2].uid == 0);
+    CHECK(log[2].outcome == "refused");
+}
+
+TEST_CASE("render_metrics gives Prometheus text with lanes, reasons and the commit histogram") {
+    Counters counters;
+    counters.get("quarantined_too_large").add(3);
+    counters.get("evicted_meter_budget").add(2);
+    counters.get("forward_delivered").add(7);
+    counters.get("receipts_sent").add(5);
+    counters.histogram("commit_latency_ms").observe(3);
+    counters.histogram("commit_latency_ms").observe(3000);
+    const std::string text =
+        admin::render_metrics(R"({"lanes":{"alarm":{"depth":4,"bytes":100,"oldest_age_s":12}},)"
+                              R"("site_broker":{"connected":true},"upstream":{"connected":false}})",
+                              counters);
+    CHECK(text.find("vern_queue_length{lane=\"alarm\"} 4\n") != std::string::npos);
+    CHECK(text.find("vern_queue_oldest_age_seconds{lane=\"alarm\"} 12\n") != std::string::npos);
+    CHECK(text.find("vern_link_up{link=\"upstream\"} 0\n") != std::string::npos);
+    CHECK(text.find("vern_quarantined_total{reason=\"too_large\"} 3\n") != std::string::npos);
+    CHECK(text.find("vern_dropped_total{reason=\"evicted_meter_budget\"} 2\n") !=
+          std::string::npos);
+    CHECK(text.find("vern_forwarded_total 7\n") != std::string::npos);
+    CHECK(text.find("vern_receipts_total 5\n") != std::string::npos);
+    CHECK(text.find("vern_commit_latency_seconds_bucket{le=\"0.005\"} 1\n") != std::string::npos);
+    CHECK(text.find("vern_commit_latency_seconds_bucket{le=\"+Inf\"} 2\n") != std::string::npos);
+    CHECK(text.find("vern_commit_latency_seconds_count 2\n") != std::string::npos);
+    // Every family is declared once, before its samples.
+    std::istringstream lines(text);
+    std::set<std::string> declared;
+    for (std::string line; std::getline(lines, line);) {
+        if (line.rfind("# TYPE ", 0) == 0) {
+            CHECK(declared.insert(line.substr(7, line.find(' ', 7) - 7)).second);
+        } else if (!line.empty() && line[0] != '#') {
+            std::string name = line.substr(0, line.find_first_of("{ "));
+            for (const char* suffix : {"_bucket", "_sum", "_count"}) {
+                const std::string sfx(suffix);
+                if (!declared.count(name) && name.size() > sfx.size() &&
+                    name.compare(name.size() - sfx.size(), sfx.size(), sfx) == 0) {
+                    name.resize(name.size() - sfx.size());
+                }
+            }
+            CHECK(declared.count(name) == 1);
+        }
+    }
+}
+
+namespace {
+
+// Runs `vernctl --socket S ARGS` through sh with `stdin_text` on its stdin; output to `out`.
+int run_vernctl(const std::string& socket, const std::string& args, const std::string& stdin_text,
+                const std::filesystem::path& out) {
+    const std::string cmd = "printf '%s\\n' '" + stdin_text + "' | " + test::bin("vernctl") +
+                            " --socket '" + socket + "' " + args;
+    auto p = test::Process::spawn({"/bin/sh", "-c", cmd}, out);
+    return p.wait_for(std::chrono::seconds(60)).value_or(-1);
+}
+
+std::string slurp(const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+}  // namespace
+
+TEST_CASE("vernctl reads the identifier from stdin, shows export progress, and exits by outcome") {
+    Fixture f(Roles{{}, {}, {me()}, {}});
+    const auto out = f.dir() / "out";
+    std::filesystem::create_directories(out);
+    CHECK(run_vernctl(f.socket(), "subject export --kind customer_number", secret_id,
+                      out / "export.txt") == 0);
+    const std::string exported = slurp(out / "export.txt");
+    CHECK(exported.find("examined 3 of 3 records") != std::string::npos);
+    CHECK(exported.find("\"records\":2") != std::string::npos);
+    CHECK(run_vernctl(f.socket(), "subject object --purpose billing", secret_id,
+                      out / "object.txt") == 0);
+    CHECK(f.rights().calls.size() == 2);
+    CHECK(f.rights().calls.back() == "object customer_number " + secret_id + " billing");
+    // No technician role: refused, exit 3.
+    CHECK(run_vernctl(f.socket(), "status", "", out / "status.txt") == 3);
+    CHECK(slurp(out / "status.txt").find("FORBIDDEN") != std::string::npos);
+    CHECK(run_vernctl(f.socket(), "--json audit show", "", out / "show.json") == 0);
+    CHECK(run_vernctl(f.socket(), "audit verify", "", out / "verify.txt") == 0);
+    CHECK(slurp(out / "verify.txt").find("audit log intact: 5 entries") != std::string::npos);
+    // Nothing vernctl printed about the audit holds the identifier.
+    CHECK(slurp(out / "show.json").find(secret_id) == std::string::npos);
+    CHECK(run_vernctl("/nonexistent/admin.sock", "status", "", out / "none.txt") == 5);
+}
+
+TEST_CASE("With max_clients 1 a second client waits until the first is done") {
+    Roles roles{{me()}, {}, {}, {}};
+    roles.max_clients = 1;
+    Fixture f(roles);
+    std::string error;
+    // The first client holds the only slot and says nothing (cut off after 500 ms).
+    int silent = admin::connect_unix(f.socket(), error);
+    REQUIRE(silent >= 0);
+    // Queued in the listen backlog, served once the slot is free.
+    auto answer = f.send(status_request());
+    REQUIRE(answer.size() == 1);
+    CHECK(answer[0].status() == Response::OK);
+    ::close(silent);
+    auto log = entries(f.audit());
+    REQUIRE(log.size() == 2);
+    CHECK(log[0].outcome == "bad_request:timeout");  // the first was served first, alone
+    CHECK(log[1].action == "status");
+}

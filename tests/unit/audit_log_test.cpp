@@ -1,0 +1,221 @@
+// Tests for storage::AuditLog with real RocksDB directories and the real signer from crypto/:
+// the tamper cases (flip, delete, swap, truncate) are made with RocksDB directly, as an attacker
+// with the files would.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <catch2/catch.hpp>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+// Only to tamper with the files, as someone with access to the directory could.
+#include <rocksdb/db.h>
+
+#include "temp_dir.h"
+#include "vern/crypto/audit_signer.h"
+#include "vern/crypto/keyring.h"
+#include "vern/storage/audit_log.h"
+
+using vern::storage::AuditEntry;
+using vern::storage::AuditLog;
+
+namespace {
+
+std::array<std::uint8_t, 32> master(std::uint8_t fill) {
+    std::array<std::uint8_t, 32> m{};
+    m.fill(fill);
+    return m;
+}
+
+class SignerCrypto : public vern::storage::AuditCrypto {
+public:
+    explicit SignerCrypto(std::uint8_t fill)
+        : signer_(vern::crypto::Keyring::from_master(master(fill))->audit_signer()) {}
+    std::string chain(std::string_view previous, std::string_view body) const override {
+        return vern::crypto::chain_hash(previous, body);
+    }
+    std::string sign(std::string_view message) const override { return signer_.sign(message); }
+    bool verify(std::string_view message, std::string_view signature) const override {
+        return signer_.verify(message, signature);
+    }
+
+private:
+    vern::crypto::AuditSigner signer_;
+};
+
+AuditEntry entry(int i) {
+    AuditEntry e;
+    e.role = "privacy-officer";
+    e.uid = 1000 + static_cast<std::uint32_t>(i);
+    e.action = "subject.export";
+    e.subject_id = std::string(32, 'a');
+    e.outcome = "ok";
+    return e;
+}
+
+std::string key_of(std::uint64_t seq) {
+    std::string k = "e";
+    for (int shift = 56; shift >= 0; shift -= 8) k.push_back(static_cast<char>(seq >> shift));
+    return k;
+}
+
+void write_log(const std::string& path, const SignerCrypto& crypto, int n) {
+    auto log = AuditLog::open(path, crypto);
+    REQUIRE(log);
+    for (int i = 0; i < n; ++i) REQUIRE((*log)->append(entry(i)));
+}
+
+// Opens the log's RocksDB directory directly and lets `change` tamper with it.
+template <class Fn>
+void tamper(const std::string& path, Fn&& change) {
+    rocksdb::DB* raw = nullptr;
+    REQUIRE(rocksdb::DB::Open(rocksdb::Options(), path, &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    change(*db);
+}
+
+vern::storage::AuditVerdict verdict(const std::string& path, const SignerCrypto& crypto) {
+    auto log = AuditLog::open(path, crypto);
+    REQUIRE(log);
+    auto v = (*log)->verify();
+    REQUIRE(v);
+    return *v;
+}
+
+}  // namespace
+
+TEST_CASE("An untouched audit log verifies and reads back what was appended") {
+    vern::test::TempDir dir("vern-audit");
+    SignerCrypto crypto(1);
+    const std::string path = (dir.path() / "audit").string();
+    write_log(path, crypto, 5);
+    auto log = AuditLog::open(path, crypto);
+    REQUIRE(log);
+    auto entries = (*log)->read(1, 100);
+    REQUIRE(entries);
+    REQUIRE(entries->size() == 5);
+    CHECK((*entries)[0].seq == 1);
+    CHECK((*entries)[4].seq == 5);
+    CHECK((*entries)[4].uid == 1004);
+    CHECK((*entries)[4].subject_id == std::string(32, 'a'));
+    CHECK((*entries)[2].time_ms > 0);
+    auto v = (*log)->verify();
+    REQUIRE(v);
+    CHECK(v->ok);
+    CHECK(v->entries == 5);
+    auto last = (*log)->tail(2);
+    REQUIRE(last);
+    REQUIRE(last->size() == 2);
+    CHECK(last->front().seq == 4);
+}
+
+TEST_CASE("A flipped byte in an audit entry is detected") {
+    vern::test::TempDir dir("vern-audit");
+    SignerCrypto crypto(1);
+    const std::string path = (dir.path() / "audit").string();
+    write_log(path, crypto, 5);
+    // Any byte: in the uid, the outcome, the link or the signature.
+    auto offset = GENERATE(12, 30, 60, 130);
+    tamper(path, [&](rocksdb::DB& db) {
+        std::string value;
+        REQUIRE(db.Get(rocksdb::ReadOptions(), key_of(3), &value).ok());
+        REQUIRE(static_cast<std::size_t>(offset) < value.size());
+        value[static_cast<std::size_t>(offset)] ^= 0x01;
+        REQUIRE(db.Put(rocksdb::WriteOptions(), key_of(3), value).ok());
+    });
+    auto v = verdict(path, crypto);
+    CHECK_FALSE(v.ok);
+    CHECK(v.bad_seq == 3);
+}
+
+TEST_CASE("A deleted audit entry is detected, first, middle or last") {
+    vern::test::TempDir dir("vern-audit");
+    SignerCrypto crypto(1);
+    const std::string path = (dir.path() / "audit").string();
+    write_log(path, crypto, 5);
+    auto victim = GENERATE(1, 3, 5);
+    tamper(path, [&](rocksdb::DB& db) {
+        REQUIRE(
+            db.Delete(rocksdb::WriteOptions(), key_of(static_cast<std::uint64_t>(victim))).ok());
+    });
+    auto v = verdict(path, crypto);
+    CHECK_FALSE(v.ok);
+    CHECK(v.bad_seq == static_cast<std::uint64_t>(victim));
+}
+
+TEST_CASE("Swapped audit entries are detected") {
+    vern::test::TempDir dir("vern-audit");
+    SignerCrypto crypto(1);
+    const std::string path = (dir.path() / "audit").string();
+    write_log(path, crypto, 5);
+    tamper(path, [&](rocksdb::DB& db) {
+        std::string a, b;
+        REQUIRE(db.Get(rocksdb::ReadOptions(), key_of(2), &a).ok());
+        REQUIRE(db.Get(rocksdb::ReadOptions(), key_of(4), &b).ok());
+        REQUIRE(db.Put(rocksdb::WriteOptions(), key_of(2), b).ok());
+        REQUIRE(db.Put(rocksdb::WriteOptions(), key_of(4), a).ok());
+    });
+    auto v = verdict(path, crypto);
+    CHECK_FALSE(v.ok);
+    CHECK(v.bad_seq == 2);
+}
+
+TEST_CASE("A removed tail stays detected, even after more entries are appended") {
+    vern::test::TempDir dir("vern-audit");
+    SignerCrypto crypto(1);
+    const std::string path = (dir.path() / "audit").string();
+    write_log(path, crypto, 5);
+    tamper(path, [&](rocksdb::DB& db) {
+        REQUIRE(db.Delete(rocksdb::WriteOptions(), key_of(4)).ok());
+        REQUIRE(db.Delete(rocksdb::WriteOptions(), key_of(5)).ok());
+    });
+    auto v = verdict(path, crypto);
+    CHECK_FALSE(v.ok);
+    CHECK(v.bad_seq == 4);
+    write_log(path, crypto, 1);  // the next entry continues from the signed head: a gap remains
+    auto after = verdict(path, crypto);
+    CHECK_FALSE(after.ok);
+    CHECK(after.bad_seq == 4);
+}
+
+TEST_CASE("An audit log signed with another master key does not verify") {
+    vern::test::TempDir dir("vern-audit");
+    SignerCrypto crypto(1);
+    SignerCrypto other(2);
+    const std::string path = (dir.path() / "audit").string();
+    write_log(path, crypto, 3);
+    auto v = verdict(path, other);
+    CHECK_FALSE(v.ok);
+    CHECK(v.bad_seq == 1);
+}
+
+TEST_CASE("An audit log killed while appending reopens, verifies and goes on") {
+    vern::test::TempDir dir("vern-audit");
+    SignerCrypto crypto(1);
+    const std::string path = (dir.path() / "audit").string();
+    write_log(path, crypto, 3);
+    pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        auto log = AuditLog::open(path, crypto);
+        if (!log) ::_exit(1);
+        for (int i = 0;; ++i) {
+            if (!(*log)->append(entry(i))) ::_exit(2);
+            if (i == 20) ::kill(::getpid(), SIGKILL);  // no close, no flush: a crash
+        }
+    }
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    REQUIRE(WIFSIGNALED(status));
+    auto log = AuditLog::open(path, crypto);
+    REQUIRE(log);
+    CHECK((*log)->last_seq() == 24);  // every synced append survived
+    REQUIRE((*log)->append(entry(99)));
+    auto v = (*log)->verify();
+    REQUIRE(v);
+    CHECK(v->ok);
+    CHECK(v->entries == 25);
+}
