@@ -39,7 +39,7 @@ multiarch=(libpaho-mqttpp-dev libpaho-mqtt-dev libprotobuf-dev libsodium-dev lib
     libbz2-dev zlib1g-dev libssl-dev)
 unpacked=(librocksdb-dev librocksdb7.8 libgflags-dev libgflags2.2)
 if [ "$deps" = 1 ]; then
-    ./scripts/install-deps.sh
+    ./scripts/install-deps.sh --ship
     if ! dpkg --print-foreign-architectures | grep -qx arm64; then
         "${as_root[@]}" dpkg --add-architecture arm64
     fi
