@@ -5,13 +5,19 @@
 #   scripts/install-deps.sh          the build, test and demo dependencies
 #   scripts/install-deps.sh --fuzz   also clang-14 and libFuzzer, for scripts/fuzz.sh and
 #                                    scripts/check-hardening.sh (or set VERN_FUZZ=1)
+#   scripts/install-deps.sh --ship   also debootstrap, systemd-container, the arm64 cross
+#                                    compiler and qemu-user, for scripts/install-test.sh,
+#                                    boot-test.sh and cross-arm64.sh (which installs the :arm64
+#                                    -dev packages itself: they need dpkg --add-architecture)
 set -euo pipefail
 
 fuzz=${VERN_FUZZ:-0}
+ship=0
 for arg in "$@"; do
     case "$arg" in
         --fuzz) fuzz=1 ;;
-        *) echo "install-deps: unknown argument $arg (known: --fuzz)" >&2; exit 2 ;;
+        --ship) ship=1 ;;
+        *) echo "install-deps: unknown argument $arg (known: --fuzz, --ship)" >&2; exit 2 ;;
     esac
 done
 
@@ -29,6 +35,10 @@ packages=(
 # builds with gcc (VERN_SANITIZE=address|thread) need nothing beyond build-essential.
 fuzz_packages=(clang-14 libfuzzer-14-dev libclang-rt-14-dev)
 [ "$fuzz" = 1 ] && packages+=("${fuzz_packages[@]}")
+# Optional: packaging and shipping checks (dpkg-dev for dpkg-shlibdeps comes with
+# build-essential; systemd-analyze with systemd).
+ship_packages=(debootstrap systemd-container crossbuild-essential-arm64 qemu-user)
+[ "$ship" = 1 ] && packages+=("${ship_packages[@]}")
 
 missing=()
 for p in "${packages[@]}"; do

@@ -4,14 +4,11 @@
 
 #include <CLI/CLI.hpp>
 #include <atomic>
-#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
-#include <mutex>
 #include <optional>
-#include <thread>
 
 #include "vern/admin/metrics.h"
 #include "vern/admin/server.h"
@@ -19,13 +16,17 @@
 #include "vern/config/config.h"
 #include "vern/pipeline/gateway.h"
 #include "vern/pipeline/status.h"
+#include "vern/vernd/notify.h"
+#include "vern/vernd/service.h"
 #include "vern/vernd/tools.h"
 
 namespace {
 
 std::atomic<bool> stop_requested{false};
+std::atomic<bool> reload_requested{false};
 
 void on_signal(int) { stop_requested = true; }
+void on_reload(int) { reload_requested = true; }
 
 }  // namespace
 
@@ -69,20 +70,24 @@ int main(int argc, char** argv) {
         return 0;
     }
 
+    // The file, then the command-line overrides; at start-up and again on every reload.
+    auto read_config = [&] {
+        vern::config::Config c;
+        if (!config_file.empty()) c = vern::config::load_config(config_file);
+        if (!data_dir.empty()) c.gateway.data_dir = data_dir;
+        if (!site_uri.empty()) c.site_broker.uri = site_uri;
+        if (!upstream_uri.empty()) c.upstream.uri = upstream_uri;
+        if (!gateway_id.empty()) c.gateway.id = gateway_id;
+        if (!site_id.empty()) c.gateway.site = site_id;
+        if (!log_level.empty()) c.gateway.log_level = log_level;
+        vern::config::validate(c);
+        return c;
+    };
     vern::config::Config config;
     try {
-        if (!config_file.empty()) config = vern::config::load_config(config_file);
-        if (!data_dir.empty()) config.gateway.data_dir = data_dir;
-        if (!site_uri.empty()) config.site_broker.uri = site_uri;
-        if (!upstream_uri.empty()) config.upstream.uri = upstream_uri;
-        if (!gateway_id.empty()) config.gateway.id = gateway_id;
-        if (!site_id.empty()) config.gateway.site = site_id;
-        if (!log_level.empty()) config.gateway.log_level = log_level;
-        vern::config::validate(config);
+        config = read_config();
     } catch (const vern::config::ConfigErrors& e) {
-        std::cerr << "vernd: configuration has " << e.problems().size() << " problem"
-                  << (e.problems().size() == 1 ? "" : "s") << ":\n";
-        for (const auto& p : e.problems()) std::cerr << "  " << p.to_string() << "\n";
+        std::cerr << vern::vernd::problems_text(e);
         return 2;
     }
     if (!ropa_format.empty())
@@ -106,16 +111,19 @@ int main(int argc, char** argv) {
     // Valid signal numbers and handlers: SIG_ERR cannot come back.
     (void)std::signal(SIGINT, on_signal);
     (void)std::signal(SIGTERM, on_signal);
+    (void)std::signal(SIGHUP, on_reload);  // systemctl reload: re-read the config
     (void)std::signal(SIGPIPE, SIG_IGN);
     // A file-size limit is a failed write, counted, not a death.
     (void)std::signal(SIGXFSZ, SIG_IGN);
 
+    const auto notifier = vern::vernd::Notifier::from_environment();
     vern::Counters counters;
     std::unique_ptr<vern::pipeline::Gateway> gateway;
     try {
         gateway = std::make_unique<vern::pipeline::Gateway>(config, counters);
     } catch (const std::exception& e) {
         spdlog::critical("cannot start: {}", e.what());
+        (void)notifier.notify(std::string("STATUS=cannot start: ") + e.what());
         return 1;
     }
 
@@ -140,32 +148,34 @@ int main(int argc, char** argv) {
 
     // status.json: counters and lane depths for tools and the demo. No personal data in it.
     const auto status_path = std::filesystem::path(config.gateway.data_dir) / "status.json";
-    std::mutex status_mutex;
-    std::condition_variable status_cv;
-    bool status_done = false;
-    std::thread status_writer([&] {
-        std::unique_lock lock(status_mutex);
-        while (!status_done) {
-            lock.unlock();
-            vern::pipeline::write_file_atomically(status_path, gateway->status_json());
-            lock.lock();
-            status_cv.wait_for(lock, std::chrono::milliseconds(config.gateway.status_interval_ms),
-                               [&] { return status_done; });
-        }
-    });
+    std::optional<vern::vernd::Housekeeper> housekeeper;
+    housekeeper.emplace(
+        notifier,
+        vern::vernd::Housekeeper::Hooks{
+            [&] { return gateway->status_json(); },
+            [&](const std::string& json) {
+                vern::pipeline::write_file_atomically(status_path, json);
+            },
+            [&, running = config]() mutable {  // the reload's own copy: the stages hold theirs
+                vern::vernd::reload(read_config, running, [](const vern::config::Config& c) {
+                    spdlog::set_level(spdlog::level::from_str(c.gateway.log_level));
+                });
+                return running.gateway.status_interval_ms;
+            }},
+        config.gateway.status_interval_ms, stop_requested, reload_requested);
 
+    vern::vernd::WatchdogPinger watchdog(notifier);
     const bool clean = gateway->run(
-        stop_requested, [] { spdlog::info("ready: store open, site broker subscribed"); });
-
-    {
-        std::lock_guard lock(status_mutex);
-        status_done = true;
-    }
-    status_cv.notify_all();
-    status_writer.join();
+        stop_requested,
+        [&] {
+            spdlog::info("ready: store open, site broker subscribed");
+            (void)notifier.notify("READY=1");
+        },
+        [&] { watchdog.alive(); });
+    (void)notifier.notify("STOPPING=1");
     metrics.reset();  // before the gateway they call into goes
     admin.reset();
-    vern::pipeline::write_file_atomically(status_path, gateway->status_json());
+    housekeeper.reset();  // writes status.json a last time
     spdlog::info("stopped");
     return clean ? 0 : 3;
 }

@@ -1,15 +1,24 @@
 // vernd's one-shot flags run as a process: --pseudonymise against crypto's pseudonymiser with a
-// real key file, and --print-ropa with and without a config.
+// real key file, and --print-ropa with and without a config; and vernd under a stand-in for
+// systemd's notification socket (readiness, watchdog, reload, stopping).
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <catch2/catch.hpp>
+#include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "mosquitto.h"
+#include "process.h"
 #include "temp_dir.h"
 #include "vern/config/config.h"
 #include "vern/config/ropa.h"
@@ -111,4 +120,93 @@ TEST_CASE("vernd --print-ropa prints the record of the defaults or of a config f
     CHECK(r.code == 2);
     CHECK(r.out.empty());
     CHECK(r.err.find("PIN codes never leave the site") != std::string::npos);
+}
+
+namespace {
+
+// Stands in for systemd's notification socket: collects every datagram vernd sends.
+class NotifySocket {
+public:
+    explicit NotifySocket(std::string path) : path_(std::move(path)) {
+        fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        REQUIRE(fd_ >= 0);
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        REQUIRE(path_.size() < sizeof addr.sun_path);
+        std::memcpy(addr.sun_path, path_.c_str(), path_.size() + 1);
+        REQUIRE(::bind(fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
+        timeval tv{0, 100000};
+        ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    }
+    ~NotifySocket() { ::close(fd_); }
+    NotifySocket(const NotifySocket&) = delete;
+    NotifySocket& operator=(const NotifySocket&) = delete;
+    const std::string& path() const { return path_; }
+
+    // Receives until `count` datagrams (from the start) contain `what`, or `timeout` passes.
+    bool wait_for(const std::string& what, std::size_t count, std::chrono::milliseconds timeout) {
+        return test::wait_until(
+            [&] {
+                char buf[4096];
+                for (ssize_t n; (n = ::recv(fd_, buf, sizeof buf, 0)) > 0;) {
+                    received_.emplace_back(buf, static_cast<std::size_t>(n));
+                }
+                return seen(what) >= count;
+            },
+            timeout);
+    }
+    std::size_t seen(const std::string& what) const {
+        return static_cast<std::size_t>(
+            std::count_if(received_.begin(), received_.end(),
+                          [&](const std::string& d) { return d.find(what) != std::string::npos; }));
+    }
+
+private:
+    std::string path_;
+    int fd_ = -1;
+    std::vector<std::string> received_;
+};
+
+}  // namespace
+
+TEST_CASE("Under systemd vernd reports ready, pings its watchdog, reloads and reports stopping") {
+    using namespace std::chrono_literals;
+    test::TempDir dir("vern-notify");
+    test::Mosquitto site, upstream;
+    NotifySocket notify((dir.path() / "notify").string());
+    const auto config_file = dir.path() / "vernd.toml";
+    std::ofstream(config_file) << "[gateway]\nlog_level = \"info\"\n";
+    const auto log = dir.path() / "vernd.log";
+    auto vernd_process = test::Process::spawn(
+        {vernd, "--config", config_file.string(), "--data-dir", (dir.path() / "var").string(),
+         "--site-broker", site.uri(), "--upstream", upstream.uri()},
+        log, {"NOTIFY_SOCKET=" + notify.path(), "WATCHDOG_USEC=1000000"});
+
+    REQUIRE(notify.wait_for("READY=1", 1, 30s));
+    CHECK(notify.seen("READY=1") == 1);
+    // A 1 s watchdog is pinged every 0.5 s by the running data path.
+    CHECK(notify.wait_for("WATCHDOG=1", 3, 10s));
+    CHECK(notify.wait_for("STATUS=site broker up, upstream up; queued alarm 0", 1, 10s));
+
+    // The log level applies at once; the gateway id (upstream topics) needs a restart. The
+    // upstream URI given on the command line still overrides the file's.
+    std::ofstream(config_file) << "[gateway]\nlog_level = \"debug\"\nid = \"gw-renamed\"\n"
+                                  "[upstream]\nuri = \"tcp://127.0.0.1:1\"\n";
+    vernd_process.signal(SIGHUP);
+    REQUIRE(notify.wait_for("READY=1", 2, 10s));
+    CHECK(notify.seen("RELOADING=1") == 1);
+    const std::string text = slurp(log);
+    CHECK(text.find("reload: applied gateway.log_level\n") != std::string::npos);
+    CHECK(text.find("in force after a restart (systemctl restart vernd): gateway.id\n") !=
+          std::string::npos);
+
+    // A reload of a broken file keeps what runs.
+    std::ofstream(config_file) << "[gateway]\nlog_levle = \"debug\"\n";
+    vernd_process.signal(SIGHUP);
+    REQUIRE(notify.wait_for("READY=1", 3, 10s));
+    CHECK(slurp(log).find("reload refused, running on as before") != std::string::npos);
+
+    vernd_process.signal(SIGTERM);
+    CHECK(vernd_process.wait_for(20s) == std::optional<int>(0));
+    CHECK(notify.wait_for("STOPPING=1", 1, 1s));
 }

@@ -1,5 +1,6 @@
 #include "vern/config/config.h"
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <sstream>
@@ -228,4 +229,22 @@ max_clients = 0
     CHECK(p[2].message.find("list of numeric ids") != std::string::npos);
     CHECK(p[3].line == 5);
     CHECK(p[3].message.find("admin.max_clients must be between 1 and 256") != std::string::npos);
+}
+
+TEST_CASE("Changed keys are named section.key, purposes as purpose.NAME") {
+    const Config before = parse_config("", "a.toml");
+    CHECK(changed_keys(before, before).empty());
+    const Config after = parse_config(
+        "[gateway]\nlog_level = \"debug\"\n[store]\nblock_cache_mb = 16\n"
+        "[purpose.alarm]\nrecipient = \"ARC\"\nlegal_basis = \"b\"\nretention_h = 24\n"
+        "[purpose.alarm.alarm_event]\nkind = \"keep\"\n",
+        "b.toml");
+    // Declaring a purpose replaces the defaults: alarm changed, billing and analytics gone.
+    CHECK(changed_keys(before, after) ==
+          std::vector<std::string>{"gateway.log_level", "store.block_cache_mb", "purpose.alarm",
+                                   "purpose.billing", "purpose.analytics"});
+    const auto kv = key_values(after);
+    CHECK(std::find(kv.begin(), kv.end(),
+                    std::pair<std::string, std::string>("gateway.log_level", "\"debug\"")) !=
+          kv.end());
 }

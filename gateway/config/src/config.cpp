@@ -748,4 +748,37 @@ std::string example_config() {
     return out.str();
 }
 
+std::vector<std::pair<std::string, std::string>> key_values(const Config& config) {
+    Config copy = config;  // schema() binds to a mutable config; shown values only read it
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const auto& section : schema(copy)) {
+        for (const auto& f : section.fields)
+            out.emplace_back(section.name + "." + f.name, f.show());
+    }
+    for (const auto& p : config.policy.purposes) {
+        std::ostringstream text;
+        write_purposes_example(text, {p});
+        out.emplace_back("purpose." + p.name, text.str());
+    }
+    return out;
+}
+
+std::vector<std::string> changed_keys(const Config& before, const Config& after) {
+    const auto a = key_values(before);
+    const auto b = key_values(after);
+    auto find = [](const auto& list, const std::string& key) {
+        return std::find_if(list.begin(), list.end(),
+                            [&](const auto& kv) { return kv.first == key; });
+    };
+    std::vector<std::string> changed;
+    for (const auto& [key, value] : a) {
+        auto it = find(b, key);
+        if (it == b.end() || it->second != value) changed.push_back(key);
+    }
+    for (const auto& kv : b) {
+        if (find(a, kv.first) == a.end()) changed.push_back(kv.first);
+    }
+    return changed;
+}
+
 }  // namespace vern::config

@@ -695,14 +695,17 @@ Diagnostics& Gateway::diagnostics() { return *impl_->diagnostics; }
 
 Gateway::~Gateway() = default;
 
-bool Gateway::run(const std::atomic<bool>& stop, const std::function<void()>& on_ready) {
+bool Gateway::run(const std::atomic<bool>& stop, const std::function<void()>& on_ready,
+                  const std::function<void()>& on_alive) {
     auto& d = *impl_;
     const auto& sc = d.config.store;
     d.forwarder.start();
     d.site.start();
     d.rights->accept(true);  // queued calls run once the loop below starts
     if (on_ready) {
-        d.site.wait_subscribed(std::chrono::seconds(30));
+        if (!d.site.wait_subscribed(std::chrono::seconds(30))) {
+            spdlog::warn("site broker: not subscribed after 30 s; running on, retrying");
+        }
         on_ready();
     }
     spdlog::info("gateway {} running: site {} -> upstream {}", d.config.gateway.id,
@@ -712,6 +715,7 @@ bool Gateway::run(const std::atomic<bool>& stop, const std::function<void()>& on
     auto next_sweep = next_tick;
     while (!stop && d.commit_failures < max_commit_failures) {
         d.rights->run_queued();  // between commits: rights can't race a commit
+        if (on_alive) on_alive();
         if (std::chrono::steady_clock::now() >= next_tick) {
             d.tick(system_now_ms());
             next_tick = std::chrono::steady_clock::now() + tick_interval;

@@ -10,6 +10,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "vern/config/purposes.h"
@@ -160,5 +161,13 @@ void validate(const Config& config);
 std::string read_password_file(const std::string& path);
 // The commented example: every key with its default.
 std::string example_config();
+
+// Every key of `config` as ("section.key", value as the example file writes it), in the order
+// of the example; each purpose as one entry ("purpose.NAME", its whole declaration). For telling
+// what a re-read config changed.
+std::vector<std::pair<std::string, std::string>> key_values(const Config& config);
+// The keys whose values differ between two configs, and those only one of them has (a purpose
+// added or removed), in key_values() order (`before`'s, then keys new in `after`).
+std::vector<std::string> changed_keys(const Config& before, const Config& after);
 
 }  // namespace vern::config

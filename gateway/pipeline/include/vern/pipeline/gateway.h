@@ -33,8 +33,12 @@ public:
 
     // Runs until `stop` becomes true (returns true), or until the store refuses commits three
     // times in a row (returns false: the caller exits so that the store is reopened on restart).
-    // `on_ready` is called once the store is open and the site broker subscription is granted.
-    bool run(const std::atomic<bool>& stop, const std::function<void()>& on_ready = {});
+    // `on_ready` is called once the store is open and the site broker subscription is granted
+    // (or 30 s have passed without it: the backlog still drains upstream). `on_alive` is called
+    // on every turn of the data path's loop (at least every 200 ms while it turns; a commit may
+    // take longer): a watchdog that hears from it knows the loop is not stuck.
+    bool run(const std::atomic<bool>& stop, const std::function<void()>& on_ready = {},
+             const std::function<void()>& on_alive = {});
 
     // Counters, lane depths and link states as JSON. Holds no personal data.
     std::string status_json() const;
