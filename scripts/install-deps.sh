@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
-# Installs what vern needs to build, test and run its demo on Debian 12, if it is missing.
-# Debian packages only. Runs apt-get through sudo when not root.
+# Installs what vern needs to build, test (scripts/test.sh: sanitizers, fuzzers, clang-tidy
+# included) and run its demo on Debian 12, if it is missing. Debian packages only. Runs apt-get
+# through sudo when not root.
 #
-#   scripts/install-deps.sh          the build, test and demo dependencies
-#   scripts/install-deps.sh --fuzz   also clang-14 and libFuzzer, for scripts/fuzz.sh and
-#                                    scripts/check-hardening.sh (or set VERN_FUZZ=1)
+#   scripts/install-deps.sh          everything (--fuzz is accepted and changes nothing: the
+#                                    fuzz toolchain is always installed now)
 set -euo pipefail
 
-fuzz=${VERN_FUZZ:-0}
 for arg in "$@"; do
     case "$arg" in
-        --fuzz) fuzz=1 ;;
-        *) echo "install-deps: unknown argument $arg (known: --fuzz)" >&2; exit 2 ;;
+        --fuzz) ;;
+        *) echo "install-deps: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
 
@@ -23,11 +22,10 @@ packages=(
     catch2 libcli11-dev libtomlplusplus-dev libexpected-dev nlohmann-json3-dev
     mosquitto mosquitto-clients jq
     libjpeg62-turbo-dev
+    # scripts/test.sh: the fuzz targets (clang's libFuzzer and sanitizer runtimes), clang-tidy,
+    # and /usr/bin/time for the stage timings. The sanitizer builds use gcc.
+    clang-14 libfuzzer-14-dev libclang-rt-14-dev clang-tidy time
 )
-# Optional: the fuzz targets need clang's libFuzzer and its sanitizer runtimes. The sanitizer
-# builds with gcc (VERN_SANITIZE=address|thread) need nothing beyond build-essential.
-fuzz_packages=(clang-14 libfuzzer-14-dev libclang-rt-14-dev)
-[ "$fuzz" = 1 ] && packages+=("${fuzz_packages[@]}")
 
 missing=()
 for p in "${packages[@]}"; do
