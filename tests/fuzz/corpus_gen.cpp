@@ -331,6 +331,17 @@ void image_seeds(Writer& w) {
           chunk(1, 3, 1, 0, 3, 0, b[0]) + expire_soon + chunk(1, 3, 1, 0, 3, 1, b[1]) +
           expire_late + chunk(1, 3, 1, 0, 3, 2, b[2]) +
           chunk(0, 7, 0, 0, 1, 0, jpegs[1].substr(0, 4096)));
+    // Engine: 64 KiB images, 4 in progress; an image then its alarm; an alarm then an image
+    // with a restart between its chunks and a repeat; another device's image never linked.
+    const std::string engine = mode(ImageMode::engine) + static_cast<char>(5 | (1 << 3));
+    const std::string alarm_0 = std::string{'\x02', '\x05'};  // device 0, event 0, 5 ms later
+    const std::string restart_engine = "\x07";
+    const std::string tick = std::string{'\x03', '\x05'};
+    w.add(engine + chunk(0, 0, 0, 0, 4, 0, a[0]) + chunk(0, 0, 0, 0, 4, 1, a[1]) +
+          chunk(0, 0, 0, 0, 4, 3, a[3]) + chunk(0, 0, 0, 0, 4, 2, a[2]) + alarm_0 + tick);
+    w.add(engine + alarm_0 + chunk(0, 1, 0, 0, 3, 2, b[2]) + restart_engine +
+          chunk(0, 1, 0, 0, 3, 0, b[0]) + chunk(0, 1, 0, 0, 3, 0, b[0]) +
+          chunk(1, 1, 1, 0, 3, 0, b[0]) + restart_engine + chunk(0, 1, 0, 0, 3, 1, b[1]) + tick);
     // Restore: a genuine snapshot holding two images in progress, and one cut short.
     policy::AssemblerLimits l;
     l.max_image_bytes = 65536;

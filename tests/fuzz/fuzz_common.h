@@ -177,7 +177,8 @@ inline std::uint8_t marks_op(MarksOp op, unsigned device) {
 //               2-3 content type), count u8, index u8, u16 length + data, time step i8 x 100 ms
 //       expire: time step i16 x 10 ms
 //   restore:  limits, then the bytes given to ImageAssembler::restore
-enum class ImageMode : std::uint8_t { sanitise, assemble, restore, count };
+//   engine:   the policy engine's own reassembly; layout in fuzz_image.cpp (fuzz_engine)
+enum class ImageMode : std::uint8_t { sanitise, assemble, restore, engine, count };
 
 struct ImageIds {
     std::array<std::string, 4> devices;

@@ -13,13 +13,22 @@
 //   id and content type of all its chunks, and is exactly those chunks in index order, each
 //   index once (never a mixed image); expire() drops exactly the images idle for the timeout;
 // - snapshots: restore(snapshot()) gives the same state; restoring arbitrary bytes is refused
-//   or gives a state within the limits whose snapshot is the bytes restored.
+//   or gives a state within the limits whose snapshot is the bytes restored;
+// - the policy engine's own reassembly (what vernd runs), with its state kept and restored as
+//   the pipeline does: every image it emits is within image_max_bytes, holds no metadata
+//   segment, and is the stripped form of exactly one image's chunks as the engine accepted
+//   them (never a mix of two images or two attempts).
 #include <map>
+#include <memory>
 #include <optional>
+#include <set>
 
 #include "fuzz_common.h"
+#include "vern/common/counters.h"
+#include "vern/crypto/keyring.h"
 #include "vern/policy/image_assembler.h"
 #include "vern/policy/image_sanitiser.h"
+#include "vern/policy/policy.h"
 
 using vern::fuzz::ImageMode;
 using vern::fuzz::Reader;
@@ -287,6 +296,126 @@ void fuzz_restore(Reader& in) {
     VERN_FUZZ_CHECK(restored->snapshot() == bytes, "a restored snapshot is not canonical");
 }
 
+// --- the policy engine's image path ------------------------------------------------------------
+
+struct Engine {
+    std::unique_ptr<vern::crypto::Keyring> keys =
+        vern::crypto::Keyring::from_master(vern::fuzz::record_master_key);
+    vern::Counters counters;
+    vern::config::PolicySection section;
+    std::unique_ptr<vern::policy::Policy> policy;
+    std::map<std::string, std::string> state;  // as the pipeline commits it
+
+    void start() {
+        auto* k = keys.get();
+        policy = std::make_unique<vern::policy::Policy>(
+            section, vern::policy::EpochSchedule{},
+            [k](const std::string& purpose, std::uint32_t epoch) {
+                return k->pseudonymiser(purpose, epoch);
+            },
+            counters);
+    }
+    void restart() {
+        start();
+        std::vector<std::pair<std::string, std::string>> entries(state.begin(), state.end());
+        VERN_FUZZ_CHECK(policy->restore(entries) == 0, "the engine skips its own state");
+    }
+    void keep(const vern::policy::Output& out) {
+        for (const auto& change : out.state) {
+            if (change.value) {
+                state[change.key] = *change.value;
+            } else {
+                state.erase(change.key);
+            }
+        }
+    }
+};
+
+void check_emitted(const vern::policy::Output& out, const std::set<std::string>& completed,
+                   std::size_t max_bytes) {
+    for (const auto& e : out.emissions) {
+        if (!e.record.has_image()) continue;
+        const std::string& data = e.record.image().data();
+        VERN_FUZZ_CHECK(data.size() <= max_bytes, "the engine emitted an image over its limit");
+        VERN_FUZZ_CHECK(completed.count(data) == 1,
+                        "the engine emitted an image that is no image's chunks, stripped");
+        check_stripped(data);
+    }
+}
+
+// Input: limits byte (image_max_bytes as in limits_from, images in progress 1-10), then ops:
+//   op bits 0-1: 0 or 1 a chunk (as in the assemble mode; time step i8 ms), 2 an INTRUSION alarm
+//   (device bits 2-3, event id bits 4-5), 3 tick (bit 2 clear) or restart (bit 2 set). Time
+//   moves by milliseconds only: no image times out, so the model's images are the engine's.
+void fuzz_engine(Reader& in) {
+    static constexpr std::size_t image_bytes[] = {64,    256,   1024,     4096,
+                                                  16384, 65536, 1u << 20, 2u << 20};
+    Engine engine;
+    const std::uint8_t b = in.u8();
+    engine.section.image_max_bytes = image_bytes[b & 7];
+    engine.section.images_in_progress = 1 + ((b >> 3) & 3) * 3;
+    engine.start();
+    const auto& ids = vern::fuzz::image_ids();
+    std::int64_t now = 1'700'000'000'000;
+    std::map<Key, ModelImage> held;   // chunks the engine took, per (device, image)
+    std::set<std::string> completed;  // stripped images it may emit
+    std::uint64_t seq = 0;
+
+    while (!in.empty()) {
+        const std::uint8_t op = in.u8();
+        vern::device::v1::DeviceMessage event;
+        event.set_seq(++seq);
+        event.set_event_time_ms(now);
+        if ((op & 3) < 2) {
+            const std::string& device = ids.devices[(op >> 2) & 3];
+            event.set_device_id(device);
+            auto* chunk = event.mutable_image();
+            chunk->set_image_id(ids.images[(op >> 4) & 7]);
+            const std::uint8_t what = in.u8();
+            chunk->set_event_id(ids.events[what & 3]);
+            chunk->set_content_type(ids.content_types[(what >> 2) & 3]);
+            chunk->set_count(in.u8());
+            chunk->set_index(in.u8());
+            chunk->set_data(std::string(in.bytes(in.u16())));
+            now += in.u8();
+            auto out = engine.policy->apply(event, "site-1", now);
+            if (!out) continue;
+            engine.keep(*out);
+            if (!out->state.empty() || !out->emissions.empty()) {  // else a repeat
+                const Key key{device, chunk->image_id()};
+                auto& image = held[key];
+                image.count = chunk->count();
+                image.chunks[chunk->index()] = chunk->data();
+                if (image.chunks.size() == image.count) {
+                    std::string bytes;
+                    for (const auto& [index, data] : image.chunks) bytes += data;
+                    auto clean = vern::policy::sanitise_image(chunk->content_type(), bytes);
+                    if (clean) completed.insert(*clean);
+                    held.erase(key);
+                }
+            }
+            // A chunk that completes an image whose alarm came first sends it at once.
+            check_emitted(*out, completed, engine.section.image_max_bytes);
+        } else if ((op & 3) == 2) {
+            event.set_device_id(ids.devices[(op >> 2) & 3]);
+            event.mutable_alarm()->set_kind(vern::device::v1::AlarmEvent::INTRUSION);
+            event.mutable_alarm()->set_event_id(ids.events[(op >> 4) & 3]);
+            now += in.u8();
+            auto out = engine.policy->apply(event, "site-1", now);
+            if (!out) continue;
+            engine.keep(*out);
+            check_emitted(*out, completed, engine.section.image_max_bytes);
+        } else if ((op & 4) == 0) {
+            now += in.u8();
+            auto out = engine.policy->tick(now);
+            engine.keep(out);
+            check_emitted(out, completed, engine.section.image_max_bytes);
+        } else {
+            engine.restart();
+        }
+    }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -304,6 +433,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             break;
         case ImageMode::restore:
             fuzz_restore(in);
+            break;
+        case ImageMode::engine:
+            fuzz_engine(in);
             break;
         case ImageMode::count:
             break;
