@@ -2,8 +2,8 @@
 # Builds vern and runs every test and hardening check; what CI runs (.ci/run). Stages:
 #   plain   build with warnings as errors (-DVERN_WERROR=ON); every unit and end-to-end test
 #   tidy    clang-tidy over vern's own sources, checked-in .clang-tidy (a finding fails)
-#   asan    ASan+UBSan build (gcc, -O1 -g1); every unit and end-to-end test
-#   tsan    TSan build (gcc, -O1 -g1) of the threaded tests only; those tests
+#   asan    ASan+UBSan build (gcc, -O2 -g1); every unit and end-to-end test
+#   tsan    TSan build (gcc, -O2 -g1) of the threaded tests only; those tests
 #   fuzz    every libFuzzer target (clang-14) for VERN_FUZZ_SECONDS (20) s on its checked-in
 #           corpus and regressions (a finding fails)
 #
@@ -54,12 +54,14 @@ logs=${VERN_TEST_LOGS:-build-logs}
 # runs (vernd, vern-sim and vern-tap are built and run instrumented too).
 tsan_targets=(e2e_test storage_test crypto_test pipeline_test)
 tsan_regex="^($(IFS='|'; echo "${tsan_targets[*]}")):"
-# Sanitizer builds: -O1 and line tables only. Full debug info and -O2 cost compile time and
-# buy nothing a sanitizer report needs (function, file and line). No -Werror there: gcc's flow
-# warnings are unreliable under sanitizers (gcc 12 warns maybe-uninitialized inside
-# libstdc++'s <regex> at -O1 with ASan; gcc's manual advises against -Werror with sanitizers).
-# The plain (gcc) and fuzz (clang) builds hold our code to -Werror.
-sanitizer_flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1")
+# Sanitizer builds: line tables only (-g1): full debug info costs compile time and buys
+# nothing a sanitizer report needs (function, file and line). -O2, not -O1: at -O1 the e2e
+# outage test failed under ASan on a loaded machine (the backend missed the backlog after the
+# upstream restart; no sanitizer report; 2 runs of 2); -O2 is what the suite ran at before.
+# No -Werror there: gcc's flow warnings are unreliable under sanitizers (gcc 12 warns
+# maybe-uninitialized inside libstdc++'s <regex> at -O1 with ASan; gcc's manual advises against
+# -Werror with sanitizers). The plain (gcc) and fuzz (clang) builds hold our code to -Werror.
+sanitizer_flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1")
 
 # --- stages ------------------------------------------------------------------------------
 configure() {  # configure DIR cmake-args...
