@@ -1,23 +1,22 @@
 #!/usr/bin/env bash
-# Installs what vern needs to build, test and run its demo on Debian 12, if it is missing.
-# Debian packages only. Runs apt-get through sudo when not root.
+# Installs what vern needs to build, test (scripts/test.sh: sanitizers, fuzzers, clang-tidy
+# included) and run its demo on Debian 12, if it is missing. Debian packages only. Runs apt-get
+# through sudo when not root.
 #
-#   scripts/install-deps.sh          the build, test and demo dependencies
-#   scripts/install-deps.sh --fuzz   also clang-14 and libFuzzer, for scripts/fuzz.sh and
-#                                    scripts/check-hardening.sh (or set VERN_FUZZ=1)
+#   scripts/install-deps.sh          the build, test (sanitizers, fuzzers, clang-tidy) and demo
+#                                    dependencies (--fuzz is accepted and changes nothing now)
 #   scripts/install-deps.sh --ship   also debootstrap, systemd-container, the arm64 cross
 #                                    compiler and qemu-user, for scripts/install-test.sh,
 #                                    boot-test.sh and cross-arm64.sh (which installs the :arm64
 #                                    -dev packages itself: they need dpkg --add-architecture)
 set -euo pipefail
 
-fuzz=${VERN_FUZZ:-0}
 ship=0
 for arg in "$@"; do
     case "$arg" in
-        --fuzz) fuzz=1 ;;
+        --fuzz) ;;
         --ship) ship=1 ;;
-        *) echo "install-deps: unknown argument $arg (known: --fuzz, --ship)" >&2; exit 2 ;;
+        *) echo "install-deps: unknown argument $arg (known: --ship)" >&2; exit 2 ;;
     esac
 done
 
@@ -30,11 +29,10 @@ packages=(
     mosquitto mosquitto-clients jq
     libjpeg62-turbo-dev
     libcpp-httplib-dev
+    # scripts/test.sh: the fuzz targets (clang's libFuzzer and sanitizer runtimes), clang-tidy,
+    # and /usr/bin/time for the stage timings. The sanitizer builds use gcc.
+    clang-14 libfuzzer-14-dev libclang-rt-14-dev clang-tidy time
 )
-# Optional: the fuzz targets need clang's libFuzzer and its sanitizer runtimes. The sanitizer
-# builds with gcc (VERN_SANITIZE=address|thread) need nothing beyond build-essential.
-fuzz_packages=(clang-14 libfuzzer-14-dev libclang-rt-14-dev)
-[ "$fuzz" = 1 ] && packages+=("${fuzz_packages[@]}")
 # Optional: packaging and shipping checks (dpkg-dev for dpkg-shlibdeps comes with
 # build-essential; systemd-analyze with systemd).
 ship_packages=(debootstrap systemd-container crossbuild-essential-arm64 qemu-user)

@@ -1,8 +1,204 @@
 #!/usr/bin/env bash
-# Builds vern and runs every test: unit tests per module and the end-to-end tests that start
-# real mosquitto brokers, vernd, vern-sim and vern-tap on free loopback ports.
-set -euo pipefail
+# Builds vern and runs every test and hardening check; what CI runs (.ci/run). Stages:
+#   plain   build with warnings as errors (-DVERN_WERROR=ON); every unit and end-to-end test
+#   tidy    clang-tidy over vern's own sources, checked-in .clang-tidy (a finding fails)
+#   asan    ASan+UBSan build (gcc, -O2 -g1); every unit and end-to-end test
+#   tsan    TSan build (gcc, -O2 -g1) of the threaded tests only; those tests
+#   fuzz    every libFuzzer target (clang-14) for VERN_FUZZ_SECONDS (20) s on its checked-in
+#           corpus and regressions (a finding fails)
+#
+#   scripts/test.sh [--quick] [--stages LIST] [--fuzz-seconds N] [ctest args...]
+#     --quick (or VERN_QUICK=1)   the plain stage only, for local iteration
+#     --stages plain,asan,...     only these stages (check-hardening.sh: asan,tsan,fuzz)
+#     ctest args                  go to the plain stage's ctest (e.g. -R decode_test)
+#
+# The stages overlap so that both cores stay busy: builds run one after the other under nice
+# 5 while the tests of what was built before run at normal priority (they wait on brokers and
+# timers, and must not be starved), and clang-tidy fills the gaps under nice 19. Each stage's
+# output goes to $VERN_TEST_LOGS (default build-logs/); the terminal gets one line per stage and
+# a summary with wall time and CPU time (user+sys) per stage. Build dirs: $VERN_BUILD_DIR
+# (build), $VERN_ASAN_BUILD_DIR (build-asan), $VERN_TSAN_BUILD_DIR (build-tsan),
+# $VERN_FUZZ_BUILD_DIR (build-fuzz). Exits 1 if any stage failed.
+set -uo pipefail
+self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
-scripts/build.sh
-cd "${VERN_BUILD_DIR:-build}"
-ctest -j "$(nproc)" --output-on-failure --timeout 600 "$@"
+
+all_stages=(plain tidy asan tsan fuzz)
+stages=("${all_stages[@]}")
+[ "${VERN_QUICK:-0}" = 1 ] && stages=(plain)
+fuzz_seconds=${VERN_FUZZ_SECONDS:-20}
+ctest_args=()
+stage_to_run=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) stages=(plain); shift ;;
+        --stages) IFS=, read -r -a stages <<<"${2:?--stages needs a list}"; shift 2 ;;
+        --fuzz-seconds) fuzz_seconds="${2:?--fuzz-seconds needs a number}"; shift 2 ;;
+        --run-stage) stage_to_run=$2; shift 2 ;;  # internal: one stage, see run()
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) ctest_args+=("$1"); shift ;;
+    esac
+done
+for s in "${stages[@]}"; do
+    [[ " ${all_stages[*]} " == *" $s "* ]] || { echo "test.sh: no stage $s" >&2; exit 2; }
+done
+wants() { [[ " ${stages[*]} " == *" $1 "* ]]; }
+
+jobs=$(nproc)
+plain_dir=${VERN_BUILD_DIR:-build}
+asan_dir=${VERN_ASAN_BUILD_DIR:-build-asan}
+tsan_dir=${VERN_TSAN_BUILD_DIR:-build-tsan}
+fuzz_dir=${VERN_FUZZ_BUILD_DIR:-build-fuzz}
+logs=${VERN_TEST_LOGS:-build-logs}
+# The threaded tests: the pipeline's threads, the store's concurrent writers, the end-to-end
+# runs (vernd, vern-sim and vern-tap are built and run instrumented too).
+tsan_targets=(e2e_test storage_test crypto_test pipeline_test)
+tsan_regex="^($(IFS='|'; echo "${tsan_targets[*]}")):"
+# Sanitizer builds: line tables only (-g1): full debug info costs compile time and buys
+# nothing a sanitizer report needs (function, file and line). -O2, not -O1: at -O1 the e2e
+# outage test failed under ASan on a loaded machine (the backend missed the backlog after the
+# upstream restart; no sanitizer report; 2 runs of 2); -O2 is what the suite ran at before.
+# No -Werror there: gcc's flow warnings are unreliable under sanitizers (gcc 12 warns
+# maybe-uninitialized inside libstdc++'s <regex> at -O1 with ASan; gcc's manual advises against
+# -Werror with sanitizers). The plain (gcc) and fuzz (clang) builds hold our code to -Werror.
+sanitizer_flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1")
+
+# --- stages ------------------------------------------------------------------------------
+configure() {  # configure DIR cmake-args...
+    local dir=$1
+    shift
+    cmake -S . -B "$dir" "$@"
+}
+plain_build() {
+    configure "$plain_dir" -DCMAKE_BUILD_TYPE="${VERN_BUILD_TYPE:-RelWithDebInfo}" \
+        -DVERN_WERROR=ON && cmake --build "$plain_dir" -j "$jobs"
+}
+plain_test() {
+    (cd "$plain_dir" && ctest -j "$jobs" --output-on-failure --timeout 600 --no-tests=error \
+        "${ctest_args[@]}")
+}
+tidy() { VERN_BUILD_DIR="$plain_dir" scripts/tidy.sh; }
+asan_build() {
+    configure "$asan_dir" "${sanitizer_flags[@]}" -DVERN_SANITIZE=address -DVERN_WERROR=OFF &&
+        cmake --build "$asan_dir" -j "$jobs"
+}
+asan_test() {
+    (cd "$asan_dir" && ctest -j "$jobs" --output-on-failure --timeout 900 --no-tests=error)
+}
+tsan_build() {
+    configure "$tsan_dir" "${sanitizer_flags[@]}" -DVERN_SANITIZE=thread -DVERN_WERROR=OFF &&
+        cmake --build "$tsan_dir" -j "$jobs" --target "${tsan_targets[@]}"
+}
+tsan_test() {
+    (cd "$tsan_dir" && ctest -j "$jobs" --output-on-failure --timeout 900 --no-tests=error \
+        -R "$tsan_regex")
+}
+fuzz_build() { VERN_FUZZ_BUILD_DIR="$fuzz_dir" scripts/fuzz.sh --build-only; }
+fuzz_run() {
+    VERN_FUZZ_BUILD_DIR="$fuzz_dir" scripts/fuzz.sh --no-build --jobs "$jobs" \
+        --seconds "$fuzz_seconds"
+}
+
+# --- running them ------------------------------------------------------------------------
+if [ -n "$stage_to_run" ]; then
+    "$stage_to_run"
+    exit
+fi
+rm -rf "$logs"
+mkdir -p "$logs"
+export VERN_FUZZ_SECONDS=$fuzz_seconds
+
+# run NAME NICENESS: runs stage NAME (this script again, with --run-stage) at that niceness,
+# output in $logs/NAME.log, wall and CPU seconds in $logs/NAME.time, exit code in
+# $logs/NAME.rc (written last: the others poll for it).
+run() {
+    local name=$1 niceness=$2 rc=0
+    echo "test.sh: $name ..."
+    /usr/bin/time -f '%e %U %S' -o "$logs/$name.time" \
+        nice -n "$niceness" "$self" --run-stage "$name" "${ctest_args[@]}" \
+        >"$logs/$name.log" 2>&1 || rc=$?
+    echo "$rc" >"$logs/$name.rc"
+    local verdict=ok
+    [ "$rc" -eq 0 ] || verdict="FAILED (exit $rc, see $logs/$name.log)"
+    echo "test.sh: $name $verdict"
+    # The ctest verdict lines: counts and the names of failed tests.
+    grep -E 'tests passed|tests failed|^\s+[0-9]+ - .*\((Failed|Timeout|SEGFAULT|Subproc|Exc)' \
+        "$logs/$name.log" | sed "s/^/  $name: /" || true
+    return "$rc"
+}
+# after STAGE...: waits until each stage has finished; fails if one did not succeed.
+after() {
+    local s
+    for s in "$@"; do
+        while [ ! -f "$logs/$s.rc" ]; do sleep 1; done
+        [ "$(cat "$logs/$s.rc")" = 0 ] || return 1
+    done
+}
+skip() {  # skip NAME WHY
+    echo "skipped ($2)" >"$logs/$1.log"
+    echo 1 >"$logs/$1.rc"
+    echo "test.sh: $1 skipped ($2)"
+}
+
+start=$(date +%s)
+pids=()
+# Builds, one after the other (each uses every core).
+(
+    if wants plain; then run plain_build 5; fi
+    if wants asan; then run asan_build 5; fi
+    if wants tsan; then run tsan_build 5; fi
+    if wants fuzz; then
+        run fuzz_build 5 && run fuzz_run 5
+        [ -f "$logs/fuzz_run.rc" ] || skip fuzz_run "fuzz_build failed"
+    fi
+) &
+pids+=($!)
+# Tests, each as soon as its build is there.
+(
+    for s in plain asan tsan; do
+        wants "$s" || continue
+        if after "${s}_build"; then run "${s}_test" 0; else skip "${s}_test" "${s}_build failed"; fi
+    done
+) &
+pids+=($!)
+# clang-tidy needs the plain build's compile_commands.json and generated headers; it takes what
+# CPU time the others leave.
+if wants tidy; then
+    (
+        wants plain || run plain_build 5
+        if after plain_build; then run tidy 19; else skip tidy "plain_build failed"; fi
+    ) &
+    pids+=($!)
+fi
+for p in "${pids[@]}"; do wait "$p"; done
+total=$(($(date +%s) - start))
+
+echo
+echo "test.sh summary (wall s: elapsed; cpu s: user+sys of the stage and its children)"
+printf '  %-12s %8s %8s  %s\n' stage "wall s" "cpu s" result
+failed=0
+cpu_total=0
+for s in plain_build plain_test tidy asan_build asan_test tsan_build tsan_test fuzz_build \
+    fuzz_run; do
+    [ -f "$logs/$s.rc" ] || continue
+    rc=$(cat "$logs/$s.rc")
+    wall=- cpu=-
+    if [ -f "$logs/$s.time" ]; then
+        read -r wall user sys < <(tail -1 "$logs/$s.time")
+        cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.0f", u + s }')
+        wall=$(awk -v w="$wall" 'BEGIN { printf "%.0f", w }')
+        cpu_total=$((cpu_total + cpu))
+    fi
+    result=ok
+    if [ "$rc" != 0 ]; then
+        result="FAILED: $logs/$s.log"
+        grep -q '^skipped' "$logs/$s.log" && result=$(cat "$logs/$s.log")
+        failed=1
+    fi
+    printf '  %-12s %8s %8s  %s\n' "$s" "$wall" "$cpu" "$result"
+done
+if [ -f "$logs/fuzz_run.log" ]; then
+    sed -n '/^target /,/^fuzz.sh/p' "$logs/fuzz_run.log" | sed 's/^/  /'
+fi
+printf '  %-12s %8s %8s  (%s cores)\n' total "$total" "$cpu_total" "$jobs"
+exit $failed

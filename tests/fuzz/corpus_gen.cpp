@@ -12,7 +12,9 @@
 #include "fuzz_common.h"
 #include "vern/config/config.h"
 #include "vern/crypto/keyring.h"
+#include "vern/policy/image_assembler.h"
 #include "vern/sim/events.h"
+#include "vern/sim/jpeg.h"
 #include "vern/sim/rng.h"
 
 namespace fs = std::filesystem;
@@ -267,6 +269,109 @@ void marks_seeds(Writer& w) {
     }
 }
 
+void image_seeds(Writer& w) {
+    using fuzz::ImageMode;
+    const std::string limits = fuzz::image_limits_bytes();
+    auto mode = [](ImageMode m) { return std::string(1, static_cast<char>(m)); };
+    auto u16 = [](std::size_t v) {
+        return std::string{static_cast<char>((v >> 8) & 0xff), static_cast<char>(v & 0xff)};
+    };
+    // Two camera JPEGs as vern-sim sends them (EXIF GPS, a comment), 8-40 KB each.
+    const auto population = sim::Population::generate(fuzz::seed_population());
+    sim::Rng rng(7);
+    std::vector<std::string> jpegs;
+    for (const char* comment : {"camera 1", "camera 2 over the back door"}) {
+        jpegs.push_back(sim::synthetic_jpeg(rng, population.location(), comment));
+    }
+    // Sanitise: each JPEG as image/jpeg, one with its type in capitals, one as PNG.
+    w.add(mode(ImageMode::sanitise) + '\0' + jpegs[0]);
+    w.add(mode(ImageMode::sanitise) + '\1' + jpegs[1]);
+    w.add(mode(ImageMode::sanitise) + '\2' + jpegs[0].substr(0, 2048));
+
+    // Assemble: chunk ops for (device, image, event, type) with `count` chunks.
+    auto chunk = [&](unsigned device, unsigned image, unsigned event, unsigned type,
+                     std::size_t count, std::size_t index, std::string_view data) {
+        std::string s(1, static_cast<char>((device << 2) | (image << 4)));
+        s.push_back(static_cast<char>(event | (type << 2)));
+        s.push_back(static_cast<char>(count));
+        s.push_back(static_cast<char>(index));
+        s += u16(data.size());
+        s += data;
+        s.push_back('\x05');  // 500 ms later
+        return s;
+    };
+    auto split = [](const std::string& j, std::size_t n) {
+        std::vector<std::string> parts;
+        const std::size_t step = (j.size() + n - 1) / n;
+        for (std::size_t at = 0; at < j.size(); at += step) parts.push_back(j.substr(at, step));
+        return parts;
+    };
+    const auto a = split(jpegs[0], 4);
+    const auto b = split(jpegs[1], 3);
+    const std::string expire_soon = "\x02" + u16(100);   // 1 s later: nothing expires
+    const std::string expire_late = "\x02" + u16(4000);  // 40 s later: what waits expires
+    const std::string restart = "\x03";
+    // In order; out of order with a repeat and another device's image interleaved; a
+    // conflicting repeat and a chunk of another count; a restart in the middle; one image
+    // left to expire; a whole image in one chunk.
+    w.add(mode(ImageMode::assemble) + limits + chunk(0, 0, 0, 0, 4, 0, a[0]) +
+          chunk(0, 0, 0, 0, 4, 1, a[1]) + chunk(0, 0, 0, 0, 4, 2, a[2]) +
+          chunk(0, 0, 0, 0, 4, 3, a[3]));
+    w.add(mode(ImageMode::assemble) + limits + chunk(0, 0, 0, 0, 4, 2, a[2]) +
+          chunk(1, 0, 1, 0, 3, 0, b[0]) + chunk(0, 0, 0, 0, 4, 0, a[0]) +
+          chunk(0, 0, 0, 0, 4, 2, a[2]) + chunk(1, 0, 1, 0, 3, 2, b[2]) + expire_soon +
+          chunk(0, 0, 0, 0, 4, 3, a[3]) + chunk(1, 0, 1, 0, 3, 1, b[1]) +
+          chunk(0, 0, 0, 0, 4, 1, a[1]));
+    w.add(mode(ImageMode::assemble) + limits + chunk(0, 1, 0, 0, 4, 0, a[0]) +
+          chunk(0, 1, 0, 0, 4, 0, a[1]) + chunk(0, 1, 0, 0, 3, 1, a[1]) +
+          chunk(0, 1, 1, 0, 4, 1, a[1]) + chunk(0, 1, 0, 1, 4, 1, a[1]) + restart +
+          chunk(0, 1, 0, 0, 4, 1, a[1]) + chunk(0, 1, 0, 0, 4, 2, a[2]) + restart +
+          chunk(0, 1, 0, 0, 4, 3, a[3]));
+    w.add(mode(ImageMode::assemble) + limits + chunk(2, 2, 0, 0, 3, 0, b[0]) +
+          chunk(1, 3, 1, 0, 3, 0, b[0]) + expire_soon + chunk(1, 3, 1, 0, 3, 1, b[1]) +
+          expire_late + chunk(1, 3, 1, 0, 3, 2, b[2]) +
+          chunk(0, 7, 0, 0, 1, 0, jpegs[1].substr(0, 4096)));
+    // Engine: 64 KiB images, 4 in progress; an image then its alarm; an alarm then an image
+    // with a restart between its chunks and a repeat; another device's image never linked.
+    const std::string engine = mode(ImageMode::engine) + static_cast<char>(5 | (1 << 3));
+    const std::string alarm_0 = std::string{'\x02', '\x05'};  // device 0, event 0, 5 ms later
+    const std::string restart_engine = "\x07";
+    const std::string tick = std::string{'\x03', '\x05'};
+    w.add(engine + chunk(0, 0, 0, 0, 4, 0, a[0]) + chunk(0, 0, 0, 0, 4, 1, a[1]) +
+          chunk(0, 0, 0, 0, 4, 3, a[3]) + chunk(0, 0, 0, 0, 4, 2, a[2]) + alarm_0 + tick);
+    w.add(engine + alarm_0 + chunk(0, 1, 0, 0, 3, 2, b[2]) + restart_engine +
+          chunk(0, 1, 0, 0, 3, 0, b[0]) + chunk(0, 1, 0, 0, 3, 0, b[0]) +
+          chunk(1, 1, 1, 0, 3, 0, b[0]) + restart_engine + chunk(0, 1, 0, 0, 3, 1, b[1]) + tick);
+    // Restore: a genuine snapshot holding two images in progress, and one cut short.
+    policy::AssemblerLimits l;
+    l.max_image_bytes = 65536;
+    l.max_images_in_progress = 4;
+    l.max_bytes_in_progress = 1u << 20;
+    l.max_chunks_per_image = 16;
+    l.max_id_bytes = 32;
+    policy::ImageAssembler assembler(l);
+    const auto& ids = fuzz::image_ids();
+    auto add_chunk = [&](unsigned device, unsigned image, std::size_t count, std::size_t index,
+                         const std::string& data) {
+        device::v1::ImageChunk c;
+        c.set_event_id(ids.events[0]);
+        c.set_image_id(ids.images[image]);
+        c.set_content_type(ids.content_types[0]);
+        c.set_count(static_cast<std::uint32_t>(count));
+        c.set_index(static_cast<std::uint32_t>(index));
+        c.set_data(data);
+        if (!assembler.add(c, ids.devices[device], 1'700'000'000'000)) {
+            throw std::runtime_error("image seed: the assembler refused a chunk");
+        }
+    };
+    add_chunk(0, 0, 4, 1, a[1].substr(0, 512));
+    add_chunk(0, 0, 4, 3, a[3].substr(0, 512));
+    add_chunk(1, 2, 3, 0, b[0].substr(0, 512));
+    const std::string snapshot = assembler.snapshot();
+    w.add(mode(ImageMode::restore) + limits + snapshot);
+    w.add(mode(ImageMode::restore) + limits + snapshot.substr(0, snapshot.size() / 2));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -284,7 +389,9 @@ int main(int argc, char** argv) {
         record_seeds(record);
         Writer marks(out, "fuzz_device_marks");
         marks_seeds(marks);
-        for (const Writer* w : {&decode, &config, &record, &marks}) {
+        Writer image(out, "fuzz_image");
+        image_seeds(image);
+        for (const Writer* w : {&decode, &config, &record, &marks, &image}) {
             std::cout << w->dir().filename().string() << ": " << w->count() << " seeds\n";
         }
     } catch (const std::exception& e) {

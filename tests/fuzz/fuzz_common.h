@@ -136,14 +136,16 @@ inline std::vector<GenuineSpec> genuine_specs() {
         return r.SerializeAsString();
     };
     return {
-        {RecordHeader{1, Lane::alarm, record_epoch, 1'800'000'000'000, "alarm", "alarm"},
+        // Format v1: no key_ref (sealed with the epoch's record key).
+        {RecordHeader{1, Lane::alarm, record_epoch, 1'800'000'000'000, "alarm", "alarm", ""},
          record("alarm", 1, 0)},
-        {RecordHeader{1, Lane::meter, record_epoch, 1'800'000'000'000, "meter", "billing"},
+        {RecordHeader{1, Lane::meter, record_epoch, 1'800'000'000'000, "meter", "billing", ""},
          record("billing", 2, 1)},
-        {RecordHeader{1, Lane::image, record_epoch, 0, "image", "alarm"}, record("alarm", 3, 2)},
-        {RecordHeader{1, Lane::alarm, record_epoch, -1, "", ""}, ""},
+        {RecordHeader{1, Lane::image, record_epoch, 0, "image", "alarm", ""},
+         record("alarm", 3, 2)},
+        {RecordHeader{1, Lane::alarm, record_epoch, -1, "", "", ""}, ""},
         {RecordHeader{1, Lane::meter, record_epoch, INT64_MAX, std::string(255, 'k'),
-                      std::string(255, 's')},
+                      std::string(255, 's'), ""},
          std::string(300, 'p')},
     };
 }
@@ -164,6 +166,42 @@ enum class MarksOp : std::uint8_t {
 
 inline std::uint8_t marks_op(MarksOp op, unsigned device) {
     return static_cast<std::uint8_t>((device & 3) | (static_cast<unsigned>(op) << 2));
+}
+
+// --- fuzz_image --------------------------------------------------------------------------------
+// Input: a mode byte, then
+//   sanitise: content-type index into image_ids().content_types, then the image bytes
+//   assemble: limits (see image_limits_bytes), then operations until the input ends:
+//     op bits 0-1: 0 or 1 a chunk, 2 expire, 3 snapshot + restore
+//       chunk:  op bits 2-3 device, bits 4-6 image id; then a byte (bits 0-1 event id, bits
+//               2-3 content type), count u8, index u8, u16 length + data, time step i8 x 100 ms
+//       expire: time step i16 x 10 ms
+//   restore:  limits, then the bytes given to ImageAssembler::restore
+//   engine:   the policy engine's own reassembly; layout in fuzz_image.cpp (fuzz_engine)
+enum class ImageMode : std::uint8_t { sanitise, assemble, restore, engine, count };
+
+struct ImageIds {
+    std::array<std::string, 4> devices;
+    std::array<std::string, 8> images;
+    std::array<std::string, 4> events;
+    std::array<std::string, 4> content_types;
+};
+
+// Ids the inputs pick by index: valid ones, empty ones and ones over small max_id_bytes limits.
+inline const ImageIds& image_ids() {
+    static const ImageIds ids{
+        {"panel-5e4c0d", "panel-77aa01", "cam-x", ""},
+        {"img-1", "img-2", "img-3", "img-4", "", std::string(40, 'i'), "img-1 ", "i"},
+        {"ev-000001", "ev-000002", "", std::string(33, 'e')},
+        {"image/jpeg", "IMAGE/Jpeg", "image/png", ""}};
+    return ids;
+}
+
+// The limits prefix of the assemble and restore modes: 65536 bytes per image, 4 images and
+// 1 MiB held, 16 chunks per image, ids up to 32 bytes, a 30 s timeout. The seeds use it.
+inline std::string image_limits_bytes() {
+    return std::string{static_cast<char>(5 | (1 << 3) | (5 << 5)), 15, 31, 0x0b,
+                       static_cast<char>(0xb8)};
 }
 
 }  // namespace vern::fuzz

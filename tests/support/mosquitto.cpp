@@ -25,7 +25,8 @@ void Mosquitto::write_config() {
     // As root, mosquitto would drop privileges to user "mosquitto" and lose access to the dir.
     if (::geteuid() == 0) conf << "user root\n";
     conf << "listener " << port_ << " 127.0.0.1\n"
-         << "allow_anonymous true\n"
+         << "allow_anonymous " << (options_.allow_anonymous ? "true" : "false")
+         << "\n"
          // Deep per-client queues and no byte cap: a lagging or briefly offline persistent
          // subscriber must not lose QoS 1 messages in a test.
          << "max_queued_messages 1000000\n"

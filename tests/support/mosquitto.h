@@ -12,6 +12,7 @@ namespace vern::test {
 
 struct MosquittoOptions {
     bool persistence = false;              // persistence true + persistence_location in the dir
+    bool allow_anonymous = true;           // false: clients need a user (extra_lines say how)
     std::vector<std::string> extra_lines;  // appended to the generated config
     int port = 0;                          // 0: pick a free port
     std::string binary = "/usr/sbin/mosquitto";

@@ -73,6 +73,25 @@ TEST_CASE("Topics outside our site or with a bad shape are refused") {
     }
 }
 
+TEST_CASE("Topics longer than the longest valid one are refused before they are parsed") {
+    const Decoder d = decoder();
+    const std::string longest = "dev/v1/site-1/" + std::string(64, 'p') + "/image";
+    CHECK(longest.size() == d.max_topic_bytes());
+    auto parsed = d.parse_topic(longest);
+    REQUIRE(parsed);
+    CHECK(parsed->kind == Kind::image);
+    auto payload = alarm_event().SerializeAsString();
+    for (const std::string& t :
+         {"dev/v1/site-1/" + std::string(65, 'p') + "/alarm",
+          "dev/v1/site-1/panel-00aa11/alarm" + std::string(d.max_topic_bytes(), '/'),
+          "dev/v1/site-1/" + std::string(65535 - 20, 'p') + "/alarm"}) {
+        CHECK(t.size() > d.max_topic_bytes());
+        auto refused = d.decode(t, payload);
+        REQUIRE_FALSE(refused);
+        CHECK(refused.error() == Reason::bad_topic);
+    }
+}
+
 TEST_CASE("Random bytes never decode into an accepted event") {
     std::mt19937 rng(7);
     int accepted = 0;

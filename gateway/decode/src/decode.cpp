@@ -8,6 +8,8 @@ namespace vern::decode {
 namespace {
 
 constexpr std::uint32_t max_image_chunks = 4096;
+constexpr std::size_t max_device_id_bytes = 64;
+constexpr std::size_t max_kind_bytes = 5;  // "alarm", "meter", "image"
 
 bool looks_like_json(std::string_view payload) {
     for (char c : payload) {
@@ -78,7 +80,7 @@ std::string_view kind_name(Kind kind) {
 }
 
 bool valid_device_id(std::string_view id) {
-    if (id.empty() || id.size() > 64) return false;
+    if (id.empty() || id.size() > max_device_id_bytes) return false;
     for (char c : id) {
         bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                   c == '.' || c == '_' || c == '-';
@@ -89,9 +91,12 @@ bool valid_device_id(std::string_view id) {
 
 Decoder::Decoder(DecodeOptions options)
     : options_(std::move(options)),
-      topic_head_(options_.topic_prefix + "/" + options_.site + "/") {}
+      topic_head_(options_.topic_prefix + "/" + options_.site + "/"),
+      max_topic_bytes_(topic_head_.size() + max_device_id_bytes + 1 + max_kind_bytes) {}
 
 Result<Topic, Reason> Decoder::parse_topic(std::string_view topic) const {
+    // MQTT allows 65535-byte topics; nothing longer than a valid one is looked at.
+    if (topic.size() > max_topic_bytes_) return fail(Reason::bad_topic);
     if (topic.substr(0, topic_head_.size()) != topic_head_) return fail(Reason::bad_topic);
     std::string_view rest = topic.substr(topic_head_.size());
     auto slash = rest.find('/');

@@ -1,8 +1,9 @@
 #pragma once
 // Bytes from the site broker -> a validated DeviceMessage, or a Reason.
 //
-// Guarantees: every payload gets exactly one outcome; payloads over the size limit are refused
-// before they are parsed; the topic and the payload must agree on the device and the kind.
+// Guarantees: every payload gets exactly one outcome; payloads over the size limit and topics
+// longer than the longest valid one are refused before they are parsed; the topic and the
+// payload must agree on the device and the kind.
 // Never: log or keep any part of a payload; throw on bad input.
 #include <cstddef>
 #include <cstdint>
@@ -44,11 +45,15 @@ public:
     explicit Decoder(DecodeOptions options);
     // "{prefix}/{site}/{device}/{alarm|meter|image}" of our site, else Reason::bad_topic.
     Result<Topic, Reason> parse_topic(std::string_view topic) const;
+    // The longest topic that can be valid ("{prefix}/{site}/", a 64-byte device id, "/image"):
+    // parse_topic refuses a longer one (bad_topic) before looking at it.
+    std::size_t max_topic_bytes() const { return max_topic_bytes_; }
     Result<Decoded, Reason> decode(std::string_view topic, std::string_view payload) const;
 
 private:
     DecodeOptions options_;
     std::string topic_head_;  // "{prefix}/{site}/"
+    std::size_t max_topic_bytes_;
 };
 
 }  // namespace vern::decode
