@@ -34,9 +34,9 @@ struct Fixture {
 // What parse_request may say, with its numbers taken out: a closed set of sentences, so no
 // part of a request (a subject's identifier above all) can be in an error.
 bool known_detail(std::string detail) {
-    detail.erase(std::remove_if(detail.begin(), detail.end(),
-                                [](char c) { return c >= '0' && c <= '9'; }),
-                 detail.end());
+    detail.erase(
+        std::remove_if(detail.begin(), detail.end(), [](char c) { return c >= '0' && c <= '9'; }),
+        detail.end());
     static const std::set<std::string> known{
         "request larger than  bytes",
         "not an admin request",
@@ -79,9 +79,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     VERN_FUZZ_CHECK(command != "none" && !command.empty(), "accepted a request without a command");
     VERN_FUZZ_CHECK(role != Role::none, "accepted a command no role may run");
     if (request.has_subject()) {
-        VERN_FUZZ_CHECK(!request.subject().kind().empty() &&
-                            !request.subject().identifier().empty(),
-                        "accepted a subject command without kind or identifier");
+        VERN_FUZZ_CHECK(
+            !request.subject().kind().empty() && !request.subject().identifier().empty(),
+            "accepted a subject command without kind or identifier");
         VERN_FUZZ_CHECK(role == Role::privacy_officer,
                         "a subject command needs less than the privacy officer");
     }
