@@ -40,13 +40,14 @@ struct Options {
 
 std::string socket_path(const Options& o) {
     if (!o.socket.empty()) return o.socket;
+    // NOLINTNEXTLINE(concurrency-mt-unsafe): read once, before any thread exists
     if (const char* env = std::getenv("VERN_ADMIN_SOCKET"); env && *env) return env;
     if (!o.config_file.empty()) {
         try {
             return vern::config::load_config(o.config_file).admin_socket_path().string();
         } catch (const std::exception& e) {
             std::cerr << "vernctl: " << e.what() << "\n";
-            std::exit(2);
+            std::exit(2);  // NOLINT(concurrency-mt-unsafe): one thread; a config error ends it
         }
     }
     return vern::config::Config{}.admin_socket_path().string();
@@ -58,7 +59,7 @@ std::string when(std::int64_t ms) {
     std::tm tm{};
     gmtime_r(&t, &tm);
     char buf[32];
-    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) return "-";
     return buf;
 }
 
@@ -285,10 +286,11 @@ int main(int argc, char** argv) {
         Request r;
         r.mutable_status();
         rc = call(o, r, [&](const Response& resp) {
-            if (o.json_out)
+            if (o.json_out) {
                 std::cout << resp.json() << "\n";
-            else
+            } else {
                 print_status(payload(resp));
+            }
             return 0;
         });
     });
@@ -300,10 +302,11 @@ int main(int argc, char** argv) {
         Request r;
         r.mutable_devices();
         rc = call(o, r, [&](const Response& resp) {
-            if (o.json_out)
+            if (o.json_out) {
                 std::cout << resp.json() << "\n";
-            else
+            } else {
                 print_devices(payload(resp));
+            }
             return 0;
         });
     });
@@ -446,10 +449,11 @@ int main(int argc, char** argv) {
         r.mutable_audit_show()->set_from_seq(from);
         r.mutable_audit_show()->set_max(show_n);
         rc = call(o, r, [&](const Response& resp) {
-            if (o.json_out)
+            if (o.json_out) {
                 std::cout << resp.json() << "\n";
-            else
+            } else {
                 print_audit(payload(resp));
+            }
             return 0;
         });
     });

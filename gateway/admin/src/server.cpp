@@ -17,6 +17,7 @@
 #include <list>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <system_error>
 #include <thread>
 
 #include "vern/admin/protocol.h"
@@ -251,18 +252,20 @@ struct AdminServer::Impl {
         if (p.size() >= sizeof addr.sun_path) throw AdminError("admin socket path too long");
         std::memcpy(addr.sun_path, p.c_str(), p.size() + 1);
         listen_fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (listen_fd < 0) throw AdminError("admin socket: " + std::string(std::strerror(errno)));
+        if (listen_fd < 0)
+            throw AdminError("admin socket: " + std::generic_category().message(errno));
         // Created with 0660 from the start: no window in which others could connect.
         const mode_t old = ::umask(0117);
         const int rc = ::bind(listen_fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
         const int err = errno;
         ::umask(old);
         if (rc != 0) {
-            throw AdminError("admin socket " + p + ": cannot bind: " + std::strerror(err));
+            throw AdminError("admin socket " + p +
+                             ": cannot bind: " + std::generic_category().message(err));
         }
         bound = true;
         if (::chmod(p.c_str(), 0660) != 0 || ::listen(listen_fd, 16) != 0) {
-            throw AdminError("admin socket " + p + ": " + std::strerror(errno));
+            throw AdminError("admin socket " + p + ": " + std::generic_category().message(errno));
         }
         if (::pipe2(wake_pipe, O_CLOEXEC) != 0) throw AdminError("admin socket: pipe failed");
     }
@@ -277,7 +280,8 @@ struct AdminServer::Impl {
             pollfd fds[2] = {{listen_fd, POLLIN, 0}, {wake_pipe[0], POLLIN, 0}};
             if (::poll(fds, 2, -1) < 0) {
                 if (errno == EINTR) continue;
-                spdlog::error("admin socket: poll failed: {}", std::strerror(errno));
+                spdlog::error("admin socket: poll failed: {}",
+                              std::generic_category().message(errno));
                 return;
             }
             if (stopping || (fds[1].revents & POLLIN)) return;

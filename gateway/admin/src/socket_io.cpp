@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <system_error>
 
 #include "vern/admin/protocol.h"
 
@@ -87,11 +88,11 @@ int connect_unix(const std::string& path, std::string& error) {
     std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
     int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        error = std::strerror(errno);
+        error = std::generic_category().message(errno);
         return -1;
     }
     if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-        error = std::strerror(errno);
+        error = std::generic_category().message(errno);
         ::close(fd);
         return -1;
     }

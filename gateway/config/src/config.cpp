@@ -300,7 +300,7 @@ std::vector<Section> schema(Config& c) {
              int_field("batch_max_records", &c.upstream.batch_max_records, 1, 1000,
                        "Meter lane: records per upstream message at most (alarms and images "
                        "go one per message; a batch never waits for more)."),
-             int_field("batch_max_bytes", &c.upstream.batch_max_bytes, 1024, 16 * 1024 * 1024,
+             int_field("batch_max_bytes", &c.upstream.batch_max_bytes, 1024, std::int64_t{16} << 20,
                        "Meter lane: bytes per upstream message at most."),
              int_field("max_backoff_ms", &c.upstream.max_backoff_ms, 100, 3600000,
                        "Longest wait between reconnect attempts."),
@@ -326,7 +326,7 @@ std::vector<Section> schema(Config& c) {
                            "Groups allowed the data-subject rights and the audit log."),
              int_field("max_clients", &c.admin.max_clients, 1, 256,
                        "Connections served at once; more wait in the listen queue."),
-             int_field("max_frame_bytes", &c.admin.max_frame_bytes, 1024, 16 * 1024 * 1024,
+             int_field("max_frame_bytes", &c.admin.max_frame_bytes, 1024, std::int64_t{16} << 20,
                        "Largest request accepted; a larger one is refused and counted."),
              int_field("read_timeout_ms", &c.admin.read_timeout_ms, 100, 600000,
                        "A client that sends nothing for this long is disconnected."),

@@ -254,7 +254,8 @@ std::string GatewayDiagnostics::status_json() {
     j["disk"] = {
         {"queued_bytes", queued},
         {"budget_bytes", budget},
-        {"budget_used_pct", budget == 0 ? 0.0 : 100.0 * static_cast<double>(queued) / budget},
+        {"budget_used_pct",
+         budget == 0 ? 0.0 : 100.0 * static_cast<double>(queued) / static_cast<double>(budget)},
         {"data_dir_bytes", dir_bytes(s_.config.gateway.data_dir)}};
     const std::int64_t ack = s_.state.last_ack_ms();
     j["last_upstream_ack_ms"] = ack;
@@ -267,7 +268,7 @@ std::string GatewayDiagnostics::status_json() {
                 {"certificate_days_left", nullptr}};
     if (auto expiry = tls ? tls_expiry_ms(s_.config.upstream) : std::nullopt) {
         j["tls"]["certificate_expiry_ms"] = *expiry;
-        j["tls"]["certificate_days_left"] = (*expiry - now) / (24 * 3600 * 1000);
+        j["tls"]["certificate_days_left"] = (*expiry - now) / (std::int64_t{24} * 3600 * 1000);
     }
     j["key_fingerprint"] = s_.key_fingerprint;
     return j.dump(2);
