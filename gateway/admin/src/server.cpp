@@ -40,22 +40,6 @@ constexpr std::uint32_t audit_show_default = 50;
 constexpr std::uint32_t audit_show_max = 1000;
 constexpr auto progress_every = std::chrono::milliseconds(200);
 
-std::string_view errc_name(RightsErrc code) {
-    switch (code) {
-        case RightsErrc::invalid_subject:
-            return "invalid_subject";
-        case RightsErrc::unknown_purpose:
-            return "unknown_purpose";
-        case RightsErrc::not_held:
-            return "not_held";
-        case RightsErrc::store_error:
-            return "store_error";
-        case RightsErrc::unavailable:
-            return "unavailable";
-    }
-    return "unavailable";
-}
-
 v1::Response::Status status_of(RightsErrc code) {
     switch (code) {
         case RightsErrc::invalid_subject:
@@ -524,7 +508,7 @@ struct AdminServer::Impl {
         if (!req.purpose().empty()) audited_action += " purpose=" + req.purpose();
         if (!req.field().empty()) audited_action += " field=" + req.field();
         if (!outcome) {
-            const std::string code(errc_name(outcome.error().code));
+            const std::string code(pipeline::rights_errc_name(outcome.error().code));
             record(peer, Role::privacy_officer, audited_action, "", "error:" + code);
             spdlog::warn("admin: {} failed ({})", action, code);
             send(fd, status_of(outcome.error().code), outcome.error().detail, "", false,

@@ -94,23 +94,9 @@ bool applies(const config::Purpose& p, SubjectKind kind) {
     }
 }
 
-void set_pseudonym(clean::v1::ErasureNotice& n, SubjectKind kind, std::string v) {
-    switch (kind) {
-        case SubjectKind::customer_number:
-            n.set_customer(std::move(v));
-            break;
-        case SubjectKind::panel_user:
-            n.set_user(std::move(v));
-            break;
-        case SubjectKind::meter_point:
-            n.set_meter_point(std::move(v));
-            break;
-        default:
-            break;
-    }
-}
-
-void set_pseudonym(clean::v1::Pseudonyms& n, SubjectKind kind, std::string v) {
+// An ErasureNotice or a Pseudonyms message: both name the three kinds the same way.
+template <class Message>
+void set_pseudonym(Message& n, SubjectKind kind, std::string v) {
     switch (kind) {
         case SubjectKind::customer_number:
             n.set_customer(std::move(v));
