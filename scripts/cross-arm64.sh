@@ -28,7 +28,10 @@ for arg in "$@"; do
 done
 as_root=()
 [ "$(id -u)" -eq 0 ] || as_root=(sudo)
-qemu=(/usr/bin/qemu-aarch64 -L /usr/aarch64-linux-gnu)
+# Every arm64 program (ctest's emulator from the toolchain file, the programs the tests spawn,
+# the thread probe, the smoke run) runs through this wrapper: qemu-aarch64 given the arm64
+# loader and the arm64 library dirs, not `qemu-aarch64 -L` (see the probe below).
+qemu=("$root_dir/scripts/qemu-arm64-run")
 
 # --- 1. dependencies: Debian multiarch packages ------------------------------------------------
 # Every dependency's arm64 -dev package next to the amd64 one. Two can't be co-installed in
@@ -68,8 +71,10 @@ if [ "$build" = 1 ]; then
 fi
 
 # qemu-user must run threads: RocksDB, the MQTT clients and the thread tests start them. Debian
-# 12's qemu 7.2 hangs in the first pthread_create on some hosts (seen on a 6.18 kernel in a
-# Firecracker VM, with a three-line std::thread program): probe it first.
+# 12's qemu 7.2 hangs in the first pthread_create on some hosts when started as
+# `qemu-aarch64 -L /usr/aarch64-linux-gnu PROGRAM` (seen on a 6.18 kernel in a Firecracker VM,
+# with a three-line std::thread program); started through the arm64 loader, as
+# scripts/qemu-arm64-run does, threads work there. Probe it anyway, and degrade if they hang.
 probe=$build_dir/thread-probe
 printf '#include <thread>\nint main() { std::thread t([] {}); t.join(); }\n' |
     aarch64-linux-gnu-g++ -x c++ -std=c++20 -pthread - -o "$probe"
