@@ -27,5 +27,7 @@ set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
 set(ENV{PKG_CONFIG_LIBDIR} /usr/lib/aarch64-linux-gnu/pkgconfig:/usr/share/pkgconfig)
 set(ENV{PKG_CONFIG_PATH} "")
 
-# Test discovery and ctest run arm64 binaries under user-mode emulation (no binfmt needed).
-set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64 -L /usr/aarch64-linux-gnu)
+# Test discovery and ctest run arm64 binaries under user-mode emulation (no binfmt needed),
+# through the arm64 loader (scripts/qemu-arm64-run: `qemu-aarch64 -L` hangs at the first thread
+# with Debian 12's qemu on some hosts).
+set(CMAKE_CROSSCOMPILING_EMULATOR ${CMAKE_CURRENT_LIST_DIR}/../scripts/qemu-arm64-run)

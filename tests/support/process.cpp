@@ -25,17 +25,7 @@ namespace vern::test {
 Process Process::spawn(std::vector<std::string> argv, const std::filesystem::path& log_file,
                        std::vector<std::string> extra_env) {
     if (argv.empty()) throw std::invalid_argument("Process::spawn: empty argv");
-    // A cross build's tests run this tree's binaries through the emulator in VERN_TEST_EMULATOR
-    // ("/usr/bin/qemu-aarch64 -L /usr/aarch64-linux-gnu", a path first; set by
-    // scripts/cross-arm64.sh). Other programs (mosquitto) are the build machine's: run natively.
-    const char* emulator = std::getenv("VERN_TEST_EMULATOR");  // NOLINT(concurrency-mt-unsafe)
-    if (emulator != nullptr && *emulator != '\0' &&
-        argv[0].rfind(std::string(VERN_BIN_DIR) + "/bin/", 0) == 0) {
-        std::vector<std::string> prefix;
-        std::istringstream words(emulator);
-        for (std::string w; words >> w;) prefix.push_back(w);
-        argv.insert(argv.begin(), prefix.begin(), prefix.end());
-    }
+    argv = with_emulator(std::move(argv));
 
     // Everything the child needs is prepared before fork: after fork in a multi-threaded
     // process only async-signal-safe calls are allowed.
@@ -177,6 +167,19 @@ int free_port() {
 }
 
 std::string bin(const std::string& name) { return std::string(VERN_BIN_DIR) + "/bin/" + name; }
+
+std::vector<std::string> with_emulator(std::vector<std::string> argv) {
+    // Mosquitto and the other build-machine programs run natively.
+    const char* emulator = std::getenv("VERN_TEST_EMULATOR");  // NOLINT(concurrency-mt-unsafe)
+    if (emulator == nullptr || *emulator == '\0' || argv.empty() ||
+        argv[0].rfind(std::string(VERN_BIN_DIR) + "/bin/", 0) != 0)
+        return argv;
+    std::vector<std::string> prefix;
+    std::istringstream words(emulator);
+    for (std::string w; words >> w;) prefix.push_back(w);
+    argv.insert(argv.begin(), prefix.begin(), prefix.end());
+    return argv;
+}
 
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;

@@ -49,6 +49,10 @@ private:
 int free_port();
 // VERN_BIN_DIR "/bin/" + name: a binary built by this tree.
 std::string bin(const std::string& name);
+// argv as it must be exec'd: a cross build's tests run this tree's binaries (argv[0] under
+// VERN_BIN_DIR "/bin/") through the emulator command in VERN_TEST_EMULATOR (words split on
+// blanks, a path first; set by scripts/cross-arm64.sh), other programs as they are.
+std::vector<std::string> with_emulator(std::vector<std::string> argv);
 // Polls cond every 10 ms until it returns true (true) or timeout passes (false).
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
 // Waits until 127.0.0.1:port accepts a TCP connection.
