@@ -185,6 +185,10 @@ public:
                         .max_inflight(1000)
                         .automatic_reconnect(milliseconds(250), seconds(2))
                         .finalize();
+        // On the final object: Paho C++ 1.2.0 loses properties set through the builder when it
+        // copies them (see docs/design.md); without the session expiry a --persistent tap's
+        // session ends with the connection, and what arrives while it reconnects is lost.
+        if (opts_.persistent) conn.set_properties(props);
 
         const std::int64_t start = vern::system_now_ms();
         std::int64_t last_try = 0;

@@ -63,6 +63,12 @@ public:
     std::vector<std::string> calls;  // "action kind identifier [purpose]"
     bool fail_next = false;
 
+    // What the server thread recorded so far (the server answers from its own thread).
+    std::vector<std::string> seen() {
+        std::lock_guard lock(mutex);
+        return calls;
+    }
+
     Result<pipeline::RightsOutcome, pipeline::RightsError> answer(std::string call) {
         std::lock_guard lock(mutex);
         calls.push_back(std::move(call));
@@ -259,7 +265,7 @@ TEST_CASE(
     auto erase = f.send(subject_request(admin::v1::SubjectRequest::ERASE));
     REQUIRE(erase.size() == 1);
     CHECK(erase[0].status() == Response::FORBIDDEN);
-    CHECK(f.rights().calls.empty());
+    CHECK(f.rights().seen().empty());
     Request show;
     show.mutable_audit_show();
     CHECK(f.send(show).at(0).status() == Response::FORBIDDEN);
@@ -300,7 +306,7 @@ TEST_CASE(
     f.rights().fail_next = true;
     auto bad = f.send(subject_request(A::OBJECT, "nosuch"));
     CHECK(bad.back().status() == Response::BAD_REQUEST);
-    CHECK(f.rights().calls ==
+    CHECK(f.rights().seen() ==
           std::vector<std::string>{
               "export customer_number " + secret_id, "erase customer_number " + secret_id,
               "restrict customer_number " + secret_id, "unrestrict customer_number " + secret_id,
@@ -341,7 +347,7 @@ TEST_CASE("A peer with no role is refused every command and each refusal is audi
         REQUIRE(answer.size() == 1);
         CHECK(answer[0].status() == Response::FORBIDDEN);
     }
-    CHECK(f.rights().calls.empty());
+    CHECK(f.rights().seen().empty());
     auto log = entries(f.audit());
     REQUIRE(log.size() == 2);
     for (const auto& e : log) {
@@ -528,8 +534,8 @@ TEST_CASE("vernctl reads the identifier from stdin, shows export progress, and e
     CHECK(exported.find("\"records\":2") != std::string::npos);
     CHECK(run_vernctl(f.socket(), "subject object --purpose billing", secret_id,
                       out / "object.txt") == 0);
-    CHECK(f.rights().calls.size() == 2);
-    CHECK(f.rights().calls.back() == "object customer_number " + secret_id + " billing");
+    CHECK(f.rights().seen().size() == 2);
+    CHECK(f.rights().seen().back() == "object customer_number " + secret_id + " billing");
     // No technician role: refused, exit 3.
     CHECK(run_vernctl(f.socket(), "status", "", out / "status.txt") == 3);
     CHECK(slurp(out / "status.txt").find("FORBIDDEN") != std::string::npos);
