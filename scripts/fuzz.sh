@@ -46,7 +46,7 @@ build_dir=${VERN_FUZZ_BUILD_DIR:-build-fuzz}
 out_dir=${VERN_FUZZ_OUT:-$build_dir/fuzz-out}
 cxx=${CXX_FUZZ:-clang++-14}
 command -v "$cxx" >/dev/null || {
-    echo "fuzz.sh: $cxx not found; install with scripts/install-deps.sh --fuzz" >&2; exit 2; }
+    echo "fuzz.sh: $cxx not found; install with scripts/install-deps.sh" >&2; exit 2; }
 
 if [ "$build" = 1 ]; then
     echo "fuzz.sh: building ${targets[*]} in $build_dir"

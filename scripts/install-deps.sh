@@ -32,10 +32,12 @@ packages=(
     # scripts/test.sh: the fuzz targets (clang's libFuzzer and sanitizer runtimes), clang-tidy,
     # and /usr/bin/time for the stage timings. The sanitizer builds use gcc.
     clang-14 libfuzzer-14-dev libclang-rt-14-dev clang-tidy time
+    # the TLS end-to-end tests make their certificates with the openssl command
+    openssl
 )
 # Optional: packaging and shipping checks (dpkg-dev for dpkg-shlibdeps comes with
 # build-essential; systemd-analyze with systemd).
-ship_packages=(debootstrap systemd-container crossbuild-essential-arm64 qemu-user)
+ship_packages=(debootstrap systemd-container crossbuild-essential-arm64 qemu-user file)
 [ "$ship" = 1 ] && packages+=("${ship_packages[@]}")
 
 missing=()

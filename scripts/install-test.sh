@@ -27,7 +27,11 @@ tarball=$cache/bookworm-minbase.tgz
 root=${VERN_INSTALL_ROOT:-$(mktemp -d /tmp/vern-root.XXXXXX)}
 chmod 0755 "$root"  # it is / inside: user vern must be able to traverse it
 say() { echo "install-test: $*"; }
-in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
+# env -i: nothing of the host leaks in; apt and dpkg inside never ask.
+in_root() {
+    chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+        DEBIAN_FRONTEND=noninteractive "$@"
+}
 mounted=()
 cleanup() {
     [ -n "${vernd_pid:-}" ] && kill "$vernd_pid" 2>/dev/null || true
@@ -75,13 +79,13 @@ snapshot() {
 # --- install ------------------------------------------------------------------------------------
 in_root apt-get update -qq
 # mosquitto only for the start test below; not a dependency of vern (Recommends).
-DEBIAN_FRONTEND=noninteractive in_root apt-get install -y -qq --no-install-recommends mosquitto \
+in_root apt-get install -y -qq --no-install-recommends mosquitto \
     >/dev/null
 before=$(mktemp)
 snapshot >"$before"
 cp "$deb" "$root/tmp/"
 say "apt-get install ./$(basename "$deb") (dependencies from Debian's archive)"
-DEBIAN_FRONTEND=noninteractive in_root apt-get install -y -qq --no-install-recommends \
+in_root apt-get install -y -qq --no-install-recommends \
     "/tmp/$(basename "$deb")" >/dev/null
 in_root dpkg-query -W -f='install-test: installed ${Package} ${Version} (${Installed-Size} KiB)\n' vern
 in_root dpkg-query -W -f='${Depends}\n' vern | sed 's/^/install-test: depends: /'
@@ -136,13 +140,13 @@ expect "vernd exit on SIGTERM" "$rc" "0"
 
 # --- a reinstall (as an upgrade does) keeps an edited conffile ---------------------------------
 printf '\n# edited by the operator\n' >>"$root/etc/vern/vernd.toml"
-DEBIAN_FRONTEND=noninteractive in_root dpkg -i --force-confold "/tmp/$(basename "$deb")" >/dev/null
+in_root dpkg -i --force-confold "/tmp/$(basename "$deb")" >/dev/null
 expect "edited conffile kept on reinstall" "$(tail -1 "$root/etc/vern/vernd.toml")" "# edited by the operator"
 
 # --- purge ----------------------------------------------------------------------------------------
 in_root dpkg --purge vern 2>&1 | grep -v '^(Reading\|^Removing\|^Purging' | sed 's/^/install-test: dpkg: /' || true
 # The libraries apt pulled in for vern go too (they are Debian's, not ours: autoremove).
-DEBIAN_FRONTEND=noninteractive in_root apt-get autoremove -y -qq --purge >/dev/null
+in_root apt-get autoremove -y -qq --purge >/dev/null
 after=$(mktemp)
 snapshot >"$after"
 left=$(comm -13 "$before" "$after" | sed 's#^\.##')
@@ -165,7 +169,7 @@ if [ "$fail" = 0 ]; then
     say "OK"
     cleanup
     trap - EXIT
-    [ -z "${VERN_INSTALL_ROOT:-}" ] && rm -rf "$root"
+    if [ -z "${VERN_INSTALL_ROOT:-}" ]; then rm -rf "$root"; fi
 else
     say "FAILED (root kept in $root)"
     exit 1
