@@ -5,6 +5,7 @@
 //
 // Exit codes: 0 ok; 1 failed (or a selftest check failed); 2 usage or bad request; 3 refused
 // (no role); 4 the audit log did not verify; 5 cannot reach vernd.
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -157,12 +158,15 @@ void print_status(const json& s) {
     std::cout << "gateway      " << num(s.value("gateway", json())) << "   at "
               << when(s.value("time_ms", std::int64_t{0})) << "\n";
     std::cout << "site broker  "
-              << (s["site_broker"].value("connected", false) ? "connected" : "DISCONNECTED")
+              << (s.value("site_broker", json::object()).value("connected", false) ? "connected"
+                                                                                   : "DISCONNECTED")
               << "\n";
     std::cout << "upstream     "
-              << (s["upstream"].value("connected", false) ? "connected" : "DISCONNECTED")
-              << ", in flight " << num(s["upstream"].value("in_flight", json())) << ", last ack "
-              << num(s.value("last_upstream_ack_age_s", json())) << " s ago\n";
+              << (s.value("upstream", json::object()).value("connected", false) ? "connected"
+                                                                                : "DISCONNECTED")
+              << ", in flight "
+              << num(s.value("upstream", json::object()).value("in_flight", json()))
+              << ", last ack " << num(s.value("last_upstream_ack_age_s", json())) << " s ago\n";
     std::cout << "\n"
               << std::left << std::setw(8) << "LANE" << std::right << std::setw(10) << "DEPTH"
               << std::setw(14) << "BYTES" << std::setw(14) << "OLDEST (s)"
@@ -256,13 +260,29 @@ void print_audit(const json& a) {
 
 // The identifier: from the command line, or (better: not in `ps` or shell history) one line on
 // stdin.
-std::string identifier_of(const std::string& given) {
+std::string identifier_of(const std::string& given, const char* prompt = "identifier") {
     if (!given.empty() && given != "-") return given;
-    if (::isatty(STDIN_FILENO)) std::cerr << "identifier: " << std::flush;
+    if (::isatty(STDIN_FILENO)) std::cerr << prompt << ": " << std::flush;
     std::string line;
     std::getline(std::cin, line);
     while (!line.empty() && (line.back() == '\r' || line.back() == '\n')) line.pop_back();
     return line;
+}
+
+// Writes `text` to `path` readable by its owner only, also when the file already existed with
+// a wider mode; never through a symbolic link. False on any failure, close included.
+bool write_private(const std::string& path, const std::string& text) {
+    const int fd =
+        ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) return false;
+    bool ok = ::fchmod(fd, 0600) == 0;
+    for (std::size_t done = 0; ok && done < text.size();) {
+        const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        ok = n > 0;
+        if (ok) done += static_cast<std::size_t>(n);
+    }
+    return ::close(fd) == 0 && ok;
 }
 
 }  // namespace
@@ -361,7 +381,7 @@ int main(int argc, char** argv) {
         "Data-subject rights (privacy officer). The identifier is read from stdin "
         "when not given (keeps it out of ps and shell history)");
     subject->require_subcommand(1);
-    std::string kind = "customer_number", id, purpose, field, value, out_file;
+    std::string kind = "customer_number", id, purpose, field, out_file;
     auto add_subject = [&](const std::string& name, const std::string& help, Request::CommandCase,
                            vern::admin::v1::SubjectRequest::Action action) {
         auto* cmd = subject->add_subcommand(name, help);
@@ -376,7 +396,6 @@ int main(int argc, char** argv) {
         }
         if (action == vern::admin::v1::SubjectRequest::RECTIFY) {
             cmd->add_option("--field", field, "The field to correct")->required();
-            cmd->add_option("--value", value, "Its correct value")->required();
         }
         if (action == vern::admin::v1::SubjectRequest::EXPORT) {
             cmd->add_option("-o,--output", out_file,
@@ -390,7 +409,11 @@ int main(int argc, char** argv) {
             s->set_identifier(identifier_of(id));
             s->set_purpose(purpose);
             s->set_field(field);
-            s->set_value(value);
+            // The correct value is personal data: from stdin (the line after the identifier when
+            // that comes from stdin too), never from argv, where ps and the shell history see it.
+            if (action == vern::admin::v1::SubjectRequest::RECTIFY) {
+                s->set_value(identifier_of("-", "correct value"));
+            }
             rc = call(o, r, [&](const Response& resp) {
                 if (resp.has_progress() && resp.more()) {
                     std::cerr << "\rexamined " << resp.progress().done() << " of "
@@ -399,11 +422,7 @@ int main(int argc, char** argv) {
                 }
                 if (action == vern::admin::v1::SubjectRequest::EXPORT) std::cerr << "\n";
                 if (action == vern::admin::v1::SubjectRequest::EXPORT && !out_file.empty()) {
-                    const mode_t old = ::umask(077);
-                    std::ofstream f(out_file, std::ios::trunc);
-                    ::umask(old);
-                    f << resp.json() << "\n";
-                    if (!f) {
+                    if (!write_private(out_file, resp.json() + "\n")) {
                         std::cerr << "vernctl: cannot write " << out_file << "\n";
                         return 1;
                     }

@@ -304,6 +304,9 @@ std::uint64_t AuditLog::last_seq() const {
 
 Result<AuditVerdict, StoreError> AuditLog::verify() const {
     const auto& d = *impl_;
+    // Entries and head read as of one moment: an append in between would look like a removed
+    // tail.
+    std::lock_guard lock(d.mutex);
     AuditVerdict v;
     std::uint64_t expected = 1;
     std::string previous(link_bytes, '\0');

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <deque>
 #include <filesystem>
 #include <limits>
@@ -231,6 +232,19 @@ struct Store::Impl {
     std::uint64_t quarantine_head = 1;
     std::uint64_t quarantine_next = 1;
     BudgetCounts budget_counts;
+    // statvfs at most once a second (commits come far more often; free space moves slowly).
+    // Commit path only (under commit_mu).
+    mutable std::optional<std::uint64_t> free_seen;
+    mutable std::chrono::steady_clock::time_point free_read_at{};
+
+    std::optional<std::uint64_t> cached_free_bytes() const {
+        const auto now = std::chrono::steady_clock::now();
+        if (now - free_read_at >= std::chrono::seconds(1)) {
+            free_seen = free_bytes_at(options.path);
+            free_read_at = now;
+        }
+        return free_seen;
+    }
     // Everything in the expiry index below this key has been swept (guarded by remove_mu).
     std::string expiry_floor;
 
@@ -362,8 +376,7 @@ struct Store::Impl {
         // The total in force: the configured one, shrunk when the file system runs low.
         std::uint64_t total_limit = b.total_bytes;
         if (b.min_free_bytes != 0) {
-            const auto free =
-                options.free_bytes ? options.free_bytes() : free_bytes_at(options.path);
+            const auto free = options.free_bytes ? options.free_bytes() : cached_free_bytes();
             if (free) {
                 std::uint64_t live = 0;
                 for (const auto& lane : before) live += lane.bytes;

@@ -270,7 +270,13 @@ struct AdminServer::Impl {
             }
             if (stopping || (fds[1].revents & POLLIN)) return;
             int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
-            if (fd < 0) continue;
+            if (fd < 0) {
+                // Out of descriptors (EMFILE, ENFILE): poll would wake at once again; back off.
+                if (errno == EMFILE || errno == ENFILE) {
+                    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+                }
+                continue;
+            }
             std::lock_guard lock(mutex);
             ++active;
             auto fd_it = client_fds.insert(client_fds.end(), fd);
@@ -504,9 +510,11 @@ struct AdminServer::Impl {
             default:
                 break;
         }
+        // The audit log is kept for good: it takes only what the gateway checked — the purpose
+        // once the rights engine accepted it as a configured one — never free text a caller typed
+        // (a rectify's field and value).
         std::string audited_action = action;
-        if (!req.purpose().empty()) audited_action += " purpose=" + req.purpose();
-        if (!req.field().empty()) audited_action += " field=" + req.field();
+        if (outcome && !req.purpose().empty()) audited_action += " purpose=" + req.purpose();
         if (!outcome) {
             const std::string code(pipeline::rights_errc_name(outcome.error().code));
             record(peer, Role::privacy_officer, audited_action, "", "error:" + code);

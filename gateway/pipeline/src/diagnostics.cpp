@@ -251,12 +251,13 @@ std::string GatewayDiagnostics::status_json() {
     j["drops"] = dropped;
     j["rates"] = s_.state.rates({"ingest_received", "events_committed", "forward_delivered"});
     const auto budget = s_.config.store.budget_bytes;
-    j["disk"] = {
-        {"queued_bytes", queued},
-        {"budget_bytes", budget},
-        {"budget_used_pct",
-         budget == 0 ? 0.0 : 100.0 * static_cast<double>(queued) / static_cast<double>(budget)},
-        {"data_dir_bytes", dir_bytes(s_.config.gateway.data_dir)}};
+    // Added to what status_json already says about the disk (free bytes, the floor).
+    j["disk"].update(
+        {{"queued_bytes", queued},
+         {"budget_bytes", budget},
+         {"budget_used_pct",
+          budget == 0 ? 0.0 : 100.0 * static_cast<double>(queued) / static_cast<double>(budget)},
+         {"data_dir_bytes", dir_bytes(s_.config.gateway.data_dir)}});
     const std::int64_t ack = s_.state.last_ack_ms();
     j["last_upstream_ack_ms"] = ack;
     j["last_upstream_ack_age_s"] =

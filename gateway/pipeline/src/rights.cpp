@@ -502,7 +502,16 @@ RightsEngine::Outcome RightsEngine::erase(const SubjectRef& ref) {
             if (seqs.empty()) continue;
             std::sort(seqs.begin(), seqs.end());
             seqs.erase(std::unique(seqs.begin(), seqs.end()), seqs.end());
-            if (auto removed = store_.remove(lane, seqs)) purged += *removed;
+            auto removed = store_.remove(lane, seqs);
+            if (!removed) {
+                // A panel user's or metering point's records are sealed with the customer's key:
+                // the destroyed key does not cover them, only this removal does. Say so; the key
+                // and the notices are committed, and erasing again removes what is left.
+                return fail(error(RightsErrc::store_error,
+                                  "the key is destroyed and the notices are queued, but the store "
+                                  "refused removing the records: erase again"));
+            }
+            purged += *removed;
         }
         {
             std::lock_guard lock(held_mutex_);

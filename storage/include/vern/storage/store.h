@@ -62,8 +62,8 @@ struct StoreOptions {
     std::size_t keep_info_log_files = 3;
     std::size_t max_quarantine_entries = 10000;  // oldest quarantine entries dropped beyond
     StoreBudget budget;
-    // Where budget.min_free_bytes reads the free space from; empty: free_bytes_at(path). Tests
-    // inject a full disk here. Called once per commit that appends.
+    // Where budget.min_free_bytes reads the free space from; empty: free_bytes_at(path), at most
+    // once a second. Tests inject a full disk here (called at every commit that appends).
     std::function<std::optional<std::uint64_t>()> free_bytes;
 };
 
