@@ -136,7 +136,7 @@ TEST_CASE("Each alarm field follows its rule, and a field no rule names is dropp
          [](const clean::v1::Record& r) { CHECK(r.event_time_ms() == t0); }},
         {"event_time generalise to the minute",
          {rule("event_time", Action::generalise, 60)},
-         [when](const clean::v1::Record& r) { CHECK(r.event_time_ms() == when / 60000 * 60000); }},
+         [](const clean::v1::Record& r) { CHECK(r.event_time_ms() == when / 60000 * 60000); }},
         {"device keep",
          {rule("device", Action::keep)},
          [](const clean::v1::Record& r) {
