@@ -12,6 +12,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -31,6 +32,9 @@ using vern::admin::v1::Request;
 using vern::admin::v1::Response;
 
 constexpr std::size_t max_response_bytes = 256u << 20;  // an export can be large
+// Where the packaged unit puts the socket (vernd --admin-socket, RuntimeDirectory=vern).
+constexpr const char* installed_dir = "/run/vern";
+constexpr const char* installed_socket = "/run/vern/admin.sock";
 
 struct Options {
     std::string socket;
@@ -51,6 +55,11 @@ std::string socket_path(const Options& o) {
             std::exit(2);  // NOLINT(concurrency-mt-unsafe): one thread; a config error ends it
         }
     }
+    // An installed gateway: vernd runs under the shipped unit, which makes /run/vern (0750, group
+    // vern). The directory, not the socket: a user outside group vern cannot see into it, and
+    // should be told that rather than about a socket somewhere else.
+    std::error_code ec;
+    if (std::filesystem::is_directory(installed_dir, ec)) return installed_socket;
     return vern::config::Config{}.admin_socket_path().string();
 }
 
@@ -111,7 +120,9 @@ int call(const Options& o, Request request, Fn&& on_response) {
     int fd = vern::admin::connect_unix(path, error);
     if (fd < 0) {
         std::cerr << "vernctl: cannot connect to " << path << ": " << error
-                  << " (is vernd running? -s/--socket or --config names the socket)\n";
+                  << " (is vernd running? -s/--socket or --config names the socket";
+        if (path == installed_socket) std::cerr << "; are you in group vern?";
+        std::cerr << ")\n";
         return 5;
     }
     if (!vern::admin::write_frame(fd, request.SerializeAsString())) {
@@ -293,6 +304,7 @@ int main(int argc, char** argv) {
     Options o;
     app.add_option("-s,--socket", o.socket,
                    "Admin socket (default: $VERN_ADMIN_SOCKET, else admin.socket of --config, "
+                   "else /run/vern/admin.sock if /run/vern exists (the packaged service), "
                    "else ./var/admin.sock)");
     app.add_option("-c,--config", o.config_file, "vernd's configuration, to find the socket");
     app.add_flag("--json", o.json_out, "Print the answer as JSON, for scripts");
