@@ -359,7 +359,8 @@ int main(int argc, char** argv) {
 
     std::uint32_t tail_n = 20;
     bool follow = false;
-    auto* tail = app.add_subcommand("tail", "Records as they leave, pseudonymised (technician)");
+    auto* tail = app.add_subcommand(
+        "tail", "Records as they leave: metadata only, never their contents (technician)");
     tail->add_option("-n,--records", tail_n, "Stop after this many records");
     tail->add_flag("-f,--follow", follow, "Keep following (else stop after about 10 s)");
     tail->callback([&] {
@@ -376,11 +377,17 @@ int main(int argc, char** argv) {
             if (o.json_out) {
                 std::cout << json::parse(resp.json(), nullptr, false).dump() << "\n";
             } else {
+                // Metadata only (what vernd sends): when, where, which kind, how big.
                 json t = payload(resp);
                 std::cout << when(t.value("time_ms", std::int64_t{0})) << "  " << std::left
                           << std::setw(6) << t.value("lane", "") << std::setw(20)
-                          << t.value("topic", "") << " seq " << num(t["seq"]) << "  "
-                          << t.value("record", json::object()).dump() << "\n";
+                          << t.value("topic", "") << " seq " << std::setw(8)
+                          << num(t.value("seq", json())) << std::setw(10) << t.value("kind", "")
+                          << bytes(t.value("bytes", json()));
+                if (t.contains("image_bytes")) {
+                    std::cout << "  image " << bytes(t.value("image_bytes", json()));
+                }
+                std::cout << "\n";
             }
             std::cout.flush();
             return 0;
