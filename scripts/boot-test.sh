@@ -5,6 +5,9 @@
 # hardening in force:
 #   - vernd (enabled by the postinst) is active; READY arrived; STATUS= shows the links;
 #   - the state directory (0700 vern) with the master key and the store;
+#   - the admin socket in /run/vern (0750 vern:vern): a technician (a user in group vern whose
+#     uid is in [admin] technician_uids) runs `vernctl status`, and is refused (FORBIDDEN, exit
+#     3) `vernctl subject export`: reachable socket, and real uids through SO_PEERCRED;
 #   - `systemctl reload vernd` applies log_level and names gateway.id as needing a restart;
 #   - the watchdog: vernd frozen with SIGSTOP is killed and restarted by systemd (WatchdogSec);
 #   - `systemctl stop vernd` ends it cleanly (exit 0);
@@ -44,6 +47,13 @@ mount --bind /dev "$root/dev"
 chroot "$root" apt-get update -qq 2>/dev/null
 DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -qq --no-install-recommends \
     systemd systemd-sysv dbus mosquitto "/tmp/$(basename "$deb")" >/dev/null 2>&1
+# A technician as the README says to make one: in group vern (to reach /run/vern), and their uid
+# in technician_uids (the role). Set before the boot, so vernd starts with it.
+chroot "$root" useradd --create-home --groups vern tech
+tech_uid=$(chroot "$root" id -u tech)
+sed -i "s/^# technician_uids = \[\]/technician_uids = [$tech_uid]/" "$root/etc/vern/vernd.toml"
+grep -q "^technician_uids = \[$tech_uid\]" "$root/etc/vern/vernd.toml" ||
+    { say "cannot set technician_uids in the shipped config"; exit 1; }
 cleanup
 
 # The checks, run by systemd inside the container once it is up; the report goes to /root.
@@ -58,6 +68,17 @@ show() { systemctl show vernd -p "$1" --value; }
     for _ in $(seq 10); do show StatusText | grep -q '^site broker up' && break; sleep 1; done
     echo "status: $(show StatusText)"
     echo "state dir: $(stat -c '%a %U' /var/lib/vern) key: $(stat -c '%a %U' /var/lib/vern/master.key)"
+    echo "run dir: $(stat -c '%a %U:%G' /run/vern) socket: $(stat -c '%a %U:%G' /run/vern/admin.sock)"
+    # vernctl without flags, as the technician: finds /run/vern/admin.sock by itself.
+    if runuser -u tech -- vernctl status >/tmp/tech-status.txt 2>&1; then
+        echo "technician status: exit 0 ($(grep -c . /tmp/tech-status.txt) lines)"
+    else
+        echo "technician status: exit $?"
+        sed 's/^/  /' /tmp/tech-status.txt
+    fi
+    echo 00000000 | runuser -u tech -- vernctl subject export --kind customer_number - \
+        >/tmp/tech-export.txt 2>&1
+    echo "technician export: exit $? $(grep -o 'FORBIDDEN' /tmp/tech-export.txt | head -1)"
     sed -i 's/^# log_level = "info"/log_level = "debug"/; s/^# id = "gw-dev"/id = "gw-boot"/' \
         /etc/vern/vernd.toml
     systemctl reload vernd && echo "reload: ok"
@@ -99,6 +120,9 @@ want() { grep -q -- "$1" "$report" || { say "FAIL: wanted '$1'"; fail=1; }; }
 want "active: active/running"
 want "status: site broker up"
 want "state dir: 700 vern key: 600 vern"
+want "run dir: 750 vern:vern socket: 660 vern:vern"
+want "technician status: exit 0"
+want "technician export: exit 3 FORBIDDEN"
 want "journal: reload: applied gateway.log_level"
 want "in force after a restart (systemctl restart vernd): gateway.id"
 want "restarts: 1 active: active/running"

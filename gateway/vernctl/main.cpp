@@ -12,6 +12,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -31,6 +32,9 @@ using vern::admin::v1::Request;
 using vern::admin::v1::Response;
 
 constexpr std::size_t max_response_bytes = 256u << 20;  // an export can be large
+// Where the packaged unit puts the socket (vernd --admin-socket, RuntimeDirectory=vern).
+constexpr const char* installed_dir = "/run/vern";
+constexpr const char* installed_socket = "/run/vern/admin.sock";
 
 struct Options {
     std::string socket;
@@ -51,6 +55,11 @@ std::string socket_path(const Options& o) {
             std::exit(2);  // NOLINT(concurrency-mt-unsafe): one thread; a config error ends it
         }
     }
+    // An installed gateway: vernd runs under the shipped unit, which makes /run/vern (0750, group
+    // vern). The directory, not the socket: a user outside group vern cannot see into it, and
+    // should be told that rather than about a socket somewhere else.
+    std::error_code ec;
+    if (std::filesystem::is_directory(installed_dir, ec)) return installed_socket;
     return vern::config::Config{}.admin_socket_path().string();
 }
 
@@ -111,7 +120,9 @@ int call(const Options& o, Request request, Fn&& on_response) {
     int fd = vern::admin::connect_unix(path, error);
     if (fd < 0) {
         std::cerr << "vernctl: cannot connect to " << path << ": " << error
-                  << " (is vernd running? -s/--socket or --config names the socket)\n";
+                  << " (is vernd running? -s/--socket or --config names the socket";
+        if (path == installed_socket) std::cerr << "; are you in group vern?";
+        std::cerr << ")\n";
         return 5;
     }
     if (!vern::admin::write_frame(fd, request.SerializeAsString())) {
@@ -293,6 +304,7 @@ int main(int argc, char** argv) {
     Options o;
     app.add_option("-s,--socket", o.socket,
                    "Admin socket (default: $VERN_ADMIN_SOCKET, else admin.socket of --config, "
+                   "else /run/vern/admin.sock if /run/vern exists (the packaged service), "
                    "else ./var/admin.sock)");
     app.add_option("-c,--config", o.config_file, "vernd's configuration, to find the socket");
     app.add_flag("--json", o.json_out, "Print the answer as JSON, for scripts");
@@ -347,7 +359,8 @@ int main(int argc, char** argv) {
 
     std::uint32_t tail_n = 20;
     bool follow = false;
-    auto* tail = app.add_subcommand("tail", "Records as they leave, pseudonymised (technician)");
+    auto* tail = app.add_subcommand(
+        "tail", "Records as they leave: metadata only, never their contents (technician)");
     tail->add_option("-n,--records", tail_n, "Stop after this many records");
     tail->add_flag("-f,--follow", follow, "Keep following (else stop after about 10 s)");
     tail->callback([&] {
@@ -364,11 +377,17 @@ int main(int argc, char** argv) {
             if (o.json_out) {
                 std::cout << json::parse(resp.json(), nullptr, false).dump() << "\n";
             } else {
+                // Metadata only (what vernd sends): when, where, which kind, how big.
                 json t = payload(resp);
                 std::cout << when(t.value("time_ms", std::int64_t{0})) << "  " << std::left
                           << std::setw(6) << t.value("lane", "") << std::setw(20)
-                          << t.value("topic", "") << " seq " << num(t["seq"]) << "  "
-                          << t.value("record", json::object()).dump() << "\n";
+                          << t.value("topic", "") << " seq " << std::setw(8)
+                          << num(t.value("seq", json())) << std::setw(10) << t.value("kind", "")
+                          << bytes(t.value("bytes", json()));
+                if (t.contains("image_bytes")) {
+                    std::cout << "  image " << bytes(t.value("image_bytes", json()));
+                }
+                std::cout << "\n";
             }
             std::cout.flush();
             return 0;

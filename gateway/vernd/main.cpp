@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
     std::string config_file;
     bool check_only = false;
     bool print_example = false;
-    std::string data_dir, site_uri, upstream_uri, gateway_id, site_id, log_level;
+    std::string data_dir, site_uri, upstream_uri, gateway_id, site_id, log_level, admin_socket;
     app.add_option("-c,--config", config_file, "Configuration file (TOML)");
     app.add_flag("--check-config", check_only, "Check the configuration, print problems, exit");
     app.add_flag("--print-example-config", print_example,
@@ -46,6 +46,8 @@ int main(int argc, char** argv) {
     app.add_option("--gateway-id", gateway_id, "Override gateway.id");
     app.add_option("--site", site_id, "Override gateway.site");
     app.add_option("--log-level", log_level, "Override gateway.log_level");
+    app.add_option("--admin-socket", admin_socket,
+                   "Override admin.socket (the packaged unit: /run/vern/admin.sock)");
     std::string ropa_format, pseudonym_kind, purpose;
     std::uint32_t epoch = 0;
     app.add_option("--print-ropa", ropa_format,
@@ -80,6 +82,7 @@ int main(int argc, char** argv) {
         if (!gateway_id.empty()) c.gateway.id = gateway_id;
         if (!site_id.empty()) c.gateway.site = site_id;
         if (!log_level.empty()) c.gateway.log_level = log_level;
+        if (!admin_socket.empty()) c.admin.socket = admin_socket;
         vern::config::validate(c);
         return c;
     };

@@ -967,9 +967,13 @@ TEST_CASE("vernctl in the technician role shows the site's health and none of it
     auto tail = Process::spawn(
         {bin("vernctl"), "--socket", socket.string(), "--json", "tail", "-n", "20", "--follow"},
         out.path() / "tail.json");
+    auto tail_table = Process::spawn(
+        {bin("vernctl"), "--socket", socket.string(), "tail", "-n", "20", "--follow"},
+        out.path() / "tail.txt");
     auto sim = site.start_sim(6, 0.03);
     json tap = finish(site, sim);
     CHECK(tail.wait_for(30s).value_or(-1) == 0);
+    CHECK(tail_table.wait_for(30s).value_or(-1) == 0);
 
     CHECK(vernctl(socket, {"--json", "status"}, out.path() / "status.json") == 0);
     CHECK(vernctl(socket, {"--json", "devices"}, out.path() / "devices.json") == 0);
@@ -998,14 +1002,30 @@ TEST_CASE("vernctl in the technician role shows the site's health and none of it
             CHECK(c["pass"] == true);
         }
     }
-    // tail printed one JSON record per line, as they left.
+    // tail printed one JSON line per record, as they left: metadata only. Pseudonymised records
+    // are still personal data, so no record body and no pseudonym (vern-tap's scan above looks
+    // for raw identifiers only).
     std::ifstream tail_in(out.path() / "tail.json");
     std::size_t tailed = 0;
     for (std::string line; std::getline(tail_in, line);) {
+        INFO(line);
         json r = json::parse(line, nullptr, false);
-        if (!r.is_discarded() && r.contains("record")) ++tailed;
+        REQUIRE_FALSE(r.is_discarded());
+        CHECK_FALSE(r.contains("record"));
+        CHECK(line.find("\"v1.e") == std::string::npos);  // a pseudonym: v1.e{epoch}.{base32}
+        if (r.contains("kind") && r.contains("bytes") && r.contains("topic")) ++tailed;
     }
     CHECK(tailed == 20);
+    // The table: one line per record, lane, topic, seq, kind and size; no pseudonym either.
+    std::ifstream table_in(out.path() / "tail.txt");
+    std::size_t rows = 0;
+    for (std::string line; std::getline(table_in, line);) {
+        INFO(line);
+        CHECK(line.find("v1.e") == std::string::npos);
+        CHECK(line.find('{') == std::string::npos);  // no record body
+        if (line.find(" seq ") != std::string::npos) ++rows;
+    }
+    CHECK(rows == 20);
 
     // Prometheus text: every sample line is "name{labels} value".
     const std::string metrics = http_get(metrics_port, "/metrics");

@@ -3,12 +3,14 @@
 // process's uid/gid; another uid is a forked child that drops to `nobody` (the test runs as root
 // for that one; it is skipped otherwise).
 #include <grp.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -315,15 +317,27 @@ TEST_CASE(
     // A technician command is not the privacy officer's.
     CHECK(f.send(status_request()).at(0).status() == Response::FORBIDDEN);
 
+    // Each subject command: its request on record first, then what came of it.
     auto log = entries(f.audit());
-    REQUIRE(log.size() == 7);
-    CHECK(log[0].action == "subject.export");
-    CHECK(log[0].role == "privacy-officer");
-    CHECK(log[0].subject_id == std::string(32, 'f'));
-    CHECK(log[0].outcome == "ok: 2 records");
-    CHECK(log[4].action == "subject.object purpose=billing");
-    CHECK(log[5].outcome == "error:unknown_purpose");
-    CHECK(log[6].outcome == "refused");
+    REQUIRE(log.size() == 13);
+    const std::vector<std::string> actions{"subject.export",   "subject.erase",
+                                           "subject.restrict", "subject.unrestrict",
+                                           "subject.object",   "subject.object"};
+    for (std::size_t i = 0; i < actions.size(); ++i) {
+        INFO("command " << i);
+        CHECK(log[2 * i].action == actions[i]);  // no purpose yet: not checked before acting
+        CHECK(log[2 * i].outcome == "requested");
+        CHECK(log[2 * i].role == "privacy-officer");
+        CHECK(log[2 * i].uid == me());
+        CHECK(log[2 * i].subject_id.empty());
+    }
+    CHECK(log[1].action == "subject.export");
+    CHECK(log[1].role == "privacy-officer");
+    CHECK(log[1].subject_id == std::string(32, 'f'));
+    CHECK(log[1].outcome == "ok: 2 records");
+    CHECK(log[9].action == "subject.object purpose=billing");
+    CHECK(log[11].outcome == "error:unknown_purpose");
+    CHECK(log[12].outcome == "refused");
     CHECK(all_bytes(f.dir()).find(secret_id) == std::string::npos);
 
     Request verify;
@@ -331,12 +345,60 @@ TEST_CASE(
     auto v = f.send(verify);
     REQUIRE(v.size() == 1);
     CHECK(json::parse(v[0].json())["ok"] == true);
-    CHECK(json::parse(v[0].json())["entries"] == 8);  // the verify itself is in it
+    CHECK(json::parse(v[0].json())["entries"] == 14);  // the verify itself is in it
     Request show;
     show.mutable_audit_show()->set_max(3);
     auto shown = json::parse(f.send(show).at(0).json());
     REQUIRE(shown["entries"].size() == 3);
     CHECK(shown["entries"][2]["action"] == "audit.verify");
+}
+
+// The audit log's write-ahead log (RocksDB's *.log) and its info log (LOG).
+std::uintmax_t file_bytes(const std::filesystem::path& dir, bool wal) {
+    std::uintmax_t bytes = 0;
+    for (const auto& file : std::filesystem::directory_iterator(dir)) {
+        const bool is_wal = file.path().extension() == ".log";
+        const bool is_info = file.path().filename() == "LOG";
+        if ((wal && is_wal) || (!wal && is_info)) bytes = std::max(bytes, file.file_size());
+    }
+    return bytes;
+}
+
+// A full disk, for the audit log: a file size limit just past the end of its write-ahead log,
+// so the next entry's write fails (EFBIG; SIGXFSZ ignored). The write-ahead log is first grown
+// past RocksDB's info log, which must stay writable (a failed info log write aborts RocksDB).
+TEST_CASE("A subject command whose request the audit log cannot record is refused and not done") {
+    Fixture f(Roles{{}, {}, {me()}, {}});
+    using A = admin::v1::SubjectRequest;
+    const auto audit_dir = f.dir() / "var" / "audit";
+    while (file_bytes(audit_dir, true) < file_bytes(audit_dir, false) + (16u << 10)) {
+        storage::AuditEntry filler;
+        filler.role = "none";
+        filler.action = std::string(4000, 'x');
+        filler.outcome = "filler";
+        REQUIRE(f.audit().append(filler));
+    }
+    const std::size_t before = entries(f.audit()).size();
+
+    (void)std::signal(SIGXFSZ, SIG_IGN);
+    rlimit original{};
+    REQUIRE(::getrlimit(RLIMIT_FSIZE, &original) == 0);
+    rlimit full = original;
+    full.rlim_cur = file_bytes(audit_dir, true) + 16;
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &full) == 0);
+    auto erased = f.send(subject_request(A::ERASE));
+    auto exported = f.send(subject_request(A::EXPORT));
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &original) == 0);
+
+    REQUIRE(erased.size() == 1);
+    CHECK(erased[0].status() == Response::FAILED);
+    CHECK(erased[0].message().find("audit log") != std::string::npos);
+    REQUIRE(exported.size() == 1);  // not even a progress frame: nothing was read
+    CHECK(exported[0].status() == Response::FAILED);
+    CHECK(f.rights().seen().empty());  // neither right was exercised
+    CHECK(f.counters().get("admin_audit_failures").get() >= 2);
+    CHECK(entries(f.audit()).size() == before);
+    CHECK(all_bytes(f.dir()).find(secret_id) == std::string::npos);
 }
 
 TEST_CASE("A peer with no role is refused every command and each refusal is audited by uid") {
@@ -541,7 +603,7 @@ TEST_CASE("vernctl reads the identifier from stdin, shows export progress, and e
     CHECK(slurp(out / "status.txt").find("FORBIDDEN") != std::string::npos);
     CHECK(run_vernctl(f.socket(), "--json audit show", "", out / "show.json") == 0);
     CHECK(run_vernctl(f.socket(), "audit verify", "", out / "verify.txt") == 0);
-    CHECK(slurp(out / "verify.txt").find("audit log intact: 5 entries") != std::string::npos);
+    CHECK(slurp(out / "verify.txt").find("audit log intact: 7 entries") != std::string::npos);
     // Nothing vernctl printed about the audit holds the identifier.
     CHECK(slurp(out / "show.json").find(secret_id) == std::string::npos);
     CHECK(run_vernctl("/nonexistent/admin.sock", "status", "", out / "none.txt") == 5);

@@ -2,7 +2,11 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <nlohmann/json.hpp>
+#include <set>
 
+#include "../../gateway/pipeline/src/diag_state.h"  // private to the pipeline: its tail state
+#include "clean.pb.h"
 #include "temp_dir.h"
 #include "vern/crypto/keyring.h"
 #include "vern/pipeline/device_marks.h"
@@ -506,4 +510,76 @@ TEST_CASE(
     REQUIRE(swept);
     CHECK(swept->removed[0] + swept->removed[1] + swept->removed[2] == 15);
     for (Lane lane : all_lanes) CHECK(store->stats(lane).depth == 0);
+}
+
+// What a technician's `vernctl tail` gets: pseudonymised records are still personal data (an
+// arm/disarm time tells when people are home), so a tailed record is metadata only.
+TEST_CASE("A tailed record is metadata only and holds no pseudonym or anything of the record") {
+    DiagState state;
+    (void)state.tail(0, 10, 0);  // someone tails: records are kept from now on
+
+    const std::string pseudonym = "v1.e2.qkkihw4j4z3fsb6upz3du774ie";
+    const std::string previous = "v1.e1.xr6nzcxr6nzcxr6nzcxr6nzcxr";
+    clean::v1::Record alarm;
+    alarm.set_gateway("gw-test");
+    alarm.set_stream("alarm");
+    alarm.set_seq(7);
+    alarm.set_event_time_ms(1796148000123);
+    alarm.set_key_epoch(2);
+    alarm.mutable_source()->set_device_id("panel-000001");
+    alarm.mutable_alarm()->set_kind(clean::v1::Alarm::DISARM);
+    alarm.mutable_alarm()->set_event_id("ev-000042");
+    alarm.mutable_alarm()->set_zone(12);
+    alarm.mutable_alarm()->set_customer(pseudonym);
+    alarm.mutable_alarm()->set_user(pseudonym);
+    alarm.set_previous_key_epoch(1);
+    alarm.mutable_previous()->set_customer(previous);
+    state.sent(Lane::alarm, 7, "alarm/alarm", alarm);
+
+    clean::v1::Record meter;
+    meter.set_stream("billing");
+    meter.set_seq(3);
+    meter.mutable_meter()->set_meter_point(pseudonym);
+    meter.mutable_meter()->set_energy_wh(6854321);
+    meter.mutable_meter()->set_interval_start_ms(1796148000123);
+    state.sent(Lane::meter, 3, "billing/meter", meter);
+
+    clean::v1::Record image;
+    image.set_stream("alarm");
+    image.set_seq(8);
+    image.mutable_image()->set_event_id("ev-000042");
+    image.mutable_image()->set_data(std::string(1000, '\xff'));
+    state.sent(Lane::image, 8, "alarm/image", image);
+
+    const auto tailed = state.tail(0, 10, 0);
+    REQUIRE(tailed.size() == 3);
+    for (const auto& t : tailed) {
+        INFO(t.json);
+        for (const std::string& never :
+             {pseudonym, previous, std::string("v1.e"), std::string("DISARM"),
+              std::string("ev-000042"), std::string("1796148000123"), std::string("6854321"),
+              std::string("panel-000001"), std::string("record")}) {
+            CHECK(t.json.find(never) == std::string::npos);
+        }
+        const auto j = nlohmann::json::parse(t.json);
+        std::set<std::string> keys;
+        for (const auto& item : j.items()) keys.insert(item.key());
+        const std::set<std::string> allowed{"time_ms", "lane", "seq",   "stream",
+                                            "topic",   "kind", "bytes", "image_bytes"};
+        for (const auto& k : keys) CHECK(allowed.count(k) == 1);
+        CHECK(j["time_ms"].get<std::int64_t>() > 0);
+        CHECK(j["bytes"].get<std::size_t>() > 0);
+    }
+    const auto first = nlohmann::json::parse(tailed[0].json);
+    CHECK(first["lane"] == "alarm");
+    CHECK(first["seq"] == 7);
+    CHECK(first["stream"] == "alarm");
+    CHECK(first["topic"] == "alarm/alarm");
+    CHECK(first["kind"] == "alarm");
+    CHECK(first["bytes"] == alarm.ByteSizeLong());
+    CHECK_FALSE(first.contains("image_bytes"));
+    CHECK(nlohmann::json::parse(tailed[1].json)["kind"] == "meter");
+    const auto last = nlohmann::json::parse(tailed[2].json);
+    CHECK(last["kind"] == "image");
+    CHECK(last["image_bytes"] == 1000);
 }

@@ -348,7 +348,8 @@ struct AdminServer::Impl {
         return p;
     }
 
-    void record(const Peer& peer, Role role, const std::string& action,
+    // Appends an audit entry; false (logged and counted) when the log could not take it.
+    bool record(const Peer& peer, Role role, const std::string& action,
                 const std::string& subject_id, const std::string& outcome) {
         storage::AuditEntry e;
         e.role = std::string(role_name(role));
@@ -360,7 +361,9 @@ struct AdminServer::Impl {
             audit_failures.add();
             spdlog::error("audit log: append failed ({}): {}",
                           storage::store_errc_name(r.error().code), r.error().detail);
+            return false;
         }
+        return true;
     }
 
     static bool send(int fd, v1::Response::Status status, const std::string& message,
@@ -474,6 +477,17 @@ struct AdminServer::Impl {
     void subject(int fd, const Peer& peer, const std::string& action,
                  const v1::SubjectRequest& req) {
         using A = v1::SubjectRequest;
+        // The request is on record before anything is done: an erasure (or an export) with no
+        // audit entry must not happen, so when the log cannot take the entry (a full disk) the
+        // right is not exercised. The entry names the action only: the purpose is checked by
+        // the rights engine below, and the identifier never goes in.
+        if (!record(peer, Role::privacy_officer, action, "", "requested")) {
+            spdlog::warn("admin: {} refused: the audit log cannot record the request", action);
+            send(fd, v1::Response::FAILED,
+                 "not done: the audit log cannot record the request (is the disk full?)", "", false,
+                 Role::privacy_officer);
+            return;
+        }
         // The identifier stays in this frame's memory: never logged, audited or answered.
         const pipeline::SubjectRef ref{req.kind(), req.identifier()};
         Result<RightsOutcome, RightsError> outcome = fail(RightsError{RightsErrc::unavailable, ""});

@@ -311,11 +311,13 @@ std::vector<Section> schema(Config& c) {
         {"admin",
          "The admin socket (vernctl), its roles, the audit log and the metrics endpoint.\n"
          "# Roles go by the peer's numeric uid or gid; anyone else is refused, and every command,\n"
-         "# allowed or refused, is written to the signed audit log.",
+         "# allowed or refused, is written to the signed audit log. The packaged service puts the\n"
+         "# socket at /run/vern/admin.sock (vernd --admin-socket; the directory is group vern's):\n"
+         "# a technician needs both `adduser USER vern` and their uid in technician_uids.",
          {
-             string_field(
-                 "socket", &c.admin.socket,
-                 "Unix socket (mode 0660) vernctl talks to. Empty: {data_dir}/admin.sock."),
+             string_field("socket", &c.admin.socket,
+                          "Unix socket (mode 0660) vernctl talks to. Empty: {data_dir}/admin.sock; "
+                          "--admin-socket overrides it."),
              id_list_field("technician_uids", &c.admin.technician_uids,
                            "Users allowed the diagnostics (status, devices, selftest, tail)."),
              id_list_field("technician_gids", &c.admin.technician_gids,

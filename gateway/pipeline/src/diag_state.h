@@ -4,8 +4,8 @@
 // Written by the pipeline and forwarder threads, read by the admin socket's: every method locks.
 // Bounded: at most max_devices devices, tail_capacity records, max_samples samples.
 //
-// Never: keep a payload or a raw identifier. Records for `tail` are the clean records as they
-// leave (pseudonyms), image bytes left out, and only while someone tails.
+// Never: keep a payload, a raw identifier or a pseudonym. What `tail` keeps of a record as it
+// leaves is metadata (lane, seq, stream, topic, kind, size), and only while someone tails.
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>

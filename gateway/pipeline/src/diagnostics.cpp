@@ -1,5 +1,4 @@
 #include <fcntl.h>
-#include <google/protobuf/util/json_util.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <unistd.h>
@@ -9,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <string_view>
 #include <thread>
 
 #include "diag_state.h"
@@ -27,6 +27,25 @@ std::int64_t mono_now_ms() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(
                std::chrono::steady_clock::now().time_since_epoch())
         .count();
+}
+
+// The record's kind, as the last level of its upstream topic names it.
+std::string_view record_kind(const clean::v1::Record& record) {
+    switch (record.body_case()) {
+        case clean::v1::Record::kAlarm:
+            return "alarm";
+        case clean::v1::Record::kMeter:
+            return "meter";
+        case clean::v1::Record::kImage:
+            return "image";
+        case clean::v1::Record::kSiteAggregate:
+            return "aggregate";
+        case clean::v1::Record::kErasure:
+            return "notice";
+        case clean::v1::Record::BODY_NOT_SET:
+            break;
+    }
+    return "none";
 }
 
 }  // namespace
@@ -68,22 +87,17 @@ void DiagState::mark(const std::string& device, std::uint64_t through, std::uint
 void DiagState::sent(Lane lane, std::uint64_t seq, const std::string& topic,
                      const clean::v1::Record& record) {
     if (tail_wanted_until_ms_.load(std::memory_order_relaxed) < mono_now_ms()) return;
-    clean::v1::Record copy = record;
-    std::size_t image_bytes = 0;
-    if (copy.has_image()) {
-        image_bytes = copy.image().data().size();
-        copy.mutable_image()->clear_data();
-    }
-    std::string record_json;
-    google::protobuf::util::JsonPrintOptions options;
-    options.preserve_proto_field_names = true;
-    (void)google::protobuf::util::MessageToJsonString(copy, &record_json, options);
+    // Metadata only. Pseudonymised records are still personal data, and a technician has no
+    // need for them: no pseudonym, event kind, event time or value goes in (arm/disarm times
+    // alone tell when people are home).
     nlohmann::json j{{"time_ms", system_now_ms()},
                      {"lane", std::string(lane_name(lane))},
                      {"seq", seq},
+                     {"stream", record.stream()},
                      {"topic", topic},
-                     {"record", nlohmann::json::parse(record_json, nullptr, false)}};
-    if (image_bytes > 0) j["image_bytes"] = image_bytes;
+                     {"kind", std::string(record_kind(record))},
+                     {"bytes", record.ByteSizeLong()}};
+    if (record.has_image()) j["image_bytes"] = record.image().data().size();
     {
         std::lock_guard lock(tail_mutex_);
         tail_.push_back({tail_next_++, j.dump()});

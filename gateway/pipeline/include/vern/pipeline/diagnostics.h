@@ -4,8 +4,8 @@
 // from its own threads: every method is thread-safe.
 //
 // Payloads are JSON. They hold device serials, counters, sizes, times, reason codes and, for
-// `tail`, the records as they leave (already pseudonymised, image bytes left out). Never a raw
-// identifier, a name, a phone number, a PIN.
+// `tail`, the metadata of records as they leave. Never a raw identifier, a name, a phone number,
+// a PIN; nor a pseudonym or a record's contents (pseudonymised data is still personal data).
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -14,7 +14,9 @@ namespace vern::pipeline {
 
 struct TailRecord {
     std::uint64_t cursor = 0;  // increases by one per record sent; for the next tail() call
-    std::string json;          // {"time_ms", "lane", "seq", "topic", "record": {...}}
+    // {"time_ms" (when sent), "lane", "seq", "stream", "topic", "kind", "bytes" (serialized
+    // record), "image_bytes" (images only)}: no body, no pseudonym, no event time.
+    std::string json;
 };
 
 class Diagnostics {
