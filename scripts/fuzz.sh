@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets (tests/fuzz) with clang-14, ASan and UBSan into build-fuzz/ and
-# runs each one on a fresh copy of its seed corpus. Prints per target: executions, exec/s,
-# coverage (libFuzzer's cov: edges and ft: features) and findings. Exits 1 if any target found
-# something (crash-*, leak-*, timeout-*, oom-* files, kept in the findings dir), 2 on usage or
-# build errors.
+# Builds the libFuzzer targets (tests/fuzz) with clang-14, ASan and UBSan into build-asan/ (the
+# tree scripts/test.sh's asan stage builds and tests; scripts/sanitize-config.sh) and runs each
+# one on a fresh copy of its seed corpus. Prints per target: executions, exec/s, coverage
+# (libFuzzer's cov: edges and ft: features) and findings. Exits 1 if any target found something
+# (crash-*, leak-*, timeout-*, oom-* files, kept in the findings dir), 2 on usage or build errors.
 #
 #   scripts/fuzz.sh [--seconds N | --runs N] [--jobs N] [target...]   (default: 60 s, all)
 #     --runs N       N executions per target instead of a time
 #     --jobs N       fuzz N targets at once (default 1); each is one process
-#     --build-only   build the targets and stop; --no-build: run what build-fuzz/ holds
+#     --build-only   build the targets and stop; --no-build: run what build-asan/ holds
 #
-# Environment: VERN_FUZZ_BUILD_DIR (default build-fuzz), VERN_FUZZ_OUT (default
+# Environment: VERN_FUZZ_BUILD_DIR (default build-asan), VERN_FUZZ_OUT (default
 # $VERN_FUZZ_BUILD_DIR/fuzz-out), CXX_FUZZ (default clang++-14).
 # libFuzzer's own output (which can show a crashing input) goes to a log file per target, never
 # to the terminal: seeds come from vern-sim messages, which hold fake personal identifiers.
@@ -42,7 +42,7 @@ for t in "${targets[@]}"; do
     [[ " ${all_targets[*]} " == *" $t "* ]] || { echo "fuzz.sh: no target $t" >&2; exit 2; }
 done
 
-build_dir=${VERN_FUZZ_BUILD_DIR:-build-fuzz}
+build_dir=${VERN_FUZZ_BUILD_DIR:-build-asan}
 out_dir=${VERN_FUZZ_OUT:-$build_dir/fuzz-out}
 cxx=${CXX_FUZZ:-clang++-14}
 command -v "$cxx" >/dev/null || {
@@ -52,10 +52,9 @@ if [ "$build" = 1 ]; then
     echo "fuzz.sh: building ${targets[*]} in $build_dir"
     mkdir -p "$build_dir"
     build_log="$build_dir/fuzz-build.log"
-    # -O1 and line tables only: quicker to build, and what a finding's stack trace needs.
-    cmake -S . -B "$build_dir" -DCMAKE_CXX_COMPILER="$cxx" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-        "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1" -DVERN_FUZZ=ON -DVERN_SANITIZE=address \
-        -DVERN_WERROR=ON -DVERN_BUILD_TESTS=OFF >"$build_log" 2>&1 \
+    # shellcheck source=sanitize-config.sh
+    . scripts/sanitize-config.sh
+    cmake -S . -B "$build_dir" "${asan_cmake_args[@]}" >"$build_log" 2>&1 \
         || { echo "fuzz.sh: cmake failed, see $build_log" >&2; exit 2; }
     cmake --build "$build_dir" -j "$(nproc)" --target "${targets[@]}" >>"$build_log" 2>&1 \
         || { echo "fuzz.sh: build failed, see $build_log" >&2; tail -20 "$build_log" >&2; exit 2; }

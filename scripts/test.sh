@@ -2,10 +2,12 @@
 # Builds vern and runs every test and hardening check; what CI runs (.ci/run). Stages:
 #   plain   build with warnings as errors (-DVERN_WERROR=ON); every unit and end-to-end test
 #   tidy    clang-tidy over vern's own sources, checked-in .clang-tidy (a finding fails)
-#   asan    ASan+UBSan build (gcc, -O2 -g1); every unit and end-to-end test
-#   tsan    TSan build (gcc, -O2 -g1) of the in-process threaded tests only; those tests
-#   fuzz    every libFuzzer target (clang-14) for VERN_FUZZ_SECONDS (20) s on its checked-in
-#           corpus and regressions (a finding fails)
+#   asan    ASan+UBSan build (clang-14, -O1 -g1, -Werror, libFuzzer instrumentation: the same
+#           tree holds the fuzz targets); every unit and end-to-end test and every fuzz
+#           target's corpus and regressions
+#   tsan    TSan build (gcc, -O1 -g1) of the in-process threaded tests only; those tests
+#   fuzz    every libFuzzer target (in the asan tree) for VERN_FUZZ_SECONDS (20) s on its
+#           checked-in corpus and regressions (a finding fails)
 #
 #   scripts/test.sh [--quick] [--stages LIST] [--fuzz-seconds N] [ctest args...]
 #     --quick (or VERN_QUICK=1)   the plain stage only, for local iteration
@@ -17,8 +19,8 @@
 # timers, and must not be starved), and clang-tidy fills the gaps under nice 19. Each stage's
 # output goes to $VERN_TEST_LOGS (default build-logs/); the terminal gets one line per stage and
 # a summary with wall time and CPU time (user+sys) per stage. Build dirs: $VERN_BUILD_DIR
-# (build), $VERN_ASAN_BUILD_DIR (build-asan), $VERN_TSAN_BUILD_DIR (build-tsan),
-# $VERN_FUZZ_BUILD_DIR (build-fuzz). Exits 1 if any stage failed.
+# (build), $VERN_ASAN_BUILD_DIR (build-asan, also the fuzz targets'), $VERN_TSAN_BUILD_DIR
+# (build-tsan). Exits 1 if any stage failed.
 set -uo pipefail
 self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
@@ -48,7 +50,6 @@ jobs=$(nproc)
 plain_dir=${VERN_BUILD_DIR:-build}
 asan_dir=${VERN_ASAN_BUILD_DIR:-build-asan}
 tsan_dir=${VERN_TSAN_BUILD_DIR:-build-tsan}
-fuzz_dir=${VERN_FUZZ_BUILD_DIR:-build-fuzz}
 logs=${VERN_TEST_LOGS:-build-logs}
 # The threaded tests: the pipeline's threads, the store's concurrent writers, the end-to-end
 # runs (vernd, vern-sim and vern-tap are built and run instrumented too).
@@ -60,14 +61,9 @@ logs=${VERN_TEST_LOGS:-build-logs}
 tsan_targets=(storage_test crypto_test pipeline_test rights_test forward_test admin_test)
 [ "${VERN_TSAN_E2E:-0}" = 1 ] && tsan_targets+=(e2e_test)
 tsan_regex="^($(IFS='|'; echo "${tsan_targets[*]}")):"
-# Sanitizer builds: line tables only (-g1): full debug info costs compile time and buys
-# nothing a sanitizer report needs (function, file and line). -O2, not -O1: at -O1 the e2e
-# outage test failed under ASan on a loaded machine (the backend missed the backlog after the
-# upstream restart; no sanitizer report; 2 runs of 2); -O2 is what the suite ran at before.
-# No -Werror there: gcc's flow warnings are unreliable under sanitizers (gcc 12 warns
-# maybe-uninitialized inside libstdc++'s <regex> at -O1 with ASan; gcc's manual advises against
-# -Werror with sanitizers). The plain (gcc) and fuzz (clang) builds hold our code to -Werror.
-sanitizer_flags=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1")
+# The sanitizer trees' cmake arguments (compiler, flags, why): scripts/sanitize-config.sh.
+# shellcheck source=sanitize-config.sh
+. scripts/sanitize-config.sh
 
 # --- stages ------------------------------------------------------------------------------
 configure() {  # configure DIR cmake-args...
@@ -88,23 +84,22 @@ plain_test() {
 }
 tidy() { VERN_BUILD_DIR="$plain_dir" scripts/tidy.sh; }
 asan_build() {
-    configure "$asan_dir" "${sanitizer_flags[@]}" -DVERN_SANITIZE=address -DVERN_WERROR=OFF &&
+    configure "$asan_dir" "${asan_cmake_args[@]}" &&
         cmake --build "$asan_dir" -j "$jobs"
 }
 asan_test() {
     (cd "$asan_dir" && ctest -j "$jobs" --output-on-failure --timeout 900 --no-tests=error)
 }
 tsan_build() {
-    configure "$tsan_dir" "${sanitizer_flags[@]}" -DVERN_SANITIZE=thread -DVERN_WERROR=OFF &&
+    configure "$tsan_dir" "${tsan_cmake_args[@]}" &&
         cmake --build "$tsan_dir" -j "$jobs" --target "${tsan_targets[@]}"
 }
 tsan_test() {
     (cd "$tsan_dir" && ctest -j "$jobs" --output-on-failure --timeout 900 --no-tests=error \
         -R "$tsan_regex")
 }
-fuzz_build() { VERN_FUZZ_BUILD_DIR="$fuzz_dir" scripts/fuzz.sh --build-only; }
 fuzz_run() {
-    VERN_FUZZ_BUILD_DIR="$fuzz_dir" scripts/fuzz.sh --no-build --jobs "$jobs" \
+    VERN_FUZZ_BUILD_DIR="$asan_dir" scripts/fuzz.sh --no-build --jobs "$jobs" \
         --seconds "$fuzz_seconds"
 }
 
@@ -154,11 +149,11 @@ pids=()
 # Builds, one after the other (each uses every core).
 (
     if wants plain; then run plain_build 5; fi
-    if wants asan; then run asan_build 5; fi
+    # The fuzz targets are built in the asan tree.
+    if wants asan || wants fuzz; then run asan_build 5; fi
     if wants tsan; then run tsan_build 5; fi
     if wants fuzz; then
-        run fuzz_build 5 && run fuzz_run 5
-        [ -f "$logs/fuzz_run.rc" ] || skip fuzz_run "fuzz_build failed"
+        if after asan_build; then run fuzz_run 5; else skip fuzz_run "asan_build failed"; fi
     fi
 ) &
 pids+=($!)
@@ -187,8 +182,7 @@ echo "test.sh summary (wall s: elapsed; cpu s: user+sys of the stage and its chi
 printf '  %-12s %8s %8s  %s\n' stage "wall s" "cpu s" result
 failed=0
 cpu_total=0
-for s in plain_build plain_test tidy asan_build asan_test tsan_build tsan_test fuzz_build \
-    fuzz_run; do
+for s in plain_build plain_test tidy asan_build asan_test tsan_build tsan_test fuzz_run; do
     [ -f "$logs/$s.rc" ] || continue
     rc=$(cat "$logs/$s.rc")
     wall=- cpu=-
