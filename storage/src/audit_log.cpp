@@ -14,6 +14,8 @@
 #include <system_error>
 #include <tuple>
 
+#include "info_log.h"
+
 namespace vern::storage {
 namespace {
 
@@ -216,8 +218,8 @@ Result<std::unique_ptr<AuditLog>, StoreError> AuditLog::open(const std::string& 
     options.create_if_missing = true;
     options.paranoid_checks = true;
     options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
-    options.max_log_file_size = 1u << 20;
-    options.keep_log_file_num = 3;
+    // No LOG file: on a full disk its failed writer aborts librocksdb (see info_log.h).
+    options.info_log = make_info_log("audit");
     options.write_buffer_size = 1u << 20;
     rocksdb::DB* raw = nullptr;
     auto status = rocksdb::DB::Open(options, path, &raw);

@@ -22,6 +22,8 @@
 #include <mutex>
 #include <system_error>
 
+#include "info_log.h"
+
 namespace vern::storage {
 namespace {
 
@@ -559,8 +561,8 @@ Result<std::unique_ptr<Store>, StoreError> Store::open(const StoreOptions& optio
     // A torn last write after power loss is dropped, not fatal.
     db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
     db_options.max_total_wal_size = options.max_total_wal_bytes;
-    db_options.max_log_file_size = options.max_info_log_bytes;
-    db_options.keep_log_file_num = std::max<std::size_t>(1, options.keep_info_log_files);
+    // No LOG file: on a full disk its failed writer aborts librocksdb (see info_log.h).
+    db_options.info_log = make_info_log("store");
     db_options.recycle_log_file_num = 0;
     db_options.max_manifest_file_size = 4u << 20;
 
