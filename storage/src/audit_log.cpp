@@ -14,6 +14,8 @@
 #include <system_error>
 #include <tuple>
 
+#include "info_log.h"
+
 namespace vern::storage {
 namespace {
 
@@ -160,6 +162,10 @@ struct AuditLog::Impl {
     std::unique_ptr<rocksdb::DB> db;
     rocksdb::WriteOptions write_options;
     mutable std::mutex mutex;
+    // Set when an append failed: RocksDB then refuses writes until its background error is
+    // cleared (see Store: by RocksDB once a full disk has room, or by Resume() before the next
+    // append; a fatal error such as EIO only by reopening). Guarded by mutex.
+    bool write_failed = false;
     std::uint64_t last_seq = 0;
     std::string last_link = std::string(link_bytes, '\0');
 
@@ -216,8 +222,8 @@ Result<std::unique_ptr<AuditLog>, StoreError> AuditLog::open(const std::string& 
     options.create_if_missing = true;
     options.paranoid_checks = true;
     options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
-    options.max_log_file_size = 1u << 20;
-    options.keep_log_file_num = 3;
+    // No LOG file: on a full disk its failed writer aborts librocksdb (see info_log.h).
+    options.info_log = make_info_log("audit");
     options.write_buffer_size = 1u << 20;
     rocksdb::DB* raw = nullptr;
     auto status = rocksdb::DB::Open(options, path, &raw);
@@ -264,7 +270,13 @@ Result<AuditEntry, StoreError> AuditLog::append(AuditEntry entry) {
     rocksdb::WriteBatch batch;
     batch.Put(entry_key(entry.seq), value);
     batch.Put(rocksdb::Slice(head_key.data(), head_key.size()), head);
+    if (d.write_failed) {
+        auto resumed = d.db->Resume();
+        if (!resumed.ok() && !resumed.IsBusy()) return fail(to_error(resumed));
+        d.write_failed = !resumed.ok();
+    }
     auto status = d.db->Write(d.write_options, &batch);
+    d.write_failed = !status.ok();
     if (!status.ok()) return fail(to_error(status));
     d.last_seq = entry.seq;
     d.last_link = link;

@@ -15,12 +15,15 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <filesystem>
 #include <limits>
 #include <mutex>
 #include <system_error>
+
+#include "info_log.h"
 
 namespace vern::storage {
 namespace {
@@ -247,6 +250,31 @@ struct Store::Impl {
     }
     // Everything in the expiry index below this key has been swept (guarded by remove_mu).
     std::string expiry_floor;
+
+    // Set when a write or flush failed (a full disk, an I/O error). RocksDB then holds a
+    // background error and refuses every write until it is cleared: by RocksDB itself for a full
+    // disk (it polls the free space every few seconds and resumes), or by DB::Resume(), which
+    // the next write tries first. An error RocksDB deems fatal (e.g. EIO, EFBIG) is not cleared
+    // by either: writes fail until the store is reopened. Reads keep working throughout.
+    std::atomic<bool> write_failed{false};
+
+    // OK, or the error that keeps the store from writing. Busy (RocksDB's own recovery is
+    // waiting for room) is not returned: the write that follows fails with the reason.
+    rocksdb::Status resume_if_failed() {
+        if (!write_failed.load()) return rocksdb::Status::OK();
+        auto status = db->Resume();
+        if (status.ok()) write_failed.store(false);
+        return status.IsBusy() ? rocksdb::Status::OK() : status;
+    }
+
+    // Every write of the store goes through here.
+    rocksdb::Status write(const rocksdb::WriteOptions& write_options, rocksdb::WriteBatch& batch) {
+        auto status = resume_if_failed();
+        if (!status.ok()) return status;
+        status = db->Write(write_options, &batch);
+        if (!status.ok()) write_failed.store(true);
+        return status;
+    }
 
     ~Impl() {
         if (db == nullptr) return;
@@ -559,8 +587,8 @@ Result<std::unique_ptr<Store>, StoreError> Store::open(const StoreOptions& optio
     // A torn last write after power loss is dropped, not fatal.
     db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
     db_options.max_total_wal_size = options.max_total_wal_bytes;
-    db_options.max_log_file_size = options.max_info_log_bytes;
-    db_options.keep_log_file_num = std::max<std::size_t>(1, options.keep_info_log_files);
+    // No LOG file: on a full disk its failed writer aborts librocksdb (see info_log.h).
+    db_options.info_log = make_info_log("store");
     db_options.recycle_log_file_num = 0;
     db_options.max_manifest_file_size = 4u << 20;
 
@@ -714,7 +742,7 @@ Result<std::vector<std::uint64_t>, StoreError> Store::commit(WriteSet&& writes) 
 
     rocksdb::WriteOptions write_options;
     write_options.sync = impl.options.sync;
-    status = impl.db->Write(write_options, &batch);
+    status = impl.write(write_options, batch);
     if (!status.ok()) return fail(to_error(status));
 
     std::lock_guard lock(impl.counters_mu);
@@ -781,7 +809,7 @@ Result<std::uint64_t, StoreError> Store::remove(Lane lane, std::vector<std::uint
 
     rocksdb::WriteOptions write_options;
     write_options.sync = false;  // a lost delete only means a duplicate is sent again
-    status = impl.db->Write(write_options, &batch);
+    status = impl.write(write_options, batch);
     if (!status.ok()) return fail(to_error(status));
 
     std::lock_guard lock(impl.counters_mu);
@@ -850,7 +878,7 @@ Result<ExpireResult, StoreError> Store::expire(std::int64_t now_ms, std::size_t 
 
     rocksdb::WriteOptions write_options;
     write_options.sync = false;  // a lost sweep is done again by the next one
-    status = impl.db->Write(write_options, &batch);
+    status = impl.write(write_options, batch);
     if (!status.ok()) return fail(to_error(status));
 
     impl.expiry_floor = std::move(floor);
@@ -926,14 +954,22 @@ Result<std::vector<std::string>, StoreError> Store::quarantine_entries(std::size
 Result<void, StoreError> Store::compact() {
     rocksdb::FlushOptions flush_options;
     flush_options.wait = true;
-    auto status = impl_->db->Flush(flush_options, impl_->handles);
+    auto status = impl_->resume_if_failed();
     if (!status.ok()) return fail(to_error(status));
+    status = impl_->db->Flush(flush_options, impl_->handles);
+    if (!status.ok()) {
+        impl_->write_failed.store(true);
+        return fail(to_error(status));
+    }
     rocksdb::CompactRangeOptions compact_options;
     // Rewrite the bottommost level too, so that tombstones and the bytes they cover are dropped.
     compact_options.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
     for (auto* handle : impl_->handles) {
         status = impl_->db->CompactRange(compact_options, handle, nullptr, nullptr);
-        if (!status.ok()) return fail(to_error(status));
+        if (!status.ok()) {
+            impl_->write_failed.store(true);
+            return fail(to_error(status));
+        }
     }
     return {};
 }

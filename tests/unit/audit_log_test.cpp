@@ -2,12 +2,15 @@
 // the tamper cases (flip, delete, swap, truncate) are made with RocksDB directly, as an attacker
 // with the files would.
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <catch2/catch.hpp>
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -225,4 +228,72 @@ TEST_CASE("An audit log killed while appending reopens, verifies and goes on") {
     REQUIRE(v);
     CHECK(v->ok);
     CHECK(v->entries == 25);
+}
+
+TEST_CASE("An audit append past the file size limit fails as a value and loses no entry") {
+#if defined(__SANITIZE_THREAD__)
+    SUCCEED("not under ThreadSanitizer (forks, as the test above)");
+    return;
+#endif
+    vern::test::TempDir dir("vern-audit");
+    SignerCrypto crypto(1);
+    const std::string path = (dir.path() / "audit").string();
+    write_log(path, crypto, 3);
+    pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        // Exit codes: 0 as expected, 1 open failed, 2 no append failed while full, 3 an append
+        // failed after reopening with room again, 4 the log does not verify.
+        auto log = AuditLog::open(path, crypto);
+        if (!log) ::_exit(1);
+        for (int i = 0; i < 20; ++i) {
+            if (!(*log)->append(entry(i))) ::_exit(3);
+        }
+        std::uintmax_t largest = 0;
+        for (const auto& file : std::filesystem::directory_iterator(path)) {
+            if (file.is_regular_file()) largest = std::max(largest, file.file_size());
+        }
+        // No file may grow much past the largest one: EFBIG (SIGXFSZ ignored), as on a full disk.
+        ::signal(SIGXFSZ, SIG_IGN);
+        rlimit original{};
+        if (::getrlimit(RLIMIT_FSIZE, &original) != 0) ::_exit(1);
+        rlimit limited = original;
+        limited.rlim_cur = largest;
+        if (::setrlimit(RLIMIT_FSIZE, &limited) != 0) ::_exit(1);
+        bool failed = false;
+        for (int i = 0; i < 200 && !failed; ++i) {
+            AuditEntry e = entry(i);
+            e.outcome = std::string(2048, 'o');
+            failed = !(*log)->append(e);
+        }
+        // More appends while full: each fails or goes through (the limit is per file, a fresh
+        // WAL has room), none aborts.
+        for (int i = 0; i < 5; ++i) (void)(*log)->append(entry(i));
+        if (::setrlimit(RLIMIT_FSIZE, &original) != 0) ::_exit(1);
+        if (!failed) ::_exit(2);
+        // Room again. RocksDB deems EFBIG fatal (unlike ENOSPC), so this log may go on refusing
+        // appends, as values; reopened, it goes on from its signed head.
+        (void)(*log)->append(entry(50));
+        log->reset();
+        log = AuditLog::open(path, crypto);
+        if (!log) ::_exit(1);
+        for (int i = 0; i < 3; ++i) {
+            if (!(*log)->append(entry(i))) ::_exit(3);
+        }
+        auto v = (*log)->verify();
+        ::_exit(v && v->ok ? 0 : 4);
+    }
+    int status = 0;
+    REQUIRE(::waitpid(child, &status, 0) == child);
+    // A crash shows as a signal (librocksdb asserts once its own info LOG writer has failed).
+    REQUIRE_FALSE(WIFSIGNALED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+    auto log = AuditLog::open(path, crypto);
+    REQUIRE(log);
+    REQUIRE((*log)->append(entry(99)));
+    auto v = (*log)->verify();
+    REQUIRE(v);
+    CHECK(v->ok);
+    CHECK(v->entries == (*log)->last_seq());
+    CHECK(v->entries > 3 + 20 + 3);
 }

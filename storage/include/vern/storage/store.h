@@ -58,9 +58,7 @@ struct StoreOptions {
     std::size_t write_buffer_bytes = 4u << 20;    // per column family memtable
     std::size_t block_cache_bytes = 8u << 20;     // shared block cache
     std::size_t max_total_wal_bytes = 64u << 20;  // forces memtable flush beyond this
-    std::size_t max_info_log_bytes = 1u << 20;    // RocksDB's own LOG file, rotated
-    std::size_t keep_info_log_files = 3;
-    std::size_t max_quarantine_entries = 10000;  // oldest quarantine entries dropped beyond
+    std::size_t max_quarantine_entries = 10000;   // oldest quarantine entries dropped beyond
     StoreBudget budget;
     // Where budget.min_free_bytes reads the free space from; empty: free_bytes_at(path), at most
     // once a second. Tests inject a full disk here (called at every commit that appends).
