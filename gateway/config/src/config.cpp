@@ -225,6 +225,9 @@ std::vector<Section> schema(Config& c) {
                        "Larger payloads are quarantined as too_large, unread."),
              int_field("queue_capacity", &c.site_broker.queue_capacity, 16, 10000000,
                        "Messages held in memory between MQTT and the pipeline."),
+             int_field("queue_max_mb", &c.site_broker.queue_max_mb, 1, 4096,
+                       "...and at most this many MiB of them; a message that finds the queue "
+                       "full is counted (ingest_overflow), gets no receipt and is sent again."),
              int_field("session_expiry_s", &c.site_broker.session_expiry_s, 0, u32,
                        "How long the broker keeps our session (and queues for us) while we are "
                        "down."),
@@ -667,6 +670,9 @@ void validate(const Config& c) {
     }
     if (c.store.budget_bytes != 0 && c.store.alarm_reserve_bytes >= c.store.budget_bytes) {
         add("store.alarm_reserve_bytes must be less than store.budget_bytes");
+    }
+    if ((c.site_broker.queue_max_mb << 20) <= c.site_broker.max_payload_bytes) {
+        add("site_broker.queue_max_mb must hold more than one message of max_payload_bytes");
     }
     if (c.upstream.lane_order != "alarm,image,meter" &&
         c.upstream.lane_order != "alarm,meter,image") {

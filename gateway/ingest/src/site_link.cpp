@@ -3,6 +3,7 @@
 #include <mqtt/async_client.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -48,6 +49,7 @@ struct SiteLink::Impl : public virtual mqtt::callback {
     std::mutex queue_mutex;
     std::condition_variable queue_cv;
     std::deque<InboundMessage> queue;
+    std::size_t queued_bytes = 0;  // topics and payloads held in queue
     bool interrupted = false;
 
     Impl(const config::IngestSection& s, const std::string& client_id, std::string site_id,
@@ -80,13 +82,25 @@ struct SiteLink::Impl : public virtual mqtt::callback {
         // Receipts we publish come back on the same filter; they are not device events.
         if (topic.size() > 8 && topic.compare(topic.size() - 8, 8, "/receipt") == 0) return;
         received.add();
-        InboundMessage in{topic, msg->to_string(), system_now_ms()};
+        // Decode refuses a payload over max_payload_bytes as too_large without reading it, so
+        // only its first max_payload_bytes + 1 bytes are kept: enough to say so. Held whole, a
+        // device flooding large messages would make the queue hold up to queue_capacity of them.
+        const auto& payload = msg->get_payload_ref();
+        const std::size_t keep =
+            payload.empty() ? 0 : std::min(payload.size(), section.max_payload_bytes + 1);
+        InboundMessage in{topic, std::string(keep > 0 ? payload.data() : "", keep),
+                          system_now_ms()};
+        const std::size_t bytes = in.topic.size() + in.payload.size();
         {
             std::lock_guard lock(queue_mutex);
-            if (queue.size() >= section.queue_capacity) {
+            // Full (by count or bytes): refused and counted; the device gets no receipt and
+            // sends it again.
+            if (queue.size() >= section.queue_capacity ||
+                queued_bytes + bytes > (section.queue_max_mb << 20)) {
                 overflow.add();
                 return;
             }
+            queued_bytes += bytes;
             queue.push_back(std::move(in));
         }
         queue_cv.notify_one();
@@ -187,7 +201,9 @@ std::vector<InboundMessage> SiteLink::take(std::size_t max, std::chrono::millise
     impl_->interrupted = false;
     std::vector<InboundMessage> out;
     while (!impl_->queue.empty() && out.size() < max) {
-        out.push_back(std::move(impl_->queue.front()));
+        auto& front = impl_->queue.front();
+        impl_->queued_bytes -= front.topic.size() + front.payload.size();
+        out.push_back(std::move(front));
         impl_->queue.pop_front();
     }
     return out;

@@ -44,7 +44,8 @@ struct IngestSection {  // [site_broker]
     std::string password_file;
     std::string topic_prefix = "dev/v1";
     std::size_t max_payload_bytes = 256 * 1024;
-    std::size_t queue_capacity = 20000;  // in-memory hand-off to the pipeline
+    std::size_t queue_capacity = 20000;  // in-memory hand-off to the pipeline, messages
+    std::size_t queue_max_mb = 32;       // ... and MiB (topics + payloads)
     std::uint32_t session_expiry_s = 7 * 24 * 3600;
 };
 

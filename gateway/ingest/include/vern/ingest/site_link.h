@@ -6,9 +6,10 @@
 // time, never parsed here. The client library acknowledges a QoS 1 message before we hold it,
 // so nothing here makes an event safe: the receipt, sent after the durable commit, does.
 //
-// Guarantees: never blocks the MQTT library's thread (a full hand-off queue drops the message,
-// counted as ingest_overflow: the device has no receipt and sends it again); reconnects forever
-// with jittered backoff.
+// Guarantees: never blocks the MQTT library's thread (a full hand-off queue, by queue_capacity
+// messages or queue_max_mb bytes, drops the message, counted as ingest_overflow: the device has
+// no receipt and sends it again); holds at most max_payload_bytes + 1 bytes of a payload (decode
+// refuses a longer one as too_large, unread); reconnects forever with jittered backoff.
 // Never: log a payload or a topic it could not attribute to a device.
 #include <chrono>
 #include <cstdint>

@@ -1,0 +1,132 @@
+// The site link against a real mosquitto: what it holds in memory between the broker and the
+// pipeline is bounded by messages, by bytes and per payload, and what it can't hold is counted.
+#include <mqtt/async_client.h>
+
+#include <catch2/catch.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "vern/common/counters.h"
+#include "vern/ingest/site_link.h"
+#include "vern_test.h"
+
+using namespace vern;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A device client publishing at QoS 1 on the site's device topics.
+class Device {
+public:
+    explicit Device(const std::string& uri)
+        : client_(uri, "ingest-test-device", mqtt::create_options(MQTTVERSION_5, 1000)) {
+        client_.connect(mqtt::connect_options_builder().mqtt_version(MQTTVERSION_5).finalize())
+            ->wait();
+    }
+    ~Device() {
+        try {
+            client_.disconnect()->wait_for(2s);
+        } catch (const mqtt::exception&) {
+        }
+    }
+    void publish(std::size_t n, std::size_t bytes) {
+        for (std::size_t i = 0; i < n; ++i) {
+            client_.publish("dev/v1/site-1/panel-1/alarm", std::string(bytes, 'x'), 1, false)
+                ->wait();
+        }
+    }
+
+private:
+    mqtt::async_client client_;
+};
+
+// Takes until `want` messages came or nothing more arrives for a second.
+std::vector<ingest::InboundMessage> take_all(ingest::SiteLink& link, std::size_t want) {
+    std::vector<ingest::InboundMessage> all;
+    while (all.size() < want) {
+        auto got = link.take(want, 1000ms);
+        if (got.empty()) break;
+        for (auto& m : got) all.push_back(std::move(m));
+    }
+    return all;
+}
+
+config::IngestSection section_for(const test::Mosquitto& broker) {
+    config::IngestSection s;
+    s.uri = broker.uri();
+    s.session_expiry_s = 0;
+    return s;
+}
+
+}  // namespace
+
+TEST_CASE("A payload over max_payload_bytes is held cut to one byte over the limit, not whole") {
+    test::Mosquitto broker;
+    auto section = section_for(broker);
+    section.max_payload_bytes = 1024;
+    Counters counters;
+    ingest::SiteLink link(section, "ingest-test", "site-1", counters);
+    link.start();
+    REQUIRE(link.wait_subscribed(10s));
+    Device device(broker.uri());
+    device.publish(1, 600 * 1024);
+    device.publish(1, 1024);
+
+    auto got = take_all(link, 2);
+    REQUIRE(got.size() == 2);
+    CHECK(got[0].payload.size() == 1025);  // decode says too_large: it is over the limit
+    CHECK(got[1].payload.size() == 1024);  // at the limit: whole
+    CHECK(got[0].topic == "dev/v1/site-1/panel-1/alarm");
+    CHECK(counters.get("ingest_overflow").get() == 0);
+    link.stop();
+}
+
+TEST_CASE("The hand-off queue refuses and counts what would take it over queue_max_mb") {
+    test::Mosquitto broker;
+    auto section = section_for(broker);
+    section.max_payload_bytes = 256 * 1024;
+    section.queue_max_mb = 1;
+    Counters counters;
+    ingest::SiteLink link(section, "ingest-test", "site-1", counters);
+    link.start();
+    REQUIRE(link.wait_subscribed(10s));
+    Device device(broker.uri());
+    // Ten 200 KiB messages while nobody takes: five fit in 1 MiB (with their topics), the rest
+    // are refused.
+    device.publish(10, 200 * 1024);
+    // Every message reached the link (received counts before the queue check).
+    for (int i = 0; i < 100 && counters.get("ingest_received").get() < 10; ++i) {
+        std::this_thread::sleep_for(50ms);
+    }
+    REQUIRE(counters.get("ingest_received").get() == 10);
+    CHECK(counters.get("ingest_overflow").get() == 5);
+    auto held = take_all(link, 10);
+    CHECK(held.size() == 5);
+
+    // Taking frees the bytes: the queue accepts again.
+    device.publish(3, 200 * 1024);
+    auto more = take_all(link, 3);
+    CHECK(more.size() == 3);
+    CHECK(counters.get("ingest_overflow").get() == 5);
+    link.stop();
+}
+
+TEST_CASE("The hand-off queue refuses and counts what would take it over queue_capacity") {
+    test::Mosquitto broker;
+    auto section = section_for(broker);
+    section.queue_capacity = 16;
+    Counters counters;
+    ingest::SiteLink link(section, "ingest-test", "site-1", counters);
+    link.start();
+    REQUIRE(link.wait_subscribed(10s));
+    Device device(broker.uri());
+    device.publish(20, 10);
+    for (int i = 0; i < 100 && counters.get("ingest_received").get() < 20; ++i) {
+        std::this_thread::sleep_for(50ms);
+    }
+    REQUIRE(counters.get("ingest_received").get() == 20);
+    CHECK(counters.get("ingest_overflow").get() == 4);
+    CHECK(take_all(link, 20).size() == 16);
+    link.stop();
+}
