@@ -11,6 +11,7 @@
 #include "rights_engine.h"
 #include "vern/common/clock.h"
 #include "vern/pipeline/record_codec.h"
+#include "vern/policy/leak_guard.h"
 
 namespace vern::pipeline {
 namespace {
@@ -478,6 +479,16 @@ RightsEngine::Outcome RightsEngine::erase(const SubjectRef& ref) {
                     *rec.mutable_previous(), s->kind,
                     keys_.pseudonymiser(p.name, epoch - 1).pseudonym(s->kind, s->identifier));
             }
+            // The same last check as every record the engine emits: the notice carries
+            // pseudonyms only, never the identifier it was asked about or anything shaped like
+            // personal data. A notice that fails it is not sent (the erasure itself goes on).
+            std::string clean = rec.SerializeAsString();
+            if (policy::leaks(clean, {s->identifier}) ||
+                !policy::scan_for_personal_data(clean).empty()) {
+                spdlog::warn("leak guard: blocked an erasure notice for purpose {}", p.name);
+                --next_seq[p.name];  // the stream's sequence has no gap
+                continue;
+            }
             RecordHeader h{record_format_version,
                            Lane::alarm,
                            config_.keys.record_epoch,
@@ -485,7 +496,7 @@ RightsEngine::Outcome RightsEngine::erase(const SubjectRef& ref) {
                            "notice",
                            p.topic,
                            {}};
-            writes.append(Lane::alarm, seal_record(h, rec.SerializeAsString(), sealer));
+            writes.append(Lane::alarm, seal_record(h, clean, sealer));
             ++notices;
         }
         if (!host_.rights_commit(writes, next_seq)) {
@@ -560,9 +571,14 @@ RightsEngine::Outcome RightsEngine::restrict(const SubjectRef& ref, bool on) {
                           "restrict the customer number"));
     }
     std::uint64_t count = 0;
+    // The lanes as they are now, read on this thread (a long backlog must not hold up the
+    // pipeline and its alarms); the pipeline step adds what was committed meanwhile.
+    std::array<std::uint64_t, 3> end{};
+    auto matches = scan(*s, {}, end, false, {});
     auto done = on_pipeline([&]() -> Outcome {
-        std::array<std::uint64_t, 3> end{};
-        auto matches = scan(*s, {}, end, false, {});
+        std::array<std::uint64_t, 3> tail{};
+        auto more = scan(*s, end, tail, false, {});
+        std::move(more.begin(), more.end(), std::back_inserter(matches));
         storage::WriteSet writes;
         if (on) {
             writes.put_state(restrict_key(s->id), "1");
@@ -583,6 +599,10 @@ RightsEngine::Outcome RightsEngine::restrict(const SubjectRef& ref, bool on) {
         const std::int64_t now = system_now_ms();
         std::array<std::vector<std::uint64_t>, 3> old;
         for (auto& m : matches) {
+            // Most were read before this step: one the budget or the expiry sweep removed since
+            // stays removed.
+            auto still = store_.read(m.lane, m.seq, 1, 1);
+            if (!still || still->empty() || still->front().seq != m.seq) continue;
             old[static_cast<std::size_t>(m.lane)].push_back(m.seq);
             if (m.header.expires_ms < now) continue;  // retention: gone, not released
             writes.append(m.lane, std::move(m.value), m.header.expires_ms);
