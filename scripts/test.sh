@@ -61,6 +61,9 @@ logs=${VERN_TEST_LOGS:-build-logs}
 tsan_targets=(storage_test crypto_test pipeline_test rights_test forward_test admin_test)
 [ "${VERN_TSAN_E2E:-0}" = 1 ] && tsan_targets+=(e2e_test)
 tsan_regex="^($(IFS='|'; echo "${tsan_targets[*]}")):"
+# Not under TSan: the million-record queue test runs one thread (RocksDB's tombstones are what it
+# measures) and took 94 of the stage's 140 CPU-seconds; it runs in the plain and asan stages.
+tsan_exclude="million acknowledged records"
 # The sanitizer trees' cmake arguments (compiler, flags, why): scripts/sanitize-config.sh.
 # shellcheck source=sanitize-config.sh
 . scripts/sanitize-config.sh
@@ -96,7 +99,7 @@ tsan_build() {
 }
 tsan_test() {
     (cd "$tsan_dir" && ctest -j "$jobs" --output-on-failure --timeout 900 --no-tests=error \
-        -R "$tsan_regex")
+        -R "$tsan_regex" -E "$tsan_exclude")
 }
 fuzz_run() {
     VERN_FUZZ_BUILD_DIR="$asan_dir" scripts/fuzz.sh --no-build --jobs "$jobs" \
