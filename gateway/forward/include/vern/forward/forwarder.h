@@ -2,8 +2,11 @@
 // Upstream delivery: reads the durable lanes in priority order (alarm, then image, then meter),
 // keeps a bounded window of messages in flight at QoS 1, and reports each record delivered only
 // when the upstream broker's PUBACK for its message arrives. The meter lane packs consecutive
-// records into one message (upstream.batch_max_records/bytes); alarms and images go one each. After a reconnect everything not yet
-// delivered is sent again: the copies carry the same gateway/stream/seq, and backends drop them.
+// records into one message (upstream.batch_max_records/bytes); alarms and images go one each.
+// After a reconnect everything not yet delivered is sent again: the copies carry the same
+// gateway/stream/seq, and backends drop them. A publish Paho had queued for the lost connection
+// can still go out and be acknowledged beside the resend, so a record may be reported delivered
+// twice (Outbox::delivered must be idempotent; forward_delivered counts copies).
 //
 // Link state: with a status topic ({topic_prefix}/{gateway}/status), every connect publishes a
 // retained vern.clean.v1.GatewayStatus with online = true, the connection's last will is the
