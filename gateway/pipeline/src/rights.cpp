@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "clean.pb.h"
+#include "egress.h"
 #include "rights_engine.h"
 #include "vern/common/clock.h"
 #include "vern/pipeline/record_codec.h"
@@ -179,13 +180,14 @@ std::string RightsEngine::objection_key(std::string_view subject_id, std::string
 
 RightsEngine::RightsEngine(const config::Config& config, const crypto::Keyring& keys,
                            storage::Store& store, RecordKeys& record_keys, policy::Policy& policy,
-                           Counters& k, RightsHost& host)
+                           Egress& egress, std::function<void()> wake_forwarder, Counters& k)
     : config_(config),
       keys_(keys),
       store_(store),
       record_keys_(record_keys),
       policy_(policy),
-      host_(host),
+      egress_(egress),
+      wake_forwarder_(std::move(wake_forwarder)),
       exports_(k.get("rights_exports")),
       erasures_(k.get("rights_erasures")),
       restrictions_(k.get("rights_restrictions")),
@@ -447,26 +449,29 @@ RightsEngine::Outcome RightsEngine::erase(const SubjectRef& ref) {
         auto more = scan(*s, end, tail, s->by_content(), {});
         std::move(more.begin(), more.end(), std::back_inserter(first));
 
-        storage::WriteSet writes;
+        Staged staged = egress_.begin();
         auto forgotten = policy_.forget(s->kind, s->identifier);
         state_dropped = forgotten.state.size();
-        host_.rights_stage_state(writes, forgotten.state);
-        writes.erase_state(RecordKeys::state_key(s->id));  // crypto-shredding
-        writes.erase_state(restrict_key(s->id));
+        egress_.stage_state(staged, forgotten.state);
+        staged.writes.erase_state(RecordKeys::state_key(s->id));  // crypto-shredding
+        staged.writes.erase_state(restrict_key(s->id));
         // An erasure notice per purpose that holds this kind of identifier as a pseudonym, in
         // that purpose's stream and with its pseudonyms only; on the alarm lane (never evicted,
         // served first) and without expiry: delivered at least once, however long the uplink
-        // is down. Sealed with the epoch's record key, not the subject's (it must outlive it).
-        auto next_seq = host_.rights_stream_seqs();
+        // is down. About no one (sealed with the epoch's record key: it must outlive the
+        // subject's key). Through the egress like every record: the leak guard looks at it with
+        // the identifier it was asked about, and a notice that fails it is not sent (counted;
+        // the erasure itself goes on).
         const std::int64_t now = system_now_ms();
         const std::uint32_t epoch = config_.keys.pseudonym_epoch;
-        const auto sealer = record_keys_.epoch_sealer(config_.keys.record_epoch);
+        std::vector<policy::Emission> emissions;
         for (const auto& p : config_.policy.purposes) {
             if (!pseudonymises(p, s->kind)) continue;
-            clean::v1::Record rec;
-            rec.set_gateway(config_.gateway.id);
+            policy::Emission e{
+                p.name, p.topic, Lane::alarm, "notice", std::numeric_limits<std::int64_t>::max(),
+                {},     {}};
+            auto& rec = e.record;
             rec.set_stream(p.name);
-            rec.set_seq(++next_seq[p.name]);
             rec.set_event_time_ms(now);
             rec.set_key_epoch(epoch);
             auto* n = rec.mutable_erasure();
@@ -479,27 +484,10 @@ RightsEngine::Outcome RightsEngine::erase(const SubjectRef& ref) {
                     *rec.mutable_previous(), s->kind,
                     keys_.pseudonymiser(p.name, epoch - 1).pseudonym(s->kind, s->identifier));
             }
-            // The same last check as every record the engine emits: the notice carries
-            // pseudonyms only, never the identifier it was asked about or anything shaped like
-            // personal data. A notice that fails it is not sent (the erasure itself goes on).
-            std::string clean = rec.SerializeAsString();
-            if (policy::leaks(clean, {s->identifier}) ||
-                !policy::scan_for_personal_data(clean).empty()) {
-                spdlog::warn("leak guard: blocked an erasure notice for purpose {}", p.name);
-                --next_seq[p.name];  // the stream's sequence has no gap
-                continue;
-            }
-            RecordHeader h{record_format_version,
-                           Lane::alarm,
-                           config_.keys.record_epoch,
-                           std::numeric_limits<std::int64_t>::max(),
-                           "notice",
-                           p.topic,
-                           {}};
-            writes.append(Lane::alarm, seal_record(h, clean, sealer));
-            ++notices;
+            emissions.push_back(std::move(e));
         }
-        if (!host_.rights_commit(writes, next_seq)) {
+        notices = egress_.stage(staged, emissions, Origin{now, {}, {s->identifier}});
+        if (!egress_.commit(staged)) {
             return fail(error(RightsErrc::store_error,
                               "the store refused the erasure; nothing was erased"));
         }
@@ -529,7 +517,7 @@ RightsEngine::Outcome RightsEngine::erase(const SubjectRef& ref) {
             restricted_.erase(s->id);
             any_restricted_ = !restricted_.empty();
         }
-        host_.rights_wake_forwarder();
+        wake_forwarder_();
         return RightsOutcome{};
     });
     if (!done) return done;
@@ -579,10 +567,11 @@ RightsEngine::Outcome RightsEngine::restrict(const SubjectRef& ref, bool on) {
         std::array<std::uint64_t, 3> tail{};
         auto more = scan(*s, end, tail, false, {});
         std::move(more.begin(), more.end(), std::back_inserter(matches));
-        storage::WriteSet writes;
+        Staged staged = egress_.begin();
+        auto& writes = staged.writes;
         if (on) {
             writes.put_state(restrict_key(s->id), "1");
-            if (!host_.rights_commit(writes, host_.rights_stream_seqs())) {
+            if (!egress_.commit(staged)) {
                 return fail(error(RightsErrc::store_error, "the store refused the restriction"));
             }
             std::lock_guard lock(held_mutex_);
@@ -608,7 +597,7 @@ RightsEngine::Outcome RightsEngine::restrict(const SubjectRef& ref, bool on) {
             writes.append(m.lane, std::move(m.value), m.header.expires_ms);
             ++count;
         }
-        if (!host_.rights_commit(writes, host_.rights_stream_seqs())) {
+        if (!egress_.commit(staged)) {
             return fail(
                 error(RightsErrc::store_error, "the store refused lifting the restriction"));
         }
@@ -621,7 +610,7 @@ RightsEngine::Outcome RightsEngine::restrict(const SubjectRef& ref, bool on) {
             restricted_.erase(s->id);
             any_restricted_ = !restricted_.empty();
         }
-        host_.rights_wake_forwarder();
+        wake_forwarder_();
         return RightsOutcome{};
     });
     if (!done) return done;
@@ -651,17 +640,18 @@ RightsEngine::Outcome RightsEngine::object(const SubjectRef& ref, std::string_vi
     std::string name(purpose);
     std::size_t dropped = 0;
     auto done = on_pipeline([&]() -> Outcome {
-        storage::WriteSet writes;
+        Staged staged = egress_.begin();
+        auto& writes = staged.writes;
         if (on) {
             writes.put_state(objection_key(s->id, name), "1");
             // What the purpose was still summing about the subject goes too.
             auto forgotten = policy_.forget(s->kind, s->identifier, name);
             dropped = forgotten.state.size();
-            host_.rights_stage_state(writes, forgotten.state);
+            egress_.stage_state(staged, forgotten.state);
         } else {
             writes.erase_state(objection_key(s->id, name));
         }
-        if (!host_.rights_commit(writes, host_.rights_stream_seqs())) {
+        if (!egress_.commit(staged)) {
             return fail(error(RightsErrc::store_error, "the store refused the objection"));
         }
         if (on) {

@@ -34,26 +34,13 @@
 
 namespace vern::pipeline {
 
-// What the rights engine needs of the data path (Gateway::Impl). Pipeline thread only.
-class RightsHost {
-public:
-    virtual ~RightsHost() = default;
-    // Seals the engine's state changes into `writes`.
-    virtual void rights_stage_state(storage::WriteSet& writes,
-                                    const std::vector<policy::StateChange>& changes) = 0;
-    // The committed next-seq per stream (a copy to stage new records against).
-    virtual std::map<std::string, std::uint64_t> rights_stream_seqs() const = 0;
-    // One synced commit with the stream counters; on failure nothing happened and the policy
-    // engine is back at the committed state.
-    virtual bool rights_commit(storage::WriteSet& writes,
-                               const std::map<std::string, std::uint64_t>& next_seq) = 0;
-    virtual void rights_wake_forwarder() = 0;
-};
+class Egress;
 
 class RightsEngine final : public SubjectRights {
 public:
     RightsEngine(const config::Config& config, const crypto::Keyring& keys, storage::Store& store,
-                 RecordKeys& record_keys, policy::Policy& policy, Counters& k, RightsHost& host);
+                 RecordKeys& record_keys, policy::Policy& policy, Egress& egress,
+                 std::function<void()> wake_forwarder, Counters& k);
     RightsEngine(const RightsEngine&) = delete;
     RightsEngine& operator=(const RightsEngine&) = delete;
 
@@ -103,7 +90,8 @@ private:
     storage::Store& store_;
     RecordKeys& record_keys_;
     policy::Policy& policy_;
-    RightsHost& host_;
+    Egress& egress_;  // the one way state and records reach the store (pipeline thread)
+    std::function<void()> wake_forwarder_;
 
     std::mutex queue_mutex_;
     bool accepting_ = false;

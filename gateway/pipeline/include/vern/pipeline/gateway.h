@@ -1,8 +1,11 @@
 #pragma once
-// The gateway: every stage of the data path, wired in the order the data flows.
+// The gateway: the data path (Pipeline) wired between its two network ends.
 //
-//   site broker -> ingest -> decode -> policy -> seal -> durable queue -> forward -> upstream
-//                                                          \-> receipt to the device
+//   site broker -> ingest -> [ decode -> policy -> egress -> durable queue ] -> forward -> upstream
+//                   ^                                  \-> receipt to the device    |
+//                   '-------------------------------------'                          |
+//
+// gateway.cpp is wiring only: what each stage does is in its own module and in pipeline.cpp.
 //
 // Start-up failures (key file, store, config) throw StartupError with one line saying what and
 // where. After start-up nothing throws: every event gets a counted outcome.
@@ -15,14 +18,10 @@
 #include "vern/common/counters.h"
 #include "vern/config/config.h"
 #include "vern/pipeline/diagnostics.h"
+#include "vern/pipeline/pipeline.h"  // StartupError
 #include "vern/pipeline/rights.h"
 
 namespace vern::pipeline {
-
-class StartupError : public std::runtime_error {
-public:
-    using std::runtime_error::runtime_error;
-};
 
 class Gateway {
 public:

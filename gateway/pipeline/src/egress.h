@@ -1,0 +1,113 @@
+#pragma once
+// The one egress (internal to gateway/pipeline): every record and every piece of engine state
+// that is about to rest in the store, and so later leave the site, passes here. The event path
+// (Pipeline::process), time passing (Pipeline::tick) and the data-subject rights (erasure
+// notices, forgotten state) all stage through the same object, so no path can forget a step:
+//
+//   state changes -> sealed under the epoch record key, the state key as associated data
+//   emissions     -> gateway + stream seq -> leak guard (blocked: counted, quarantined, no gap
+//                    in the stream) -> versioned header -> sealed with the subject's data key
+//                    (or the epoch record key for records about no one)
+//   commit        -> stream counters, one synced WriteBatch; on failure the policy engine goes
+//                    back to the committed state and the stream counters stay as they were
+//
+// Pipeline thread only. Never: log a value it blocks (the kind of leak and the purpose only).
+#include <array>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "diag_state.h"
+#include "vern/common/counters.h"
+#include "vern/common/reason.h"
+#include "vern/config/config.h"
+#include "vern/crypto/sealer.h"
+#include "vern/pipeline/record_keys.h"
+#include "vern/policy/leak_guard.h"
+#include "vern/policy/policy.h"
+#include "vern/storage/store.h"
+
+namespace vern::pipeline {
+
+// One group of writes on its way to a commit.
+struct Staged {
+    storage::WriteSet writes;
+    std::map<std::string, std::uint64_t> next_seq;  // stream counters, staged
+    std::size_t events = 0;                         // device events the commit makes safe
+    bool keys_unavailable = false;  // a subject key could not be read: the commit must fail
+};
+
+// Where a staged emission came from, for the guard and the quarantine entry of a blocked one.
+struct Origin {
+    std::int64_t time_ms = 0;
+    std::string device;                      // empty: not from one device (a timer, a right)
+    std::vector<std::string_view> personal;  // raw identifiers the guard must not let through
+};
+
+class Egress {
+public:
+    // Throws StartupError when the stream counters or the policy state can't be read.
+    Egress(const config::Config& config, Counters& counters, storage::Store& store,
+           RecordKeys& record_keys, policy::Policy& policy, DiagState& diag);
+    Egress(const Egress&) = delete;
+    Egress& operator=(const Egress&) = delete;
+
+    // A new group, staged against the committed stream counters.
+    Staged begin() const;
+    // The engine's state changes, sealed.
+    void stage_state(Staged& staged, const std::vector<policy::StateChange>& changes) const;
+    // Guards, seals and stages the emissions. Returns how many were staged (the rest were
+    // blocked by the guard: counted as quarantined_leak_blocked with a quarantine entry).
+    std::size_t stage(Staged& staged, std::vector<policy::Emission>& emissions,
+                      const Origin& origin);
+    // A quarantine entry (metadata only) and its counter.
+    void quarantine(Staged& staged, std::int64_t time_ms, Reason reason, const std::string& device,
+                    std::size_t bytes);
+    // One synced commit. False: nothing of it happened, the engine is back at the committed
+    // state (an alarm that does not fit the budget, or a store failure: see failures()).
+    bool commit(Staged& staged);
+    // Commits in a row that the store failed (a refusal by the budget is not one).
+    int failures() const { return failures_; }
+    // The policy engine's state as last committed.
+    bool restore_policy();
+
+private:
+    void load_stream_counters();
+    void sync_budget_counts();
+    // What the guard found in a record, or nothing: the kind, never the value.
+    std::optional<std::string_view> blocked(const clean::v1::Record& record,
+                                            const std::string& serialized,
+                                            const Origin& origin) const;
+
+    const config::Config& config_;
+    Counters& counters_;
+    storage::Store& store_;
+    RecordKeys& record_keys_;
+    policy::Policy& policy_;
+    DiagState& diag_;
+    crypto::Sealer sealer_;  // the epoch's record key: policy state, records about no one
+    std::map<std::string, std::uint64_t> stream_next_;  // committed next seq per stream
+    int failures_ = 0;
+
+    Counter& quarantined_leak_;
+    Counter& quarantined_store_;
+    Counter& committed_events_;
+    Counter& committed_records_;
+    Counter& commits_;
+    Counter& state_corrupt_;
+    Counter& refused_budget_;
+    std::array<Counter*, 3> evicted_budget_{};
+    std::array<Counter*, 3> dropped_budget_{};
+    storage::BudgetCounts budget_seen_;
+    Histogram& commit_latency_;
+};
+
+// A quarantine entry: when, why, which device (only when the topic named a valid device id)
+// and how big. Never the payload, never a topic we could not attribute.
+std::string quarantine_entry(std::int64_t time_ms, Reason reason, const std::string& device,
+                             std::size_t size);
+
+}  // namespace vern::pipeline

@@ -1,0 +1,392 @@
+#include "vern/pipeline/pipeline.h"
+
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+
+#include "device.pb.h"
+#include "diag_state.h"
+#include "egress.h"
+#include "gateway_diagnostics.h"
+#include "outbox.h"
+#include "rights_engine.h"
+#include "vern/crypto/keyring.h"
+#include "vern/decode/decode.h"
+#include "vern/pipeline/device_marks.h"
+#include "vern/pipeline/record_keys.h"
+#include "vern/policy/leak_guard.h"
+#include "vern/policy/policy.h"
+#include "vern/storage/store.h"
+
+namespace vern::pipeline {
+namespace {
+
+constexpr int max_commit_failures = 3;
+constexpr std::size_t sweep_max_entries = 4096;  // expiry index entries per expire() call
+constexpr int sweep_max_calls = 16;              // per sweep; the rest waits for the next one
+
+std::string device_key(const std::string& device) { return "dev/" + device; }
+
+storage::StoreOptions store_options(const config::Config& c) {
+    storage::StoreOptions o;
+    o.path = (std::filesystem::path(c.gateway.data_dir) / "store").string();
+    o.sync = c.store.sync;
+    o.block_cache_bytes = c.store.block_cache_mb << 20;
+    o.write_buffer_bytes = c.store.write_buffer_mb << 20;
+    o.max_total_wal_bytes = c.store.max_wal_mb << 20;
+    o.max_quarantine_entries = c.store.max_quarantine_entries;
+    o.budget.total_bytes = c.store.budget_bytes;
+    o.budget.alarm_bytes = c.store.budget_alarm_bytes;
+    o.budget.image_bytes = c.store.budget_image_bytes;
+    o.budget.meter_bytes = c.store.budget_meter_bytes;
+    o.budget.alarm_reserve_bytes = c.store.alarm_reserve_bytes;
+    o.budget.min_free_bytes = std::uint64_t{c.store.min_free_mb} << 20;
+    return o;
+}
+
+std::unique_ptr<crypto::Keyring> open_keyring(const config::Config& c) {
+    crypto::Keyring::Origin origin = crypto::Keyring::Origin::loaded;
+    std::unique_ptr<crypto::Keyring> keys;
+    try {
+        keys = crypto::Keyring::load(c.master_key_path(), c.keys.create_if_missing, &origin);
+    } catch (const crypto::KeyError& e) {
+        throw StartupError(std::string("master key: ") + e.what());
+    }
+    if (origin == crypto::Keyring::Origin::created) {
+        spdlog::warn("*****************************************************************");
+        spdlog::warn("* A NEW SITE MASTER KEY was generated at {}", c.master_key_path().string());
+        spdlog::warn("* Fine for a demo. In production provision and back up the key:");
+        spdlog::warn("* losing it makes every stored record unreadable, and pseudonyms");
+        spdlog::warn("* change, so backends can no longer map them to their customers.");
+        spdlog::warn("*****************************************************************");
+    }
+    spdlog::info("master key loaded (fingerprint {})", keys->fingerprint());
+    return keys;
+}
+
+// The engine checks the purposes it is given once more; what it can't honour stops start-up.
+policy::Policy make_policy(const config::Config& c, const crypto::Keyring& keys, Counters& k) {
+    try {
+        return policy::Policy(
+            c.policy, policy::epoch_schedule(c.keys),
+            [&keys](const std::string& purpose, std::uint32_t epoch) {
+                return keys.pseudonymiser(purpose, epoch);
+            },
+            k);
+    } catch (const std::invalid_argument& e) {
+        throw StartupError(std::string("policy: ") + e.what());
+    }
+}
+
+// The data directory exists and is the service's alone before the key or the store is opened
+// (the master key may live in it).
+const config::Config& prepare_data_dir(const config::Config& c) {
+    std::error_code ec;
+    std::filesystem::create_directories(c.gateway.data_dir, ec);
+    if (ec) {
+        throw StartupError("data_dir " + c.gateway.data_dir + ": cannot create (" + ec.message() +
+                           ")");
+    }
+    std::filesystem::permissions(c.gateway.data_dir, std::filesystem::perms::owner_all,
+                                 std::filesystem::perm_options::replace, ec);
+    return c;
+}
+
+std::unique_ptr<storage::Store> open_store(const config::Config& c) {
+    auto opened = storage::Store::open(store_options(c));
+    if (!opened) {
+        throw StartupError("store at " + store_options(c).path + ": " +
+                           std::string(storage::store_errc_name(opened.error().code)) + ": " +
+                           opened.error().detail);
+    }
+    return std::move(*opened);
+}
+
+PipelineLinks with_clock(PipelineLinks links) {
+    if (!links.clock) links.clock = system_clock();
+    return links;
+}
+
+template <typename F>
+auto or_default(const F& f, decltype(f()) fallback) {
+    return f ? f() : fallback;
+}
+
+}  // namespace
+
+struct Pipeline::Impl {
+    const config::Config config;
+    Counters& counters;
+    PipelineLinks links;
+
+    // The stages, in the order the data flows.
+    std::unique_ptr<crypto::Keyring> keys;
+    std::unique_ptr<storage::Store> store;
+    decode::Decoder decoder;
+    DeviceMarks marks;  // once-only: per-device sequence marks (committed with the events)
+    policy::Policy policy;
+    RecordKeys record_keys;  // per-subject data keys; opens stored records
+    DiagState diag;          // the technician's view, fed by one-line hooks
+    Egress egress;           // leak guard, seal, stream seq, commit
+    std::unique_ptr<RightsEngine> rights;
+    StoreOutbox outbox;  // what the forwarder reads
+    std::unique_ptr<GatewayDiagnostics> diagnostics;
+
+    std::array<Counter*, reason_count> refused{};
+    Counter& duplicates;
+    Counter& expired;
+
+    Impl(const config::Config& c, Counters& k, PipelineLinks l)
+        : config(prepare_data_dir(c)),
+          counters(k),
+          links(with_clock(std::move(l))),
+          keys(open_keyring(config)),
+          store(open_store(config)),
+          decoder({config.site_broker.topic_prefix, config.gateway.site,
+                   config.site_broker.max_payload_bytes}),
+          policy(make_policy(config, *keys, k)),
+          record_keys(*keys, *store, config.keys.record_epoch),
+          egress(config, k, *store, record_keys, policy, diag),
+          outbox(
+              config, k, *store, record_keys, diag,
+              [this](std::string_view key_ref) { return rights->held(key_ref); }, links.clock),
+          duplicates(k.get("events_duplicate")),
+          expired(k.get("records_expired")) {
+        for (int r = 0; r < reason_count; ++r) {
+            refused[r] = &k.get("quarantined_" + std::string(reason_name(static_cast<Reason>(r))));
+        }
+        rights = std::make_unique<RightsEngine>(
+            config, *keys, *store, record_keys, policy, egress, [this] { wake_forwarder(); }, k);
+        if (!rights->load()) throw StartupError("store: cannot read the data-subject flags");
+        policy.set_objection_check(
+            [this](std::string_view purpose, crypto::SubjectKind kind, std::string_view id) {
+                return rights->objected(purpose, kind, id);
+            });
+    }
+
+    void wake_forwarder() const {
+        if (links.wake_forwarder) links.wake_forwarder();
+    }
+
+    // --- the data path, top to bottom -----------------------------------------------------
+
+    void process(const std::vector<ingest::InboundMessage>& batch) {
+        Staged staged = egress.begin();
+        std::set<std::string> touched;      // devices whose mark changed: commit + receipt
+        std::set<std::string> re_receipt;   // devices that sent a duplicate: receipt again
+        std::vector<std::string> personal;  // the group's raw identifiers, for the leak guard
+
+        for (const auto& in : batch) {
+            // decode + validate
+            auto decoded = decoder.decode(in.topic, in.payload);
+            if (!decoded) {
+                quarantine(staged, in, decoded.error());
+                continue;
+            }
+            const std::string& device = decoded->topic.device_id;
+            diag.seen(device, in.arrival_ms);
+            const auto& event = decoded->message;
+
+            // once only: a retry of an event already committed is receipted again, not stored
+            if (!ensure_mark(device)) continue;
+            switch (marks.admit(device, event.seq())) {
+                case DeviceMarks::Admit::duplicate:
+                    duplicates.add();
+                    re_receipt.insert(device);
+                    continue;
+                case DeviceMarks::Admit::window_full:
+                    count(Reason::seq_window_full, device);
+                    continue;
+                case DeviceMarks::Admit::fresh:
+                    break;
+            }
+            touched.insert(device);
+            ++staged.events;
+
+            // policy: pseudonymise, drop secrets, minimise, route to purposes
+            auto output = policy.apply(event, config.gateway.site, in.arrival_ms);
+            if (!output) {
+                quarantine(staged, in, output.error(), device);
+                continue;
+            }
+            // egress: state sealed; records guarded, sealed, numbered
+            for (auto v : policy::personal_values(event)) personal.emplace_back(v);
+            egress.stage_state(staged, output->state);
+            Origin origin{in.arrival_ms, device, {personal.begin(), personal.end()}};
+            egress.stage(staged, output->emissions, origin);
+        }
+
+        // state that outlives the event goes in the same commit
+        for (const auto& device : touched) {
+            staged.writes.put_state(device_key(device), marks.encode(device));
+        }
+
+        // durable queue: one synced WriteBatch for the whole group
+        const bool queued = staged.writes.appended() > 0;
+        if (!egress.commit(staged)) {
+            for (const auto& device : touched) marks.forget(device);
+            return;
+        }
+
+        // receipt: only now that the commit is durable
+        send_receipts(touched, re_receipt);
+        note_marks(touched);
+
+        // forward
+        if (queued) wake_forwarder();
+    }
+
+    void tick() {
+        const std::int64_t now = links.clock();
+        diag.sample(now, counters.snapshot());
+        auto output = policy.tick(now);
+        if (output.emissions.empty() && output.state.empty()) return;
+        Staged staged = egress.begin();
+        egress.stage_state(staged, output.state);
+        const std::size_t queued = egress.stage(staged, output.emissions, Origin{now, {}, {}});
+        if (egress.commit(staged) && queued > 0) wake_forwarder();
+    }
+
+    void sweep() {
+        const std::int64_t now = links.clock();
+        std::uint64_t removed = 0;
+        for (int call = 0; call < sweep_max_calls; ++call) {
+            auto swept = store->expire(now, sweep_max_entries);
+            if (!swept) {
+                spdlog::warn("retention sweep failed ({}); next sweep retries",
+                             storage::store_errc_name(swept.error().code));
+                break;
+            }
+            for (auto n : swept->removed) removed += n;
+            if (!swept->more) break;
+        }
+        if (removed > 0) {
+            expired.add(removed);
+            spdlog::info("retention: removed {} expired records", removed);
+        }
+    }
+
+    bool ensure_mark(const std::string& device) {
+        if (marks.known(device)) return true;
+        auto stored = store->get_state(device_key(device));
+        if (!stored) {
+            count(Reason::store_failed, device);
+            return false;
+        }
+        std::optional<std::string_view> view;
+        if (*stored) view = **stored;
+        if (!marks.load(device, view)) {
+            spdlog::error("device {}: stored sequence mark is corrupt; starting it afresh", device);
+            marks.load(device, std::nullopt);
+        }
+        return true;
+    }
+
+    // Refused without a quarantine entry (nothing of the event was looked at past its seq).
+    void count(Reason reason, const std::string& device) {
+        refused[static_cast<int>(reason)]->add();
+        diag.error(device, reason);
+        spdlog::debug("device {}: refused ({})", device, reason_name(reason));
+    }
+
+    void quarantine(Staged& staged, const ingest::InboundMessage& in, Reason reason,
+                    std::string device = {}) {
+        if (device.empty()) {
+            if (auto topic = decoder.parse_topic(in.topic)) device = topic->device_id;
+        }
+        egress.quarantine(staged, in.arrival_ms, reason, device, in.payload.size());
+        if (device.empty()) {
+            spdlog::debug("quarantined {} bytes from an unattributable topic ({})",
+                          in.payload.size(), reason_name(reason));
+        } else {
+            spdlog::debug("device {}: quarantined {} bytes ({})", device, in.payload.size(),
+                          reason_name(reason));
+        }
+    }
+
+    void send_receipts(const std::set<std::string>& touched, const std::set<std::string>& again) {
+        if (!links.send_receipts) return;
+        std::vector<ingest::OutboundMessage> out;
+        const std::int64_t now = links.clock();
+        auto add = [&](const std::string& device) {
+            const Mark& m = marks.mark(device);
+            device::v1::Receipt r;
+            r.set_device_id(device);
+            r.set_through(m.through);
+            for (auto s : m.above) r.add_also(s);
+            r.set_gateway_time_ms(now);
+            out.push_back({config.site_broker.topic_prefix + "/" + config.gateway.site + "/" +
+                               device + "/receipt",
+                           r.SerializeAsString()});
+        };
+        for (const auto& d : touched) add(d);
+        for (const auto& d : again) {
+            if (!touched.count(d) && marks.known(d)) add(d);
+        }
+        if (!out.empty()) links.send_receipts(std::move(out));
+    }
+
+    // Receipted marks and sequence gaps (seqs missing below the highest committed) per device.
+    void note_marks(const std::set<std::string>& touched) {
+        for (const auto& device : touched) {
+            const Mark& m = marks.mark(device);
+            const std::uint64_t top = m.above.empty() ? m.through : *m.above.rbegin();
+            diag.mark(device, m.through, top - m.through - m.above.size());
+        }
+    }
+};
+
+Pipeline::Pipeline(const config::Config& config, Counters& counters, PipelineLinks links)
+    : impl_(std::make_unique<Impl>(config, counters, std::move(links))) {
+    auto& d = *impl_;
+    d.diagnostics = std::make_unique<GatewayDiagnostics>(
+        DiagSources{d.config, d.counters, *d.store, d.diag,
+                    [&d] { return or_default(d.links.site_connected, false); },
+                    [&d] { return or_default(d.links.upstream_connected, false); },
+                    [this] { return status_json(); }, d.keys->fingerprint()});
+}
+
+Pipeline::~Pipeline() = default;
+
+void Pipeline::process(const std::vector<ingest::InboundMessage>& batch) { impl_->process(batch); }
+void Pipeline::tick() { impl_->tick(); }
+void Pipeline::sweep() { impl_->sweep(); }
+bool Pipeline::store_failed() const { return impl_->egress.failures() >= max_commit_failures; }
+forward::Outbox& Pipeline::outbox() { return impl_->outbox; }
+SubjectRights& Pipeline::rights() { return *impl_->rights; }
+void Pipeline::accept_rights(bool on) { impl_->rights->accept(on); }
+void Pipeline::run_rights() { impl_->rights->run_queued(); }
+Diagnostics& Pipeline::diagnostics() { return *impl_->diagnostics; }
+
+std::string Pipeline::status_json() const {
+    const auto& d = *impl_;
+    nlohmann::json j;
+    j["gateway"] = d.config.gateway.id;
+    j["time_ms"] = d.links.clock();
+    j["site_broker"] = {{"connected", or_default(d.links.site_connected, false)}};
+    j["upstream"] = {{"connected", or_default(d.links.upstream_connected, false)},
+                     {"in_flight", or_default(d.links.upstream_in_flight, std::size_t{0})}};
+    for (Lane lane : all_lanes) {
+        auto s = d.store->stats(lane);
+        j["lanes"][std::string(lane_name(lane))] = {{"depth", s.depth},
+                                                    {"bytes", s.bytes},
+                                                    {"head_seq", s.head_seq},
+                                                    {"next_seq", s.next_seq}};
+    }
+    j["quarantine_entries"] = d.store->quarantine_size();
+    const auto store_dir = (std::filesystem::path(d.config.gateway.data_dir) / "store").string();
+    const auto free = storage::free_bytes_at(store_dir);
+    j["disk"] = {{"free_bytes", free ? nlohmann::json(*free) : nlohmann::json()},
+                 {"min_free_bytes", std::uint64_t{d.config.store.min_free_mb} << 20},
+                 {"budget_bytes", d.config.store.budget_bytes}};
+    j["counters"] = d.counters.snapshot();
+    j["key_epoch"] = {{"pseudonym", d.config.keys.pseudonym_epoch},
+                      {"record", d.config.keys.record_epoch}};
+    return j.dump(2);
+}
+
+}  // namespace vern::pipeline
