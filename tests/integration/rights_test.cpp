@@ -715,23 +715,45 @@ TEST_CASE(
     CHECK(site.counter("policy_images_sent") == 1);
 }
 
-TEST_CASE("An erased panel user's alarm links no image that arrives afterwards") {
+TEST_CASE(
+    "Erasing a panel user purges the queued images of its alarms, and its alarm links no image "
+    "that arrives afterwards") {
     Site site;
+    site.upstream().stop();  // everything stays queued
     site.start();
-    Backend backend(site.upstream().uri());
     Devices dev(site.site_broker().uri(), site.config().gateway.site);
     const std::string user = site.config().gateway.site + "/panel-a/4";
-    dev.alarm("panel-a", cust_a, 4, "ev-u1");
+    dev.alarm("panel-a", cust_a, 4, "ev-u4");
+    dev.image("panel-a", "ev-u4", "img-u4", camera_jpeg(1));
+    dev.alarm("panel-a", cust_a, 5, "ev-u5");  // another user of the same customer
+    dev.image("panel-a", "ev-u5", "img-u5", camera_jpeg(2));
     REQUIRE(site.committed(dev.sent()));
-    auto held = json::parse(site.rights().export_subject({"panel_user", user}, {})->json);
-    REQUIRE(held["engine_state"].size() == 1);
-    CHECK(held["engine_state"][0]["what"] == "remembered_alarm");
+    REQUIRE(wait_until([&] { return site.counter("policy_images_sent") == 2; }));
+
+    // The user's alarm and the image that verifies it (sealed with the customer's key, found
+    // through the alarm), and the alarm remembered for linking.
+    auto report = json::parse(site.rights().export_subject({"panel_user", user}, {})->json);
+    REQUIRE(report["records"].size() == 2);
+    CHECK(report["records"][1]["record"].contains("image"));
+    REQUIRE(report["engine_state"].size() == 1);
+    CHECK(report["engine_state"][0]["what"] == "remembered_alarm");
+
     auto erased = site.rights().erase({"panel_user", user});
     REQUIRE(erased);
+    CHECK(erased->records == 2);
     CHECK(json::parse(erased->json)["state_entries_dropped"] == 1);
-    dev.image("panel-a", "ev-u1", "img-u1", camera_jpeg(1));
+    // A late image of the erased user's alarm, then B's: had the late one been linked, it
+    // would be queued ahead of B's in the image lane.
+    dev.image("panel-a", "ev-u4", "img-u4b", camera_jpeg(3));
     dev.alarm("panel-b", cust_b, 1, "ev-b1");
-    dev.image("panel-b", "ev-b1", "img-b1", camera_jpeg(2));
+    dev.image("panel-b", "ev-b1", "img-b1", camera_jpeg(4));
+    REQUIRE(site.committed(dev.sent()));
+    site.stop();
+
+    site.upstream().start();
+    Backend backend(site.upstream().uri());
+    site.start();
     REQUIRE(wait_until([&] { return images_from(backend.records(), "panel-b") == 1; }));
-    CHECK(images_from(backend.records(), "panel-a") == 0);
+    CHECK(images_from(backend.records(), "panel-a") == 1);  // user 5's only
+    site.stop();
 }
