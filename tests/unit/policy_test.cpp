@@ -1270,3 +1270,21 @@ TEST_CASE("An objection to one image purpose leaves the others their images, in 
         CHECK(images[0].stream == "alarm");
     }
 }
+
+TEST_CASE("Forgetting a customer drops the chunks of an image of its alarm being reassembled") {
+    Harness h;
+    h.apply(alarm(AlarmEvent::INTRUSION, "ev-1"), t0);
+    auto cs = chunks("ev-1", "img-1", jpeg_with_metadata(), 256);
+    REQUIRE(cs.size() >= 3);
+    for (std::size_t i = 0; i + 1 < cs.size(); ++i) h.apply(cs[i], t0 + 1000);
+    auto held = h.engine->held_about(crypto::SubjectKind::customer_number, customer);
+    REQUIRE(held.size() == 2);
+    CHECK(held[1].what == "image_in_progress");
+    auto out = h.engine->forget(crypto::SubjectKind::customer_number, customer);
+    CHECK(out.state.size() == cs.size());  // the alarm and every chunk so far
+    h.keep(out);
+    CHECK(h.state.empty());
+    // The last chunk alone starts a new image, which never completes.
+    CHECK(h.emit(cs.back(), t0 + 2000).empty());
+    CHECK(images_of(h.emitted).empty());
+}

@@ -1160,6 +1160,11 @@ struct Policy::Impl {
                     if (hk.first != k.first || h.event_id != k.second) continue;
                     out.push_back({ps.purpose->name, "held_image", h.held_ms, window_s, 0, 0});
                 }
+                for (const auto& [pk, p] : partials) {
+                    if (pk.first != k.first || p.event_id != k.second) continue;
+                    out.push_back(
+                        {ps.purpose->name, "image_in_progress", p.last_ms, window_s, 0, 0});
+                }
             }
         }
         auto meters = meters_of(kind, id);
@@ -1229,9 +1234,10 @@ struct Policy::Impl {
                 ++it;
             }
         }
-        // Its remembered alarms and the images held for them: an image that comes afterwards
-        // is not linked (held, then dropped unlinked). For one purpose (an objection, not yet
-        // in the check), only when no other purpose would get the alarm's images.
+        // Its remembered alarms and the images held or being reassembled for them: an image
+        // that comes afterwards is not linked (held, then dropped unlinked). For one purpose (an
+        // objection, not yet in the check), only when no other purpose would get the alarm's
+        // images.
         for (auto it = alarms.begin(); it != alarms.end();) {
             if (!about(it->second, kind, id) ||
                 (!purpose.empty() && linkable(it->second, purpose))) {
@@ -1244,6 +1250,17 @@ struct Policy::Impl {
                     h = held.erase(h);
                 } else {
                     ++h;
+                }
+            }
+            for (auto p = partials.begin(); p != partials.end();) {
+                if (p->first.first == it->first.first && p->second.event_id == it->first.second) {
+                    for (const auto& [index, data] : p->second.chunks) {
+                        out.state.push_back(
+                            {chunk_key(p->first.first, p->first.second, index), {}});
+                    }
+                    p = partials.erase(p);
+                } else {
+                    ++p;
                 }
             }
             out.state.push_back({alarm_key(it->first.first, it->first.second), {}});

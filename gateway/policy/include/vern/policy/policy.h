@@ -88,8 +88,9 @@ using ObjectionCheck = std::function<bool(std::string_view purpose, crypto::Subj
 struct SubjectState {
     std::string purpose;
     // "open_meter_interval", "site_total_contribution", "sent_meter_interval"; for images:
-    // "remembered_alarm" (an alarm kept to link its images) and "held_image" (an image waiting
-    // for it), where interval_start_ms is when it came and interval_s the image link window.
+    // "remembered_alarm" (an alarm kept to link its images), "held_image" (an image waiting for
+    // it), "image_in_progress" (its chunks so far), where interval_start_ms is when it (or its
+    // last chunk) came and interval_s the image link window.
     std::string what;
     std::int64_t interval_start_ms = 0;
     std::uint32_t interval_s = 0;
@@ -131,7 +132,8 @@ public:
     // What the engine remembers about a subject: open meter intervals of its metering points,
     // their share of site totals not yet closed, intervals sent recently (kept to spot late
     // readings); the alarms of a customer or panel user remembered to link their images, and
-    // images held for them. A customer's metering points are those its open intervals name.
+    // images held or being reassembled for them. A customer's metering points are those its open
+    // intervals name.
     std::vector<SubjectState> held_about(crypto::SubjectKind kind,
                                          std::string_view identifier) const;
     // Forgets all of that, in one purpose or (empty) in every purpose; the state changes to
