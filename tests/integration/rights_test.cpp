@@ -17,6 +17,7 @@
 #include "vern/crypto/keyring.h"
 #include "vern/pipeline/gateway.h"
 #include "vern/pipeline/record_codec.h"
+#include "vern/sim/jpeg.h"
 #include "vern/storage/store.h"
 #include "vern_test.h"
 
@@ -138,6 +139,25 @@ public:
             send(device, "meter", m);
         }
     }
+    // A verification image for an alarm event, in chunks.
+    void image(const std::string& device, const std::string& event_id, const std::string& image_id,
+               const std::string& jpeg, std::size_t chunk = 8192) {
+        auto count = static_cast<std::uint32_t>((jpeg.size() + chunk - 1) / chunk);
+        for (std::uint32_t i = 0; i < count; ++i) {
+            device::v1::DeviceMessage m;
+            m.set_device_id(device);
+            m.set_seq(++seq_[device]);
+            m.set_event_time_ms(now_ms());
+            auto* c = m.mutable_image();
+            c->set_event_id(event_id);
+            c->set_image_id(image_id);
+            c->set_index(i);
+            c->set_count(count);
+            c->set_content_type("image/jpeg");
+            c->set_data(jpeg.substr(i * chunk, chunk));
+            send(device, "image", m);
+        }
+    }
     std::uint64_t sent() const {
         std::uint64_t n = 0;
         for (const auto& [d, s] : seq_) n += s;
@@ -257,6 +277,23 @@ std::size_t count_about(const std::vector<std::pair<std::string, clean::v1::Reco
     std::size_t n = 0;
     for (const auto& [topic, r] : records) {
         if (about(r, pseudonym) && r.has_erasure() == notices) ++n;
+    }
+    return n;
+}
+
+// A camera JPEG (with GPS metadata the gateway strips); each seed another picture.
+std::string camera_jpeg(std::uint64_t seed) {
+    sim::Rng rng(seed);
+    return sim::synthetic_jpeg(rng, {59.91, 10.75}, "rights test camera");
+}
+
+// Verification images that arrived upstream from one panel (images carry no customer
+// pseudonym: the alarm purpose keeps their source device).
+std::size_t images_from(const std::vector<std::pair<std::string, clean::v1::Record>>& records,
+                        const std::string& device) {
+    std::size_t n = 0;
+    for (const auto& [topic, r] : records) {
+        if (r.has_image() && r.source().device_id() == device) ++n;
     }
     return n;
 }
@@ -572,4 +609,151 @@ TEST_CASE(
     CHECK(customer["records"].size() == 3);  // two alarms, meter B's hour
     // One notice: billing pseudonymises metering points; alarm and analytics never see them.
     CHECK(site.counter("rights_erasure_notices") == 1);
+}
+
+// --- verification images: they belong to the subject of the alarm they verify ----------------
+
+TEST_CASE(
+    "Erasing a customer purges its queued images, and an image of its alarm arriving afterwards "
+    "is never sent") {
+    Site site;
+    site.upstream().stop();  // everything stays queued
+    site.start();
+    Devices dev(site.site_broker().uri(), site.config().gateway.site);
+    dev.alarm("panel-a", cust_a, 1, "ev-a1");
+    dev.image("panel-a", "ev-a1", "img-a1", camera_jpeg(1));
+    dev.alarm("panel-b", cust_b, 1, "ev-b1");
+    dev.image("panel-b", "ev-b1", "img-b1", camera_jpeg(2));
+    REQUIRE(site.committed(dev.sent()));
+    REQUIRE(wait_until([&] { return site.counter("policy_images_sent") == 2; }));
+
+    // The image is A's: sealed with A's data key, in A's export.
+    auto keys = site.keyring();
+    const auto sid_a = keys->subject_id(crypto::SubjectKind::customer_number, cust_a);
+    auto report = json::parse(site.rights().export_subject({"customer_number", cust_a}, {})->json);
+    std::size_t images = 0;
+    for (const auto& r : report["records"]) {
+        if (r["record"].contains("image")) ++images;
+    }
+    CHECK(images == 1);
+    CHECK(report["records"].size() == 2);
+    bool remembered = false;
+    for (const auto& s : report["engine_state"]) {
+        if (s["what"] == "remembered_alarm" && s["purpose"] == "alarm") remembered = true;
+    }
+    CHECK(remembered);
+
+    auto erased = site.rights().erase({"customer_number", cust_a});
+    REQUIRE(erased);
+    CHECK(erased->records == 2);                                     // the alarm and its image
+    CHECK(json::parse(erased->json)["state_entries_dropped"] == 1);  // the remembered alarm
+    // A second image of the erased alarm, then one of B's: had A's been linked, it would be
+    // queued ahead of B's second image in the image lane.
+    dev.image("panel-a", "ev-a1", "img-a2", camera_jpeg(3));
+    dev.image("panel-b", "ev-b1", "img-b2", camera_jpeg(4));
+    REQUIRE(site.committed(dev.sent()));
+    REQUIRE(wait_until([&] { return site.counter("policy_images_sent") == 3; }));
+    CHECK(site.rights().export_subject({"customer_number", cust_a}, {})->records == 0);
+    site.stop();
+    auto sealed = sealed_by_subject(site);
+    CHECK(sealed[sid_a].empty());
+
+    site.upstream().start();
+    Backend backend(site.upstream().uri());
+    site.start();
+    REQUIRE(wait_until([&] { return images_from(backend.records(), "panel-b") == 2; }));
+    CHECK(images_from(backend.records(), "panel-a") == 0);
+    site.stop();
+}
+
+TEST_CASE("A restricted customer's images are held with its alarms and released with them") {
+    Site site;
+    site.start();
+    Backend backend(site.upstream().uri());
+    Devices dev(site.site_broker().uri(), site.config().gateway.site);
+    REQUIRE(site.rights().restrict({"customer_number", cust_a}, true));
+
+    dev.alarm("panel-a", cust_a, 1, "ev-a1");
+    dev.image("panel-a", "ev-a1", "img-a1", camera_jpeg(1));
+    dev.alarm("panel-b", cust_b, 1, "ev-b1");
+    dev.image("panel-b", "ev-b1", "img-b1", camera_jpeg(2));
+    // B's image was committed after A's in the image lane: had A's been sent, it came first.
+    REQUIRE(wait_until([&] { return images_from(backend.records(), "panel-b") == 1; }));
+    CHECK(images_from(backend.records(), "panel-a") == 0);
+    auto report = json::parse(site.rights().export_subject({"customer_number", cust_a}, {})->json);
+    REQUIRE(report["records"].size() == 2);
+    for (const auto& r : report["records"]) CHECK(r["held"] == true);
+
+    auto lifted = site.rights().restrict({"customer_number", cust_a}, false);
+    REQUIRE(lifted);
+    CHECK(lifted->records == 2);  // the alarm and its image
+    REQUIRE(wait_until([&] { return images_from(backend.records(), "panel-a") == 1; }));
+}
+
+TEST_CASE(
+    "An objection to the image purpose stops an alarm's images, whether the image comes before "
+    "or after the alarm") {
+    Site site;
+    site.start();
+    Backend backend(site.upstream().uri());
+    Devices dev(site.site_broker().uri(), site.config().gateway.site);
+    // Alarm first, then the objection, then the image.
+    dev.alarm("panel-a", cust_a, 1, "ev-a1");
+    REQUIRE(site.committed(dev.sent()));
+    auto objected = site.rights().object({"customer_number", cust_a}, "alarm", true);
+    REQUIRE(objected);
+    CHECK(json::parse(objected->json)["state_entries_dropped"] == 1);  // the remembered alarm
+    dev.image("panel-a", "ev-a1", "img-a1", camera_jpeg(1));
+    // Image first, then the alarm (after the objection).
+    dev.image("panel-a", "ev-a2", "img-a2", camera_jpeg(2));
+    dev.alarm("panel-a", cust_a, 1, "ev-a2");
+    // B's image, committed after A's: had either of A's been linked, it came first.
+    dev.alarm("panel-b", cust_b, 1, "ev-b1");
+    dev.image("panel-b", "ev-b1", "img-b1", camera_jpeg(3));
+    REQUIRE(wait_until([&] { return images_from(backend.records(), "panel-b") == 1; }));
+    CHECK(images_from(backend.records(), "panel-a") == 0);
+    CHECK(site.counter("policy_images_sent") == 1);
+}
+
+TEST_CASE(
+    "Erasing a panel user purges the queued images of its alarms, and its alarm links no image "
+    "that arrives afterwards") {
+    Site site;
+    site.upstream().stop();  // everything stays queued
+    site.start();
+    Devices dev(site.site_broker().uri(), site.config().gateway.site);
+    const std::string user = site.config().gateway.site + "/panel-a/4";
+    dev.alarm("panel-a", cust_a, 4, "ev-u4");
+    dev.image("panel-a", "ev-u4", "img-u4", camera_jpeg(1));
+    dev.alarm("panel-a", cust_a, 5, "ev-u5");  // another user of the same customer
+    dev.image("panel-a", "ev-u5", "img-u5", camera_jpeg(2));
+    REQUIRE(site.committed(dev.sent()));
+    REQUIRE(wait_until([&] { return site.counter("policy_images_sent") == 2; }));
+
+    // The user's alarm and the image that verifies it (sealed with the customer's key, found
+    // through the alarm), and the alarm remembered for linking.
+    auto report = json::parse(site.rights().export_subject({"panel_user", user}, {})->json);
+    REQUIRE(report["records"].size() == 2);
+    CHECK(report["records"][1]["record"].contains("image"));
+    REQUIRE(report["engine_state"].size() == 1);
+    CHECK(report["engine_state"][0]["what"] == "remembered_alarm");
+
+    auto erased = site.rights().erase({"panel_user", user});
+    REQUIRE(erased);
+    CHECK(erased->records == 2);
+    CHECK(json::parse(erased->json)["state_entries_dropped"] == 1);
+    // A late image of the erased user's alarm, then B's: had the late one been linked, it
+    // would be queued ahead of B's in the image lane.
+    dev.image("panel-a", "ev-u4", "img-u4b", camera_jpeg(3));
+    dev.alarm("panel-b", cust_b, 1, "ev-b1");
+    dev.image("panel-b", "ev-b1", "img-b1", camera_jpeg(4));
+    REQUIRE(site.committed(dev.sent()));
+    site.stop();
+
+    site.upstream().start();
+    Backend backend(site.upstream().uri());
+    site.start();
+    REQUIRE(wait_until([&] { return images_from(backend.records(), "panel-b") == 1; }));
+    CHECK(images_from(backend.records(), "panel-a") == 1);  // user 5's only
+    site.stop();
 }

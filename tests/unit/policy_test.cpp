@@ -1024,3 +1024,267 @@ TEST_CASE("forget drops an erased meter's open interval and its share of the sit
     h.restart();
     CHECK(h.engine->held_about(crypto::SubjectKind::meter_point, meter_point(2)).empty());
 }
+
+// --- images and their subjects (issue 14, item 4) ----------------------------------------------
+
+namespace {
+
+std::vector<policy::Emission> images_of(const std::vector<policy::Emission>& all) {
+    std::vector<policy::Emission> out;
+    for (const auto& e : all) {
+        if (e.kind == "image") out.push_back(e);
+    }
+    return out;
+}
+
+// The panel user the fixtures' alarms name (slot 2 of the panel).
+std::string panel_user() { return std::string(site) + "/" + panel + "/2"; }
+
+// A purpose that receives images only (no alarm records).
+config::PolicySection with_insurer() {
+    config::PolicySection s;
+    s.purposes.clear();  // not the defaults
+    s.purposes.push_back(
+        purpose("insurer", DataClass::verification_image, {rule("picture", Action::keep)}));
+    return s;
+}
+
+}  // namespace
+
+TEST_CASE("Each linked image names its alarm's customer as its subject") {
+    auto jpeg = jpeg_with_metadata();
+    auto check = [](const Harness& h) {
+        auto images = images_of(h.emitted);
+        REQUIRE(images.size() == 1);
+        CHECK(images[0].subject == customer);
+        CHECK(images[0].subject_kind == crypto::SubjectKind::customer_number);
+        CHECK_FALSE(contains(images[0].record.SerializeAsString(), customer));
+        // The state that remembers the alarm holds no identifier in its keys.
+        for (const auto& [key, value] : h.state) CHECK_FALSE(contains(key, customer));
+    };
+    SECTION("alarm first") {
+        Harness h;
+        h.apply(alarm(AlarmEvent::INTRUSION, "ev-1"), t0);
+        for (const auto& c : chunks("ev-1", "img-1", jpeg, 256)) h.apply(c, t0 + 1000);
+        check(h);
+    }
+    SECTION("image first") {
+        Harness h;
+        for (const auto& c : chunks("ev-1", "img-1", jpeg, 256)) h.apply(c, t0);
+        h.apply(alarm(AlarmEvent::INTRUSION, "ev-1"), t0 + 1000);
+        check(h);
+    }
+    SECTION("alarm first, with a restart in between") {
+        Harness h;
+        h.apply(alarm(AlarmEvent::INTRUSION, "ev-1"), t0);
+        REQUIRE(h.restart() == 0);
+        for (const auto& c : chunks("ev-1", "img-1", jpeg, 256)) h.apply(c, t0 + 1000);
+        check(h);
+    }
+    SECTION("an alarm naming no customer: its image is about no one, like the alarm") {
+        Harness h;
+        auto a = alarm(AlarmEvent::INTRUSION, "ev-1");
+        a.mutable_alarm()->clear_customer_number();
+        h.apply(a, t0);
+        for (const auto& c : chunks("ev-1", "img-1", jpeg, 256)) h.apply(c, t0 + 1000);
+        auto images = images_of(h.emitted);
+        REQUIRE(images.size() == 1);
+        CHECK(images[0].subject.empty());
+    }
+}
+
+TEST_CASE("An alarm remembered before alarms kept their subjects still links its image") {
+    Harness h;
+    h.apply(alarm(AlarmEvent::INTRUSION, "ev-1"), t0);
+    std::size_t rewritten = 0;
+    for (auto& [key, value] : h.state) {
+        if (key.rfind("pol/al/", 0) != 0) continue;
+        value = std::string(
+            "\x01"
+            "A",
+            2);  // version 1, tag A: the time only, as a varint
+        for (auto v = static_cast<std::uint64_t>(t0);; v >>= 7) {
+            if (v < 0x80) {
+                value.push_back(static_cast<char>(v));
+                break;
+            }
+            value.push_back(static_cast<char>((v & 0x7F) | 0x80));
+        }
+        ++rewritten;
+    }
+    REQUIRE(rewritten == 1);
+    REQUIRE(h.restart() == 0);
+    for (const auto& c : chunks("ev-1", "img-1", jpeg_with_metadata(), 256)) h.apply(c, t0 + 1000);
+    auto images = images_of(h.emitted);
+    REQUIRE(images.size() == 1);
+    CHECK(images[0].subject.empty());  // it names no one: sealed under the epoch key, as before
+}
+
+TEST_CASE("Forgetting a customer or panel user stops later images of their alarms") {
+    auto jpeg = jpeg_with_metadata();
+    for (auto [kind, id] : {std::pair{crypto::SubjectKind::customer_number, std::string(customer)},
+                            std::pair{crypto::SubjectKind::panel_user, panel_user()}}) {
+        INFO((kind == crypto::SubjectKind::panel_user ? "panel user" : "customer"));
+        Harness h;
+        h.apply(alarm(AlarmEvent::INTRUSION, "ev-1"), t0);
+        h.apply(alarm(AlarmEvent::INTRUSION, "ev-2", 4, "panel-other"), t0);  // someone else's
+        auto held = h.engine->held_about(kind, id);
+        REQUIRE(held.size() == (kind == crypto::SubjectKind::customer_number ? 2u : 1u));
+        CHECK(held[0].what == "remembered_alarm");
+        CHECK(held[0].purpose == "alarm");
+        CHECK(held[0].interval_start_ms == t0);
+        CHECK(held[0].interval_s == 600);
+        CHECK(h.engine->held_about(crypto::SubjectKind::meter_point, gsrn).empty());
+
+        auto out = h.engine->forget(kind, id);
+        CHECK(out.emissions.empty());
+        // Both alarms name the fixtures' customer; the other panel's slot 2 is another user.
+        CHECK(out.state.size() == (kind == crypto::SubjectKind::customer_number ? 2u : 1u));
+        h.keep(out);
+        CHECK(h.engine->held_about(kind, id).empty());
+        CHECK(h.state.size() == (kind == crypto::SubjectKind::customer_number ? 0u : 1u));
+
+        // The image that comes afterwards is held, then dropped unlinked; across a restart too.
+        for (const auto& c : chunks("ev-1", "img-1", jpeg, 256)) h.apply(c, t0 + 1000);
+        h.restart();
+        for (const auto& c : chunks("ev-1", "img-2", jpeg, 256)) h.apply(c, t0 + 2000);
+        CHECK(images_of(h.emitted).empty());
+        h.tick(t0 + 1000 + 600'001);
+        h.tick(t0 + 2000 + 600'001);
+        CHECK(h.counter("policy_images_unlinked") == 2);
+        CHECK(h.counter("policy_images_sent") == 0);
+        CHECK(h.state.empty());
+    }
+}
+
+TEST_CASE("Forgetting a customer drops an image held for its remembered alarm") {
+    Harness h;
+    auto jpeg = jpeg_with_metadata();
+    h.apply(alarm(AlarmEvent::INTRUSION, "ev-1"), t0);
+    // Past the link window of the alarm but before the tick forgot it: the image is held.
+    for (const auto& c : chunks("ev-1", "img-1", jpeg, 256)) h.apply(c, t0 + 600'001);
+    REQUIRE(images_of(h.emitted).empty());
+    auto held = h.engine->held_about(crypto::SubjectKind::customer_number, customer);
+    REQUIRE(held.size() == 2);
+    CHECK(held[1].what == "held_image");
+    CHECK(held[1].interval_start_ms == t0 + 600'001);
+    auto out = h.engine->forget(crypto::SubjectKind::customer_number, customer);
+    CHECK(out.state.size() == 2);
+    h.keep(out);
+    CHECK(h.state.empty());
+}
+
+TEST_CASE("An objection to the image purpose stops linking whichever came first") {
+    auto jpeg = jpeg_with_metadata();
+    const std::vector<std::pair<crypto::SubjectKind, std::string>> objectors{
+        {crypto::SubjectKind::customer_number, customer},
+        {crypto::SubjectKind::panel_user, panel_user()}};
+    bool objects = false;
+    crypto::SubjectKind kind{};
+    std::string id;
+    auto check = [&](std::string_view purpose, crypto::SubjectKind k, std::string_view who) {
+        return objects && purpose == "insurer" && k == kind && who == id;
+    };
+    auto start = [&](Harness& h, const std::pair<crypto::SubjectKind, std::string>& objector) {
+        objects = false;
+        kind = objector.first;
+        id = objector.second;
+        h.engine->set_objection_check(check);
+    };
+    SECTION("alarm first, the objection lands before the image") {
+        for (const auto& o : objectors) {
+            Harness h(with_insurer());
+            start(h, o);
+            h.apply(alarm(AlarmEvent::INTRUSION, "ev-1"), t0);
+            objects = true;  // in force, the remembered alarm not yet forgotten
+            for (const auto& c : chunks("ev-1", "img-1", jpeg, 256)) h.apply(c, t0 + 1000);
+            CHECK(images_of(h.emitted).empty());
+            CHECK(h.counter("policy_images_unlinked") == 1);
+        }
+    }
+    SECTION("alarm first, the objection forgets the alarm: insurer was its only image purpose") {
+        for (const auto& o : objectors) {
+            Harness h(with_insurer());
+            start(h, o);
+            h.apply(alarm(AlarmEvent::INTRUSION, "ev-1"), t0);
+            auto forgotten = h.engine->forget(kind, id, "insurer");
+            CHECK(forgotten.state.size() == 1);
+            h.keep(forgotten);
+            objects = true;
+            for (const auto& c : chunks("ev-1", "img-1", jpeg, 256)) h.apply(c, t0 + 1000);
+            h.tick(t0 + 1000 + 600'001);
+            CHECK(images_of(h.emitted).empty());
+            CHECK(h.counter("policy_images_unlinked") == 1);
+        }
+    }
+    SECTION("image first, the objection lands before the alarm") {
+        for (const auto& o : objectors) {
+            Harness h(with_insurer());
+            start(h, o);
+            for (const auto& c : chunks("ev-1", "img-1", jpeg, 256)) h.apply(c, t0);
+            objects = true;
+            h.apply(alarm(AlarmEvent::INTRUSION, "ev-1"), t0 + 1000);
+            CHECK(images_of(h.emitted).empty());
+            h.tick(t0 + 600'001);
+            CHECK(h.counter("policy_images_unlinked") == 1);
+        }
+    }
+    SECTION("no objection: the image goes to the insurer") {
+        for (const auto& o : objectors) {
+            Harness h(with_insurer());
+            start(h, o);
+            h.apply(alarm(AlarmEvent::INTRUSION, "ev-1"), t0);
+            for (const auto& c : chunks("ev-1", "img-1", jpeg, 256)) h.apply(c, t0 + 1000);
+            CHECK(images_of(h.emitted).size() == 1);
+        }
+    }
+}
+
+TEST_CASE("An objection to one image purpose leaves the others their images, in both orders") {
+    auto jpeg = jpeg_with_metadata();
+    auto section = with_insurer();
+    section.purposes.push_back(config::default_purposes()[0]);  // alarm: records and images
+    auto check = [](std::string_view purpose, crypto::SubjectKind k, std::string_view who) {
+        return purpose == "insurer" && k == crypto::SubjectKind::customer_number && who == customer;
+    };
+    SECTION("alarm first") {
+        Harness h(section);
+        h.apply(alarm(AlarmEvent::INTRUSION, "ev-1"), t0);
+        h.engine->set_objection_check(check);
+        // The objection for insurer keeps the alarm remembered: the alarm purpose still links.
+        auto forgotten =
+            h.engine->forget(crypto::SubjectKind::customer_number, customer, "insurer");
+        CHECK(forgotten.state.empty());
+        for (const auto& c : chunks("ev-1", "img-1", jpeg, 256)) h.apply(c, t0 + 1000);
+        auto images = images_of(h.emitted);
+        REQUIRE(images.size() == 1);
+        CHECK(images[0].stream == "alarm");
+    }
+    SECTION("image first") {
+        Harness h(section);
+        h.engine->set_objection_check(check);
+        for (const auto& c : chunks("ev-1", "img-1", jpeg, 256)) h.apply(c, t0);
+        h.apply(alarm(AlarmEvent::INTRUSION, "ev-1"), t0 + 1000);
+        auto images = images_of(h.emitted);
+        REQUIRE(images.size() == 1);
+        CHECK(images[0].stream == "alarm");
+    }
+}
+
+TEST_CASE("Forgetting a customer drops the chunks of an image of its alarm being reassembled") {
+    Harness h;
+    h.apply(alarm(AlarmEvent::INTRUSION, "ev-1"), t0);
+    auto cs = chunks("ev-1", "img-1", jpeg_with_metadata(), 256);
+    REQUIRE(cs.size() >= 3);
+    for (std::size_t i = 0; i + 1 < cs.size(); ++i) h.apply(cs[i], t0 + 1000);
+    auto held = h.engine->held_about(crypto::SubjectKind::customer_number, customer);
+    REQUIRE(held.size() == 2);
+    CHECK(held[1].what == "image_in_progress");
+    auto out = h.engine->forget(crypto::SubjectKind::customer_number, customer);
+    CHECK(out.state.size() == cs.size());  // the alarm and every chunk so far
+    h.keep(out);
+    CHECK(h.state.empty());
+    // The last chunk alone starts a new image, which never completes.
+    CHECK(h.emit(cs.back(), t0 + 2000).empty());
+    CHECK(images_of(h.emitted).empty());
+}

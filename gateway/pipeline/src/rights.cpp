@@ -6,6 +6,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <tuple>
 
 #include "clean.pb.h"
 #include "egress.h"
@@ -126,6 +127,17 @@ bool carries(const clean::v1::Record& r, const std::set<std::string, std::less<>
     return false;
 }
 
+// Which alarm a record is, or which alarm an image verifies, within its stream: (stream, device,
+// event id) as the record carries them (the purpose's own form of the event id). Empty when the
+// purpose keeps either out of its records.
+std::tuple<std::string, std::string, std::string> alarm_link(const clean::v1::Record& r) {
+    const std::string& event = r.has_alarm() ? r.alarm().event_id() : r.image().event_id();
+    if ((!r.has_alarm() && !r.has_image()) || event.empty() || r.source().device_id().empty()) {
+        return {};
+    }
+    return {r.stream(), r.source().device_id(), event};
+}
+
 RightsError error(RightsErrc code, std::string detail) { return {code, std::move(detail)}; }
 
 // A short prefix of the subject id for log lines: enough to find the audit entry, no more.
@@ -157,6 +169,11 @@ struct RightsEngine::Subject {
     // it that are sealed with another subject's key (a panel user's alarm, a metering point's
     // reading under its customer) are found by them.
     std::set<std::string, std::less<>> pseudonyms;
+    // A panel user's queued alarms (alarm_link), found while scanning the alarm lane: the images
+    // that verify them are about the user too, though sealed with the customer's key and
+    // naming no one. Filled by scan (the alarm lane comes before the image lane), kept across
+    // the scans of one call.
+    mutable std::set<std::tuple<std::string, std::string, std::string>> alarms;
     // Content matching is needed unless every record about this kind is sealed with its key.
     bool by_content() const { return kind != SubjectKind::customer_number; }
 };
@@ -331,7 +348,15 @@ std::vector<RightsEngine::Match> RightsEngine::scan(const Subject& s,
                     if (plain) {
                         clean::v1::Record rec;
                         if (!rec.ParseFromString(*plain) || rec.has_erasure()) continue;
-                        if (!keyed && !carries(rec, s.pseudonyms)) continue;
+                        bool named = carries(rec, s.pseudonyms);
+                        if (named && rec.has_alarm() && s.kind == SubjectKind::panel_user) {
+                            if (auto link = alarm_link(rec); !std::get<0>(link).empty()) {
+                                s.alarms.insert(std::move(link));
+                            }
+                        }
+                        bool verifies = rec.has_image() && !s.alarms.empty() &&
+                                        s.alarms.count(alarm_link(rec)) > 0;
+                        if (!keyed && !named && !verifies) continue;
                         m.clean = std::move(*plain);
                         m.opened = true;
                     } else if (!keyed) {

@@ -209,6 +209,15 @@ struct Partial {
     std::map<std::uint32_t, std::string> chunks;
 };
 
+// An alarm remembered for image linking, with whom its images are about: the alarm's customer
+// (whose data key seals them, as it seals the alarm) and its panel user, raw (in the sealed
+// state value only), so an erasure or an objection of either stops its images.
+struct Remembered {
+    std::int64_t received_ms = 0;
+    std::string customer;  // customer number; empty: none (its images go under the epoch key)
+    std::string user;      // panel user "site/device/slot"; empty: none
+};
+
 struct Held {  // a complete, stripped image waiting for its alarm event
     std::string event_id, content_type, data;
     std::int64_t held_ms = 0, event_time_ms = 0;
@@ -311,7 +320,10 @@ std::string agg_closed_key(const PurposeState& p, std::int64_t b) {
     return "pol/ac/" + p.key_name + "/" + std::to_string(b);
 }
 
-std::string encode(std::int64_t alarm_ms) { return Writer('A').i(alarm_ms).done(); }
+// 'A' (a time only) was written before alarms kept their subjects; still read, as subjectless.
+std::string encode(const Remembered& a) {
+    return Writer('R').i(a.received_ms).str(a.customer).str(a.user).done();
+}
 std::string encode(const Chunk& c) {
     return Writer('C')
         .str(c.event_id)
@@ -379,11 +391,11 @@ struct Policy::Impl {
     bool any_images = false;
 
     // Shared state (not per purpose).
-    std::map<DevKey, std::int64_t> alarms;  // (device, event id) -> received
-    std::map<DevKey, Partial> partials;     // (device, image id)
-    std::map<DevKey, Held> held;            // (device, image id)
-    std::vector<StateChange> pending;       // from restore: erase what did not parse, re-key
-    ObjectionCheck objection;               // empty: nobody objects
+    std::map<DevKey, Remembered> alarms;  // (device, event id)
+    std::map<DevKey, Partial> partials;   // (device, image id)
+    std::map<DevKey, Held> held;          // (device, image id)
+    std::vector<StateChange> pending;     // from restore: erase what did not parse, re-key
+    ObjectionCheck objection;             // empty: nobody objects
 
     Counter& meter_duplicates;
     Counter& meter_late_corrections;
@@ -552,6 +564,17 @@ struct Policy::Impl {
     bool objected(const PurposeState& ps, SubjectKind kind, std::string_view raw) const {
         return objection && !raw.empty() && objection(ps.purpose->name, kind, raw);
     }
+    // Does the alarm's customer or panel user object to this purpose?
+    bool refused(const PurposeState& ps, const Remembered& a) const {
+        return objected(ps, SubjectKind::customer_number, a.customer) ||
+               objected(ps, SubjectKind::panel_user, a.user);
+    }
+    // Would any purpose that receives images get this alarm's images (other than `except`)?
+    bool linkable(const Remembered& a, std::string_view except = {}) const {
+        return std::any_of(purposes.begin(), purposes.end(), [&](const PurposeState& ps) {
+            return ps.images() && ps.purpose->name != except && !refused(ps, a);
+        });
+    }
 
     // --- alarms ---
 
@@ -596,13 +619,14 @@ struct Policy::Impl {
         return e;
     }
 
-    void remember_alarm(const DevKey& k, std::int64_t received_ms, Output& out) {
-        alarms[k] = received_ms;
-        out.state.push_back({alarm_key(k.first, k.second), encode(received_ms)});
+    void remember_alarm(const DevKey& k, const Remembered& alarm, Output& out) {
+        alarms[k] = alarm;
+        out.state.push_back({alarm_key(k.first, k.second), encode(alarm)});
         while (alarms.size() > max_alarms_remembered) {
             auto oldest =
-                std::min_element(alarms.begin(), alarms.end(),
-                                 [](const auto& a, const auto& b) { return a.second < b.second; });
+                std::min_element(alarms.begin(), alarms.end(), [](const auto& a, const auto& b) {
+                    return a.second.received_ms < b.second.received_ms;
+                });
             out.state.push_back({alarm_key(oldest->first.first, oldest->first.second), {}});
             alarms.erase(oldest);
         }
@@ -617,13 +641,10 @@ struct Policy::Impl {
             user =
                 std::string(site) + "/" + event.device_id() + "/" + std::to_string(in.user_slot());
         }
-        auto refused = [&](const PurposeState& ps) {
-            return objected(ps, SubjectKind::customer_number, in.customer_number()) ||
-                   objected(ps, SubjectKind::panel_user, user);
-        };
+        Remembered remembered{received_ms, in.customer_number(), user};
         std::set<std::string> image_to;  // purposes that may get this alarm's images
         for (const auto& ps : purposes) {
-            if (refused(ps)) continue;
+            if (refused(ps, remembered)) continue;
             if (ps.alarm_rules) out.emissions.push_back(alarm_record(ps, event, site, received_ms));
             if (ps.images()) image_to.insert(ps.purpose->name);
         }
@@ -631,13 +652,13 @@ struct Policy::Impl {
         // remembered: its images are never linked, so they are never sent.
         if (!any_images || in.event_id().empty() || image_to.empty()) return out;
         DevKey k{event.device_id(), in.event_id()};
-        remember_alarm(k, received_ms, out);
+        remember_alarm(k, remembered, out);
         // Images that came before their alarm.
         std::int64_t window = window_ms();
         for (auto it = held.begin(); it != held.end();) {
             if (it->first.first == k.first && it->second.event_id == k.second &&
                 received_ms - it->second.held_ms <= window) {
-                send_image(it->first, it->second, received_ms, out, &image_to);
+                send_image(it->first, it->second, remembered, received_ms, out, &image_to);
                 out.state.push_back({held_key(it->first.first, it->first.second), {}});
                 it = held.erase(it);
             } else {
@@ -653,14 +674,19 @@ struct Policy::Impl {
         return static_cast<std::int64_t>(section.image_link_window_s) * ms_per_s;
     }
 
-    void send_image(const DevKey& k, const Held& h, std::int64_t basis_ms, Output& out,
-                    const std::set<std::string>* only = nullptr) {
+    // An image belongs to the subject of the alarm it verifies: sealed with the alarm's
+    // customer's data key (as the alarm record is), and given to no purpose its customer or
+    // panel user objects to.
+    void send_image(const DevKey& k, const Held& h, const Remembered& a, std::int64_t basis_ms,
+                    Output& out, const std::set<std::string>* only = nullptr) {
         constexpr auto c = DataClass::verification_image;
         for (const auto& ps : purposes) {
             if (!ps.images()) continue;
             if (only && !only->count(ps.purpose->name)) continue;
+            if (refused(ps, a)) continue;
             const auto* r = ps.image_rules;
             auto e = emission(ps, c, Lane::image, "image", basis_ms);
+            e.subject = a.customer;
             e.record.set_event_time_ms(event_time(r, c, h.event_time_ms));
             set_source(r, c, e.record, k.first, h.device_seq);
             auto* img = e.record.mutable_image();
@@ -745,8 +771,12 @@ struct Policy::Impl {
         }
         h.data = std::move(*clean);
         auto alarm = alarms.find({dev, h.event_id});
-        if (alarm != alarms.end() && received_ms - alarm->second <= window_ms()) {
-            send_image(k, h, received_ms, out);
+        if (alarm != alarms.end() && received_ms - alarm->second.received_ms <= window_ms()) {
+            if (linkable(alarm->second)) {
+                send_image(k, h, alarm->second, received_ms, out);
+            } else {
+                images_unlinked.add();  // its subject objects to every purpose for images
+            }
             return out;
         }
         // Wait for the alarm (bounded like the images in progress).
@@ -1075,7 +1105,7 @@ struct Policy::Impl {
             }
         }
         for (auto it = alarms.begin(); it != alarms.end();) {
-            if (now_ms > it->second + window_ms()) {
+            if (now_ms > it->second.received_ms + window_ms()) {
                 out.state.push_back({alarm_key(it->first.first, it->first.second), {}});
                 it = alarms.erase(it);
             } else {
@@ -1109,8 +1139,34 @@ struct Policy::Impl {
                meters.count(b.meter_point) > 0;
     }
 
+    // A remembered alarm is about its customer and its panel user.
+    static bool about(const Remembered& a, SubjectKind kind, std::string_view id) {
+        return !id.empty() && ((kind == SubjectKind::customer_number && a.customer == id) ||
+                               (kind == SubjectKind::panel_user && a.user == id));
+    }
+
     std::vector<SubjectState> held_about(SubjectKind kind, std::string_view id) const {
         std::vector<SubjectState> out;
+        // Alarms remembered to link their images, and images held for them, per purpose that
+        // would get those images: when received, and the link window.
+        auto window_s = static_cast<std::uint32_t>(section.image_link_window_s);
+        for (const auto& [k, a] : alarms) {
+            if (!about(a, kind, id)) continue;
+            for (const auto& ps : purposes) {
+                if (!ps.images() || refused(ps, a)) continue;
+                out.push_back(
+                    {ps.purpose->name, "remembered_alarm", a.received_ms, window_s, 0, 0});
+                for (const auto& [hk, h] : held) {
+                    if (hk.first != k.first || h.event_id != k.second) continue;
+                    out.push_back({ps.purpose->name, "held_image", h.held_ms, window_s, 0, 0});
+                }
+                for (const auto& [pk, p] : partials) {
+                    if (pk.first != k.first || p.event_id != k.second) continue;
+                    out.push_back(
+                        {ps.purpose->name, "image_in_progress", p.last_ms, window_s, 0, 0});
+                }
+            }
+        }
         auto meters = meters_of(kind, id);
         for (const auto& ps : purposes) {
             auto interval_s = static_cast<std::uint32_t>(ps.interval_ms / ms_per_s);
@@ -1178,6 +1234,38 @@ struct Policy::Impl {
                 ++it;
             }
         }
+        // Its remembered alarms and the images held or being reassembled for them: an image
+        // that comes afterwards is not linked (held, then dropped unlinked). For one purpose (an
+        // objection, not yet in the check), only when no other purpose would get the alarm's
+        // images.
+        for (auto it = alarms.begin(); it != alarms.end();) {
+            if (!about(it->second, kind, id) ||
+                (!purpose.empty() && linkable(it->second, purpose))) {
+                ++it;
+                continue;
+            }
+            for (auto h = held.begin(); h != held.end();) {
+                if (h->first.first == it->first.first && h->second.event_id == it->first.second) {
+                    out.state.push_back({held_key(h->first.first, h->first.second), {}});
+                    h = held.erase(h);
+                } else {
+                    ++h;
+                }
+            }
+            for (auto p = partials.begin(); p != partials.end();) {
+                if (p->first.first == it->first.first && p->second.event_id == it->first.second) {
+                    for (const auto& [index, data] : p->second.chunks) {
+                        out.state.push_back(
+                            {chunk_key(p->first.first, p->first.second, index), {}});
+                    }
+                    p = partials.erase(p);
+                } else {
+                    ++p;
+                }
+            }
+            out.state.push_back({alarm_key(it->first.first, it->first.second), {}});
+            it = alarms.erase(it);
+        }
         return out;
     }
 
@@ -1199,10 +1287,19 @@ struct Policy::Impl {
         auto type = parts[1];
         if (type == "al" && parts.size() == 4) {
             auto dev = unesc(parts[2]), ev = unesc(parts[3]);
-            Reader r(value, 'A');
-            auto t = r.i();
-            if (!dev || !ev || !r.done()) return false;
-            alarms[{*dev, *ev}] = t;
+            Remembered a;
+            if (Reader old(value, 'A'); old.ok()) {  // before alarms kept their subjects
+                a.received_ms = old.i();
+                if (!old.done()) return false;
+            } else {
+                Reader r(value, 'R');
+                a.received_ms = r.i();
+                a.customer = r.str();
+                a.user = r.str();
+                if (!r.done()) return false;
+            }
+            if (!dev || !ev) return false;
+            alarms[{*dev, *ev}] = std::move(a);
             return rekeyed(key, alarm_key(*dev, *ev), value);
         }
         if (type == "ic" && parts.size() == 5) {

@@ -42,10 +42,10 @@ struct Emission {
     std::int64_t expires_ms;  // not forwarded after this (the purpose's or class's retention)
     clean::v1::Record record;
     // The person the record is about, raw (the pipeline turns it into a subject id and seals
-    // the record with that subject's data key): an alarm's customer number; a meter record's
-    // customer number, else its metering point id. Empty for records about no one (site
-    // aggregates) or whose person the engine doesn't know (images). Never stored, logged or
-    // emitted: it does not go into `record`.
+    // the record with that subject's data key): an alarm's customer number; an image's, the
+    // customer number of the alarm it verifies; a meter record's customer number, else its
+    // metering point id. Empty for records about no one (site aggregates) or whose alarm names
+    // no customer. Never stored, logged or emitted: it does not go into `record`.
     std::string subject;
     crypto::SubjectKind subject_kind = crypto::SubjectKind::customer_number;
 };
@@ -87,7 +87,11 @@ using ObjectionCheck = std::function<bool(std::string_view purpose, crypto::Subj
 // What the engine holds about one subject, for an export (art. 15). No identifier in it.
 struct SubjectState {
     std::string purpose;
-    std::string what;  // "open_meter_interval", "site_total_contribution", "sent_meter_interval"
+    // "open_meter_interval", "site_total_contribution", "sent_meter_interval"; for images:
+    // "remembered_alarm" (an alarm kept to link its images), "held_image" (an image waiting for
+    // it), "image_in_progress" (its chunks so far), where interval_start_ms is when it (or its
+    // last chunk) came and interval_s the image link window.
+    std::string what;
     std::int64_t interval_start_ms = 0;
     std::uint32_t interval_s = 0;
     std::uint64_t energy_wh = 0;  // summed so far (open interval, contribution); 0 for sent
@@ -127,13 +131,16 @@ public:
     void set_objection_check(ObjectionCheck check);
     // What the engine remembers about a subject: open meter intervals of its metering points,
     // their share of site totals not yet closed, intervals sent recently (kept to spot late
-    // readings). A customer's metering points are those its open intervals name. Panel users:
-    // nothing (the engine remembers alarms by device and event id only).
+    // readings); the alarms of a customer or panel user remembered to link their images, and
+    // images held or being reassembled for them. A customer's metering points are those its open
+    // intervals name.
     std::vector<SubjectState> held_about(crypto::SubjectKind kind,
                                          std::string_view identifier) const;
     // Forgets all of that, in one purpose or (empty) in every purpose; the state changes to
     // commit come out (no emissions). Site totals not yet closed lose the meter's share: a total
-    // that falls below k is not sent.
+    // that falls below k is not sent. A forgotten alarm links no image that comes after (it is
+    // dropped unlinked); for one purpose, an alarm is forgotten when no other purpose would get
+    // its images.
     Output forget(crypto::SubjectKind kind, std::string_view identifier,
                   std::string_view purpose = {});
 
