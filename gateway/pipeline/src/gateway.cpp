@@ -114,7 +114,7 @@ bool Gateway::run(const std::atomic<bool>& stop, const std::function<void()>& on
         // RocksDB refuses every write after a failed WAL write until the store is reopened.
         // Exit, so that the service manager restarts vernd with the store opened afresh.
         // Nothing is lost: what was not committed was never receipted, and devices resend it.
-        spdlog::critical("store: commits keep failing; exiting to reopen it");
+        spdlog::critical("store: 3 commits in a row failed; exiting to reopen it");
         d.shut_down(false);
         return false;
     }
