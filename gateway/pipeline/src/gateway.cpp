@@ -335,7 +335,7 @@ struct Gateway::Impl : public forward::Outbox, public RightsHost {
 
         for (const auto& in : batch) {
             // decode + validate
-            auto decoded = decoder.decode(in.topic, in.payload);
+            auto decoded = decoder.decode(in.topic, in.payload, in.retained);
             if (!decoded) {
                 quarantine(writes, in, decoded.error());
                 continue;
