@@ -1,6 +1,8 @@
 // vernd's one-shot flags run as a process: --pseudonymise against crypto's pseudonymiser with a
-// real key file, and --print-ropa with and without a config; and vernd under a stand-in for
-// systemd's notification socket (readiness, watchdog, reload, stopping).
+// real key file, and --print-ropa with and without a config; vernd under a stand-in for
+// systemd's notification socket (readiness, watchdog, reload, stopping); no core dump of it
+// unless --allow-core-dump; a retained device message quarantined unread.
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -16,6 +18,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "mosquitto.h"
 #include "process.h"
@@ -209,4 +212,73 @@ TEST_CASE("Under systemd vernd reports ready, pings its watchdog, reloads and re
     vernd_process.signal(SIGTERM);
     CHECK(vernd_process.wait_for(20s) == std::optional<int>(0));
     CHECK(notify.wait_for("STOPPING=1", 1, 1s));
+}
+
+namespace {
+
+// The owner of vernd's /proc/PID/ files and its core size limits, seen from outside.
+struct DumpView {
+    uid_t proc_owner = 0;
+    std::string core_limits;  // "soft hard" from /proc/PID/limits
+};
+
+// Runs vernd between two brokers with `extra` flags and looks at it once it runs. The kernel
+// gives a process's /proc/PID/ files to root while it is not dumpable (proc(5)), so vernd must
+// run as someone else to tell: as root, the test starts it as nobody. The soft core size limit is
+// raised to the hard one first, so that a limit of 0 is vernd's own doing.
+DumpView run_and_look(const std::vector<std::string>& extra, uid_t& runs_as) {
+    using namespace std::chrono_literals;
+    test::TempDir dir("vern-dump");
+    test::Mosquitto site, upstream;
+    runs_as = ::geteuid() == 0 ? 65534 : ::geteuid();
+    const auto data_dir = dir.path() / "var";
+    std::filesystem::create_directory(data_dir);
+    if (::geteuid() == 0) {
+        REQUIRE(::chmod(dir.path().c_str(), 0755) == 0);
+        REQUIRE(::chown(data_dir.c_str(), runs_as, runs_as) == 0);
+    }
+    std::string cmd = "ulimit -S -c \"$(ulimit -H -c)\" && exec";
+    if (::geteuid() == 0) cmd += " setpriv --reuid=65534 --regid=65534 --clear-groups";
+    cmd += " '" + vernd + "' --data-dir '" + data_dir.string() + "' --site-broker " + site.uri() +
+           " --upstream " + upstream.uri();
+    for (const auto& e : extra) cmd += " " + e;
+    auto process = test::Process::spawn({"/bin/sh", "-c", cmd}, dir.path() / "vernd.log");
+    // status.json: vernd itself runs (not the shell or setpriv before it), past its start-up.
+    REQUIRE(
+        test::wait_until([&] { return std::filesystem::exists(data_dir / "status.json"); }, 30s));
+    DumpView view;
+    struct stat st {};
+    const std::string proc = "/proc/" + std::to_string(process.pid());
+    REQUIRE(::stat((proc + "/status").c_str(), &st) == 0);
+    view.proc_owner = st.st_uid;
+    std::istringstream limits(slurp(proc + "/limits"));
+    for (std::string line; std::getline(limits, line);) {
+        if (line.rfind("Max core file size", 0) != 0) continue;
+        std::istringstream fields(line.substr(18));
+        std::string soft, hard;
+        fields >> soft >> hard;
+        view.core_limits = soft + " " + hard;
+    }
+    process.signal(SIGTERM);
+    CHECK(process.wait_for(20s) == std::optional<int>(0));
+    INFO(slurp(dir.path() / "vernd.log"));
+    CHECK(slurp(dir.path() / "vernd.log").find("stopped") != std::string::npos);
+    return view;
+}
+
+}  // namespace
+
+TEST_CASE("vernd is not dumpable and has no core size unless --allow-core-dump") {
+    struct rlimit core {};
+    REQUIRE(::getrlimit(RLIMIT_CORE, &core) == 0);
+    if (core.rlim_max == 0) WARN("hard core size limit 0 here: the limit check can't fail");
+    uid_t runs_as = 0;
+    DumpView guarded = run_and_look({}, runs_as);
+    REQUIRE(runs_as != 0);
+    CHECK(guarded.proc_owner == 0);  // not dumpable: /proc/PID/ belongs to root
+    CHECK(guarded.core_limits == "0 0");
+
+    DumpView allowed = run_and_look({"--allow-core-dump"}, runs_as);
+    CHECK(allowed.proc_owner == runs_as);  // dumpable: its own user's
+    CHECK(allowed.core_limits != "0 0");
 }
