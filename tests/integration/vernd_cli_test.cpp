@@ -282,3 +282,83 @@ TEST_CASE("vernd is not dumpable and has no core size unless --allow-core-dump")
     CHECK(allowed.proc_owner == runs_as);  // dumpable: its own user's
     CHECK(allowed.core_limits != "0 0");
 }
+
+namespace {
+
+std::uint64_t counter_in(const std::filesystem::path& status_file, const std::string& name) {
+    try {
+        const auto j = nlohmann::json::parse(slurp(status_file));
+        return j.at("counters").value(name, std::uint64_t{0});
+    } catch (const nlohmann::json::exception&) {
+        return 0;
+    }
+}
+
+// mosquitto_pub: one QoS 1 message, MQTT 5, retained or not.
+void publish(const test::Mosquitto& broker, const std::string& topic, const std::string& payload,
+             bool retained, const std::filesystem::path& log) {
+    std::vector<std::string> argv{"/usr/bin/mosquitto_pub",
+                                  "-V",
+                                  "5",
+                                  "-h",
+                                  "127.0.0.1",
+                                  "-p",
+                                  std::to_string(broker.port()),
+                                  "-q",
+                                  "1",
+                                  "-t",
+                                  topic,
+                                  "-m",
+                                  payload};
+    if (retained) argv.push_back("-r");
+    auto p = test::Process::spawn(argv, log);
+    REQUIRE(p.wait_for(std::chrono::seconds(20)) == std::optional<int>(0));
+}
+
+// A valid alarm event in the canonical JSON mapping, naming a person.
+std::string alarm_json(int seq, const std::string& user_name) {
+    return R"({"deviceId":"panel-00aa11","seq":")" + std::to_string(seq) +
+           R"(","eventTimeMs":"1700000000000","alarm":{"kind":"ARM","eventId":"ev-)" +
+           std::to_string(seq) + R"(","userName":")" + user_name + R"("}})";
+}
+
+}  // namespace
+
+// The shipped site broker refuses retained messages (deploy/mosquitto); a broker that takes them
+// still gets none past vernd: stored before vernd subscribed or published live, a retained device
+// message is quarantined as `retained`, unread, and nothing of it reaches the data directory.
+TEST_CASE("vernd quarantines a retained device message unread, stored or live") {
+    using namespace std::chrono_literals;
+    test::TempDir dir("vern-retained");
+    test::Mosquitto site, upstream;  // both take retained messages
+    const std::string topic = "dev/v1/site-1/panel-00aa11/alarm";
+    const std::string name = "Kari Nordmann";
+    const auto pub_log = dir.path() / "pub.log";
+    publish(site, topic, alarm_json(1, name), true, pub_log);  // kept by the broker
+
+    const auto data_dir = dir.path() / "var";
+    const auto status = data_dir / "status.json";
+    auto vernd_process =
+        test::Process::spawn({vernd, "--data-dir", data_dir.string(), "--site-broker", site.uri(),
+                              "--upstream", upstream.uri(), "--site", "site-1"},
+                             dir.path() / "vernd.log");
+    CHECK(test::wait_until([&] { return counter_in(status, "quarantined_retained") == 1; }, 30s));
+
+    publish(site, topic, alarm_json(2, name), true, pub_log);
+    publish(site, topic, alarm_json(3, ""), false, pub_log);
+    CHECK(test::wait_until(
+        [&] {
+            return counter_in(status, "quarantined_retained") == 2 &&
+                   counter_in(status, "events_committed") == 1;
+        },
+        30s));
+    vernd_process.signal(SIGTERM);
+    REQUIRE(vernd_process.wait_for(20s) == std::optional<int>(0));
+    CHECK(counter_in(status, "quarantined_retained") == 2);
+    CHECK(counter_in(status, "events_committed") == 1);
+    for (const auto& e : std::filesystem::recursive_directory_iterator(data_dir)) {
+        if (!e.is_regular_file()) continue;
+        INFO(e.path());
+        CHECK(slurp(e.path()).find(name) == std::string::npos);
+    }
+}
