@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Checks deploy/systemd/vernd.service: `systemd-analyze verify` (syntax, directives, commands)
-# and `systemd-analyze security` (the exposure score the README reports; lower is better).
+# Checks deploy/systemd/vernd.service: the lines privacy depends on (LimitCORE=0: no core dump
+# of vernd's memory), `systemd-analyze verify` (syntax, directives, commands) and
+# `systemd-analyze security` (the exposure score the README reports; lower is better).
 # Installs the systemd tools if missing. When /usr/bin/vernd is not installed here, verify
 # checks a copy of the unit whose ExecStart names the built vernd ($VERN_BUILD_DIR/bin/vernd)
 # instead, or /bin/true when there is no build: every other line is checked as shipped.
@@ -25,6 +26,11 @@ else
     sed "s#^ExecStart=/usr/bin/vernd#ExecStart=$built#" "$unit" >"$checked"
     echo "check-unit: /usr/bin/vernd not installed; verifying with ExecStart=$built"
 fi
+# Settings the README and the privacy notes promise, checked as lines of the shipped unit.
+for line in 'LimitCORE=0' 'NoNewPrivileges=yes' 'UMask=0077' 'StateDirectoryMode=0700'; do
+    grep -qx "$line" "$unit" || { echo "check-unit: $unit lacks $line"; exit 1; }
+done
+echo "check-unit: no core dumps (LimitCORE=0), no new privileges, private state: OK"
 # verify prints nothing and exits 0 when the unit is clean; any warning fails the check.
 out=$(cd "$tmp" && systemd-analyze verify "$checked" 2>&1) || { echo "$out"; exit 1; }
 [ -z "$out" ] || { echo "check-unit: systemd-analyze verify warns:"; echo "$out"; exit 1; }

@@ -30,6 +30,8 @@ std::string_view reason_name(Reason r) {
             return "seal_failed";
         case Reason::corrupt_record:
             return "corrupt_record";
+        case Reason::retained:
+            return "retained";
     }
     return "unknown";
 }

@@ -1,6 +1,8 @@
 // vernd: the vern gateway daemon.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
@@ -27,6 +29,15 @@ std::atomic<bool> reload_requested{false};
 
 void on_signal(int) { stop_requested = true; }
 void on_reload(int) { reload_requested = true; }
+
+// vernd's memory holds the master key, decrypted records and raw device payloads: no core dump
+// of it (the watchdog kills with SIGABRT), whatever the core pattern (a pipe to systemd-coredump
+// ignores RLIMIT_CORE, not dumpability), and no ptrace or /proc/PID/mem by other processes of
+// the same user. Returns false if the kernel refused.
+bool forbid_core_dumps() {
+    const rlimit none{0, 0};
+    return ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0 && ::setrlimit(RLIMIT_CORE, &none) == 0;
+}
 
 }  // namespace
 
@@ -65,7 +76,17 @@ int main(int argc, char** argv) {
     pseudonymise_opt->needs(purpose_opt);
     purpose_opt->needs(pseudonymise_opt);
     epoch_opt->needs(pseudonymise_opt);
+    bool allow_core_dump = false;
+    app.add_flag("--allow-core-dump", allow_core_dump,
+                 "For debugging only: leave the process dumpable and the core size limit as it "
+                 "is (a core dump holds decrypted records and keys)");
     CLI11_PARSE(app, argc, argv);
+
+    // Before anything is read: the key, a config, stdin.
+    if (!allow_core_dump && !forbid_core_dumps()) {
+        std::cerr << "vernd: cannot forbid core dumps (prctl/setrlimit refused); not starting\n";
+        return 1;
+    }
 
     if (print_example) {
         std::cout << vern::config::example_config();

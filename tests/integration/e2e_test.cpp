@@ -131,6 +131,7 @@ public:
     void set_vernd_upstream(std::string uri) { vernd_upstream_ = std::move(uri); }
     std::filesystem::path dir() const { return dir_.path(); }
     const Mosquitto& site_broker() const { return site_broker_; }
+    Mosquitto& site_broker() { return site_broker_; }
     Mosquitto& upstream() { return upstream_; }
 
     // `file_limit_kb` > 0 starts vernd under `ulimit -f`: writes past it fail like a full disk.
@@ -692,6 +693,71 @@ TEST_CASE("With the shipped site-broker sizing a vernd restart mid-burst costs n
     bench_report(
         {{"shipped", {{"sent", u64(shipped, "sent")}, {"retried", u64(shipped, "retried")}}},
          {"defaults", {{"sent", u64(defaults, "sent")}, {"retried", u64(defaults, "retried")}}}});
+}
+
+namespace {
+
+// deploy/mosquitto/vern-site.conf as shipped, its persistence settings included, without device
+// authentication (device_auth_test covers it; the simulated devices log in anonymously) and
+// without a persistence_location: mosquitto's default is its working directory, the test
+// broker's own directory, which the test scans.
+MosquittoOptions shipped_site_broker() {
+    MosquittoOptions o;
+    o.generated_persistence = false;
+    std::ifstream in(std::filesystem::path(VERN_SOURCE_DIR) / "deploy/mosquitto/vern-site.conf");
+    REQUIRE(in);
+    for (std::string line; std::getline(in, line);) {
+        if (line.empty() || line[0] == '#') continue;
+        const std::string key = line.substr(0, line.find(' '));
+        if (key == "allow_anonymous" || key == "password_file" || key == "acl_file" ||
+            key == "persistence_location")
+            continue;
+        o.extra_lines.push_back(line);
+    }
+    return o;
+}
+
+// Every file under `dir`, by its path relative to it.
+std::set<std::string> files_under(const std::filesystem::path& dir) {
+    std::set<std::string> out;
+    for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
+        if (e.is_regular_file()) out.insert(std::filesystem::relative(e.path(), dir).string());
+    }
+    return out;
+}
+
+}  // namespace
+
+// Devices keep every event until it is receipted, so the site broker needs to keep nothing. With
+// the shipped settings it is stopped mid-run while vernd is away and events are queued for
+// vernd's session (a broker with persistence writes them, payloads and all, at shutdown), then
+// started again: every event still arrives, the devices having sent again what the broker
+// forgot, and the broker's directory holds its config and its log only, with none of the
+// simulator's identifiers (PIN codes are too short for a byte scan: no other file is the check).
+TEST_CASE("A site-broker restart loses no event and the broker keeps nothing on disk",
+          "[e2e][site-broker]") {
+    Site site(shipped_site_broker(), MosquittoOptions{});
+    Mosquitto& broker = site.site_broker();
+    const std::set<std::string> own_files{"mosquitto.conf", "mosquitto.log"};
+    site.start_vernd();
+    site.start_tap();
+    auto sim = site.start_sim(6, 0.0);
+    REQUIRE(wait_until([&] { return counter(site.status(), "events_committed") >= 20; }, 30s));
+    CHECK(site.stop_vernd() == 0);
+    std::this_thread::sleep_for(1s);  // devices publish on: the broker queues for vernd
+    broker.stop();
+    CHECK(files_under(broker.dir()) == own_files);
+    CHECK(site.scan({broker.dir()}) == 0);
+
+    broker.start();
+    site.start_vernd();
+    json tap = finish(site, sim);
+    CHECK(tap["identifiers_found"].get<std::uint64_t>() == 0);
+    CHECK(u64(site.sim_report(), "retried") > 0);  // what the broker forgot came again
+    CHECK(site.stop_vernd() == 0);
+    broker.stop();
+    CHECK(files_under(broker.dir()) == own_files);
+    CHECK(site.scan({broker.dir()}) == 0);
 }
 
 namespace {

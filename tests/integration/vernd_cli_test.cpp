@@ -1,6 +1,8 @@
 // vernd's one-shot flags run as a process: --pseudonymise against crypto's pseudonymiser with a
-// real key file, and --print-ropa with and without a config; and vernd under a stand-in for
-// systemd's notification socket (readiness, watchdog, reload, stopping).
+// real key file, and --print-ropa with and without a config; vernd under a stand-in for
+// systemd's notification socket (readiness, watchdog, reload, stopping); no core dump of it
+// unless --allow-core-dump; a retained device message quarantined unread.
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -16,6 +18,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "mosquitto.h"
 #include "process.h"
@@ -209,4 +212,153 @@ TEST_CASE("Under systemd vernd reports ready, pings its watchdog, reloads and re
     vernd_process.signal(SIGTERM);
     CHECK(vernd_process.wait_for(20s) == std::optional<int>(0));
     CHECK(notify.wait_for("STOPPING=1", 1, 1s));
+}
+
+namespace {
+
+// The owner of vernd's /proc/PID/ files and its core size limits, seen from outside.
+struct DumpView {
+    uid_t proc_owner = 0;
+    std::string core_limits;  // "soft hard" from /proc/PID/limits
+};
+
+// Runs vernd between two brokers with `extra` flags and looks at it once it runs. The kernel
+// gives a process's /proc/PID/ files to root while it is not dumpable (proc(5)), so vernd must
+// run as someone else to tell: as root, the test starts it as nobody. The soft core size limit is
+// raised to the hard one first, so that a limit of 0 is vernd's own doing.
+DumpView run_and_look(const std::vector<std::string>& extra, uid_t& runs_as) {
+    using namespace std::chrono_literals;
+    test::TempDir dir("vern-dump");
+    test::Mosquitto site, upstream;
+    runs_as = ::geteuid() == 0 ? 65534 : ::geteuid();
+    const auto data_dir = dir.path() / "var";
+    std::filesystem::create_directory(data_dir);
+    if (::geteuid() == 0) {
+        REQUIRE(::chmod(dir.path().c_str(), 0755) == 0);
+        REQUIRE(::chown(data_dir.c_str(), runs_as, runs_as) == 0);
+    }
+    std::string cmd = "ulimit -S -c \"$(ulimit -H -c)\" && exec";
+    if (::geteuid() == 0) cmd += " setpriv --reuid=65534 --regid=65534 --clear-groups";
+    cmd += " '" + vernd + "' --data-dir '" + data_dir.string() + "' --site-broker " + site.uri() +
+           " --upstream " + upstream.uri();
+    for (const auto& e : extra) cmd += " " + e;
+    auto process = test::Process::spawn({"/bin/sh", "-c", cmd}, dir.path() / "vernd.log");
+    // status.json: vernd itself runs (not the shell or setpriv before it), past its start-up.
+    REQUIRE(
+        test::wait_until([&] { return std::filesystem::exists(data_dir / "status.json"); }, 30s));
+    DumpView view;
+    struct stat st {};
+    const std::string proc = "/proc/" + std::to_string(process.pid());
+    REQUIRE(::stat((proc + "/status").c_str(), &st) == 0);
+    view.proc_owner = st.st_uid;
+    std::istringstream limits(slurp(proc + "/limits"));
+    for (std::string line; std::getline(limits, line);) {
+        if (line.rfind("Max core file size", 0) != 0) continue;
+        std::istringstream fields(line.substr(18));
+        std::string soft, hard;
+        fields >> soft >> hard;
+        view.core_limits = soft + " " + hard;
+    }
+    process.signal(SIGTERM);
+    CHECK(process.wait_for(20s) == std::optional<int>(0));
+    INFO(slurp(dir.path() / "vernd.log"));
+    CHECK(slurp(dir.path() / "vernd.log").find("stopped") != std::string::npos);
+    return view;
+}
+
+}  // namespace
+
+TEST_CASE("vernd is not dumpable and has no core size unless --allow-core-dump") {
+    struct rlimit core {};
+    REQUIRE(::getrlimit(RLIMIT_CORE, &core) == 0);
+    if (core.rlim_max == 0) WARN("hard core size limit 0 here: the limit check can't fail");
+    uid_t runs_as = 0;
+    DumpView guarded = run_and_look({}, runs_as);
+    REQUIRE(runs_as != 0);
+    CHECK(guarded.proc_owner == 0);  // not dumpable: /proc/PID/ belongs to root
+    CHECK(guarded.core_limits == "0 0");
+
+    DumpView allowed = run_and_look({"--allow-core-dump"}, runs_as);
+    CHECK(allowed.proc_owner == runs_as);  // dumpable: its own user's
+    CHECK(allowed.core_limits != "0 0");
+}
+
+namespace {
+
+std::uint64_t counter_in(const std::filesystem::path& status_file, const std::string& name) {
+    try {
+        const auto j = nlohmann::json::parse(slurp(status_file));
+        return j.at("counters").value(name, std::uint64_t{0});
+    } catch (const nlohmann::json::exception&) {
+        return 0;
+    }
+}
+
+// mosquitto_pub: one QoS 1 message, MQTT 5, retained or not.
+void publish(const test::Mosquitto& broker, const std::string& topic, const std::string& payload,
+             bool retained, const std::filesystem::path& log) {
+    std::vector<std::string> argv{"/usr/bin/mosquitto_pub",
+                                  "-V",
+                                  "5",
+                                  "-h",
+                                  "127.0.0.1",
+                                  "-p",
+                                  std::to_string(broker.port()),
+                                  "-q",
+                                  "1",
+                                  "-t",
+                                  topic,
+                                  "-m",
+                                  payload};
+    if (retained) argv.push_back("-r");
+    auto p = test::Process::spawn(argv, log);
+    REQUIRE(p.wait_for(std::chrono::seconds(20)) == std::optional<int>(0));
+}
+
+// A valid alarm event in the canonical JSON mapping, naming a person.
+std::string alarm_json(int seq, const std::string& user_name) {
+    return R"({"deviceId":"panel-00aa11","seq":")" + std::to_string(seq) +
+           R"(","eventTimeMs":"1700000000000","alarm":{"kind":"ARM","eventId":"ev-)" +
+           std::to_string(seq) + R"(","userName":")" + user_name + R"("}})";
+}
+
+}  // namespace
+
+// The shipped site broker refuses retained messages (deploy/mosquitto); a broker that takes them
+// still gets none past vernd: stored before vernd subscribed or published live, a retained device
+// message is quarantined as `retained`, unread, and nothing of it reaches the data directory.
+TEST_CASE("vernd quarantines a retained device message unread, stored or live") {
+    using namespace std::chrono_literals;
+    test::TempDir dir("vern-retained");
+    test::Mosquitto site, upstream;  // both take retained messages
+    const std::string topic = "dev/v1/site-1/panel-00aa11/alarm";
+    const std::string name = "Kari Nordmann";
+    const auto pub_log = dir.path() / "pub.log";
+    publish(site, topic, alarm_json(1, name), true, pub_log);  // kept by the broker
+
+    const auto data_dir = dir.path() / "var";
+    const auto status = data_dir / "status.json";
+    auto vernd_process =
+        test::Process::spawn({vernd, "--data-dir", data_dir.string(), "--site-broker", site.uri(),
+                              "--upstream", upstream.uri(), "--site", "site-1"},
+                             dir.path() / "vernd.log");
+    CHECK(test::wait_until([&] { return counter_in(status, "quarantined_retained") == 1; }, 30s));
+
+    publish(site, topic, alarm_json(2, name), true, pub_log);
+    publish(site, topic, alarm_json(3, ""), false, pub_log);
+    CHECK(test::wait_until(
+        [&] {
+            return counter_in(status, "quarantined_retained") == 2 &&
+                   counter_in(status, "events_committed") == 1;
+        },
+        30s));
+    vernd_process.signal(SIGTERM);
+    REQUIRE(vernd_process.wait_for(20s) == std::optional<int>(0));
+    CHECK(counter_in(status, "quarantined_retained") == 2);
+    CHECK(counter_in(status, "events_committed") == 1);
+    for (const auto& e : std::filesystem::recursive_directory_iterator(data_dir)) {
+        if (!e.is_regular_file()) continue;
+        INFO(e.path());
+        CHECK(slurp(e.path()).find(name) == std::string::npos);
+    }
 }

@@ -36,20 +36,22 @@ void Mosquitto::write_config() {
          << "log_dest stderr\n"
          << "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
          << "connection_messages true\n";
-    if (options_.persistence) {
+    if (options_.generated_persistence && options_.persistence) {
         conf << "persistence true\n"
              << "persistence_location " << (dir_.path() / "").string() << "\n"
              << "autosave_interval 1\n";
-    } else {
+    } else if (options_.generated_persistence) {
         conf << "persistence false\n";
-    }
+    }  // else extra_lines decide
     for (const auto& line : options_.extra_lines) conf << line << "\n";
     if (!conf) throw std::runtime_error("Mosquitto: cannot write the config");
 }
 
 void Mosquitto::start() {
     if (process_.running()) return;
-    process_ = Process::spawn({options_.binary, "-c", (dir_.path() / "mosquitto.conf").string()},
+    // In its own directory, so that nothing it writes lands elsewhere.
+    process_ = Process::spawn({"/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", dir_.path().string(),
+                               options_.binary, "-c", (dir_.path() / "mosquitto.conf").string()},
                               log_file());
     const bool up = wait_until(
         [&] { return !process_.running() || wait_for_port(port_, std::chrono::milliseconds(50)); },

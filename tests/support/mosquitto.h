@@ -1,6 +1,8 @@
 #pragma once
 // A private mosquitto broker on a free loopback port, configured in a TempDir so that a slow or
-// offline persistent subscriber loses nothing (deep queues, no byte limit).
+// offline persistent subscriber loses nothing (deep queues, no byte limit). It runs in that
+// directory: whatever it writes there (a persistence file without persistence_location too)
+// stays inside dir().
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -11,7 +13,10 @@
 namespace vern::test {
 
 struct MosquittoOptions {
-    bool persistence = false;              // persistence true + persistence_location in the dir
+    bool persistence = false;  // persistence true + persistence_location in the dir
+    // false: the generated config says nothing about persistence, extra_lines decide (a
+    // shipped config as it is; mosquitto's default location is its working directory, dir()).
+    bool generated_persistence = true;
     bool allow_anonymous = true;           // false: clients need a user (extra_lines say how)
     std::vector<std::string> extra_lines;  // appended to the generated config
     int port = 0;                          // 0: pick a free port

@@ -54,6 +54,17 @@ TEST_CASE("JSON with an unknown field is undecodable rather than half-read") {
     CHECK(d.error() == Reason::undecodable);
 }
 
+TEST_CASE("A retained device message is refused before it is parsed, however valid") {
+    const std::string valid = alarm_event().SerializeAsString();
+    REQUIRE(decoder().decode(alarm_topic, valid, false));
+    auto d = decoder().decode(alarm_topic, valid, true);
+    REQUIRE_FALSE(d);
+    CHECK(d.error() == Reason::retained);
+    // Before the size limit and the topic: nothing of it is looked at.
+    CHECK(decoder().decode(alarm_topic, std::string(4097, '{'), true).error() == Reason::retained);
+    CHECK(decoder().decode("elsewhere", valid, true).error() == Reason::retained);
+}
+
 TEST_CASE("A payload over the size limit is refused before it is parsed") {
     std::string big(4097, '{');
     auto d = decoder().decode(alarm_topic, big);

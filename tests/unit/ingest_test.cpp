@@ -1,8 +1,10 @@
 // The site link against a real mosquitto: what it holds in memory between the broker and the
 // pipeline is bounded by messages, by bytes and per payload, and what it can't hold is counted.
+// A message published retained is handed over flagged, however it arrives.
 #include <mqtt/async_client.h>
 
 #include <catch2/catch.hpp>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -19,8 +21,8 @@ namespace {
 // A device client publishing at QoS 1 on the site's device topics.
 class Device {
 public:
-    explicit Device(const std::string& uri)
-        : client_(uri, "ingest-test-device", mqtt::create_options(MQTTVERSION_5, 1000)) {
+    explicit Device(const std::string& uri, const std::string& client_id = "ingest-test-device")
+        : client_(uri, client_id, mqtt::create_options(MQTTVERSION_5, 1000)) {
         client_.connect(mqtt::connect_options_builder().mqtt_version(MQTTVERSION_5).finalize())
             ->wait();
     }
@@ -34,6 +36,14 @@ public:
         for (std::size_t i = 0; i < n; ++i) {
             client_.publish("dev/v1/site-1/panel-1/alarm", std::string(bytes, 'x'), 1, false)
                 ->wait();
+        }
+    }
+    // One QoS 1 message on `topic`, retained or not; false if the broker did not take it.
+    bool publish_on(const std::string& topic, const std::string& payload, bool retained) {
+        try {
+            return client_.publish(topic, payload, 1, retained)->wait_for(5s);
+        } catch (const mqtt::exception&) {
+            return false;  // e.g. the connection dropped before the PUBACK
         }
     }
 
@@ -128,5 +138,60 @@ TEST_CASE("The hand-off queue refuses and counts what would take it over queue_c
     REQUIRE(counters.get("ingest_received").get() == 20);
     CHECK(counters.get("ingest_overflow").get() == 4);
     CHECK(take_all(link, 20).size() == 16);
+    link.stop();
+}
+
+TEST_CASE("A message published retained is handed over flagged, from the store and live alike") {
+    test::Mosquitto broker;
+    Device device(broker.uri());
+    // Kept by the broker before the link subscribes: sent to it on its (new) subscription.
+    REQUIRE(device.publish_on("dev/v1/site-1/panel-1/alarm", "stored", true));
+    Counters counters;
+    ingest::SiteLink link(section_for(broker), "ingest-test", "site-1", counters);
+    link.start();
+    REQUIRE(link.wait_subscribed(10s));
+    auto stored = take_all(link, 1);
+    REQUIRE(stored.size() == 1);
+    CHECK(stored[0].payload == "stored");
+    CHECK(stored[0].retained);
+
+    // Live: MQTT 5 clears the flag on delivery unless the subscription keeps it as published.
+    REQUIRE(device.publish_on("dev/v1/site-1/panel-2/alarm", "live retained", true));
+    REQUIRE(device.publish_on("dev/v1/site-1/panel-2/alarm", "live", false));
+    auto live = take_all(link, 2);
+    REQUIRE(live.size() == 2);
+    CHECK(live[0].payload == "live retained");
+    CHECK(live[0].retained);
+    CHECK(live[1].payload == "live");
+    CHECK_FALSE(live[1].retained);
+    link.stop();
+}
+
+TEST_CASE("A broker set as shipped takes no retained device message, and the link sees none") {
+    // deploy/mosquitto/vern-site.conf refuses retained messages broker-wide.
+    std::ifstream shipped(std::string(VERN_SOURCE_DIR) + "/deploy/mosquitto/vern-site.conf");
+    REQUIRE(shipped);
+    bool refuses = false;
+    for (std::string line; std::getline(shipped, line);)
+        refuses |= line == "retain_available false";
+    REQUIRE(refuses);
+    test::MosquittoOptions options;
+    options.extra_lines = {"retain_available false"};
+    test::Mosquitto broker(options);
+    Counters counters;
+    ingest::SiteLink link(section_for(broker), "ingest-test", "site-1", counters);
+    link.start();
+    REQUIRE(link.wait_subscribed(10s));
+    {
+        // The broker drops the connection of a client that publishes retained anyway.
+        Device device(broker.uri(), "ingest-test-retainer");
+        CHECK_FALSE(device.publish_on("dev/v1/site-1/panel-1/alarm", "retained", true));
+    }
+    Device device(broker.uri());
+    REQUIRE(device.publish_on("dev/v1/site-1/panel-1/alarm", "live", false));
+    auto got = take_all(link, 2);
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].payload == "live");
+    CHECK_FALSE(got[0].retained);
     link.stop();
 }

@@ -117,7 +117,9 @@ Result<Topic, Reason> Decoder::parse_topic(std::string_view topic) const {
     return out;
 }
 
-Result<Decoded, Reason> Decoder::decode(std::string_view topic, std::string_view payload) const {
+Result<Decoded, Reason> Decoder::decode(std::string_view topic, std::string_view payload,
+                                        bool retained) const {
+    if (retained) return fail(Reason::retained);
     if (payload.size() > options_.max_payload_bytes) return fail(Reason::too_large);
     auto parsed_topic = parse_topic(topic);
     if (!parsed_topic) return fail(parsed_topic.error());

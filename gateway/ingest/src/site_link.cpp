@@ -88,8 +88,8 @@ struct SiteLink::Impl : public virtual mqtt::callback {
         const auto& payload = msg->get_payload_ref();
         const std::size_t keep =
             payload.empty() ? 0 : std::min(payload.size(), section.max_payload_bytes + 1);
-        InboundMessage in{topic, std::string(keep > 0 ? payload.data() : "", keep),
-                          system_now_ms()};
+        InboundMessage in{topic, std::string(keep > 0 ? payload.data() : "", keep), system_now_ms(),
+                          msg->is_retained()};
         const std::size_t bytes = in.topic.size() + in.payload.size();
         {
             std::lock_guard lock(queue_mutex);
@@ -137,7 +137,14 @@ struct SiteLink::Impl : public virtual mqtt::callback {
             try {
                 wait_or_throw(client->connect(connect_options()));
                 // Subscribing again on every connect is harmless with a resumed session.
-                mqtt::subscribe_options sub_opts(/*no_local=*/true);
+                // Retain-as-published: a device message published retained arrives flagged even
+                // live (MQTT 5 clears the flag on live delivery otherwise), and decode refuses it.
+                // The broker's retained store is sent on a new subscription only, not on every
+                // reconnect. The shipped site broker refuses retained publishes anyway
+                // (retain_available false); this is the defence behind it.
+                mqtt::subscribe_options sub_opts(
+                    /*noLocal=*/true, mqtt::subscribe_options::RETAIN_AS_PUBLISHED,
+                    mqtt::subscribe_options::SEND_RETAINED_ON_NEW);
                 wait_or_throw(client->subscribe(filter, qos_at_least_once, sub_opts));
                 is_connected = true;
                 connects.add();

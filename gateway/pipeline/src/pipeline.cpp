@@ -182,7 +182,7 @@ struct Pipeline::Impl {
 
         for (const auto& in : batch) {
             // decode + validate
-            auto decoded = decoder.decode(in.topic, in.payload);
+            auto decoded = decoder.decode(in.topic, in.payload, in.retained);
             if (!decoded) {
                 quarantine(staged, in, decoded.error());
                 continue;

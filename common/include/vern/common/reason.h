@@ -20,9 +20,10 @@ enum class Reason : std::uint8_t {
     store_failed = 10,    // the commit failed (disk full, I/O error); the device will retry
     seal_failed = 11,     // the record could not be sealed or opened
     corrupt_record = 12,  // a stored record failed its check on the way out
+    retained = 13,        // a device message published retained: never parsed, never receipted
 };
 
-inline constexpr int reason_count = 13;
+inline constexpr int reason_count = 14;
 
 std::string_view reason_name(Reason r);
 

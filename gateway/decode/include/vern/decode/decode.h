@@ -1,9 +1,9 @@
 #pragma once
 // Bytes from the site broker -> a validated DeviceMessage, or a Reason.
 //
-// Guarantees: every payload gets exactly one outcome; payloads over the size limit and topics
-// longer than the longest valid one are refused before they are parsed; the topic and the
-// payload must agree on the device and the kind.
+// Guarantees: every payload gets exactly one outcome; retained messages, payloads over the size
+// limit and topics longer than the longest valid one are refused before they are parsed; the
+// topic and the payload must agree on the device and the kind.
 // Never: log or keep any part of a payload; throw on bad input.
 #include <cstddef>
 #include <cstdint>
@@ -48,7 +48,16 @@ public:
     // The longest topic that can be valid ("{prefix}/{site}/", a 64-byte device id, "/image"):
     // parse_topic refuses a longer one (bad_topic) before looking at it.
     std::size_t max_topic_bytes() const { return max_topic_bytes_; }
-    Result<Decoded, Reason> decode(std::string_view topic, std::string_view payload) const;
+    // `retained`: the message came with the MQTT retain flag (ingest::InboundMessage::retained).
+    // A device event is never retained: a broker keeping it would hand it to every subscriber
+    // again and hold it outside every retention rule, so it is refused as Reason::retained
+    // before anything else, unread (the device gets no receipt).
+    Result<Decoded, Reason> decode(std::string_view topic, std::string_view payload,
+                                   bool retained) const;
+    // A message without the retain flag.
+    Result<Decoded, Reason> decode(std::string_view topic, std::string_view payload) const {
+        return decode(topic, payload, false);
+    }
 
 private:
     DecodeOptions options_;

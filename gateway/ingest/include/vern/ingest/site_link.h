@@ -2,9 +2,12 @@
 // The site-broker connection: device messages in, receipts out.
 //
 // One MQTT v5 client with a persistent session (clean_start = false and a session expiry), one
-// QoS 1 subscription to {prefix}/{site}/+/+. Messages are handed over as bytes + topic + arrival
-// time, never parsed here. The client library acknowledges a QoS 1 message before we hold it,
-// so nothing here makes an event safe: the receipt, sent after the durable commit, does.
+// QoS 1 subscription to {prefix}/{site}/+/+ with retain-as-published, so that a message a device
+// published retained shows as such whether it arrives live or from the broker's retained store
+// (sent on a new subscription only). Messages are handed over as bytes + topic + arrival time +
+// the retain flag, never parsed here (decode refuses a retained one, unread). The client library
+// acknowledges a QoS 1 message before we hold it, so nothing here makes an event safe: the receipt,
+// sent after the durable commit, does.
 //
 // Guarantees: never blocks the MQTT library's thread (a full hand-off queue, by queue_capacity
 // messages or queue_max_mb bytes, drops the message, counted as ingest_overflow: the device has
@@ -26,6 +29,7 @@ struct InboundMessage {
     std::string topic;
     std::string payload;
     std::int64_t arrival_ms;
+    bool retained = false;  // published with the MQTT retain flag: refused by decode, unread
 };
 
 struct OutboundMessage {
