@@ -202,14 +202,18 @@ TEST_CASE("A resent event is receipted again and not stored twice") {
     CHECK(h.drain(Lane::alarm).size() == 1);
 }
 
-TEST_CASE("Garbage is quarantined and counted, and the events around it are committed") {
+TEST_CASE("Garbage and retained messages are quarantined and counted, and the events around them are committed") {
     Harness h;
     h.start();
     h.send({h.message(alarm("panel-01", 1, "ev-1"), "alarm"),
             {"dev/v1/site-1/panel-01/alarm", std::string("\x0a\xff\xff garbage", 11), h.now},
             h.message(alarm("panel-01", 2, "ev-2"), "alarm")});
+    auto retained = h.message(alarm("panel-01", 3, "ev-3"), "alarm");
+    retained.retained = true;  // a broker's stored copy: never an event of now
+    h.send({retained});
     CHECK(h.counter("events_committed") == 2);
     CHECK(h.counter("quarantined_undecodable") == 1);
+    CHECK(h.counter("quarantined_retained") == 1);
     CHECK(last_receipt(h, "panel-01").through() == 2);
     CHECK(h.drain(Lane::alarm).size() == 2);
 }
