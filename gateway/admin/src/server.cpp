@@ -195,10 +195,6 @@ struct AdminServer::Impl {
         std::uint32_t gid = 0;
         bool technician = false;
         bool privacy_officer = false;
-        bool may(Role role) const {
-            return (role == Role::technician && technician) ||
-                   (role == Role::privacy_officer && privacy_officer);
-        }
     };
 
     Impl(const config::Config& c, pipeline::SubjectRights& r, pipeline::Diagnostics& d,
@@ -408,7 +404,8 @@ struct AdminServer::Impl {
         requests.add();
         const std::string action = command_name(*request);
         const Role needed = required_role(*request);
-        if (!peer.may(needed)) {
+        const Role role = role_for(*request, peer.technician, peer.privacy_officer);
+        if (role == Role::none) {
             refused.add();
             spdlog::warn("admin: uid {} refused for {} (needs the {} role)", peer.uid, action,
                          role_name(needed));
@@ -418,10 +415,15 @@ struct AdminServer::Impl {
                      std::string(role_name(needed)) + " role for " + action);
             return;
         }
-        spdlog::info("admin: uid {} ({}) {}", peer.uid, role_name(needed), action);
+        spdlog::info("admin: uid {} ({}) {}", peer.uid, role_name(role), action);
         switch (request->command_case()) {
             case v1::Request::kStatus:
-                return simple(fd, peer, needed, action, [&] { return diagnostics.status_json(); });
+                // The technician's status leaves out the rights counters; the officer's has them.
+                return simple(fd, peer, role, action, [&] {
+                    return diagnostics.status_json(role == Role::privacy_officer
+                                                       ? pipeline::Audience::privacy_officer
+                                                       : pipeline::Audience::technician);
+                });
             case v1::Request::kDevices:
                 return simple(fd, peer, needed, action, [&] { return diagnostics.devices_json(); });
             case v1::Request::kSelftest:
