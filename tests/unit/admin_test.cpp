@@ -311,6 +311,9 @@ TEST_CASE(
     CHECK(f.send(subject_request(A::UNRESTRICT)).back().status() == Response::OK);
     CHECK(f.send(subject_request(A::OBJECT, "billing")).back().status() == Response::OK);
     f.rights().fail_next = true;
+    auto failed = f.send(subject_request(A::UNOBJECT, "billing"));
+    CHECK(failed.back().status() == Response::BAD_REQUEST);
+    // A purpose that is not configured: refused before the rights engine is asked.
     auto bad = f.send(subject_request(A::OBJECT, "nosuch"));
     CHECK(bad.back().status() == Response::BAD_REQUEST);
     CHECK(f.rights().seen() ==
@@ -318,18 +321,22 @@ TEST_CASE(
               "export customer_number " + secret_id, "erase customer_number " + secret_id,
               "restrict customer_number " + secret_id, "unrestrict customer_number " + secret_id,
               "object customer_number " + secret_id + " billing",
-              "object customer_number " + secret_id + " nosuch"});
+              "unobject customer_number " + secret_id + " billing"});
     // status is the privacy officer's too (with the rights counters: see the roles test).
     auto status = f.send(status_request());
     CHECK(status.at(0).status() == Response::OK);
     CHECK(status.at(0).role() == "privacy-officer");
+    // tail is not: it is the technician's.
+    Request tail;
+    tail.mutable_tail()->set_max_records(1);
+    CHECK(f.send(tail).at(0).status() == Response::FORBIDDEN);
 
     // Each subject command: its request on record first, then what came of it.
     auto log = entries(f.audit());
-    REQUIRE(log.size() == 13);
+    REQUIRE(log.size() == 15);
     const std::vector<std::string> actions{"subject.export",   "subject.erase",
                                            "subject.restrict", "subject.unrestrict",
-                                           "subject.object",   "subject.object"};
+                                           "subject.object",   "subject.unobject"};
     for (std::size_t i = 0; i < actions.size(); ++i) {
         INFO("command " << i);
         CHECK(log[2 * i].action == actions[i]);  // no purpose yet: not checked before acting
@@ -343,9 +350,14 @@ TEST_CASE(
     CHECK(log[1].subject_id == std::string(32, 'f'));
     CHECK(log[1].outcome == "ok: 2 records");
     CHECK(log[9].action == "subject.object purpose=billing");
-    CHECK(log[11].outcome == "error:unknown_purpose");
-    CHECK(log[12].action == "status");
-    CHECK(log[12].outcome == "ok");
+    CHECK(log[11].action == "subject.unobject purpose=billing");
+    CHECK(log[11].outcome == "error:unknown_purpose");  // what the (fake) engine answered
+    CHECK(log[12].action == "subject.object");          // not configured: no purpose at all
+    CHECK(log[12].outcome == "error:unknown_purpose");
+    CHECK(log[13].action == "status");
+    CHECK(log[13].role == "privacy-officer");
+    CHECK(log[14].action == "tail");
+    CHECK(log[14].outcome == "refused");
     CHECK(all_bytes(f.dir()).find(secret_id) == std::string::npos);
 
     Request verify;
@@ -353,7 +365,7 @@ TEST_CASE(
     auto v = f.send(verify);
     REQUIRE(v.size() == 1);
     CHECK(json::parse(v[0].json())["ok"] == true);
-    CHECK(json::parse(v[0].json())["entries"] == 14);  // the verify itself is in it
+    CHECK(json::parse(v[0].json())["entries"] == 16);  // the verify itself is in it
     Request show;
     show.mutable_audit_show()->set_max(3);
     auto shown = json::parse(f.send(show).at(0).json());
@@ -394,6 +406,49 @@ TEST_CASE(
     Fixture both(Roles{{me()}, {}, {me()}, {}});
     CHECK(json::parse(both.send(status_request()).at(0).json())["for"] == "privacy-officer");
     CHECK(entries(both.audit()).at(0).role == "privacy-officer");
+}
+
+// Item 9 of issue 14: the audit log is kept for good and signed; nothing a caller typed may go
+// in. Every text field of a subject request carries a name and a national id here.
+TEST_CASE("A request's free text leaves no trace in the audit directory, whatever field holds it") {
+    Fixture f(Roles{{}, {}, {me()}, {}});
+    using A = admin::v1::SubjectRequest;
+    const std::string name = "Kari Nordmann";
+    const std::string national_id = "01017012345";
+    const std::string text = name + " " + national_id;
+    // Actions that take no purpose, with one anyway: served, the purpose ignored.
+    for (auto action : {A::EXPORT, A::ERASE, A::RESTRICT, A::UNRESTRICT}) {
+        CHECK(f.send(subject_request(action, text)).back().status() == Response::OK);
+    }
+    // An objection to a purpose that is not configured: refused, the engine never asked.
+    for (auto action : {A::OBJECT, A::UNOBJECT}) {
+        CHECK(f.send(subject_request(action, text)).back().status() == Response::BAD_REQUEST);
+    }
+    // A rectification: its field and value are the caller's text.
+    Request rectify = subject_request(A::RECTIFY, text);
+    rectify.mutable_subject()->set_field(text);
+    rectify.mutable_subject()->set_value(text);
+    CHECK(f.send(rectify).back().status() == Response::OK);
+    // An identifier kind that is free text too (the engine refuses unknown kinds; ours does not).
+    Request kind = subject_request(A::ERASE, text);
+    kind.mutable_subject()->set_kind(text);
+    CHECK(f.send(kind).back().status() == Response::OK);
+    CHECK(f.rights().seen().size() == 6);
+
+    for (const auto& e : entries(f.audit())) {
+        INFO(e.action << " / " << e.outcome);
+        CHECK(e.action.rfind("subject.", 0) == 0);
+        CHECK(e.action.find("purpose=") == std::string::npos);  // none configured was named
+    }
+    const std::string bytes = all_bytes(f.dir() / "var" / "audit");
+    REQUIRE_FALSE(bytes.empty());
+    for (const std::string& never : {name, national_id, std::string("Nordmann"), secret_id}) {
+        INFO(never);
+        CHECK(bytes.find(never) == std::string::npos);
+    }
+    auto verdict = f.audit().verify();
+    REQUIRE(verdict);
+    CHECK(verdict->ok);
 }
 
 // The audit log's write-ahead log (RocksDB's *.log) and its info log (LOG).
