@@ -189,10 +189,11 @@ void print_status(const json& s) {
                                                                                 : "DISCONNECTED")
               << ", in flight "
               << num(s.value("upstream", json::object()).value("in_flight", json()))
-              << ", last ack " << num(s.value("last_upstream_ack_age_s", json())) << " s ago\n";
+              << ", last ack " << num(s.value("last_upstream_ack_age_s", json())) << " s ago"
+              << (s.contains("last_upstream_ack_ms") ? "" : " or more") << "\n";
     std::cout << "\n"
               << std::left << std::setw(8) << "LANE" << std::right << std::setw(10) << "DEPTH"
-              << std::setw(14) << "BYTES" << std::setw(14) << "OLDEST (s)"
+              << std::setw(14) << "BYTES" << std::setw(16) << "OLDEST (s, >=)"
               << "\n";
     const json lanes = s.value("lanes", json::object());
     for (const auto& [lane, l] : lanes.items()) {

@@ -991,7 +991,9 @@ TEST_CASE("vernctl in the technician role shows the site's health and none of it
     REQUIRE(status.contains("lanes"));
     CHECK(status["site_broker"]["connected"] == true);
     CHECK(status["lanes"]["alarm"]["depth"] == 0);
-    CHECK(status["last_upstream_ack_ms"].get<std::int64_t>() > 0);
+    // A technician's ages are coarse (the last ack's exact time would date the last alarm).
+    CHECK_FALSE(status.contains("last_upstream_ack_ms"));
+    CHECK(status["last_upstream_ack_age_s"].is_number());
     CHECK(status["quarantined_by_reason"].size() > 0);  // the simulator's faults
     json devices = read_json(out.path() / "devices.json");
     REQUIRE(devices.contains("devices"));

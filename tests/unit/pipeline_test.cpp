@@ -9,6 +9,7 @@
 #include "../../gateway/pipeline/src/gateway_diagnostics.h"  // private: the technician's views
 #include "clean.pb.h"
 #include "temp_dir.h"
+#include "vern/common/clock.h"
 #include "vern/crypto/keyring.h"
 #include "vern/pipeline/device_marks.h"
 #include "vern/pipeline/record_codec.h"
@@ -718,6 +719,8 @@ TEST_CASE(
     "A technician's status has no rights counters; the privacy officer's has them, named as "
     "rights") {
     DiagFixture f;
+    const std::int64_t ack = system_now_ms() - std::int64_t{4000} * 1000;  // 66 min ago
+    f.state.acked(ack);
     const std::string technician = f.diagnostics->status_json(Audience::technician);
     INFO(technician);
     CHECK(technician.find("rights") == std::string::npos);
@@ -725,6 +728,12 @@ TEST_CASE(
     const auto t = nlohmann::json::parse(technician);
     CHECK(t["counters"]["events_committed"] == 5);
     CHECK(t["quarantined_by_reason"]["too_large"] == 1);
+    // Ages in steps, and no time of the last ack: read the next morning, it would date the
+    // evening's last alarm.
+    CHECK_FALSE(t.contains("last_upstream_ack_ms"));
+    CHECK(t["last_upstream_ack_age_s"] == 3600);
+    CHECK(technician.find(std::to_string(ack)) == std::string::npos);
+    CHECK(technician.find(std::to_string(ack / 1000)) == std::string::npos);
 
     const auto o = nlohmann::json::parse(f.diagnostics->status_json(Audience::privacy_officer));
     CHECK(o["counters"]["rights_erasures"] == 1);
@@ -733,6 +742,22 @@ TEST_CASE(
     CHECK(o["rights"]["rights_erasure_notices"] == 3);
     CHECK(o["rights"]["records_shredded"] == 4);
     CHECK(o["drops"]["records_shredded"] == 4);
+    CHECK(o["last_upstream_ack_ms"] == ack);
+    CHECK(o["last_upstream_ack_age_s"].get<std::int64_t>() >= 4000);
+    for (const auto& [age, coarse] :
+         std::vector<std::pair<std::int64_t, std::int64_t>>{{0, 0},
+                                                            {59, 0},
+                                                            {60, 60},
+                                                            {899, 60},
+                                                            {900, 900},
+                                                            {3599, 900},
+                                                            {3600, 3600},
+                                                            {21600, 21600},
+                                                            {86399, 21600},
+                                                            {86400, 86400},
+                                                            {700000, 604800}}) {
+        CHECK(coarse_age_s(age) == coarse);
+    }
 
     CHECK(privacy_officer_only("rights_anything_added_later"));
     CHECK(privacy_officer_only("records_shredded"));

@@ -31,7 +31,7 @@ std::int64_t mono_now_ms() {
         .count();
 }
 
-constexpr std::int64_t ms_per_minute = 60 * 1000;
+constexpr std::int64_t ms_per_minute = std::int64_t{60} * 1000;
 constexpr std::int64_t ms_per_day = std::int64_t{24} * 3600 * 1000;
 
 // Bytes as KiB, rounded up: the size of an alarm record tells which fields it holds (an arming
@@ -172,6 +172,16 @@ nlohmann::json DiagState::devices(std::int64_t now_ms) const {
 
 // --- GatewayDiagnostics ------------------------------------------------------------------------
 
+std::int64_t coarse_age_s(std::int64_t age_s) {
+    // A lower bound in steps: enough to tell a stalled uplink or a backlog near its retention,
+    // not when the record or ack came (0, a minute, 15 min, an hour, 6 h, a day, a week).
+    constexpr std::int64_t steps[] = {604800, 86400, 21600, 3600, 900, 60};
+    for (const std::int64_t step : steps) {
+        if (age_s >= step) return step;
+    }
+    return 0;
+}
+
 namespace {
 
 // Hours a record of this purpose topic and kind may wait: to tell its age from its expiry.
@@ -268,7 +278,8 @@ std::string GatewayDiagnostics::status_json(Audience audience) {
         if (!header) continue;
         if (auto retention = retention_ms(s_.config, *header)) {
             const std::int64_t created = header->expires_ms - *retention;
-            l["oldest_age_s"] = std::max<std::int64_t>(0, now - created) / 1000;
+            const std::int64_t age_s = std::max<std::int64_t>(0, now - created) / 1000;
+            l["oldest_age_s"] = officer ? age_s : coarse_age_s(age_s);
         }
     }
     const auto counters = s_.counters.snapshot();
@@ -295,9 +306,12 @@ std::string GatewayDiagnostics::status_json(Audience audience) {
           budget == 0 ? 0.0 : 100.0 * static_cast<double>(queued) / static_cast<double>(budget)},
          {"data_dir_bytes", dir_bytes(s_.config.gateway.data_dir)}});
     const std::int64_t ack = s_.state.last_ack_ms();
-    j["last_upstream_ack_ms"] = ack;
+    // The last ack is the last record delivered: at a site without meters, the last alarm. Read
+    // the next morning, its exact time would say when the evening's last arming was.
+    if (officer) j["last_upstream_ack_ms"] = ack;
     j["last_upstream_ack_age_s"] =
-        ack == 0 ? nlohmann::json(nullptr) : nlohmann::json((now - ack) / 1000);
+        ack == 0 ? nlohmann::json(nullptr)
+                 : nlohmann::json(officer ? (now - ack) / 1000 : coarse_age_s((now - ack) / 1000));
     const bool tls = is_tls(s_.config.upstream.uri);
     j["tls"] = {{"enabled", tls},
                 {"client_certificate", s_.config.upstream.tls_cert_file.empty() ? "none" : "set"},

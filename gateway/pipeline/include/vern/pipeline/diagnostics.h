@@ -25,6 +25,11 @@ enum class Audience : std::uint8_t { technician, privacy_officer };
 // status and the metrics endpoint leave them out.
 bool privacy_officer_only(std::string_view counter);
 
+// An age (seconds) as the technician sees it: the largest of 0, 60, 900, 3600, 21600, 86400,
+// 604800 not above it. For the lanes' oldest record and the last upstream ack, which, read to
+// the second after the fact, would say when the evening's last alarm came.
+std::int64_t coarse_age_s(std::int64_t age_s);
+
 // Devices that sent nothing periodic (a meter reading) for this long are `stale`.
 inline constexpr std::int64_t device_stale_after_ms = std::int64_t{2} * 3600 * 1000;
 
@@ -41,8 +46,9 @@ class Diagnostics {
 public:
     virtual ~Diagnostics() = default;
     // Links, lanes (depth, bytes, oldest age), rates, drops/evictions/quarantine by reason, disk
-    // use against the budget, key epochs, certificate expiry, last upstream ack. For the privacy
-    // officer also the rights counters (under "counters" and as "rights").
+    // use against the budget, key epochs, certificate expiry, last upstream ack. The technician's
+    // ages are coarse_age_s and it has no last_upstream_ack_ms; the privacy officer's are exact
+    // and it also has the rights counters (under "counters" and as "rights").
     virtual std::string status_json(Audience audience) = 0;
     // Devices seen since start: serial, online/stale (from periodic traffic only), messages the
     // previous UTC day, sequence gaps, errors by reason. See DiagState::devices.
