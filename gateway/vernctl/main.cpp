@@ -1,7 +1,8 @@
 // vernctl: talks to a running vernd over its admin socket. Human-readable tables by default,
 // --json for scripts. Technician commands (status, devices, selftest, tail) never print
-// personal data; `subject export` prints what the gateway holds about one person, for the
-// privacy officer only.
+// personal data nor anyone's habits (no alarm kind, no exact time of anything a device sent, no
+// sign of a data subject's request); `subject export` prints what the gateway holds about one
+// person, for the privacy officer only.
 //
 // Exit codes: 0 ok; 1 failed (or a selftest check failed); 2 usage or bad request; 3 refused
 // (no role); 4 the audit log did not verify; 5 cannot reach vernd.
@@ -70,6 +71,17 @@ std::string when(std::int64_t ms) {
     gmtime_r(&t, &tm);
     char buf[32];
     if (std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) return "-";
+    return buf;
+}
+
+// A tail record's minute, "2026-12-06T23:40Z": the tail has no finer time.
+std::string minute(std::int64_t ms) {
+    if (ms <= 0) return "-";
+    std::time_t t = ms / 1000;
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[32];
+    if (std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%MZ", &tm) == 0) return "-";
     return buf;
 }
 
@@ -177,10 +189,11 @@ void print_status(const json& s) {
                                                                                 : "DISCONNECTED")
               << ", in flight "
               << num(s.value("upstream", json::object()).value("in_flight", json()))
-              << ", last ack " << num(s.value("last_upstream_ack_age_s", json())) << " s ago\n";
+              << ", last ack " << num(s.value("last_upstream_ack_age_s", json())) << " s ago"
+              << (s.contains("last_upstream_ack_ms") ? "" : " or more") << "\n";
     std::cout << "\n"
               << std::left << std::setw(8) << "LANE" << std::right << std::setw(10) << "DEPTH"
-              << std::setw(14) << "BYTES" << std::setw(14) << "OLDEST (s)"
+              << std::setw(14) << "BYTES" << std::setw(16) << "OLDEST (s, >=)"
               << "\n";
     const json lanes = s.value("lanes", json::object());
     for (const auto& [lane, l] : lanes.items()) {
@@ -223,12 +236,15 @@ void print_status(const json& s) {
     };
     list("quarantined  ", s.value("quarantined_by_reason", json::object()));
     list("drops        ", s.value("drops", json::object()));
+    // Only in the privacy officer's status: what data subjects asked for.
+    if (s.contains("rights")) list("rights       ", s.value("rights", json::object()));
 }
 
+// Health, not habits: liveness from periodic traffic only, a daily message count, errors.
 void print_devices(const json& d) {
-    std::cout << std::left << std::setw(24) << "DEVICE" << std::setw(22) << "LAST SEEN"
-              << std::right << std::setw(9) << "EVENTS" << std::setw(10) << "THROUGH"
-              << std::setw(7) << "GAPS" << std::setw(8) << "ERRORS"
+    std::cout << std::left << std::setw(24) << "DEVICE" << std::setw(13) << "STATE" << std::right
+              << std::setw(14) << "MSGS PREV DAY" << std::setw(7) << "GAPS" << std::setw(8)
+              << "ERRORS"
               << "  BY REASON\n";
     for (const auto& dev : d.value("devices", json::array())) {
         std::string reasons;
@@ -236,20 +252,27 @@ void print_devices(const json& d) {
         for (const auto& [k, v] : by_reason.items()) {
             reasons += (reasons.empty() ? "" : ", ") + k + " " + num(v);
         }
-        std::cout << std::left << std::setw(24) << num(dev["device"]) << std::setw(22)
-                  << when(dev.value("last_seen_ms", std::int64_t{0})) << std::right << std::setw(9)
-                  << num(dev["events"]) << std::setw(10) << num(dev["receipted_through"])
-                  << std::setw(7) << num(dev["seq_gaps"]) << std::setw(8) << num(dev["errors"])
-                  << "  " << reasons << "\n";
+        std::cout << std::left << std::setw(24) << num(dev["device"]) << std::setw(13)
+                  << dev.value("state", "") << std::right << std::setw(14)
+                  << num(dev.value("messages_previous_day", json())) << std::setw(7)
+                  << num(dev["seq_gaps"]) << std::setw(8) << num(dev["errors"]) << "  " << reasons
+                  << "\n";
     }
+    std::cout << "\nstale: no meter reading for " << num(d.value("stale_after_s", json()))
+              << " s; events-only: sends only events (alarms, images), whose silence would tell "
+                 "that nobody is home, so it is not judged\n";
 }
 
 int print_selftest(const json& t) {
     for (const auto& c : t.value("checks", json::array())) {
         const bool pass = c.value("pass", false);
-        std::cout << (pass ? "PASS  " : "FAIL  ") << std::left << std::setw(24)
-                  << c.value("name", "") << c.value("detail", "") << "\n";
-        if (!pass) std::cout << "      hint: " << c.value("hint", "") << "\n";
+        const bool warn = c.value("warn", false);
+        std::cout << (!pass  ? "FAIL  "
+                      : warn ? "WARN  "
+                             : "PASS  ")
+                  << std::left << std::setw(24) << c.value("name", "") << c.value("detail", "")
+                  << "\n";
+        if (!pass || warn) std::cout << "      hint: " << c.value("hint", "") << "\n";
     }
     return t.value("pass", false) ? 0 : 1;
 }
@@ -312,8 +335,10 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(100, 3600000));
 
     int rc = 0;
-    auto* status =
-        app.add_subcommand("status", "Links, lanes, rates, drops, disk, keys (technician)");
+    auto* status = app.add_subcommand(
+        "status",
+        "Links, lanes, rates, drops, disk, keys (technician; the privacy officer's also "
+        "shows the rights counters)");
     status->callback([&] {
         Request r;
         r.mutable_status();
@@ -328,8 +353,8 @@ int main(int argc, char** argv) {
     });
 
     auto* devices = app.add_subcommand("devices",
-                                       "Devices seen: serial, last seen, gaps, errors "
-                                       "(technician)");
+                                       "Devices seen: serial, online/stale, messages the "
+                                       "previous day, gaps, errors (technician)");
     devices->callback([&] {
         Request r;
         r.mutable_devices();
@@ -377,15 +402,14 @@ int main(int argc, char** argv) {
             if (o.json_out) {
                 std::cout << json::parse(resp.json(), nullptr, false).dump() << "\n";
             } else {
-                // Metadata only (what vernd sends): when, where, which kind, how big.
+                // Metadata only (what vernd sends): which minute, which lane and topic, how
+                // many KiB. Never the alarm's kind, an exact time or a sequence number.
                 json t = payload(resp);
-                std::cout << when(t.value("time_ms", std::int64_t{0})) << "  " << std::left
-                          << std::setw(6) << t.value("lane", "") << std::setw(20)
-                          << t.value("topic", "") << " seq " << std::setw(8)
-                          << num(t.value("seq", json())) << std::setw(10) << t.value("kind", "")
-                          << bytes(t.value("bytes", json()));
-                if (t.contains("image_bytes")) {
-                    std::cout << "  image " << bytes(t.value("image_bytes", json()));
+                std::cout << minute(t.value("minute", std::int64_t{0})) << "  " << std::left
+                          << std::setw(6) << t.value("lane", "") << std::setw(24)
+                          << t.value("topic", "") << " " << num(t.value("kib", json())) << " KiB";
+                if (t.contains("image_kib")) {
+                    std::cout << "  image " << num(t.value("image_kib", json())) << " KiB";
                 }
                 std::cout << "\n";
             }

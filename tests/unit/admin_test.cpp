@@ -44,7 +44,12 @@ const std::string secret_id = "70012345";
 
 class FakeDiagnostics : public pipeline::Diagnostics {
 public:
-    std::string status_json() override { return R"({"gateway":"gw-test","lanes":{}})"; }
+    // Says whom it was asked for: the server picks the audience by the peer's role.
+    std::string status_json(pipeline::Audience audience) override {
+        return audience == pipeline::Audience::privacy_officer
+                   ? R"({"gateway":"gw-test","lanes":{},"for":"privacy-officer"})"
+                   : R"({"gateway":"gw-test","lanes":{},"for":"technician"})";
+    }
     std::string devices_json() override {
         return R"({"devices":[{"device":"panel-000001","seq_gaps":0}]})";
     }
@@ -306,6 +311,9 @@ TEST_CASE(
     CHECK(f.send(subject_request(A::UNRESTRICT)).back().status() == Response::OK);
     CHECK(f.send(subject_request(A::OBJECT, "billing")).back().status() == Response::OK);
     f.rights().fail_next = true;
+    auto failed = f.send(subject_request(A::UNOBJECT, "billing"));
+    CHECK(failed.back().status() == Response::BAD_REQUEST);
+    // A purpose that is not configured: refused before the rights engine is asked.
     auto bad = f.send(subject_request(A::OBJECT, "nosuch"));
     CHECK(bad.back().status() == Response::BAD_REQUEST);
     CHECK(f.rights().seen() ==
@@ -313,16 +321,22 @@ TEST_CASE(
               "export customer_number " + secret_id, "erase customer_number " + secret_id,
               "restrict customer_number " + secret_id, "unrestrict customer_number " + secret_id,
               "object customer_number " + secret_id + " billing",
-              "object customer_number " + secret_id + " nosuch"});
-    // A technician command is not the privacy officer's.
-    CHECK(f.send(status_request()).at(0).status() == Response::FORBIDDEN);
+              "unobject customer_number " + secret_id + " billing"});
+    // status is the privacy officer's too (with the rights counters: see the roles test).
+    auto status = f.send(status_request());
+    CHECK(status.at(0).status() == Response::OK);
+    CHECK(status.at(0).role() == "privacy-officer");
+    // tail is not: it is the technician's.
+    Request tail;
+    tail.mutable_tail()->set_max_records(1);
+    CHECK(f.send(tail).at(0).status() == Response::FORBIDDEN);
 
     // Each subject command: its request on record first, then what came of it.
     auto log = entries(f.audit());
-    REQUIRE(log.size() == 13);
+    REQUIRE(log.size() == 15);
     const std::vector<std::string> actions{"subject.export",   "subject.erase",
                                            "subject.restrict", "subject.unrestrict",
-                                           "subject.object",   "subject.object"};
+                                           "subject.object",   "subject.unobject"};
     for (std::size_t i = 0; i < actions.size(); ++i) {
         INFO("command " << i);
         CHECK(log[2 * i].action == actions[i]);  // no purpose yet: not checked before acting
@@ -336,8 +350,14 @@ TEST_CASE(
     CHECK(log[1].subject_id == std::string(32, 'f'));
     CHECK(log[1].outcome == "ok: 2 records");
     CHECK(log[9].action == "subject.object purpose=billing");
-    CHECK(log[11].outcome == "error:unknown_purpose");
-    CHECK(log[12].outcome == "refused");
+    CHECK(log[11].action == "subject.unobject purpose=billing");
+    CHECK(log[11].outcome == "error:unknown_purpose");  // what the (fake) engine answered
+    CHECK(log[12].action == "subject.object");          // not configured: no purpose at all
+    CHECK(log[12].outcome == "error:unknown_purpose");
+    CHECK(log[13].action == "status");
+    CHECK(log[13].role == "privacy-officer");
+    CHECK(log[14].action == "tail");
+    CHECK(log[14].outcome == "refused");
     CHECK(all_bytes(f.dir()).find(secret_id) == std::string::npos);
 
     Request verify;
@@ -345,12 +365,90 @@ TEST_CASE(
     auto v = f.send(verify);
     REQUIRE(v.size() == 1);
     CHECK(json::parse(v[0].json())["ok"] == true);
-    CHECK(json::parse(v[0].json())["entries"] == 14);  // the verify itself is in it
+    CHECK(json::parse(v[0].json())["entries"] == 16);  // the verify itself is in it
     Request show;
     show.mutable_audit_show()->set_max(3);
     auto shown = json::parse(f.send(show).at(0).json());
     REQUIRE(shown["entries"].size() == 3);
     CHECK(shown["entries"][2]["action"] == "audit.verify");
+}
+
+// Item 8 of issue 14, as the admin plane decides it: who gets which status. (What is in each,
+// and what devices and tail hold, is stated against the real diagnostics in pipeline_test.)
+TEST_CASE(
+    "By role: a technician's status is the technician's view, a privacy officer's has the "
+    "rights counters, and a peer with both roles is served as privacy officer") {
+    using admin::Role;
+    using admin::role_for;
+    Request tail;
+    tail.mutable_tail();
+    Request show;
+    show.mutable_audit_show();
+    CHECK(role_for(status_request(), true, false) == Role::technician);
+    CHECK(role_for(status_request(), false, true) == Role::privacy_officer);
+    CHECK(role_for(status_request(), true, true) == Role::privacy_officer);
+    CHECK(role_for(status_request(), false, false) == Role::none);
+    CHECK(role_for(tail, true, false) == Role::technician);
+    CHECK(role_for(tail, false, true) == Role::none);
+    CHECK(role_for(show, true, false) == Role::none);
+    CHECK(role_for(show, false, true) == Role::privacy_officer);
+
+    Fixture technician(Roles{{me()}, {}, {}, {}});
+    auto t = technician.send(status_request());
+    REQUIRE(t.size() == 1);
+    CHECK(t[0].role() == "technician");
+    CHECK(json::parse(t[0].json())["for"] == "technician");
+    Fixture officer(Roles{{}, {}, {me()}, {}});
+    auto o = officer.send(status_request());
+    REQUIRE(o.size() == 1);
+    CHECK(o[0].role() == "privacy-officer");
+    CHECK(json::parse(o[0].json())["for"] == "privacy-officer");
+    Fixture both(Roles{{me()}, {}, {me()}, {}});
+    CHECK(json::parse(both.send(status_request()).at(0).json())["for"] == "privacy-officer");
+    CHECK(entries(both.audit()).at(0).role == "privacy-officer");
+}
+
+// Item 9 of issue 14: the audit log is kept for good and signed; nothing a caller typed may go
+// in. Every text field of a subject request carries a name and a national id here.
+TEST_CASE("A request's free text leaves no trace in the audit directory, whatever field holds it") {
+    Fixture f(Roles{{}, {}, {me()}, {}});
+    using A = admin::v1::SubjectRequest;
+    const std::string name = "Kari Nordmann";
+    const std::string national_id = "01017012345";
+    const std::string text = name + " " + national_id;
+    // Actions that take no purpose, with one anyway: served, the purpose ignored.
+    for (auto action : {A::EXPORT, A::ERASE, A::RESTRICT, A::UNRESTRICT}) {
+        CHECK(f.send(subject_request(action, text)).back().status() == Response::OK);
+    }
+    // An objection to a purpose that is not configured: refused, the engine never asked.
+    for (auto action : {A::OBJECT, A::UNOBJECT}) {
+        CHECK(f.send(subject_request(action, text)).back().status() == Response::BAD_REQUEST);
+    }
+    // A rectification: its field and value are the caller's text.
+    Request rectify = subject_request(A::RECTIFY, text);
+    rectify.mutable_subject()->set_field(text);
+    rectify.mutable_subject()->set_value(text);
+    CHECK(f.send(rectify).back().status() == Response::OK);
+    // An identifier kind that is free text too (the engine refuses unknown kinds; ours does not).
+    Request kind = subject_request(A::ERASE, text);
+    kind.mutable_subject()->set_kind(text);
+    CHECK(f.send(kind).back().status() == Response::OK);
+    CHECK(f.rights().seen().size() == 6);
+
+    for (const auto& e : entries(f.audit())) {
+        INFO(e.action << " / " << e.outcome);
+        CHECK(e.action.rfind("subject.", 0) == 0);
+        CHECK(e.action.find("purpose=") == std::string::npos);  // none configured was named
+    }
+    const std::string bytes = all_bytes(f.dir() / "var" / "audit");
+    REQUIRE_FALSE(bytes.empty());
+    for (const std::string& never : {name, national_id, std::string("Nordmann"), secret_id}) {
+        INFO(never);
+        CHECK(bytes.find(never) == std::string::npos);
+    }
+    auto verdict = f.audit().verify();
+    REQUIRE(verdict);
+    CHECK(verdict->ok);
 }
 
 // The audit log's write-ahead log (RocksDB's *.log) and its info log (LOG).
@@ -547,6 +645,14 @@ TEST_CASE("render_metrics gives Prometheus text with lanes, reasons and the comm
     CHECK(text.find("vern_commit_latency_seconds_bucket{le=\"0.005\"} 1\n") != std::string::npos);
     CHECK(text.find("vern_commit_latency_seconds_bucket{le=\"+Inf\"} 2\n") != std::string::npos);
     CHECK(text.find("vern_commit_latency_seconds_count 2\n") != std::string::npos);
+    // The rights counters are the privacy officer's: a scraper on 127.0.0.1 gets none of them.
+    counters.get("rights_erasures").add(1);
+    counters.get("rights_exports").add(1);
+    counters.get("records_shredded").add(4);
+    const std::string scraped = admin::render_metrics("{}", counters);
+    CHECK(scraped.find("rights_") == std::string::npos);
+    CHECK(scraped.find("shredded") == std::string::npos);
+    CHECK(scraped.find("vern_forwarded_total 7\n") != std::string::npos);
     // Every family is declared once, before its samples.
     std::istringstream lines(text);
     std::set<std::string> declared;
@@ -598,9 +704,9 @@ TEST_CASE("vernctl reads the identifier from stdin, shows export progress, and e
                       out / "object.txt") == 0);
     CHECK(f.rights().seen().size() == 2);
     CHECK(f.rights().seen().back() == "object customer_number " + secret_id + " billing");
-    // No technician role: refused, exit 3.
-    CHECK(run_vernctl(f.socket(), "status", "", out / "status.txt") == 3);
-    CHECK(slurp(out / "status.txt").find("FORBIDDEN") != std::string::npos);
+    // No technician role: tail is refused, exit 3.
+    CHECK(run_vernctl(f.socket(), "tail -n 1", "", out / "tail.txt") == 3);
+    CHECK(slurp(out / "tail.txt").find("FORBIDDEN") != std::string::npos);
     CHECK(run_vernctl(f.socket(), "--json audit show", "", out / "show.json") == 0);
     CHECK(run_vernctl(f.socket(), "audit verify", "", out / "verify.txt") == 0);
     CHECK(slurp(out / "verify.txt").find("audit log intact: 7 entries") != std::string::npos);

@@ -6,12 +6,15 @@
 #include <set>
 
 #include "../../gateway/pipeline/src/diag_state.h"  // private to the pipeline: its tail state
+#include "../../gateway/pipeline/src/gateway_diagnostics.h"  // private: the technician's views
 #include "clean.pb.h"
 #include "temp_dir.h"
+#include "vern/common/clock.h"
 #include "vern/crypto/keyring.h"
 #include "vern/pipeline/device_marks.h"
 #include "vern/pipeline/record_codec.h"
 #include "vern/pipeline/record_keys.h"
+#include "vern/storage/store.h"
 
 using namespace vern;
 using namespace vern::pipeline;
@@ -513,8 +516,12 @@ TEST_CASE(
 }
 
 // What a technician's `vernctl tail` gets: pseudonymised records are still personal data (an
-// arm/disarm time tells when people are home), so a tailed record is metadata only.
-TEST_CASE("A tailed record is metadata only and holds no pseudonym or anything of the record") {
+// arm/disarm time tells when people are home), so a tailed record is metadata only: no alarm
+// kind (not even through its size), no time finer than the minute, no sequence number, and no
+// erasure notice at all (it would tell that someone was erased).
+TEST_CASE(
+    "A tailed record is metadata only: no pseudonym, alarm kind, exact time, sequence number "
+    "or erasure notice") {
     DiagState state;
     (void)state.tail(0, 10, 0);  // someone tails: records are kept from now on
 
@@ -529,12 +536,27 @@ TEST_CASE("A tailed record is metadata only and holds no pseudonym or anything o
     alarm.mutable_source()->set_device_id("panel-000001");
     alarm.mutable_alarm()->set_kind(clean::v1::Alarm::DISARM);
     alarm.mutable_alarm()->set_event_id("ev-000042");
-    alarm.mutable_alarm()->set_zone(12);
     alarm.mutable_alarm()->set_customer(pseudonym);
     alarm.mutable_alarm()->set_user(pseudonym);
     alarm.set_previous_key_epoch(1);
     alarm.mutable_previous()->set_customer(previous);
     state.sent(Lane::alarm, 7, "alarm/alarm", alarm);
+
+    // An intrusion: a zone and no user, so a different size than the disarming.
+    clean::v1::Record intrusion = alarm;
+    intrusion.set_seq(8);
+    intrusion.mutable_alarm()->set_kind(clean::v1::Alarm::INTRUSION);
+    intrusion.mutable_alarm()->clear_user();
+    intrusion.mutable_alarm()->set_zone(12);
+    REQUIRE(intrusion.ByteSizeLong() != alarm.ByteSizeLong());
+    state.sent(Lane::alarm, 8, "alarm/alarm", intrusion);
+
+    clean::v1::Record notice;
+    notice.set_stream("alarm");
+    notice.set_seq(9);
+    notice.mutable_erasure()->set_customer(pseudonym);
+    notice.mutable_erasure()->set_erased_ms(1796148000123);
+    state.sent(Lane::alarm, 9, "alarm/notice", notice);
 
     clean::v1::Record meter;
     meter.set_stream("billing");
@@ -546,40 +568,241 @@ TEST_CASE("A tailed record is metadata only and holds no pseudonym or anything o
 
     clean::v1::Record image;
     image.set_stream("alarm");
-    image.set_seq(8);
+    image.set_seq(10);
     image.mutable_image()->set_event_id("ev-000042");
-    image.mutable_image()->set_data(std::string(1000, '\xff'));
-    state.sent(Lane::image, 8, "alarm/image", image);
+    image.mutable_image()->set_data(std::string(3000, '\xff'));
+    state.sent(Lane::image, 10, "alarm/image", image);
 
     const auto tailed = state.tail(0, 10, 0);
-    REQUIRE(tailed.size() == 3);
+    REQUIRE(tailed.size() == 4);  // the notice is not tailed
     for (const auto& t : tailed) {
         INFO(t.json);
         for (const std::string& never :
              {pseudonym, previous, std::string("v1.e"), std::string("DISARM"),
-              std::string("ev-000042"), std::string("1796148000123"), std::string("6854321"),
-              std::string("panel-000001"), std::string("record")}) {
+              std::string("INTRUSION"), std::string("ev-000042"), std::string("1796148000123"),
+              std::string("6854321"), std::string("panel-000001"), std::string("record"),
+              std::string("notice"), std::string("erasure"), std::string("seq"),
+              std::string("kind")}) {
             CHECK(t.json.find(never) == std::string::npos);
         }
         const auto j = nlohmann::json::parse(t.json);
         std::set<std::string> keys;
         for (const auto& item : j.items()) keys.insert(item.key());
-        const std::set<std::string> allowed{"time_ms", "lane", "seq",   "stream",
-                                            "topic",   "kind", "bytes", "image_bytes"};
+        const std::set<std::string> allowed{"minute", "lane", "topic", "kib", "image_kib"};
         for (const auto& k : keys) CHECK(allowed.count(k) == 1);
-        CHECK(j["time_ms"].get<std::int64_t>() > 0);
-        CHECK(j["bytes"].get<std::size_t>() > 0);
+        const auto minute = j["minute"].get<std::int64_t>();
+        CHECK(minute > 0);
+        CHECK(minute % 60000 == 0);
+        CHECK(j["kib"].get<std::uint64_t>() >= 1);
     }
     const auto first = nlohmann::json::parse(tailed[0].json);
+    auto second = nlohmann::json::parse(tailed[1].json);
     CHECK(first["lane"] == "alarm");
-    CHECK(first["seq"] == 7);
-    CHECK(first["stream"] == "alarm");
     CHECK(first["topic"] == "alarm/alarm");
-    CHECK(first["kind"] == "alarm");
-    CHECK(first["bytes"] == alarm.ByteSizeLong());
-    CHECK_FALSE(first.contains("image_bytes"));
-    CHECK(nlohmann::json::parse(tailed[1].json)["kind"] == "meter");
-    const auto last = nlohmann::json::parse(tailed[2].json);
-    CHECK(last["kind"] == "image");
-    CHECK(last["image_bytes"] == 1000);
+    CHECK_FALSE(first.contains("image_kib"));
+    // A disarming and an intrusion look the same.
+    second.erase("minute");
+    auto first_but_minute = first;
+    first_but_minute.erase("minute");
+    CHECK(first_but_minute == second);
+    CHECK(nlohmann::json::parse(tailed[2].json)["topic"] == "billing/meter");
+    const auto last = nlohmann::json::parse(tailed[3].json);
+    CHECK(last["lane"] == "image");
+    CHECK(last["image_kib"] == 3);
+}
+
+namespace {
+
+const std::set<std::string> device_keys{"device", "seq_gaps", "messages_previous_day",
+                                        "state",  "errors",   "errors_by_reason"};
+
+nlohmann::json device_entry(const nlohmann::json& devices, const std::string& id) {
+    for (const auto& d : devices["devices"]) {
+        if (d["device"] == id) return d;
+    }
+    FAIL("no device " << id);
+    return {};
+}
+
+}  // namespace
+
+// Item 8 of issue 14, the technician's `devices`: an alarm panel talks only when something
+// happens, so its liveness, a live count or a last-seen time would tell when someone armed.
+TEST_CASE(
+    "A technician's device list tells a meter's liveness and a daily count, never when a "
+    "panel's events happened") {
+    DiagState state;
+    const std::int64_t day = 24LL * 3600 * 1000;
+    const std::int64_t midnight = 20'000 * day;  // a UTC midnight
+    const std::int64_t evening = midnight + 18 * 3600 * 1000 + 123;
+    state.seen("meter-01", midnight + 1000, true);
+    state.seen("panel-01", evening, false);  // someone came home and disarmed
+    state.mark("panel-01", 41, 0);
+    state.error("panel-01", Reason::invalid_field);
+
+    // A poll just before and just after an arming that evening: the same answer.
+    const std::int64_t arming = evening + 2 * 3600 * 1000;
+    const auto before = state.devices(arming - 1);
+    state.seen("panel-01", arming, false);
+    state.mark("panel-01", 42, 0);
+    const auto after = state.devices(arming + 1);
+    CHECK(before.dump() == after.dump());
+    const auto text = after.dump();
+    for (const std::int64_t t : {evening, arming, midnight + 1000}) {
+        CHECK(text.find(std::to_string(t)) == std::string::npos);
+        CHECK(text.find(std::to_string(t / 1000)) == std::string::npos);
+    }
+    CHECK(text.find("41") == std::string::npos);  // no receipted sequence number
+    CHECK(text.find("42") == std::string::npos);
+    for (const auto& d : after["devices"]) {
+        for (const auto& item : d.items()) CHECK(device_keys.count(item.key()) == 1);
+    }
+    const auto panel = device_entry(after, "panel-01");
+    CHECK(panel["state"] == "events-only");  // not judged by its silence
+    CHECK(panel["messages_previous_day"] == 0);
+    CHECK(panel["errors_by_reason"]["invalid_field"] == 1);  // malfunctions: live
+    // The meter: online after a reading, stale once none came for device_stale_after_ms.
+    CHECK(device_entry(state.devices(midnight + 2000), "meter-01")["state"] == "online");
+    CHECK(device_entry(state.devices(midnight + 1000 + device_stale_after_ms + 1),
+                       "meter-01")["state"] == "stale");
+
+    // The next day: yesterday's count, whatever happened today.
+    const auto next = state.devices(midnight + day + 10);
+    CHECK(device_entry(next, "panel-01")["messages_previous_day"] == 2);
+    CHECK(device_entry(next, "meter-01")["messages_previous_day"] == 1);
+    state.seen("panel-01", midnight + day + 20, false);
+    CHECK(state.devices(midnight + day + 30).dump() == next.dump());
+    // Two days on, nothing the day before.
+    CHECK(device_entry(state.devices(midnight + 3 * day), "panel-01")["messages_previous_day"] ==
+          0);
+}
+
+namespace {
+
+// The diagnostics over a real store, with the counters a running gateway has after an erasure.
+struct DiagFixture {
+    TempDir dir;
+    config::Config config;
+    Counters counters;
+    DiagState state;
+    std::unique_ptr<storage::Store> store = open_store(dir);
+    std::unique_ptr<GatewayDiagnostics> diagnostics;
+
+    explicit DiagFixture(std::vector<std::filesystem::path> broker_configs = {}) {
+        config.gateway.data_dir = dir.path().string();
+        counters.get("events_committed").add(5);
+        counters.get("quarantined_too_large").add(1);
+        counters.get("rights_erasures").add(1);
+        counters.get("rights_exports").add(2);
+        counters.get("rights_erasure_notices").add(3);
+        counters.get("records_shredded").add(4);
+        diagnostics = std::make_unique<GatewayDiagnostics>(
+            DiagSources{config, counters, *store, state, [] { return false; }, [] { return false; },
+                        [this] {
+                            return nlohmann::json{{"counters", counters.snapshot()}}.dump();
+                        },
+                        "fingerprint"},
+            std::move(broker_configs));
+    }
+};
+
+void write_text(const std::filesystem::path& p, const std::string& text) {
+    std::filesystem::create_directories(p.parent_path());
+    std::ofstream(p) << text;
+}
+
+}  // namespace
+
+// Item 8 of issue 14, the status: that an erasure or an export happened is the privacy
+// officer's to know, not the technician's.
+TEST_CASE(
+    "A technician's status has no rights counters; the privacy officer's has them, named as "
+    "rights") {
+    DiagFixture f;
+    const std::int64_t ack = system_now_ms() - std::int64_t{4000} * 1000;  // 66 min ago
+    f.state.acked(ack);
+    const std::string technician = f.diagnostics->status_json(Audience::technician);
+    INFO(technician);
+    CHECK(technician.find("rights") == std::string::npos);
+    CHECK(technician.find("shredded") == std::string::npos);
+    const auto t = nlohmann::json::parse(technician);
+    CHECK(t["counters"]["events_committed"] == 5);
+    CHECK(t["quarantined_by_reason"]["too_large"] == 1);
+    // Ages in steps, and no time of the last ack: read the next morning, it would date the
+    // evening's last alarm.
+    CHECK_FALSE(t.contains("last_upstream_ack_ms"));
+    CHECK(t["last_upstream_ack_age_s"] == 3600);
+    CHECK(technician.find(std::to_string(ack)) == std::string::npos);
+    CHECK(technician.find(std::to_string(ack / 1000)) == std::string::npos);
+
+    const auto o = nlohmann::json::parse(f.diagnostics->status_json(Audience::privacy_officer));
+    CHECK(o["counters"]["rights_erasures"] == 1);
+    CHECK(o["counters"]["events_committed"] == 5);
+    CHECK(o["rights"]["rights_exports"] == 2);
+    CHECK(o["rights"]["rights_erasure_notices"] == 3);
+    CHECK(o["rights"]["records_shredded"] == 4);
+    CHECK(o["drops"]["records_shredded"] == 4);
+    CHECK(o["last_upstream_ack_ms"] == ack);
+    CHECK(o["last_upstream_ack_age_s"].get<std::int64_t>() >= 4000);
+    for (const auto& [age, coarse] :
+         std::vector<std::pair<std::int64_t, std::int64_t>>{{0, 0},
+                                                            {59, 0},
+                                                            {60, 60},
+                                                            {899, 60},
+                                                            {900, 900},
+                                                            {3599, 900},
+                                                            {3600, 3600},
+                                                            {21600, 21600},
+                                                            {86399, 21600},
+                                                            {86400, 86400},
+                                                            {700000, 604800}}) {
+        CHECK(coarse_age_s(age) == coarse);
+    }
+
+    CHECK(privacy_officer_only("rights_anything_added_later"));
+    CHECK(privacy_officer_only("records_shredded"));
+    CHECK_FALSE(privacy_officer_only("records_expired"));
+    CHECK_FALSE(privacy_officer_only("quarantined_too_large"));
+}
+
+// Item 6 of issue 14: the site broker needs no persistence (devices keep every event until
+// receipted) and with it raw payloads, PIN codes included, would rest on disk.
+TEST_CASE("selftest warns when a mosquitto config on the box turns persistence on") {
+    TempDir dir;
+    const auto main = dir.path() / "mosquitto.conf";
+    const auto confd = dir.path() / "conf.d";
+    const auto more = dir.path() / "more";
+    write_text(main,
+               "# persistence true\n  #persistence true\npersistence false\n"
+               "persistence_location /var/lib/mosquitto/\ninclude_dir " +
+                   more.string() + "\n");
+    write_text(confd / "README", "persistence true\n");  // not a .conf: mosquitto skips it
+    write_text(confd / "vern.conf", "listener 1883\n");
+    CHECK(broker_persistence_settings({main, confd}).empty());
+    CHECK(broker_persistence_settings({dir.path() / "absent.conf", dir.path() / "absent"}).empty());
+
+    write_text(more / "zz.conf", "listener 1883\n\tpersistence   true  \n");
+    write_text(confd / "local.conf", "persistence true\n");
+    const auto found = broker_persistence_settings({main, confd});
+    CHECK(std::set<std::string>(found.begin(), found.end()) ==
+          std::set<std::string>{(more / "zz.conf").string() + ":2",
+                                (confd / "local.conf").string() + ":1"});
+
+    DiagFixture f({main, confd});
+    const auto checks = nlohmann::json::parse(f.diagnostics->selftest_json())["checks"];
+    nlohmann::json warning;
+    for (const auto& c : checks) {
+        if (c["name"] == "site broker keeps nothing at rest") warning = c;
+    }
+    REQUIRE(warning.is_object());
+    CHECK(warning["pass"] == true);  // a warning: the gateway works
+    CHECK(warning["warn"] == true);
+    CHECK(warning["detail"].get<std::string>().find("local.conf:1") != std::string::npos);
+    CHECK(warning["hint"].get<std::string>().find("persistence false") != std::string::npos);
+
+    std::filesystem::remove(more / "zz.conf");
+    std::filesystem::remove(confd / "local.conf");
+    for (const auto& c : nlohmann::json::parse(f.diagnostics->selftest_json())["checks"]) {
+        if (c["name"] == "site broker keeps nothing at rest") CHECK_FALSE(c.contains("warn"));
+    }
 }

@@ -83,6 +83,9 @@ std::string render_metrics(const std::string& status_json, const Counters& count
                            "Records dropped or removed before delivery, by reason.");
     auto& other = family("vern_counter_total", "counter", "Every other internal counter.");
     for (const auto& [name, v] : snapshot) {
+        // A technician on the box reaches 127.0.0.1 too, and a scraper keeps every sample: no
+        // counter that tells of a data subject's request (an erasure, an export...).
+        if (pipeline::privacy_officer_only(name)) continue;
         if (name.rfind("quarantined_", 0) == 0) {
             quarantined.samples.emplace_back("{reason=\"" + name.substr(12) + "\"}", v);
         } else if (grouped(name)) {
@@ -139,11 +142,13 @@ MetricsServer::MetricsServer(std::uint16_t port, pipeline::Diagnostics& diagnost
     srv.set_write_timeout(5, 0);
     srv.set_payload_max_length(4096);
     srv.Get("/metrics", [&diagnostics, &counters](const httplib::Request&, httplib::Response& res) {
-        res.set_content(render_metrics(diagnostics.status_json(), counters),
-                        "text/plain; version=0.0.4; charset=utf-8");
+        res.set_content(
+            render_metrics(diagnostics.status_json(pipeline::Audience::technician), counters),
+            "text/plain; version=0.0.4; charset=utf-8");
     });
     srv.Get("/healthz", [&diagnostics](const httplib::Request&, httplib::Response& res) {
-        json s = json::parse(diagnostics.status_json(), nullptr, false);
+        json s =
+            json::parse(diagnostics.status_json(pipeline::Audience::technician), nullptr, false);
         const bool site = !s.is_discarded() && s.contains("site_broker") &&
                           s["site_broker"].value("connected", false);
         const bool upstream =

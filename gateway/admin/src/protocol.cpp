@@ -113,6 +113,16 @@ Role required_role(const v1::Request& request) {
     return Role::none;
 }
 
+Role role_for(const v1::Request& request, bool technician, bool privacy_officer) {
+    if (request.command_case() == v1::Request::kStatus && privacy_officer) {
+        return Role::privacy_officer;
+    }
+    const Role needed = required_role(request);
+    const bool may = (needed == Role::technician && technician) ||
+                     (needed == Role::privacy_officer && privacy_officer);
+    return may ? needed : Role::none;
+}
+
 std::string frame(std::string_view payload) {
     const auto n = static_cast<std::uint32_t>(payload.size());
     std::string out;

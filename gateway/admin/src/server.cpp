@@ -17,6 +17,7 @@
 #include <list>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <system_error>
 #include <thread>
 
@@ -84,6 +85,15 @@ private:
 
 bool has(const std::vector<std::uint32_t>& ids, std::uint32_t id) {
     return std::find(ids.begin(), ids.end(), id) != ids.end();
+}
+
+// A subject id as the rights engine gives it (32 lowercase hex), or empty: nothing else of a
+// request's answer is written to the audit log under that name.
+std::string audited_subject_id(const std::string& id) {
+    const bool hex_id = id.size() == 32 && std::all_of(id.begin(), id.end(), [](char c) {
+                            return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+                        });
+    return hex_id ? id : std::string();
 }
 
 nlohmann::json entry_json(const storage::AuditEntry& e) {
@@ -171,6 +181,9 @@ Result<RightsOutcome, RightsError> UnavailableRights::rectify(const pipeline::Su
 struct AdminServer::Impl {
     const config::AdminSection options;
     const std::filesystem::path path;
+    // Configured purpose names: the only purposes a request may name, and the only form in which
+    // one reaches the audit log (the configured string, never the request's).
+    const std::set<std::string, std::less<>> purposes;
     pipeline::SubjectRights& rights;
     pipeline::Diagnostics& diagnostics;
     AuditTrail& audit;
@@ -195,16 +208,19 @@ struct AdminServer::Impl {
         std::uint32_t gid = 0;
         bool technician = false;
         bool privacy_officer = false;
-        bool may(Role role) const {
-            return (role == Role::technician && technician) ||
-                   (role == Role::privacy_officer && privacy_officer);
-        }
     };
+
+    static std::set<std::string, std::less<>> purpose_names(const config::Config& c) {
+        std::set<std::string, std::less<>> names;
+        for (const auto& p : c.policy.purposes) names.insert(p.name);
+        return names;
+    }
 
     Impl(const config::Config& c, pipeline::SubjectRights& r, pipeline::Diagnostics& d,
          AuditTrail& a, Counters& k)
         : options(c.admin),
           path(c.admin_socket_path()),
+          purposes(purpose_names(c)),
           rights(r),
           diagnostics(d),
           audit(a),
@@ -408,7 +424,8 @@ struct AdminServer::Impl {
         requests.add();
         const std::string action = command_name(*request);
         const Role needed = required_role(*request);
-        if (!peer.may(needed)) {
+        const Role role = role_for(*request, peer.technician, peer.privacy_officer);
+        if (role == Role::none) {
             refused.add();
             spdlog::warn("admin: uid {} refused for {} (needs the {} role)", peer.uid, action,
                          role_name(needed));
@@ -418,10 +435,15 @@ struct AdminServer::Impl {
                      std::string(role_name(needed)) + " role for " + action);
             return;
         }
-        spdlog::info("admin: uid {} ({}) {}", peer.uid, role_name(needed), action);
+        spdlog::info("admin: uid {} ({}) {}", peer.uid, role_name(role), action);
         switch (request->command_case()) {
             case v1::Request::kStatus:
-                return simple(fd, peer, needed, action, [&] { return diagnostics.status_json(); });
+                // The technician's status leaves out the rights counters; the officer's has them.
+                return simple(fd, peer, role, action, [&] {
+                    return diagnostics.status_json(role == Role::privacy_officer
+                                                       ? pipeline::Audience::privacy_officer
+                                                       : pipeline::Audience::technician);
+                });
             case v1::Request::kDevices:
                 return simple(fd, peer, needed, action, [&] { return diagnostics.devices_json(); });
             case v1::Request::kSelftest:
@@ -477,6 +499,19 @@ struct AdminServer::Impl {
     void subject(int fd, const Peer& peer, const std::string& action,
                  const v1::SubjectRequest& req) {
         using A = v1::SubjectRequest;
+        // Only an objection names a purpose, and only a configured one: the audit log then takes
+        // the configured name. A purpose that is not configured is refused here, and on record
+        // as such, without its text (it may be anything a caller typed: a name, an id).
+        const bool names_purpose = req.action() == A::OBJECT || req.action() == A::UNOBJECT;
+        const auto purpose = names_purpose ? purposes.find(req.purpose()) : purposes.end();
+        if (names_purpose && purpose == purposes.end()) {
+            record(peer, Role::privacy_officer, action, "", "error:unknown_purpose");
+            spdlog::warn("admin: {} refused: not a configured purpose", action);
+            send(fd, v1::Response::BAD_REQUEST,
+                 "no such purpose is configured (the [purpose.*] tables of vernd's config)", "",
+                 false, Role::privacy_officer);
+            return;
+        }
         // The request is on record before anything is done: an erasure (or an export) with no
         // audit entry must not happen, so when the log cannot take the entry (a full disk) the
         // right is not exercised. The entry names the action only: the purpose is checked by
@@ -516,7 +551,7 @@ struct AdminServer::Impl {
                 break;
             case A::OBJECT:
             case A::UNOBJECT:
-                outcome = rights.object(ref, req.purpose(), req.action() == A::OBJECT);
+                outcome = rights.object(ref, *purpose, req.action() == A::OBJECT);
                 break;
             case A::RECTIFY:
                 outcome = rights.rectify(ref, req.field(), req.value());
@@ -524,11 +559,12 @@ struct AdminServer::Impl {
             default:
                 break;
         }
-        // The audit log is kept for good: it takes only what the gateway checked — the purpose
-        // once the rights engine accepted it as a configured one — never free text a caller typed
-        // (a rectify's field and value).
+        // The audit log is kept for good: every field of an entry is from a closed set — the
+        // command's name, a configured purpose name, a rights error's name, a count, the keyed
+        // subject id (hex) — never text from the request (its purpose as typed, a rectify's field
+        // and value, an identifier).
         std::string audited_action = action;
-        if (outcome && !req.purpose().empty()) audited_action += " purpose=" + req.purpose();
+        if (names_purpose) audited_action += " purpose=" + *purpose;
         if (!outcome) {
             const std::string code(pipeline::rights_errc_name(outcome.error().code));
             record(peer, Role::privacy_officer, audited_action, "", "error:" + code);
@@ -537,7 +573,7 @@ struct AdminServer::Impl {
                  Role::privacy_officer);
             return;
         }
-        record(peer, Role::privacy_officer, audited_action, outcome->subject_id,
+        record(peer, Role::privacy_officer, audited_action, audited_subject_id(outcome->subject_id),
                "ok: " + std::to_string(outcome->records) + " records");
         send(fd, v1::Response::OK, std::to_string(outcome->records) + " records", outcome->json,
              false, Role::privacy_officer);

@@ -5,7 +5,20 @@
 // Bounded: at most max_devices devices, tail_capacity records, max_samples samples.
 //
 // Never: keep a payload, a raw identifier or a pseudonym. What `tail` keeps of a record as it
-// leaves is metadata (lane, seq, stream, topic, kind, size), and only while someone tails.
+// leaves is metadata (minute, lane, topic, size in KiB), and only while someone tails.
+//
+// Never show a technician anyone's habits (see vern/pipeline/diagnostics.h). An alarm panel
+// talks only when something happens (no heartbeat), so anything live about it — a last-seen
+// time, a count that grows with each event, online/stale from its messages, a receipted
+// sequence number — tells when someone armed or disarmed. So, per device:
+//  - liveness from periodic traffic only (meter readings, sent every interval whoever is home):
+//    `online` after one, `stale` when none came for device_stale_after_ms; a device that sends
+//    only events is `events-only` (its silence would tell that nobody is home: not judged);
+//  - messages counted per UTC day, and only the previous, complete day shown: a daily volume
+//    tells nothing about the time of day;
+//  - sequence gaps and errors by reason since start, live: they are malfunctions, which the
+//    technician is there to watch change. (A device whose every message fails shows its timing
+//    through its errors for as long as it fails.)
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -29,16 +42,20 @@ public:
     static constexpr std::size_t tail_capacity = 512;
     static constexpr std::size_t max_samples = 61;  // one a second: a minute of rates
 
-    void seen(const std::string& device, std::int64_t now_ms);
+    // A message from `device`; `periodic`: a kind sent on a schedule (meter readings).
+    void seen(const std::string& device, std::int64_t now_ms, bool periodic);
     void error(const std::string& device, Reason reason);
+    // `through` is not kept: a receipted sequence number grows with every event.
     void mark(const std::string& device, std::uint64_t through, std::uint64_t gaps);
-    // A record handed to the forwarder (kept only while a tail reader is active).
+    // A record handed to the forwarder (kept only while a tail reader is active; erasure
+    // notices never).
     void sent(Lane lane, std::uint64_t seq, const std::string& topic,
               const clean::v1::Record& record);
     void acked(std::int64_t now_ms) { last_ack_ms_.store(now_ms, std::memory_order_relaxed); }
     void sample(std::int64_t now_ms, std::map<std::string, std::uint64_t> counters);
 
-    nlohmann::json devices() const;
+    // The technician's device list at `now_ms` (see above).
+    nlohmann::json devices(std::int64_t now_ms) const;
     // Per-second rates over the last minute of samples, for the counters named.
     nlohmann::json rates(const std::vector<std::string>& names) const;
     std::int64_t last_ack_ms() const { return last_ack_ms_.load(std::memory_order_relaxed); }
@@ -46,9 +63,10 @@ public:
 
 private:
     struct Device {
-        std::int64_t last_seen_ms = 0;
-        std::uint64_t events = 0;
-        std::uint64_t through = 0;
+        std::int64_t periodic_seen_ms = 0;  // internal only: never shown
+        std::int64_t day = -1;              // UTC day (since the epoch) `today` counts
+        std::uint64_t today = 0;            // internal only: never shown
+        std::uint64_t previous_day = 0;     // messages the UTC day before `day`
         std::uint64_t gaps = 0;
         std::map<std::string, std::uint64_t> errors;
     };

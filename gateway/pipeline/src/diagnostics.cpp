@@ -3,11 +3,13 @@
 #include <openssl/x509.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <set>
 #include <string_view>
 #include <thread>
 
@@ -29,24 +31,12 @@ std::int64_t mono_now_ms() {
         .count();
 }
 
-// The record's kind, as the last level of its upstream topic names it.
-std::string_view record_kind(const clean::v1::Record& record) {
-    switch (record.body_case()) {
-        case clean::v1::Record::kAlarm:
-            return "alarm";
-        case clean::v1::Record::kMeter:
-            return "meter";
-        case clean::v1::Record::kImage:
-            return "image";
-        case clean::v1::Record::kSiteAggregate:
-            return "aggregate";
-        case clean::v1::Record::kErasure:
-            return "notice";
-        case clean::v1::Record::BODY_NOT_SET:
-            break;
-    }
-    return "none";
-}
+constexpr std::int64_t ms_per_minute = std::int64_t{60} * 1000;
+constexpr std::int64_t ms_per_day = std::int64_t{24} * 3600 * 1000;
+
+// Bytes as KiB, rounded up: the size of an alarm record tells which fields it holds (an arming
+// carries a user pseudonym, an intrusion a zone), so the tail shows sizes no finer than this.
+std::uint64_t kib(std::size_t bytes) { return (std::uint64_t{bytes} + 1023) / 1024; }
 
 }  // namespace
 
@@ -62,12 +52,22 @@ DiagState::Device* DiagState::find(const std::string& device) {
     return &devices_[device];
 }
 
-void DiagState::seen(const std::string& device, std::int64_t now_ms) {
+bool privacy_officer_only(std::string_view counter) {
+    return counter.rfind("rights_", 0) == 0 || counter == "records_shredded";
+}
+
+void DiagState::seen(const std::string& device, std::int64_t now_ms, bool periodic) {
     std::lock_guard lock(mutex_);
-    if (auto* d = find(device)) {
-        d->last_seen_ms = now_ms;
-        ++d->events;
+    auto* d = find(device);
+    if (d == nullptr) return;
+    if (periodic) d->periodic_seen_ms = std::max(d->periodic_seen_ms, now_ms);
+    const std::int64_t day = now_ms / ms_per_day;
+    if (day > d->day) {
+        d->previous_day = day == d->day + 1 ? d->today : 0;
+        d->today = 0;
+        d->day = day;
     }
+    if (day == d->day) ++d->today;  // a message stamped with an earlier day is not counted
 }
 
 void DiagState::error(const std::string& device, Reason reason) {
@@ -76,28 +76,27 @@ void DiagState::error(const std::string& device, Reason reason) {
     if (auto* d = find(device)) ++d->errors[std::string(reason_name(reason))];
 }
 
-void DiagState::mark(const std::string& device, std::uint64_t through, std::uint64_t gaps) {
+void DiagState::mark(const std::string& device, std::uint64_t /*through*/, std::uint64_t gaps) {
     std::lock_guard lock(mutex_);
-    if (auto* d = find(device)) {
-        d->through = through;
-        d->gaps = gaps;
-    }
+    if (auto* d = find(device)) d->gaps = gaps;
 }
 
-void DiagState::sent(Lane lane, std::uint64_t seq, const std::string& topic,
+void DiagState::sent(Lane lane, std::uint64_t /*seq*/, const std::string& topic,
                      const clean::v1::Record& record) {
     if (tail_wanted_until_ms_.load(std::memory_order_relaxed) < mono_now_ms()) return;
+    // An erasure notice tells that a data subject was erased: the privacy officer's business.
+    if (record.has_erasure()) return;
     // Metadata only. Pseudonymised records are still personal data, and a technician has no
-    // need for them: no pseudonym, event kind, event time or value goes in (arm/disarm times
-    // alone tell when people are home).
-    nlohmann::json j{{"time_ms", system_now_ms()},
+    // need for them: no pseudonym, alarm kind, event time or value goes in (arm/disarm times
+    // alone tell when people are home). The topic's last level (alarm, meter, image, aggregate)
+    // is the kind of record, never the kind of alarm. No time finer than the minute and no
+    // sequence number (a skipped one would point at an erasure notice); sizes in KiB.
+    const std::int64_t now = system_now_ms();
+    nlohmann::json j{{"minute", now - now % ms_per_minute},
                      {"lane", std::string(lane_name(lane))},
-                     {"seq", seq},
-                     {"stream", record.stream()},
                      {"topic", topic},
-                     {"kind", std::string(record_kind(record))},
-                     {"bytes", record.ByteSizeLong()}};
-    if (record.has_image()) j["image_bytes"] = record.image().data().size();
+                     {"kib", kib(record.ByteSizeLong())}};
+    if (record.has_image()) j["image_kib"] = kib(record.image().data().size());
     {
         std::lock_guard lock(tail_mutex_);
         tail_.push_back({tail_next_++, j.dump()});
@@ -147,24 +146,41 @@ nlohmann::json DiagState::rates(const std::vector<std::string>& names) const {
     return j;
 }
 
-nlohmann::json DiagState::devices() const {
+nlohmann::json DiagState::devices(std::int64_t now_ms) const {
     std::lock_guard lock(mutex_);
+    const std::int64_t today = now_ms / ms_per_day;
     nlohmann::json list = nlohmann::json::array();
     for (const auto& [id, d] : devices_) {
         std::uint64_t errors = 0;
         for (const auto& [reason, n] : d.errors) errors += n;
+        std::string state = "events-only";
+        if (d.periodic_seen_ms > 0) {
+            state = now_ms - d.periodic_seen_ms <= device_stale_after_ms ? "online" : "stale";
+        }
+        const std::uint64_t previous_day = d.day == today       ? d.previous_day
+                                           : d.day == today - 1 ? d.today
+                                                                : 0;
         list.push_back({{"device", id},
-                        {"last_seen_ms", d.last_seen_ms},
-                        {"events", d.events},
-                        {"receipted_through", d.through},
+                        {"state", state},
+                        {"messages_previous_day", previous_day},
                         {"seq_gaps", d.gaps},
                         {"errors", errors},
                         {"errors_by_reason", d.errors}});
     }
-    return {{"devices", list}, {"untracked_events", untracked_}};
+    return {{"devices", list}, {"some_untracked", untracked_ > 0}};
 }
 
 // --- GatewayDiagnostics ------------------------------------------------------------------------
+
+std::int64_t coarse_age_s(std::int64_t age_s) {
+    // A lower bound in steps: enough to tell a stalled uplink or a backlog near its retention,
+    // not when the record or ack came (0, a minute, 15 min, an hour, 6 h, a day, a week).
+    constexpr std::int64_t steps[] = {604800, 86400, 21600, 3600, 900, 60};
+    for (const std::int64_t step : steps) {
+        if (age_s >= step) return step;
+    }
+    return 0;
+}
 
 namespace {
 
@@ -229,9 +245,25 @@ nlohmann::json check(const std::string& name, bool pass, const std::string& deta
 
 }  // namespace
 
-std::string GatewayDiagnostics::status_json() {
+std::string GatewayDiagnostics::status_json(Audience audience) {
     nlohmann::json j = nlohmann::json::parse(s_.base_status(), nullptr, false);
     if (j.is_discarded()) j = nlohmann::json::object();
+    const bool officer = audience == Audience::privacy_officer;
+    // The base status lists every counter: the technician's leaves out the rights counters.
+    if (j.contains("counters") && j["counters"].is_object()) {
+        nlohmann::json kept = nlohmann::json::object();
+        nlohmann::json rights = nlohmann::json::object();
+        for (const auto& [name, value] : j["counters"].items()) {
+            if (!privacy_officer_only(name)) {
+                kept[name] = value;
+            } else if (officer) {
+                kept[name] = value;
+                rights[name] = value;
+            }
+        }
+        j["counters"] = kept;
+        if (officer) j["rights"] = rights;
+    }
     const std::int64_t now = system_now_ms();
     std::uint64_t queued = 0;
     for (Lane lane : all_lanes) {
@@ -246,14 +278,15 @@ std::string GatewayDiagnostics::status_json() {
         if (!header) continue;
         if (auto retention = retention_ms(s_.config, *header)) {
             const std::int64_t created = header->expires_ms - *retention;
-            l["oldest_age_s"] = std::max<std::int64_t>(0, now - created) / 1000;
+            const std::int64_t age_s = std::max<std::int64_t>(0, now - created) / 1000;
+            l["oldest_age_s"] = officer ? age_s : coarse_age_s(age_s);
         }
     }
     const auto counters = s_.counters.snapshot();
     nlohmann::json quarantined = nlohmann::json::object();
     nlohmann::json dropped = nlohmann::json::object();
     for (const auto& [name, value] : counters) {
-        if (value == 0) continue;
+        if (value == 0 || (!officer && privacy_officer_only(name))) continue;
         if (name.rfind("quarantined_", 0) == 0) quarantined[name.substr(12)] = value;
         if (name.rfind("evicted_", 0) == 0 || name.rfind("dropped_", 0) == 0 ||
             name == "records_expired" || name == "records_shredded" || name == "ingest_overflow" ||
@@ -273,9 +306,12 @@ std::string GatewayDiagnostics::status_json() {
           budget == 0 ? 0.0 : 100.0 * static_cast<double>(queued) / static_cast<double>(budget)},
          {"data_dir_bytes", dir_bytes(s_.config.gateway.data_dir)}});
     const std::int64_t ack = s_.state.last_ack_ms();
-    j["last_upstream_ack_ms"] = ack;
+    // The last ack is the last record delivered: at a site without meters, the last alarm. Read
+    // the next morning, its exact time would say when the evening's last arming was.
+    if (officer) j["last_upstream_ack_ms"] = ack;
     j["last_upstream_ack_age_s"] =
-        ack == 0 ? nlohmann::json(nullptr) : nlohmann::json((now - ack) / 1000);
+        ack == 0 ? nlohmann::json(nullptr)
+                 : nlohmann::json(officer ? (now - ack) / 1000 : coarse_age_s((now - ack) / 1000));
     const bool tls = is_tls(s_.config.upstream.uri);
     j["tls"] = {{"enabled", tls},
                 {"client_certificate", s_.config.upstream.tls_cert_file.empty() ? "none" : "set"},
@@ -290,9 +326,77 @@ std::string GatewayDiagnostics::status_json() {
 }
 
 std::string GatewayDiagnostics::devices_json() {
-    nlohmann::json j = s_.state.devices();
-    j["time_ms"] = system_now_ms();
+    const std::int64_t now = system_now_ms();
+    nlohmann::json j = s_.state.devices(now);
+    j["time_ms"] = now;
+    j["stale_after_s"] = device_stale_after_ms / 1000;
     return j.dump(2);
+}
+
+namespace {
+
+std::string trimmed(std::string_view s) {
+    const auto begin = s.find_first_not_of(" \t\r");
+    if (begin == std::string_view::npos) return {};
+    const auto end = s.find_last_not_of(" \t\r");
+    return std::string(s.substr(begin, end - begin + 1));
+}
+
+// The *.conf files of a directory, in name order (as mosquitto reads them).
+std::vector<std::filesystem::path> conf_files(const std::filesystem::path& dir) {
+    std::vector<std::filesystem::path> out;
+    std::error_code ec;
+    for (auto it = std::filesystem::directory_iterator(dir, ec);
+         !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+        std::error_code type_ec;
+        if (it->path().extension() == ".conf" && it->is_regular_file(type_ec)) {
+            out.push_back(it->path());
+        }
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+}  // namespace
+
+std::vector<std::filesystem::path> default_broker_configs() {
+    return {"/etc/mosquitto/mosquitto.conf", "/etc/mosquitto/conf.d"};
+}
+
+std::vector<std::string> broker_persistence_settings(
+    const std::vector<std::filesystem::path>& paths) {
+    std::vector<std::string> found;
+    std::vector<std::filesystem::path> files;
+    std::set<std::filesystem::path> read;
+    for (const auto& p : paths) {
+        std::error_code ec;
+        if (std::filesystem::is_directory(p, ec)) {
+            for (auto& f : conf_files(p)) files.push_back(std::move(f));
+        } else {
+            files.push_back(p);
+        }
+    }
+    // `include_dir` in a file read adds that directory's *.conf files (bounded: each file once).
+    for (std::size_t i = 0; i < files.size() && i < 256; ++i) {
+        if (!read.insert(files[i]).second) continue;
+        std::ifstream in(files[i]);
+        std::size_t number = 0;
+        for (std::string line; std::getline(in, line);) {
+            ++number;
+            const std::string text = trimmed(line);
+            if (text.empty() || text[0] == '#') continue;
+            const auto space = text.find_first_of(" \t");
+            if (space == std::string::npos) continue;
+            const std::string key = text.substr(0, space);
+            const std::string value = trimmed(std::string_view(text).substr(space));
+            if (key == "persistence" && value == "true") {
+                found.push_back(files[i].string() + ":" + std::to_string(number));
+            } else if (key == "include_dir") {
+                for (auto& f : conf_files(value)) files.push_back(std::move(f));
+            }
+        }
+    }
+    return found;
 }
 
 std::string GatewayDiagnostics::selftest_json() {
@@ -367,6 +471,25 @@ std::string GatewayDiagnostics::selftest_json() {
             probe ? "the store answers reads"
                   : "read failed: " + std::string(storage::store_errc_name(probe.error().code)),
             "check {data_dir}/store; restart vernd to reopen it"));
+    }
+    {
+        // A warning, not a failure: the gateway works, but the site broker would keep raw device
+        // payloads (PIN codes included) on disk, outside every retention and erasure rule.
+        const auto found = broker_persistence_settings(broker_configs_);
+        std::string where;
+        for (const auto& f : found) where += (where.empty() ? "" : ", ") + f;
+        nlohmann::json ch = check("site broker keeps nothing at rest", true,
+                                  found.empty() ? "no mosquitto config turns persistence on"
+                                                : "persistence true in " + where,
+                                  "");
+        if (!found.empty()) {
+            ch["warn"] = true;
+            ch["hint"] =
+                "set `persistence false` (or remove the line) and restart mosquitto: devices "
+                "keep every event until vern receipts it, so the broker needs no persistence, and "
+                "with it raw device payloads (PIN codes included) rest on disk";
+        }
+        checks.push_back(ch);
     }
     bool all = true;
     for (const auto& ch : checks) all = all && ch["pass"].get<bool>();

@@ -1,8 +1,10 @@
 #pragma once
 // Private to the pipeline: the Gateway's Diagnostics (see vern/pipeline/diagnostics.h), built
 // from what the Gateway hands it. Kept out of gateway.cpp so the data path stays readable.
+#include <filesystem>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "diag_state.h"
 #include "vern/common/counters.h"
@@ -26,10 +28,21 @@ struct DiagSources {
     std::string key_fingerprint;               // of the running keyring
 };
 
+// Mosquitto configs selftest reads: the main file (and the include_dir it names) and conf.d.
+std::vector<std::filesystem::path> default_broker_configs();
+
+// Where a mosquitto config turns persistence on, as "file:line": each path a config file or a
+// directory of *.conf files; an `include_dir` in a file read is followed. Comments skipped.
+std::vector<std::string> broker_persistence_settings(
+    const std::vector<std::filesystem::path>& paths);
+
 class GatewayDiagnostics : public Diagnostics {
 public:
-    explicit GatewayDiagnostics(DiagSources sources) : s_(std::move(sources)) {}
-    std::string status_json() override;
+    explicit GatewayDiagnostics(
+        DiagSources sources,
+        std::vector<std::filesystem::path> broker_configs = default_broker_configs())
+        : s_(std::move(sources)), broker_configs_(std::move(broker_configs)) {}
+    std::string status_json(Audience audience) override;
     std::string devices_json() override;
     std::string selftest_json() override;
     std::vector<TailRecord> tail(std::uint64_t cursor, std::size_t max,
@@ -37,6 +50,7 @@ public:
 
 private:
     DiagSources s_;
+    std::vector<std::filesystem::path> broker_configs_;  // for selftest's persistence warning
 };
 
 }  // namespace vern::pipeline

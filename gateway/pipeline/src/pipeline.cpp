@@ -188,7 +188,7 @@ struct Pipeline::Impl {
                 continue;
             }
             const std::string& device = decoded->topic.device_id;
-            diag.seen(device, in.arrival_ms);
+            diag.seen(device, in.arrival_ms, decoded->topic.kind == decode::Kind::meter);
             const auto& event = decoded->message;
 
             // once only: a retry of an event already committed is receipted again, not stored

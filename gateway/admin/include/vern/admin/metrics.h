@@ -5,7 +5,8 @@
 //                 vern_forwarded_total, vern_quarantined_total{reason=...}, vern_receipts_total,
 //                 vern_commit_latency_seconds histogram, every other counter as vern_<name>_total)
 //   GET /healthz  200 "ok" while the site broker link is up, else 503; JSON link states.
-// The same figures as the technician's status: no personal data, ever.
+// The same figures as the technician's status: no personal data, ever, and no counter that
+// tells of a data subject's request (pipeline::privacy_officer_only: rights_*, records_shredded).
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -15,7 +16,8 @@
 
 namespace vern::admin {
 
-// The exposition text for a status JSON (Diagnostics::status_json) and the counters. Pure.
+// The exposition text for a status JSON (Diagnostics::status_json) and the counters, less the
+// privacy officer's counters. Pure.
 std::string render_metrics(const std::string& status_json, const Counters& counters);
 
 class MetricsServer {

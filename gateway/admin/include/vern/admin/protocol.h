@@ -39,6 +39,10 @@ Result<v1::Request, ParseError> parse_request(std::string_view bytes, std::size_
 std::string command_name(const v1::Request& request);
 // The role a command needs.
 Role required_role(const v1::Request& request);
+// The role a peer with these roles runs the command under, or none (refused). `status` is also
+// the privacy officer's, who then sees the rights counters the technician's status leaves out;
+// a peer with both roles runs it as privacy officer.
+Role role_for(const v1::Request& request, bool technician, bool privacy_officer);
 
 // Length prefix + bytes.
 std::string frame(std::string_view payload);
