@@ -192,9 +192,14 @@ bool has_phone_number(std::string_view s) {
                 // Without a country code: Norwegian numbers start 2-7 or 9 (4 and 9 mobile).
                 if (std::string_view("234579").find(digits[0]) == std::string_view::npos) continue;
                 if (a == 0 && after_word) return true;
+                // Grouped: the whole number as written (a run of pairs inside a longer one is a
+                // date or a time: "06.12.26 23.59.59"), or all of it after a bare 47.
+                if (b + 1 != chain.size()) continue;
+                const bool after_47 =
+                    a == 1 && s.substr(chain[0].begin, chain[0].end - chain[0].begin) == "47";
+                if (a != 0 && !after_47) continue;
                 const bool glued_left = a == 0 && first > 0 && is_alnum(s[first - 1]);
-                const bool glued_right =
-                    b + 1 == chain.size() && last_end < s.size() && is_alnum(s[last_end]);
+                const bool glued_right = last_end < s.size() && is_alnum(s[last_end]);
                 if (!glued_left && !glued_right && grouped_like_a_phone(chain, a, b)) return true;
             }
         }

@@ -3,18 +3,19 @@
 // kinds, never values. LeakGuard is the one entry point; the free functions below are its parts.
 //
 //  - Shapes (scan_for_personal_data): text written the way people write personal data, in
-//    each of the record's string fields: a Norwegian national identity
-//    number (11 digits, whatever single separators group them, valid mod-11 and a real date,
-//    D- and H-numbers), a Norwegian phone number (+47 / 0047 / (+47) then 8 digits in any
-//    grouping; without a country code when grouped 3-2-3 or 2-2-2-2 or after a word like
-//    "tlf"), an e-mail address, plain or obfuscated ("kari at example dot com", "kari(at)...",
-//    "kari [at] example [dot] no", "(krøllalfa)"), in any case.
+//    each of the record's string fields: a Norwegian national identity number (11 digits,
+//    whatever single separators group them, valid mod-11 and a real date, D- and H-numbers), a
+//    Norwegian phone number (+47 / 0047 / (+47) then 8 digits in any grouping; without a
+//    country code when the whole number is grouped 3-2-3 or 2-2-2-2, or after a word like
+//    "tlf"), an e-mail address, plain or written out ("kari at example dot com",
+//    "kari(at)...", "kari [at] example [dot] no", "(krøllalfa)"), in any case.
 //  - Memory (RecentIdentifiers): a token of the record's string fields is the keyed hash of a
 //    personal value seen on the site recently, in any event, any batch.
 //
 // What it does NOT flag, on purpose (a block drops a record, so a false positive loses data):
 //  - a bare run of 8 digits without a country code, grouping or phone word (counters, dates
-//    like 20261206, meter readings look the same); a 4-4 grouping;
+//    like 20261206, meter readings look the same); a 4-4 grouping; four pairs inside a longer
+//    run of pairs ("06.12.26 23.59.59" is a date and a time);
 //  - 11 digits inside a longer digit run (a 12-digit number is not a national id);
 //  - digits inside a pseudonym: lowercase base32 [a-z2-7], no separators, so its digit runs are
 //    short, touch letters and use 2-7 only; they never form a grouped phone or a national id in
@@ -23,8 +24,8 @@
 //    seqs, counts) and length bytes never join the digits of a string;
 //  - "at" between words unless what follows is a domain with a dot and a known TLD, or the dot
 //    is written out ("dot", "punkt");
-//  - in the memory: parts shorter than 3 characters, numbers shorter than 6 digits, and tokens
-//    of the record's gateway id, stream name and image content type (set by the operator or
+//  - in the memory: parts shorter than 3 characters, numbers shorter than 6 digits, and the
+//    record's gateway id, stream name and image content type fields (set by the operator or
 //    fixed, not by a device: a user called "Alarm" must not block the alarm stream).
 //
 // A hit blocks the record (Reason::leak_blocked): it means a rule let something through that no
