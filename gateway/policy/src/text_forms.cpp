@@ -1,5 +1,7 @@
 #include "text_forms.h"
 
+#include <array>
+
 namespace vern::policy::text {
 
 std::size_t separator_at(std::string_view s, std::size_t pos) {
@@ -75,18 +77,33 @@ std::size_t count_digits(std::string_view s, std::size_t enough) {
     return n;
 }
 
+namespace {
+
+// Latin-1 letters in UTF-8 (C3 80..BF) folded to what a keyboard without them gives: lower
+// case, accents dropped, æ -> ae, ø -> o, å -> a, ß -> ss, þ -> th; × and ÷ kept as they are.
+std::string_view fold_latin1(unsigned char second) {
+    static constexpr std::array<std::string_view, 64> table = {
+        "a", "a", "a", "a", "a", "a", "ae", "c", "e", "e", "e", "e", "i", "i", "i",  "i",
+        "d", "n", "o", "o", "o", "o", "o",  "",  "o", "u", "u", "u", "u", "y", "th", "ss",
+        "a", "a", "a", "a", "a", "a", "ae", "c", "e", "e", "e", "e", "i", "i", "i",  "i",
+        "d", "n", "o", "o", "o", "o", "o",  "",  "o", "u", "u", "u", "u", "y", "th", "y"};
+    return table[second - 0x80];
+}
+
+}  // namespace
+
 void append_lower(std::string& out, std::string_view s, Run run) {
     for (std::size_t i = run.begin; i < run.end; ++i) {
         char c = s[i];
-        out.push_back(lower(c));
-        // UTF-8 Latin-1 capitals À..Þ (not ×): C3 80..9E -> C3 A0..BE.
         if (c == '\xc3' && i + 1 < run.end) {
             auto next = static_cast<unsigned char>(s[i + 1]);
-            if (next >= 0x80 && next <= 0x9e && next != 0x97) {
-                out.push_back(static_cast<char>(next + 0x20));
+            if (next >= 0x80 && next <= 0xbf && !fold_latin1(next).empty()) {
+                out += fold_latin1(next);
                 ++i;
+                continue;
             }
         }
+        out.push_back(lower(c));
     }
 }
 

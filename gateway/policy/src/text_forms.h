@@ -44,8 +44,8 @@ bool find_chain(std::string_view s, bool digits_only,
 // How many ASCII digits `s` holds, counting up to `enough`.
 std::size_t count_digits(std::string_view s, std::size_t enough);
 
-// Lowercased (ASCII and the Latin-1 capitals of UTF-8, e.g. Ø -> ø) concatenation of
-// s[run.begin, run.end) for the runs given.
+// s[run.begin, run.end) appended lowercased, Latin-1 letters of UTF-8 folded to ASCII the way a
+// keyboard without them writes them (Ø, ø -> o; Æ -> ae; Å -> a; é -> e).
 void append_lower(std::string& out, std::string_view s, Run run);
 
 // The forms under which an identifier is remembered and looked for (see recent_identifiers.h).

@@ -67,6 +67,8 @@ std::vector<LeakKind> scan_for_personal_data(std::string_view bytes);
 // What LeakGuard::check found: nothing, or the first kind (never the value).
 using Verdict = std::optional<LeakKind>;
 
+// One per pipeline: remember() changes the memory, so it and check() are called from one thread
+// (check() alone is const and may run concurrently with other check() calls).
 class LeakGuard {
 public:
     // `hasher` is the keyed token hash (crypto::TokenHasher::hash); the guard holds only its

@@ -6,7 +6,8 @@
 // letter of >= 3 characters ("kari", "nordmann"), every all-digit part of >= 6 digits, the whole
 // value's parts joined ("karinordmann", "c1001"), all its digits joined ("01017012343" from
 // "010170 12343") and, for a phone, the subscriber number with and without 47 / 0047. Parts are
-// lowercased (ASCII and Latin-1 capitals in UTF-8: Ø -> ø).
+// lowercased and Latin-1 letters folded the way a keyboard without them writes them (Ø -> o,
+// Æ -> ae, é -> e), so "Øystein" and "OYSTEIN" are one form.
 //
 // seen_in() cuts text into candidate tokens by the same rules (runs of letters and digits, runs
 // joined across a single separator - space, '.', '-', '/', '(', ')', NBSP -, digit runs joined
