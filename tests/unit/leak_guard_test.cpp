@@ -7,12 +7,14 @@
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "clean.pb.h"
 #include "device.pb.h"
+#include "policy_fixtures.h"
 #include "vern/crypto/keyring.h"
 #include "vern/policy/recent_identifiers.h"
 
@@ -663,5 +665,86 @@ TEST_CASE("Records vern emits pass the guard that remembered the events they cam
     }
     CHECK(records == 400 * 13);
     CHECK(guard.memory().size() > 1000);
+    CHECK(blocked == 0);
+}
+
+TEST_CASE("What the policy engine emits for a busy site passes the guard that saw its events") {
+    // The engine itself with the default purposes (alarm, billing, analytics): alarms of every
+    // kind from panels with named users, their verification images, meters over three hours
+    // with site aggregates; every event remembered before its records are checked, as the
+    // pipeline does.
+    policy_test::Harness h;
+    policy::LeakGuard guard(keyed_hash(), Limits{});
+    const std::int64_t t0 = policy_test::t0;
+    const std::string jpeg = policy_test::jpeg_with_metadata();
+    REQUIRE_FALSE(jpeg.empty());
+    std::mt19937_64 rng(1407);
+    const std::vector<std::string> names = {"Kari Nordmann", "Ola Hansen",  "Åse Ødegård",
+                                            "Per Olsen",     "Ingrid Berg", "Øystein Bakken"};
+    std::size_t emitted = 0;
+    std::size_t blocked = 0;
+    std::map<std::string, std::size_t> kinds;
+    std::uint64_t seq = 1;
+    auto feed = [&](const device::v1::DeviceMessage& m, std::int64_t now) {
+        guard.remember(m, now);
+        auto out = h.apply(m, now);
+        if (!out) return;
+        for (auto& e : out->emissions) {
+            e.record.set_gateway("gw-dev");
+            e.record.set_seq(++seq);
+            ++emitted;
+            ++kinds[e.kind];
+            if (guard.check(e.record)) ++blocked;
+        }
+    };
+    for (int panel = 0; panel < 40; ++panel) {
+        char device[16];
+        (void)std::snprintf(device, sizeof device, "panel-%06x", panel * 7919);
+        const std::string customer = std::to_string(100'000'000 + rng() % 900'000'000);
+        std::string nid;
+        while (nid.empty()) {
+            nid = national_id(1 + static_cast<int>(rng() % 28), 1 + static_cast<int>(rng() % 12),
+                              static_cast<int>(rng() % 100), static_cast<int>(rng() % 1000));
+        }
+        for (int ev = 0; ev < 6; ++ev) {
+            const std::int64_t now = t0 + panel * 60'000 + ev * 5'000;
+            char event_id[16];
+            (void)std::snprintf(event_id, sizeof event_id, "ev-%06d", panel * 6 + ev + 1);
+            auto a = policy_test::alarm(static_cast<device::v1::AlarmEvent::Kind>(1 + ev % 7),
+                                        event_id, seq, device);
+            a.mutable_alarm()->set_customer_number(customer);
+            a.mutable_alarm()->set_user_name(names[rng() % names.size()]);
+            a.mutable_alarm()->set_contact_phone(std::string("+47") + (rng() % 2 ? '4' : '9') +
+                                                 std::to_string(1'000'000 + rng() % 9'000'000));
+            a.mutable_alarm()->set_national_id(nid);
+            feed(a, now);
+            if (ev % 3 == 0) {
+                char image_id[16];
+                (void)std::snprintf(image_id, sizeof image_id, "img-%06d", panel * 6 + ev + 1);
+                for (auto& c : policy_test::chunks(event_id, image_id, jpeg, 300, seq)) {
+                    c.set_device_id(device);
+                    feed(c, now + 100);
+                }
+            }
+        }
+    }
+    for (int meter = 0; meter < 12; ++meter) {
+        const std::string gsrn = "70705750001234" + std::to_string(5000 + meter);
+        for (std::int64_t start = t0; start < t0 + 3 * policy_test::hour_ms; start += 900'000) {
+            auto r = policy_test::reading(gsrn, start, 100 + rng() % 900, 900, ++seq);
+            feed(r, start + 905'000);
+        }
+    }
+    for (auto& e : h.tick(t0 + 5 * policy_test::hour_ms)) {
+        e.record.set_gateway("gw-dev");
+        ++emitted;
+        ++kinds[e.kind];
+        if (guard.check(e.record)) ++blocked;
+    }
+    CHECK(emitted > 300);
+    CHECK(kinds["alarm"] == 240);
+    CHECK(kinds["image"] == 80);
+    CHECK(kinds["meter"] > 0);
+    CHECK(kinds["aggregate"] > 0);
     CHECK(blocked == 0);
 }
