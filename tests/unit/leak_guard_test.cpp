@@ -516,6 +516,24 @@ TEST_CASE("A name equal to the gateway id or stream name does not block every re
     CHECK(check(guard, r) == LeakKind::recent_identifier);
 }
 
+TEST_CASE("A pseudonym field is not looked up in the memory, anything else shaped like one is") {
+    // A memory that holds every token (constant hash): only what is looked up can match.
+    policy::LeakGuard guard([](std::string_view) { return std::uint64_t{7}; }, Limits{});
+    guard.remember(alarm_event("Kari Nordmann", "", "", ""), 0);
+    clean::v1::Record r;
+    r.set_gateway("gw-dev");
+    r.set_stream("alarm");
+    r.mutable_alarm()->set_customer("v1.e12.abcdefghijklmnopqrstuvwx23");
+    CHECK_FALSE(check(guard, r).has_value());
+    for (const char* near :
+         {"v1.e12.abcdefghijklmnopqrstuvwx2", "v1.e12.abcdefghijklmnopqrstuvwx23a",
+          "v1.e.abcdefghijklmnopqrstuvwx23", "v1.e12.Abcdefghijklmnopqrstuvwx23",
+          "v1.e12.abcdefghijklmnopqrstuvwx18"}) {
+        r.mutable_alarm()->set_customer(near);
+        CHECK(check(guard, r) == LeakKind::recent_identifier);
+    }
+}
+
 TEST_CASE("The guard reads a record around an image's pixels, and the string fields one by one") {
     policy::LeakGuard guard(keyed_hash(), Limits{});
     auto r = image_record("ev-000001", "img-000001");

@@ -475,6 +475,24 @@ void LeakGuard::remember(const device::v1::DeviceMessage& event, std::int64_t no
 
 void LeakGuard::expire(std::int64_t now_ms) { memory_.expire(now_ms); }
 
+namespace {
+
+// Exactly a pseudonym, "v1.e{epoch}.{26 of [a-z2-7]}": a keyed hash already, the memory has
+// nothing to find in it (the shape scan still reads it).
+bool is_pseudonym(std::string_view v) {
+    constexpr std::size_t body = 26;
+    if (v.substr(0, 4) != "v1.e" || v.size() < 4 + 2 + body) return false;
+    std::size_t i = 4;
+    while (i < v.size() && is_digit(v[i])) ++i;
+    if (i == 4 || i >= v.size() || v[i] != '.' || v.size() - i - 1 != body) return false;
+    for (++i; i < v.size(); ++i) {
+        if (!((v[i] >= 'a' && v[i] <= 'z') || (v[i] >= '2' && v[i] <= '7'))) return false;
+    }
+    return true;
+}
+
+}  // namespace
+
 Verdict LeakGuard::check(const clean::v1::Record& record) const {
     // Field by field rather than over the serialized bytes: in those, a string's length byte
     // glues onto its first characters ('0' is a length of 48, 'k' of 107) and would hide a
@@ -485,7 +503,7 @@ Verdict LeakGuard::check(const clean::v1::Record& record) const {
         auto found = scan_for_personal_data(value);
         if (!found.empty()) {
             verdict = found.front();
-        } else if (!structural && memory_.seen_in(value)) {
+        } else if (!structural && !is_pseudonym(value) && memory_.seen_in(value)) {
             verdict = LeakKind::recent_identifier;
         }
     });

@@ -26,7 +26,8 @@
 //    is written out ("dot", "punkt");
 //  - in the memory: parts shorter than 3 characters, numbers shorter than 6 digits, and the
 //    record's gateway id, stream name and image content type fields (set by the operator or
-//    fixed, not by a device: a user called "Alarm" must not block the alarm stream).
+//    fixed, not by a device: a user called "Alarm" must not block the alarm stream), and a
+//    field that is exactly a pseudonym (a keyed hash already; the shape scan still reads it).
 //
 // A hit blocks the record (Reason::leak_blocked): it means a rule let something through that no
 // rule should.
