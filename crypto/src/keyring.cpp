@@ -27,6 +27,8 @@ constexpr char context_kek[] = "vernkek1";          // subkey_id = KEK epoch -> 
 constexpr char context_subject[] = "vernsub1";      // subkey_id = 1 -> subject-id key
 constexpr char context_fingerprint[] = "vernfpr1";  // subkey_id = 0 -> hashed for fingerprint()
 constexpr char context_audit[] = "vernaud1";        // subkey_id = 1 -> audit Ed25519 seed
+constexpr char context_leak_guard[] = "vernlkg1";   // subkey_id = 1 -> token hash (SipHash) key
+static_assert(sizeof(context_leak_guard) - 1 == crypto_kdf_CONTEXTBYTES);
 static_assert(sizeof(context_audit) - 1 == crypto_kdf_CONTEXTBYTES);
 static_assert(sizeof(context_pseudonym) - 1 == crypto_kdf_CONTEXTBYTES);
 static_assert(sizeof(context_record) - 1 == crypto_kdf_CONTEXTBYTES);
@@ -399,6 +401,12 @@ AuditSigner Keyring::audit_signer() const {
     auto seed = std::make_shared<const SecretKey>(
         [&](SecretKey::Bytes out) { derive(out, 1, context_audit, *impl_->master); });
     return AuditSigner(std::move(seed));
+}
+
+TokenHasher Keyring::token_hasher() const {
+    auto key = std::make_shared<const SecretKey>(
+        [&](SecretKey::Bytes out) { derive(out, 1, context_leak_guard, *impl_->master); });
+    return TokenHasher(std::move(key));
 }
 
 std::string Keyring::fingerprint() const {

@@ -808,3 +808,62 @@ TEST_CASE("Data keys are made and unwrapped from many threads at once") {
     for (auto& th : threads) th.join();
     CHECK(bad == 0);
 }
+
+// --- the leak guard's token hasher
+// ----------------------------------------------------------------
+
+namespace {
+
+std::uint64_t direct_token_hash(const Master& master, const std::string& token) {
+    std::array<unsigned char, 32> key{};
+    REQUIRE(crypto_kdf_derive_from_key(key.data(), key.size(), 1, "vernlkg1", master.data()) == 0);
+    std::array<unsigned char, crypto_shorthash_BYTES> out{};
+    REQUIRE(crypto_shorthash(out.data(), reinterpret_cast<const unsigned char*>(token.data()),
+                             token.size(), key.data()) == 0);
+    sodium_memzero(key.data(), key.size());
+    std::uint64_t value = 0;
+    for (std::size_t i = out.size(); i-- > 0;) value = (value << 8) | out[i];
+    return value;
+}
+
+}  // namespace
+
+TEST_CASE("A token hash is SipHash-2-4 under the documented leak guard key") {
+    REQUIRE(sodium_init() >= 0);
+    auto ring = Keyring::from_master(master_a());
+    auto hasher = ring->token_hasher();
+    for (const char* token : {"", "kari", "nordmann", "91234567", "01017012343"}) {
+        INFO(std::strlen(token));
+        CHECK(hasher.hash(token) == direct_token_hash(master_a(), token));
+    }
+    CHECK(hasher.hash("kari") == ring->token_hasher().hash("kari"));
+    CHECK(hasher.hash("kari") == Keyring::from_master(master_a())->token_hasher().hash("kari"));
+}
+
+TEST_CASE("Token hashes differ per token and per master key") {
+    auto a = Keyring::from_master(master_a())->token_hasher();
+    auto b = Keyring::from_master(master_b())->token_hasher();
+    std::set<std::uint64_t> seen;
+    for (int i = 0; i < 1000; ++i) seen.insert(a.hash("token-" + std::to_string(i)));
+    CHECK(seen.size() == 1000);
+    CHECK(a.hash("kari") != b.hash("kari"));
+    CHECK(a.hash("kari") != a.hash("Kari"));
+}
+
+TEST_CASE("The token hash key is not the subject-id key nor a pseudonym key") {
+    // Same master, same bytes: the token hash must not be derivable from the other schemes'
+    // outputs (it would let a holder of subject ids or pseudonyms test the guard's memory).
+    auto ring = Keyring::from_master(master_a());
+    const auto h = ring->token_hasher().hash("C-1001");
+    std::array<unsigned char, 32> subject_key{};
+    REQUIRE(crypto_kdf_derive_from_key(subject_key.data(), subject_key.size(), 1, "vernsub1",
+                                       master_a().data()) == 0);
+    std::array<unsigned char, crypto_shorthash_BYTES> under_subject{};
+    REQUIRE(crypto_shorthash(under_subject.data(), reinterpret_cast<const unsigned char*>("C-1001"),
+                             6, subject_key.data()) == 0);
+    sodium_memzero(subject_key.data(), subject_key.size());
+    std::uint64_t v = 0;
+    for (std::size_t i = under_subject.size(); i-- > 0;) v = (v << 8) | under_subject[i];
+    CHECK(h != v);
+    CHECK(h == direct_token_hash(master_a(), "C-1001"));
+}

@@ -1,9 +1,23 @@
 #include "vern/policy/leak_guard.h"
 
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/message.h>
+
 #include <array>
+#include <functional>
+
+#include "text_forms.h"
 
 namespace vern::policy {
 namespace {
+
+using text::count_digits;
+using text::find_chain;
+using text::is_alnum;
+using text::is_alpha;
+using text::is_digit;
+using text::lower;
+using text::Run;
 
 constexpr std::size_t min_length = 6;  // shorter values would match by chance
 
@@ -11,9 +25,37 @@ void add(std::vector<std::string_view>& out, const std::string& v) {
     if (v.size() >= min_length) out.emplace_back(v);
 }
 
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
-bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-bool is_alnum(char c) { return is_digit(c) || is_alpha(c); }
+// Case-insensitive: s at pos starts with the lowercase ASCII/UTF-8 word `w`.
+bool word_at(std::string_view s, std::size_t pos, std::string_view w) {
+    if (pos + w.size() > s.size()) return false;
+    for (std::size_t i = 0; i < w.size(); ++i) {
+        if (lower(s[pos + i]) != w[i]) {
+            // Ø (C3 98) for ø (C3 B8)
+            if (!(i > 0 && w[i - 1] == '\xc3' &&
+                  static_cast<unsigned char>(s[pos + i]) + 0x20 ==
+                      static_cast<unsigned char>(w[i]))) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+// Bytes of horizontal white space at pos (one space, tab or NBSP), 0 if none.
+std::size_t space_at(std::string_view s, std::size_t pos) {
+    if (pos >= s.size()) return 0;
+    if (s[pos] == ' ' || s[pos] == '\t') return 1;
+    if (s.substr(pos, 2) == "\xc2\xa0") return 2;
+    return 0;
+}
+
+std::string digits_of(std::string_view s, const std::vector<Run>& chain, std::size_t a,
+                      std::size_t b) {
+    std::string out;
+    for (std::size_t i = a; i <= b; ++i)
+        out.append(s.substr(chain[i].begin, chain[i].end - chain[i].begin));
+    return out;
+}
 
 // --- national identity numbers ----------------------------------------------------------------
 
@@ -55,52 +97,114 @@ bool is_national_id(std::string_view digits) {
 }
 
 bool has_national_id(std::string_view s) {
-    std::size_t i = 0;
-    while (i < s.size()) {
-        if (!is_digit(s[i])) {
-            ++i;
-            continue;
+    // Any 11 digits written as one number: "01017012343", "010170 12343", "01.01.70-123 43".
+    // Windows start and end at group boundaries, so 11 digits inside a longer run never count.
+    if (count_digits(s, 11) < 11) return false;
+    return find_chain(s, true, [&](const std::vector<Run>& chain) {
+        for (std::size_t a = 0; a < chain.size(); ++a) {
+            std::size_t total = 0;
+            for (std::size_t b = a; b < chain.size(); ++b) {
+                total += chain[b].end - chain[b].begin;
+                if (total > 11) break;
+                if (total == 11 && is_national_id(digits_of(s, chain, a, b))) return true;
+            }
         }
-        std::size_t end = i;
-        while (end < s.size() && is_digit(s[end])) ++end;
-        if (end - i == 11 && is_national_id(s.substr(i, 11))) return true;
-        i = end;
-    }
-    return false;
+        return false;
+    });
 }
 
 // --- phone numbers ----------------------------------------------------------------------------
 
 constexpr std::size_t phone_digits = 8;
 
-// The 8-digit subscriber number starting at `pos`: an optional space, then 8 digits with at most
-// one space between two digits, not followed by a further digit.
-bool subscriber_number_at(std::string_view s, std::size_t pos) {
-    if (pos < s.size() && s[pos] == ' ') ++pos;
-    std::size_t digits = 0;
-    while (digits < phone_digits && pos < s.size()) {
-        if (is_digit(s[pos])) {
-            ++digits;
-            ++pos;
-        } else if (s[pos] == ' ' && digits > 0 && pos + 1 < s.size() && is_digit(s[pos + 1])) {
-            ++pos;
-        } else {
-            break;
-        }
+// Words after which 8 digits are a phone number whatever their grouping.
+bool phone_word(std::string_view w) {
+    static constexpr std::array<std::string_view, 17> words = {
+        "tlf",   "tel",     "telefon",   "telephone",   "phone",        "mob",
+        "mobil", "mobile",  "cell",      "sms",         "ring",         "tlfnr",
+        "telnr", "mobilnr", "telefonnr", "mobilnummer", "telefonnummer"};
+    for (auto c : words) {
+        if (w == c) return true;
     }
-    return digits == phone_digits && !(pos < s.size() && is_digit(s[pos]));
+    return false;
+}
+
+// The word just before `pos` (skipping up to three of " :.=-/(#"), lowercased; empty if none.
+std::string word_before(std::string_view s, std::size_t& pos) {
+    std::size_t skipped = 0;
+    while (pos > 0 && skipped < 3 &&
+           std::string_view(" :.=-/(#").find(s[pos - 1]) != std::string_view::npos) {
+        --pos;
+        ++skipped;
+    }
+    std::size_t end = pos;
+    while (pos > 0 && is_alpha(s[pos - 1]) && end - pos < 16) --pos;
+    if (pos > 0 && is_alpha(s[pos - 1])) return {};  // longer than any phone word
+    std::string w;
+    for (std::size_t i = pos; i < end; ++i) w.push_back(lower(s[i]));
+    return w;
+}
+
+// "tlf 9...", "Mob: 9...", "tlf.nr. 9...", "telefon nr 9...", "tlf91234567".
+bool phone_word_before(std::string_view s, std::size_t pos) {
+    std::string w = word_before(s, pos);
+    if (phone_word(w)) return true;
+    if (w == "nr" || w == "no" || w == "nummer" || w == "number") {
+        return phone_word(word_before(s, pos));
+    }
+    return false;
+}
+
+bool grouped_like_a_phone(const std::vector<Run>& chain, std::size_t a, std::size_t b) {
+    std::array<std::size_t, 4> lens{};
+    std::size_t n = b - a + 1;
+    if (n != 3 && n != 4) return false;
+    for (std::size_t i = 0; i < n; ++i) lens[i] = chain[a + i].end - chain[a + i].begin;
+    if (n == 3) return lens[0] == 3 && lens[1] == 2 && lens[2] == 3;      // 912 34 567
+    return lens[0] == 2 && lens[1] == 2 && lens[2] == 2 && lens[3] == 2;  // 91 23 45 67
 }
 
 bool has_phone_number(std::string_view s) {
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        if (s.substr(i, 3) == "+47" && subscriber_number_at(s, i + 3)) return true;
-        // 0047 inside a longer run of digits is some other number.
-        if (s.substr(i, 4) == "0047" && (i == 0 || !is_digit(s[i - 1])) &&
-            subscriber_number_at(s, i + 4)) {
-            return true;
+    if (count_digits(s, phone_digits) < phone_digits) return false;
+    return find_chain(s, true, [&](const std::vector<Run>& chain) {
+        std::size_t total = 0;
+        for (const auto& run : chain) total += run.end - run.begin;
+        if (total < phone_digits) return false;
+        const std::size_t first = chain.front().begin;
+        const bool plus = first > 0 && s[first - 1] == '+';
+        const bool after_word = phone_word_before(s, first);
+        const std::size_t last_end = chain.back().end;
+        for (std::size_t a = 0; a < chain.size(); ++a) {
+            std::string digits;
+            for (std::size_t b = a; b < chain.size(); ++b) {
+                digits.append(s.substr(chain[b].begin, chain[b].end - chain[b].begin));
+                if (digits.size() > 4 + phone_digits) break;
+                // +47 and 8 digits, however grouped: "+47 912 34 567", "(+47) 91 23 45 67".
+                if (a == 0 && plus && digits.size() == 2 + phone_digits &&
+                    digits.compare(0, 2, "47") == 0) {
+                    return true;
+                }
+                // 0047 and 8 digits: "0047 91234567", "0047-91234567".
+                if (digits.size() == 4 + phone_digits && digits.compare(0, 4, "0047") == 0) {
+                    return true;
+                }
+                if (digits.size() != phone_digits) continue;
+                // Without a country code: Norwegian numbers start 2-7 or 9 (4 and 9 mobile).
+                if (std::string_view("234579").find(digits[0]) == std::string_view::npos) continue;
+                if (a == 0 && after_word) return true;
+                // Grouped: the whole number as written (a run of pairs inside a longer one is a
+                // date or a time: "06.12.26 23.59.59"), or all of it after a bare 47.
+                if (b + 1 != chain.size()) continue;
+                const bool after_47 =
+                    a == 1 && s.substr(chain[0].begin, chain[0].end - chain[0].begin) == "47";
+                if (a != 0 && !after_47) continue;
+                const bool glued_left = a == 0 && first > 0 && is_alnum(s[first - 1]);
+                const bool glued_right = last_end < s.size() && is_alnum(s[last_end]);
+                if (!glued_left && !glued_right && grouped_like_a_phone(chain, a, b)) return true;
+            }
         }
-    }
-    return false;
+        return false;
+    });
 }
 
 // --- e-mail addresses -------------------------------------------------------------------------
@@ -112,7 +216,6 @@ bool is_local_char(char c) {
     return is_alnum(c) ||
            std::string_view("!#$%&'*+/=?^_`{|}~.-").find(c) != std::string_view::npos;
 }
-bool is_domain_char(char c) { return is_alnum(c) || c == '-' || c == '.'; }
 
 // The longest dot-atom local part ending just before the '@' at `at` is non-empty.
 bool local_part_before(std::string_view s, std::size_t at) {
@@ -131,28 +234,179 @@ bool valid_label(std::string_view label) {
            label.back() != '-';
 }
 
-// After the '@': at least one valid label, then a label starting with two letters (the TLD; it
-// may run on into bytes that follow the address, as a Protobuf tag or length would).
-bool domain_after(std::string_view s, std::size_t at) {
-    std::size_t end = at + 1;
-    while (end < s.size() && is_domain_char(s[end])) ++end;
-    std::string_view domain = s.substr(at + 1, end - at - 1);
+// Bytes of an at sign written out at `pos`: "(at)", "[at]", "{at}", "<at>", "( at )",
+// "(krøllalfa)"; 0 if none.
+std::size_t bracketed_word_at(std::string_view s, std::size_t pos,
+                              const std::array<std::string_view, 3>& words) {
+    static constexpr std::string_view open = "([{<";
+    static constexpr std::string_view close = ")]}>";
+    if (pos >= s.size()) return 0;
+    std::size_t kind = open.find(s[pos]);
+    if (kind == std::string_view::npos) return 0;
+    std::size_t p = pos + 1;
+    p += space_at(s, p);
+    for (auto w : words) {
+        if (!word_at(s, p, w)) continue;
+        std::size_t q = p + w.size();
+        q += space_at(s, q);
+        if (q < s.size() && s[q] == close[kind]) return q + 1 - pos;
+    }
+    return 0;
+}
+
+// Bytes of " at " (white space, the word, white space) at `pos`; 0 if none.
+std::size_t spaced_word_at(std::string_view s, std::size_t pos,
+                           const std::array<std::string_view, 3>& words) {
+    std::size_t p = pos + space_at(s, pos);
+    if (p == pos) return 0;
+    for (auto w : words) {
+        if (!word_at(s, p, w)) continue;
+        std::size_t q = p + w.size();
+        std::size_t after = space_at(s, q);
+        if (after > 0) return q + after - pos;
+    }
+    return 0;
+}
+
+constexpr std::array<std::string_view, 3> at_words = {"at", "krøllalfa", "krollalfa"};
+constexpr std::array<std::string_view, 3> dot_words = {"dot", "punktum", "punkt"};
+
+bool common_tld(std::string_view label) {
+    std::string tld;
+    for (char c : label) {
+        if (!is_alpha(c)) break;
+        tld.push_back(lower(c));
+    }
+    static constexpr std::array<std::string_view, 20> tlds = {
+        "no", "com", "net",  "org", "se", "dk", "fi", "is", "de", "uk",
+        "eu", "io",  "info", "biz", "me", "nu", "co", "us", "fr", "online"};
+    for (auto t : tlds) {
+        if (tld == t) return true;
+    }
+    return false;
+}
+
+enum class AtForm { sign, bracketed, spaced };
+
+// The domain starting at `pos`: labels separated by '.' or a dot written out. True if it is a
+// domain with a TLD (old rules: after the first label, a label starting with two letters);
+// a spaced " at " with only real dots also needs a common TLD.
+bool domain_at(std::string_view s, std::size_t pos, AtForm form) {
+    bool spelled = false;
     bool first = true;
+    std::size_t p = pos;
     while (true) {
-        std::size_t dot = domain.find('.');
-        std::string_view label = domain.substr(0, dot);
-        if (!first && label.size() >= 2 && is_alpha(label[0]) && is_alpha(label[1])) return true;
-        if (!valid_label(label) || dot == std::string_view::npos) return false;
-        domain.remove_prefix(dot + 1);
+        std::size_t q = p;
+        while (q < s.size() && (is_alnum(s[q]) || s[q] == '-')) ++q;
+        std::string_view label = s.substr(p, q - p);
+        if (!first && label.size() >= 2 && is_alpha(label[0]) && is_alpha(label[1])) {
+            if (form != AtForm::spaced || spelled || common_tld(label)) return true;
+        }
+        if (!valid_label(label)) return false;
         first = false;
+        if (q + 1 < s.size() && s[q] == '.' && is_alnum(s[q + 1])) {
+            p = q + 1;
+        } else if (std::size_t n = bracketed_word_at(s, q, dot_words); n > 0) {
+            p = q + n + space_at(s, q + n);
+            spelled = true;
+        } else if (std::size_t m = bracketed_word_at(s, q + space_at(s, q), dot_words); m > 0) {
+            std::size_t start = q + space_at(s, q);
+            p = start + m + space_at(s, start + m);
+            spelled = true;
+        } else if (std::size_t w = spaced_word_at(s, q, dot_words); w > 0) {
+            p = q + w;
+            spelled = true;
+        } else {
+            return false;
+        }
     }
 }
 
-bool has_email_address(std::string_view s) {
-    for (std::size_t at = s.find('@'); at != std::string_view::npos; at = s.find('@', at + 1)) {
-        if (local_part_before(s, at) && domain_after(s, at)) return true;
+// Cheap first look: an '@', a full-width one, or the start of "at" / "krøllalfa".
+bool may_hold_at_sign(std::string_view s) {
+    for (std::size_t i = 0; i + 1 < s.size(); ++i) {
+        const char c = lower(s[i]);
+        const char next = lower(s[i + 1]);
+        if (c == '@' || c == '\xef' || (c == 'a' && next == 't') || (c == 'k' && next == 'r')) {
+            return true;
+        }
     }
     return false;
+}
+
+bool has_email_address(std::string_view s) {
+    if (!may_hold_at_sign(s)) return false;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        AtForm form{};
+        std::size_t len = 0;
+        if (s[i] == '@') {
+            form = AtForm::sign;
+            len = 1;
+        } else if (s.substr(i, 3) == "\xef\xbc\xa0") {  // full-width @
+            form = AtForm::sign;
+            len = 3;
+        } else if ((len = bracketed_word_at(s, i, at_words)) > 0) {
+            form = AtForm::bracketed;
+        } else if ((len = spaced_word_at(s, i, at_words)) > 0) {
+            form = AtForm::spaced;
+        } else {
+            continue;
+        }
+        std::size_t local_end = i;
+        std::size_t domain = i + len;
+        if (form != AtForm::spaced) {
+            // "kari @ example.no", "kari (at) example (dot) no": one space either side allowed.
+            if (local_end > 0 && s[local_end - 1] == ' ') --local_end;
+            domain += space_at(s, domain);
+        }
+        if (local_part_before(s, local_end) && domain_at(s, domain, form)) return true;
+    }
+    return false;
+}
+
+// --- the record's string fields ----------------------------------------------------------------
+
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+
+// Calls fn(value, structural) for every string and bytes field of `m`, depth first, except an
+// image's pixels (compressed data is not text; the sanitiser has removed every segment that
+// could carry text). `structural` marks the fields the operator or the format sets (gateway
+// id, stream, content type), left out of the memory look-up.
+void for_each_string(const Message& m, int depth,
+                     const std::function<void(std::string_view, bool)>& fn) {
+    if (depth > 8) return;
+    static const FieldDescriptor* gateway =
+        clean::v1::Record::descriptor()->FindFieldByName("gateway");
+    static const FieldDescriptor* stream =
+        clean::v1::Record::descriptor()->FindFieldByName("stream");
+    static const FieldDescriptor* content_type =
+        clean::v1::Image::descriptor()->FindFieldByName("content_type");
+    static const FieldDescriptor* pixels = clean::v1::Image::descriptor()->FindFieldByName("data");
+    const auto* reflection = m.GetReflection();
+    std::vector<const FieldDescriptor*> fields;
+    reflection->ListFields(m, &fields);
+    std::string scratch;
+    for (const auto* f : fields) {
+        if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+            if (f->is_repeated()) {
+                for (int i = 0; i < reflection->FieldSize(m, f); ++i) {
+                    for_each_string(reflection->GetRepeatedMessage(m, f, i), depth + 1, fn);
+                }
+            } else {
+                for_each_string(reflection->GetMessage(m, f), depth + 1, fn);
+            }
+        } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_STRING && f != pixels) {
+            const bool structural = f == gateway || f == stream || f == content_type;
+            if (f->is_repeated()) {
+                for (int i = 0; i < reflection->FieldSize(m, f); ++i) {
+                    fn(reflection->GetRepeatedStringReference(m, f, i, &scratch), structural);
+                }
+            } else {
+                fn(reflection->GetStringReference(m, f, &scratch), structural);
+            }
+        }
+    }
 }
 
 }  // namespace
@@ -187,6 +441,8 @@ std::string_view leak_kind_name(LeakKind kind) {
             return "phone_number";
         case LeakKind::email_address:
             return "email_address";
+        case LeakKind::recent_identifier:
+            return "recent_identifier";
     }
     return "unknown";
 }
@@ -197,6 +453,61 @@ std::vector<LeakKind> scan_for_personal_data(std::string_view bytes) {
     if (has_phone_number(bytes)) found.push_back(LeakKind::phone_number);
     if (has_email_address(bytes)) found.push_back(LeakKind::email_address);
     return found;
+}
+
+LeakGuard::LeakGuard(RecentIdentifiers::Hasher hasher, RecentIdentifiers::Limits limits)
+    : memory_(std::move(hasher), limits) {}
+
+void LeakGuard::remember(const device::v1::DeviceMessage& event, std::int64_t now_ms) {
+    if (event.has_alarm()) {
+        const auto& a = event.alarm();
+        memory_.remember(a.customer_number(), false, now_ms);
+        memory_.remember(a.user_name(), false, now_ms);
+        memory_.remember(a.contact_phone(), true, now_ms);
+        memory_.remember(a.national_id(), false, now_ms);
+    } else if (event.has_meter()) {
+        memory_.remember(event.meter().meter_point_id(), false, now_ms);
+        memory_.remember(event.meter().customer_number(), false, now_ms);
+    } else {
+        memory_.expire(now_ms);
+    }
+}
+
+void LeakGuard::expire(std::int64_t now_ms) { memory_.expire(now_ms); }
+
+namespace {
+
+// Exactly a pseudonym, "v1.e{epoch}.{26 of [a-z2-7]}": a keyed hash already, the memory has
+// nothing to find in it (the shape scan still reads it).
+bool is_pseudonym(std::string_view v) {
+    constexpr std::size_t body = 26;
+    if (v.substr(0, 4) != "v1.e" || v.size() < 4 + 2 + body) return false;
+    std::size_t i = 4;
+    while (i < v.size() && is_digit(v[i])) ++i;
+    if (i == 4 || i >= v.size() || v[i] != '.' || v.size() - i - 1 != body) return false;
+    for (++i; i < v.size(); ++i) {
+        if (!((v[i] >= 'a' && v[i] <= 'z') || (v[i] >= '2' && v[i] <= '7'))) return false;
+    }
+    return true;
+}
+
+}  // namespace
+
+Verdict LeakGuard::check(const clean::v1::Record& record) const {
+    // Field by field rather than over the serialized bytes: in those, a string's length byte
+    // glues onto its first characters ('0' is a length of 48, 'k' of 107) and would hide a
+    // number or a name, and varints would add digits that are not text.
+    Verdict verdict;
+    for_each_string(record, 0, [&](std::string_view value, bool structural) {
+        if (verdict || value.empty()) return;
+        auto found = scan_for_personal_data(value);
+        if (!found.empty()) {
+            verdict = found.front();
+        } else if (!structural && !is_pseudonym(value) && memory_.seen_in(value)) {
+            verdict = LeakKind::recent_identifier;
+        }
+    });
+    return verdict;
 }
 
 }  // namespace vern::policy

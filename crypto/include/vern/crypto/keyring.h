@@ -1,8 +1,8 @@
 #pragma once
 // The site's keys. One 32-byte master key (a file, mode 0600) -> libsodium crypto_kdf subkeys:
 // a pseudonym key per (purpose, epoch), a record-sealing key per epoch, a key-encryption key
-// (KEK) per epoch that wraps the random per-subject data keys, a subject-id key and the audit
-// log's Ed25519 signing seed.
+// (KEK) per epoch that wraps the random per-subject data keys, a subject-id key, the audit
+// log's Ed25519 signing seed and the leak guard's token-hash key.
 // Every key lives in sodium_malloc'd, mlock'd memory and is wiped when the Keyring goes.
 //
 // Never: log, print or return a key's bytes; let a key leave this module except inside the
@@ -19,6 +19,7 @@
 #include "vern/crypto/audit_signer.h"
 #include "vern/crypto/pseudonymiser.h"
 #include "vern/crypto/sealer.h"
+#include "vern/crypto/token_hasher.h"
 
 namespace vern::crypto {
 
@@ -84,6 +85,10 @@ public:
 
     // The audit log's Ed25519 signer: seed = KDF(master, 1, "vernaud1").
     AuditSigner audit_signer() const;
+
+    // The egress leak guard's keyed token hash: SipHash-2-4 keyed with the first 16 bytes of
+    // KDF(master, 1, "vernlkg1"). Unrelated to pseudonyms, subject ids and the other keys.
+    TokenHasher token_hasher() const;
 
     // 16 hex chars identifying the master key (BLAKE2b of a derived subkey), safe to show.
     std::string fingerprint() const;
