@@ -29,12 +29,14 @@ std::string quarantine_entry(std::int64_t time_ms, Reason reason, const std::str
 }
 
 Egress::Egress(const config::Config& config, Counters& counters, storage::Store& store,
-               RecordKeys& record_keys, policy::Policy& policy, DiagState& diag)
+               RecordKeys& record_keys, policy::Policy& policy, policy::LeakGuard& guard,
+               DiagState& diag)
     : config_(config),
       counters_(counters),
       store_(store),
       record_keys_(record_keys),
       policy_(policy),
+      guard_(guard),
       diag_(diag),
       sealer_(record_keys.epoch_sealer(config.keys.record_epoch)),
       quarantined_leak_(
@@ -82,22 +84,16 @@ void Egress::stage_state(Staged& staged, const std::vector<policy::StateChange>&
     }
 }
 
-// The last look before a record is queued: the origin's raw identifiers, and anything shaped
-// like personal data. An image's compressed pixels are not text: the guard reads the record
-// around them, and the sanitiser has already removed every segment that could carry text.
+// The last look before a record is queued: the origin's raw identifiers as they are, then the
+// guard: each string field for the shapes people write personal data in, and for identifiers
+// seen on the site recently (kept as keyed hashes). An image's pixels are not text: the guard
+// reads the record around them, and the sanitiser has already removed every segment that could
+// carry text.
 std::optional<std::string_view> Egress::blocked(const clean::v1::Record& record,
                                                 const std::string& serialized,
                                                 const Origin& origin) const {
     if (policy::leaks(serialized, origin.personal)) return "a raw identifier seen on input";
-    std::vector<policy::LeakKind> found;
-    if (record.has_image()) {
-        clean::v1::Record around = record;
-        around.mutable_image()->clear_data();
-        found = policy::scan_for_personal_data(around.SerializeAsString());
-    } else {
-        found = policy::scan_for_personal_data(serialized);
-    }
-    if (!found.empty()) return policy::leak_kind_name(found.front());
+    if (auto kind = guard_.check(record)) return policy::leak_kind_name(*kind);
     return std::nullopt;
 }
 

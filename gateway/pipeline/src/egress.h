@@ -43,15 +43,18 @@ struct Staged {
 // Where a staged emission came from, for the guard and the quarantine entry of a blocked one.
 struct Origin {
     std::int64_t time_ms = 0;
-    std::string device;                      // empty: not from one device (a timer, a right)
-    std::vector<std::string_view> personal;  // raw identifiers the guard must not let through
+    std::string device;  // empty: not from one device (a timer, a right)
+    // Raw identifiers the record must not hold, on top of what the guard remembers (an erasure
+    // notice's subject, which the memory may not hold).
+    std::vector<std::string_view> personal;
 };
 
 class Egress {
 public:
     // Throws StartupError when the stream counters or the policy state can't be read.
     Egress(const config::Config& config, Counters& counters, storage::Store& store,
-           RecordKeys& record_keys, policy::Policy& policy, DiagState& diag);
+           RecordKeys& record_keys, policy::Policy& policy, policy::LeakGuard& guard,
+           DiagState& diag);
     Egress(const Egress&) = delete;
     Egress& operator=(const Egress&) = delete;
 
@@ -87,6 +90,7 @@ private:
     storage::Store& store_;
     RecordKeys& record_keys_;
     policy::Policy& policy_;
+    policy::LeakGuard& guard_;  // shapes, and identifiers seen on the site recently (hashed)
     DiagState& diag_;
     crypto::Sealer sealer_;  // the epoch's record key: policy state, records about no one
     std::map<std::string, std::uint64_t> stream_next_;  // committed next seq per stream

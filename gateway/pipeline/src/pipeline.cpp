@@ -111,6 +111,12 @@ PipelineLinks with_clock(PipelineLinks links) {
     return links;
 }
 
+// The guard's keyed hash: a subkey of the master key (crypto::TokenHasher), shared by copies.
+policy::RecentIdentifiers::Hasher token_hash(const crypto::Keyring& keys) {
+    auto hasher = std::make_shared<const crypto::TokenHasher>(keys.token_hasher());
+    return [hasher](std::string_view token) { return hasher->hash(token); };
+}
+
 template <typename F>
 auto or_default(const F& f, decltype(f()) fallback) {
     return f ? f() : fallback;
@@ -129,9 +135,10 @@ struct Pipeline::Impl {
     decode::Decoder decoder;
     DeviceMarks marks;  // once-only: per-device sequence marks (committed with the events)
     policy::Policy policy;
-    RecordKeys record_keys;  // per-subject data keys; opens stored records
-    DiagState diag;          // the technician's view, fed by one-line hooks
-    Egress egress;           // leak guard, seal, stream seq, commit
+    RecordKeys record_keys;   // per-subject data keys; opens stored records
+    DiagState diag;           // the technician's view, fed by one-line hooks
+    policy::LeakGuard guard;  // the egress's last look; remembers identifiers as keyed hashes
+    Egress egress;            // leak guard, seal, stream seq, commit
     std::unique_ptr<RightsEngine> rights;
     StoreOutbox outbox;  // what the forwarder reads
     std::unique_ptr<GatewayDiagnostics> diagnostics;
@@ -150,7 +157,8 @@ struct Pipeline::Impl {
                    config.site_broker.max_payload_bytes}),
           policy(make_policy(config, *keys, k)),
           record_keys(*keys, *store, config.keys.record_epoch),
-          egress(config, k, *store, record_keys, policy, diag),
+          guard(token_hash(*keys), {}),
+          egress(config, k, *store, record_keys, policy, guard, diag),
           outbox(
               config, k, *store, record_keys, diag,
               [this](std::string_view key_ref) { return rights->held(key_ref); }, links.clock),
@@ -206,6 +214,11 @@ struct Pipeline::Impl {
             }
             touched.insert(device);
             ++staged.events;
+            // The guard learns the event's identifiers (as keyed hashes) before anything is
+            // made from it, so a later record holding one in any form is caught, whatever batch
+            // or timer it comes from; the raw values go to this group's check as they are.
+            guard.remember(event, in.arrival_ms);
+            for (auto v : policy::personal_values(event)) personal.emplace_back(v);
 
             // policy: pseudonymise, drop secrets, minimise, route to purposes
             auto output = policy.apply(event, config.gateway.site, in.arrival_ms);
@@ -214,7 +227,6 @@ struct Pipeline::Impl {
                 continue;
             }
             // egress: state sealed; records guarded, sealed, numbered
-            for (auto v : policy::personal_values(event)) personal.emplace_back(v);
             egress.stage_state(staged, output->state);
             Origin origin{in.arrival_ms, device, {personal.begin(), personal.end()}};
             egress.stage(staged, output->emissions, origin);
@@ -243,6 +255,7 @@ struct Pipeline::Impl {
     void tick() {
         const std::int64_t now = links.clock();
         diag.sample(now, counters.snapshot());
+        guard.expire(now);
         auto output = policy.tick(now);
         if (output.emissions.empty() && output.state.empty()) return;
         Staged staged = egress.begin();
