@@ -66,9 +66,10 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"md", "json"}));
     auto* pseudonymise_opt =
         app.add_option("--pseudonymise", pseudonym_kind,
-                       "Read identifiers (one per line) from stdin, write their pseudonyms for "
-                       "--purpose to stdout in the same order, exit")
-            ->check(CLI::IsMember({"customer_number", "meter_point", "panel_user"}));
+                       "Read identifiers (one per line) from stdin, write their pseudonyms (event "
+                       "and image ids: tokens) for --purpose to stdout in the same order, exit")
+            ->check(CLI::IsMember(
+                {"customer_number", "meter_point", "panel_user", "event_id", "image_id"}));
     auto* purpose_opt = app.add_option("--purpose", purpose, "Purpose for --pseudonymise");
     auto* epoch_opt = app.add_option("--epoch", epoch,
                                      "Key epoch for --pseudonymise (default: keys.pseudonym_epoch)")

@@ -13,17 +13,23 @@ struct KindInfo {
     const char* name;
     crypto::SubjectKind subject;
     const char* field;  // the catalogue field holding it
+    bool token;         // a free-text id sent as a token (tokenise, or keep:FORMAT off format)
 };
 
 constexpr KindInfo kinds[] = {
-    {"customer_number", crypto::SubjectKind::customer_number, "customer_number"},
-    {"meter_point", crypto::SubjectKind::meter_point, "meter_point_id"},
-    {"panel_user", crypto::SubjectKind::panel_user, "user_slot"},
+    {"customer_number", crypto::SubjectKind::customer_number, "customer_number", false},
+    {"meter_point", crypto::SubjectKind::meter_point, "meter_point_id", false},
+    {"panel_user", crypto::SubjectKind::panel_user, "user_slot", false},
+    {"event_id", crypto::SubjectKind::event_id, "event_id", true},
+    {"image_id", crypto::SubjectKind::image_id, "image_id", true},
 };
 
-bool pseudonymises(const config::Purpose& p, const char* field) {
+// Does the purpose send this kind's pseudonyms (or tokens)?
+bool pseudonymises(const config::Purpose& p, const KindInfo& k) {
     return std::any_of(p.classes.begin(), p.classes.end(), [&](const config::ClassRules& c) {
-        return c.action(field) == config::Action::pseudonymise;
+        const auto a = c.action(k.field);
+        return k.token ? a == config::Action::tokenise || a == config::Action::keep
+                       : a == config::Action::pseudonymise;
     });
 }
 
@@ -49,7 +55,8 @@ int pseudonymise(const config::Config& config, const std::string& kind, const st
     const auto* k = std::find_if(std::begin(kinds), std::end(kinds),
                                  [&](const KindInfo& i) { return kind == i.name; });
     if (k == std::end(kinds)) {
-        err << "vernd: --pseudonymise takes customer_number, meter_point or panel_user\n";
+        err << "vernd: --pseudonymise takes customer_number, meter_point, panel_user, event_id "
+               "or image_id\n";
         return 2;
     }
     const auto& purposes = config.policy.purposes;
@@ -62,9 +69,10 @@ int pseudonymise(const config::Config& config, const std::string& kind, const st
             << "' in the configuration (purposes: " << names << ")\n";
         return 2;
     }
-    if (!pseudonymises(*p, k->field)) {
-        err << "vernd: purpose '" << purpose << "' does not pseudonymise " << k->field
-            << ", so it sends no " << kind << " pseudonyms to match\n";
+    if (!pseudonymises(*p, *k)) {
+        err << "vernd: purpose '" << purpose << "' does not "
+            << (k->token ? "tokenise " : "pseudonymise ") << k->field << ", so it sends no " << kind
+            << (k->token ? " tokens" : " pseudonyms") << " to match\n";
         return 2;
     }
     const std::uint32_t e = epoch.value_or(config.keys.pseudonym_epoch);

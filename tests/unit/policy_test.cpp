@@ -29,6 +29,13 @@ config::Purpose alarm_purpose(std::vector<config::FieldRule> fields) {
     return purpose("alarm", DataClass::alarm_event, std::move(fields));
 }
 
+// keep:FORMAT of a free-text field.
+config::FieldRule keep_format(std::string field, std::string format) {
+    auto r = rule(std::move(field), Action::keep);
+    r.format = std::move(format);
+    return r;
+}
+
 config::Purpose billing_purpose(std::vector<config::FieldRule> fields) {
     return purpose("billing", DataClass::meter_reading, std::move(fields));
 }
@@ -73,7 +80,9 @@ TEST_CASE("The default purposes send an alarm event to the alarm stream only, cl
     CHECK(r.source().device_id() == panel);
     CHECK(r.source().device_seq() == 3);
     CHECK(r.alarm().kind() == clean::v1::Alarm::DISARM);
-    CHECK(r.alarm().event_id() == "ev-1");
+    // The event id is free text: its token, keyed per purpose and epoch.
+    CHECK(r.alarm().event_id() ==
+          h.keys->pseudonymiser("alarm", 1).pseudonym(crypto::SubjectKind::event_id, "ev-1"));
     CHECK(r.alarm().zone() == 4);
     CHECK(std::regex_match(r.alarm().customer(), pseudonym_shape));
     CHECK(std::regex_match(r.alarm().user(), pseudonym_shape));
@@ -122,11 +131,23 @@ TEST_CASE("Each alarm field follows its rule, and a field no rule names is dropp
              CHECK(r.alarm().kind() == clean::v1::Alarm::WRONG_CODE);
              CHECK(r.alarm().event_id().empty());
          }},
-        {"event_id and zone keep",
-         {rule("event_id", Action::keep), rule("zone", Action::keep)},
+        {"event_id keep by a format it matches, and zone keep",
+         {keep_format("event_id", "ev-[0-9]{1,3}"), rule("zone", Action::keep)},
          [](const clean::v1::Record& r) {
              CHECK(r.alarm().event_id() == "ev-9");
              CHECK(r.alarm().zone() == 4);
+         }},
+        {"event_id keep with no format (only in code): tokenised",
+         {rule("event_id", Action::keep)},
+         [](const clean::v1::Record& r) {
+             CHECK(std::regex_match(r.alarm().event_id(), pseudonym_shape));
+             CHECK(r.key_epoch() == 1);
+         }},
+        {"event_id tokenise",
+         {rule("event_id", Action::tokenise)},
+         [](const clean::v1::Record& r) {
+             CHECK(std::regex_match(r.alarm().event_id(), pseudonym_shape));
+             CHECK(r.key_epoch() == 1);
          }},
         {"event_time keep",
          {rule("event_time", Action::keep)},
@@ -275,7 +296,8 @@ TEST_CASE("The pseudonym factory is asked for every purpose and epoch at constru
             return keys->pseudonymiser(purpose, epoch);
         },
         counters);
-    std::set<std::pair<std::string, std::uint32_t>> expected;
+    // "#state" (never a purpose name): the keyed ids of state keys, when none is injected.
+    std::set<std::pair<std::string, std::uint32_t>> expected{{"#state", 1}};
     for (const char* p : {"alarm", "billing", "analytics"}) {
         expected.emplace(p, 4);
         expected.emplace(p, 5);
@@ -741,8 +763,9 @@ TEST_CASE("A linked image is reassembled and sent without its metadata") {
         CHECK(e.kind == "image");
         CHECK(e.lane == Lane::image);
         const auto& img = e.record.image();
-        CHECK(img.event_id() == "ev-1");
-        CHECK(img.image_id() == "img-1");
+        const auto tokens = keyring()->pseudonymiser("alarm", 1);
+        CHECK(img.event_id() == tokens.pseudonym(crypto::SubjectKind::event_id, "ev-1"));
+        CHECK(img.image_id() == tokens.pseudonym(crypto::SubjectKind::image_id, "img-1"));
         CHECK(img.index() == 0);
         CHECK(img.count() == 1);
         CHECK(img.content_type() == "image/jpeg");
@@ -751,7 +774,7 @@ TEST_CASE("A linked image is reassembled and sent without its metadata") {
         CHECK_FALSE(contains(img.data(), comment_marker));
         CHECK_FALSE(contains(img.data(), "Exif"));
         CHECK(e.record.source().device_id() == panel);
-        CHECK(e.record.key_epoch() == 0);
+        CHECK(e.record.key_epoch() == 1);  // its tokens'
     };
     SECTION("alarm first") {
         Harness h;
@@ -1096,7 +1119,15 @@ TEST_CASE("Each linked image names its alarm's customer as its subject") {
 TEST_CASE("An alarm remembered before alarms kept their subjects still links its image") {
     Harness h;
     h.apply(alarm(AlarmEvent::INTRUSION, "ev-1"), t0);
+    // As the previous version wrote it: the raw event id in the key, the time only in the value.
     std::size_t rewritten = 0;
+    std::string keyed;
+    for (const auto& [key, value] : h.state) {
+        if (key.rfind("pol/al/", 0) == 0) keyed = key;
+    }
+    REQUIRE(!keyed.empty());
+    h.state.erase(keyed);
+    h.state[keyed.substr(0, keyed.rfind('/') + 1) + "ev-1"];
     for (auto& [key, value] : h.state) {
         if (key.rfind("pol/al/", 0) != 0) continue;
         value = std::string(
@@ -1287,4 +1318,243 @@ TEST_CASE("Forgetting a customer drops the chunks of an image of its alarm being
     // The last chunk alone starts a new image, which never completes.
     CHECK(h.emit(cs.back(), t0 + 2000).empty());
     CHECK(images_of(h.emitted).empty());
+}
+
+// --- free text and keyed state (issue 14) ------------------------------------------------------
+
+namespace {
+
+// The forms a person's value could take in a record: as typed, without spaces or punctuation,
+// its digits, its words, in small letters.
+std::vector<std::string> forms_of(const std::string& raw) {
+    std::vector<std::string> forms{raw};
+    std::string squeezed, digits, lower, word;
+    for (char c : raw) {
+        if (c != ' ' && c != '-' && c != '.') squeezed += c;
+        if (c >= '0' && c <= '9') digits += c;
+        lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        if (c == ' ' || c == '@' || c == '.') {
+            if (word.size() >= 4) forms.push_back(word);
+            word.clear();
+        } else {
+            word += c;
+        }
+    }
+    if (word.size() >= 4) forms.push_back(word);
+    forms.push_back(squeezed);
+    forms.push_back(lower);
+    if (digits.size() >= 6) forms.push_back(digits);
+    return forms;
+}
+
+// A record's bytes around the image (compressed pixels are not text).
+std::string text_of(clean::v1::Record r) {
+    if (r.has_image()) r.mutable_image()->clear_data();
+    return r.SerializeAsString();
+}
+
+const std::vector<std::string> personal_ids{"01017012345",    "010170 12345",
+                                            "+47 912 34 567", "91234567",
+                                            "Kari Nordmann",  "kari.nordmann@example.no"};
+
+}  // namespace
+
+TEST_CASE("An event id or image id holding a national id, phone or name leaves only as a token") {
+    const auto jpeg = jpeg_with_metadata();
+    for (const auto& raw : personal_ids) {
+        INFO("value " << raw);
+        Harness h;
+        auto alarm_out = h.emit(alarm(AlarmEvent::INTRUSION, raw), t0);
+        std::vector<policy::Emission> image_out;
+        for (const auto& c : chunks(raw, "img " + raw, jpeg, 256)) image_out = h.emit(c, t0 + 1000);
+        REQUIRE(alarm_out.size() == 1);
+        REQUIRE(image_out.size() == 1);
+        const auto& a = alarm_out[0].record;
+        const auto& img = image_out[0].record;
+        CHECK(std::regex_match(a.alarm().event_id(), pseudonym_shape));
+        CHECK(std::regex_match(img.image().image_id(), pseudonym_shape));
+        CHECK(img.image().event_id() == a.alarm().event_id());  // the centre links them
+        for (const auto& form : forms_of(raw)) {
+            CHECK_FALSE(contains(text_of(a), form));
+            CHECK_FALSE(contains(text_of(img), form));
+        }
+        CHECK(h.counter("policy_values_tokenised_off_format") == 0);
+    }
+}
+
+TEST_CASE("An image carries its alarm's event id token, made with the alarm's key epoch") {
+    const auto jpeg = jpeg_with_metadata();
+    const std::int64_t start = t0 + hour_ms;
+    const policy::EpochSchedule epochs{2, start, 2 * hour_ms};
+    SECTION("alarm in the old epoch, image after the new one started") {
+        Harness h({}, epochs);
+        auto a = h.emit(alarm(AlarmEvent::INTRUSION, "ev-1"), start - 1000);
+        std::vector<policy::Emission> img;
+        for (const auto& c : chunks("ev-1", "img-1", jpeg, 256)) img = h.emit(c, start + 1000);
+        REQUIRE(a.size() == 1);
+        REQUIRE(img.size() == 1);
+        CHECK(a[0].record.key_epoch() == 1);
+        CHECK(img[0].record.key_epoch() == 1);
+        CHECK(img[0].record.previous_key_epoch() == 0);
+        CHECK(img[0].record.image().event_id() == a[0].record.alarm().event_id());
+    }
+    SECTION("image held, alarm in the overlap: both tokens twice, equal") {
+        Harness h({}, epochs);
+        for (const auto& c : chunks("ev-1", "img-1", jpeg, 256)) h.apply(c, start - 1000);
+        auto out = h.emit(alarm(AlarmEvent::INTRUSION, "ev-1"), start + 1000);
+        REQUIRE(out.size() == 2);
+        const auto& a = out[0].record;
+        const auto& img = out[1].record;
+        CHECK(a.key_epoch() == 2);
+        CHECK(a.previous_key_epoch() == 1);
+        CHECK(img.key_epoch() == 2);
+        CHECK(img.previous_key_epoch() == 1);
+        CHECK(img.image().event_id() == a.alarm().event_id());
+        CHECK(std::regex_match(a.previous().event_id(), pseudonym_shape));
+        CHECK(img.previous().event_id() == a.previous().event_id());
+        CHECK(a.previous().event_id() != a.alarm().event_id());
+        CHECK(std::regex_match(img.previous().image_id(), pseudonym_shape));
+    }
+}
+
+TEST_CASE("keep:FORMAT sends an id that fits as it is, tokenises one that doesn't, counts it") {
+    const auto jpeg = jpeg_with_metadata();
+    auto p = alarm_purpose({rule("kind", Action::keep), keep_format("event_id", "EV-[0-9]{1,6}")});
+    config::ClassRules images;
+    images.data_class = DataClass::verification_image;
+    images.fields = {rule("picture", Action::keep), keep_format("event_id", "EV-[0-9]{1,6}"),
+                     keep_format("image_id", "IMG-[0-9]{1,4}")};
+    p.classes.push_back(images);
+    Harness h(only({p}));
+    auto out = h.emit(alarm(AlarmEvent::INTRUSION, "EV-42"), t0);
+    REQUIRE(out.size() == 1);
+    CHECK(out[0].record.alarm().event_id() == "EV-42");
+    CHECK(h.counter("policy_values_tokenised_off_format") == 0);
+
+    for (const std::string raw : {"EV-42 Kari Nordmann", "01017012345", "EV-1234567"}) {
+        INFO("value " << raw);
+        const auto before = h.counter("policy_values_tokenised_off_format");
+        out = h.emit(alarm(AlarmEvent::INTRUSION, raw), t0);
+        REQUIRE(out.size() == 1);  // the alarm still goes
+        CHECK(out[0].record.alarm().kind() == clean::v1::Alarm::INTRUSION);
+        CHECK(std::regex_match(out[0].record.alarm().event_id(), pseudonym_shape));
+        for (const auto& form : forms_of(raw)) CHECK_FALSE(contains(text_of(out[0].record), form));
+        CHECK(h.counter("policy_values_tokenised_off_format") == before + 1);
+    }
+    // An image of an off-format event: the same token as its alarm; its fitting id as it is.
+    out = h.emit(alarm(AlarmEvent::INTRUSION, "EV-7 Kari"), t0);
+    std::vector<policy::Emission> img;
+    for (const auto& c : chunks("EV-7 Kari", "IMG-7", jpeg, 256)) img = h.emit(c, t0);
+    REQUIRE(img.size() == 1);
+    CHECK(img[0].record.image().event_id() == out[0].record.alarm().event_id());
+    CHECK(img[0].record.image().image_id() == "IMG-7");
+}
+
+TEST_CASE("No state key holds an event or image id the events carried, only keyed ids") {
+    const auto jpeg = jpeg_with_metadata();
+    const auto stripped = policy::sanitise_image("image/jpeg", jpeg);
+    REQUIRE(stripped);
+    Harness h;
+    // A remembered alarm, an image in progress and an image held for its alarm.
+    h.apply(alarm(AlarmEvent::INTRUSION, "Kari Nordmann 91234567"), t0);
+    h.apply(chunks("ev 01017012345", "img +4791234567", jpeg, 256)[0], t0);
+    for (const auto& c : chunks("ev kari.nordmann@example.no", "img 010170 12345", jpeg, 256)) {
+        h.apply(c, t0);
+    }
+    std::set<std::string> kinds;
+    for (const auto& [key, value] : h.state) {
+        INFO(key);
+        kinds.insert(key.substr(0, 7));
+        for (const std::string raw : {"Kari Nordmann 91234567", "ev 01017012345", "img +4791234567",
+                                      "ev kari.nordmann@example.no", "img 010170 12345"}) {
+            for (const auto& form : forms_of(raw)) CHECK_FALSE(contains(key, form));
+        }
+        CHECK_FALSE(contains(key, "%20"));  // no escaped free text either
+    }
+    CHECK(kinds == std::set<std::string>{"pol/al/", "pol/ic/", "pol/ih/"});
+    // The keyed ids are what the injected function made of the ids.
+    std::vector<std::pair<int, std::string>> asked;
+    Counters counters;
+    policy::Policy engine(h.section, h.epochs, h.factory(), counters,
+                          [&asked](crypto::SubjectKind kind, std::string_view id) {
+                              asked.emplace_back(static_cast<int>(kind), std::string(id));
+                              return "id" + std::to_string(asked.size());
+                          });
+    auto out = engine.apply(alarm(AlarmEvent::INTRUSION, "Kari Nordmann"), site, t0);
+    REQUIRE(out);
+    REQUIRE(asked.size() == 1);
+    CHECK(asked[0].first == static_cast<int>(crypto::SubjectKind::event_id));
+    REQUIRE(out->state.size() == 1);
+    CHECK(out->state[0].key == "pol/al/" + std::string(panel) + "/id1");
+    // Restored from the values alone: the held image still links to its alarm.
+    CHECK(h.restart() == 0);
+    auto linked = h.emit(alarm(AlarmEvent::INTRUSION, "ev kari.nordmann@example.no"), t0 + 1000);
+    REQUIRE(linked.size() == 2);
+    CHECK(linked[1].record.image().data() == *stripped);
+}
+
+namespace {
+
+// The value encoding of the previous version's state (policy.cpp, value format 1).
+std::string varint(std::uint64_t v) {
+    std::string out;
+    while (v >= 0x80) {
+        out.push_back(static_cast<char>((v & 0x7F) | 0x80));
+        v >>= 7;
+    }
+    out.push_back(static_cast<char>(v));
+    return out;
+}
+std::string str(const std::string& s) { return varint(s.size()) + s; }
+
+}  // namespace
+
+TEST_CASE(
+    "State of the previous version, raw ids in its keys, is restored and moved to keyed keys") {
+    const auto jpeg = jpeg_with_metadata();
+    const auto stripped = policy::sanitise_image("image/jpeg", jpeg);
+    REQUIRE(stripped);
+    const std::string dev = panel;
+    const auto t = static_cast<std::uint64_t>(t0);
+    Harness h;
+    const std::string old_alarm = "pol/al/" + dev + "/Kari%20Nordmann";
+    const std::string old_held = "pol/ih/" + dev + "/img%2001017012345";
+    const std::string old_chunk = "pol/ic/" + dev + "/img-91234567/0";
+    h.state[old_alarm] = std::string(
+                             "\x01"
+                             "A") +
+                         varint(t);
+    h.state[old_held] = std::string(
+                            "\x01"
+                            "H") +
+                        str("ev-held") + str("image/jpeg") + varint(t) + varint(t + 5) +
+                        varint(12) + str(*stripped);
+    h.state[old_chunk] = std::string(
+                             "\x01"
+                             "C") +
+                         str("Kari Nordmann") + str("image/jpeg") + varint(2) + varint(t) +
+                         str(jpeg.substr(0, 300));
+    CHECK(h.restart() == 0);  // nothing skipped
+    h.keep(h.engine->tick(t0 + 1));
+    REQUIRE(h.state.size() == 3);
+    for (const auto& [key, value] : h.state) {
+        INFO(key);
+        for (const char* raw : {"Kari", "Nordmann", "01017012345", "91234567", "%20"}) {
+            CHECK_FALSE(contains(key, raw));
+        }
+        CHECK(value[1] != 'A');  // rewritten in the new format
+        CHECK(value[1] != 'C');
+        CHECK(value[1] != 'H');
+    }
+    // They go on as before: the held image links to its alarm, the chunked one completes and
+    // links to the remembered alarm.
+    auto out = h.emit(alarm(AlarmEvent::INTRUSION, "ev-held"), t0 + 2000);
+    REQUIRE(out.size() == 2);
+    CHECK(out[1].record.image().data() == *stripped);
+    auto rest = chunk("Kari Nordmann", "img-91234567", 1, 2, jpeg.substr(300));
+    out = h.emit(rest, t0 + 2000);
+    REQUIRE(out.size() == 1);
+    CHECK(out[0].record.image().data() == *stripped);
+    REQUIRE(h.state.size() == 2);  // the two alarms, remembered for the link window
+    for (const auto& [key, value] : h.state) CHECK(key.rfind("pol/al/", 0) == 0);
 }

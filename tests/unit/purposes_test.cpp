@@ -84,7 +84,7 @@ pin_code = "drop"
 [purpose.monitoring.verification_image]
 retention_h = 12
 picture = "keep"
-event_id = "keep"
+image_id = "keep:IMG-[0-9]{1,6}"
 [purpose.grid]
 recipient = "DSO"
 legal_basis = "art. 6(1)(e)"
@@ -132,6 +132,11 @@ meter_point_id = "pseudonymise"
     CHECK(events.action("zone") == Action::drop);  // unnamed: dropped
     CHECK(m.retention_h_for(DataClass::verification_image) == 12);
     CHECK(m.retention_h_for(DataClass::alarm_event) == 72);
+    const FieldRule* image_id = m.classes[1].rule("image_id");
+    REQUIRE(image_id);
+    CHECK(image_id->action == Action::keep);
+    CHECK(image_id->format == "IMG-[0-9]{1,6}");
+    CHECK(rule_text(*image_id, FieldKind::free_text) == "keep:IMG-[0-9]{1,6}");
 
     const Purpose& g = ps[1];
     CHECK(g.name == "grid");
@@ -189,6 +194,104 @@ TEST_CASE("Keeping a raw identifier is refused: pseudonymise it") {
     CHECK(contains(p.message, "identifier can only be pseudonymised or dropped"));
     p = problem_on(alarm_toml + "zone = \"pseudonymise\"\n", 7);
     CHECK(contains(p.message, "allowed: keep, drop"));
+}
+
+TEST_CASE("Event and image ids are tokenised by default and kept only by a narrow format") {
+    for (const auto& p : default_purposes()) {
+        for (const auto& c : p.classes) {
+            for (const char* field : {"event_id", "image_id"}) {
+                if (const FieldRule* r = c.rule(field)) CHECK(r->action == Action::tokenise);
+            }
+        }
+    }
+    CHECK(find_field(DataClass::alarm_event, "event_id")->kind == FieldKind::free_text);
+    CHECK(find_field(DataClass::verification_image, "image_id")->kind == FieldKind::free_text);
+    CHECK(problems_of(alarm_toml + "event_id = \"tokenise\"\n").empty());
+    CHECK(problems_of(alarm_toml + "event_id = \"keep:[A-Z]{2}-[0-9]{1,7}\"\n").empty());
+    CHECK(problems_of(alarm_toml + "event_id = \"keep:ev-[0-9a-f]{4}.[0-9]{1,3}\"\n").empty());
+
+    auto p = problem_on(alarm_toml + "event_id = \"keep\"\n", 7);
+    CHECK(p.column == 12);
+    CHECK(contains(p.message, "use \"tokenise\" or keep with a narrow format"));
+    p = problem_on(alarm_toml + "customer_number = \"tokenise\"\n", 7);
+    CHECK(contains(p.message, "use \"pseudonymise\"") == false);
+    CHECK(contains(p.message, "identifier can only be pseudonymised"));
+    p = problem_on(alarm_toml + "zone = \"tokenise\"\n", 7);
+    CHECK(contains(p.message, "allowed: keep, drop"));
+}
+
+TEST_CASE(
+    "A keep format that allows a space, any length or a phone number is refused at its place") {
+    struct Row {
+        const char* format;
+        const char* why;
+    };
+    for (const Row& row : std::vector<Row>{
+             {"[A-Z ]{1,8}", "a space is not allowed"},
+             {"EV [0-9]{1,4}", "a space is not allowed"},
+             {"[A-Z]+", "'+' is not allowed"},
+             {"[A-Z]*", "'*' is not allowed"},
+             {"[A-Z]{1,}", "an open bound would allow any length"},
+             {"[A-Z]{3", "'{' without '}'"},
+             {"[A-Z", "'[' without ']'"},
+             {"[]", "an empty class"},
+             {"[A-Z]{1,65}", "longer than 64 characters"},
+             {"[A-Z]{32}[a-z]{33}", "longer than 64 characters"},
+             {"[A-Z0-9-]{1,16}", "16 digits in a row"},
+             {"[0-9]{4}[0-9]{0,4}", "8 digits in a row"},
+             {"[0-9]{4}[a-z]{0,2}[0-9]{4}", "8 digits in a row"},
+             {"[A-z]{1,8}", "range A-z"},
+             {"[a-z@.]{1,20}", "'@' is not allowed"},
+             {"", "narrow format"},
+         }) {
+        INFO(row.format);
+        auto p = problem_on(alarm_toml + "event_id = \"keep:" + row.format + "\"\n", 7);
+        CHECK(p.column == 12);
+        CHECK(contains(p.message, row.why));
+    }
+    // A format for a field that is not free text is not a rule.
+    auto p = problem_on(alarm_toml + "zone = \"keep:[0-9]{1,2}\"\n", 7);
+    CHECK(contains(p.message, "a format only for free text"));
+    // In code too: validate() checks a format built in code.
+    Config c;
+    FieldRule wide;
+    wide.field = "event_id";
+    wide.action = Action::keep;
+    wide.format = "[A-Za-z ]{1,40}";
+    c.policy.purposes[0].classes[0].fields.push_back(wide);
+    c.policy.purposes[0].classes[0].fields.erase(c.policy.purposes[0].classes[0].fields.begin() +
+                                                 1);  // the default's tokenise
+    CHECK_THROWS_AS(validate(c), ConfigErrors);
+}
+
+TEST_CASE("A keep format matches the whole value, nothing more") {
+    auto parsed = parse_keep_format("EV-[0-9]{1,6}[a-c]{0,1}");
+    REQUIRE(parsed.format);
+    const KeepFormat& f = *parsed.format;
+    for (const char* yes : {"EV-1", "EV-123456", "EV-42b"}) {
+        INFO(yes);
+        CHECK(f.matches(yes));
+    }
+    for (const char* no : {"", "EV-", "EV-1234567", "ev-1", "EV-42 Kari", " EV-1", "EV-1\n",
+                           "EV-42bb", "EV-42d", "xEV-1"}) {
+        INFO(no);
+        CHECK_FALSE(f.matches(no));
+    }
+    CHECK_FALSE(f.matches(std::string("EV-1\0", 5)));
+    CHECK_FALSE(f.matches(std::string(200, 'E')));
+}
+
+TEST_CASE("Images are linked by event_id: it needs the same rule for alarms and images") {
+    const std::string images = "[purpose.alarm.verification_image]\npicture = \"keep\"\n";
+    CHECK(
+        problems_of(alarm_toml + "event_id = \"tokenise\"\n" + images + "event_id = \"tokenise\"\n")
+            .empty());
+    auto p = problem_on(alarm_toml + "event_id = \"tokenise\"\n" + images +
+                            "event_id = \"keep:[A-Z]{2}-[0-9]{1,7}\"\n",
+                        10);
+    CHECK(contains(p.message, "needs the same rule as in [purpose.alarm.alarm_event]"));
+    p = problem_on(alarm_toml + images + "event_id = \"tokenise\"\n", 9);
+    CHECK(contains(p.message, "links an image to its alarm by event_id"));
 }
 
 TEST_CASE("Unkeyed hashing is refused in any spelling") {
@@ -402,7 +505,7 @@ pseudonym_epoch = 0
 
 TEST_CASE("Purposes built in code are checked by validate()") {
     Config c;
-    c.policy.purposes[0].classes[0].fields.push_back({"pin_code", Action::keep, 0, 0, 0});
+    c.policy.purposes[0].classes[0].fields.push_back({"pin_code", Action::keep, 0, 0, 0, {}});
     c.policy.purposes[1].recipient.clear();
     try {
         validate(c);

@@ -111,6 +111,33 @@ TEST_CASE("The markdown record says what happens to each field in words") {
     CHECK(md.find("- **Recipient:** The ARC | night shift\n") != std::string::npos);
 }
 
+TEST_CASE("The record says free text leaves as a token, or as it is only when it fits its format") {
+    const std::string md = ropa_markdown(Config{});
+    CHECK(md.find("| `event_id` | the panel's own id of the event (free text the panel chose) | "
+                  "replaced by a token (keyed BLAKE2b, per purpose and key epoch)") !=
+          std::string::npos);
+    CHECK(md.find("| `image_id` | the panel's id of the image (free text the panel chose) | "
+                  "replaced by a token") != std::string::npos);
+    CHECK(md.find("sent as it is") != std::string::npos);  // kind, zone: not free text
+    const Config kept = parse_config(R"T([purpose.arc]
+recipient = "ARC"
+legal_basis = "b"
+retention_h = 24
+[purpose.arc.alarm_event]
+event_id = "keep:EV-[0-9]{1,6}"
+)T",
+                                     "k.toml");
+    const std::string kmd = ropa_markdown(kept);
+    CHECK(kmd.find("| `event_id` | the panel's own id of the event (free text the panel chose) | "
+                   "sent as it is only when the whole value matches `EV-[0-9]{1,6}`; any other "
+                   "value replaced by a token") != std::string::npos);
+    const auto j = nlohmann::json::parse(ropa_json(kept));
+    const auto& field = j["purposes"][0]["data_classes"][0]["fields"][1];
+    CHECK(field["name"] == "event_id");
+    CHECK(field["kind"] == "free_text");
+    CHECK(field["rule"] == "keep:EV-[0-9]{1,6}");
+}
+
 TEST_CASE("The JSON record has every catalogue field per class and the classes not received") {
     for (const Config& c : {Config{}, parse_config(declared, "d.toml")}) {
         const std::string text = ropa_json(c);

@@ -78,6 +78,36 @@ TEST_CASE("Pseudonymising writes the engine's pseudonym of each line, in order")
                        "\n");
 }
 
+TEST_CASE("A backend maps its own event and image ids to the tokens the purpose sends") {
+    Site site;
+    auto ring = crypto::Keyring::from_master(master());
+    const auto alarm = ring->pseudonymiser("alarm", 1);
+    Run r = run(site.config, "event_id", "alarm", "EV-000042\nKari Nordmann\n");
+    REQUIRE(r.code == 0);
+    CHECK(r.out == alarm.pseudonym(crypto::SubjectKind::event_id, "EV-000042") + "\n" +
+                       alarm.pseudonym(crypto::SubjectKind::event_id, "Kari Nordmann") + "\n");
+    r = run(site.config, "image_id", "alarm", "IMG-7\n");
+    REQUIRE(r.code == 0);
+    CHECK(r.out == alarm.pseudonym(crypto::SubjectKind::image_id, "IMG-7") + "\n");
+    // A token is not the pseudonym of the same text as another kind.
+    CHECK(r.out != alarm.pseudonym(crypto::SubjectKind::event_id, "IMG-7") + "\n");
+    CHECK(r.out != alarm.pseudonym(crypto::SubjectKind::customer_number, "IMG-7") + "\n");
+    // A purpose keeping event ids by a format sends tokens of the ids that don't fit it.
+    for (auto& rule : site.config.policy.purposes[0].classes[0].fields) {
+        if (rule.field != "event_id") continue;
+        rule.action = config::Action::keep;
+        rule.format = "EV-[0-9]{1,6}";
+    }
+    r = run(site.config, "event_id", "alarm", "EV-1 Kari\n");
+    REQUIRE(r.code == 0);
+    CHECK(r.out == alarm.pseudonym(crypto::SubjectKind::event_id, "EV-1 Kari") + "\n");
+    // Billing sends no event ids.
+    r = run(site.config, "event_id", "billing", "EV-000042\n");
+    CHECK(r.code == 2);
+    CHECK(r.err.find("does not tokenise event_id") != std::string::npos);
+    CHECK(r.err.find("EV-000042") == std::string::npos);
+}
+
 TEST_CASE("Pseudonymising uses the configured key epoch unless another is given") {
     Site site;
     site.config.keys.pseudonym_epoch = 3;

@@ -384,7 +384,8 @@ ClassRules read_class(const std::string& where, DataClass data_class, const toml
         if (!node.is_string() || !text) {
             ctx.add(node.source(), cat("[", where, "] ", name,
                                        " must be a rule in quotes: \"keep\", \"drop\", "
-                                       "\"pseudonymise\", \"generalise:UNIT\" or \"aggregate\""));
+                                       "\"pseudonymise\", \"tokenise\", \"keep:FORMAT\", "
+                                       "\"generalise:UNIT\" or \"aggregate\""));
             continue;
         }
         ParsedRule parsed = parse_rule(name, field->kind, *text);
@@ -707,6 +708,9 @@ void write_purposes_example(std::ostream& out, const std::vector<Purpose>& purpo
            "# uplink); topic defaults to the name. One table per data class it receives\n"
            "# (alarm_event, verification_image, meter_reading) names fields and their rule:\n"
            "#   keep, drop, pseudonymise (keyed, per purpose and key epoch),\n"
+           "#   tokenise (free text: event_id, image_id; a keyed token per purpose and epoch),\n"
+           "#   keep:FORMAT (free text sent as it is only when the whole value matches a narrow\n"
+           "#   format such as keep:[A-Z]{2}-[0-9]{1,7}; any other value is tokenised),\n"
            "#   generalise:minute|15min|hour|day|<N>s (times; meter intervals: multiples of "
            "15min),\n"
            "#   generalise:<N>Wh|<N>kWh (energy), aggregate (energy_wh summed over at least\n"

@@ -1,6 +1,7 @@
 #include "vern/config/purposes.h"
 
 #include <algorithm>
+#include <bitset>
 #include <cctype>
 #include <charconv>
 #include <set>
@@ -20,10 +21,16 @@ std::vector<ClassInfo> make_catalogue() {
          "An alarm panel's event: arm/disarm, intrusion, tamper, fire, panic, wrong code",
          {
              {"kind", K::content, "what happened (arm, disarm, intrusion, ...)", {A::keep}},
-             {"event_id", K::content, "the panel's own id of the event", {A::keep}},
+             {"event_id",
+              K::free_text,
+              "the panel's own id of the event (free text the panel chose)",
+              {A::tokenise, A::keep}},
              {"zone", K::content, "the detector zone", {A::keep}},
              {"event_time", K::time, "when it happened", {A::keep, A::generalise}},
-             {"device", K::device, "the panel's serial number and event sequence", {A::keep}},
+             {"device",
+              K::device,
+              "the panel's serial number (1-64 of A-Z a-z 0-9 . _ -) and event sequence",
+              {A::keep}},
              {"customer_number",
               K::identifier,
               "the alarm company's customer number",
@@ -42,10 +49,19 @@ std::vector<ClassInfo> make_catalogue() {
          "verification_image",
          "A camera image the panel sends to verify an alarm",
          {
-             {"event_id", K::content, "the alarm event the image verifies", {A::keep}},
-             {"image_id", K::content, "the panel's id of the image", {A::keep}},
+             {"event_id",
+              K::free_text,
+              "the alarm event the image verifies (free text the panel chose)",
+              {A::tokenise, A::keep}},
+             {"image_id",
+              K::free_text,
+              "the panel's id of the image (free text the panel chose)",
+              {A::tokenise, A::keep}},
              {"event_time", K::time, "when the image was sent", {A::keep, A::generalise}},
-             {"device", K::device, "the panel's serial number and event sequence", {A::keep}},
+             {"device",
+              K::device,
+              "the panel's serial number (1-64 of A-Z a-z 0-9 . _ -) and event sequence",
+              {A::keep}},
              {"picture",
               K::picture,
               "the image, reassembled, every metadata segment stripped",
@@ -59,7 +75,10 @@ std::vector<ClassInfo> make_catalogue() {
          "meter_reading",
          "A smart meter's energy reading for one interval (typically 15 minutes)",
          {
-             {"device", K::device, "the meter's serial number and reading sequence", {A::keep}},
+             {"device",
+              K::device,
+              "the meter's serial number (1-64 of A-Z a-z 0-9 . _ -) and reading sequence",
+              {A::keep}},
              {"meter_point_id", K::identifier, "the metering point id (GSRN)", {A::pseudonymise}},
              {"customer_number",
               K::identifier,
@@ -120,6 +139,8 @@ std::string_view action_name(Action a) {
             return "generalise";
         case Action::aggregate:
             return "aggregate";
+        case Action::tokenise:
+            return "tokenise";
     }
     return "drop";
 }
@@ -146,6 +167,8 @@ std::string_view field_kind_name(FieldKind k) {
             return "picture";
         case FieldKind::metadata:
             return "metadata";
+        case FieldKind::free_text:
+            return "free_text";
     }
     return "content";
 }
@@ -225,7 +248,7 @@ std::vector<Purpose> default_purposes() {
         ClassRules events;
         events.data_class = DataClass::alarm_event;
         events.fields = {rule("kind", A::keep),
-                         rule("event_id", A::keep),
+                         rule("event_id", A::tokenise),
                          rule("zone", A::keep),
                          rule("event_time", A::keep),
                          rule("device", A::keep),
@@ -235,7 +258,7 @@ std::vector<Purpose> default_purposes() {
         ClassRules images;
         images.data_class = DataClass::verification_image;
         images.retention_h = 24;
-        images.fields = {rule("event_id", A::keep), rule("image_id", A::keep),
+        images.fields = {rule("event_id", A::tokenise), rule("image_id", A::tokenise),
                          rule("event_time", A::keep), rule("device", A::keep),
                          rule("picture", A::keep)};
         alarm.classes = {std::move(events), std::move(images)};
@@ -308,8 +331,8 @@ bool valid_topic_level(std::string_view level) {
 namespace {
 
 const std::vector<std::string>& action_words() {
-    static const std::vector<std::string> words = {"keep", "drop", "pseudonymise", "generalise",
-                                                   "aggregate"};
+    static const std::vector<std::string> words = {"keep",       "drop",      "pseudonymise",
+                                                   "generalise", "aggregate", "tokenise"};
     return words;
 }
 
@@ -331,8 +354,189 @@ std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
 
 }  // namespace
 
+namespace {
+
+bool format_char(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == ':' || c == '/' || c == '-';
+}
+
+void allow(KeepFormat::Atom& a, unsigned char c) {
+    if (c < 64) {
+        a.lo |= std::uint64_t{1} << c;
+    } else {
+        a.hi |= std::uint64_t{1} << (c - 64);
+    }
+}
+
+bool allows_digit(const KeepFormat::Atom& a) {
+    for (unsigned char c = '0'; c <= '9'; ++c) {
+        if (a.allows(c)) return true;
+    }
+    return false;
+}
+
+int char_class(unsigned char c) {
+    if (c >= '0' && c <= '9') return 1;
+    if (c >= 'A' && c <= 'Z') return 2;
+    if (c >= 'a' && c <= 'z') return 3;
+    return 0;
+}
+
+std::string describe(unsigned char c) {
+    static constexpr char hex[] = "0123456789ABCDEF";
+    if (c == ' ') return "a space";
+    if (c > ' ' && c < 0x7f) return std::string("'") + static_cast<char>(c) + "'";
+    return std::string("byte 0x") + hex[c >> 4] + hex[c & 0xF];
+}
+
+std::optional<std::uint32_t> bound(std::string_view digits) {
+    if (digits.empty() || digits.size() > 3) return std::nullopt;
+    std::uint32_t v = 0;
+    for (char c : digits) {
+        if (c < '0' || c > '9') return std::nullopt;
+        v = v * 10 + static_cast<std::uint32_t>(c - '0');
+    }
+    return v;
+}
+
+}  // namespace
+
+ParsedFormat parse_keep_format(std::string_view text) {
+    ParsedFormat out;
+    const std::string narrow =
+        " (a format uses only A-Z a-z 0-9 . _ : / -, classes like "
+        "[A-Z0-9-] and bounds like {1,16})";
+    auto fail = [&](const std::string& why) {
+        out.error = "format \"" + std::string(text) + "\": " + why;
+        return out;
+    };
+    if (text.empty()) return fail("empty: give the form the whole value must have" + narrow);
+    KeepFormat f;
+    std::size_t i = 0, longest = 0;
+    while (i < text.size()) {
+        KeepFormat::Atom a;
+        const auto c = static_cast<unsigned char>(text[i]);
+        if (c == '[') {
+            ++i;
+            bool any = false;
+            while (i < text.size() && text[i] != ']') {
+                const auto x = static_cast<unsigned char>(text[i]);
+                if (!format_char(x)) return fail(describe(x) + " is not allowed" + narrow);
+                if (i + 2 < text.size() && text[i + 1] == '-' && text[i + 2] != ']') {
+                    const auto y = static_cast<unsigned char>(text[i + 2]);
+                    if (!format_char(y) || y < x || char_class(x) == 0 ||
+                        char_class(x) != char_class(y)) {
+                        return fail(std::string("range ") + static_cast<char>(x) + "-" +
+                                    static_cast<char>(y) +
+                                    ": a range goes within digits, capitals or small letters");
+                    }
+                    for (unsigned v = x; v <= y; ++v) allow(a, static_cast<unsigned char>(v));
+                    i += 3;
+                } else {
+                    allow(a, x);
+                    ++i;
+                }
+                any = true;
+            }
+            if (i >= text.size()) return fail("'[' without ']'");
+            if (!any) return fail("an empty class []");
+            ++i;
+        } else if (c == '*' || c == '+' || c == '?' || c == '{') {
+            return fail(describe(c) +
+                        " is not allowed: give each part bounds, like [A-Z0-9]{1,16}" + narrow);
+        } else if (format_char(c)) {
+            allow(a, c);
+            ++i;
+        } else {
+            return fail(describe(c) + " is not allowed" + narrow);
+        }
+        if (i < text.size() && text[i] == '{') {
+            const auto close = text.find('}', i);
+            if (close == std::string_view::npos) return fail("'{' without '}'");
+            const auto body = text.substr(i + 1, close - i - 1);
+            const auto comma = body.find(',');
+            const auto lo = bound(body.substr(0, comma));
+            const auto hi = comma == std::string_view::npos ? lo : bound(body.substr(comma + 1));
+            if (!lo || !hi) {
+                return fail("{" + std::string(body) +
+                            "}: bounds are {n} or {m,n} with both numbers given (an open "
+                            "bound would allow any length)");
+            }
+            if (*hi == 0 || *lo > *hi) {
+                return fail("{" + std::string(body) + "}: the bounds must be 0 <= m <= n, n >= 1");
+            }
+            a.min = *lo;
+            a.max = *hi;
+            i = close + 1;
+        }
+        if (i < text.size() && (text[i] == '*' || text[i] == '+' || text[i] == '?')) {
+            return fail(describe(static_cast<unsigned char>(text[i])) +
+                        " is not allowed: give bounds like {1,16}" + narrow);
+        }
+        longest += a.max;
+        if (longest > max_keep_length) {
+            return fail("allows values longer than " + std::to_string(max_keep_length) +
+                        " characters");
+        }
+        f.atoms.push_back(a);
+    }
+    std::size_t run = 0, most = 0;
+    for (const auto& a : f.atoms) {
+        if (allows_digit(a)) {
+            run += a.max;
+        } else if (a.min > 0) {
+            run = 0;
+        }
+        most = std::max(most, run);
+    }
+    if (most > max_keep_digits) {
+        return fail("allows " + std::to_string(most) +
+                    " digits in a row, so a phone number or a national id would fit; allow at "
+                    "most " +
+                    std::to_string(max_keep_digits) + " (or tokenise)");
+    }
+    out.format = std::move(f);
+    return out;
+}
+
+bool KeepFormat::matches(std::string_view value) const {
+    if (value.size() > max_keep_length) return false;
+    std::bitset<max_keep_length + 1> at;  // positions in value reachable after the atoms so far
+    at.set(0);
+    for (const auto& a : atoms) {
+        std::bitset<max_keep_length + 1> next;
+        for (std::size_t p = 0; p <= value.size(); ++p) {
+            if (!at.test(p)) continue;
+            for (std::size_t k = 0; k <= a.max; ++k) {
+                if (k >= a.min) next.set(p + k);
+                if (p + k >= value.size() || !a.allows(static_cast<unsigned char>(value[p + k]))) {
+                    break;
+                }
+            }
+        }
+        at = next;
+        if (at.none()) return false;
+    }
+    return at.test(value.size());
+}
+
 ParsedRule parse_rule(std::string_view field, FieldKind kind, std::string_view text) {
     ParsedRule out;
+    if (text.rfind("keep:", 0) == 0) {
+        if (kind != FieldKind::free_text) {
+            out.error = quoted(text) + " for " + std::string(field) +
+                        ": \"keep\" takes no unit (a format only for free text: event_id, "
+                        "image_id)";
+            return out;
+        }
+        FieldRule rule;
+        rule.field = std::string(field);
+        rule.action = Action::keep;
+        rule.format = std::string(text.substr(5));  // checked by check_purposes()
+        out.rule = std::move(rule);
+        return out;
+    }
     std::string lower;
     for (char c : text) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     for (std::string_view hash : {"hash", "sha", "md5", "blake", "crc"}) {
@@ -349,7 +553,8 @@ ParsedRule parse_rule(std::string_view field, FieldKind kind, std::string_view t
         colon == std::string_view::npos ? std::string_view{} : text.substr(colon + 1);
     FieldRule rule;
     rule.field = std::string(field);
-    if (word == "keep" || word == "drop" || word == "pseudonymise" || word == "aggregate") {
+    if (word == "keep" || word == "drop" || word == "pseudonymise" || word == "aggregate" ||
+        word == "tokenise") {
         if (colon != std::string_view::npos) {
             out.error = quoted(text) + " for " + std::string(field) + ": \"" + std::string(word) +
                         "\" takes no unit";
@@ -358,6 +563,7 @@ ParsedRule parse_rule(std::string_view field, FieldKind kind, std::string_view t
         rule.action = word == "keep"           ? Action::keep
                       : word == "drop"         ? Action::drop
                       : word == "pseudonymise" ? Action::pseudonymise
+                      : word == "tokenise"     ? Action::tokenise
                                                : Action::aggregate;
         out.rule = std::move(rule);
         return out;
@@ -366,7 +572,8 @@ ParsedRule parse_rule(std::string_view field, FieldKind kind, std::string_view t
         std::string hint = detail::closest(word, action_words());
         out.error = "unknown rule " + quoted(text) + " for " + std::string(field) +
                     (hint.empty() ? "" : " (did you mean \"" + hint + "\"?)") +
-                    "; rules: keep, drop, pseudonymise, generalise:UNIT, aggregate";
+                    "; rules: keep, drop, pseudonymise, tokenise, keep:FORMAT, generalise:UNIT, "
+                    "aggregate";
         return out;
     }
     rule.action = Action::generalise;
@@ -410,6 +617,7 @@ ParsedRule parse_rule(std::string_view field, FieldKind kind, std::string_view t
 
 std::string rule_text(const FieldRule& rule, FieldKind kind) {
     std::string word(action_name(rule.action));
+    if (rule.action == Action::keep && !rule.format.empty()) return word + ":" + rule.format;
     if (rule.action != Action::generalise) return word;
     if (kind == FieldKind::time || kind == FieldKind::interval) {
         switch (rule.param) {
@@ -478,6 +686,10 @@ std::string refusal(const FieldInfo& info, const FieldRule& rule) {
             return head +
                    "can only be dropped: image metadata (GPS position, camera serial) never "
                    "leaves the site";
+        case FieldKind::free_text:
+            return head +
+                   "free text may hold anything a person typed (a name, a phone number); "
+                   "allowed: tokenise, keep:FORMAT (e.g. keep:[A-Z]{2}-[0-9]{1,7}), drop";
         case FieldKind::identifier:
             if (rule.action == Action::keep) {
                 return head + "would send a raw identifier; use \"pseudonymise\"";
@@ -494,6 +706,26 @@ void check_rule(Checker& ck, const Purpose& p, const ClassRules& c, const FieldR
     if (r.action == Action::drop) return;
     if (std::find(info.allowed.begin(), info.allowed.end(), r.action) == info.allowed.end()) {
         ck.at(p, c, r, where(p, c) + " " + refusal(info, r));
+        return;
+    }
+    if (!r.format.empty() && (r.action != Action::keep || info.kind != FieldKind::free_text)) {
+        ck.at(p, c, r,
+              where(p, c) + " " + std::string(info.name) +
+                  ": only keep of free text (event_id, image_id) takes a format");
+        return;
+    }
+    if (info.kind == FieldKind::free_text && r.action == Action::keep) {
+        const std::string head =
+            where(p, c) + " " + std::string(info.name) + " = \"" + rule_text(r, info.kind) + "\": ";
+        if (r.format.empty()) {
+            ck.at(p, c, r,
+                  head +
+                      "free text may hold anything a person typed (a name, a phone number); "
+                      "use \"tokenise\" or keep with a narrow format the whole value must "
+                      "match, e.g. \"keep:[A-Z]{2}-[0-9]{1,7}\"");
+        } else if (auto parsed = parse_keep_format(r.format); !parsed.format) {
+            ck.at(p, c, r, head + parsed.error);
+        }
         return;
     }
     if (r.action != Action::generalise) return;
@@ -599,7 +831,8 @@ std::vector<PurposeProblem> check_purposes(const std::vector<Purpose>& purposes)
                          "space, / + # and not starting with $");
         } else if (p.topic == "status") {
             // vern/v1/{gateway}/status is the gateway's retained online/offline topic.
-            ck.at(p, where(p) + " topic 'status' is the gateway's own status topic: choose another");
+            ck.at(p,
+                  where(p) + " topic 'status' is the gateway's own status topic: choose another");
         } else {
             for (const Purpose* other : by_topic) {
                 if (other->topic == p.topic) {
@@ -644,6 +877,22 @@ std::vector<PurposeProblem> check_purposes(const std::vector<Purpose>& purposes)
                   where(p, c) +
                       ": images are sent only with their alarm, so this purpose must "
                       "also receive alarm_event");
+        }
+        if (p.receives(DataClass::verification_image) && p.receives(DataClass::alarm_event)) {
+            const ClassRules& images = *p.rules(DataClass::verification_image);
+            const FieldRule* ir = images.rule("event_id");
+            const FieldRule* ar = p.rules(DataClass::alarm_event)->rule("event_id");
+            auto same = [](const FieldRule* a, const FieldRule* b) {
+                Action aa = a ? a->action : Action::drop, ba = b ? b->action : Action::drop;
+                return aa == ba && (a ? a->format : "") == (b ? b->format : "");
+            };
+            if (ir && ir->action != Action::drop && !same(ir, ar)) {
+                ck.at(p, images, *ir,
+                      where(p, images) +
+                          " event_id: the recipient links an image to its alarm by event_id, so "
+                          "it needs the same rule as in " +
+                          where(p, *p.rules(DataClass::alarm_event)));
+            }
         }
         if (p.aggregates()) check_aggregate(ck, p);
     }

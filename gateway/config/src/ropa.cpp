@@ -108,7 +108,16 @@ std::string field_treatment(const FieldInfo& field, const ClassRules* rules, std
                 return "sent, with every metadata segment (EXIF, GPS, XMP, IPTC, comments, "
                        "thumbnails) stripped";
             }
+            if (field.kind == FieldKind::free_text) {
+                return "sent as it is only when the whole value matches `" + rule->format +
+                       "`; any other value replaced by a token (keyed BLAKE2b, per purpose and "
+                       "key epoch)";
+            }
             return "sent as it is";
+        case Action::tokenise:
+            return "replaced by a token (keyed BLAKE2b, per purpose and key epoch): equal ids "
+                   "give equal tokens, so an image links to its alarm; the recipient maps its "
+                   "own ids with vernd --pseudonymise";
         case Action::pseudonymise:
             return "pseudonymised (keyed BLAKE2b, per purpose and key epoch)";
         case Action::generalise:

@@ -76,7 +76,11 @@ policy::Policy make_policy(const config::Config& c, const crypto::Keyring& keys,
             [&keys](const std::string& purpose, std::uint32_t epoch) {
                 return keys.pseudonymiser(purpose, epoch);
             },
-            k);
+            k,
+            // State keys name event and image ids by their keyed id, never the id itself.
+            [&keys](crypto::SubjectKind kind, std::string_view id) {
+                return keys.subject_id(kind, id);
+            });
     } catch (const std::invalid_argument& e) {
         throw StartupError(std::string("policy: ") + e.what());
     }

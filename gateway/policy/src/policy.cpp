@@ -278,6 +278,9 @@ struct PurposeState {
     std::int64_t interval_ms = 0;  // bucket and aggregate: the purpose's resolution
     std::map<std::uint32_t, crypto::Pseudonymiser> keys;
     std::uint32_t state_epoch = 0;  // the epoch whose key names meters in state keys
+    // keep:FORMAT rules of free-text fields, compiled, by "{class}.{field}". A keep rule without
+    // a valid format (only in code: config refuses it) has none here: its values are tokenised.
+    std::map<std::string, config::KeepFormat, std::less<>> formats;
 
     std::map<MeterKey, OpenBucket> open;
     std::map<MeterKey, SentBucket> sent;
@@ -298,14 +301,16 @@ struct Stamp {
     std::uint32_t previous = 0;  // 0: outside the overlap
 };
 
-std::string alarm_key(std::string_view dev, std::string_view ev) {
-    return "pol/al/" + esc(dev) + "/" + esc(ev);
+// Keys of alarms and images: the device serial number (validated by decode, not personal) and
+// the keyed id of the event or image id (Impl::alarm_key etc.), never the id itself.
+std::string alarm_key_of(std::string_view dev, std::string_view ev_id) {
+    return "pol/al/" + esc(dev) + "/" + esc(ev_id);
 }
-std::string chunk_key(std::string_view dev, std::string_view img, std::uint32_t index) {
-    return "pol/ic/" + esc(dev) + "/" + esc(img) + "/" + std::to_string(index);
+std::string chunk_key_of(std::string_view dev, std::string_view img_id, std::uint32_t index) {
+    return "pol/ic/" + esc(dev) + "/" + esc(img_id) + "/" + std::to_string(index);
 }
-std::string held_key(std::string_view dev, std::string_view img) {
-    return "pol/ih/" + esc(dev) + "/" + esc(img);
+std::string held_key_of(std::string_view dev, std::string_view img_id) {
+    return "pol/ih/" + esc(dev) + "/" + esc(img_id);
 }
 std::string open_key(const PurposeState& p, const MeterKey& k) {
     return "pol/mb/" + p.key_name + "/" + esc(k.first) + "/" + std::to_string(k.second);
@@ -320,12 +325,15 @@ std::string agg_closed_key(const PurposeState& p, std::int64_t b) {
     return "pol/ac/" + p.key_name + "/" + std::to_string(b);
 }
 
-// 'A' (a time only) was written before alarms kept their subjects; still read, as subjectless.
-std::string encode(const Remembered& a) {
-    return Writer('R').i(a.received_ms).str(a.customer).str(a.user).done();
+// Values of format 2 carry the raw event or image id their key stands for (format 1, tags 'A',
+// 'C' and 'H', had it in the key, and an alarm's 'A' a time only: restore() still reads them,
+// as subjectless alarms, and moves them to keyed keys).
+std::string encode_alarm(std::string_view event_id, const Remembered& a) {
+    return Writer('E').str(event_id).i(a.received_ms).str(a.customer).str(a.user).done();
 }
-std::string encode(const Chunk& c) {
-    return Writer('C')
+std::string encode(std::string_view image_id, const Chunk& c) {
+    return Writer('D')
+        .str(image_id)
         .str(c.event_id)
         .str(c.content_type)
         .u(c.count)
@@ -333,8 +341,9 @@ std::string encode(const Chunk& c) {
         .str(c.data)
         .done();
 }
-std::string encode(const Held& h) {
-    return Writer('H')
+std::string encode(std::string_view image_id, const Held& h) {
+    return Writer('I')
+        .str(image_id)
         .str(h.event_id)
         .str(h.content_type)
         .i(h.held_ms)
@@ -396,6 +405,7 @@ struct Policy::Impl {
     std::map<DevKey, Held> held;          // (device, image id)
     std::vector<StateChange> pending;     // from restore: erase what did not parse, re-key
     ObjectionCheck objection;             // empty: nobody objects
+    StateIdFunction state_id;             // keyed ids of event and image ids, for state keys
 
     Counter& meter_duplicates;
     Counter& meter_late_corrections;
@@ -411,9 +421,10 @@ struct Policy::Impl {
     Counter& images_sent;
     Counter& images_expired;
     Counter& state_skipped;
+    Counter& values_tokenised_off_format;
 
     Impl(const config::PolicySection& s, EpochSchedule e, const PseudonymiserFactory& factory,
-         Counters& k)
+         Counters& k, StateIdFunction ids)
         : section(s),
           epochs(e),
           meter_duplicates(k.get("policy_meter_duplicates")),
@@ -429,7 +440,8 @@ struct Policy::Impl {
           images_unlinked(k.get("policy_images_unlinked")),
           images_sent(k.get("policy_images_sent")),
           images_expired(k.get("policy_images_expired")),
-          state_skipped(k.get("policy_state_skipped")) {
+          state_skipped(k.get("policy_state_skipped")),
+          values_tokenised_off_format(k.get("policy_values_tokenised_off_format")) {
         if (epochs.epoch == 0) throw std::invalid_argument("policy: key epoch 0");
         if (epochs.start_ms != 0 && epochs.epoch < 2) {
             throw std::invalid_argument(
@@ -437,6 +449,13 @@ struct Policy::Impl {
         }
         if (epochs.overlap_ms < 0) throw std::invalid_argument("policy: negative key overlap");
         if (!factory) throw std::invalid_argument("policy: no pseudonymiser factory");
+        state_id = std::move(ids);
+        if (!state_id) {
+            // "#state" is never a purpose name, so its key is no purpose's.
+            state_id = [key = factory("#state", 1)](SubjectKind kind, std::string_view id) {
+                return key.pseudonym(kind, id);
+            };
+        }
         std::set<std::string> names;
         purposes.reserve(section.purposes.size());
         for (const auto& p : section.purposes) {
@@ -457,6 +476,7 @@ struct Policy::Impl {
                 }
             }
             if (ps.meter_rules) configure_meters(ps);
+            compile_formats(ps);
             ps.keys.emplace(epochs.epoch, factory(p.name, epochs.epoch));
             ps.state_epoch = epochs.epoch;
             if (epochs.start_ms != 0) {
@@ -470,6 +490,31 @@ struct Policy::Impl {
             if (ps.images()) any_images = true;
             purposes.push_back(std::move(ps));
         }
+    }
+
+    static void compile_formats(PurposeState& ps) {
+        for (const auto& rules : ps.purpose->classes) {
+            for (const auto& r : rules.fields) {
+                if (r.action != Action::keep || r.format.empty()) continue;
+                if (auto parsed = config::parse_keep_format(r.format); parsed.format) {
+                    ps.formats.emplace(
+                        std::string(config::class_name(rules.data_class)) + "." + r.field,
+                        std::move(*parsed.format));
+                }
+            }
+        }
+    }
+
+    // --- state keys: device data only as keyed ids ---
+
+    std::string alarm_key(std::string_view dev, std::string_view ev) const {
+        return alarm_key_of(dev, state_id(SubjectKind::event_id, ev));
+    }
+    std::string chunk_key(std::string_view dev, std::string_view img, std::uint32_t index) const {
+        return chunk_key_of(dev, state_id(SubjectKind::image_id, img), index);
+    }
+    std::string held_key(std::string_view dev, std::string_view img) const {
+        return held_key_of(dev, state_id(SubjectKind::image_id, img));
     }
 
     static void configure_meters(PurposeState& ps) {
@@ -527,6 +572,36 @@ struct Policy::Impl {
         }
     }
 
+    // A free-text field (event or image id): as it is where the purpose keeps it by a format the
+    // whole value matches; else its token (and its previous-epoch twin during the overlap).
+    template <class SetCurrent, class SetPrevious>
+    void free_text(const PurposeState& ps, const config::ClassRules* r, DataClass c,
+                   std::string_view field, Stamp st, clean::v1::Record& rec, SubjectKind kind,
+                   std::string_view raw, SetCurrent set_current, SetPrevious set_previous) const {
+        Action a = action_of(r, c, field);
+        if (raw.empty() || (a != Action::keep && a != Action::tokenise)) return;
+        if (a == Action::keep) {
+            std::string name = std::string(config::class_name(c)) + "." + std::string(field);
+            auto format = ps.formats.find(name);
+            if (format != ps.formats.end() && format->second.matches(raw)) {
+                set_current(std::string(raw));
+                return;
+            }
+            values_tokenised_off_format.add();
+        }
+        pseudonymise(ps, st, rec, kind, raw, set_current, set_previous);
+    }
+
+    // Source.device_id only in the form decode lets through: a serial number, 1-64 of
+    // [A-Za-z0-9._-].
+    static bool device_form(std::string_view id) {
+        if (id.empty() || id.size() > 64) return false;
+        return std::all_of(id.begin(), id.end(), [](char c) {
+            return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                   c == '.' || c == '_' || c == '-';
+        });
+    }
+
     static std::int64_t event_time(const config::ClassRules* r, DataClass c, std::int64_t t) {
         switch (action_of(r, c, "event_time")) {
             case Action::keep:
@@ -554,7 +629,7 @@ struct Policy::Impl {
 
     static void set_source(const config::ClassRules* r, DataClass c, clean::v1::Record& rec,
                            const std::string& device_id, std::uint64_t seq) {
-        if (action_of(r, c, "device") != Action::keep) return;
+        if (action_of(r, c, "device") != Action::keep || !device_form(device_id)) return;
         rec.mutable_source()->set_device_id(device_id);
         rec.mutable_source()->set_device_seq(seq);
     }
@@ -592,13 +667,16 @@ struct Policy::Impl {
         if (action_of(r, c, "kind") == Action::keep) {
             a->set_kind(static_cast<clean::v1::Alarm::Kind>(in.kind()));  // same numbering
         }
-        if (action_of(r, c, "event_id") == Action::keep) a->set_event_id(in.event_id());
         if (action_of(r, c, "zone") == Action::keep) a->set_zone(in.zone());
         if (action_of(r, c, "attempt_count") == Action::keep &&
             in.kind() == device::v1::AlarmEvent::WRONG_CODE) {
             a->set_attempt_count(in.attempt_count());
         }
         Stamp st = stamp(received_ms);
+        free_text(
+            ps, r, c, "event_id", st, rec, SubjectKind::event_id, in.event_id(),
+            [&](std::string v) { a->set_event_id(std::move(v)); },
+            [&](std::string v) { rec.mutable_previous()->set_event_id(std::move(v)); });
         if (action_of(r, c, "customer_number") == Action::pseudonymise &&
             !in.customer_number().empty()) {
             pseudonymise(
@@ -621,7 +699,7 @@ struct Policy::Impl {
 
     void remember_alarm(const DevKey& k, const Remembered& alarm, Output& out) {
         alarms[k] = alarm;
-        out.state.push_back({alarm_key(k.first, k.second), encode(alarm)});
+        out.state.push_back({alarm_key(k.first, k.second), encode_alarm(k.second, alarm)});
         while (alarms.size() > max_alarms_remembered) {
             auto oldest =
                 std::min_element(alarms.begin(), alarms.end(), [](const auto& a, const auto& b) {
@@ -676,7 +754,8 @@ struct Policy::Impl {
 
     // An image belongs to the subject of the alarm it verifies: sealed with the alarm's
     // customer's data key (as the alarm record is), and given to no purpose its customer or
-    // panel user objects to.
+    // panel user objects to. Its tokens are made with the key epoch of its alarm (received at
+    // a.received_ms), so the recipient finds the alarm's event_id token on the image.
     void send_image(const DevKey& k, const Held& h, const Remembered& a, std::int64_t basis_ms,
                     Output& out, const std::set<std::string>* only = nullptr) {
         constexpr auto c = DataClass::verification_image;
@@ -690,11 +769,18 @@ struct Policy::Impl {
             e.record.set_event_time_ms(event_time(r, c, h.event_time_ms));
             set_source(r, c, e.record, k.first, h.device_seq);
             auto* img = e.record.mutable_image();
-            if (action_of(r, c, "event_id") == Action::keep) img->set_event_id(h.event_id);
-            if (action_of(r, c, "image_id") == Action::keep) img->set_image_id(k.second);
+            Stamp st = stamp(a.received_ms);
+            free_text(
+                ps, r, c, "event_id", st, e.record, SubjectKind::event_id, h.event_id,
+                [&](std::string v) { img->set_event_id(std::move(v)); },
+                [&](std::string v) { e.record.mutable_previous()->set_event_id(std::move(v)); });
+            free_text(
+                ps, r, c, "image_id", st, e.record, SubjectKind::image_id, k.second,
+                [&](std::string v) { img->set_image_id(std::move(v)); },
+                [&](std::string v) { e.record.mutable_previous()->set_image_id(std::move(v)); });
             img->set_index(0);
             img->set_count(1);
-            img->set_content_type(h.content_type);
+            img->set_content_type("image/jpeg");  // the one type the sanitiser lets through
             img->set_data(h.data);
             out.emissions.push_back(std::move(e));
             images_sent.add();
@@ -751,7 +837,8 @@ struct Policy::Impl {
         p.last_ms = std::max(p.last_ms, received_ms);
         if (p.chunks.size() < p.count) {
             Chunk c{ch.event_id(), ch.content_type(), ch.data(), ch.count(), received_ms};
-            out.state.push_back({chunk_key(dev, ch.image_id(), ch.index()), encode(c)});
+            out.state.push_back(
+                {chunk_key(dev, ch.image_id(), ch.index()), encode(ch.image_id(), c)});
             return out;
         }
         // Complete: the chunks are forgotten whatever happens to the image.
@@ -784,7 +871,7 @@ struct Policy::Impl {
             images_unlinked.add();
             return out;
         }
-        out.state.push_back({held_key(dev, ch.image_id()), encode(h)});
+        out.state.push_back({held_key(dev, ch.image_id()), encode(ch.image_id(), h)});
         held[k] = std::move(h);
         return out;
     }
@@ -1285,34 +1372,43 @@ struct Policy::Impl {
         auto parts = split(key);
         if (parts.size() < 3) return false;
         auto type = parts[1];
+        // Alarms and images: the raw id is in the (sealed) value; format 1 ('A', 'C', 'H', from
+        // before keyed ids) had it in the key: read from there, then moved to the keyed key
+        // with a format 2 value (the raw key is erased).
+        const bool old_format =
+            value.size() >= 2 && (value[1] == 'A' || value[1] == 'C' || value[1] == 'H');
         if (type == "al" && parts.size() == 4) {
-            auto dev = unesc(parts[2]), ev = unesc(parts[3]);
+            auto dev = unesc(parts[2]);
+            std::optional<std::string> ev;
             Remembered a;
-            if (Reader old(value, 'A'); old.ok()) {  // before alarms kept their subjects
-                a.received_ms = old.i();
-                if (!old.done()) return false;
+            Reader r(value, old_format ? 'A' : 'E');
+            if (old_format) {  // raw id in the key, a time only: a subjectless alarm
+                ev = unesc(parts[3]);
+                a.received_ms = r.i();
             } else {
-                Reader r(value, 'R');
+                ev = r.str();
                 a.received_ms = r.i();
                 a.customer = r.str();
                 a.user = r.str();
-                if (!r.done()) return false;
             }
-            if (!dev || !ev) return false;
+            if (!dev || !ev || ev->empty() || !r.done()) return false;
+            auto encoded = encode_alarm(*ev, a);
             alarms[{*dev, *ev}] = std::move(a);
-            return rekeyed(key, alarm_key(*dev, *ev), value);
+            return rekeyed(key, alarm_key(*dev, *ev), encoded);
         }
         if (type == "ic" && parts.size() == 5) {
-            auto dev = unesc(parts[2]), img = unesc(parts[3]);
+            auto dev = unesc(parts[2]);
             auto index = parse_i64(parts[4]);
-            Reader r(value, 'C');
+            Reader r(value, old_format ? 'C' : 'D');
+            auto img = old_format ? unesc(parts[3]) : std::optional<std::string>(r.str());
             Chunk c;
             c.event_id = r.str();
             c.content_type = r.str();
             c.count = r.u32();
             c.received_ms = r.i();
             c.data = r.str();
-            if (!dev || !img || !index || !r.done() || *index < 0 || *index >= c.count) {
+            if (!dev || !img || img->empty() || !index || !r.done() || *index < 0 ||
+                *index >= c.count) {
                 return false;
             }
             auto& p = partials[{*dev, *img}];
@@ -1328,12 +1424,14 @@ struct Policy::Impl {
             if (p.chunks.count(idx)) return false;
             p.bytes += c.data.size();
             p.last_ms = std::max(p.last_ms, c.received_ms);
+            std::string again = old_format ? encode(*img, c) : value;
             p.chunks.emplace(idx, std::move(c.data));
-            return rekeyed(key, chunk_key(*dev, *img, idx), value);
+            return rekeyed(key, chunk_key(*dev, *img, idx), again);
         }
         if (type == "ih" && parts.size() == 4) {
-            auto dev = unesc(parts[2]), img = unesc(parts[3]);
-            Reader r(value, 'H');
+            auto dev = unesc(parts[2]);
+            Reader r(value, old_format ? 'H' : 'I');
+            auto img = old_format ? unesc(parts[3]) : std::optional<std::string>(r.str());
             Held h;
             h.event_id = r.str();
             h.content_type = r.str();
@@ -1341,9 +1439,10 @@ struct Policy::Impl {
             h.event_time_ms = r.i();
             h.device_seq = r.u();
             h.data = r.str();
-            if (!dev || !img || !r.done()) return false;
+            if (!dev || !img || img->empty() || !r.done()) return false;
+            std::string again = old_format ? encode(*img, h) : value;
             held[{*dev, *img}] = std::move(h);
-            return rekeyed(key, held_key(*dev, *img), value);
+            return rekeyed(key, held_key(*dev, *img), again);
         }
         if ((type == "mb" || type == "ms") && parts.size() == 5) {
             auto* ps = purpose_named(parts[2]);
@@ -1460,8 +1559,8 @@ struct Policy::Impl {
 };
 
 Policy::Policy(const config::PolicySection& section, EpochSchedule epochs,
-               const PseudonymiserFactory& keys, Counters& counters)
-    : impl_(std::make_unique<Impl>(section, epochs, keys, counters)) {}
+               const PseudonymiserFactory& keys, Counters& counters, StateIdFunction state_ids)
+    : impl_(std::make_unique<Impl>(section, epochs, keys, counters, std::move(state_ids))) {}
 
 Policy::~Policy() = default;
 Policy::Policy(Policy&&) noexcept = default;

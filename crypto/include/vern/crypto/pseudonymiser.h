@@ -15,6 +15,10 @@ enum class SubjectKind : std::uint8_t {
     meter_point = 3,
     phone = 4,
     national_id = 5,
+    // Not people: ids a device chose (free text that may hold anything). Tokens of them are
+    // made like pseudonyms, under their own kind byte, so a token never equals a pseudonym.
+    event_id = 6,
+    image_id = 7,
 };
 
 class SecretKey;  // opaque, sodium_malloc'd

@@ -3,8 +3,10 @@
 //
 // A purpose is declared in config as [purpose.{name}] with a recipient, a GDPR art. 6(1) legal
 // basis, a retention and one table per data class it receives. Each class table names fields
-// and what happens to them (keep, pseudonymise, generalise, aggregate, drop). A field no rule
-// names is dropped: an allow-list, never a pass-through.
+// and what happens to them (keep, pseudonymise, tokenise, generalise, aggregate, drop). A field
+// no rule names is dropped: an allow-list, never a pass-through. Every string field has a
+// declared form: free text a device chose (event and image ids) leaves only as a token, or as it
+// is where the whole value matches a narrow format the purpose gives (keep:FORMAT).
 //
 // The catalogue below is the one list of data classes and fields vern knows, with the actions
 // each field allows. It is what the config is checked against (a rule outside it is an error
@@ -29,6 +31,7 @@ enum class Action : std::uint8_t {
     pseudonymise,  // keyed BLAKE2b pseudonym, per purpose and key epoch
     generalise,    // coarser: time to a unit, energy to a resolution, meter interval downsampled
     aggregate,     // summed over the site's meters; sent only when >= k contributed
+    tokenise,      // free text: keyed token per purpose and key epoch, shaped like a pseudonym
 };
 
 // What kind of value a field holds; decides which actions are allowed.
@@ -43,6 +46,8 @@ enum class FieldKind : std::uint8_t {
     energy,      // watt-hours: keep, generalise (round to a resolution) or aggregate
     picture,     // the image itself, sent only with every metadata segment stripped
     metadata,    // image metadata (EXIF with GPS, XMP, IPTC, comments): only ever dropped
+    free_text,   // an id a device chose (event, image): may hold anything a person typed.
+                 // Tokenise, or keep with a narrow format (a value not matching it: token)
 };
 
 struct FieldInfo {
@@ -76,7 +81,34 @@ struct FieldRule {
     // Energy: the resolution in Wh (values rounded to the nearest multiple).
     std::int64_t param = 0;
     std::uint32_t line = 0, column = 0;  // where the rule is, for messages (0: built in)
+    // keep of a free-text field: the format the whole value must match to be sent as it is
+    // (see parse_keep_format); any other value is tokenised. Empty for every other rule.
+    std::string format;
 };
+
+// A keep format: a sequence of atoms, each a character from [A-Za-z0-9._:/-] or a class of
+// them in brackets ([A-Z0-9_-]: characters and ranges, no negation), each optionally followed
+// by {n} or {m,n}. The whole value must match. Narrow by construction: nothing outside
+// [A-Za-z0-9._:/-] (no space, '@', '+'), at most max_keep_length characters, and no run of more
+// than max_keep_digits digits (a phone number or a national id does not fit).
+inline constexpr std::size_t max_keep_length = 64;
+inline constexpr std::size_t max_keep_digits = 7;
+struct KeepFormat {
+    struct Atom {
+        std::uint64_t lo = 0, hi = 0;  // the characters it allows: bit c (lo) or c - 64 (hi)
+        std::uint32_t min = 1, max = 1;
+        bool allows(unsigned char c) const {
+            return c < 64 ? ((lo >> c) & 1U) != 0 : c < 128 ? ((hi >> (c - 64)) & 1U) != 0 : false;
+        }
+    };
+    std::vector<Atom> atoms;
+    bool matches(std::string_view value) const;
+};
+struct ParsedFormat {
+    std::optional<KeepFormat> format;
+    std::string error;  // why the text is not a narrow format (repeats only the format)
+};
+ParsedFormat parse_keep_format(std::string_view text);
 
 struct ClassRules {
     DataClass data_class = DataClass::alarm_event;
@@ -126,7 +158,8 @@ bool valid_purpose_name(std::string_view name);
 bool valid_topic_level(std::string_view level);
 
 // A rule as written in config, for a field of `kind`: "keep", "drop", "pseudonymise",
-// "aggregate", "generalise:minute|15min|hour|day|<N>s" (time, interval: param in seconds),
+// "tokenise", "keep:FORMAT" (free text; the format is checked by check_purposes()), "aggregate",
+// "generalise:minute|15min|hour|day|<N>s" (time, interval: param in seconds),
 // "generalise:<N>Wh|<N>kWh" (energy: param in Wh). On failure `error` says why (with a hint),
 // never repeating anything but the rule text. Whether the field allows the action is
 // check_purposes()'s business.
@@ -135,7 +168,8 @@ struct ParsedRule {
     std::string error;
 };
 ParsedRule parse_rule(std::string_view field, FieldKind kind, std::string_view text);
-// The config spelling of a rule ("generalise:hour", "generalise:100Wh", "keep").
+// The config spelling of a rule ("generalise:hour", "generalise:100Wh", "keep",
+// "keep:[A-Z0-9]{1,8}").
 std::string rule_text(const FieldRule& rule, FieldKind kind);
 
 // Every rule the purposes break (see gateway/config/README.md), each with the line and column

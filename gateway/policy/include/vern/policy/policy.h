@@ -1,8 +1,11 @@
 #pragma once
 // The privacy engine: one validated device event in, the cleaned records each purpose is
 // entitled to out, decided by the purposes in config (config::PolicySection) and nothing else.
-// Field by field it keeps, pseudonymises, generalises, aggregates or drops; a field no rule
-// names is dropped (an allow-list: nothing is copied wholesale from a device message).
+// Field by field it keeps, pseudonymises, tokenises, generalises, aggregates or drops; a field no
+// rule names is dropped (an allow-list: nothing is copied wholesale from a device message).
+// Free text a device chose (event and image ids) leaves only as a keyed token, or as it is where
+// the purpose keeps it by a format the whole value matches; a value off the format is tokenised
+// and counted (policy_values_tokenised_off_format), never dropped with its alarm.
 //
 // Pure: no I/O, no clock, no logging. The caller passes the time, and keeps the engine's state:
 // every change to what the engine remembers between events (meter intervals being summed, site
@@ -51,8 +54,9 @@ struct Emission {
 };
 
 // A change to the engine's state: put (value set) or erase (no value). Keys are ASCII and never
-// hold an identifier (pseudonyms or hashes only); values are opaque and hold personal data
-// (energy per meter, image chunks): the caller must keep them sealed at rest.
+// hold an identifier or an id a device chose (device serial numbers, pseudonyms and keyed ids
+// only); values are opaque and hold personal data (energy per meter, image chunks, the raw ids
+// the keys stand for): the caller must keep them sealed at rest.
 struct StateChange {
     std::string key;
     std::optional<std::string> value;
@@ -102,11 +106,18 @@ struct SubjectState {
 using PseudonymiserFactory =
     std::function<crypto::Pseudonymiser(const std::string& purpose, std::uint32_t epoch)>;
 
+// The keyed id that stands for an id a device chose (kind event_id or image_id) in a state key:
+// deterministic, the same for every purpose and key epoch, never the id itself. The pipeline
+// passes the keyring's subject id (keyed BLAKE2b, its own kind byte). Kept for the engine's life.
+using StateIdFunction = std::function<std::string(crypto::SubjectKind kind, std::string_view id)>;
+
 class Policy {
 public:
     // Counters it bumps (names in the README), e.g. "policy_meter_late_corrections".
+    // `state_ids` empty (tests, tools): the factory's pseudonymiser of "#state" (never a purpose
+    // name), epoch 1. Keys written with another function move on restore (values hold the ids).
     Policy(const config::PolicySection& section, EpochSchedule epochs,
-           const PseudonymiserFactory& keys, Counters& counters);
+           const PseudonymiserFactory& keys, Counters& counters, StateIdFunction state_ids = {});
     ~Policy();
     Policy(Policy&&) noexcept;
     Policy& operator=(Policy&&) noexcept;

@@ -21,8 +21,10 @@ int print_ropa(const config::Config& config, const std::string& format, std::ost
 
 // --pseudonymise KIND --purpose NAME [--epoch N]: one identifier per line from `in` (a trailing
 // CR is ignored), one pseudonym per line to `out` in the same order; an empty line stays empty.
-// KIND: customer_number, meter_point or panel_user ("site/device/slot"). The purpose must be one
-// of the config's and must pseudonymise that kind; epoch defaults to keys.pseudonym_epoch. The
+// KIND: customer_number, meter_point or panel_user ("site/device/slot"), or the free-text ids
+// event_id and image_id (their tokens: the ids a backend gave its panels map to what it
+// receives). The purpose must be one of the config's and must pseudonymise that kind (tokens:
+// tokenise or keep:FORMAT it); epoch defaults to keys.pseudonym_epoch. The
 // master key is read from config.master_key_path() and never created. Errors go to `err`
 // without any input value. Returns the exit code: 0, 1 (key or I/O failure), 2 (bad usage).
 int pseudonymise(const config::Config& config, const std::string& kind, const std::string& purpose,
