@@ -281,3 +281,39 @@ TEST_CASE("Nothing personal a device sent rests in the store's files, WAL includ
     CHECK(hits == 0);
     CHECK(files > 3);  // the key, the WAL, the manifest, ...
 }
+
+TEST_CASE("A name seen in one group is caught in a later group's free text that a purpose keeps") {
+    Harness h;
+    // An operator lets event ids through as they are, by a format that allows letters.
+    for (auto& p : h.config.policy.purposes) {
+        for (auto& c : p.classes) {
+            for (auto& f : c.fields) {
+                if (f.field != "event_id") continue;
+                f.action = config::Action::keep;
+                f.format = "[A-Za-z-]{1,20}";
+            }
+        }
+    }
+    h.start();
+    h.send({h.message(alarm("panel-01", 1, "ev-a"), "alarm")});  // names Kari Nordmann
+    // Another panel, another group, no personal value of its own: its event id names her.
+    auto m = alarm("panel-02", 1, "Kari-Nordmann");
+    m.mutable_alarm()->clear_customer_number();
+    m.mutable_alarm()->clear_user_name();
+    m.mutable_alarm()->clear_contact_phone();
+    m.mutable_alarm()->clear_national_id();
+    m.mutable_alarm()->set_user_slot(0);
+    h.send({h.message(m, "alarm")});
+    h.send({h.message(alarm("panel-01", 2, "ev-b"), "alarm")});
+
+    CHECK(h.counter("quarantined_leak_blocked") == 1);
+    CHECK(last_receipt(h, "panel-02").through() == 1);  // the event itself is settled
+    auto records = h.drain(Lane::alarm);
+    REQUIRE(records.size() == 2);
+    CHECK(records[0].second.alarm().event_id() == "ev-a");  // kept as is: the format allows it
+    // The stream has no gap where the blocked record would have been.
+    CHECK(records[1].second.seq() == records[0].second.seq() + 1);
+    for (const auto& [topic, rec] : records) {
+        CHECK(rec.SerializeAsString().find("Nordmann") == std::string::npos);
+    }
+}
