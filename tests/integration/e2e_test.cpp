@@ -1223,7 +1223,7 @@ TEST_CASE("A broker whose certificate the configured CA did not sign gets nothin
 // subject id and verifies, and nothing vernctl printed besides the export — nor the audit log
 // or vernd's log — holds an identifier.
 TEST_CASE(
-    "vernctl as the privacy officer exports and erases a customer; the audit names only "
+    "vernctl as the privacy officer exports and erases a customer and the audit names only "
     "its subject id",
     "[e2e]") {
     Site site;
@@ -1262,8 +1262,11 @@ TEST_CASE(
     CHECK(slurp(out.path() / "erase.txt").find("erase: ") != std::string::npos);
     CHECK(officer("--json audit show", out.path() / "audit.json") == 0);
     CHECK(officer("audit verify", out.path() / "verify.txt") == 0);
-    // Not a technician: refused.
-    CHECK(officer("status", out.path() / "status.txt") == 3);
+    // The officer's status carries the rights counters a technician's leaves out; the
+    // technician's tail is refused.
+    CHECK(officer("--json status", out.path() / "status.json") == 0);
+    CHECK(slurp(out.path() / "status.json").find("rights_erasures") != std::string::npos);
+    CHECK(officer("tail -n 1", out.path() / "tail.txt") == 3);
 
     json audit = read_json(out.path() / "audit.json");
     REQUIRE(audit.contains("entries"));

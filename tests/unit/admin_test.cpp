@@ -295,7 +295,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "A privacy officer by gid runs subject commands; the audit holds the subject id, never "
+    "A privacy officer by gid runs subject commands and the audit holds the subject id, never "
     "the identifier") {
     Fixture f(Roles{{}, {}, {}, {my_gid()}});
     using A = admin::v1::SubjectRequest;
@@ -565,7 +565,7 @@ TEST_CASE("tail streams the records the diagnostics hand over, then ends") {
 }
 
 TEST_CASE(
-    "The socket is mode 0660: a user outside its group cannot connect; with access, "
+    "The socket is mode 0660: a user outside its group cannot connect, and with access, "
     "another uid gets only the role configured for it") {
     if (::getuid() != 0) {
         WARN("needs root to switch uid in a child; skipped");

@@ -716,7 +716,7 @@ void write_text(const std::filesystem::path& p, const std::string& text) {
 // Item 8 of issue 14, the status: that an erasure or an export happened is the privacy
 // officer's to know, not the technician's.
 TEST_CASE(
-    "A technician's status has no rights counters; the privacy officer's has them, named as "
+    "A technician's status has no rights counters and the privacy officer's has them, named as "
     "rights") {
     DiagFixture f;
     const std::int64_t ack = system_now_ms() - std::int64_t{4000} * 1000;  // 66 min ago
