@@ -49,7 +49,26 @@ std::string PanelGenerator::next_event_id() {
     char buf[32];
     // At most 20 digits: always fits buf, nothing to check.
     (void)std::snprintf(buf, sizeof buf, "ev-%06llu", static_cast<unsigned long long>(++events_));
-    return buf;
+    // One event in eight carries a label someone typed into the panel: a user's name, phone or
+    // national id, or the customer number, written the way people write them. Unusual but
+    // well-formed: the gateway must let no form of it leave the site or rest on disk in the
+    // clear. The event number keeps the id unique.
+    if (panel_.users.empty() || rng_.below(8) != 0) return buf;
+    const PanelUser& user = panel_.users[rng_.below(panel_.users.size())];
+    const std::string number = std::to_string(events_);
+    switch (rng_.below(4)) {
+        case 0:
+            return user.name() + " " + number;
+        case 1: {  // "tlf 912 34 567"
+            const std::string sub = user.phone.substr(user.phone.size() - 8);
+            return "tlf " + sub.substr(0, 3) + " " + sub.substr(3, 2) + " " + sub.substr(5) + " #" +
+                   number;
+        }
+        case 2:  // "010190 12345"
+            return user.national_id.substr(0, 6) + " " + user.national_id.substr(6) + " #" + number;
+        default:
+            return "kunde " + panel_.customer_number + "/" + number;
+    }
 }
 
 std::vector<OutMessage> PanelGenerator::next(std::int64_t now_ms) {

@@ -1,5 +1,7 @@
 #include "vern/sim/scanner.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -51,15 +53,77 @@ void scan_file(const IdentifierScanner& scanner, const std::filesystem::path& fi
 
 }  // namespace
 
+// The forms people write a value in, besides as it is: case-folded, digits alone, grouped the
+// way Norwegian numbers are grouped, a name's longer parts. Forms shorter than 6 bytes are left
+// out (four random bytes match one in 2^32 positions: a megabyte of ciphertext would "hold" a
+// four-letter name).
+std::vector<std::string> IdentifierScanner::written_forms(const Identifier& id) {
+    std::vector<std::string> forms{id.value};
+    auto add = [&](std::string f) {
+        if (f.size() >= 6 && std::find(forms.begin(), forms.end(), f) == forms.end()) {
+            forms.push_back(std::move(f));
+        }
+    };
+    std::string lower = id.value, upper = id.value, digits;
+    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    for (char c : id.value) {
+        if (c >= '0' && c <= '9') digits += c;
+    }
+    add(lower);
+    add(upper);
+    if (digits.size() >= 6) add(digits);
+    switch (id.kind) {
+        case IdentifierKind::name: {
+            std::string word;
+            for (char c : id.value + " ") {
+                if (c == ' ' || c == '-') {
+                    add(word);
+                    word.clear();
+                } else {
+                    word += c;
+                }
+            }
+            break;
+        }
+        case IdentifierKind::phone:
+            if (digits.size() >= 8) {
+                const std::string sub = digits.substr(digits.size() - 8);
+                add(sub);
+                add(sub.substr(0, 3) + " " + sub.substr(3, 2) + " " + sub.substr(5));
+                add(sub.substr(0, 2) + " " + sub.substr(2, 2) + " " + sub.substr(4, 2) + " " +
+                    sub.substr(6));
+            }
+            break;
+        case IdentifierKind::national_id:
+            if (digits.size() == 11) {
+                add(digits.substr(0, 6) + " " + digits.substr(6));
+                add(digits.substr(0, 6) + "-" + digits.substr(6));
+                add(digits.substr(0, 2) + "." + digits.substr(2, 2) + "." + digits.substr(4, 2) +
+                    "-" + digits.substr(6));
+            }
+            break;
+        default:
+            break;
+    }
+    return forms;
+}
+
 IdentifierScanner::IdentifierScanner(std::vector<Identifier> identifiers)
     : first_two_(65536, false) {
+    std::size_t origin = 0;
     for (auto& id : identifiers) {
         if (id.value.size() < 4) continue;
-        const std::size_t index = identifiers_.size();
-        by_prefix_[prefix4(id.value.data())].push_back(index);
-        first_two_[prefix2(id.value.data())] = true;
-        max_length_ = std::max(max_length_, id.value.size());
-        identifiers_.push_back(std::move(id));
+        for (auto& form : written_forms(id)) {
+            if (form.size() < 4) continue;
+            const std::size_t index = identifiers_.size();
+            by_prefix_[prefix4(form.data())].push_back(index);
+            first_two_[prefix2(form.data())] = true;
+            max_length_ = std::max(max_length_, form.size());
+            identifiers_.push_back({id.kind, std::move(form)});
+            origin_.push_back(origin);
+        }
+        ++origin;
     }
 }
 
@@ -67,6 +131,10 @@ std::uint64_t IdentifierScanner::scan(std::string_view data, KindCounts& counts,
                                       std::size_t min_end) const {
     std::uint64_t found = 0;
     if (data.size() < 4) return 0;
+    // One occurrence of a value counts once, whichever of its forms match inside it (the digits
+    // of "+4791234567" are a form of it too): a match ending where an earlier match of the same
+    // value ended, or before, is part of that one.
+    std::unordered_map<std::size_t, std::size_t> last_end;  // origin -> end of its last match
     const char* p = data.data();
     for (std::size_t i = 0; i + 4 <= data.size(); ++i) {
         if (!first_two_[prefix2(p + i)]) continue;
@@ -74,11 +142,16 @@ std::uint64_t IdentifierScanner::scan(std::string_view data, KindCounts& counts,
         if (it == by_prefix_.end()) continue;
         for (const std::size_t index : it->second) {
             const Identifier& id = identifiers_[index];
-            if (i + id.value.size() > data.size() || i + id.value.size() <= min_end) continue;
-            if (data.compare(i, id.value.size(), id.value) == 0) {
-                ++counts[id.kind];
-                ++found;
+            const std::size_t end = i + id.value.size();
+            if (end > data.size() || end <= min_end) continue;
+            if (data.compare(i, id.value.size(), id.value) != 0) continue;
+            auto [last, fresh] = last_end.emplace(origin_[index], end);
+            if (!fresh) {
+                if (end <= last->second) continue;
+                last->second = end;
             }
+            ++counts[id.kind];
+            ++found;
         }
     }
     return found;

@@ -202,7 +202,9 @@ TEST_CASE("A resent event is receipted again and not stored twice") {
     CHECK(h.drain(Lane::alarm).size() == 1);
 }
 
-TEST_CASE("Garbage and retained messages are quarantined and counted, and the events around them are committed") {
+TEST_CASE(
+    "Garbage and retained messages are quarantined and counted, and the events around them are "
+    "committed") {
     Harness h;
     h.start();
     h.send({h.message(alarm("panel-01", 1, "ev-1"), "alarm"),

@@ -1,11 +1,13 @@
 #pragma once
-// Looks for a population's raw identifiers in byte strings and files. Reports kinds, counts and
-// file paths; callers must never print the matched values.
+// Looks for a population's identifiers in byte strings and files, in the forms people write
+// them (as they are, case-folded, digits alone, grouped, a name's parts: written_forms()).
+// Reports kinds, counts and file paths; callers must never print the matched values.
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <map>
 #include <set>
+#include <string>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
@@ -28,10 +30,13 @@ public:
     std::uint64_t count(std::string_view data) const;
 
     std::size_t max_length() const { return max_length_; }
+    // The forms looked for: the value first, then the others of at least 6 bytes.
+    static std::vector<std::string> written_forms(const Identifier& id);
     std::size_t size() const { return identifiers_.size(); }
 
 private:
-    std::vector<Identifier> identifiers_;
+    std::vector<Identifier> identifiers_;  // one per form
+    std::vector<std::size_t> origin_;      // the value each form is of (counted once)
     std::unordered_map<std::uint32_t, std::vector<std::size_t>> by_prefix_;
     std::vector<bool> first_two_;  // 65536 bits: any identifier starts with these two bytes
     std::size_t max_length_ = 0;
