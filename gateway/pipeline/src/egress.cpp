@@ -48,6 +48,7 @@ Egress::Egress(const config::Config& config, Counters& counters, storage::Store&
       commits_(counters.get("commits")),
       state_corrupt_(counters.get("policy_state_corrupt")),
       refused_budget_(counters.get("commits_refused_budget")),
+      tokenised_after_guard_(counters.get("leak_guard_tokenised")),
       commit_latency_(counters.histogram("commit_latency_ms")) {
     for (Lane lane : all_lanes) {
         const auto i = static_cast<std::size_t>(lane);
@@ -104,7 +105,23 @@ std::size_t Egress::stage(Staged& staged, std::vector<policy::Emission>& emissio
         e.record.set_gateway(config_.gateway.id);
         e.record.set_seq(staged.next_seq[e.stream] + 1);
         std::string clean = e.record.SerializeAsString();
-        if (auto found = blocked(e.record, clean, origin)) {
+        auto found = blocked(e.record, clean, origin);
+        if (found && e.tokenised) {
+            // A narrow keep:FORMAT still let a person's value through: the record goes with its
+            // free text tokenised, as by default (an alarm is never lost to an operator's
+            // format). Worth an operator's attention: the format is too wide.
+            spdlog::warn(
+                "leak guard: a {} record for purpose {} held {} in free text kept by "
+                "format; sent with it tokenised",
+                e.kind, e.stream, *found);
+            tokenised_after_guard_.add();
+            e.record = std::move(*e.tokenised);
+            e.record.set_gateway(config_.gateway.id);
+            e.record.set_seq(staged.next_seq[e.stream] + 1);
+            clean = e.record.SerializeAsString();
+            found = blocked(e.record, clean, origin);
+        }
+        if (found) {
             // A rule let through what no rule should: worth an operator's attention. The
             // stream's sequence has no gap (the seq is taken only by what is staged).
             spdlog::warn("leak guard: blocked a {} record for purpose {}: it held {}", e.kind,

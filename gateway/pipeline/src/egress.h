@@ -63,7 +63,9 @@ public:
     // The engine's state changes, sealed.
     void stage_state(Staged& staged, const std::vector<policy::StateChange>& changes) const;
     // Guards, seals and stages the emissions. Returns how many were staged (the rest were
-    // blocked by the guard: counted as quarantined_leak_blocked with a quarantine entry).
+    // blocked by the guard: counted as quarantined_leak_blocked with a quarantine entry). An
+    // emission the guard blocks that has a tokenised form goes in that form if the guard passes
+    // it (counted as leak_guard_tokenised).
     std::size_t stage(Staged& staged, std::vector<policy::Emission>& emissions,
                       const Origin& origin);
     // A quarantine entry (metadata only) and its counter.
@@ -103,6 +105,7 @@ private:
     Counter& commits_;
     Counter& state_corrupt_;
     Counter& refused_budget_;
+    Counter& tokenised_after_guard_;  // sent with free text tokenised after the guard's block
     std::array<Counter*, 3> evicted_budget_{};
     std::array<Counter*, 3> dropped_budget_{};
     storage::BudgetCounts budget_seen_;

@@ -492,9 +492,15 @@ RightsEngine::Outcome RightsEngine::erase(const SubjectRef& ref) {
         std::vector<policy::Emission> emissions;
         for (const auto& p : config_.policy.purposes) {
             if (!pseudonymises(p, s->kind)) continue;
-            policy::Emission e{
-                p.name, p.topic, Lane::alarm, "notice", std::numeric_limits<std::int64_t>::max(),
-                {},     {}};
+            policy::Emission e{p.name,
+                               p.topic,
+                               Lane::alarm,
+                               "notice",
+                               std::numeric_limits<std::int64_t>::max(),
+                               {},
+                               {},
+                               crypto::SubjectKind::customer_number,
+                               {}};
             auto& rec = e.record;
             rec.set_stream(p.name);
             rec.set_event_time_ms(now);

@@ -406,6 +406,10 @@ struct Policy::Impl {
     std::vector<StateChange> pending;     // from restore: erase what did not parse, re-key
     ObjectionCheck objection;             // empty: nobody objects
     StateIdFunction state_id;             // keyed ids of event and image ids, for state keys
+    // Building records: a free-text value was kept as it is / tokenise every one (the
+    // fallback record of with_tokenised()).
+    mutable bool kept_as_is_ = false;
+    mutable bool tokenise_all_ = false;
 
     Counter& meter_duplicates;
     Counter& meter_late_corrections;
@@ -580,11 +584,12 @@ struct Policy::Impl {
                    std::string_view raw, SetCurrent set_current, SetPrevious set_previous) const {
         Action a = action_of(r, c, field);
         if (raw.empty() || (a != Action::keep && a != Action::tokenise)) return;
-        if (a == Action::keep) {
+        if (a == Action::keep && !tokenise_all_) {
             std::string name = std::string(config::class_name(c)) + "." + std::string(field);
             auto format = ps.formats.find(name);
             if (format != ps.formats.end() && format->second.matches(raw)) {
                 set_current(std::string(raw));
+                kept_as_is_ = true;
                 return;
             }
             values_tokenised_off_format.add();
@@ -622,7 +627,8 @@ struct Policy::Impl {
                    basis_ms + static_cast<std::int64_t>(ps.purpose->retention_h_for(c)) * ms_per_h,
                    {},
                    {},
-                   SubjectKind::customer_number};
+                   SubjectKind::customer_number,
+                   {}};
         e.record.set_stream(ps.purpose->name);
         return e;
     }
@@ -723,7 +729,10 @@ struct Policy::Impl {
         std::set<std::string> image_to;  // purposes that may get this alarm's images
         for (const auto& ps : purposes) {
             if (refused(ps, remembered)) continue;
-            if (ps.alarm_rules) out.emissions.push_back(alarm_record(ps, event, site, received_ms));
+            if (ps.alarm_rules) {
+                out.emissions.push_back(
+                    with_tokenised([&] { return alarm_record(ps, event, site, received_ms); }));
+            }
             if (ps.images()) image_to.insert(ps.purpose->name);
         }
         // An alarm whose subject objects to every purpose that receives images is not
@@ -758,11 +767,20 @@ struct Policy::Impl {
     // a.received_ms), so the recipient finds the alarm's event_id token on the image.
     void send_image(const DevKey& k, const Held& h, const Remembered& a, std::int64_t basis_ms,
                     Output& out, const std::set<std::string>* only = nullptr) {
-        constexpr auto c = DataClass::verification_image;
         for (const auto& ps : purposes) {
             if (!ps.images()) continue;
             if (only && !only->count(ps.purpose->name)) continue;
             if (refused(ps, a)) continue;
+            out.emissions.push_back(
+                with_tokenised([&] { return image_record(ps, k, h, a, basis_ms); }));
+            images_sent.add();
+        }
+    }
+
+    Emission image_record(const PurposeState& ps, const DevKey& k, const Held& h,
+                          const Remembered& a, std::int64_t basis_ms) const {
+        constexpr auto c = DataClass::verification_image;
+        {
             const auto* r = ps.image_rules;
             auto e = emission(ps, c, Lane::image, "image", basis_ms);
             e.subject = a.customer;
@@ -782,9 +800,22 @@ struct Policy::Impl {
             img->set_count(1);
             img->set_content_type("image/jpeg");  // the one type the sanitiser lets through
             img->set_data(h.data);
-            out.emissions.push_back(std::move(e));
-            images_sent.add();
+            return e;
         }
+    }
+
+    // Builds a record; if it kept a free-text value as it is, builds it again with every
+    // free-text field tokenised, for the egress to send should its leak guard block the first.
+    template <typename Build>
+    Emission with_tokenised(const Build& build) const {
+        kept_as_is_ = false;
+        Emission e = build();
+        if (kept_as_is_) {
+            tokenise_all_ = true;
+            e.tokenised = build().record;
+            tokenise_all_ = false;
+        }
+        return e;
     }
 
     Result<Output, Reason> apply_image(const device::v1::DeviceMessage& event,

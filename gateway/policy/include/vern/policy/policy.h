@@ -51,6 +51,10 @@ struct Emission {
     // no customer. Never stored, logged or emitted: it does not go into `record`.
     std::string subject;
     crypto::SubjectKind subject_kind = crypto::SubjectKind::customer_number;
+    // Set when a free-text field was kept as it is (keep:FORMAT): the same record with every
+    // free-text field tokenised. If the egress leak guard blocks `record`, this goes instead, so
+    // an alarm is never lost because a narrow format still let a person's name through.
+    std::optional<clean::v1::Record> tokenised;
 };
 
 // A change to the engine's state: put (value set) or erase (no value). Keys are ASCII and never
