@@ -109,10 +109,10 @@ std::vector<std::string> IdentifierScanner::written_forms(const Identifier& id) 
     return forms;
 }
 
-IdentifierScanner::IdentifierScanner(std::vector<Identifier> identifiers)
+IdentifierScanner::IdentifierScanner(const std::vector<Identifier>& identifiers)
     : first_two_(65536, false) {
     std::size_t origin = 0;
-    for (auto& id : identifiers) {
+    for (const auto& id : identifiers) {
         if (id.value.size() < 4) continue;
         for (auto& form : written_forms(id)) {
             if (form.size() < 4) continue;

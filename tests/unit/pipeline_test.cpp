@@ -802,7 +802,9 @@ TEST_CASE("selftest warns when a mosquitto config on the box turns persistence o
 
     std::filesystem::remove(more / "zz.conf");
     std::filesystem::remove(confd / "local.conf");
-    for (const auto& c : nlohmann::json::parse(f.diagnostics->selftest_json())["checks"]) {
+    // The parsed document in a variable: a range-for keeps only the last temporary alive.
+    const auto after = nlohmann::json::parse(f.diagnostics->selftest_json());
+    for (const auto& c : after["checks"]) {
         if (c["name"] == "site broker keeps nothing at rest") CHECK_FALSE(c.contains("warn"));
     }
 }

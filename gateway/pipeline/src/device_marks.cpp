@@ -1,5 +1,7 @@
 #include "vern/pipeline/device_marks.h"
 
+#include <limits>
+
 #include "vern/common/big_endian.h"
 
 namespace vern::pipeline {
@@ -35,7 +37,10 @@ DeviceMarks::Admit DeviceMarks::admit(const std::string& device, std::uint64_t s
     if (seq <= m.through || m.above.count(seq)) return Admit::duplicate;
     if (seq == m.through + 1) {
         ++m.through;
-        while (!m.above.empty() && *m.above.begin() == m.through + 1) {
+        // At the top of the range through + 1 wraps to 0: a stored mark (decoded from bytes a
+        // store could hold) may list 0 above it, and through must never go back.
+        while (!m.above.empty() && m.through != std::numeric_limits<std::uint64_t>::max() &&
+               *m.above.begin() == m.through + 1) {
             m.above.erase(m.above.begin());
             ++m.through;
         }

@@ -22,7 +22,7 @@ using KindCounts = std::map<IdentifierKind, std::uint64_t>;
 class IdentifierScanner {
 public:
     // Identifiers shorter than 4 bytes are ignored.
-    explicit IdentifierScanner(std::vector<Identifier> identifiers);
+    explicit IdentifierScanner(const std::vector<Identifier>& identifiers);
 
     // Adds to `counts` every occurrence in `data` that ends after offset `min_end` (used when
     // scanning a stream in overlapping windows). Returns the number of occurrences added.
