@@ -1558,3 +1558,24 @@ TEST_CASE(
     REQUIRE(h.state.size() == 2);  // the two alarms, remembered for the link window
     for (const auto& [key, value] : h.state) CHECK(key.rfind("pol/al/", 0) == 0);
 }
+
+TEST_CASE("At the bound of remembered alarms the oldest goes first, also when restored") {
+    auto jpeg = jpeg_with_metadata();
+    Harness h;
+    // 4096 alarms are remembered; the first one, received earliest, is pushed out by the
+    // 4097th, whatever its event id sorts as.
+    h.apply(alarm(AlarmEvent::INTRUSION, "zz-oldest"), t0);
+    for (int i = 1; i <= 4096; ++i) {
+        h.apply(alarm(AlarmEvent::INTRUSION, "ev-" + std::to_string(i)), t0 + i);
+    }
+    std::size_t remembered = 0;
+    for (const auto& [key, value] : h.state) remembered += key.rfind("pol/al/", 0) == 0;
+    CHECK(remembered == 4096);
+    h.restart();  // the age order comes back from the values
+    h.apply(alarm(AlarmEvent::INTRUSION, "ev-4097"), t0 + 4097);  // now "ev-1" is the oldest
+    for (const auto& c : chunks("zz-oldest", "img-a", jpeg, 4096)) h.apply(c, t0 + 5000);
+    for (const auto& c : chunks("ev-1", "img-b", jpeg, 4096)) h.apply(c, t0 + 5000);
+    for (const auto& c : chunks("ev-2", "img-c", jpeg, 4096)) h.apply(c, t0 + 5000);
+    auto images = images_of(h.emitted);
+    REQUIRE(images.size() == 1);  // only ev-2's alarm is still remembered of the three
+}

@@ -401,11 +401,15 @@ struct Policy::Impl {
 
     // Shared state (not per purpose).
     std::map<DevKey, Remembered> alarms;  // (device, event id)
-    std::map<DevKey, Partial> partials;   // (device, image id)
-    std::map<DevKey, Held> held;          // (device, image id)
-    std::vector<StateChange> pending;     // from restore: erase what did not parse, re-key
-    ObjectionCheck objection;             // empty: nobody objects
-    StateIdFunction state_id;             // keyed ids of event and image ids, for state keys
+    // The same alarms by age, so the oldest goes in O(log n) when the bound is reached and the
+    // expired ones are found without a scan (a linear search for the oldest of 4096 took a
+    // third of vernd's CPU at 5 k events/s). Kept by put_alarm / erase_alarm only.
+    std::set<std::pair<std::int64_t, DevKey>> alarms_by_age;
+    std::map<DevKey, Partial> partials;  // (device, image id)
+    std::map<DevKey, Held> held;         // (device, image id)
+    std::vector<StateChange> pending;    // from restore: erase what did not parse, re-key
+    ObjectionCheck objection;            // empty: nobody objects
+    StateIdFunction state_id;            // keyed ids of event and image ids, for state keys
     // Building records: a free-text value was kept as it is / tokenise every one (the
     // fallback record of with_tokenised()).
     mutable bool kept_as_is_ = false;
@@ -703,16 +707,24 @@ struct Policy::Impl {
         return e;
     }
 
+    void put_alarm(const DevKey& k, Remembered alarm) {
+        auto [it, fresh] = alarms.try_emplace(k);
+        if (!fresh) alarms_by_age.erase({it->second.received_ms, k});
+        alarms_by_age.emplace(alarm.received_ms, k);
+        it->second = std::move(alarm);
+    }
+    std::map<DevKey, Remembered>::iterator erase_alarm(std::map<DevKey, Remembered>::iterator it) {
+        alarms_by_age.erase({it->second.received_ms, it->first});
+        return alarms.erase(it);
+    }
+
     void remember_alarm(const DevKey& k, const Remembered& alarm, Output& out) {
-        alarms[k] = alarm;
+        put_alarm(k, alarm);
         out.state.push_back({alarm_key(k.first, k.second), encode_alarm(k.second, alarm)});
         while (alarms.size() > max_alarms_remembered) {
-            auto oldest =
-                std::min_element(alarms.begin(), alarms.end(), [](const auto& a, const auto& b) {
-                    return a.second.received_ms < b.second.received_ms;
-                });
+            auto oldest = alarms.find(alarms_by_age.begin()->second);
             out.state.push_back({alarm_key(oldest->first.first, oldest->first.second), {}});
-            alarms.erase(oldest);
+            erase_alarm(oldest);
         }
     }
 
@@ -1222,13 +1234,10 @@ struct Policy::Impl {
                 ++it;
             }
         }
-        for (auto it = alarms.begin(); it != alarms.end();) {
-            if (now_ms > it->second.received_ms + window_ms()) {
-                out.state.push_back({alarm_key(it->first.first, it->first.second), {}});
-                it = alarms.erase(it);
-            } else {
-                ++it;
-            }
+        while (!alarms_by_age.empty() && now_ms > alarms_by_age.begin()->first + window_ms()) {
+            auto it = alarms.find(alarms_by_age.begin()->second);
+            out.state.push_back({alarm_key(it->first.first, it->first.second), {}});
+            erase_alarm(it);
         }
         return out;
     }
@@ -1382,7 +1391,7 @@ struct Policy::Impl {
                 }
             }
             out.state.push_back({alarm_key(it->first.first, it->first.second), {}});
-            it = alarms.erase(it);
+            it = erase_alarm(it);
         }
         return out;
     }
@@ -1424,7 +1433,7 @@ struct Policy::Impl {
             }
             if (!dev || !ev || ev->empty() || !r.done()) return false;
             auto encoded = encode_alarm(*ev, a);
-            alarms[{*dev, *ev}] = std::move(a);
+            put_alarm({*dev, *ev}, std::move(a));
             return rekeyed(key, alarm_key(*dev, *ev), encoded);
         }
         if (type == "ic" && parts.size() == 5) {
@@ -1555,6 +1564,7 @@ struct Policy::Impl {
 
     void clear() {
         alarms.clear();
+        alarms_by_age.clear();
         partials.clear();
         held.clear();
         pending.clear();
