@@ -410,10 +410,6 @@ struct Policy::Impl {
     std::vector<StateChange> pending;    // from restore: erase what did not parse, re-key
     ObjectionCheck objection;            // empty: nobody objects
     StateIdFunction state_id;            // keyed ids of event and image ids, for state keys
-    // Building records: a free-text value was kept as it is / tokenise every one (the
-    // fallback record of with_tokenised()).
-    mutable bool kept_as_is_ = false;
-    mutable bool tokenise_all_ = false;
 
     Counter& meter_duplicates;
     Counter& meter_late_corrections;
@@ -580,20 +576,27 @@ struct Policy::Impl {
         }
     }
 
+    // How one record's free-text fields are built: as the rules say, or all tokenised (the twin
+    // of with_tokenised()); and whether a value was kept as it is.
+    struct FreeText {
+        bool tokenise_all = false;
+        bool kept_as_is = false;
+    };
+
     // A free-text field (event or image id): as it is where the purpose keeps it by a format the
     // whole value matches; else its token (and its previous-epoch twin during the overlap).
     template <class SetCurrent, class SetPrevious>
-    void free_text(const PurposeState& ps, const config::ClassRules* r, DataClass c,
+    void free_text(FreeText& ft, const PurposeState& ps, const config::ClassRules* r, DataClass c,
                    std::string_view field, Stamp st, clean::v1::Record& rec, SubjectKind kind,
                    std::string_view raw, SetCurrent set_current, SetPrevious set_previous) const {
         Action a = action_of(r, c, field);
         if (raw.empty() || (a != Action::keep && a != Action::tokenise)) return;
-        if (a == Action::keep && !tokenise_all_) {
+        if (a == Action::keep && !ft.tokenise_all) {
             std::string name = std::string(config::class_name(c)) + "." + std::string(field);
             auto format = ps.formats.find(name);
             if (format != ps.formats.end() && format->second.matches(raw)) {
                 set_current(std::string(raw));
-                kept_as_is_ = true;
+                ft.kept_as_is = true;
                 return;
             }
             values_tokenised_off_format.add();
@@ -663,8 +666,9 @@ struct Policy::Impl {
 
     // --- alarms ---
 
-    Emission alarm_record(const PurposeState& ps, const device::v1::DeviceMessage& event,
-                          std::string_view site, std::int64_t received_ms) const {
+    Emission alarm_record(FreeText& ft, const PurposeState& ps,
+                          const device::v1::DeviceMessage& event, std::string_view site,
+                          std::int64_t received_ms) const {
         const auto* r = ps.alarm_rules;
         constexpr auto c = DataClass::alarm_event;
         const auto& in = event.alarm();
@@ -684,7 +688,7 @@ struct Policy::Impl {
         }
         Stamp st = stamp(received_ms);
         free_text(
-            ps, r, c, "event_id", st, rec, SubjectKind::event_id, in.event_id(),
+            ft, ps, r, c, "event_id", st, rec, SubjectKind::event_id, in.event_id(),
             [&](std::string v) { a->set_event_id(std::move(v)); },
             [&](std::string v) { rec.mutable_previous()->set_event_id(std::move(v)); });
         if (action_of(r, c, "customer_number") == Action::pseudonymise &&
@@ -742,8 +746,8 @@ struct Policy::Impl {
         for (const auto& ps : purposes) {
             if (refused(ps, remembered)) continue;
             if (ps.alarm_rules) {
-                out.emissions.push_back(
-                    with_tokenised([&] { return alarm_record(ps, event, site, received_ms); }));
+                out.emissions.push_back(with_tokenised(
+                    [&](FreeText& ft) { return alarm_record(ft, ps, event, site, received_ms); }));
             }
             if (ps.images()) image_to.insert(ps.purpose->name);
         }
@@ -783,49 +787,46 @@ struct Policy::Impl {
             if (!ps.images()) continue;
             if (only && !only->count(ps.purpose->name)) continue;
             if (refused(ps, a)) continue;
-            out.emissions.push_back(
-                with_tokenised([&] { return image_record(ps, k, h, a, basis_ms); }));
+            out.emissions.push_back(with_tokenised(
+                [&](FreeText& ft) { return image_record(ft, ps, k, h, a, basis_ms); }));
             images_sent.add();
         }
     }
 
-    Emission image_record(const PurposeState& ps, const DevKey& k, const Held& h,
+    Emission image_record(FreeText& ft, const PurposeState& ps, const DevKey& k, const Held& h,
                           const Remembered& a, std::int64_t basis_ms) const {
         constexpr auto c = DataClass::verification_image;
-        {
-            const auto* r = ps.image_rules;
-            auto e = emission(ps, c, Lane::image, "image", basis_ms);
-            e.subject = a.customer;
-            e.record.set_event_time_ms(event_time(r, c, h.event_time_ms));
-            set_source(r, c, e.record, k.first, h.device_seq);
-            auto* img = e.record.mutable_image();
-            Stamp st = stamp(a.received_ms);
-            free_text(
-                ps, r, c, "event_id", st, e.record, SubjectKind::event_id, h.event_id,
-                [&](std::string v) { img->set_event_id(std::move(v)); },
-                [&](std::string v) { e.record.mutable_previous()->set_event_id(std::move(v)); });
-            free_text(
-                ps, r, c, "image_id", st, e.record, SubjectKind::image_id, k.second,
-                [&](std::string v) { img->set_image_id(std::move(v)); },
-                [&](std::string v) { e.record.mutable_previous()->set_image_id(std::move(v)); });
-            img->set_index(0);
-            img->set_count(1);
-            img->set_content_type("image/jpeg");  // the one type the sanitiser lets through
-            img->set_data(h.data);
-            return e;
-        }
+        const auto* r = ps.image_rules;
+        auto e = emission(ps, c, Lane::image, "image", basis_ms);
+        e.subject = a.customer;
+        e.record.set_event_time_ms(event_time(r, c, h.event_time_ms));
+        set_source(r, c, e.record, k.first, h.device_seq);
+        auto* img = e.record.mutable_image();
+        Stamp st = stamp(a.received_ms);
+        free_text(
+            ft, ps, r, c, "event_id", st, e.record, SubjectKind::event_id, h.event_id,
+            [&](std::string v) { img->set_event_id(std::move(v)); },
+            [&](std::string v) { e.record.mutable_previous()->set_event_id(std::move(v)); });
+        free_text(
+            ft, ps, r, c, "image_id", st, e.record, SubjectKind::image_id, k.second,
+            [&](std::string v) { img->set_image_id(std::move(v)); },
+            [&](std::string v) { e.record.mutable_previous()->set_image_id(std::move(v)); });
+        img->set_index(0);
+        img->set_count(1);
+        img->set_content_type("image/jpeg");  // the one type the sanitiser lets through
+        img->set_data(h.data);
+        return e;
     }
 
     // Builds a record; if it kept a free-text value as it is, builds it again with every
     // free-text field tokenised, for the egress to send should its leak guard block the first.
     template <typename Build>
     Emission with_tokenised(const Build& build) const {
-        kept_as_is_ = false;
-        Emission e = build();
-        if (kept_as_is_) {
-            tokenise_all_ = true;
-            e.tokenised = build().record;
-            tokenise_all_ = false;
+        FreeText as_ruled;
+        Emission e = build(as_ruled);
+        if (as_ruled.kept_as_is) {
+            FreeText all{true, false};
+            e.tokenised = build(all).record;
         }
         return e;
     }
