@@ -32,17 +32,12 @@ Egress::Egress(const config::Config& config, Counters& counters, storage::Store&
                RecordKeys& record_keys, policy::Policy& policy, policy::LeakGuard& guard,
                DiagState& diag)
     : config_(config),
-      counters_(counters),
       store_(store),
       record_keys_(record_keys),
       policy_(policy),
       guard_(guard),
       diag_(diag),
       sealer_(record_keys.epoch_sealer(config.keys.record_epoch)),
-      quarantined_leak_(
-          counters.get("quarantined_" + std::string(reason_name(Reason::leak_blocked)))),
-      quarantined_store_(
-          counters.get("quarantined_" + std::string(reason_name(Reason::store_failed)))),
       committed_events_(counters.get("events_committed")),
       committed_records_(counters.get("records_committed")),
       commits_(counters.get("commits")),
@@ -50,6 +45,10 @@ Egress::Egress(const config::Config& config, Counters& counters, storage::Store&
       refused_budget_(counters.get("commits_refused_budget")),
       tokenised_after_guard_(counters.get("leak_guard_tokenised")),
       commit_latency_(counters.histogram("commit_latency_ms")) {
+    for (int r = 0; r < reason_count; ++r) {
+        quarantined_[r] =
+            &counters.get("quarantined_" + std::string(reason_name(static_cast<Reason>(r))));
+    }
     for (Lane lane : all_lanes) {
         const auto i = static_cast<std::size_t>(lane);
         if (lane == Lane::alarm) continue;  // alarms are never evicted nor dropped
@@ -159,10 +158,14 @@ std::size_t Egress::stage(Staged& staged, std::vector<policy::Emission>& emissio
     return count;
 }
 
+void Egress::count(Reason reason, const std::string& device) {
+    quarantined_[static_cast<int>(reason)]->add();
+    if (!device.empty()) diag_.error(device, reason);
+}
+
 void Egress::quarantine(Staged& staged, std::int64_t time_ms, Reason reason,
                         const std::string& device, std::size_t bytes) {
-    counters_.get("quarantined_" + std::string(reason_name(reason))).add();
-    if (!device.empty()) diag_.error(device, reason);
+    count(reason, device);
     staged.writes.quarantine(quarantine_entry(time_ms, reason, device, bytes));
 }
 
@@ -187,7 +190,7 @@ bool Egress::commit(Staged& staged) {
     record_keys_.settle(committed.has_value());
     sync_budget_counts();
     if (!committed) {
-        quarantined_store_.add(staged.events);
+        quarantined_[static_cast<int>(Reason::store_failed)]->add(staged.events);
         if (committed.error().code == storage::StoreErrc::over_budget) {
             // The store is healthy but full of alarms: refuse the group, devices retry once the
             // forwarder has drained some. Not a store failure: vernd does not restart for it.

@@ -68,7 +68,10 @@ public:
     // it (counted as leak_guard_tokenised).
     std::size_t stage(Staged& staged, std::vector<policy::Emission>& emissions,
                       const Origin& origin);
-    // A quarantine entry (metadata only) and its counter.
+    // An event refused without a quarantine entry: its quarantined_{reason} counter and the
+    // device's diagnostics.
+    void count(Reason reason, const std::string& device);
+    // The same, with a quarantine entry (metadata only).
     void quarantine(Staged& staged, std::int64_t time_ms, Reason reason, const std::string& device,
                     std::size_t bytes);
     // One synced commit. False: nothing of it happened, the engine is back at the committed
@@ -88,7 +91,6 @@ private:
                                             const Origin& origin) const;
 
     const config::Config& config_;
-    Counters& counters_;
     storage::Store& store_;
     RecordKeys& record_keys_;
     policy::Policy& policy_;
@@ -98,8 +100,7 @@ private:
     std::map<std::string, std::uint64_t> stream_next_;  // committed next seq per stream
     int failures_ = 0;
 
-    Counter& quarantined_leak_;
-    Counter& quarantined_store_;
+    std::array<Counter*, reason_count> quarantined_{};  // quarantined_{reason}, by reason
     Counter& committed_events_;
     Counter& committed_records_;
     Counter& commits_;

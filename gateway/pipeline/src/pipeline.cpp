@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <array>
+#include <deque>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -147,7 +148,6 @@ struct Pipeline::Impl {
     StoreOutbox outbox;  // what the forwarder reads
     std::unique_ptr<GatewayDiagnostics> diagnostics;
 
-    std::array<Counter*, reason_count> refused{};
     Counter& duplicates;
     Counter& expired;
 
@@ -168,9 +168,6 @@ struct Pipeline::Impl {
               [this](std::string_view key_ref) { return rights->held(key_ref); }, links.clock),
           duplicates(k.get("events_duplicate")),
           expired(k.get("records_expired")) {
-        for (int r = 0; r < reason_count; ++r) {
-            refused[r] = &k.get("quarantined_" + std::string(reason_name(static_cast<Reason>(r))));
-        }
         rights = std::make_unique<RightsEngine>(
             config, *keys, *store, record_keys, policy, egress, [this] { wake_forwarder(); }, k);
         if (!rights->load()) throw StartupError("store: cannot read the data-subject flags");
@@ -188,9 +185,12 @@ struct Pipeline::Impl {
 
     void process(const std::vector<ingest::InboundMessage>& batch) {
         Staged staged = egress.begin();
-        std::set<std::string> touched;      // devices whose mark changed: commit + receipt
-        std::set<std::string> re_receipt;   // devices that sent a duplicate: receipt again
-        std::vector<std::string> personal;  // the group's raw identifiers, for the leak guard
+        std::set<std::string> touched;     // devices whose mark changed: commit + receipt
+        std::set<std::string> re_receipt;  // devices that sent a duplicate: receipt again
+        // The group's raw identifiers, for the guard's as-is look: owned here (a deque keeps
+        // them in place as it grows), viewed by the one Origin the whole group stages with.
+        std::deque<std::string> personal;
+        Origin origin;
 
         for (const auto& in : batch) {
             // decode + validate
@@ -222,7 +222,9 @@ struct Pipeline::Impl {
             // made from it, so a later record holding one in any form is caught, whatever batch
             // or timer it comes from; the raw values go to this group's check as they are.
             guard.remember(event, in.arrival_ms);
-            for (auto v : policy::personal_values(event)) personal.emplace_back(v);
+            for (auto v : policy::personal_values(event)) {
+                origin.personal.emplace_back(personal.emplace_back(v));
+            }
 
             // policy: pseudonymise, drop secrets, minimise, route to purposes
             auto output = policy.apply(event, config.gateway.site, in.arrival_ms);
@@ -232,7 +234,8 @@ struct Pipeline::Impl {
             }
             // egress: state sealed; records guarded, sealed, numbered
             egress.stage_state(staged, output->state);
-            Origin origin{in.arrival_ms, device, {personal.begin(), personal.end()}};
+            origin.time_ms = in.arrival_ms;
+            origin.device = device;
             egress.stage(staged, output->emissions, origin);
         }
 
@@ -305,8 +308,7 @@ struct Pipeline::Impl {
 
     // Refused without a quarantine entry (nothing of the event was looked at past its seq).
     void count(Reason reason, const std::string& device) {
-        refused[static_cast<int>(reason)]->add();
-        diag.error(device, reason);
+        egress.count(reason, device);
         spdlog::debug("device {}: refused ({})", device, reason_name(reason));
     }
 
