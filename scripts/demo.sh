@@ -3,10 +3,12 @@
 # loopback ports, vernd between them, vern-sim playing alarm panels and meters, and vern-tap
 # playing the backend. Prints a few cleaned records as they arrive upstream, then a summary.
 # Ends by itself. Knobs: SEED, PANELS, METERS, DURATION (seconds of device traffic), FAULTS.
+# VERN_BUILD_DIR (build) is the build tree; VERN_DEMO_NO_BUILD=1 runs what it holds without
+# building (the doc test, tests/docs/doc_commands.sh, runs the demo on the suite's build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/build.sh
-bin=$PWD/${VERN_BUILD_DIR:-build}/bin
+[ "${VERN_DEMO_NO_BUILD:-0}" = 1 ] || scripts/build.sh
+bin=$(cd "${VERN_BUILD_DIR:-build}" && pwd)/bin
 seed=${SEED:-42} panels=${PANELS:-4} meters=${METERS:-20} duration=${DURATION:-20}
 faults=${FAULTS:-0.02}
 run=$(mktemp -d /tmp/vern-demo.XXXXXX)
