@@ -92,6 +92,7 @@ declare -A runs part_of in_suite
 runs['./scripts/install-deps.sh && ./scripts/demo.sh']=run_demo
 runs["mosquitto_sub -h BROKER -t 'vern/v1/+/alarm/#' -C 1 -N | protoc --proto_path=proto --decode vern.clean.v1.Batch clean.proto"]=run_backend_example
 runs['vernd --check-config --config /etc/vern/vernd.toml']=run_check_config_problems
+runs['vernd --check-config -c docs/bad-purposes.toml']=run_check_config_purposes
 runs['vernd --check-config -c /etc/vern/vernd.toml']=run_check_config_shipped
 runs['vernd --print-example-config']=run_print_example_config
 runs['vernd --pseudonymise customer_number --purpose billing < register.txt']=run_pseudonymise
@@ -261,6 +262,17 @@ EOF
     block_after README.md "$line" >"$run/check/shown"
     diff -u "$run/check/shown" "$run/check/out" >"$run/check/diff" ||
         { fail "check-config: output differs from the README's:"; cat "$run/check/diff"; }
+}
+
+# A purpose asking for too much: the five problems the README shows, exactly.
+run_check_config_purposes() {
+    local rc=0 line
+    doc "$1" >"$run/purposes.out" 2>&1 || rc=$?
+    [ $rc = 2 ] || fail "check-config of docs/bad-purposes.toml: exit $rc, not 2"
+    line=$(grep -n -F -- "$1" README.md | head -1 | cut -d: -f1)
+    block_after README.md "$line" >"$run/purposes.shown"
+    diff -u "$run/purposes.shown" "$run/purposes.out" >"$run/purposes.diff" ||
+        { fail "check-config of docs/bad-purposes.toml: output differs from the README's:"; cat "$run/purposes.diff"; }
 }
 
 # The shipped conffile passes.
