@@ -4,7 +4,7 @@
 #
 #   tests/docs/doc_commands.sh [--list] [BUILD_DIR]
 #     --list      print every command the docs hold, where, and whether it runs here (or why
-#                 not); checks nothing, starts nothing
+#                 not); checks nothing, starts nothing, needs no build
 #     BUILD_DIR   the build tree whose bin/ holds vernd, vernctl, vern-sim, vern-tap
 #                 (default: build); nothing is built
 #
@@ -36,7 +36,9 @@ src=$PWD
 list_only=0
 if [ "${1:-}" = --list ]; then list_only=1; shift; fi
 build_dir=${1:-build}
-build_dir=$(cd "$build_dir" 2>/dev/null && pwd) || { echo "doc_commands: no build dir ${1:-build}" >&2; exit 2; }
+if [ $list_only = 0 ]; then
+    build_dir=$(cd "$build_dir" 2>/dev/null && pwd) || { echo "doc_commands: no build dir ${1:-build}" >&2; exit 2; }
+fi
 bin=$build_dir/bin
 
 # Programs (besides vern's own and this tree's scripts) whose command lines count as commands.
@@ -100,6 +102,7 @@ runs['vernd --print-ropa md|json']=run_ropa_both
 runs['vernd --print-ropa md']=run_ropa_md
 runs['vernd --print-ropa md --config /etc/vern/vernd.toml']=run_ropa_config
 runs['vernctl status']=run_vernctl_status
+runs['tests/docs/doc_commands.sh --list']=run_list
 runs['build/bin/vern-policy-bench 400 24']=run_policy_bench
 runs['scripts/check-unit.sh']=run_check_unit
 part_of['systemd-analyze security']='scripts/check-unit.sh'
@@ -350,6 +353,14 @@ run_check_unit() {
     VERN_BUILD_DIR=$build_dir doc "$1" >"$out" 2>&1 || { fail "check-unit: exit $?"; tail "$out"; }
     score=$(grep -o -E 'scores it \*\*[0-9.]+ [A-Z]+\*\*' README.md | grep -o -E '[0-9.]+ [A-Z]+')
     expect "check-unit" "$out" "Overall exposure level for vernd.service: ${score:-?}"
+}
+
+# This script's own listing: every command, each with its verdict.
+run_list() {
+    doc "$1" >"$run/list.out" 2>&1 || fail "--list: exit $?"
+    expect "--list" "$run/list.out" "^doc_commands: ${#found[@]} commands in the docs: $n_run run here"
+    [ "$(grep -c -E '^ +-> (runs here|run by the suite|not run: )' "$run/list.out")" = "${#found[@]}" ] ||
+        fail "--list: not one verdict per command"
 }
 
 # --- running them ----------------------------------------------------------------------------

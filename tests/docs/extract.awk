@@ -54,6 +54,7 @@ function flush_para(   rest, span, reason) {
     para_reason = ""
 }
 function marker_of(s,   r) {
+    gsub(/`[^`]*`/, "", s)  # a marker quoted in a code span is not one
     if (!match(s, /<!-- *not run: *[^>]*-->/)) return ""
     r = substr(s, RSTART, RLENGTH)
     sub(/^<!-- *not run: */, "", r)
