@@ -181,7 +181,8 @@ technician_uids = [$(id -u)]
 EOF
 (cd "$run" && exec vernd --config vernd.toml >vernd.log 2>&1) &  # data_dir: ./var
 pids+=($!)
-wait_for 20 test -S "$run/var/admin.sock" || { fail "vernd did not start: $(cat "$run/vernd.log")"; exit 1; }
+links_up() { jq -e '.site_broker.connected and .upstream.connected' "$run/var/status.json" >/dev/null 2>&1; }
+wait_for 20 links_up || { fail "vernd did not connect to both brokers: $(cat "$run/vernd.log")"; exit 1; }
 sim() {  # sim SECONDS SEED: devices on the site broker, in the background
     vern-sim --broker "tcp://127.0.0.1:$site_port" --seed "$2" --panels 4 --meters 8 \
         --duration-s "$1" --report "$run/sim-$2.json" --quiet >"$run/sim-$2.log" 2>&1 &
