@@ -193,10 +193,14 @@ doc_at_site() { (cd "$run" && bash -c "$1"); }  # the same in the site's directo
 expect() {  # expect WHAT FILE PATTERN (grep -E)
     grep -q -E -- "$3" "$2" || { fail "$1: no line matching /$3/ in its output:"; sed 's/^/    /' "$2" | head -30; }
 }
-# The code block after line LINE of FILE (the output the docs show for a command).
+# The code block after line LINE of FILE (the output the docs show for a command): an indented
+# one (blank lines inside it left out) or a fenced one.
 block_after() {
-    awk -v from="$2" 'NR > from && /^    / { sub(/^    /, ""); print; seen = 1; next }
-        NR > from && seen && !/^[ \t]*$/ { exit }' "$1"
+    awk -v from="$2" 'NR <= from { next }
+        fence { if (/^[ \t]*```/) exit; print; next }
+        !seen && /^[ \t]*```/ { fence = 1; next }
+        /^    / { sub(/^    /, ""); print; seen = 1; next }
+        seen && !/^[ \t]*$/ { exit }' "$1"
 }
 where_of() { printf '%s\n' "${found[@]}" | awk -F'\037' -v t="$1" '$4 == t { print $1; exit }'; }
 
@@ -217,11 +221,14 @@ run_demo() {
     expect demo "$out" '^records forwarded upstream +[1-9][0-9]* +\(duplicates seen by the backend: 0\)'
     expect demo "$out" '^PIN codes / identifiers upstream +0$'
     expect demo "$out" '^identifiers on disk or in log +0$'
-    # every line of the summary the README shows, by its label
+    # what the README shows: its headings and progress lines, and each summary line by its label
+    local shown=$run/demo.shown
+    block_after README.md "$(grep -n '^## What the demo shows' README.md | cut -d: -f1)" >"$shown"
+    [ -s "$shown" ] || fail "demo: the README shows no output under 'What the demo shows'"
     while read -r label; do
-        grep -q -F -- "$label" "$out" || fail "demo: the README's summary line '$label...' is not in its output"
-    done < <(block_after README.md "$(grep -n '^## What the demo shows' README.md | cut -d: -f1)" |
-        sed -n '/^== summary/,$p' | sed 's/ *[0-9].*//' | sed 's/^ *//')
+        grep -q -F -- "$label" "$out" || fail "demo: the README's line '$label...' is not in its output"
+    done < <({ grep -E '^(== |-- )' "$shown" | sed 's/ (files in .*//'; sed -n '/^== summary/,$p' "$shown" |
+        sed 's/ *[0-9].*//; s/^ *//'; } | grep .)
 }
 
 # For backends: one alarm batch from upstream, decoded with protoc.
