@@ -19,9 +19,12 @@
 #   - run here: its exact text is a key of `runs` (the function that runs it against a site
 #     this script starts, and checks what the text around it promises), or of `part_of` (it
 #     names a step or a knob of a command that runs here), or
+#   - a Catch2 test the suite's ctest runs (`in_suite`: checked here to still name a test), or
 #   - marked in the Markdown: "<!-- not run: REASON -->" on a line of its own before the code
 #     block or paragraph, or inside the paragraph (then for that paragraph's code spans).
-# Anything else fails, and so does a key of `runs` that no doc shows any more.
+# Anything else fails, and so does a key of `runs` that no doc shows any more. A new command
+# in the docs: add a check below, or mark it with the reason it can't run in the suite.
+# DOC_COMMANDS_ONLY=REGEX runs only the checks whose function name matches (for working on one).
 #
 # Running "as written": the doc's text is run by bash, with bin/ first in PATH, in the source
 # tree, or for vernd's tools and vernctl in the site's directory (their defaults find
@@ -42,9 +45,10 @@ fi
 bin=$build_dir/bin
 
 # Programs (besides vern's own and this tree's scripts) whose command lines count as commands.
-programs=" adduser apt apt-get bash cat chmod chown cmake cp ctest dpkg echo editor git jq ln make \
-mosquitto mosquitto_passwd mosquitto_pub mosquitto_sub nice openssl protoc qemu-aarch64 rm \
-shred sudo systemctl systemd-analyze "
+programs=" adduser apt apt-get bash cat cd chmod chown cmake cp ctest curl debootstrap dpkg echo \
+editor env export git jq journalctl kill ln make mosquitto mosquitto_passwd mosquitto_pub \
+mosquitto_sub nice openssl protoc qemu-aarch64 rm sh shred sudo systemctl systemd-analyze \
+systemd-nspawn wget "
 
 docs=(README.md docs/*.md)
 mapfile -t module_readmes < <(find . -name README.md -not -path './README.md' -not -path './build*' \
