@@ -58,6 +58,8 @@ struct FileState {
 }  // namespace
 
 struct detail::PowerCutState {
+    PowerCutState(std::string r, std::uint64_t seed) : root(std::move(r)), rng(seed) {}
+
     std::string root;
     mutable std::mutex mu;
     bool on = true;
@@ -369,7 +371,12 @@ private:
         if (it != state_->unsynced_entries.end() && it->second.count(name) != 0) {
             return it->second.at(name);
         }
-        return contents(path);
+        auto held = contents(path);
+        auto f = state_->files.find(path);
+        if (held && f != state_->files.end() && held->size() > f->second.synced) {
+            held->resize(f->second.synced);  // its unsynced tail would not come back
+        }
+        return held;
     }
 
     std::shared_ptr<State> state_;
@@ -388,8 +395,8 @@ public:
 
 class CutEnv final : public rocksdb::EnvWrapper {
 public:
-    CutEnv(std::shared_ptr<rocksdb::FileSystem> fs)
-        : EnvWrapper(rocksdb::NewCompositeEnv(std::move(fs))) {
+    explicit CutEnv(const std::shared_ptr<rocksdb::FileSystem>& fs)
+        : EnvWrapper(rocksdb::NewCompositeEnv(fs)) {
         system_clock_ = std::make_shared<QuickClock>();
     }
     const char* Name() const override { return "VernPowerCutEnv"; }
@@ -398,9 +405,7 @@ public:
 }  // namespace
 
 PowerCut::PowerCut(std::string root, std::uint64_t seed)
-    : impl_(std::make_shared<detail::PowerCutState>()) {
-    impl_->root = std::move(root);
-    impl_->rng.seed(seed);
+    : impl_(std::make_shared<detail::PowerCutState>(std::move(root), seed)) {
     auto fs = std::make_shared<CutFileSystem>(impl_);
     storage::detail::register_env(impl_->root, [fs]() -> std::unique_ptr<rocksdb::Env> {
         return std::make_unique<CutEnv>(fs);
