@@ -14,6 +14,7 @@
 #include <system_error>
 #include <tuple>
 
+#include "file_system_hook.h"
 #include "info_log.h"
 
 namespace vern::storage {
@@ -159,6 +160,7 @@ std::int64_t now_ms() {
 
 struct AuditLog::Impl {
     const AuditCrypto* crypto = nullptr;
+    std::unique_ptr<rocksdb::Env> env;  // a test's file system, or null; outlives db
     std::unique_ptr<rocksdb::DB> db;
     rocksdb::WriteOptions write_options;
     mutable std::mutex mutex;
@@ -225,11 +227,14 @@ Result<std::unique_ptr<AuditLog>, StoreError> AuditLog::open(const std::string& 
     // No LOG file: on a full disk its failed writer aborts librocksdb (see info_log.h).
     options.info_log = make_info_log("audit");
     options.write_buffer_size = 1u << 20;
+    auto env = detail::env_for(path);
+    if (env) options.env = env.get();
     rocksdb::DB* raw = nullptr;
     auto status = rocksdb::DB::Open(options, path, &raw);
     if (!status.ok()) return fail(to_error(status));
     std::unique_ptr<AuditLog> log(new AuditLog());
     auto& d = *log->impl_;
+    d.env = std::move(env);
     d.db.reset(raw);
     d.crypto = &crypto;
     d.write_options.sync = sync;

@@ -23,6 +23,7 @@
 #include <mutex>
 #include <system_error>
 
+#include "file_system_hook.h"
 #include "info_log.h"
 
 namespace vern::storage {
@@ -221,6 +222,9 @@ bool WriteSet::empty() const { return appends_.empty() && state_.empty() && quar
 
 struct Store::Impl {
     StoreOptions options;
+    // A test's file system (storage/testing), or null: RocksDB's default. Outlives db (closed in
+    // ~Impl's body).
+    std::unique_ptr<rocksdb::Env> env;
     rocksdb::DB* db = nullptr;
     std::vector<rocksdb::ColumnFamilyHandle*> handles;
 
@@ -618,6 +622,8 @@ Result<std::unique_ptr<Store>, StoreError> Store::open(const StoreOptions& optio
     std::unique_ptr<Store> store(new Store());
     Impl& impl = *store->impl_;
     impl.options = options;
+    impl.env = detail::env_for(options.path);
+    if (impl.env) db_options.env = impl.env.get();
     auto status = rocksdb::DB::Open(db_options, options.path, descriptors, &impl.handles, &impl.db);
     if (!status.ok()) {
         impl.db = nullptr;
