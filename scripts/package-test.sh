@@ -39,7 +39,9 @@ deb=$(ls "$tmp"/out/vern_*.deb)
 root=$tmp/root
 dpkg-deb -x "$deb" "$root"
 dpkg-deb -e "$deb" "$tmp/control"
-postinst=$tmp/control/postinst
+# The postinst's commands (comments left out: a path named only in a comment is made by no one).
+postinst=$tmp/postinst.code
+grep -v '^\s*#' "$tmp/control/postinst" >"$postinst"
 depends=$(dpkg-deb -f "$deb" Depends)
 say "$(basename "$deb"): $(dpkg-deb -c "$deb" | grep -vc '/$') files; Depends: $depends"
 unit=$root/lib/systemd/system/vernd.service
