@@ -17,7 +17,6 @@
 #   scripts/package-test.sh [BUILD_DIR]     (default: build, after cmake --build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-src=$PWD
 build=$(cd "${1:-build}" && pwd)
 say() { echo "package-test: $*"; }
 fail=0
@@ -158,9 +157,11 @@ done
 vernd_bin=${args[0]}
 # What the postinst and systemd make before vernd starts: the state and runtime directories.
 for d in "${unit_dirs[@]}"; do install -d -m 0700 "$root$d"; done
-out=$("$vernd_bin" --check-config -c "$root/etc/vern/vernd.toml" 2>&1) &&
-    say "ok   packaged vernd --check-config on the packaged config: $out" ||
+if out=$("$vernd_bin" --check-config -c "$root/etc/vern/vernd.toml" 2>&1); then
+    say "ok   packaged vernd --check-config on the packaged config: $out"
+else
     bad "packaged vernd --check-config on the packaged config: $out"
+fi
 say "starting: ${args[*]#"$tmp"/}"
 "${args[@]}" --upstream "tcp://127.0.0.1:$(free_port)" >"$tmp/vernd.log" 2>&1 &
 vernd_pid=$!
@@ -179,6 +180,6 @@ else
 fi
 kill -TERM "$vernd_pid" 2>/dev/null || true
 wait "$vernd_pid" && rc=0 || rc=$?
-[ "$rc" = 0 ] && say "ok   vernd stopped with exit 0" || bad "vernd exit $rc on SIGTERM"
+if [ "$rc" = 0 ]; then say "ok   vernd stopped with exit 0"; else bad "vernd exit $rc on SIGTERM"; fi
 
 if [ "$fail" = 0 ]; then say "OK"; else say "FAILED"; exit 1; fi
