@@ -224,3 +224,27 @@ TEST_CASE("An old store whose records don't open with the key, or has no key, st
     CHECK_FALSE(site.check_meta());  // nothing recorded for the wrong key
     CHECK(site.queued() == 2);
 }
+
+TEST_CASE("An old store holding only policy state is checked against that state") {
+    for (const bool same_key : {true, false}) {
+        INFO("same key: " << same_key);
+        Site site;
+        {
+            auto store = site.open_store();
+            storage::WriteSet w;
+            w.put_state("pol/meter/x",
+                        seal_state("pol/meter/x", "sum 42", 1,
+                                   crypto::Keyring::from_master(master(8))->record_sealer(1)));
+            REQUIRE(store->commit(std::move(w)));
+        }
+        write_key(site.key_path(), master(same_key ? 8 : 9));
+        const std::string line = site.start();
+        if (same_key) {
+            CHECK(line.empty());
+            CHECK(site.check_meta());
+        } else {
+            CHECK(has(line, "does not open the records"));
+            CHECK_FALSE(site.check_meta());
+        }
+    }
+}

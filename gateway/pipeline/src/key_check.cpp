@@ -8,6 +8,7 @@
 
 #include "vern/pipeline/pipeline.h"
 #include "vern/pipeline/record_keys.h"
+#include "vern/policy/policy.h"
 
 namespace vern::pipeline {
 namespace {
@@ -69,7 +70,8 @@ void record(const config::Config& c, storage::Store& store, const crypto::Keyrin
 enum class Verdict { opens, does_not_open, nothing_to_try };
 
 // Whether `keys` opens what an old store (no check value) holds: a few records of each lane, then
-// a few stored data keys. One that opens decides; records whose subject was erased don't count.
+// a few policy state entries, then a few stored data keys. One that opens decides; records whose
+// subject was erased don't count.
 Verdict try_open(const config::Config& c, const crypto::Keyring& keys, storage::Store& store) {
     RecordKeys record_keys(keys, store, c.keys.record_epoch);
     bool refused = false;
@@ -96,6 +98,21 @@ Verdict try_open(const config::Config& c, const crypto::Keyring& keys, storage::
                     break;
             }
         }
+    }
+    // The policy state (meter sums, site aggregates, ...), sealed with the record key.
+    auto state = store.scan_state(policy::state_prefix);
+    if (!state) {
+        throw StartupError("store: cannot read the policy state to check the master key: " +
+                           std::string(storage::store_errc_name(state.error().code)));
+    }
+    std::size_t tried_state = 0;
+    for (const auto& [key, stored] : *state) {
+        if (tried_state++ == sample_keys) break;
+        auto epoch = peek_state_epoch(stored);
+        if (!epoch) continue;
+        auto opened = open_state(key, stored, record_keys.epoch_sealer(*epoch));
+        if (opened) return Verdict::opens;
+        if (opened.error() == CodecError::cannot_open) refused = true;
     }
     auto wrapped = store.scan_state(RecordKeys::state_prefix);
     if (!wrapped) {

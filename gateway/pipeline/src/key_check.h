@@ -7,8 +7,8 @@
 //     keys.create_if_missing; its check value is recorded;
 //   - a store with a check value: the key file must exist and match it;
 //   - a store with data but no check value (written before checks were kept): the key file must
-//     exist and open a sealed record of the store (or a stored data key); then the check value is
-//     recorded. Nothing sealed to try: recorded as it is.
+//     exist and open something the store holds sealed (a record, policy state, a stored data
+//     key); then the check value is recorded. Nothing sealed to try: recorded as it is.
 // Anything else throws KeyCheckError with one line saying what is wrong and how to fix it. The
 // key file's mode and owner are checked by Keyring::load (a KeyError becomes a KeyCheckError).
 //
