@@ -27,10 +27,11 @@ else
     echo "check-unit: /usr/bin/vernd not installed; verifying with ExecStart=$built"
 fi
 # Settings the README and the privacy notes promise, checked as lines of the shipped unit.
-for line in 'LimitCORE=0' 'NoNewPrivileges=yes' 'UMask=0077' 'StateDirectoryMode=0700'; do
+for line in 'LimitCORE=0' 'NoNewPrivileges=yes' 'UMask=0077' 'StateDirectoryMode=0700' \
+    'RestartPreventExitStatus=4'; do
     grep -qx "$line" "$unit" || { echo "check-unit: $unit lacks $line"; exit 1; }
 done
-echo "check-unit: no core dumps (LimitCORE=0), no new privileges, private state: OK"
+echo "check-unit: no core dumps (LimitCORE=0), no new privileges, private state, no restart on a key problem (exit 4): OK"
 # verify prints nothing and exits 0 when the unit is clean; any warning fails the check.
 out=$(cd "$tmp" && systemd-analyze verify "$checked" 2>&1) || { echo "$out"; exit 1; }
 [ -z "$out" ] || { echo "check-unit: systemd-analyze verify warns:"; echo "$out"; exit 1; }

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the built vern .deb into a fresh minimal Debian 12 root (debootstrap, minbase) with
 # apt and Debian's archive for its dependencies, then, inside that root (chroot):
-#   - checks the system user, /var/lib/vern (0700, vern) and the conffile;
+#   - checks the system user, /var/lib/vern (0700, vern), the conffiles and the site broker's
+#     password file the postinst makes (empty, 0600, mosquitto's);
 #   - runs vernd --check-config -c /etc/vern/vernd.toml on the shipped config;
 #   - starts vernd as vern from the shipped config between two mosquitto brokers in the root,
 #     waits for it to get ready, checks the master key it made (0600, vern), stops it (exit 0);
+#   - starts mosquitto (as root, as its unit does) with the packaged site-broker snippet;
 #   - edits the config and reinstalls: the edit is kept (conffile);
 #   - dpkg --purge vern, and lists every file left behind that was not there before install.
 # Needs root (chroot, mounts), debootstrap, and deb.debian.org. The debootstrap tarball is cached
@@ -101,7 +103,11 @@ expect() {  # expect WHAT ACTUAL WANTED
 }
 expect "system user" "$(in_root getent passwd vern | cut -d: -f1,6,7)" "vern:/var/lib/vern:/usr/sbin/nologin"
 expect "state dir" "$(in_root stat -c '%a %U:%G' /var/lib/vern)" "700 vern:vern"
-expect "conffile" "$(in_root dpkg-query -W -f='${Conffiles}' vern | awk 'NF {print $1}')" "/etc/vern/vernd.toml"
+expect "conffiles" "$(in_root dpkg-query -W -f='${Conffiles}' vern | awk 'NF {print $1}' | sort | tr '\n' ' ')" \
+    "/etc/mosquitto/vern-site.acl /etc/vern/vernd.toml "
+# The password file the site-broker snippet names: made empty by the postinst, mosquitto's own.
+expect "site broker password file" "$(in_root stat -c '%a %U:%G %s' /etc/mosquitto/vern-site.passwd 2>&1)" \
+    "600 mosquitto:mosquitto 0"
 expect "unit" "$(stat -c '%n' "$root/lib/systemd/system/vernd.service" | sed "s#^$root##")" "/lib/systemd/system/vernd.service"
 expect "no master key shipped" "$(in_root dpkg -L vern | grep -c -E 'master|\.key$' || true)" "0"
 out=$(in_root vernd --check-config -c /etc/vern/vernd.toml 2>&1) || true
@@ -136,6 +142,21 @@ kill -TERM "$vernd_pid" 2>/dev/null || true
 wait "$vernd_pid" && rc=0 || rc=$?
 vernd_pid=
 expect "vernd exit on SIGTERM" "$rc" "0"
+
+# --- the site-broker snippet as shipped: mosquitto started as root (it drops to user mosquitto
+# before reading the password and ACL files) finds every file the snippet names ---------------
+snippet_port=$(free_port)
+{
+    printf 'listener %s 127.0.0.1\n' "$snippet_port"
+    cat "$root/usr/share/vern/mosquitto/vern-site.conf"
+} >"$root/tmp/snippet.conf"
+chroot "$root" /usr/sbin/mosquitto -c /tmp/snippet.conf >"$root/tmp/snippet.log" 2>&1 &
+broker_pids="$broker_pids $!"
+snippet_pid=$!
+sleep 1
+check "mosquitto starts with the packaged snippet (ACL and password file in place)" \
+    kill -0 "$snippet_pid"
+kill -0 "$snippet_pid" 2>/dev/null || cat "$root/tmp/snippet.log"
 [ "$fail" = 0 ] || { say "vernd log:"; cat "$root/tmp/vernd.log"; }
 
 # --- a reinstall (as an upgrade does) keeps an edited conffile ---------------------------------

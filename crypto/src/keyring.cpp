@@ -28,6 +28,9 @@ constexpr char context_subject[] = "vernsub1";      // subkey_id = 1 -> subject-
 constexpr char context_fingerprint[] = "vernfpr1";  // subkey_id = 0 -> hashed for fingerprint()
 constexpr char context_audit[] = "vernaud1";        // subkey_id = 1 -> audit Ed25519 seed
 constexpr char context_leak_guard[] = "vernlkg1";   // subkey_id = 1 -> token hash (SipHash) key
+constexpr char context_check[] = "vernkcv1";        // subkey_id = 1 -> key check value key
+static_assert(sizeof(context_check) - 1 == crypto_kdf_CONTEXTBYTES);
+constexpr std::string_view check_label = "vern key check value v1";
 static_assert(sizeof(context_leak_guard) - 1 == crypto_kdf_CONTEXTBYTES);
 static_assert(sizeof(context_audit) - 1 == crypto_kdf_CONTEXTBYTES);
 static_assert(sizeof(context_pseudonym) - 1 == crypto_kdf_CONTEXTBYTES);
@@ -166,7 +169,13 @@ Opened read_key_file(const std::filesystem::path& path, SecretKey::Bytes out) {
     if (!S_ISREG(st.st_mode)) refuse(path, "is not a regular file");
     if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
         refuse(path, "permissions too open (mode " + octal_mode(st.st_mode) +
-                         "): group and others must have no access; chmod 600 it");
+                         "): group and others must have no access; fix: chmod 600 " +
+                         path.string());
+    }
+    if (const uid_t me = ::geteuid(); st.st_uid != me && st.st_uid != 0) {
+        refuse(path, "owned by uid " + std::to_string(st.st_uid) +
+                         ", not by the user vernd runs as (uid " + std::to_string(me) +
+                         ") or root; fix: chown " + std::to_string(me) + " " + path.string());
     }
     if (st.st_size != static_cast<off_t>(SecretKey::size)) {
         refuse(path, "wrong size: " + std::to_string(st.st_size) + " bytes, expected exactly " +
@@ -420,6 +429,19 @@ std::string Keyring::fingerprint() const {
     }
     char hex[2 * 8 + 1];
     sodium_bin2hex(hex, sizeof hex, hash.data(), 8);
+    return std::string(hex, sizeof hex - 1);
+}
+
+std::string Keyring::check_value() const {
+    // hex(H_32(key = KDF(master, 1, "vernkcv1"), msg = "vern key check value v1")).
+    SecretKey sub([&](SecretKey::Bytes out) { derive(out, 1, context_check, *impl_->master); });
+    std::array<unsigned char, crypto_generichash_BYTES> hash{};
+    if (crypto_generichash(hash.data(), hash.size(), uc(check_label), check_label.size(),
+                           sub.data(), SecretKey::size) != 0) {
+        throw KeyError("key check value hash failed");
+    }
+    char hex[2 * crypto_generichash_BYTES + 1];
+    sodium_bin2hex(hex, sizeof hex, hash.data(), hash.size());
     return std::string(hex, sizeof hex - 1);
 }
 

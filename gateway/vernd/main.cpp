@@ -146,6 +146,12 @@ int main(int argc, char** argv) {
     std::unique_ptr<vern::pipeline::Gateway> gateway;
     try {
         gateway = std::make_unique<vern::pipeline::Gateway>(config, counters);
+    } catch (const vern::pipeline::KeyCheckError& e) {
+        // Missing, wrong or badly protected master key: one line with the fix, and an exit code
+        // the unit does not restart on (RestartPreventExitStatus=): a restart can't fix it.
+        spdlog::critical("cannot start: {}", e.what());
+        (void)notifier.notify("STATUS=cannot start: master key problem (see the journal)");
+        return vern::vernd::exit_key_problem;
     } catch (const std::exception& e) {
         spdlog::critical("cannot start: {}", e.what());
         (void)notifier.notify(std::string("STATUS=cannot start: ") + e.what());

@@ -42,6 +42,8 @@ constexpr std::size_t cf_total = cf_expiry + 1;
 // Private bookkeeping in the default column family: the next sequence number of each lane and
 // of the quarantine log, so that numbers are never reused after every record has been removed.
 constexpr std::string_view meta_next_prefix = "vern/next_seq/";
+// Named opaque values (Store::get_meta / put_meta), in the same column family.
+constexpr std::string_view meta_value_prefix = "vern/meta/";
 constexpr std::string_view quarantine_name = "quarantine";
 constexpr std::string_view expiry_name = "expiry";
 
@@ -977,6 +979,47 @@ Result<void, StoreError> Store::compact() {
             return fail(to_error(status));
         }
     }
+    return {};
+}
+
+Result<bool, StoreError> Store::is_new() const {
+    // The default column family first: any commit that appended or quarantined wrote a sequence
+    // mark there, so a used store usually answers here without walking a lane's tombstones.
+    for (std::size_t cf : {cf_default, cf_state, cf_quarantine, cf_expiry}) {
+        std::unique_ptr<rocksdb::Iterator> it(
+            impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->handles[cf]));
+        it->SeekToFirst();
+        if (!it->status().ok()) return fail(to_error(it->status()));
+        if (it->Valid()) return false;
+    }
+    std::lock_guard lock(impl_->counters_mu);
+    for (const auto& lane : impl_->lanes) {
+        if (lane.next_seq > 1) return false;
+    }
+    return impl_->quarantine_next <= 1;
+}
+
+Result<std::optional<std::string>, StoreError> Store::get_meta(std::string_view name) const {
+    std::string key(meta_value_prefix);
+    key.append(name);
+    std::string value;
+    auto status = impl_->db->Get(rocksdb::ReadOptions(), impl_->handles[cf_default], key, &value);
+    if (status.IsNotFound()) return std::optional<std::string>{};
+    if (!status.ok()) return fail(to_error(status));
+    return std::optional<std::string>(std::move(value));
+}
+
+Result<void, StoreError> Store::put_meta(std::string_view name, std::string_view value) {
+    std::string key(meta_value_prefix);
+    key.append(name);
+    rocksdb::WriteBatch batch;
+    auto status =
+        batch.Put(impl_->handles[cf_default], key, rocksdb::Slice(value.data(), value.size()));
+    if (!status.ok()) return fail(to_error(status));
+    rocksdb::WriteOptions write_options;
+    write_options.sync = true;
+    status = impl_->write(write_options, batch);
+    if (!status.ok()) return fail(to_error(status));
     return {};
 }
 

@@ -1,7 +1,8 @@
 // vernd's one-shot flags run as a process: --pseudonymise against crypto's pseudonymiser with a
 // real key file, and --print-ropa with and without a config; vernd under a stand-in for
 // systemd's notification socket (readiness, watchdog, reload, stopping); no core dump of it
-// unless --allow-core-dump; a retained device message quarantined unread.
+// unless --allow-core-dump; a retained device message quarantined unread; a missing, different or
+// badly protected master key refused with exit code 4 while records stay queued.
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -26,6 +27,7 @@
 #include "vern/config/config.h"
 #include "vern/config/ropa.h"
 #include "vern/crypto/keyring.h"
+#include "vern/storage/store.h"
 
 using namespace vern;
 
@@ -361,4 +363,111 @@ TEST_CASE("vernd quarantines a retained device message unread, stored or live") 
         INFO(e.path());
         CHECK(slurp(e.path()).find(name) == std::string::npos);
     }
+}
+
+namespace {
+
+std::uint64_t queued_in(const std::filesystem::path& status_file) {
+    try {
+        const auto j = nlohmann::json::parse(slurp(status_file));
+        std::uint64_t n = 0;
+        for (const char* lane : {"alarm", "image", "meter"}) {
+            n += j.at("lanes").at(lane).value("depth", std::uint64_t{0});
+        }
+        return n;
+    } catch (const nlohmann::json::exception&) {
+        return 0;
+    }
+}
+
+// Queued records as the store holds them, read with vernd stopped.
+std::uint64_t queued_in_store(const std::filesystem::path& data_dir) {
+    storage::StoreOptions o;
+    o.path = (data_dir / "store").string();
+    auto store = storage::Store::open(o);
+    REQUIRE(store);
+    std::uint64_t n = 0;
+    for (Lane lane : all_lanes) n += (*store)->stats(lane).depth;
+    return n;
+}
+
+}  // namespace
+
+// Issue 15 item 1 through the real binary: records queued (upstream away), then the key file is
+// lost, replaced by another key, or opened up to the group. vernd refuses each with exit code 4
+// and one line saying what and how to fix it, makes no new key, and the records stay queued.
+TEST_CASE("vernd stops with exit 4 and the fix on a missing, different or open key file") {
+    using namespace std::chrono_literals;
+    test::TempDir dir("vern-keystop");
+    test::Mosquitto site;
+    const auto data_dir = dir.path() / "var";
+    const auto key = data_dir / "master.key";
+    const std::vector<std::string> args{
+        "--data-dir", data_dir.string(), "--site-broker",
+        site.uri(),   "--upstream",      "tcp://127.0.0.1:" + std::to_string(test::free_port()),
+        "--site",     "site-1"};
+    std::vector<std::string> argv{vernd};
+    argv.insert(argv.end(), args.begin(), args.end());
+    {
+        auto p = test::Process::spawn(argv, dir.path() / "first.log");
+        const auto pub_log = dir.path() / "pub.log";
+        REQUIRE(test::wait_until([&] { return std::filesystem::exists(data_dir / "status.json"); },
+                                 30s));
+        // Published until committed: the first may come before vernd's subscription.
+        int seq = 0;
+        REQUIRE(test::wait_until(
+            [&] {
+                publish(site, "dev/v1/site-1/panel-00aa11/alarm", alarm_json(++seq, ""), false,
+                        pub_log);
+                return test::wait_until([&] { return queued_in(data_dir / "status.json") > 0; },
+                                        1s);
+            },
+            30s));
+        p.signal(SIGTERM);
+        REQUIRE(p.wait_for(20s) == std::optional<int>(0));
+    }
+    const std::uint64_t queued = queued_in_store(data_dir);
+    REQUIRE(queued > 0);
+    const std::string original = slurp(key);
+
+    auto refused = [&](const std::string& name) {
+        // A vernd that starts anyway (a new key made) is stopped: 124, not a hang.
+        std::string cmd = "timeout 20 '" + vernd + "'";
+        for (const auto& a : args) cmd += " '" + a + "'";
+        cmd += " > '" + (dir.path() / (name + ".out")).string() + "' 2> '" +
+               (dir.path() / (name + ".err")).string() + "'";
+        const int status = std::system(cmd.c_str());
+        REQUIRE(WIFEXITED(status));
+        CHECK(WEXITSTATUS(status) == 4);
+        const std::string err = slurp(dir.path() / (name + ".err"));
+        INFO(err);
+        CHECK(std::count(err.begin(), err.end(), '\n') == 1);  // one line
+        CHECK(err.find("cannot start: ") != std::string::npos);
+        CHECK(queued_in_store(data_dir) == queued);
+        return err;
+    };
+
+    std::filesystem::rename(key, dir.path() / "backup.key");
+    std::string err = refused("missing");
+    CHECK(err.find("master key file " + key.string() + " is missing") != std::string::npos);
+    CHECK(err.find("restore that key file from backup") != std::string::npos);
+    CHECK(err.find("move the data directory " + data_dir.string() + " away") != std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(key));
+
+    std::array<std::uint8_t, 32> other{};
+    other.fill(0x5a);
+    {
+        std::ofstream(key, std::ios::binary)
+            .write(reinterpret_cast<const char*>(other.data()), other.size());
+    }
+    ::chmod(key.c_str(), 0600);
+    err = refused("different");
+    CHECK(err.find("is not the key the store") != std::string::npos);
+    CHECK(err.find(crypto::Keyring::from_master(other)->fingerprint()) != std::string::npos);
+
+    std::filesystem::rename(dir.path() / "backup.key", key);
+    ::chmod(key.c_str(), 0640);
+    err = refused("mode");
+    CHECK(err.find("chmod 600 " + key.string()) != std::string::npos);
+    CHECK(slurp(key) == original);  // never replaced or fixed behind the operator's back
 }

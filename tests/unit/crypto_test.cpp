@@ -562,6 +562,53 @@ TEST_CASE("A key file readable or writable by group or others is refused") {
     CHECK(origin == Keyring::Origin::loaded);
 }
 
+TEST_CASE("A key file owned by another user than vernd's or root is refused, with the fix") {
+    TempDir tmp;
+    const fs::path path = tmp.path() / "master.key";
+    write_file(path, marker_key, 32, 0600);
+    CHECK(Keyring::load(path, false) != nullptr);  // ours: fine
+    if (::geteuid() != 0) {
+        WARN("needs root to give the key file to another uid; skipped");
+        return;
+    }
+    REQUIRE(::chown(path.c_str(), 4242, 4242) == 0);
+    const std::string message = load_error(path, false);
+    CHECK(contains(message, path.string()));
+    CHECK(contains(message, "owned by uid 4242"));
+    CHECK(contains(message, "chown 0 " + path.string()));
+    struct stat st {};
+    REQUIRE(::stat(path.c_str(), &st) == 0);
+    CHECK(st.st_uid == 4242u);                  // refused, not "fixed"
+    REQUIRE(::chown(path.c_str(), 0, 0) == 0);  // root's own key: fine
+    CHECK(Keyring::load(path, false) != nullptr);
+}
+
+TEST_CASE("A key file with group or other bits says how to fix it") {
+    TempDir tmp;
+    const fs::path path = tmp.path() / "master.key";
+    write_file(path, marker_key, 32, 0640);
+    CHECK(contains(load_error(path, false), "chmod 600 " + path.string()));
+}
+
+TEST_CASE("The key check value is a keyed hash of a subkey: stable, per key, never the key") {
+    REQUIRE(sodium_init() >= 0);
+    const Master master = master_a();
+    const std::string check = Keyring::from_master(master)->check_value();
+    CHECK(std::regex_match(check, std::regex("^[0-9a-f]{64}$")));
+    CHECK(check == Keyring::from_master(master)->check_value());
+    CHECK(check != Keyring::from_master(master_b())->check_value());
+    // Recomputed from the documented scheme.
+    std::array<unsigned char, 32> sub{}, hash{};
+    REQUIRE(crypto_kdf_derive_from_key(sub.data(), sub.size(), 1, "vernkcv1", master.data()) == 0);
+    const std::string label = "vern key check value v1";
+    REQUIRE(crypto_generichash(hash.data(), hash.size(),
+                               reinterpret_cast<const unsigned char*>(label.data()), label.size(),
+                               sub.data(), sub.size()) == 0);
+    CHECK(check == hex(hash.data(), hash.size()));
+    CHECK_FALSE(contains(check, hex(master.data(), master.size())));
+    CHECK_FALSE(contains(check, Keyring::from_master(master)->fingerprint()));
+}
+
 TEST_CASE("A key file of the wrong size is refused") {
     TempDir tmp;
     const fs::path path = tmp.path() / "master.key";

@@ -387,6 +387,63 @@ TEST_CASE("State entries can be put, read, erased and scanned by prefix") {
     CHECK(ff->size() == 2);
 }
 
+TEST_CASE("A store is new until anything is committed, and stays used once emptied") {
+    TempDir dir;
+    {
+        auto store = open_store(small_options(dir.store_path()));
+        auto fresh = store->is_new();
+        REQUIRE(fresh);
+        CHECK(*fresh);
+    }
+    {
+        auto store = open_store(small_options(dir.store_path()));  // reopened: still new
+        CHECK(*store->is_new());
+        const auto seqs = commit_n(*store, Lane::meter, 2);
+        CHECK(!*store->is_new());
+        REQUIRE(store->remove(Lane::meter, seqs));
+        CHECK(store->stats(Lane::meter).depth == 0);
+        CHECK(!*store->is_new());  // emptied, not new: its sequence numbers go on
+    }
+    auto store = open_store(small_options(dir.store_path()));
+    CHECK(!*store->is_new());
+
+    for (int kind = 0; kind < 3; ++kind) {  // state, quarantine, meta alone make it used too
+        TempDir other;
+        auto s = open_store(small_options(other.store_path()));
+        WriteSet w;
+        if (kind == 0) w.put_state("dev/x", "1");
+        if (kind == 1) w.quarantine("entry");
+        if (kind == 2) {
+            REQUIRE(s->put_meta("key_check", "x"));
+        } else {
+            REQUIRE(s->commit(std::move(w)));
+        }
+        INFO("kind " << kind);
+        CHECK(!*s->is_new());
+    }
+}
+
+TEST_CASE("Meta values are kept opaque, apart from state, across reopening") {
+    TempDir dir;
+    const std::string value("\0\xff opaque", 9);
+    {
+        auto store = open_store(small_options(dir.store_path()));
+        auto missing = store->get_meta("key_check");
+        REQUIRE(missing);
+        CHECK_FALSE(*missing);
+        REQUIRE(store->put_meta("key_check", value));
+        auto state = store->scan_state("");
+        REQUIRE(state);
+        CHECK(state->empty());
+    }
+    auto store = open_store(small_options(dir.store_path()));
+    auto got = store->get_meta("key_check");
+    REQUIRE(got);
+    REQUIRE(*got);
+    CHECK(**got == value);
+    CHECK(store->stats(Lane::alarm).next_seq == 1);
+}
+
 TEST_CASE("The quarantine log keeps only the newest max_quarantine_entries entries") {
     TempDir dir;
     auto options = small_options(dir.store_path());

@@ -13,6 +13,7 @@
 #include "diag_state.h"
 #include "egress.h"
 #include "gateway_diagnostics.h"
+#include "key_check.h"
 #include "outbox.h"
 #include "rights_engine.h"
 #include "vern/crypto/keyring.h"
@@ -49,22 +50,9 @@ storage::StoreOptions store_options(const config::Config& c) {
     return o;
 }
 
-std::unique_ptr<crypto::Keyring> open_keyring(const config::Config& c) {
-    crypto::Keyring::Origin origin = crypto::Keyring::Origin::loaded;
-    std::unique_ptr<crypto::Keyring> keys;
-    try {
-        keys = crypto::Keyring::load(c.master_key_path(), c.keys.create_if_missing, &origin);
-    } catch (const crypto::KeyError& e) {
-        throw StartupError(std::string("master key: ") + e.what());
-    }
-    if (origin == crypto::Keyring::Origin::created) {
-        spdlog::warn("*****************************************************************");
-        spdlog::warn("* A NEW SITE MASTER KEY was generated at {}", c.master_key_path().string());
-        spdlog::warn("* Fine for a demo. In production provision and back up the key:");
-        spdlog::warn("* losing it makes every stored record unreadable, and pseudonyms");
-        spdlog::warn("* change, so backends can no longer map them to their customers.");
-        spdlog::warn("*****************************************************************");
-    }
+// The store first: whether it is new decides whether a missing key may be made (key_check.h).
+std::unique_ptr<crypto::Keyring> open_keyring(const config::Config& c, storage::Store& store) {
+    auto keys = open_checked_keyring(c, store);
     spdlog::info("master key loaded (fingerprint {})", keys->fingerprint());
     return keys;
 }
@@ -135,8 +123,8 @@ struct Pipeline::Impl {
     PipelineLinks links;
 
     // The stages, in the order the data flows.
-    std::unique_ptr<crypto::Keyring> keys;
     std::unique_ptr<storage::Store> store;
+    std::unique_ptr<crypto::Keyring> keys;  // checked against the store before anything else
     decode::Decoder decoder;
     DeviceMarks marks;  // once-only: per-device sequence marks (committed with the events)
     policy::Policy policy;
@@ -155,8 +143,8 @@ struct Pipeline::Impl {
         : config(prepare_data_dir(c)),
           counters(k),
           links(with_clock(std::move(l))),
-          keys(open_keyring(config)),
           store(open_store(config)),
+          keys(open_keyring(config, *store)),
           decoder({config.site_broker.topic_prefix, config.gateway.site,
                    config.site_broker.max_payload_bytes}),
           policy(make_policy(config, *keys, k)),

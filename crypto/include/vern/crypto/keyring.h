@@ -53,7 +53,8 @@ public:
     // Loads the master key from `path` (exactly 32 raw bytes). If the file does not exist and
     // `create_if_missing`, creates it with 32 random bytes, mode 0600 (O_EXCL, fsync'd, parent
     // directory fsync'd) and reports Origin::created so the caller can warn loudly. Refuses a key
-    // file readable by group or others. Throws KeyError naming the path and what is wrong.
+    // file that group or others may access, or that belongs to anyone but the running user or
+    // root. Throws KeyError naming the path, what is wrong and the fix.
     static std::unique_ptr<Keyring> load(const std::filesystem::path& path, bool create_if_missing,
                                          Origin* origin = nullptr);
     // For tests and tools: a keyring over the given 32 bytes.
@@ -92,6 +93,11 @@ public:
 
     // 16 hex chars identifying the master key (BLAKE2b of a derived subkey), safe to show.
     std::string fingerprint() const;
+
+    // The key check value a store keeps to recognise the key it was written with: 64 lowercase
+    // hex chars, keyed BLAKE2b-256 under KDF(master, 1, "vernkcv1") of a fixed label. Reveals
+    // nothing of the key; don't print it (the fingerprint is what people compare).
+    std::string check_value() const;
 
 private:
     Keyring();

@@ -179,6 +179,15 @@ public:
     // Flushes memtables and compacts every column family (tests, erasure).
     Result<void, StoreError> compact();
 
+    // Whether the store has never held anything: no record, state entry, quarantine entry or
+    // meta value was ever committed to it (a store whose records were all removed is not new:
+    // it keeps its sequence numbers). Start-up only.
+    Result<bool, StoreError> is_new() const;
+    // Small opaque values about the store itself (e.g. the key check value the gateway keeps),
+    // by name, apart from records and state. put_meta writes one synced.
+    Result<std::optional<std::string>, StoreError> get_meta(std::string_view name) const;
+    Result<void, StoreError> put_meta(std::string_view name, std::string_view value);
+
 private:
     Store();
     struct Impl;

@@ -32,6 +32,15 @@ public:
     using std::runtime_error::runtime_error;
 };
 
+// The master key is missing while the store holds data, is not the key the store was written
+// with, or its file is not the service's alone (mode, owner). Restarting won't help: an
+// operator must restore the key or fix the file (the message says how). vernd exits with its
+// own code for it (gateway/vernd/README.md).
+class KeyCheckError : public StartupError {
+public:
+    using StartupError::StartupError;
+};
+
 // What the data path needs of the world around it. Every member may be left empty.
 struct PipelineLinks {
     // Receipts for the devices, called only after the commit that made their events durable.

@@ -18,6 +18,13 @@
 
 namespace vern::vernd {
 
+// vernd's exit codes (README "Operating it"): 0 stopped on SIGTERM/SIGINT; 1 cannot start; 2
+// configuration errors; 3 the store refused commits (a restart reopens it); 4 the master key is
+// missing while the store holds data, is not the store's key, or its file is unusable (mode,
+// owner, size, unreadable): an operator must act, so the unit does not restart on it
+// (RestartPreventExitStatus=4).
+inline constexpr int exit_key_problem = 4;
+
 // Keys a reload applies to the running daemon; every other changed key needs a restart.
 const std::vector<std::string>& live_keys();
 
