@@ -172,7 +172,17 @@ Opened read_key_file(const std::filesystem::path& path, SecretKey::Bytes out) {
                          "): group and others must have no access; fix: chmod 600 " +
                          path.string());
     }
-    if (const uid_t me = ::geteuid(); st.st_uid != me && st.st_uid != 0) {
+    // Root (an operator's `sudo vernd --pseudonymise`, `--check-config`) may also use a key file
+    // owned by whoever owns its directory: the service user's own data directory.
+    const uid_t me = ::geteuid();
+    bool owner_ok = st.st_uid == me || st.st_uid == 0;
+    if (!owner_ok && me == 0) {
+        struct stat dir {};
+        const auto parent =
+            path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+        owner_ok = ::stat(parent.c_str(), &dir) == 0 && dir.st_uid == st.st_uid;
+    }
+    if (!owner_ok) {
         refuse(path, "owned by uid " + std::to_string(st.st_uid) +
                          ", not by the user vernd runs as (uid " + std::to_string(me) +
                          ") or root; fix: chown " + std::to_string(me) + " " + path.string());

@@ -581,6 +581,11 @@ TEST_CASE("A key file owned by another user than vernd's or root is refused, wit
     CHECK(st.st_uid == 4242u);                  // refused, not "fixed"
     REQUIRE(::chown(path.c_str(), 0, 0) == 0);  // root's own key: fine
     CHECK(Keyring::load(path, false) != nullptr);
+    // The service user's key in its own data directory: root (an operator's sudo) may use it.
+    REQUIRE(::chown(tmp.path().c_str(), 4242, 4242) == 0);
+    REQUIRE(::chown(path.c_str(), 4242, 4242) == 0);
+    CHECK(Keyring::load(path, false) != nullptr);
+    REQUIRE(::chown(tmp.path().c_str(), 0, 0) == 0);
 }
 
 TEST_CASE("A key file with group or other bits says how to fix it") {
