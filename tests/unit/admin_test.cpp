@@ -733,3 +733,50 @@ TEST_CASE("With max_clients 1 a second client waits until the first is done") {
     CHECK(log[0].outcome == "bad_request:timeout");  // the first was served first, alone
     CHECK(log[1].action == "status");
 }
+
+// Issue 15 item 6: health that means something. A status whose health section lists reasons
+// makes /healthz answer 503 with them; none: 200 "ok". Each health figure is a gauge.
+TEST_CASE("render_health answers 503 with the reasons when degraded and 200 when not") {
+    const auto [bad, bad_body] = admin::render_health(
+        R"({"site_broker":{"connected":true},"upstream":{"connected":false,"down_s":400},)"
+        R"("health":{"status":"degraded","reasons":["uplink_down","time_untrusted"],)"
+        R"("details":{"uplink_down":"the upstream link has been down for 400 s"}}})");
+    CHECK(bad == 503);
+    const auto j = nlohmann::json::parse(bad_body);
+    CHECK(j["status"] == "degraded");
+    CHECK(j["reasons"] == nlohmann::json::array({"uplink_down", "time_untrusted"}));
+    CHECK(j["details"]["uplink_down"].get<std::string>().find("400 s") != std::string::npos);
+    CHECK(j["upstream"] == false);
+
+    const auto [good, good_body] =
+        admin::render_health(R"({"site_broker":{"connected":true},"upstream":{"connected":true},)"
+                             R"("health":{"status":"ok","reasons":[],"details":{}}})");
+    CHECK(good == 200);
+    CHECK(nlohmann::json::parse(good_body)["status"] == "ok");
+    // No health section at all (a status that failed): not healthy.
+    CHECK(admin::render_health("not json").first == 503);
+}
+
+TEST_CASE("render_metrics gives a gauge for each health figure and each degraded reason") {
+    Counters counters;
+    const std::string text = admin::render_metrics(
+        R"({"health":{"status":"degraded","reasons":["uplink_down","disk_floor"],)"
+        R"("uplink_down_s":412,"oldest_alarm_age_s":900,"disk_floor_reached":true,)"
+        R"("time_trusted":false}})",
+        counters);
+    CHECK(text.find("vern_healthy 0\n") != std::string::npos);
+    CHECK(text.find("vern_health_degraded{reason=\"uplink_down\"} 1\n") != std::string::npos);
+    CHECK(text.find("vern_health_degraded{reason=\"disk_floor\"} 1\n") != std::string::npos);
+    CHECK(text.find("vern_health_degraded{reason=\"time_untrusted\"} 0\n") != std::string::npos);
+    CHECK(text.find("vern_uplink_down_seconds 412\n") != std::string::npos);
+    CHECK(text.find("vern_oldest_alarm_age_seconds 900\n") != std::string::npos);
+    CHECK(text.find("vern_disk_floor_reached 1\n") != std::string::npos);
+    CHECK(text.find("vern_time_trusted 0\n") != std::string::npos);
+    const std::string ok = admin::render_metrics(
+        R"({"health":{"status":"ok","reasons":[],"uplink_down_s":0,"oldest_alarm_age_s":null,)"
+        R"("disk_floor_reached":false,"time_trusted":true}})",
+        counters);
+    CHECK(ok.find("vern_healthy 1\n") != std::string::npos);
+    CHECK(ok.find("vern_time_trusted 1\n") != std::string::npos);
+    CHECK(ok.find("\nvern_oldest_alarm_age_seconds ") == std::string::npos);  // none queued
+}
