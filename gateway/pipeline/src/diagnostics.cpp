@@ -510,8 +510,24 @@ std::string GatewayDiagnostics::selftest_json() {
     }
     const std::int64_t now = system_now_ms();
     const bool clock = now > 1704067200000LL && now < 4102444800000LL;  // 2024 .. 2100
-    checks.push_back(check("clock sane", clock, "system time " + std::to_string(now / 1000) + " s",
-                           "set the clock (NTP): receipts, expiry and meter intervals use it"));
+    // ...and trusted: no jump against the monotonic clock or the persisted floor.
+    const nlohmann::json base = nlohmann::json::parse(s_.base_status(), nullptr, false);
+    const nlohmann::json time =
+        base.is_object() ? base.value("time", nlohmann::json::object()) : nlohmann::json::object();
+    const bool trusted = !time.is_object() || time.value("trusted", true);
+    std::string clock_detail = "system time " + std::to_string(now / 1000) + " s";
+    if (!trusted) {
+        const nlohmann::json since = time.value("untrusted_since_ms", nlohmann::json());
+        const nlohmann::json reason = time.value("reason", nlohmann::json());
+        clock_detail += "; untrusted since " +
+                        (since.is_number() ? utc_text(since.get<std::int64_t>()) : "?") + ", " +
+                        (reason.is_string() ? reason.get<std::string>() : "?");
+    }
+    checks.push_back(check("clock sane", clock && trusted, clock_detail,
+                           "set the clock (NTP): receipts, expiry and meter intervals use it. "
+                           "After a jump retention is paused until the clock is back on the "
+                           "gateway's estimate, or has run steadily with NTP synchronised for "
+                           "[time] settle_s"));
     {
         const auto probe = std::filesystem::path(c.gateway.data_dir) / ".selftest-probe";
         bool ok = false;
