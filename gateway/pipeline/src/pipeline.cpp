@@ -408,7 +408,7 @@ struct Pipeline::Impl {
     }
 
     // Persisted every sweep (a minute) and at shutdown: the next start checks the clock by it.
-    void save_time_floor() {
+    void save_time_floor() const {
         storage::WriteSet writes;
         writes.put_state(std::string(time_floor_key), std::to_string(time->floor_ms()));
         if (auto done = store->commit(std::move(writes)); !done) {
