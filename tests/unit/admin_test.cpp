@@ -775,6 +775,7 @@ TEST_CASE("render_health answers 503 with the reasons when degraded and 200 when
 
 TEST_CASE("render_metrics gives a gauge for each health figure and each degraded reason") {
     Counters counters;
+    counters.get("time_jumps").add(2);
     const std::string text = admin::render_metrics(
         R"({"health":{"status":"degraded","reasons":["uplink_down","disk_floor"],)"
         R"("uplink_down_s":412,"oldest_alarm_age_s":900,"disk_floor_reached":true,)"
@@ -788,6 +789,7 @@ TEST_CASE("render_metrics gives a gauge for each health figure and each degraded
     CHECK(text.find("vern_oldest_alarm_age_seconds 900\n") != std::string::npos);
     CHECK(text.find("vern_disk_floor_reached 1\n") != std::string::npos);
     CHECK(text.find("vern_time_trusted 0\n") != std::string::npos);
+    CHECK(text.find("vern_time_jumps_total 2\n") != std::string::npos);
     const std::string ok = admin::render_metrics(
         R"({"health":{"status":"ok","reasons":[],"uplink_down_s":0,"oldest_alarm_age_s":null,)"
         R"("disk_floor_reached":false,"time_trusted":true}})",

@@ -111,6 +111,9 @@ std::string render_metrics(const std::string& status_json, const Counters& count
         .samples.emplace_back("", value("forward_delivered"));
     family("vern_receipts_total", "counter", "Receipts sent to devices.")
         .samples.emplace_back("", value("receipts_sent"));
+    family("vern_time_jumps_total", "counter",
+           "Wall-clock jumps seen (against the monotonic clock or the persisted floor).")
+        .samples.emplace_back("", value("time_jumps"));
     auto& quarantined =
         family("vern_quarantined_total", "counter", "Device messages refused, by reason.");
     auto& dropped = family("vern_dropped_total", "counter",

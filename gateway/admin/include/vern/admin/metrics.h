@@ -10,7 +10,7 @@
 //                 disk_floor (store.min_free_mb reached), time_untrusted (a clock jump). Also
 //                 as gauges: vern_healthy, vern_health_degraded{reason}, vern_uplink_down_seconds,
 //                 vern_oldest_alarm_age_seconds (coarse), vern_disk_floor_reached,
-//                 vern_time_trusted.
+//                 vern_time_trusted; and vern_time_jumps_total.
 // The same figures as the technician's status: no personal data, ever, and no counter that
 // tells of a data subject's request (pipeline::privacy_officer_only: rights_*, records_shredded).
 #include <cstdint>
