@@ -199,7 +199,8 @@ void print_health(const json& s) {
             std::cout << "time         UNTRUSTED since "
                       << when(t.value("untrusted_since_ms", std::int64_t{0})) << ", "
                       << num(t.value("reason", json())) << " (wall clock "
-                      << when(t.value("wall_ms", std::int64_t{0})) << "; retention paused)";
+                      << when(t.value("wall_ms", std::int64_t{0})) << ", estimate "
+                      << when(t.value("now_ms", std::int64_t{0})) << "; retention paused)";
         }
         std::cout << ", jumps " << num(t.value("jumps", json())) << "\n";
     }
