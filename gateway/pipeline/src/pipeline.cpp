@@ -190,7 +190,7 @@ bool system_time_synced() {
 enum class DeviceTime : std::uint8_t {
     plausible,
     future_event_time,  // event time ahead: clamped to the arrival time
-    future_reading,     // a meter reading's interval ends ahead: refused
+    future_reading,     // a meter reading's interval starts ahead: refused
 };
 
 struct Pipeline::Impl {
