@@ -177,9 +177,39 @@ json payload(const Response& r) {
     return j.is_discarded() ? json::object() : j;
 }
 
+// Health first: degraded and why (each reason with its figures), then whether time is trusted.
+void print_health(const json& s) {
+    const json h = s.value("health", json::object());
+    if (!h.is_object() || !h.contains("status")) return;
+    const json reasons = h.value("reasons", json::array());
+    if (reasons.empty()) {
+        std::cout << "health       ok\n";
+    } else {
+        std::cout << "health       DEGRADED\n";
+        const json details = h.value("details", json::object());
+        for (const auto& r : reasons) {
+            std::cout << "  " << num(r) << ": " << num(details.value(num(r), json())) << "\n";
+        }
+    }
+    const json t = s.value("time", json::object());
+    if (t.is_object() && t.contains("trusted")) {
+        if (t.value("trusted", true)) {
+            std::cout << "time         trusted";
+        } else {
+            std::cout << "time         UNTRUSTED since "
+                      << when(t.value("untrusted_since_ms", std::int64_t{0})) << ", "
+                      << num(t.value("reason", json())) << " (wall clock "
+                      << when(t.value("wall_ms", std::int64_t{0})) << ", estimate "
+                      << when(t.value("now_ms", std::int64_t{0})) << "; retention paused)";
+        }
+        std::cout << ", jumps " << num(t.value("jumps", json())) << "\n";
+    }
+}
+
 void print_status(const json& s) {
     std::cout << "gateway      " << num(s.value("gateway", json())) << "   at "
               << when(s.value("time_ms", std::int64_t{0})) << "\n";
+    print_health(s);
     std::cout << "site broker  "
               << (s.value("site_broker", json::object()).value("connected", false) ? "connected"
                                                                                    : "DISCONNECTED")
@@ -337,8 +367,8 @@ int main(int argc, char** argv) {
     int rc = 0;
     auto* status = app.add_subcommand(
         "status",
-        "Links, lanes, rates, drops, disk, keys (technician; the privacy officer's also "
-        "shows the rights counters)");
+        "Health (ok or degraded, and why), time trust, links, lanes, rates, drops, disk, keys "
+        "(technician; the privacy officer's also shows the rights counters)");
     status->callback([&] {
         Request r;
         r.mutable_status();

@@ -1281,3 +1281,66 @@ TEST_CASE(
     CHECK(site.stop_vernd() == 0);
     CHECK(site.scan({out.path(), site.data_dir() / "audit", site.vernd_log()}) == 0);
 }
+
+namespace {
+
+// GET 127.0.0.1:port/healthz: the HTTP status (0 if no answer) and the body as JSON.
+std::pair<int, json> healthz(int port) {
+    httplib::Client client("127.0.0.1", port);
+    client.set_read_timeout(10, 0);
+    auto res = client.Get("/healthz");
+    if (!res) return {0, json()};
+    return {res->status, json::parse(res->body, nullptr, false)};
+}
+
+bool lists(const json& body, const std::string& reason) {
+    if (!body.is_object() || !body.contains("reasons")) return false;
+    for (const auto& r : body["reasons"]) {
+        if (r == reason) return true;
+    }
+    return false;
+}
+
+}  // namespace
+
+// Issue 15 item 6: /healthz said healthy while the uplink was down. With the upstream broker
+// stopped for longer than [health] uplink_down_s it answers 503 with the reason (and vernctl
+// status says DEGRADED with it); with the broker back, 200 "ok" again.
+TEST_CASE(
+    "With the upstream broker stopped /healthz turns degraded with reason uplink, then recovers",
+    "[e2e][health]") {
+    Site site;
+    const int metrics_port = free_port();
+    std::ofstream(site.config_file(), std::ios::app)
+        << "[admin]\ntechnician_uids = [" << ::getuid() << "]\nmetrics_port = " << metrics_port
+        << "\n[upstream]\nmax_backoff_ms = 500\n[health]\nuplink_down_s = 2\n";
+    site.start_vernd();
+    REQUIRE(wait_until([&] { return healthz(metrics_port).first == 200; }, 20s));
+    auto [ok_status, ok_body] = healthz(metrics_port);
+    CHECK(ok_body["status"] == "ok");
+    CHECK(ok_body["reasons"].empty());
+
+    site.upstream().stop();
+    // Down, but not yet for uplink_down_s: not degraded for that (the link state shows it).
+    REQUIRE(wait_until([&] { return healthz(metrics_port).second["upstream"] == false; }, 20s));
+    REQUIRE(wait_until([&] { return lists(healthz(metrics_port).second, "uplink_down"); }, 20s));
+    auto [bad_status, bad_body] = healthz(metrics_port);
+    CHECK(bad_status == 503);
+    CHECK(bad_body["status"] == "degraded");
+    CHECK(bad_body["details"]["uplink_down"].get<std::string>().find("threshold 2 s") !=
+          std::string::npos);
+    const auto socket = site.data_dir() / "admin.sock";
+    TempDir out("vern-health");
+    CHECK(vernctl(socket, {"status"}, out.path() / "status.txt") == 0);
+    const std::string printed = slurp(out.path() / "status.txt");
+    CHECK(printed.find("health       DEGRADED") != std::string::npos);
+    CHECK(printed.find("uplink_down: ") != std::string::npos);
+    const std::string metrics = http_get(metrics_port, "/metrics");
+    CHECK(metrics.find("vern_health_degraded{reason=\"uplink_down\"} 1\n") != std::string::npos);
+    CHECK(metrics.find("vern_time_trusted 1\n") != std::string::npos);
+
+    site.upstream().start();
+    REQUIRE(wait_until([&] { return healthz(metrics_port).first == 200; }, 30s));
+    CHECK(healthz(metrics_port).second["status"] == "ok");
+    CHECK(site.stop_vernd() == 0);
+}

@@ -46,6 +46,12 @@ class FakeDiagnostics : public pipeline::Diagnostics {
 public:
     // Says whom it was asked for: the server picks the audience by the peer's role.
     std::string status_json(pipeline::Audience audience) override {
+        {
+            std::lock_guard lock(status_mutex_);
+            if (!technician_status_.empty() && audience == pipeline::Audience::technician) {
+                return technician_status_;
+            }
+        }
         return audience == pipeline::Audience::privacy_officer
                    ? R"({"gateway":"gw-test","lanes":{},"for":"privacy-officer"})"
                    : R"({"gateway":"gw-test","lanes":{},"for":"technician"})";
@@ -62,6 +68,15 @@ public:
         }
         return out;
     }
+    // When set: the technician's status (the server's thread reads it).
+    void set_technician_status(std::string json) {
+        std::lock_guard lock(status_mutex_);
+        technician_status_ = std::move(json);
+    }
+
+private:
+    std::mutex status_mutex_;
+    std::string technician_status_;
 };
 
 class FakeRights : public pipeline::SubjectRights {
@@ -136,6 +151,7 @@ public:
 
     std::string socket() const { return config_.admin_socket_path().string(); }
     FakeRights& rights() { return rights_; }
+    FakeDiagnostics& diagnostics() { return diagnostics_; }
     Counters& counters() { return counters_; }
     storage::AuditLog& audit() { return audit_->log(); }
     const std::filesystem::path& dir() const { return dir_.path(); }
@@ -732,4 +748,81 @@ TEST_CASE("With max_clients 1 a second client waits until the first is done") {
     REQUIRE(log.size() == 2);
     CHECK(log[0].outcome == "bad_request:timeout");  // the first was served first, alone
     CHECK(log[1].action == "status");
+}
+
+// Issue 15 item 6: health that means something. A status whose health section lists reasons
+// makes /healthz answer 503 with them; none: 200 "ok". Each health figure is a gauge.
+TEST_CASE("render_health answers 503 with the reasons when degraded and 200 when not") {
+    const auto [bad, bad_body] = admin::render_health(
+        R"({"site_broker":{"connected":true},"upstream":{"connected":false,"down_s":400},)"
+        R"("health":{"status":"degraded","reasons":["uplink_down","time_untrusted"],)"
+        R"("details":{"uplink_down":"the upstream link has been down for 400 s"}}})");
+    CHECK(bad == 503);
+    const auto j = nlohmann::json::parse(bad_body);
+    CHECK(j["status"] == "degraded");
+    CHECK(j["reasons"] == nlohmann::json::array({"uplink_down", "time_untrusted"}));
+    CHECK(j["details"]["uplink_down"].get<std::string>().find("400 s") != std::string::npos);
+    CHECK(j["upstream"] == false);
+
+    const auto [good, good_body] =
+        admin::render_health(R"({"site_broker":{"connected":true},"upstream":{"connected":true},)"
+                             R"("health":{"status":"ok","reasons":[],"details":{}}})");
+    CHECK(good == 200);
+    CHECK(nlohmann::json::parse(good_body)["status"] == "ok");
+    // No health section at all (a status that failed): not healthy.
+    CHECK(admin::render_health("not json").first == 503);
+}
+
+TEST_CASE("render_metrics gives a gauge for each health figure and each degraded reason") {
+    Counters counters;
+    counters.get("time_jumps").add(2);
+    const std::string text = admin::render_metrics(
+        R"({"health":{"status":"degraded","reasons":["uplink_down","disk_floor"],)"
+        R"("uplink_down_s":412,"oldest_alarm_age_s":900,"disk_floor_reached":true,)"
+        R"("time_trusted":false}})",
+        counters);
+    CHECK(text.find("vern_healthy 0\n") != std::string::npos);
+    CHECK(text.find("vern_health_degraded{reason=\"uplink_down\"} 1\n") != std::string::npos);
+    CHECK(text.find("vern_health_degraded{reason=\"disk_floor\"} 1\n") != std::string::npos);
+    CHECK(text.find("vern_health_degraded{reason=\"time_untrusted\"} 0\n") != std::string::npos);
+    CHECK(text.find("vern_uplink_down_seconds 412\n") != std::string::npos);
+    CHECK(text.find("vern_oldest_alarm_age_seconds 900\n") != std::string::npos);
+    CHECK(text.find("vern_disk_floor_reached 1\n") != std::string::npos);
+    CHECK(text.find("vern_time_trusted 0\n") != std::string::npos);
+    CHECK(text.find("vern_time_jumps_total 2\n") != std::string::npos);
+    const std::string ok = admin::render_metrics(
+        R"({"health":{"status":"ok","reasons":[],"uplink_down_s":0,"oldest_alarm_age_s":null,)"
+        R"("disk_floor_reached":false,"time_trusted":true}})",
+        counters);
+    CHECK(ok.find("vern_healthy 1\n") != std::string::npos);
+    CHECK(ok.find("vern_time_trusted 1\n") != std::string::npos);
+    CHECK(ok.find("\nvern_oldest_alarm_age_seconds ") == std::string::npos);  // none queued
+}
+
+TEST_CASE("vernctl status prints the health reasons and since when time is untrusted") {
+    Fixture f(Roles{{me()}, {}, {}, {}});
+    f.diagnostics().set_technician_status(
+        R"({"gateway":"gw-test","lanes":{},"time_ms":1796148000000,)"
+        R"("health":{"status":"degraded","reasons":["time_untrusted","uplink_down"],)"
+        R"("details":{"time_untrusted":"time untrusted since 2026-12-01T18:00:00Z, )"
+        R"(forward_jump: retention is paused","uplink_down":"the upstream link has been down )"
+        R"(for 400 s (threshold 300 s): records wait in the store"}},)"
+        R"("time":{"trusted":false,"reason":"forward_jump","untrusted_since_ms":1796148000000,)"
+        R"("wall_ms":1798740000000,"jumps":1}})");
+    const auto out = f.dir() / "out";
+    std::filesystem::create_directories(out);
+    CHECK(run_vernctl(f.socket(), "status", "", out / "status.txt") == 0);
+    const std::string printed = slurp(out / "status.txt");
+    INFO(printed);
+    CHECK(printed.find("health       DEGRADED\n") != std::string::npos);
+    CHECK(printed.find("  uplink_down: the upstream link has been down for 400 s") !=
+          std::string::npos);
+    CHECK(printed.find("time         UNTRUSTED since 2026-12-01T18:00:00Z, forward_jump") !=
+          std::string::npos);
+    f.diagnostics().set_technician_status(
+        R"({"gateway":"gw-test","lanes":{},"health":{"status":"ok","reasons":[]},)"
+        R"("time":{"trusted":true,"jumps":0}})");
+    CHECK(run_vernctl(f.socket(), "status", "", out / "ok.txt") == 0);
+    CHECK(slurp(out / "ok.txt").find("health       ok\ntime         trusted, jumps 0\n") !=
+          std::string::npos);
 }

@@ -34,6 +34,38 @@ bool grouped(const std::string& name) {
            name == "records_shredded" || name == "ingest_overflow";
 }
 
+// The health figures (Diagnostics status "health"), one gauge each, so an alert can say why.
+template <typename AddFamily>
+void add_health_families(const json& s, AddFamily& family) {
+    const json h = s.value("health", json::object());
+    if (!h.is_object() || h.empty()) return;
+    family("vern_healthy", "gauge", "1 when /healthz says ok, 0 when degraded.")
+        .samples.emplace_back("", h.value("status", "") == "ok" ? 1 : 0);
+    auto& reasons = family("vern_health_degraded", "gauge",
+                           "1 for each reason the gateway is degraded (as /healthz lists them).");
+    for (const char* reason :
+         {"site_broker_down", "uplink_down", "oldest_alarm_age", "disk_floor", "time_untrusted"}) {
+        bool on = false;
+        for (const auto& r : h.value("reasons", json::array())) on = on || r == reason;
+        reasons.samples.emplace_back(std::string("{reason=\"") + reason + "\"}", on ? 1 : 0);
+    }
+    family("vern_uplink_down_seconds", "gauge",
+           "How long the upstream link has been down (0 while up).")
+        .samples.emplace_back("", h.value("uplink_down_s", 0.0));
+    // Coarse (0, 60, 900, 3600, ... s) like the lanes' oldest ages: it would date the alarm.
+    auto& alarm = family("vern_oldest_alarm_age_seconds", "gauge",
+                         "Age of the oldest queued alarm, in coarse steps (absent: none queued).");
+    if (h.contains("oldest_alarm_age_s") && h["oldest_alarm_age_s"].is_number()) {
+        alarm.samples.emplace_back("", h["oldest_alarm_age_s"].get<double>());
+    }
+    family("vern_disk_floor_reached", "gauge",
+           "1 while the file system is at its free-space floor (store.min_free_mb).")
+        .samples.emplace_back("", h.value("disk_floor_reached", false) ? 1 : 0);
+    family("vern_time_trusted", "gauge",
+           "1 while the wall clock is trusted; 0 after a jump (retention paused).")
+        .samples.emplace_back("", h.value("time_trusted", true) ? 1 : 0);
+}
+
 }  // namespace
 
 std::string render_metrics(const std::string& status_json, const Counters& counters) {
@@ -66,6 +98,8 @@ std::string render_metrics(const std::string& status_json, const Counters& count
         "{link=\"upstream\"}",
         s.contains("upstream") && s["upstream"].value("connected", false) ? 1 : 0);
 
+    add_health_families(s, family);
+
     const auto snapshot = counters.snapshot();
     auto value = [&](const std::string& name) {
         auto it = snapshot.find(name);
@@ -77,6 +111,9 @@ std::string render_metrics(const std::string& status_json, const Counters& count
         .samples.emplace_back("", value("forward_delivered"));
     family("vern_receipts_total", "counter", "Receipts sent to devices.")
         .samples.emplace_back("", value("receipts_sent"));
+    family("vern_time_jumps_total", "counter",
+           "Wall-clock jumps seen (against the monotonic clock or the persisted floor).")
+        .samples.emplace_back("", value("time_jumps"));
     auto& quarantined =
         family("vern_quarantined_total", "counter", "Device messages refused, by reason.");
     auto& dropped = family("vern_dropped_total", "counter",
@@ -128,6 +165,23 @@ std::string render_metrics(const std::string& status_json, const Counters& count
     return out.str();
 }
 
+std::pair<int, std::string> render_health(const std::string& status_json) {
+    json s = json::parse(status_json, nullptr, false);
+    if (s.is_discarded() || !s.is_object()) s = json::object();
+    const json h = s.value("health", json::object());
+    const bool site = s.value("site_broker", json::object()).value("connected", false);
+    const bool upstream = s.value("upstream", json::object()).value("connected", false);
+    json reasons = h.value("reasons", json::array());
+    if (!h.is_object() || !h.contains("status")) reasons = json::array({"status_unavailable"});
+    const bool ok = reasons.empty();
+    json body{{"status", ok ? "ok" : "degraded"},
+              {"reasons", reasons},
+              {"details", h.value("details", json::object())},
+              {"site_broker", site},
+              {"upstream", upstream}};
+    return {ok ? 200 : 503, body.dump() + "\n"};
+}
+
 struct MetricsServer::Impl {
     httplib::Server server;
     std::thread thread;
@@ -147,19 +201,10 @@ MetricsServer::MetricsServer(std::uint16_t port, pipeline::Diagnostics& diagnost
             "text/plain; version=0.0.4; charset=utf-8");
     });
     srv.Get("/healthz", [&diagnostics](const httplib::Request&, httplib::Response& res) {
-        json s =
-            json::parse(diagnostics.status_json(pipeline::Audience::technician), nullptr, false);
-        const bool site = !s.is_discarded() && s.contains("site_broker") &&
-                          s["site_broker"].value("connected", false);
-        const bool upstream =
-            !s.is_discarded() && s.contains("upstream") && s["upstream"].value("connected", false);
-        res.status = site ? 200 : 503;
-        res.set_content(json{{"status", site ? "ok" : "site broker disconnected"},
-                             {"site_broker", site},
-                             {"upstream", upstream}}
-                                .dump() +
-                            "\n",
-                        "application/json");
+        const auto [status, body] =
+            render_health(diagnostics.status_json(pipeline::Audience::technician));
+        res.status = status;
+        res.set_content(body, "application/json");
     });
     if (port == 0) {
         impl_->port = srv.bind_to_any_port("127.0.0.1");

@@ -171,6 +171,39 @@ Field date_time_field(std::string name, std::int64_t* out_ms, std::string doc) {
 
 using detail::closest;
 
+// [time]: how far the wall clock is trusted (see docs/design.md, "Time is earned").
+Section time_section(Config& c) {
+    return {
+        "time",
+        "How far the wall clock is trusted. It is bounded by a persisted floor (the last "
+        "trusted time)\n# and the monotonic clock; a jump pauses retention until time is "
+        "trusted again.",
+        {
+            int_field("max_jump_s", &c.time.max_jump_s, 10, 86400,
+                      "Wall clock vs monotonic clock difference (or a start this far below "
+                      "the floor) that\n# counts as a jump."),
+            int_field("settle_s", &c.time.settle_s, 0, 86400,
+                      "After a jump, a wall clock steady this long while NTP-synchronised is "
+                      "trusted again."),
+            int_field("max_device_skew_s", &c.time.max_device_skew_s, 1, std::int64_t{7} * 86400,
+                      "Device times further ahead than this: meter readings refused, event "
+                      "times clamped."),
+        }};
+}
+
+// [health]: when /healthz and `vernctl status` say degraded.
+Section health_section(Config& c) {
+    return {"health",
+            "When /healthz and `vernctl status` say degraded (also: time untrusted, disk floor "
+            "reached,\n# site broker disconnected).",
+            {
+                int_field("uplink_down_s", &c.health.uplink_down_s, 1, std::int64_t{7} * 86400,
+                          "The upstream link has been down this long."),
+                int_field("oldest_alarm_s", &c.health.oldest_alarm_s, 1, std::int64_t{7} * 86400,
+                          "The oldest queued alarm is this old."),
+            }};
+}
+
 std::vector<Section> schema(Config& c) {
     constexpr std::int64_t u32 = std::numeric_limits<std::uint32_t>::max();
     constexpr std::int64_t max_budget = std::int64_t{1} << 50;
@@ -340,6 +373,8 @@ std::vector<Section> schema(Config& c) {
              int_field("metrics_port", &c.admin.metrics_port, 0, 65535,
                        "Prometheus /metrics and /healthz on 127.0.0.1 at this port; 0: off."),
          }},
+        time_section(c),
+        health_section(c),
     };
 }
 

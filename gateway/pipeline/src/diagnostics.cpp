@@ -238,6 +238,77 @@ std::optional<std::int64_t> tls_expiry_ms(const config::ForwardSection& up) {
     return earliest;
 }
 
+// Unix ms as UTC to the second, e.g. 2026-12-07T02:30:00Z.
+std::string utc_text(std::int64_t ms) {
+    const std::time_t t = static_cast<std::time_t>(ms / 1000);
+    std::tm tm{};
+    char buf[32] = {};
+    if (::gmtime_r(&t, &tm) == nullptr || std::strftime(buf, sizeof buf, "%FT%TZ", &tm) == 0) {
+        return std::to_string(ms) + " ms";
+    }
+    return buf;
+}
+
+// Degraded, and why: each reason a code and a sentence with figures, never a device, a record
+// or a time of day. The technician's oldest alarm age is coarse (it would date the alarm).
+nlohmann::json health_json(const nlohmann::json& status, const config::HealthSection& limits,
+                           std::optional<std::int64_t> oldest_alarm_s, bool officer) {
+    nlohmann::json reasons = nlohmann::json::array();
+    nlohmann::json details = nlohmann::json::object();
+    auto degraded = [&](const std::string& code, const std::string& detail) {
+        reasons.push_back(code);
+        details[code] = detail;
+    };
+    const nlohmann::json site = status.value("site_broker", nlohmann::json::object());
+    if (!site.value("connected", false)) {
+        degraded("site_broker_down", "not connected to the site broker: devices are not heard");
+    }
+    const nlohmann::json up = status.value("upstream", nlohmann::json::object());
+    const std::int64_t down_s = up.value("down_s", std::int64_t{0});
+    const bool up_connected = up.value("connected", false);
+    if (!up_connected && down_s >= std::int64_t{limits.uplink_down_s}) {
+        degraded("uplink_down", "the upstream link has been down for " + std::to_string(down_s) +
+                                    " s (threshold " + std::to_string(limits.uplink_down_s) +
+                                    " s): records wait in the store");
+    }
+    const std::int64_t alarm_age = oldest_alarm_s.value_or(0);
+    if (oldest_alarm_s && alarm_age >= std::int64_t{limits.oldest_alarm_s}) {
+        const std::int64_t shown = officer ? alarm_age : coarse_age_s(alarm_age);
+        degraded("oldest_alarm_age", "the oldest queued alarm is " + std::to_string(shown) +
+                                         " s old or more (threshold " +
+                                         std::to_string(limits.oldest_alarm_s) + " s)");
+    }
+    const nlohmann::json disk = status.value("disk", nlohmann::json::object());
+    const std::uint64_t floor = disk.value("min_free_bytes", std::uint64_t{0});
+    const nlohmann::json free = disk.value("free_bytes", nlohmann::json());
+    const bool floor_reached = floor > 0 && free.is_number() && free.get<std::uint64_t>() <= floor;
+    if (floor_reached) {
+        degraded("disk_floor", "the file system is at its free-space floor (store.min_free_mb " +
+                                   std::to_string(floor >> 20) +
+                                   "): meter, then image records make room");
+    }
+    const nlohmann::json time = status.value("time", nlohmann::json::object());
+    const bool time_trusted = time.value("trusted", true);
+    if (!time_trusted) {
+        const nlohmann::json reason = time.value("reason", nlohmann::json());
+        const nlohmann::json since = time.value("untrusted_since_ms", nlohmann::json());
+        degraded("time_untrusted",
+                 "time untrusted since " +
+                     (since.is_number() ? utc_text(since.get<std::int64_t>()) : std::string("?")) +
+                     ", " + (reason.is_string() ? reason.get<std::string>() : std::string("?")) +
+                     ": retention is paused");
+    }
+    return {{"status", reasons.empty() ? "ok" : "degraded"},
+            {"reasons", reasons},
+            {"details", details},
+            {"uplink_down_s", up_connected ? 0 : down_s},
+            {"oldest_alarm_age_s",
+             oldest_alarm_s ? nlohmann::json(officer ? alarm_age : coarse_age_s(alarm_age))
+                            : nlohmann::json(nullptr)},
+            {"disk_floor_reached", floor_reached},
+            {"time_trusted", time_trusted}};
+}
+
 nlohmann::json check(const std::string& name, bool pass, const std::string& detail,
                      const std::string& hint) {
     return {{"name", name}, {"pass", pass}, {"detail", detail}, {"hint", pass ? "" : hint}};
@@ -264,8 +335,12 @@ std::string GatewayDiagnostics::status_json(Audience audience) {
         j["counters"] = kept;
         if (officer) j["rights"] = rights;
     }
-    const std::int64_t now = system_now_ms();
+    // The gateway's time (the estimate while the wall clock is untrusted).
+    const std::int64_t now = j.contains("time") && j["time"].is_object()
+                                 ? j["time"].value("now_ms", system_now_ms())
+                                 : system_now_ms();
     std::uint64_t queued = 0;
+    std::optional<std::int64_t> oldest_alarm_s;  // exact: for the health threshold only
     for (Lane lane : all_lanes) {
         const auto stats = s_.store.stats(lane);
         queued += stats.bytes;
@@ -280,6 +355,7 @@ std::string GatewayDiagnostics::status_json(Audience audience) {
             const std::int64_t created = header->expires_ms - *retention;
             const std::int64_t age_s = std::max<std::int64_t>(0, now - created) / 1000;
             l["oldest_age_s"] = officer ? age_s : coarse_age_s(age_s);
+            if (lane == Lane::alarm) oldest_alarm_s = age_s;
         }
     }
     const auto counters = s_.counters.snapshot();
@@ -322,6 +398,7 @@ std::string GatewayDiagnostics::status_json(Audience audience) {
         j["tls"]["certificate_days_left"] = (*expiry - now) / (std::int64_t{24} * 3600 * 1000);
     }
     j["key_fingerprint"] = s_.key_fingerprint;
+    j["health"] = health_json(j, s_.config.health, oldest_alarm_s, officer);
     return j.dump(2);
 }
 
@@ -433,8 +510,24 @@ std::string GatewayDiagnostics::selftest_json() {
     }
     const std::int64_t now = system_now_ms();
     const bool clock = now > 1704067200000LL && now < 4102444800000LL;  // 2024 .. 2100
-    checks.push_back(check("clock sane", clock, "system time " + std::to_string(now / 1000) + " s",
-                           "set the clock (NTP): receipts, expiry and meter intervals use it"));
+    // ...and trusted: no jump against the monotonic clock or the persisted floor.
+    const nlohmann::json base = nlohmann::json::parse(s_.base_status(), nullptr, false);
+    const nlohmann::json time =
+        base.is_object() ? base.value("time", nlohmann::json::object()) : nlohmann::json::object();
+    const bool trusted = !time.is_object() || time.value("trusted", true);
+    std::string clock_detail = "system time " + std::to_string(now / 1000) + " s";
+    if (!trusted) {
+        const nlohmann::json since = time.value("untrusted_since_ms", nlohmann::json());
+        const nlohmann::json reason = time.value("reason", nlohmann::json());
+        clock_detail += "; untrusted since " +
+                        (since.is_number() ? utc_text(since.get<std::int64_t>()) : "?") + ", " +
+                        (reason.is_string() ? reason.get<std::string>() : "?");
+    }
+    checks.push_back(check("clock sane", clock && trusted, clock_detail,
+                           "set the clock (NTP): receipts, expiry and meter intervals use it. "
+                           "After a jump retention is paused until the clock is back on the "
+                           "gateway's estimate, or has run steadily with NTP synchronised for "
+                           "[time] settle_s"));
     {
         const auto probe = std::filesystem::path(c.gateway.data_dir) / ".selftest-probe";
         bool ok = false;

@@ -34,7 +34,8 @@ struct Gateway::Impl {
                   [this](std::vector<ingest::OutboundMessage> m) { site.publish(std::move(m)); },
                   [this] { forwarder.notify(); }, [this] { return site.connected(); },
                   [this] { return forwarder.connected(); },
-                  [this] { return forwarder.in_flight(); }, system_clock()}),
+                  [this] { return forwarder.in_flight(); }, system_clock(), steady_clock_ms(),
+                  &system_time_synced}),
           site(c.site_broker, c.site_client_id(), c.gateway.site, k),
           forwarder(c.upstream, c.upstream_client_id(), pipeline.outbox(), k,
                     c.upstream.topic_prefix + "/" + c.gateway.id + "/status") {}

@@ -1,8 +1,12 @@
 #include "vern/pipeline/pipeline.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/timex.h>
 
 #include <array>
+#include <atomic>
+#include <charconv>
+#include <climits>
 #include <deque>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -16,6 +20,7 @@
 #include "key_check.h"
 #include "outbox.h"
 #include "rights_engine.h"
+#include "vern/common/trusted_time.h"
 #include "vern/crypto/keyring.h"
 #include "vern/decode/decode.h"
 #include "vern/pipeline/device_marks.h"
@@ -101,7 +106,51 @@ std::unique_ptr<storage::Store> open_store(const config::Config& c) {
 
 PipelineLinks with_clock(PipelineLinks links) {
     if (!links.clock) links.clock = system_clock();
+    if (!links.monotonic) {
+        links.monotonic = is_system_clock(links.clock) ? steady_clock_ms() : links.clock;
+    }
+    if (!links.time_synced) links.time_synced = &system_time_synced;
     return links;
+}
+
+// --- time (vern/common/trusted_time.h) ----------------------------------------------------------
+
+// The last trusted wall time, Unix ms in decimal, in the state column family. Not personal.
+constexpr std::string_view time_floor_key = "time/floor";
+
+std::int64_t stored_time_floor(const storage::Store& store) {
+    auto stored = store.get_state(time_floor_key);
+    if (!stored) {
+        spdlog::warn("time: the stored floor cannot be read ({}); starting without it",
+                     storage::store_errc_name(stored.error().code));
+        return 0;
+    }
+    if (!*stored) return 0;
+    const std::string& text = **stored;
+    std::int64_t floor = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), floor);
+    if (ec != std::errc() || end != text.data() + text.size() || floor < 0) {
+        spdlog::warn("time: the stored floor is malformed; starting without it");
+        return 0;
+    }
+    return floor;
+}
+
+std::unique_ptr<TrustedTime> make_trusted_time(const config::Config& c, const PipelineLinks& l,
+                                               const storage::Store& store, Counters& k) {
+    TimeTrustOptions o;
+    o.max_jump_ms = std::int64_t{c.time.max_jump_s} * 1000;
+    o.settle_ms = std::int64_t{c.time.settle_s} * 1000;
+    auto time = std::make_unique<TrustedTime>(l.clock, l.monotonic, l.time_synced, o,
+                                              stored_time_floor(store), &k.get("time_jumps"));
+    const auto st = time->status();
+    if (!st.trusted) {
+        spdlog::warn(
+            "time: UNTRUSTED at start: the wall clock ({} ms) is below the last trusted time "
+            "({} ms); retention is paused until the clock is set right or NTP confirms it",
+            st.wall_ms, st.floor_ms);
+    }
+    return time;
 }
 
 // The guard's keyed hash: a subkey of the master key (crypto::TokenHasher), shared by copies.
@@ -117,6 +166,21 @@ auto or_default(const F& f, decltype(f()) fallback) {
 
 }  // namespace
 
+bool system_time_synced() {
+    std::error_code ec;
+    if (std::filesystem::exists("/run/systemd/timesync/synchronized", ec)) return true;
+    timex tx{};
+    const int state = ::adjtimex(&tx);  // modes 0: reads only
+    return state >= 0 && state != TIME_ERROR && (tx.status & STA_UNSYNC) == 0;
+}
+
+// What a device's own clock says, judged against the gateway's time.
+enum class DeviceTime : std::uint8_t {
+    plausible,
+    future_event_time,  // event time ahead: clamped to the arrival time
+    future_reading,     // a meter reading's interval starts ahead: refused
+};
+
 struct Pipeline::Impl {
     const config::Config config;
     Counters& counters;
@@ -125,6 +189,7 @@ struct Pipeline::Impl {
     // The stages, in the order the data flows.
     std::unique_ptr<storage::Store> store;
     std::unique_ptr<crypto::Keyring> keys;  // checked against the store before anything else
+    std::unique_ptr<TrustedTime> time;  // the wall clock, bounded by the floor and monotonic
     decode::Decoder decoder;
     DeviceMarks marks;  // once-only: per-device sequence marks (committed with the events)
     policy::Policy policy;
@@ -138,6 +203,12 @@ struct Pipeline::Impl {
 
     Counter& duplicates;
     Counter& expired;
+    Counter& retention_paused;
+    Counter& future_refused;
+    Counter& future_clamped;
+    Counter& future_held;
+    // Monotonic ms since when the upstream link is down; -1 while it is up.
+    std::atomic<std::int64_t> upstream_down_since;
 
     Impl(const config::Config& c, Counters& k, PipelineLinks l)
         : config(prepare_data_dir(c)),
@@ -145,6 +216,7 @@ struct Pipeline::Impl {
           links(with_clock(std::move(l))),
           store(open_store(config)),
           keys(open_keyring(config, *store)),
+          time(make_trusted_time(config, links, *store, k)),
           decoder({config.site_broker.topic_prefix, config.gateway.site,
                    config.site_broker.max_payload_bytes}),
           policy(make_policy(config, *keys, k)),
@@ -153,9 +225,16 @@ struct Pipeline::Impl {
           egress(config, k, *store, record_keys, policy, guard, diag),
           outbox(
               config, k, *store, record_keys, diag,
-              [this](std::string_view key_ref) { return rights->held(key_ref); }, links.clock),
+              [this](std::string_view key_ref) { return rights->held(key_ref); },
+              // Expiry at send is paused while time is untrusted: nothing is older than this.
+              [this] { return time->trusted() ? time->now() : INT64_MIN; }),
           duplicates(k.get("events_duplicate")),
-          expired(k.get("records_expired")) {
+          expired(k.get("records_expired")),
+          retention_paused(k.get("retention_paused")),
+          future_refused(k.get("device_time_future_refused")),
+          future_clamped(k.get("device_time_future_clamped")),
+          future_held(k.get("device_time_future_held")),
+          upstream_down_since(links.monotonic()) {
         rights = std::make_unique<RightsEngine>(
             config, *keys, *store, record_keys, policy, egress, [this] { wake_forwarder(); }, k);
         if (!rights->load()) throw StartupError("store: cannot read the data-subject flags");
@@ -179,8 +258,13 @@ struct Pipeline::Impl {
         // them in place as it grows), viewed by the one Origin the whole group stages with.
         std::deque<std::string> personal;
         Origin origin;
+        // Arrival stamps are wall-clock readings: while time is untrusted they are moved onto
+        // the estimate's timeline (0 while trusted).
+        const bool trusted = time->trusted();
+        const std::int64_t correction = time->correction_ms();
 
         for (const auto& in : batch) {
+            const std::int64_t received = in.arrival_ms + correction;
             // decode + validate
             auto decoded = decoder.decode(in.topic, in.payload, in.retained);
             if (!decoded) {
@@ -188,12 +272,19 @@ struct Pipeline::Impl {
                 continue;
             }
             const std::string& device = decoded->topic.device_id;
-            diag.seen(device, in.arrival_ms, decoded->topic.kind == decode::Kind::meter);
-            const auto& event = decoded->message;
+            diag.seen(device, received, decoded->topic.kind == decode::Kind::meter);
+            const device::v1::DeviceMessage* event_ptr = &decoded->message;
+            const DeviceTime device_time = judge_device_time(*event_ptr, received);
+            if (device_time == DeviceTime::future_reading && !trusted) {
+                // Our own time is in doubt: not refused for good, not receipted; the meter sends
+                // it again, and it is judged once time is trusted.
+                future_held.add();
+                continue;
+            }
 
             // once only: a retry of an event already committed is receipted again, not stored
             if (!ensure_mark(device)) continue;
-            switch (marks.admit(device, event.seq())) {
+            switch (marks.admit(device, event_ptr->seq())) {
                 case DeviceMarks::Admit::duplicate:
                     duplicates.add();
                     re_receipt.insert(device);
@@ -206,23 +297,37 @@ struct Pipeline::Impl {
             }
             touched.insert(device);
             ++staged.events;
+            if (device_time == DeviceTime::future_reading) {
+                // A reading from the future would close every open interval and site total.
+                future_refused.add();
+                quarantine(staged, in, Reason::invalid_field, device);
+                continue;
+            }
+            device::v1::DeviceMessage clamped;
+            if (device_time == DeviceTime::future_event_time) {
+                clamped = *event_ptr;
+                clamped.set_event_time_ms(received);
+                event_ptr = &clamped;
+                future_clamped.add();
+            }
+            const auto& event = *event_ptr;
             // The guard learns the event's identifiers (as keyed hashes) before anything is
             // made from it, so a later record holding one in any form is caught, whatever batch
             // or timer it comes from; the raw values go to this group's check as they are.
-            guard.remember(event, in.arrival_ms);
+            guard.remember(event, received);
             for (auto v : policy::personal_values(event)) {
                 origin.personal.emplace_back(personal.emplace_back(v));
             }
 
             // policy: pseudonymise, drop secrets, minimise, route to purposes
-            auto output = policy.apply(event, config.gateway.site, in.arrival_ms);
+            auto output = policy.apply(event, config.gateway.site, received);
             if (!output) {
                 quarantine(staged, in, output.error(), device);
                 continue;
             }
             // egress: state sealed; records guarded, sealed, numbered
             egress.stage_state(staged, output->state);
-            origin.time_ms = in.arrival_ms;
+            origin.time_ms = received;
             origin.device = device;
             egress.stage(staged, output->emissions, origin);
         }
@@ -248,7 +353,10 @@ struct Pipeline::Impl {
     }
 
     void tick() {
-        const std::int64_t now = links.clock();
+        // The estimate: while time is untrusted, intervals and image windows run on the
+        // monotonic clock from the last trusted time, not on a jumped wall clock.
+        const std::int64_t now = time->now();
+        (void)upstream_down_ms();
         diag.sample(now, counters.snapshot());
         guard.expire(now);
         auto output = policy.tick(now);
@@ -260,7 +368,16 @@ struct Pipeline::Impl {
     }
 
     void sweep() {
-        const std::int64_t now = links.clock();
+        save_time_floor();
+        if (!time->trusted()) {
+            // A jumped clock would expire what has not been sent: retention waits for trust.
+            retention_paused.add();
+            const auto st = time->status();
+            spdlog::warn("retention paused: time untrusted since {} ms ({})", st.untrusted_since_ms,
+                         distrust_name(st.reason));
+            return;
+        }
+        const std::int64_t now = time->now();
         std::uint64_t removed = 0;
         for (int call = 0; call < sweep_max_calls; ++call) {
             auto swept = store->expire(now, sweep_max_entries);
@@ -276,6 +393,44 @@ struct Pipeline::Impl {
             expired.add(removed);
             spdlog::info("retention: removed {} expired records", removed);
         }
+    }
+
+    // Persisted every sweep (a minute) and at shutdown: the next start checks the clock by it.
+    void save_time_floor() const {
+        storage::WriteSet writes;
+        writes.put_state(std::string(time_floor_key), std::to_string(time->floor_ms()));
+        if (auto done = store->commit(std::move(writes)); !done) {
+            spdlog::warn("time: the floor could not be saved ({})",
+                         storage::store_errc_name(done.error().code));
+        }
+    }
+
+    // How long the upstream link has been down (ms, monotonic; 0 while up). Called every tick,
+    // so an outage is dated within a second, and by the status.
+    std::int64_t upstream_down_ms() {
+        const std::int64_t mono = links.monotonic();
+        if (or_default(links.upstream_connected, false)) {
+            upstream_down_since.store(-1);
+            return 0;
+        }
+        std::int64_t expected = -1;
+        upstream_down_since.compare_exchange_strong(expected, mono);
+        const std::int64_t since = upstream_down_since.load();
+        return since < 0 ? 0 : std::max<std::int64_t>(0, mono - since);
+    }
+
+    // A device's clock far ahead of ours: a meter reading whose interval starts beyond the skew
+    // is refused (it would close every open interval and site total before it); any other
+    // event's time is clamped to its arrival.
+    DeviceTime judge_device_time(const device::v1::DeviceMessage& event,
+                                 std::int64_t received) const {
+        const std::int64_t skew = std::int64_t{config.time.max_device_skew_s} * 1000;
+        const std::int64_t limit = received > INT64_MAX - skew ? INT64_MAX : received + skew;
+        if (event.has_meter() && event.meter().interval_start_ms() > limit) {
+            return DeviceTime::future_reading;
+        }
+        if (event.event_time_ms() > limit) return DeviceTime::future_event_time;
+        return DeviceTime::plausible;
     }
 
     bool ensure_mark(const std::string& device) {
@@ -305,7 +460,8 @@ struct Pipeline::Impl {
         if (device.empty()) {
             if (auto topic = decoder.parse_topic(in.topic)) device = topic->device_id;
         }
-        egress.quarantine(staged, in.arrival_ms, reason, device, in.payload.size());
+        egress.quarantine(staged, in.arrival_ms + time->correction_ms(), reason, device,
+                          in.payload.size());
         if (device.empty()) {
             spdlog::debug("quarantined {} bytes from an unattributable topic ({})",
                           in.payload.size(), reason_name(reason));
@@ -318,7 +474,7 @@ struct Pipeline::Impl {
     void send_receipts(const std::set<std::string>& touched, const std::set<std::string>& again) {
         if (!links.send_receipts) return;
         std::vector<ingest::OutboundMessage> out;
-        const std::int64_t now = links.clock();
+        const std::int64_t now = time->now();
         auto add = [&](const std::string& device) {
             const Mark& m = marks.mark(device);
             device::v1::Receipt r;
@@ -357,7 +513,7 @@ Pipeline::Pipeline(const config::Config& config, Counters& counters, PipelineLin
                     [this] { return status_json(); }, d.keys->fingerprint()});
 }
 
-Pipeline::~Pipeline() = default;
+Pipeline::~Pipeline() { impl_->save_time_floor(); }
 
 void Pipeline::process(const std::vector<ingest::InboundMessage>& batch) { impl_->process(batch); }
 void Pipeline::tick() { impl_->tick(); }
@@ -369,14 +525,33 @@ void Pipeline::accept_rights(bool on) { impl_->rights->accept(on); }
 void Pipeline::run_rights() { impl_->rights->run_queued(); }
 Diagnostics& Pipeline::diagnostics() { return *impl_->diagnostics; }
 
+namespace {
+
+// What the status says about time: whether it is trusted, since when (the estimate) and why.
+nlohmann::json time_json(const TimeStatus& st) {
+    return {{"trusted", st.trusted},
+            {"reason", st.trusted ? nlohmann::json(nullptr)
+                                  : nlohmann::json(std::string(distrust_name(st.reason)))},
+            {"untrusted_since_ms",
+             st.trusted ? nlohmann::json(nullptr) : nlohmann::json(st.untrusted_since_ms)},
+            {"now_ms", st.now_ms},
+            {"wall_ms", st.wall_ms},
+            {"floor_ms", st.floor_ms},
+            {"jumps", st.jumps}};
+}
+
+}  // namespace
+
 std::string Pipeline::status_json() const {
-    const auto& d = *impl_;
+    auto& d = *impl_;
     nlohmann::json j;
     j["gateway"] = d.config.gateway.id;
     j["time_ms"] = d.links.clock();
+    j["time"] = time_json(d.time->status());
     j["site_broker"] = {{"connected", or_default(d.links.site_connected, false)}};
     j["upstream"] = {{"connected", or_default(d.links.upstream_connected, false)},
-                     {"in_flight", or_default(d.links.upstream_in_flight, std::size_t{0})}};
+                     {"in_flight", or_default(d.links.upstream_in_flight, std::size_t{0})},
+                     {"down_s", d.upstream_down_ms() / 1000}};
     for (Lane lane : all_lanes) {
         auto s = d.store->stats(lane);
         j["lanes"][std::string(lane_name(lane))] = {{"depth", s.depth},

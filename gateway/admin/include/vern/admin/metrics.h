@@ -4,12 +4,19 @@
 //                 Edge (vern_queue_length{lane="alarm"}, vern_dropped_total{reason=...},
 //                 vern_forwarded_total, vern_quarantined_total{reason=...}, vern_receipts_total,
 //                 vern_commit_latency_seconds histogram, every other counter as vern_<name>_total)
-//   GET /healthz  200 "ok" while the site broker link is up, else 503; JSON link states.
+//   GET /healthz  200 {"status":"ok"} when healthy; 503 {"status":"degraded","reasons":[...],
+//                 "details":{...}} when any reason holds: site_broker_down, uplink_down (longer
+//                 than [health] uplink_down_s), oldest_alarm_age (over oldest_alarm_s),
+//                 disk_floor (store.min_free_mb reached), time_untrusted (a clock jump). Also
+//                 as gauges: vern_healthy, vern_health_degraded{reason}, vern_uplink_down_seconds,
+//                 vern_oldest_alarm_age_seconds (coarse), vern_disk_floor_reached,
+//                 vern_time_trusted; and vern_time_jumps_total.
 // The same figures as the technician's status: no personal data, ever, and no counter that
 // tells of a data subject's request (pipeline::privacy_officer_only: rights_*, records_shredded).
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "vern/common/counters.h"
 #include "vern/pipeline/diagnostics.h"
@@ -19,6 +26,10 @@ namespace vern::admin {
 // The exposition text for a status JSON (Diagnostics::status_json) and the counters, less the
 // privacy officer's counters. Pure.
 std::string render_metrics(const std::string& status_json, const Counters& counters);
+
+// The /healthz answer for a status JSON: HTTP status (200 ok, 503 degraded) and the JSON body
+// (status, reasons, details, link states). Pure.
+std::pair<int, std::string> render_health(const std::string& status_json);
 
 class MetricsServer {
 public:

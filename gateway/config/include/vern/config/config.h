@@ -117,6 +117,25 @@ struct AdminSection {    // [admin]: the admin socket (vernctl), the audit log, 
     std::uint32_t metrics_port = 0;  // Prometheus /metrics and /healthz on 127.0.0.1; 0: off
 };
 
+struct TimeSection {  // [time]: how far the wall clock is trusted (common/trusted_time.h)
+    // The wall clock may differ from the monotonic clock's elapsed time by this much between
+    // two looks (about a second apart) before it counts as a jump; and at start it may be this
+    // much below the persisted floor.
+    std::uint32_t max_jump_s = 300;
+    // After a jump, a wall clock that has run steadily this long while the system says it is
+    // NTP-synchronised is trusted again (else only one that comes back to the estimate is).
+    std::uint32_t settle_s = 300;
+    // Device times more than this ahead of the gateway's time: a meter reading is refused
+    // (quarantined as invalid_field, counted device_time_future_refused); an alarm's or image's
+    // event time is clamped to its arrival time (counted device_time_future_clamped).
+    std::uint32_t max_device_skew_s = 3600;
+};
+
+struct HealthSection {                  // [health]: when /healthz and `vernctl status` say degraded
+    std::uint32_t uplink_down_s = 300;  // the upstream link has been down this long
+    std::uint32_t oldest_alarm_s = 600;  // the oldest queued alarm is this old
+};
+
 struct Config {
     std::string source = "(defaults)";  // file it was read from
     GatewaySection gateway;
@@ -126,6 +145,8 @@ struct Config {
     PolicySection policy;
     ForwardSection upstream;
     AdminSection admin;
+    TimeSection time;
+    HealthSection health;
 
     std::filesystem::path master_key_path() const;
     std::string site_client_id() const;

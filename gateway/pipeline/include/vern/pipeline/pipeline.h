@@ -51,9 +51,20 @@ struct PipelineLinks {
     std::function<bool()> site_connected;
     std::function<bool()> upstream_connected;
     std::function<std::size_t()> upstream_in_flight;
-    // Unix ms: retention, tick, receipts' gateway time, expiry at send.
+    // Unix ms: retention, tick, receipts' gateway time, expiry at send. Not trusted on its own:
+    // bounded by a persisted floor and the monotonic clock (vern/common/trusted_time.h).
     Clock clock = system_clock();
+    // Monotonic ms. Empty: the system's (steady_clock_ms) when `clock` is the system clock, and
+    // `clock` itself when it is injected (a test's clock never jumps unless the test says so).
+    Clock monotonic;
+    // The system says its wall clock is NTP-synchronised. Empty: system_time_synced().
+    std::function<bool()> time_synced;
 };
+
+// Whether the system's wall clock is NTP-synchronised: systemd-timesyncd's
+// /run/systemd/timesync/synchronized exists, or the kernel's clock status (adjtimex, read only)
+// says synchronised (chrony, ntpd; a service whose system calls filter @clock gets EPERM: false).
+bool system_time_synced();
 
 class Pipeline {
 public:
@@ -68,7 +79,9 @@ public:
     // Time passing by the clock: meter intervals and site aggregates that have waited long
     // enough close, images whose chunks or alarm did not come are dropped.
     void tick();
-    // Retention: removes records whose expiry has passed (bounded work per call).
+    // Retention: removes records whose expiry has passed (bounded work per call). Paused while
+    // time is untrusted (a jump): an unsent record is never expired by a jump. Persists the
+    // time floor.
     void sweep();
     // Three commits in a row failed: the store must be reopened (vernd exits for a restart).
     bool store_failed() const;
