@@ -113,6 +113,9 @@ part_of['systemd-analyze security']='scripts/check-unit.sh'
 # Catch2 tests the suite's ctest runs (checked here: the tag still names a test)
 in_suite['build/bin/e2e_test "[site-broker]" -s']=e2e_test
 in_suite['build/bin/e2e_test "[budget]"']=e2e_test
+# Scripts the suite's ctest runs as a test of their own (checked here: the test is still there)
+declare -A in_ctest
+in_ctest['scripts/package-test.sh build']='package_test'
 part_of['vern-tap scan']='./scripts/install-deps.sh && ./scripts/demo.sh'
 part_of['DURATION=60 ./scripts/demo.sh']='./scripts/install-deps.sh && ./scripts/demo.sh'
 
@@ -129,6 +132,8 @@ for row in "${found[@]}"; do
         verdict="runs here (${runs[$text]})"; n_run=$((n_run + 1))
     elif [ -n "${in_suite[$text]:-}" ]; then
         verdict="run by the suite's ctest (${in_suite[$text]})"; n_suite=$((n_suite + 1))
+    elif [ -n "${in_ctest[$text]:-}" ]; then
+        verdict="run by the suite's ctest (${in_ctest[$text]})"; n_suite=$((n_suite + 1))
     elif [ -n "${part_of[$text]:-}" ]; then
         verdict="runs here, as part of: ${part_of[$text]}"; n_part=$((n_part + 1))
     elif [ -n "$reason" ]; then
@@ -144,7 +149,7 @@ for row in "${found[@]}"; do
 done
 echo "doc_commands: ${#found[@]} commands in the docs: $n_run run here, $n_part run here as part of another, $n_suite run by the suite's ctest, $n_marked marked not run, $n_bad neither"
 [ $list_only = 1 ] && exit 0
-for text in "${!runs[@]}" "${!part_of[@]}" "${!in_suite[@]}"; do
+for text in "${!runs[@]}" "${!part_of[@]}" "${!in_suite[@]}" "${!in_ctest[@]}"; do
     [ -n "${shown[$text]:-}" ] ||
         fail "tests/docs/doc_commands.sh runs \`$text\`, which no doc shows any more: run what the docs show now"
 done
@@ -155,6 +160,10 @@ for text in "${!in_suite[@]}"; do
     names=$("$bin/${in_suite[$text]}" --list-test-names-only "$tag" 2>/dev/null)
     grep -q . <<<"$names" ||
         fail "\`$text\`: ${in_suite[$text]} has no test tagged $tag"
+done
+for text in "${!in_ctest[@]}"; do
+    (cd "$build_dir" && ctest -N -R "^${in_ctest[$text]}:" 2>/dev/null | grep -q "Total Tests: [1-9]") ||
+        fail "\`$text\`: the suite's ctest has no test ${in_ctest[$text]}"
 done
 
 # --- a site: the demo's set-up, on free loopback ports -------------------------------------
