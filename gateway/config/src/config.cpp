@@ -228,6 +228,10 @@ std::vector<Section> schema(Config& c) {
              int_field("queue_max_mb", &c.site_broker.queue_max_mb, 1, 4096,
                        "...and at most this many MiB of them; a message that finds the queue "
                        "full is counted (ingest_overflow), gets no receipt and is sent again."),
+             int_field("queue_device_share_pct", &c.site_broker.queue_device_share_pct, 1, 100,
+                       "Of both, the share one device may hold (percent; 100: none); over it its "
+                       "message is counted\n# (ingest_device_overflow), gets no receipt and is "
+                       "sent again, while other devices still get in."),
              int_field("session_expiry_s", &c.site_broker.session_expiry_s, 0, u32,
                        "How long the broker keeps our session (and queues for us) while we are "
                        "down."),

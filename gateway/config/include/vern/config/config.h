@@ -46,6 +46,9 @@ struct IngestSection {  // [site_broker]
     std::size_t max_payload_bytes = 256 * 1024;
     std::size_t queue_capacity = 20000;  // in-memory hand-off to the pipeline, messages
     std::size_t queue_max_mb = 32;       // ... and MiB (topics + payloads)
+    // Of both, what one device's messages may hold (percent): a device flooding the broker can't
+    // crowd every other device's messages out of the hand-off queue. 100: no share.
+    std::uint32_t queue_device_share_pct = 25;
     std::uint32_t session_expiry_s = 7 * 24 * 3600;
 };
 
