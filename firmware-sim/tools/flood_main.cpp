@@ -18,6 +18,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 
 #include "device.pb.h"
 
@@ -37,7 +38,7 @@ std::int64_t now_ms() {
 int main(int argc, char** argv) {
     std::string broker, site = "site-1", device = "flood-1", report;
     double duration_s = 10;
-    std::size_t huge_bytes = 250 * 1024, max_inflight = 1000;
+    std::size_t huge_bytes = 250 * 1024, max_inflight = 100;
     CLI::App app{"vern-flood: one alarm panel flooding the site broker"};
     app.add_option("--broker", broker, "site broker URI")->required();
     app.add_option("--site", site, "site id")->capture_default_str();
@@ -71,21 +72,30 @@ int main(int argc, char** argv) {
     std::uint64_t seq = 1, sent = 0, errors = 0;
     const auto start = std::chrono::steady_clock::now();
     const auto until = start + std::chrono::duration<double>(duration_s);
+    // Waits for the oldest publish still awaiting its PUBACK.
+    auto settle_oldest = [&] {
+        if (in_flight.empty()) return;
+        try {
+            in_flight.front()->wait();
+        } catch (const mqtt::exception&) {
+            ++errors;
+        }
+        in_flight.pop_front();
+    };
     for (std::uint64_t i = 0; std::chrono::steady_clock::now() < until; ++i) {
         DeviceMessage m;
         m.set_device_id(device);
         m.set_event_time_ms(now_ms());
+        m.set_seq(seq);  // taken only once the publish is handed over (below)
         std::string kind;
         if (i % 10 == 0) {
-            m.set_seq(seq);  // refused at decode: the seq is used again by the next message
-            auto* a = m.mutable_alarm();
+            auto* a = m.mutable_alarm();  // refused at decode: the next message uses its seq
             a->set_kind(AlarmEvent::INTRUSION);
             a->set_event_id(huge);
             a->set_customer_number(std::string(1024, '1'));
             a->set_user_name(std::string(1024, 'n'));
             kind = "alarm_huge_fields";
         } else if (i % 10 == 5) {
-            m.set_seq(seq++);
             auto* c = m.mutable_image();
             c->set_event_id("ev-" + std::to_string(i));
             c->set_image_id("img-" + std::to_string(i));
@@ -95,7 +105,6 @@ int main(int argc, char** argv) {
             c->set_data(std::string(1024, '\xff'));
             kind = "image_never_complete";
         } else {
-            m.set_seq(seq++);
             auto* a = m.mutable_alarm();
             a->set_kind(AlarmEvent::INTRUSION);
             a->set_event_id("ev-" + std::to_string(i));
@@ -104,20 +113,25 @@ int main(int argc, char** argv) {
             kind = "alarm";
         }
         const std::string topic = prefix + (m.has_image() ? "image" : "alarm");
-        while (in_flight.size() >= max_inflight) {
+        const std::string payload = m.SerializeAsString();
+        while (in_flight.size() >= max_inflight) settle_oldest();
+        // A publish the client can't take now (its window is the broker's receive maximum) is
+        // tried again after the oldest settles: no seq is skipped, so the gateway sees no gap.
+        for (int attempt = 0; attempt < 1000; ++attempt) {
             try {
-                in_flight.front()->wait();
+                in_flight.push_back(client.publish(topic, payload, 1, false));
+                ++sent;
+                ++by_kind[kind];
+                if (kind != "alarm_huge_fields") ++seq;
+                break;
             } catch (const mqtt::exception&) {
                 ++errors;
+                if (in_flight.empty()) {
+                    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                } else {
+                    settle_oldest();
+                }
             }
-            in_flight.pop_front();
-        }
-        try {
-            in_flight.push_back(client.publish(topic, m.SerializeAsString(), 1, false));
-            ++sent;
-            ++by_kind[kind];
-        } catch (const mqtt::exception&) {
-            ++errors;
         }
     }
     for (auto& t : in_flight) {
