@@ -412,9 +412,10 @@ TEST_CASE(
     h.config.store.budget_alarm_bytes = 256 << 10;
     h.config.store.alarm_share_pct = 10;
     h.start();
-    // The uplink is down: nothing leaves the alarm lane. One panel sends alarms at full speed.
+    // The uplink is down: nothing leaves the alarm lane. One panel sends alarms at full speed,
+    // more than the whole lane holds (without a share the others' alarms would find it full).
     std::uint64_t seq = 0;
-    for (int batch = 0; batch < 40; ++batch) {
+    for (int batch = 0; batch < 80; ++batch) {
         std::vector<ingest::InboundMessage> msgs;
         for (int i = 0; i < 25; ++i) {
             ++seq;
