@@ -38,7 +38,7 @@ std::int64_t now_ms() {
 int main(int argc, char** argv) {
     std::string broker, site = "site-1", device = "flood-1", report;
     double duration_s = 10;
-    std::size_t huge_bytes = 250 * 1024, max_inflight = 100;
+    std::size_t huge_bytes = std::size_t{250} * 1024, max_inflight = 100;
     CLI::App app{"vern-flood: one alarm panel flooding the site broker"};
     app.add_option("--broker", broker, "site broker URI")->required();
     app.add_option("--site", site, "site id")->capture_default_str();
