@@ -22,7 +22,8 @@ constexpr std::size_t max_identifier_bytes = 64;  // customer numbers, GSRN (18 
 constexpr std::size_t max_name_bytes = 256;       // a user slot's name, UTF-8
 constexpr std::size_t max_number_bytes = 64;      // phone, national id, PIN code
 constexpr std::size_t max_content_type_bytes = 128;
-constexpr std::size_t max_chunk_bytes = 1024 * 1024;  // one image chunk (payloads are capped too)
+// One image chunk (a payload is capped by max_payload_bytes too).
+constexpr std::size_t max_chunk_bytes = std::size_t{1024} * 1024;
 
 std::vector<ClassInfo> make_catalogue() {
     return {
