@@ -32,6 +32,10 @@ std::string_view reason_name(Reason r) {
             return "corrupt_record";
         case Reason::retained:
             return "retained";
+        case Reason::field_too_long:
+            return "field_too_long";
+        case Reason::over_device_share:
+            return "over_device_share";
     }
     return "unknown";
 }

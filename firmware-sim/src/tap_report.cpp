@@ -308,7 +308,12 @@ void TapReport::add_record(std::string_view topic, const Record& r, std::int64_t
         }
     }
     if (received_ms > 0 && r.has_alarm()) {
-        alarm_latencies_ms_.push_back(received_ms - r.event_time_ms());
+        const auto& dev = r.source().device_id();
+        const bool excluded =
+            std::any_of(latency_exclude_.begin(), latency_exclude_.end(),
+                        [&](const std::string& p) { return dev.compare(0, p.size(), p) == 0; });
+        (excluded ? excluded_latencies_ms_ : alarm_latencies_ms_)
+            .push_back(received_ms - r.event_time_ms());
     }
     if (keep_arrivals_) {
         // [index, stream, kind, seq, event_time_ms, received_ms]: no identifier
@@ -406,6 +411,7 @@ nlohmann::json TapReport::to_json() const {
             {"streams", streams},
             {"totals", totals.to_json()},
             {"alarm_latency_ms", percentiles(alarm_latencies_ms_)},
+            {"alarm_latency_ms_excluded", percentiles(excluded_latencies_ms_)},
             {"status",
              {{"messages", status_messages_},
               {"online", status_online_},

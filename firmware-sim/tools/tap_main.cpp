@@ -71,6 +71,7 @@ struct TapOptions {
     std::vector<std::string> topics{"vern/v1/#"};
     std::string share_group;  // non-empty: $share/{group}/{topic} (MQTT 5 shared subscription)
     bool arrivals = false;
+    std::vector<std::string> latency_exclude;
     int print = 0;
     std::optional<std::uint64_t> seed;
     std::string site = "site-1";
@@ -95,6 +96,7 @@ public:
             report_ = TapReport(pop.identifiers());
         }
         report_.set_keep_arrivals(opts_.arrivals);
+        report_.set_latency_exclude(opts_.latency_exclude);
         for (auto& t : opts_.topics) {
             if (!opts_.share_group.empty()) {
                 t = std::string("$share/").append(opts_.share_group).append("/").append(t);
@@ -290,6 +292,8 @@ int main(int argc, char** argv) {
     app.add_option("--topic", o.topics, "topic filter (repeatable)")->capture_default_str();
     app.add_option("--share-group", o.share_group,
                    "subscribe as a member of this MQTT 5 shared subscription group");
+    app.add_option("--latency-exclude", o.latency_exclude,
+                   "device id prefix whose alarms are measured apart (alarm_latency_ms_excluded)");
     app.add_flag("--arrivals", o.arrivals,
                  "report `arrivals`: [index, stream, kind, seq, event_time_ms, received_ms] per "
                  "unique record, in arrival order");

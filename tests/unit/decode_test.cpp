@@ -163,3 +163,100 @@ TEST_CASE("Missing sequence numbers, times and kinds are invalid fields") {
     CHECK(decoder().decode("dev/v1/site-1/panel-00aa11/image", img.SerializeAsString()).error() ==
           Reason::invalid_field);
 }
+
+// --- field limits, from the catalogue -----------------------------------------------------------
+
+namespace {
+
+// Every string and bytes field of a DeviceMessage, as "device_id" or "{body}.{field}".
+std::vector<std::string> string_fields() {
+    using google::protobuf::FieldDescriptor;
+    std::vector<std::string> out;
+    const auto* root = device::v1::DeviceMessage::descriptor();
+    for (int i = 0; i < root->field_count(); ++i) {
+        const auto* f = root->field(i);
+        if (f->type() == FieldDescriptor::TYPE_STRING || f->type() == FieldDescriptor::TYPE_BYTES) {
+            out.push_back(f->name());
+        } else if (f->type() == FieldDescriptor::TYPE_MESSAGE) {
+            const auto* body = f->message_type();
+            for (int j = 0; j < body->field_count(); ++j) {
+                const auto* g = body->field(j);
+                if (g->type() == FieldDescriptor::TYPE_STRING ||
+                    g->type() == FieldDescriptor::TYPE_BYTES) {
+                    out.push_back(f->name() + "." + g->name());
+                }
+            }
+        }
+    }
+    return out;
+}
+
+// A valid message of the path's body kind, with the path's field set to `value`.
+std::pair<std::string, device::v1::DeviceMessage> with_field(const std::string& path,
+                                                             const std::string& value) {
+    device::v1::DeviceMessage m = alarm_event();
+    std::string topic = alarm_topic;
+    const auto dot = path.find('.');
+    const std::string body = dot == std::string::npos ? "alarm" : path.substr(0, dot);
+    if (body == "meter") {
+        m.mutable_meter()->set_meter_point_id("707057500000000001");
+        m.mutable_meter()->set_interval_s(900);
+        topic = "dev/v1/site-1/panel-00aa11/meter";
+    } else if (body == "image") {
+        auto* c = m.mutable_image();
+        c->set_event_id("ev-1");
+        c->set_image_id("img-1");
+        c->set_count(1);
+        c->set_content_type("image/jpeg");
+        topic = "dev/v1/site-1/panel-00aa11/image";
+    }
+    if (dot == std::string::npos) return {topic, m};  // device_id: topic and payload must agree
+    auto* holder = m.GetReflection()->MutableMessage(&m, m.GetDescriptor()->FindFieldByName(body));
+    holder->GetReflection()->SetString(
+        holder, holder->GetDescriptor()->FindFieldByName(path.substr(dot + 1)), value);
+    return {topic, m};
+}
+
+}  // namespace
+
+TEST_CASE("Every string and bytes field a device sends has a length limit in the catalogue") {
+    const Decoder d = decoder();
+    for (const auto& path : string_fields()) {
+        INFO(path);
+        CHECK(d.limit_of(path) > 0);
+    }
+    CHECK(d.limit_of("device_id") == 64);
+    CHECK(d.limit_of("alarm.event_id") == 128);
+}
+
+TEST_CASE("A field one byte over its limit refuses the whole event, one at the limit passes") {
+    const Decoder d({"dev/v1", "site-1", 4 * 1024 * 1024});
+    for (const auto& path : string_fields()) {
+        if (path == "device_id") continue;  // its limit is the topic's device id form
+        INFO(path);
+        const std::size_t limit = d.limit_of(path);
+        REQUIRE(limit > 0);
+        auto [topic, at] = with_field(path, std::string(limit, 'x'));
+        CHECK(d.decode(topic, at.SerializeAsString()));
+        auto [topic2, over] = with_field(path, std::string(limit + 1, 'x'));
+        auto refused = d.decode(topic2, over.SerializeAsString());
+        REQUIRE_FALSE(refused);
+        CHECK(refused.error() == Reason::field_too_long);
+        // The JSON mapping gets the same limit.
+        std::string json;
+        REQUIRE(google::protobuf::util::MessageToJsonString(over, &json).ok());
+        auto refused_json = d.decode(topic2, json);
+        REQUIRE_FALSE(refused_json);
+        CHECK(refused_json.error() == Reason::field_too_long);
+    }
+}
+
+TEST_CASE("A 250 KiB event id is refused as too long, not kept") {
+    const Decoder d({"dev/v1", "site-1", 256 * 1024});
+    auto m = alarm_event();
+    m.mutable_alarm()->set_event_id(std::string(250 * 1024, 'e'));
+    auto refused = d.decode(alarm_topic, m.SerializeAsString());
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error() == Reason::field_too_long);
+    CHECK(reason_name(Reason::field_too_long) == "field_too_long");
+}

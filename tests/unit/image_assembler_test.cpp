@@ -194,6 +194,7 @@ TEST_CASE("New images are refused while the in-progress slots are full") {
 TEST_CASE("Held bytes never exceed the in-progress budget") {
     AssemblerLimits limits;
     limits.max_bytes_in_progress = 100;
+    limits.max_images_per_device = 8;  // three images of one panel: the byte budget alone
     ImageAssembler a(limits);
     CHECK(is_incomplete(a.add(chunk("a", 0, 3, std::string(60, 'a')), "panel-1", 0)));
     CHECK(is_error(a.add(chunk("b", 0, 3, std::string(41, 'b')), "panel-1", 0),
@@ -362,4 +363,41 @@ TEST_CASE("A snapshot holding more than the restoring limits allow is refused") 
         CHECK(r.error() == SnapshotError::exceeds_limits);
     }
     CHECK(ImageAssembler::restore(snap, AssemblerLimits{}));
+}
+
+TEST_CASE("One device can't take every in-progress slot: its share is refused, others still fit") {
+    AssemblerLimits limits;
+    limits.max_images_in_progress = 8;
+    limits.max_images_per_device = 2;
+    ImageAssembler a(limits);
+    CHECK(is_incomplete(a.add(chunk("a", 0, 2, "a"), "panel-flood", 0)));
+    CHECK(is_incomplete(a.add(chunk("b", 0, 2, "b"), "panel-flood", 0)));
+    auto before = a.snapshot();
+    for (int i = 0; i < 20; ++i) {
+        CHECK(is_error(a.add(chunk("x" + std::to_string(i), 0, 2, "x"), "panel-flood", 0),
+                       AssemblyError::device_over_limit));
+    }
+    CHECK(a.snapshot() == before);
+    // Other panels still get slots, and the flooding panel's own images still complete.
+    CHECK(is_incomplete(a.add(chunk("a", 0, 2, "a"), "panel-2", 0)));
+    CHECK(is_incomplete(a.add(chunk("b", 0, 2, "b"), "panel-3", 0)));
+    auto done = a.add(chunk("a", 1, 2, "a"), "panel-flood", 0);
+    CHECK((done && done->has_value()));
+    CHECK(is_incomplete(a.add(chunk("c", 0, 2, "c"), "panel-flood", 0)));
+    CHECK(policy::assembly_error_name(AssemblyError::device_over_limit) == "device_over_limit");
+}
+
+TEST_CASE("A snapshot holding more images of one device than its limit is refused on restore") {
+    AssemblerLimits wide;
+    wide.max_images_per_device = 4;
+    ImageAssembler a(wide);
+    for (const char* id : {"a", "b", "c"}) {
+        REQUIRE(is_incomplete(a.add(chunk(id, 0, 2, "x"), "panel-1", 0)));
+    }
+    CHECK(ImageAssembler::restore(a.snapshot(), wide));
+    AssemblerLimits narrow;
+    narrow.max_images_per_device = 2;
+    auto restored = ImageAssembler::restore(a.snapshot(), narrow);
+    REQUIRE_FALSE(restored);
+    CHECK(restored.error() == policy::SnapshotError::exceeds_limits);
 }

@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 #include <fstream>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -32,10 +33,10 @@ public:
         } catch (const mqtt::exception&) {
         }
     }
-    void publish(std::size_t n, std::size_t bytes) {
+    void publish(std::size_t n, std::size_t bytes,
+                 const std::string& topic = "dev/v1/site-1/panel-1/alarm") {
         for (std::size_t i = 0; i < n; ++i) {
-            client_.publish("dev/v1/site-1/panel-1/alarm", std::string(bytes, 'x'), 1, false)
-                ->wait();
+            client_.publish(topic, std::string(bytes, 'x'), 1, false)->wait();
         }
     }
     // One QoS 1 message on `topic`, retained or not; false if the broker did not take it.
@@ -97,6 +98,7 @@ TEST_CASE("The hand-off queue refuses and counts what would take it over queue_m
     auto section = section_for(broker);
     section.max_payload_bytes = 256 * 1024;
     section.queue_max_mb = 1;
+    section.queue_device_share_pct = 100;  // one device: the queue's own bound alone
     Counters counters;
     ingest::SiteLink link(section, "ingest-test", "site-1", counters);
     link.start();
@@ -126,6 +128,7 @@ TEST_CASE("The hand-off queue refuses and counts what would take it over queue_c
     test::Mosquitto broker;
     auto section = section_for(broker);
     section.queue_capacity = 16;
+    section.queue_device_share_pct = 100;  // one device: the queue's own bound alone
     Counters counters;
     ingest::SiteLink link(section, "ingest-test", "site-1", counters);
     link.start();
@@ -193,5 +196,42 @@ TEST_CASE("A broker set as shipped takes no retained device message, and the lin
     REQUIRE(got.size() == 1);
     CHECK(got[0].payload == "live");
     CHECK_FALSE(got[0].retained);
+    link.stop();
+}
+
+TEST_CASE("One device holds at most its share of the hand-off queue, others still get in") {
+    test::Mosquitto broker;
+    auto section = section_for(broker);
+    section.queue_capacity = 40;
+    section.queue_max_mb = 1;
+    section.queue_device_share_pct = 25;  // 10 messages, 256 KiB
+    Counters counters;
+    ingest::SiteLink link(section, "ingest-test", "site-1", counters);
+    link.start();
+    REQUIRE(link.wait_subscribed(10s));
+    Device device(broker.uri());
+    // One panel floods while nobody takes: 10 messages fit its share, the rest are refused.
+    device.publish(30, 10, "dev/v1/site-1/panel-flood/alarm");
+    // Large ones: its bytes share is full too.
+    device.publish(2, 200 * 1024, "dev/v1/site-1/panel-big/alarm");
+    // Every other panel still gets in.
+    for (int p = 0; p < 5; ++p)
+        device.publish(2, 10, "dev/v1/site-1/panel-" + std::to_string(p) + "/alarm");
+    for (int i = 0; i < 100 && counters.get("ingest_received").get() < 42; ++i) {
+        std::this_thread::sleep_for(50ms);
+    }
+    REQUIRE(counters.get("ingest_received").get() == 42);
+    CHECK(counters.get("ingest_device_overflow").get() == 20 + 1);
+    CHECK(counters.get("ingest_overflow").get() == 0);
+    auto held = take_all(link, 42);
+    CHECK(held.size() == 10 + 1 + 10);
+    // Taken a device at a time: the flood's backlog is not ahead of the others' messages.
+    std::set<std::string> first_round;
+    for (std::size_t i = 0; i < 7 && i < held.size(); ++i) first_round.insert(held[i].topic);
+    CHECK(first_round.size() == 7);
+    // Taking frees the share.
+    device.publish(5, 10, "dev/v1/site-1/panel-flood/alarm");
+    CHECK(take_all(link, 5).size() == 5);
+    CHECK(counters.get("ingest_device_overflow").get() == 21);
     link.stop();
 }

@@ -385,3 +385,108 @@ TEST_CASE("The egress blocks a record the guard catches, quarantines it and leav
     }
     CHECK(seqs == std::vector<std::uint64_t>{1, 2});  // the blocked one took no seq
 }
+
+// --- per-device bounds (issue 15 item 2) ------------------------------------------------------
+
+namespace {
+
+// The receipt's highest seq for a device (through or the top of also), 0 when none came.
+std::uint64_t receipted_through(const Harness& h, const std::string& device) {
+    for (auto it = h.receipts.rbegin(); it != h.receipts.rend(); ++it) {
+        if (it->topic.find("/" + device + "/receipt") == std::string::npos) continue;
+        device::v1::Receipt r;
+        if (!r.ParseFromString(it->payload)) return 0;
+        return r.through();
+    }
+    return 0;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "A panel holding its share of the alarm lane is refused unreceipted, others still go in") {
+    Harness h;
+    // The alarm lane holds 256 KiB; one device may fill 10 % of it.
+    h.config.store.budget_bytes = 1 << 20;
+    h.config.store.alarm_reserve_bytes = 256 << 10;
+    h.config.store.budget_alarm_bytes = 256 << 10;
+    h.config.store.alarm_share_pct = 10;
+    h.start();
+    // The uplink is down: nothing leaves the alarm lane. One panel sends alarms at full speed,
+    // more than the whole lane holds (without a share the others' alarms would find it full).
+    std::uint64_t seq = 0;
+    for (int batch = 0; batch < 80; ++batch) {
+        std::vector<ingest::InboundMessage> msgs;
+        for (int i = 0; i < 25; ++i) {
+            ++seq;
+            msgs.push_back(
+                h.message(alarm("panel-flood", seq, "ev-" + std::to_string(seq)), "alarm"));
+        }
+        h.send(msgs);
+    }
+    const std::uint64_t flood_through = receipted_through(h, "panel-flood");
+    CHECK(flood_through > 0);
+    CHECK(flood_through < seq);  // its alarms beyond its share were not receipted
+    CHECK(h.counter("quarantined_over_device_share") > 0);
+    CHECK(h.counter("commits_refused_budget") == 0);  // the lane itself never filled
+    // Every other panel's alarm still goes in and is receipted.
+    for (int p = 0; p < 5; ++p) {
+        const std::string other = "panel-" + std::to_string(p);
+        h.send({h.message(alarm(other, 1, "ev-x"), "alarm")});
+        CHECK(receipted_through(h, other) == 1);
+    }
+    // Once the uplink has taken the flooding panel's alarms, its next one is admitted again.
+    h.drain(Lane::alarm);
+    h.send({h.message(alarm("panel-flood", flood_through + 1, "ev-again"), "alarm")});
+    CHECK(receipted_through(h, "panel-flood") == flood_through + 1);
+}
+
+TEST_CASE("A re-sent alarm already committed is receipted again even over the device's share") {
+    Harness h;
+    h.config.store.budget_alarm_bytes = 64 << 10;
+    h.config.store.alarm_reserve_bytes = 64 << 10;
+    h.config.store.alarm_share_pct = 10;
+    h.start();
+    std::uint64_t seq = 0;
+    while (h.counter("quarantined_over_device_share") == 0 && seq < 1000) {
+        ++seq;
+        h.send({h.message(alarm("panel-flood", seq, "ev-" + std::to_string(seq)), "alarm")});
+    }
+    REQUIRE(h.counter("quarantined_over_device_share") == 1);
+    const std::size_t receipts = h.receipts.size();
+    h.send({h.message(alarm("panel-flood", 1, "ev-1"), "alarm")});  // a retry of a committed one
+    CHECK(h.receipts.size() == receipts + 1);
+    CHECK(h.counter("events_duplicate") == 1);
+    CHECK(h.counter("quarantined_over_device_share") == 1);
+}
+
+TEST_CASE("A bloated policy state is read back only up to the restore bound, the rest erased") {
+    Harness h;
+    h.config.policy.state_restore_max_mb = 4;
+    std::filesystem::create_directories(h.dir.path() / "data" / "store");
+    {
+        storage::StoreOptions o;
+        o.path = (h.dir.path() / "data" / "store").string();
+        auto store = storage::Store::open(o);
+        REQUIRE(store);
+        // 40 remembered "alarms" of 1 MiB each, as an older build could leave them.
+        for (int i = 0; i < 40; ++i) {
+            storage::WriteSet w;
+            w.put_state("pol/al/panel-flood/" + std::to_string(1000 + i),
+                        std::string(1 << 20, static_cast<char>('a' + i % 26)));
+            REQUIRE((*store)->commit(std::move(w)));
+        }
+    }
+    h.start();  // does not read 40 MiB back
+    CHECK(h.counter("policy_state_over_bound") >= 36);
+    h.send({h.message(alarm("panel-1", 1, "ev-1"), "alarm")});  // the next commit erases them
+    CHECK(receipted_through(h, "panel-1") == 1);
+    h.stop();
+    storage::StoreOptions o;
+    o.path = (h.dir.path() / "data" / "store").string();
+    auto store = storage::Store::open(o);
+    REQUIRE(store);
+    auto left = (*store)->scan_state("pol/al/panel-flood/");
+    REQUIRE(left);
+    CHECK(left->size() <= 4);
+}

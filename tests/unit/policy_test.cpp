@@ -1561,7 +1561,9 @@ TEST_CASE(
 
 TEST_CASE("At the bound of remembered alarms the oldest goes first, also when restored") {
     auto jpeg = jpeg_with_metadata();
-    Harness h;
+    config::PolicySection section;
+    section.alarms_remembered_per_device = 4096;  // the site-wide bound alone
+    Harness h(section);
     // 4096 alarms are remembered; the first one, received earliest, is pushed out by the
     // 4097th, whatever its event id sorts as.
     h.apply(alarm(AlarmEvent::INTRUSION, "zz-oldest"), t0);
@@ -1578,4 +1580,116 @@ TEST_CASE("At the bound of remembered alarms the oldest goes first, also when re
     for (const auto& c : chunks("ev-2", "img-c", jpeg, 4096)) h.apply(c, t0 + 5000);
     auto images = images_of(h.emitted);
     REQUIRE(images.size() == 1);  // only ev-2's alarm is still remembered of the three
+}
+
+// --- per-device bounds (issue 15 item 2) ------------------------------------------------------
+
+namespace {
+
+std::size_t remembered_alarms(const Harness& h) {
+    std::size_t n = 0;
+    for (const auto& [key, value] : h.state) n += key.rfind("pol/al/", 0) == 0;
+    return n;
+}
+
+}  // namespace
+
+TEST_CASE("One panel's remembered alarms are bounded per device, its oldest go first") {
+    auto jpeg = jpeg_with_metadata();
+    config::PolicySection section;
+    section.alarms_remembered_per_device = 16;
+    Harness h(section);
+    h.apply(alarm(AlarmEvent::INTRUSION, "other-ev", 3, "panel-other"), t0);
+    for (int i = 0; i < 1000; ++i) {
+        REQUIRE(h.apply(
+            alarm(AlarmEvent::INTRUSION, "flood-" + std::to_string(i), 3 + i, "panel-flood"),
+            t0 + 1 + i));
+    }
+    // The flooding panel holds its 16 newest, the other panel's alarm is still remembered.
+    CHECK(remembered_alarms(h) == 17);
+    CHECK(h.counter("policy_alarms_forgotten_device_bound") == 1000 - 16);
+    for (const auto& c : chunks("other-ev", "img-o", jpeg, 4096)) {
+        auto part = c;
+        part.set_device_id("panel-other");
+        h.apply(part, t0 + 2000);
+    }
+    CHECK(images_of(h.emitted).size() == 1);
+    // Its newest alarm still links its image; an old one is forgotten.
+    for (const auto& c : chunks("flood-999", "img-n", jpeg, 4096)) {
+        auto part = c;
+        part.set_device_id("panel-flood");
+        h.apply(part, t0 + 2000);
+    }
+    CHECK(images_of(h.emitted).size() == 2);
+}
+
+TEST_CASE("A restored state over the per-device bound of alarms is cut to it, oldest first") {
+    config::PolicySection wide;
+    wide.alarms_remembered_per_device = 64;
+    Harness h(wide);
+    for (int i = 0; i < 64; ++i) {
+        h.apply(alarm(AlarmEvent::INTRUSION, "ev-" + std::to_string(i), 3 + i, "panel-flood"),
+                t0 + i);
+    }
+    REQUIRE(remembered_alarms(h) == 64);
+    h.section.alarms_remembered_per_device = 8;
+    h.restart();
+    // The erasures of the 56 oldest come out with the next output.
+    h.apply(alarm(AlarmEvent::ARM, "", 100, "panel-other"), t0 + 100);
+    CHECK(remembered_alarms(h) == 8);
+    for (int i = 56; i < 64; ++i) {
+        bool found = false;
+        for (const auto& [key, value] : h.state) {
+            found = found || (key.rfind("pol/al/panel-flood/", 0) == 0 &&
+                              contains(value, "ev-" + std::to_string(i)));
+        }
+        CHECK(found);
+    }
+}
+
+TEST_CASE("One panel can't take every image slot: its new images are refused, others' still fit") {
+    auto jpeg = jpeg_with_metadata();
+    config::PolicySection section;
+    section.images_in_progress = 8;
+    section.images_in_progress_per_device = 2;
+    Harness h(section);
+    CHECK(h.apply(chunk("ev-a", "img-a", 0, 2, "a", 10, "panel-flood"), t0));
+    CHECK(h.apply(chunk("ev-b", "img-b", 0, 2, "b", 11, "panel-flood"), t0));
+    const auto before = h.state;
+    for (int i = 0; i < 50; ++i) {
+        auto refused = h.apply(
+            chunk("ev-x", "img-x" + std::to_string(i), 0, 2, "x", 12 + i, "panel-flood"), t0);
+        REQUIRE_FALSE(refused);
+        CHECK(refused.error() == Reason::policy_refused);
+    }
+    CHECK(h.state == before);
+    CHECK(h.counter("policy_images_refused_device_bound") == 50);
+    // Another panel's image still goes through, linked to its alarm.
+    h.apply(alarm(AlarmEvent::INTRUSION, "ev-o", 3, "panel-other"), t0);
+    for (const auto& c : chunks("ev-o", "img-o", jpeg, 4096)) {
+        auto part = c;
+        part.set_device_id("panel-other");
+        REQUIRE(h.apply(part, t0 + 1));
+    }
+    CHECK(images_of(h.emitted).size() == 1);
+}
+
+TEST_CASE("One panel's complete images waiting for their alarm are bounded per device") {
+    auto jpeg = jpeg_with_metadata();
+    config::PolicySection section;
+    section.images_in_progress = 8;
+    section.images_in_progress_per_device = 2;
+    Harness h(section);
+    for (int i = 0; i < 5; ++i) {
+        for (const auto& c :
+             chunks("ev-" + std::to_string(i), "img-" + std::to_string(i), jpeg, 4096)) {
+            auto part = c;
+            part.set_device_id("panel-flood");
+            h.apply(part, t0);
+        }
+    }
+    std::size_t held = 0;
+    for (const auto& [key, value] : h.state) held += key.rfind("pol/ih/", 0) == 0;
+    CHECK(held == 2);
+    CHECK(h.counter("policy_images_unlinked") == 3);
 }

@@ -261,6 +261,10 @@ std::vector<Section> schema(Config& c) {
              int_field("queue_max_mb", &c.site_broker.queue_max_mb, 1, 4096,
                        "...and at most this many MiB of them; a message that finds the queue "
                        "full is counted (ingest_overflow), gets no receipt and is sent again."),
+             int_field("queue_device_share_pct", &c.site_broker.queue_device_share_pct, 1, 100,
+                       "Of both, the share one device may hold (percent; 100: none); over it its "
+                       "message is counted\n# (ingest_device_overflow), gets no receipt and is "
+                       "sent again, while other devices still get in."),
              int_field("session_expiry_s", &c.site_broker.session_expiry_s, 0, u32,
                        "How long the broker keeps our session (and queues for us) while we are "
                        "down."),
@@ -295,6 +299,10 @@ std::vector<Section> schema(Config& c) {
              int_field("min_free_mb", &c.store.min_free_mb, 0, 1048576,
                        "Free space the data_dir's file system keeps (0: don't check). When less "
                        "is free, meter then image records make room as for the budget."),
+             int_field("alarm_share_pct", &c.store.alarm_share_pct, 1, 100,
+                       "Share of the alarm lane (budget_alarm_bytes, else budget_bytes) one "
+                       "device's queued alarms may fill,\n# percent; over it its alarms are "
+                       "refused unreceipted (it resends), others still admitted. 100: none."),
          }},
         {"policy",
          "How the privacy engine closes meter intervals and reassembles verification images.\n"
@@ -314,6 +322,20 @@ std::vector<Section> schema(Config& c) {
              int_field("image_link_window_s", &c.policy.image_link_window_s, 1,
                        std::int64_t{24} * 3600,
                        "An image waits this long for its alarm event; unlinked, it is dropped."),
+             int_field("images_in_progress_per_device", &c.policy.images_in_progress_per_device, 1,
+                       1024,
+                       "Of those, images one device may have in progress (and waiting for "
+                       "its alarm)."),
+             int_field("alarms_remembered_per_device", &c.policy.alarms_remembered_per_device, 1,
+                       4096,
+                       "Alarms of one device remembered to link their images; its oldest go "
+                       "first."),
+             int_field("state_restore_max_mb", &c.policy.state_restore_max_mb, 1, 4096,
+                       "Engine state read back at start-up, at most (MiB, and entries below);"
+                       "\n# beyond it state is dropped and counted, so a bloated store can't "
+                       "stop every start."),
+             int_field("state_restore_max_entries", &c.policy.state_restore_max_entries, 1024,
+                       std::int64_t{1} << 26, "Engine state entries read back, at most."),
          }},
         {"upstream",
          "The backends' MQTT broker (forward).",

@@ -14,6 +14,17 @@ namespace {
 using A = Action;
 using K = FieldKind;
 
+// Input limits (bytes). Generous for what real devices send, small next to the unit's memory:
+// a field over its limit refuses the event (decode, Reason::field_too_long), never truncated.
+constexpr std::size_t max_device_bytes = 64;      // decode's device id form: 1-64 characters
+constexpr std::size_t max_free_text_bytes = 128;  // event and image ids (image reassembly's)
+constexpr std::size_t max_identifier_bytes = 64;  // customer numbers, GSRN (18 digits)
+constexpr std::size_t max_name_bytes = 256;       // a user slot's name, UTF-8
+constexpr std::size_t max_number_bytes = 64;      // phone, national id, PIN code
+constexpr std::size_t max_content_type_bytes = 128;
+// One image chunk (a payload is capped by max_payload_bytes too).
+constexpr std::size_t max_chunk_bytes = std::size_t{1024} * 1024;
+
 std::vector<ClassInfo> make_catalogue() {
     return {
         {DataClass::alarm_event,
@@ -24,26 +35,45 @@ std::vector<ClassInfo> make_catalogue() {
              {"event_id",
               K::free_text,
               "the panel's own id of the event (free text the panel chose)",
-              {A::tokenise, A::keep}},
+              {A::tokenise, A::keep},
+              {{"alarm.event_id", max_free_text_bytes}}},
              {"zone", K::content, "the detector zone", {A::keep}},
              {"event_time", K::time, "when it happened", {A::keep, A::generalise}},
              {"device",
               K::device,
               "the panel's serial number (1-64 of A-Z a-z 0-9 . _ -) and event sequence",
-              {A::keep}},
+              {A::keep},
+              {{"device_id", max_device_bytes}}},
              {"customer_number",
               K::identifier,
               "the alarm company's customer number",
-              {A::pseudonymise}},
+              {A::pseudonymise},
+              {{"alarm.customer_number", max_identifier_bytes}}},
              {"user_slot",
               K::identifier,
               "the panel user (site, panel, slot) who used a code",
               {A::pseudonymise}},
              {"attempt_count", K::content, "failed code attempts in a row (wrong code)", {A::keep}},
-             {"user_name", K::personal, "the name programmed into the user slot", {}},
-             {"contact_phone", K::personal, "the user slot's contact phone", {}},
-             {"national_id", K::personal, "the contract holder's national identity number", {}},
-             {"pin_code", K::secret, "the code typed on the keypad", {}},
+             {"user_name",
+              K::personal,
+              "the name programmed into the user slot",
+              {},
+              {{"alarm.user_name", max_name_bytes}}},
+             {"contact_phone",
+              K::personal,
+              "the user slot's contact phone",
+              {},
+              {{"alarm.contact_phone", max_number_bytes}}},
+             {"national_id",
+              K::personal,
+              "the contract holder's national identity number",
+              {},
+              {{"alarm.national_id", max_number_bytes}}},
+             {"pin_code",
+              K::secret,
+              "the code typed on the keypad",
+              {},
+              {{"alarm.pin_code", max_number_bytes}}},
          }},
         {DataClass::verification_image,
          "verification_image",
@@ -52,20 +82,24 @@ std::vector<ClassInfo> make_catalogue() {
              {"event_id",
               K::free_text,
               "the alarm event the image verifies (free text the panel chose)",
-              {A::tokenise, A::keep}},
+              {A::tokenise, A::keep},
+              {{"image.event_id", max_free_text_bytes}}},
              {"image_id",
               K::free_text,
               "the panel's id of the image (free text the panel chose)",
-              {A::tokenise, A::keep}},
+              {A::tokenise, A::keep},
+              {{"image.image_id", max_free_text_bytes}}},
              {"event_time", K::time, "when the image was sent", {A::keep, A::generalise}},
              {"device",
               K::device,
               "the panel's serial number (1-64 of A-Z a-z 0-9 . _ -) and event sequence",
-              {A::keep}},
+              {A::keep},
+              {{"device_id", max_device_bytes}}},
              {"picture",
               K::picture,
               "the image, reassembled, every metadata segment stripped",
-              {A::keep}},
+              {A::keep},
+              {{"image.data", max_chunk_bytes}, {"image.content_type", max_content_type_bytes}}},
              {"metadata",
               K::metadata,
               "EXIF (GPS position, camera serial), XMP, IPTC, ICC, comments, thumbnails",
@@ -78,12 +112,18 @@ std::vector<ClassInfo> make_catalogue() {
              {"device",
               K::device,
               "the meter's serial number (1-64 of A-Z a-z 0-9 . _ -) and reading sequence",
-              {A::keep}},
-             {"meter_point_id", K::identifier, "the metering point id (GSRN)", {A::pseudonymise}},
+              {A::keep},
+              {{"device_id", max_device_bytes}}},
+             {"meter_point_id",
+              K::identifier,
+              "the metering point id (GSRN)",
+              {A::pseudonymise},
+              {{"meter.meter_point_id", max_identifier_bytes}}},
              {"customer_number",
               K::identifier,
               "the energy supplier's customer number",
-              {A::pseudonymise}},
+              {A::pseudonymise},
+              {{"meter.customer_number", max_identifier_bytes}}},
              {"energy_wh",
               K::energy,
               "energy imported during the interval",
@@ -102,6 +142,19 @@ std::vector<ClassInfo> make_catalogue() {
 const std::vector<ClassInfo>& data_classes() {
     static const std::vector<ClassInfo> catalogue = make_catalogue();
     return catalogue;
+}
+
+std::vector<InputLimit> input_limits() {
+    std::vector<InputLimit> out;
+    for (const auto& info : data_classes()) {
+        for (const auto& field : info.fields) {
+            for (const auto& input : field.inputs) {
+                auto same = [&](const InputLimit& l) { return l.path == input.path; };
+                if (std::none_of(out.begin(), out.end(), same)) out.push_back(input);
+            }
+        }
+    }
+    return out;
 }
 
 const ClassInfo& class_info(DataClass c) {

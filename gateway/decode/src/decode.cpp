@@ -3,6 +3,9 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <optional>
+#include <stdexcept>
+
+#include "vern/config/purposes.h"
 
 namespace vern::decode {
 namespace {
@@ -65,6 +68,36 @@ std::optional<Reason> check(const Topic& topic, const device::v1::DeviceMessage&
     return std::nullopt;
 }
 
+// The catalogue's input limits resolved to descriptors, once. A path that names no string or
+// bytes field is a bug in the catalogue: it stops start-up (decode_test covers every path).
+template <typename Bound>
+std::vector<Bound> resolve_limits() {
+    using google::protobuf::FieldDescriptor;
+    const auto* root = device::v1::DeviceMessage::descriptor();
+    std::vector<Bound> out;
+    for (const auto& limit : config::input_limits()) {
+        std::string path(limit.path);
+        Bound b{path, nullptr, nullptr, limit.max_bytes};
+        const auto dot = path.find('.');
+        const google::protobuf::Descriptor* in = root;
+        if (dot != std::string::npos) {
+            b.body = root->FindFieldByName(path.substr(0, dot));
+            if (!b.body || b.body->type() != FieldDescriptor::TYPE_MESSAGE) {
+                throw std::logic_error("decode: catalogue input " + path + " names no body");
+            }
+            in = b.body->message_type();
+        }
+        b.field = in->FindFieldByName(dot == std::string::npos ? path : path.substr(dot + 1));
+        if (!b.field || b.field->is_repeated() ||
+            (b.field->type() != FieldDescriptor::TYPE_STRING &&
+             b.field->type() != FieldDescriptor::TYPE_BYTES)) {
+            throw std::logic_error("decode: catalogue input " + path + " is no string field");
+        }
+        out.push_back(std::move(b));
+    }
+    return out;
+}
+
 }  // namespace
 
 std::string_view kind_name(Kind kind) {
@@ -91,6 +124,7 @@ bool valid_device_id(std::string_view id) {
 
 Decoder::Decoder(DecodeOptions options)
     : options_(std::move(options)),
+      bounds_(resolve_limits<Bound>()),
       topic_head_(options_.topic_prefix + "/" + options_.site + "/"),
       max_topic_bytes_(topic_head_.size() + max_device_id_bytes + 1 + max_kind_bytes) {}
 
@@ -136,7 +170,30 @@ Result<Decoded, Reason> Decoder::decode(std::string_view topic, std::string_view
         return fail(Reason::undecodable);
     }
     if (auto refused = check(out.topic, out.message)) return fail(*refused);
+    if (!within_limits(out.message)) return fail(Reason::field_too_long);
     return out;
+}
+
+bool Decoder::within_limits(const device::v1::DeviceMessage& m) const {
+    const auto* reflection = m.GetReflection();
+    std::string scratch;
+    for (const auto& b : bounds_) {
+        const google::protobuf::Message* holder = &m;
+        if (b.body) {
+            if (!reflection->HasField(m, b.body)) continue;  // another body kind
+            holder = &reflection->GetMessage(m, b.body);
+        }
+        const auto& value = holder->GetReflection()->GetStringReference(*holder, b.field, &scratch);
+        if (value.size() > b.max_bytes) return false;
+    }
+    return true;
+}
+
+std::size_t Decoder::limit_of(std::string_view path) const {
+    for (const auto& b : bounds_) {
+        if (b.path == path) return b.max_bytes;
+    }
+    return 0;
 }
 
 }  // namespace vern::decode

@@ -8,7 +8,9 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <string_view>
 #include <thread>
+#include <unordered_map>
 
 #include "vern/common/backoff.h"
 #include "vern/common/clock.h"
@@ -33,6 +35,7 @@ struct SiteLink::Impl : public virtual mqtt::callback {
     Counters& counters;
     Counter& received;
     Counter& overflow;
+    Counter& device_overflow;
     Counter& receipts_sent;
     Counter& receipts_failed;
     Counter& connects;
@@ -48,8 +51,18 @@ struct SiteLink::Impl : public virtual mqtt::callback {
 
     std::mutex queue_mutex;
     std::condition_variable queue_cv;
-    std::deque<InboundMessage> queue;
-    std::size_t queued_bytes = 0;  // topics and payloads held in queue
+    // The hand-off queue, per device (the topic's device level): each device's messages in
+    // arrival order, and the devices taken from in turn, one message each, so a device with
+    // thousands queued does not put them ahead of another device's one alarm. A device holds at
+    // most queue_device_share_pct of the queue's messages and bytes.
+    struct DeviceQueue {
+        std::deque<InboundMessage> messages;
+        std::size_t bytes = 0;
+    };
+    std::unordered_map<std::string, DeviceQueue> queues;
+    std::deque<std::string> turns;  // devices with queued messages, in the order they are served
+    std::size_t queued = 0;         // messages held, all devices
+    std::size_t queued_bytes = 0;   // topics and payloads held, all devices
     bool interrupted = false;
 
     Impl(const config::IngestSection& s, const std::string& client_id, std::string site_id,
@@ -60,6 +73,7 @@ struct SiteLink::Impl : public virtual mqtt::callback {
           counters(c),
           received(c.get("ingest_received")),
           overflow(c.get("ingest_overflow")),
+          device_overflow(c.get("ingest_device_overflow")),
           receipts_sent(c.get("receipts_sent")),
           receipts_failed(c.get("receipts_failed")),
           connects(c.get("site_connects")) {
@@ -88,25 +102,78 @@ struct SiteLink::Impl : public virtual mqtt::callback {
         const auto& payload = msg->get_payload_ref();
         const std::size_t keep =
             payload.empty() ? 0 : std::min(payload.size(), section.max_payload_bytes + 1);
-        InboundMessage in{topic, std::string(keep > 0 ? payload.data() : "", keep), system_now_ms(),
-                          msg->is_retained()};
-        const std::size_t bytes = in.topic.size() + in.payload.size();
+        const std::size_t bytes = topic.size() + keep;
+        std::string device = device_of(topic);
         {
             std::lock_guard lock(queue_mutex);
             // Full (by count or bytes): refused and counted; the device gets no receipt and
-            // sends it again.
-            if (queue.size() >= section.queue_capacity ||
+            // sends it again. Checked before the payload is copied: a refused one costs nothing.
+            if (queued >= section.queue_capacity ||
                 queued_bytes + bytes > (section.queue_max_mb << 20)) {
                 overflow.add();
                 return;
             }
+            // Over its device's share: the same, and other devices still get in.
+            if (over_device_share(device, bytes)) {
+                device_overflow.add();
+                return;
+            }
+            auto& q = queues[device];
+            if (q.messages.empty()) turns.push_back(std::move(device));
+            q.messages.push_back(InboundMessage{topic,
+                                                std::string(keep > 0 ? payload.data() : "", keep),
+                                                system_now_ms(), msg->is_retained()});
+            q.bytes += bytes;
+            ++queued;
             queued_bytes += bytes;
-            queue.push_back(std::move(in));
         }
         queue_cv.notify_one();
     }
 
     void delivery_complete(mqtt::delivery_token_ptr) override {}
+
+    // --- each device's share of the hand-off queue (queue_mutex held) ---
+
+    // The topic's device level ("{prefix}/{site}/{device}/{kind}"), or the whole topic when it
+    // has no such shape (decode refuses it; it still counts against a share of its own).
+    std::string device_of(std::string_view topic) const {
+        const std::string head = section.topic_prefix + "/" + site + "/";
+        if (topic.compare(0, head.size(), head) != 0) return std::string(topic);
+        const auto rest = topic.substr(head.size());
+        return std::string(rest.substr(0, rest.find('/')));
+    }
+
+    bool over_device_share(const std::string& device, std::size_t bytes) const {
+        if (section.queue_device_share_pct >= 100) return false;
+        auto it = queues.find(device);
+        if (it == queues.end()) return false;
+        const std::size_t max_messages =
+            std::max<std::size_t>(1, section.queue_capacity * section.queue_device_share_pct / 100);
+        const std::size_t max_bytes = std::max<std::size_t>(
+            1, (section.queue_max_mb << 20) / 100 * section.queue_device_share_pct);
+        return it->second.messages.size() + 1 > max_messages ||
+               it->second.bytes + bytes > max_bytes;
+    }
+
+    // The next message, the devices in turn (queue_mutex held, queued > 0).
+    InboundMessage pop_next() {
+        std::string device = std::move(turns.front());
+        turns.pop_front();
+        auto it = queues.find(device);
+        auto& q = it->second;
+        InboundMessage m = std::move(q.messages.front());
+        q.messages.pop_front();
+        const std::size_t bytes = m.topic.size() + m.payload.size();
+        q.bytes -= bytes;
+        --queued;
+        queued_bytes -= bytes;
+        if (q.messages.empty()) {
+            queues.erase(it);
+        } else {
+            turns.push_back(std::move(device));
+        }
+        return m;
+    }
 
     // --- connection supervision (own thread) ---
     mqtt::connect_options connect_options() const {
@@ -203,16 +270,10 @@ bool SiteLink::wait_subscribed(std::chrono::milliseconds timeout) const {
 
 std::vector<InboundMessage> SiteLink::take(std::size_t max, std::chrono::milliseconds wait) {
     std::unique_lock lock(impl_->queue_mutex);
-    impl_->queue_cv.wait_for(lock, wait,
-                             [&] { return !impl_->queue.empty() || impl_->interrupted; });
+    impl_->queue_cv.wait_for(lock, wait, [&] { return impl_->queued > 0 || impl_->interrupted; });
     impl_->interrupted = false;
     std::vector<InboundMessage> out;
-    while (!impl_->queue.empty() && out.size() < max) {
-        auto& front = impl_->queue.front();
-        impl_->queued_bytes -= front.topic.size() + front.payload.size();
-        out.push_back(std::move(front));
-        impl_->queue.pop_front();
-    }
+    while (impl_->queued > 0 && out.size() < max) out.push_back(impl_->pop_next());
     return out;
 }
 

@@ -44,6 +44,7 @@ Egress::Egress(const config::Config& config, Counters& counters, storage::Store&
       state_corrupt_(counters.get("policy_state_corrupt")),
       refused_budget_(counters.get("commits_refused_budget")),
       tokenised_after_guard_(counters.get("leak_guard_tokenised")),
+      state_over_bound_(counters.get("policy_state_over_bound")),
       commit_latency_(counters.histogram("commit_latency_ms")) {
     for (int r = 0; r < reason_count; ++r) {
         quarantined_[r] =
@@ -151,8 +152,9 @@ std::size_t Egress::stage(Staged& staged, std::vector<policy::Emission>& emissio
         // Records without expiry (erasure notices) wait for the uplink however long it takes.
         std::optional<std::int64_t> expiry;
         if (e.expires_ms != std::numeric_limits<std::int64_t>::max()) expiry = e.expires_ms;
-        staged.writes.append(
-            e.lane, seal_record(header, clean, subject_key ? *subject_key : sealer_), expiry);
+        std::string sealed = seal_record(header, clean, subject_key ? *subject_key : sealer_);
+        staged.appended.push_back({origin.device, e.lane, sealed.size()});
+        staged.writes.append(e.lane, std::move(sealed), expiry);
         ++count;
     }
     return count;
@@ -176,6 +178,8 @@ bool Egress::commit(Staged& staged) {
             staged.writes.put_state(stream_key(stream), be64(seq));
         }
     }
+    // State beyond the restore bound goes in the first commit after the restore.
+    for (const auto& key : over_bound_) staged.writes.erase_state(key);
     if (staged.writes.empty() && !staged.keys_unavailable) return true;
     Result<std::vector<std::uint64_t>, storage::StoreError> committed = fail(
         storage::StoreError{storage::StoreErrc::io_error, "a subject data key could not be read"});
@@ -205,12 +209,14 @@ bool Egress::commit(Staged& staged) {
         return false;
     }
     failures_ = 0;
+    over_bound_.clear();
     stream_next_ = staged.next_seq;
     commits_.add();
     committed_events_.add(staged.events);
     // A record the budget could not keep has seq 0 (counted as dropped_<lane>_budget).
     committed_records_.add(static_cast<std::uint64_t>(
         std::count_if(committed->begin(), committed->end(), [](auto s) { return s != 0; })));
+    staged.seqs = std::move(*committed);
     return true;
 }
 
@@ -225,9 +231,26 @@ void Egress::sync_budget_counts() {
     budget_seen_ = now;
 }
 
+// Bounded: a state bloated by an older build (or a bug) is cut to what the limits allow, the
+// rest erased with the next commit, so vernd never dies reading it back on every start.
 bool Egress::restore_policy() {
-    auto entries = store_.scan_state(std::string(policy::state_prefix));
-    if (!entries) return false;
+    const auto& p = config_.policy;
+    const std::size_t max_bytes = std::size_t{p.state_restore_max_mb} << 20;
+    // A value no bound allows: the largest is a held image or a chunk (image_max_bytes), plus
+    // its ids and framing.
+    const std::size_t max_value = std::min(max_bytes, p.image_max_bytes + (std::size_t{64} << 10));
+    auto scan = store_.scan_state(std::string(policy::state_prefix), p.state_restore_max_entries,
+                                  max_bytes, max_value);
+    if (!scan) return false;
+    if (!scan->skipped.empty()) {
+        state_over_bound_.add(scan->skipped.size());
+        spdlog::error(
+            "policy state: {} entries beyond the restore bound ([policy] state_restore_max_mb, "
+            "state_restore_max_entries) were dropped",
+            scan->skipped.size());
+        over_bound_ = std::move(scan->skipped);
+    }
+    auto* entries = &scan->entries;
     std::vector<std::pair<std::string, std::string>> plain;
     plain.reserve(entries->size());
     std::size_t bad = 0;
@@ -240,6 +263,7 @@ bool Egress::restore_policy() {
             continue;
         }
         plain.emplace_back(key, std::move(*value));
+        std::string().swap(stored);  // one copy of the state at a time, not two
     }
     bad += policy_.restore(plain);
     if (bad > 0) {

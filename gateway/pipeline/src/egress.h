@@ -38,6 +38,16 @@ struct Staged {
     std::map<std::string, std::uint64_t> next_seq;  // stream counters, staged
     std::size_t events = 0;                         // device events the commit makes safe
     bool keys_unavailable = false;  // a subject key could not be read: the commit must fail
+    // Per appended record, in append order: the device whose event made it (empty: none), its
+    // lane and sealed size; after a successful commit `seqs` holds their seqs (0: not kept).
+    // For each device's share of the alarm lane (alarm_share.h).
+    struct Appended {
+        std::string device;
+        Lane lane;
+        std::uint64_t bytes;
+    };
+    std::vector<Appended> appended;
+    std::vector<std::uint64_t> seqs;
 };
 
 // Where a staged emission came from, for the guard and the quarantine entry of a blocked one.
@@ -106,7 +116,9 @@ private:
     Counter& commits_;
     Counter& state_corrupt_;
     Counter& refused_budget_;
-    Counter& tokenised_after_guard_;  // sent with free text tokenised after the guard's block
+    Counter& tokenised_after_guard_;       // sent with free text tokenised after the guard's block
+    Counter& state_over_bound_;            // policy state entries beyond the restore bound, dropped
+    std::vector<std::string> over_bound_;  // their keys: erased by the next commit
     std::array<Counter*, 3> evicted_budget_{};
     std::array<Counter*, 3> dropped_budget_{};
     storage::BudgetCounts budget_seen_;

@@ -13,6 +13,7 @@
 #include <optional>
 #include <set>
 
+#include "alarm_share.h"
 #include "device.pb.h"
 #include "diag_state.h"
 #include "egress.h"
@@ -200,6 +201,7 @@ struct Pipeline::Impl {
     std::unique_ptr<RightsEngine> rights;
     StoreOutbox outbox;  // what the forwarder reads
     std::unique_ptr<GatewayDiagnostics> diagnostics;
+    AlarmShare alarm_share;  // each device's share of the alarm lane
 
     Counter& duplicates;
     Counter& expired;
@@ -228,6 +230,7 @@ struct Pipeline::Impl {
               [this](std::string_view key_ref) { return rights->held(key_ref); },
               // Expiry at send is paused while time is untrusted: nothing is older than this.
               [this] { return time->trusted() ? time->now() : INT64_MIN; }),
+           alarm_share(AlarmShare::share_bytes(config.store), *store),
           duplicates(k.get("events_duplicate")),
           expired(k.get("records_expired")),
           retention_paused(k.get("retention_paused")),
@@ -284,6 +287,7 @@ struct Pipeline::Impl {
 
             // once only: a retry of an event already committed is receipted again, not stored
             if (!ensure_mark(device)) continue;
+            if (over_alarm_share(device, *decoded)) continue;
             switch (marks.admit(device, event_ptr->seq())) {
                 case DeviceMarks::Admit::duplicate:
                     duplicates.add();
@@ -343,6 +347,8 @@ struct Pipeline::Impl {
             for (const auto& device : touched) marks.forget(device);
             return;
         }
+
+        note_alarm_share(staged);
 
         // receipt: only now that the commit is durable
         send_receipts(touched, re_receipt);
@@ -431,6 +437,28 @@ struct Pipeline::Impl {
         }
         if (event.event_time_ms() > limit) return DeviceTime::future_event_time;
         return DeviceTime::plausible;
+    }
+
+    // --- each device's share of the alarm lane ---------------------------------------------
+
+    // An alarm from a device whose queued alarms hold its share: refused before it is admitted,
+    // so it is not receipted and the device sends it again later; every other device's alarms
+    // still go in. A re-sent event already committed is let through (receipted again).
+    bool over_alarm_share(const std::string& device, const decode::Decoded& decoded) {
+        if (decoded.topic.kind != decode::Kind::alarm) return false;
+        const Mark& m = marks.mark(device);
+        const auto seq = decoded.message.seq();
+        if (seq <= m.through || m.above.count(seq)) return false;
+        if (!alarm_share.full(device)) return false;
+        count(Reason::over_device_share, device);
+        return true;
+    }
+
+    void note_alarm_share(const Staged& staged) {
+        for (std::size_t i = 0; i < staged.appended.size() && i < staged.seqs.size(); ++i) {
+            const auto& a = staged.appended[i];
+            if (a.lane == Lane::alarm) alarm_share.committed(a.device, staged.seqs[i], a.bytes);
+        }
     }
 
     bool ensure_mark(const std::string& device) {

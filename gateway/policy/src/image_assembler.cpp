@@ -97,6 +97,8 @@ std::string_view assembly_error_name(AssemblyError e) {
             return "too_many_in_progress";
         case AssemblyError::over_budget:
             return "over_budget";
+        case AssemblyError::device_over_limit:
+            return "device_over_limit";
     }
     return "unknown";
 }
@@ -118,6 +120,18 @@ std::string_view snapshot_error_name(SnapshotError e) {
 }
 
 ImageAssembler::ImageAssembler(AssemblerLimits limits) : limits_(limits) {}
+
+// The device's images in progress, counted up to its limit (the map is ordered by device
+// first): O(log n + limit).
+std::size_t ImageAssembler::images_of(const std::string& device_id) const {
+    std::size_t n = 0;
+    for (auto it = images_.lower_bound(Key{device_id, {}});
+         it != images_.end() && it->first.first == device_id && n < limits_.max_images_per_device;
+         ++it) {
+        ++n;
+    }
+    return n;
+}
 
 Result<std::optional<AssembledImage>, AssemblyError> ImageAssembler::add(
     const device::v1::ImageChunk& chunk, std::string_view device_id, std::int64_t now_ms) {
@@ -143,6 +157,9 @@ Result<std::optional<AssembledImage>, AssemblyError> ImageAssembler::add(
         }
         if (images_.size() >= limits_.max_images_in_progress) {
             return fail(AssemblyError::too_many_in_progress);
+        }
+        if (images_of(key.first) >= limits_.max_images_per_device) {
+            return fail(AssemblyError::device_over_limit);
         }
         if (data.size() > limits_.max_bytes_in_progress - bytes_in_progress_) {
             return fail(AssemblyError::over_budget);
@@ -306,6 +323,9 @@ Result<ImageAssembler, SnapshotError> ImageAssembler::restore(std::string_view s
         if (p.bytes > limits.max_image_bytes) return fail(SnapshotError::exceeds_limits);
         a.bytes_in_progress_ += p.bytes;
         if (a.bytes_in_progress_ > limits.max_bytes_in_progress) {
+            return fail(SnapshotError::exceeds_limits);
+        }
+        if (a.images_of(key.first) >= limits.max_images_per_device) {
             return fail(SnapshotError::exceeds_limits);
         }
         previous = &a.images_.emplace(std::move(key), std::move(p)).first->first;

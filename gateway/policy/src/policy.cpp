@@ -426,6 +426,8 @@ struct Policy::Impl {
     Counter& images_expired;
     Counter& state_skipped;
     Counter& values_tokenised_off_format;
+    Counter& alarms_forgotten_device;  // per-device bound (bound_device_alarms)
+    Counter& images_refused_device;    // per-device bound (device_images_full)
 
     Impl(const config::PolicySection& s, EpochSchedule e, const PseudonymiserFactory& factory,
          Counters& k, StateIdFunction ids)
@@ -445,7 +447,9 @@ struct Policy::Impl {
           images_sent(k.get("policy_images_sent")),
           images_expired(k.get("policy_images_expired")),
           state_skipped(k.get("policy_state_skipped")),
-          values_tokenised_off_format(k.get("policy_values_tokenised_off_format")) {
+          values_tokenised_off_format(k.get("policy_values_tokenised_off_format")),
+          alarms_forgotten_device(k.get("policy_alarms_forgotten_device_bound")),
+          images_refused_device(k.get("policy_images_refused_device_bound")) {
         if (epochs.epoch == 0) throw std::invalid_argument("policy: key epoch 0");
         if (epochs.start_ms != 0 && epochs.epoch < 2) {
             throw std::invalid_argument(
@@ -714,17 +718,95 @@ struct Policy::Impl {
     void put_alarm(const DevKey& k, Remembered alarm) {
         auto [it, fresh] = alarms.try_emplace(k);
         if (!fresh) alarms_by_age.erase({it->second.received_ms, k});
+        if (!fresh) index_device_alarm(k, it->second.received_ms, false);
         alarms_by_age.emplace(alarm.received_ms, k);
+        index_device_alarm(k, alarm.received_ms, true);
         it->second = std::move(alarm);
     }
     std::map<DevKey, Remembered>::iterator erase_alarm(std::map<DevKey, Remembered>::iterator it) {
         alarms_by_age.erase({it->second.received_ms, it->first});
+        index_device_alarm(it->first, it->second.received_ms, false);
         return alarms.erase(it);
+    }
+
+    // --- per-device bounds: one device can't fill what every device shares ----------------
+
+    // Each device's remembered alarms by age (received, event id), so its oldest goes in
+    // O(log n) once it holds alarms_remembered_per_device. Kept by put_alarm / erase_alarm.
+    std::map<std::string, std::set<std::pair<std::int64_t, std::string>>, std::less<>>
+        alarms_of_device;
+
+    void index_device_alarm(const DevKey& k, std::int64_t received_ms, bool present) {
+        if (present) {
+            alarms_of_device[k.first].emplace(received_ms, k.second);
+            return;
+        }
+        auto it = alarms_of_device.find(k.first);
+        if (it == alarms_of_device.end()) return;
+        it->second.erase({received_ms, k.second});
+        if (it->second.empty()) alarms_of_device.erase(it);
+    }
+
+    // Forgets the device's oldest alarms beyond its bound; their erasures go to `changes`.
+    void bound_device_alarms(const std::string& device, std::vector<StateChange>& changes) {
+        const std::size_t bound = std::max<std::size_t>(1, section.alarms_remembered_per_device);
+        for (auto of = alarms_of_device.find(device);
+             of != alarms_of_device.end() && of->second.size() > bound;
+             of = alarms_of_device.find(device)) {
+            const std::string event_id = of->second.begin()->second;
+            auto it = alarms.find(DevKey{device, event_id});
+            if (it == alarms.end()) {  // cannot happen: the index follows the map
+                of->second.erase(of->second.begin());
+                continue;
+            }
+            changes.push_back({alarm_key(device, event_id), {}});
+            erase_alarm(it);
+            alarms_forgotten_device.add();
+        }
+    }
+
+    // After a restore: the same bounds as on the data path (a state written by an older build,
+    // or with larger bounds, is cut down; the erasures go out with the next output).
+    void bound_restored_alarms() {
+        std::vector<std::string> devices;
+        for (const auto& [device, by_age] : alarms_of_device) {
+            if (by_age.size() > section.alarms_remembered_per_device) devices.push_back(device);
+        }
+        for (const auto& device : devices) bound_device_alarms(device, pending);
+        while (alarms.size() > max_alarms_remembered) {
+            auto oldest = alarms.find(alarms_by_age.begin()->second);
+            pending.push_back({alarm_key(oldest->first.first, oldest->first.second), {}});
+            erase_alarm(oldest);
+        }
+    }
+
+    // How many entries of `m` (keyed by device first) belong to `device`, counted up to
+    // `limit`: O(log n + limit).
+    template <typename T>
+    static std::size_t count_of_device(const std::map<DevKey, T>& m, const std::string& device,
+                                       std::size_t limit) {
+        std::size_t n = 0;
+        for (auto it = m.lower_bound(DevKey{device, {}});
+             it != m.end() && it->first.first == device && n < limit; ++it) {
+            ++n;
+        }
+        return n;
+    }
+
+    // The device already has its share of the images being reassembled (or, `waiting`, of the
+    // stripped images waiting for their alarm).
+    bool device_images_full(const std::string& device, bool waiting) {
+        const std::size_t bound = std::max<std::size_t>(1, section.images_in_progress_per_device);
+        const bool full = waiting ? count_of_device(held, device, bound) >= bound
+                                  : count_of_device(partials, device, bound) >= bound;
+        if (full) images_refused_device.add();
+        return full;
     }
 
     void remember_alarm(const DevKey& k, const Remembered& alarm, Output& out) {
         put_alarm(k, alarm);
         out.state.push_back({alarm_key(k.first, k.second), encode_alarm(k.second, alarm)});
+        bound_device_alarms(k.first, out.state);
         while (alarms.size() > max_alarms_remembered) {
             auto oldest = alarms.find(alarms_by_age.begin()->second);
             out.state.push_back({alarm_key(oldest->first.first, oldest->first.second), {}});
@@ -866,7 +948,8 @@ struct Policy::Impl {
             if (p.bytes + ch.data().size() > section.image_max_bytes) {
                 return refuse(Reason::policy_refused);
             }
-        } else if (partials.size() >= section.images_in_progress) {
+        } else if (partials.size() >= section.images_in_progress ||
+                   device_images_full(dev, false)) {
             return refuse(Reason::policy_refused);
         }
         // Accepted: from here on the state changes.
@@ -911,7 +994,8 @@ struct Policy::Impl {
             return out;
         }
         // Wait for the alarm (bounded like the images in progress).
-        if (held.size() >= section.images_in_progress && !held.count(k)) {
+        if ((held.size() >= section.images_in_progress || device_images_full(dev, true)) &&
+            !held.count(k)) {
             images_unlinked.add();
             return out;
         }
@@ -1566,6 +1650,7 @@ struct Policy::Impl {
     void clear() {
         alarms.clear();
         alarms_by_age.clear();
+        alarms_of_device.clear();
         partials.clear();
         held.clear();
         pending.clear();
@@ -1588,6 +1673,7 @@ struct Policy::Impl {
                 pending.push_back({key, std::nullopt});
             }
         }
+        bound_restored_alarms();
         state_skipped.add(skipped);
         return skipped;
     }

@@ -21,9 +21,15 @@ enum class Reason : std::uint8_t {
     seal_failed = 11,     // the record could not be sealed or opened
     corrupt_record = 12,  // a stored record failed its check on the way out
     retained = 13,        // a device message published retained: never parsed, never receipted
+    // A string or bytes field over its limit in the field catalogue (config::data_classes()):
+    // refused whole at decode, never truncated, and (like every decode refusal) not receipted.
+    field_too_long = 14,
+    // An alarm from a device that holds its whole share of the alarm lane: not receipted, so
+    // the device sends it again once the forwarder has drained some of its alarms.
+    over_device_share = 15,
 };
 
-inline constexpr int reason_count = 14;
+inline constexpr int reason_count = 16;
 
 std::string_view reason_name(Reason r);
 

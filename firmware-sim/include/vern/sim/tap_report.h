@@ -87,6 +87,12 @@ public:
 
     void set_image_decoder(ImageDecoder decoder) { image_decoder_ = std::move(decoder); }
 
+    // Alarms from devices whose id starts with one of these go to `alarm_latency_ms_excluded`
+    // instead of `alarm_latency_ms` (a flooding device in a test, measured apart).
+    void set_latency_exclude(std::vector<std::string> prefixes) {
+        latency_exclude_ = std::move(prefixes);
+    }
+
     // Keep one arrival entry per unique record for the report's `arrivals` (off by default).
     void set_keep_arrivals(bool keep) { keep_arrivals_ = keep; }
 
@@ -142,6 +148,8 @@ private:
     std::map<std::pair<std::string, std::string>, std::uint64_t> last_seq_;  // (stream, kind)
     std::map<std::string, std::set<std::uint64_t>> order_violation_seqs_;    // device: device_seqs
     std::vector<std::int64_t> alarm_latencies_ms_;  // unique alarm records: received - event time
+    std::vector<std::int64_t> excluded_latencies_ms_;  // the same, devices in latency_exclude_
+    std::vector<std::string> latency_exclude_;
     std::uint64_t status_messages_ = 0, status_online_ = 0, status_offline_ = 0;
     std::uint64_t status_undecodable_ = 0;
     std::optional<bool> last_online_;

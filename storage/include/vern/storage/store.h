@@ -170,6 +170,16 @@ public:
     // All state entries whose key starts with `prefix`, in key order.
     Result<std::vector<std::pair<std::string, std::string>>, StoreError> scan_state(
         std::string_view prefix) const;
+    // The same, bounded: at most `max_entries` entries and `max_bytes` of values are read, and
+    // no value longer than `max_value_bytes` is copied. The keys of what was not read are listed
+    // in `skipped` (at most `max_entries` of them), for the caller to erase.
+    struct BoundedScan {
+        std::vector<std::pair<std::string, std::string>> entries;
+        std::vector<std::string> skipped;
+    };
+    Result<BoundedScan, StoreError> scan_state(std::string_view prefix, std::size_t max_entries,
+                                               std::size_t max_bytes,
+                                               std::size_t max_value_bytes) const;
 
     LaneStats stats(Lane lane) const;
     BudgetCounts budget_counts() const;

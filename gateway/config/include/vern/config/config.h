@@ -46,6 +46,9 @@ struct IngestSection {  // [site_broker]
     std::size_t max_payload_bytes = 256 * 1024;
     std::size_t queue_capacity = 20000;  // in-memory hand-off to the pipeline, messages
     std::size_t queue_max_mb = 32;       // ... and MiB (topics + payloads)
+    // Of both, what one device's messages may hold (percent): a device flooding the broker can't
+    // crowd every other device's messages out of the hand-off queue. 100: no share.
+    std::uint32_t queue_device_share_pct = 25;
     std::uint32_t session_expiry_s = 7 * 24 * 3600;
 };
 
@@ -66,6 +69,10 @@ struct StoreSection {  // [store]
     // The file system keeps this much free (SD cards shared with logs): below it the total
     // budget shrinks to what is held plus what is free beyond it. 0 = don't check.
     std::uint32_t min_free_mb = 64;
+    // Per-device share of the alarm lane, percent of its capacity (budget_alarm_bytes, else
+    // budget_bytes): a device whose queued alarms fill it gets its next alarm refused, not
+    // receipted (it resends), while every other device is still admitted. 100: no share.
+    std::uint32_t alarm_share_pct = 10;
 };
 
 struct PolicySection {  // [policy] and the [purpose.*] tables
@@ -80,6 +87,13 @@ struct PolicySection {  // [policy] and the [purpose.*] tables
     std::uint32_t images_in_progress = 8;           // images being reassembled at once
     std::uint32_t image_chunk_timeout_s = 60;       // an image missing chunks this long is dropped
     std::uint32_t image_link_window_s = 600;        // an image waits this long for its alarm event
+    // Per-device bounds, so one device can't fill what every device shares.
+    std::uint32_t images_in_progress_per_device = 2;   // of images_in_progress (and held)
+    std::uint32_t alarms_remembered_per_device = 256;  // for image linking; its oldest go first
+    // Start-up (and after a failed commit): at most this much engine state is read back; what
+    // is beyond it is dropped (erased, counted), so a bloated state can't stop every start.
+    std::uint32_t state_restore_max_mb = 48;
+    std::uint32_t state_restore_max_entries = 262144;
 };
 
 struct ForwardSection {  // [upstream]

@@ -50,11 +50,22 @@ enum class FieldKind : std::uint8_t {
                  // Tokenise, or keep with a narrow format (a value not matching it: token)
 };
 
+// A string or bytes field of device.proto a catalogue field is read from, and the most bytes it
+// may hold. Decode refuses a message with a longer one (Reason::field_too_long) before anything
+// of it is kept: the whole event, never a truncated value.
+struct InputLimit {
+    std::string_view path;  // "device_id" (DeviceMessage), "alarm.event_id", "image.data", ...
+    std::size_t max_bytes = 0;
+};
+
 struct FieldInfo {
     std::string_view name;
     FieldKind kind;
     std::string_view description;  // for the record of processing
     std::vector<Action> allowed;   // drop is always allowed
+    // Its string and bytes inputs with their limits (empty for numbers and enums). Every
+    // string and bytes field of a DeviceMessage is some field's input (decode_test checks).
+    std::vector<InputLimit> inputs = {};
 };
 
 struct ClassInfo {
@@ -66,6 +77,8 @@ struct ClassInfo {
 
 // The catalogue, in a fixed order.
 const std::vector<ClassInfo>& data_classes();
+// Every input limit of the catalogue, once per path (a device id is every class's "device").
+std::vector<InputLimit> input_limits();
 const ClassInfo& class_info(DataClass c);
 std::string_view class_name(DataClass c);
 std::optional<DataClass> class_from_name(std::string_view name);

@@ -3,12 +3,15 @@
 //
 // Guarantees: every payload gets exactly one outcome; retained messages, payloads over the size
 // limit and topics longer than the longest valid one are refused before they are parsed; the
-// topic and the payload must agree on the device and the kind.
+// topic and the payload must agree on the device and the kind; every string and bytes field is
+// within its limit from the field catalogue (config::data_classes(): refused whole as
+// Reason::field_too_long, never truncated).
 // Never: log or keep any part of a payload; throw on bad input.
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "device.pb.h"
 #include "vern/common/reason.h"
@@ -59,8 +62,21 @@ public:
         return decode(topic, payload, false);
     }
 
+    // The limit decode applies to a field of a DeviceMessage ("device_id", "alarm.event_id",
+    // ...), from the catalogue; 0 for a path it does not know.
+    std::size_t limit_of(std::string_view path) const;
+
 private:
+    struct Bound {
+        std::string path;
+        const google::protobuf::FieldDescriptor* body = nullptr;  // nullptr: DeviceMessage's own
+        const google::protobuf::FieldDescriptor* field = nullptr;
+        std::size_t max_bytes = 0;
+    };
+    bool within_limits(const device::v1::DeviceMessage& m) const;
+
     DecodeOptions options_;
+    std::vector<Bound> bounds_;
     std::string topic_head_;  // "{prefix}/{site}/"
     std::size_t max_topic_bytes_;
 };

@@ -11,7 +11,9 @@
 //
 // Guarantees: never blocks the MQTT library's thread (a full hand-off queue, by queue_capacity
 // messages or queue_max_mb bytes, drops the message, counted as ingest_overflow: the device has
-// no receipt and sends it again); holds at most max_payload_bytes + 1 bytes of a payload (decode
+// no receipt and sends it again); one device holds at most queue_device_share_pct of it
+// (ingest_device_overflow, the same) and take() serves the devices in turn, a message each, so a
+// flooding device neither crowds out nor queues ahead of another device's alarm; holds at most max_payload_bytes + 1 bytes of a payload (decode
 // refuses a longer one as too_large, unread); reconnects forever with jittered backoff.
 // Never: log a payload or a topic it could not attribute to a device.
 #include <chrono>

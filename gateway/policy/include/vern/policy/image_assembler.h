@@ -24,6 +24,7 @@ namespace vern::policy {
 struct AssemblerLimits {
     std::size_t max_image_bytes = 2 * 1024 * 1024;        // one assembled image
     std::size_t max_images_in_progress = 8;               // images waiting for chunks
+    std::size_t max_images_per_device = 2;                // of those, one device's
     std::size_t max_bytes_in_progress = 8 * 1024 * 1024;  // chunk bytes held, all images
     std::uint32_t max_chunks_per_image = 4096;            // bounds the per-chunk bookkeeping
     std::size_t max_id_bytes = 128;                       // event_id, image_id, device_id, type
@@ -38,6 +39,7 @@ enum class AssemblyError : std::uint8_t {
     conflicting_chunk,     // this index arrived before with different bytes
     too_many_in_progress,  // a new image while max_images_in_progress are waiting
     over_budget,           // the chunk would take the held bytes over max_bytes_in_progress
+    device_over_limit,     // a new image while its device has max_images_per_device waiting
 };
 
 std::string_view assembly_error_name(AssemblyError e);
@@ -84,6 +86,8 @@ public:
                                                          AssemblerLimits limits = {});
 
 private:
+    std::size_t images_of(const std::string& device_id) const;
+
     struct Partial {
         std::string event_id;
         std::string content_type;
