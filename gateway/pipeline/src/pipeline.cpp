@@ -122,6 +122,16 @@ policy::RecentIdentifiers::Hasher token_hash(const crypto::Keyring& keys) {
     return [hasher](std::string_view token) { return hasher->hash(token); };
 }
 
+// What healing the sequence marks of one group did (device_marks.h), counted after its commit.
+struct SeqHeals {
+    std::uint64_t gaps = 0, skipped = 0, restarts = 0;
+    void count(Counter& gaps_closed, Counter& numbers_skipped, Counter& restarted) const {
+        gaps_closed.add(gaps);
+        numbers_skipped.add(skipped);
+        restarted.add(restarts);
+    }
+};
+
 template <typename F>
 auto or_default(const F& f, decltype(f()) fallback) {
     return f ? f() : fallback;
@@ -150,6 +160,9 @@ struct Pipeline::Impl {
 
     Counter& duplicates;
     Counter& expired;
+    Counter& seq_gaps_closed;
+    Counter& seq_skipped;
+    Counter& seq_restarts;
 
     Impl(const config::Config& c, Counters& k, PipelineLinks l)
         : config(prepare_data_dir(c)),
@@ -167,7 +180,10 @@ struct Pipeline::Impl {
               config, k, *store, record_keys, diag,
               [this](std::string_view key_ref) { return rights->held(key_ref); }, links.clock),
           duplicates(k.get("events_duplicate")),
-          expired(k.get("records_expired")) {
+          expired(k.get("records_expired")),
+          seq_gaps_closed(k.get("seq_gaps_closed")),
+          seq_skipped(k.get("seq_numbers_skipped")),
+          seq_restarts(k.get("seq_restarts")) {
         rights = std::make_unique<RightsEngine>(
             config, *keys, *store, record_keys, policy, egress, [this] { wake_forwarder(); }, k);
         if (!rights->load()) throw StartupError("store: cannot read the data-subject flags");
@@ -191,6 +207,7 @@ struct Pipeline::Impl {
         // them in place as it grows), viewed by the one Origin the whole group stages with.
         std::deque<std::string> personal;
         Origin origin;
+        SeqHeals heals;  // sequence gaps closed and restarts, counted once committed
 
         for (const auto& in : batch) {
             // decode + validate
@@ -205,16 +222,11 @@ struct Pipeline::Impl {
 
             // once only: a retry of an event already committed is receipted again, not stored
             if (!ensure_mark(device)) continue;
-            switch (marks.admit(device, event.seq())) {
-                case DeviceMarks::Admit::duplicate:
-                    duplicates.add();
-                    re_receipt.insert(device);
-                    continue;
-                case DeviceMarks::Admit::window_full:
-                    count(Reason::seq_window_full, device);
-                    continue;
-                case DeviceMarks::Admit::fresh:
-                    break;
+            const auto admitted = admit(device, event.seq(), in.payload, heals);
+            if (admitted == DeviceMarks::Admit::duplicate) {
+                duplicates.add();
+                re_receipt.insert(device);
+                continue;
             }
             touched.insert(device);
             ++staged.events;
@@ -250,6 +262,8 @@ struct Pipeline::Impl {
             for (const auto& device : touched) marks.forget(device);
             return;
         }
+
+        heals.count(seq_gaps_closed, seq_skipped, seq_restarts);
 
         // receipt: only now that the commit is durable
         send_receipts(touched, re_receipt);
@@ -288,6 +302,28 @@ struct Pipeline::Impl {
             expired.add(removed);
             spdlog::info("retention: removed {} expired records", removed);
         }
+    }
+
+    // The once-only check. A device's mark heals (device_marks.h): a gap it never fills closes
+    // after max_above newer events, a counter that starts again starts the mark again. The
+    // payload's hash (in memory only) tells a retry from a new event under a reused seq.
+    DeviceMarks::Admit admit(const std::string& device, std::uint64_t seq, std::string_view payload,
+                             SeqHeals& heals) {
+        const auto admitted = marks.admit(device, seq, std::hash<std::string_view>{}(payload));
+        if (admitted.restarted) {
+            ++heals.restarts;
+            spdlog::warn(
+                "device {}: sequence started again at {} (rebooted or reset); its "
+                "mark starts afresh",
+                device, seq);
+        }
+        if (admitted.skipped > 0) {
+            ++heals.gaps;
+            heals.skipped += admitted.skipped;
+            spdlog::warn("device {}: gave up waiting for {} missing sequence number(s) below {}",
+                         device, admitted.skipped, seq);
+        }
+        return admitted.admit;
     }
 
     bool ensure_mark(const std::string& device) {
