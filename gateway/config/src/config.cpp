@@ -143,6 +143,42 @@ Field id_list_field(std::string name, std::vector<std::uint32_t>* out, std::stri
             }};
 }
 
+// A list of device ids: ["conc-01", "conc-02"] (decode's form: 1-64 of [A-Za-z0-9._-]).
+Field device_list_field(std::string name, std::vector<std::string>* out, std::string doc) {
+    return {std::move(name), std::move(doc),
+            [out](const toml::node& node, const std::string& where, Context& ctx) {
+                const toml::array* list = node.as_array();
+                if (!list) {
+                    ctx.add(node.source(), where + " must be a list of device ids, like [\"c-1\"]");
+                    return;
+                }
+                std::vector<std::string> ids;
+                for (const auto& item : *list) {
+                    auto v = item.value<std::string>();
+                    const bool ok = item.is_string() && v && !v->empty() && v->size() <= 64 &&
+                                    std::all_of(v->begin(), v->end(), [](char c) {
+                                        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                                               (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+                                               c == '-';
+                                    });
+                    if (!ok) {
+                        ctx.add(item.source(),
+                                where + " entries must be device ids (1-64 of A-Z a-z 0-9 . _ -)");
+                        return;
+                    }
+                    ids.push_back(*v);
+                }
+                *out = std::move(ids);
+            },
+            [out] {
+                std::string text = "[";
+                for (std::size_t i = 0; i < out->size(); ++i) {
+                    text += (i ? ", " : "") + quote((*out)[i]);
+                }
+                return text + "]";
+            }};
+}
+
 // An offset date-time (2027-01-01T00:00:00Z) as Unix milliseconds. Shown empty when unset (0).
 Field date_time_field(std::string name, std::int64_t* out_ms, std::string doc) {
     return {std::move(name), std::move(doc),
@@ -281,6 +317,18 @@ std::vector<Section> schema(Config& c) {
              int_field("image_link_window_s", &c.policy.image_link_window_s, 1,
                        std::int64_t{24} * 3600,
                        "An image waits this long for its alarm event; unlinked, it is dropped."),
+             int_field("meter_points_per_device", &c.policy.meter_points_per_device, 1, 100000,
+                       "Metering points one meter may report: each point is bound to the first "
+                       "device\n# reporting it; a reading for another device's point, or one "
+                       "point too many, is refused\n# (site totals count real meters only)."),
+             device_list_field("meter_concentrators", &c.policy.meter_concentrators,
+                               "Device ids of concentrators, which may report "
+                               "meter_points_per_concentrator points."),
+             int_field("meter_points_per_concentrator", &c.policy.meter_points_per_concentrator, 1,
+                       100000, "Metering points one concentrator may report."),
+             int_field("meter_binding_release_days", &c.policy.meter_binding_release_days, 1, 3660,
+                       "A metering point not reported this long is released from its device "
+                       "(a replaced meter\n# binds it anew)."),
          }},
         {"upstream",
          "The backends' MQTT broker (forward).",

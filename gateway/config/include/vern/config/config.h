@@ -80,6 +80,13 @@ struct PolicySection {  // [policy] and the [purpose.*] tables
     std::uint32_t images_in_progress = 8;           // images being reassembled at once
     std::uint32_t image_chunk_timeout_s = 60;       // an image missing chunks this long is dropped
     std::uint32_t image_link_window_s = 600;        // an image waits this long for its alarm event
+    // Metering points are bound to the device that first reports them, so a site total's k
+    // counts real meters: a device may report this many points (a concentrator, named in the
+    // list, that many); a binding unused this long is released (a replaced meter binds anew).
+    std::uint32_t meter_points_per_device = 1;
+    std::vector<std::string> meter_concentrators;  // device ids
+    std::uint32_t meter_points_per_concentrator = 256;
+    std::uint32_t meter_binding_release_days = 31;
 };
 
 struct ForwardSection {  // [upstream]
