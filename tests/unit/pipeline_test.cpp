@@ -191,7 +191,7 @@ TEST_CASE("A record from another site's key or another epoch does not open") {
 TEST_CASE("A record of an unknown format version is refused as such") {
     auto keys = keyring();
     auto h = header();
-    h.version = 3;
+    h.version = 4;
     std::string stored = seal_record(h, "x", keys->record_sealer(3));
     auto peeked = peek_header(stored);
     REQUIRE_FALSE(peeked);
@@ -331,10 +331,28 @@ std::string seal_for(RecordKeys& rk, storage::Store& store, const std::string& s
 
 }  // namespace
 
+TEST_CASE("A v3 header carries its flags and round-trips; v2 and v1 have none") {
+    auto keys = keyring();
+    const auto id = keys->subject_id(crypto::SubjectKind::customer_number, "C-1");
+    auto h = subject_header(id);
+    h.flags = record_flag_restriction_exempt;
+    auto peeked = peek_header(seal_record(h, "x", keys->record_sealer(1)));
+    REQUIRE(peeked);
+    CHECK(peeked->version == 3);
+    CHECK(peeked->flags == record_flag_restriction_exempt);
+    CHECK(peeked->key_ref == id);
+    h.version = 2;  // written before v3: no flags byte, read as none
+    peeked = peek_header(seal_record(h, "x", keys->record_sealer(1)));
+    REQUIRE(peeked);
+    CHECK(peeked->flags == 0);
+    CHECK(peeked->key_ref == id);
+}
+
 TEST_CASE("A v2 header carries its key reference and round-trips") {
     auto keys = keyring();
     const auto id = keys->subject_id(crypto::SubjectKind::customer_number, "C-1");
     auto h = subject_header(id);
+    h.version = 2;
     std::string stored = seal_record(h, "x", keys->record_sealer(1));
     auto peeked = peek_header(stored);
     REQUIRE(peeked);

@@ -114,6 +114,28 @@ TEST_CASE("The default purposes send an alarm event to the alarm stream only, cl
     }
 }
 
+TEST_CASE("Fire and panic alarms are marked exempt from restriction, other kinds are not") {
+    Harness h;  // the default purposes: alarm exempts fire and panic
+    for (auto [kind, exempt] :
+         std::vector<std::pair<AlarmEvent::Kind, bool>>{{AlarmEvent::FIRE, true},
+                                                        {AlarmEvent::PANIC, true},
+                                                        {AlarmEvent::INTRUSION, false},
+                                                        {AlarmEvent::TAMPER, false},
+                                                        {AlarmEvent::DISARM, false}}) {
+        auto out = h.emit(alarm(kind, "ev-" + std::to_string(kind)), t0);
+        REQUIRE(out.size() == 1);
+        CHECK(out[0].restriction_exempt == exempt);
+        CHECK_FALSE(out[0].subject.empty());  // about its customer, whose restriction it passes
+    }
+    // As configured: a purpose that names tamper only.
+    config::PolicySection s;
+    s.purposes = {config::default_purposes()[0]};
+    s.purposes[0].restriction_exempt = {"tamper"};
+    Harness only_tamper(s);
+    CHECK(only_tamper.emit(alarm(AlarmEvent::TAMPER, "ev-t"), t0).at(0).restriction_exempt);
+    CHECK_FALSE(only_tamper.emit(alarm(AlarmEvent::FIRE, "ev-f"), t0).at(0).restriction_exempt);
+}
+
 TEST_CASE("A wrong-code event keeps the attempt count and never the code") {
     Harness h;
     auto out = h.emit(alarm(AlarmEvent::WRONG_CODE, "ev-2"), t0);

@@ -556,3 +556,37 @@ pseudonym_overlap_h = 48
     p = problem_on("[keys]\npseudonym_epoch = 3\npseudonym_epoch_start = \"2027-01-01\"\n", 3);
     CHECK(contains(p.message, "date-time with its offset"));
 }
+
+TEST_CASE("Alarm kinds exempt from restriction: fire and panic by default, else as declared") {
+    const Config defaults = parse_config("[gateway]\nid = \"gw\"\n", "p.toml");
+    CHECK(defaults.policy.purposes[0].name == "alarm");
+    CHECK(defaults.policy.purposes[0].restriction_exempt ==
+          std::vector<std::string>{"fire", "panic"});
+    CHECK(defaults.policy.purposes[1].restriction_exempt.empty());
+    // A declared purpose has only what it names.
+    CHECK(parse_config(alarm_toml, "p.toml").policy.purposes[0].restriction_exempt.empty());
+    const std::string head = R"T([purpose.alarm]
+recipient = "ARC"
+legal_basis = "b"
+retention_h = 168
+)T";
+    const std::string events = "[purpose.alarm.alarm_event]\nkind = \"keep\"\n";
+    const Config declared =
+        parse_config(head + "restriction_exempt = [\"fire\", \"tamper\"]\n" + events, "p.toml");
+    CHECK(declared.policy.purposes[0].restriction_exempt ==
+          std::vector<std::string>{"fire", "tamper"});
+    CHECK(contains(problem_on(head + "restriction_exempt = [\"smoke\"]\n" + events, 1).message,
+                   "'smoke' is no alarm kind"));
+    CHECK(contains(
+        problem_on(head + "restriction_exempt = [\"fire\", \"fire\"]\n" + events, 1).message,
+        "names 'fire' twice"));
+    CHECK(contains(problem_on(head + "restriction_exempt = \"fire\"\n" + events, 5).message,
+                   "must be a list of alarm kinds"));
+    // Only a purpose that sends alarm kinds can send them under a restriction.
+    CHECK(contains(problem_on(analytics_head.substr(0, analytics_head.find("[purpose.analytics.")) +
+                                  "restriction_exempt = [\"fire\"]\n" +
+                                  analytics_head.substr(analytics_head.find("[purpose.analytics.")),
+                              1)
+                       .message,
+                   "only a purpose that receives alarm_event"));
+}

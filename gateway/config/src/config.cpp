@@ -448,6 +448,25 @@ ClassRules read_class(const std::string& where, DataClass data_class, const toml
     return rules;
 }
 
+// restriction_exempt = ["fire", "panic"]: alarm kinds (which ones is check_purposes()'s).
+void read_restriction_exempt(const toml::node& node, const std::string& at, Purpose& p,
+                             Context& ctx) {
+    const toml::array* list = node.as_array();
+    if (!list) {
+        ctx.add(node.source(), at + " must be a list of alarm kinds, like [\"fire\", \"panic\"]");
+        return;
+    }
+    p.restriction_exempt.clear();
+    for (const auto& item : *list) {
+        auto v = item.value<std::string>();
+        if (!item.is_string() || !v) {
+            ctx.add(item.source(), at + " entries must be alarm kinds (strings)");
+            return;
+        }
+        p.restriction_exempt.push_back(*v);
+    }
+}
+
 // [purpose.NAME]: what the purpose is, then one table per data class it receives.
 std::optional<Purpose> read_purpose(const std::string& name, const toml::table& table,
                                     Context& ctx) {
@@ -458,8 +477,8 @@ std::optional<Purpose> read_purpose(const std::string& name, const toml::table& 
     p.retention_h = 0;
     place(p.line, p.column, table.source());
     const std::string where = "purpose." + name;
-    std::vector<std::string> known{"topic",       "description", "recipient",
-                                   "legal_basis", "retention_h", "k_anonymity"};
+    std::vector<std::string> known{"topic",       "description", "recipient",         "legal_basis",
+                                   "retention_h", "k_anonymity", "restriction_exempt"};
     for (const auto& c : data_classes()) known.emplace_back(c.name);
     for (const auto& [key, node] : table) {
         const std::string k(key.str());
@@ -488,6 +507,8 @@ std::optional<Purpose> read_purpose(const std::string& name, const toml::table& 
             p.retention_h = h == 0 ? 1 : h;  // a bad value is reported here, not as missing
         } else if (k == "k_anonymity") {
             int_field(k, &p.k_anonymity, 2, 1'000'000, "").read(node, at, ctx);
+        } else if (k == "restriction_exempt") {
+            read_restriction_exempt(node, at, p, ctx);
         } else if (auto data_class = class_from_name(k)) {
             const toml::table* t = node.as_table();
             if (!t) {
@@ -763,6 +784,9 @@ void write_purposes_example(std::ostream& out, const std::vector<Purpose>& purpo
            "15min),\n"
            "#   generalise:<N>Wh|<N>kWh (energy), aggregate (energy_wh summed over at least\n"
            "#   k_anonymity meters, nothing per home).\n"
+           "# restriction_exempt names alarm kinds sent even while their subject is restricted\n"
+           "# (GDPR art. 18(2): life safety; each one audited); a declared purpose has none\n"
+           "# unless it names them.\n"
            "# A field no rule names is dropped. PIN codes, names, phone numbers, national ids and\n"
            "# image metadata can only be dropped. Print the record of processing of a config with\n"
            "# vernd --print-ropa md --config FILE\n";
@@ -774,6 +798,13 @@ void write_purposes_example(std::ostream& out, const std::vector<Purpose>& purpo
         out << "# legal_basis = " << quote(std::string(1, p.legal_basis)) << "\n";
         out << "# retention_h = " << p.retention_h << "\n";
         if (p.aggregates()) out << "# k_anonymity = " << p.k_anonymity << "\n";
+        if (!p.restriction_exempt.empty()) {
+            out << "# restriction_exempt = [";
+            for (std::size_t i = 0; i < p.restriction_exempt.size(); ++i) {
+                out << (i ? ", " : "") << quote(p.restriction_exempt[i]);
+            }
+            out << "]\n";
+        }
         for (const auto& c : p.classes) {
             out << "# [purpose." << p.name << "." << class_name(c.data_class) << "]\n";
             if (c.retention_h) out << "# retention_h = " << *c.retention_h << "\n";

@@ -178,7 +178,8 @@ struct Pipeline::Impl {
           egress(config, k, *store, record_keys, policy, guard, diag),
           outbox(
               config, k, *store, record_keys, diag,
-              [this](std::string_view key_ref) { return rights->held(key_ref); }, links.clock),
+              [this](std::string_view key_ref) { return rights->held(key_ref); }, links.clock,
+              [this](std::string_view key_ref) { rights->exempt_forwarded(key_ref); }),
           duplicates(k.get("events_duplicate")),
           expired(k.get("records_expired")),
           seq_gaps_closed(k.get("seq_gaps_closed")),

@@ -739,6 +739,18 @@ struct Policy::Impl {
         }
     }
 
+    // GDPR art. 18(2): the alarm kinds the purpose names (fire and panic by default) still go
+    // while their subject is restricted; the pipeline's outbox reads it from the record header.
+    static void mark_restriction_exempt(const PurposeState& ps, device::v1::AlarmEvent::Kind kind,
+                                        Emission& e) {
+        const auto& names = config::alarm_kind_names();
+        const auto index = static_cast<std::size_t>(kind) - 1;  // kinds count from 1
+        if (kind < 1 || index >= names.size()) return;
+        const auto& exempt = ps.purpose->restriction_exempt;
+        e.restriction_exempt =
+            std::find(exempt.begin(), exempt.end(), names[index]) != exempt.end();
+    }
+
     Output apply_alarm(const device::v1::DeviceMessage& event, std::string_view site,
                        std::int64_t received_ms) {
         Output out;
@@ -755,6 +767,7 @@ struct Policy::Impl {
             if (ps.alarm_rules) {
                 out.emissions.push_back(with_tokenised(
                     [&](FreeText& ft) { return alarm_record(ft, ps, event, site, received_ms); }));
+                mark_restriction_exempt(ps, in.kind(), out.emissions.back());
             }
             if (ps.images()) image_to.insert(ps.purpose->name);
         }
