@@ -265,6 +265,28 @@ TEST_CASE("A panel that counts again from 1 after a reboot is receipted and forw
     CHECK(h.drain(Lane::alarm).size() == 1);
 }
 
+TEST_CASE("A meter claiming a second metering point is refused, also after a restart") {
+    Harness h;
+    h.start();
+    auto own = reading("meter-07", 1, t0);
+    auto forged = reading("meter-07", 2, t0);
+    forged.mutable_meter()->set_meter_point_id("707057500000099999");  // a point it invented
+    h.send({h.message(own, "meter"), h.message(forged, "meter")});
+    CHECK(h.counter("policy_meter_points_refused") == 1);
+    CHECK(h.counter("quarantined_policy_refused") == 1);
+    CHECK(last_receipt(h, "meter-07").through() == 2);  // refused, not retried for ever
+    // The binding is committed with the policy state (sealed, under a keyed id): a restart
+    // does not free the meter to claim another point.
+    h.stop();
+    h.start();
+    forged.set_seq(3);
+    h.send({h.message(forged, "meter")});
+    CHECK(h.counter("policy_meter_points_refused") == 2);
+    auto second = reading("meter-08", 1, t0);  // another device can't take the point either
+    h.send({h.message(second, "meter")});
+    CHECK(h.counter("policy_meter_points_refused") == 3);
+}
+
 TEST_CASE(
     "Garbage and retained messages are quarantined and counted, and the events around them are "
     "committed") {
