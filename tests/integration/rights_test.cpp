@@ -482,8 +482,8 @@ TEST_CASE("A restricted subject's records are held until the restriction is lift
 }
 
 TEST_CASE(
-    "A restricted customer's fire and panic alarms still reach the alarm centre, each audited; "
-    "its other alarms are held") {
+    "A restricted customer's fire and panic alarms still reach the alarm centre, each audited, "
+    "and its other alarms are held") {
     Site site;
     site.start();
     std::mutex audited_mutex;

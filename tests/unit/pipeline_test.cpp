@@ -331,7 +331,7 @@ std::string seal_for(RecordKeys& rk, storage::Store& store, const std::string& s
 
 }  // namespace
 
-TEST_CASE("A v3 header carries its flags and round-trips; v2 and v1 have none") {
+TEST_CASE("A v3 header carries its flags and round-trips, and a v2 header has none") {
     auto keys = keyring();
     const auto id = keys->subject_id(crypto::SubjectKind::customer_number, "C-1");
     auto h = subject_header(id);
