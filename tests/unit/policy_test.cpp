@@ -678,6 +678,23 @@ TEST_CASE("A meter inventing metering points is refused, and site totals count r
     CHECK(h.apply(reading(meter_point(0), t0 + hour_ms, 100), t0 + hour_ms));
 }
 
+TEST_CASE("Configured metering points bind their device, whoever reports first") {
+    config::PolicySection s = analytics_only();
+    s.meter_points = {{"meter-a", {meter_point(1), meter_point(2)}}};
+    Harness h(s);
+    // Another device can't take a listed point, even before its own meter reported it.
+    CHECK_FALSE(h.apply(reading_from("meter-evil", meter_point(1), t0, 1), t0));
+    CHECK(h.apply(reading_from("meter-a", meter_point(1), t0, 1), t0));
+    CHECK(h.apply(reading_from("meter-a", meter_point(2), t0, 1), t0));
+    CHECK_FALSE(h.apply(reading_from("meter-a", meter_point(3), t0, 1), t0));  // not its list
+    CHECK(h.counter("policy_meter_points_refused") == 2);
+    // Unlisted devices still bind first-come; configured points are not state.
+    CHECK(h.apply(reading_from("meter-b", meter_point(4), t0, 1), t0));
+    std::size_t bindings = 0;
+    for (const auto& [key, value] : h.state) bindings += key.rfind("pol/mp/", 0) == 0 ? 1 : 0;
+    CHECK(bindings == 1);
+}
+
 TEST_CASE("Metering points stay bound across a restart, keyed at rest, and are released unused") {
     config::PolicySection s = analytics_only();
     s.meter_concentrators = {"conc-1"};

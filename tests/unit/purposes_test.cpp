@@ -538,6 +538,31 @@ image_link_window_s = 30
     CHECK(problems_of("[policy]\nalarm_stream = \"x\"\n").size() == 1);
 }
 
+TEST_CASE("Metering points bound in the config are read, and a point under two devices refused") {
+    Config c = parse_config(R"T([policy]
+meter_points_per_device = 2
+meter_concentrators = ["conc-1"]
+[policy.meter_points]
+"meter-a" = ["707057500000000001", "707057500000000002"]
+conc-1 = ["707057500000000003"]
+)T",
+                            "p.toml");
+    CHECK(c.policy.meter_points_per_device == 2);
+    CHECK(c.policy.meter_concentrators == std::vector<std::string>{"conc-1"});
+    REQUIRE(c.policy.meter_points.size() == 2);
+    for (const auto& [device, points] : c.policy.meter_points) {
+        CHECK(points.size() == (device == "meter-a" ? 2U : 1U));
+    }
+    const auto p = problem_on(R"T([policy.meter_points]
+"meter-a" = ["707057500000000001"]
+"meter-b" = ["707057500000000001"]
+)T",
+                              3);
+    CHECK(contains(p.message, "listed twice"));
+    CHECK_FALSE(contains(p.message, "707057500000000001"));  // never repeats a point
+    CHECK(problems_of("[policy]\nmeter_concentrators = [\"bad id!\"]\n").size() == 1);
+}
+
 TEST_CASE("Key rotation: the epoch start is a UTC instant and needs an epoch before it") {
     Config c = parse_config(R"T([keys]
 pseudonym_epoch = 2

@@ -179,6 +179,75 @@ Field device_list_field(std::string name, std::vector<std::string>* out, std::st
             }};
 }
 
+bool device_id_form(std::string_view v) {
+    return !v.empty() && v.size() <= 64 && std::all_of(v.begin(), v.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '.' || c == '_' || c == '-';
+    });
+}
+
+// [policy.meter_points] "device" = ["point", ...]. Messages never repeat a metering point id.
+Field meter_points_field(std::string name,
+                         std::vector<std::pair<std::string, std::vector<std::string>>>* out,
+                         std::string doc) {
+    return {std::move(name), std::move(doc),
+            [out](const toml::node& node, const std::string& where, Context& ctx) {
+                const toml::table* table = node.as_table();
+                if (!table) {
+                    ctx.add(node.source(), where + " must be a table of device = [points]");
+                    return;
+                }
+                std::vector<std::pair<std::string, std::vector<std::string>>> devices;
+                std::set<std::string> seen;
+                for (const auto& [key, list_node] : *table) {
+                    const std::string device(key.str());
+                    if (!device_id_form(device)) {
+                        ctx.add(key.source(), where +
+                                                  " keys must be device ids (1-64 of A-Z a-z "
+                                                  "0-9 . _ -)");
+                        continue;
+                    }
+                    const toml::array* list = list_node.as_array();
+                    if (!list || list->empty()) {
+                        ctx.add(list_node.source(), where + "." + device +
+                                                        " must be a non-empty list of metering "
+                                                        "point ids");
+                        continue;
+                    }
+                    std::vector<std::string> points;
+                    for (const auto& item : *list) {
+                        auto v = item.value<std::string>();
+                        if (!item.is_string() || !v || v->empty() || v->size() > 64) {
+                            ctx.add(item.source(), where + "." + device +
+                                                       " entries must be metering point ids "
+                                                       "(1-64 characters)");
+                            continue;
+                        }
+                        if (!seen.insert(*v).second) {
+                            ctx.add(item.source(),
+                                    where + "." + device + ": this metering point is listed twice");
+                            continue;
+                        }
+                        points.push_back(*v);
+                    }
+                    devices.emplace_back(device, std::move(points));
+                }
+                *out = std::move(devices);
+            },
+            [out] {
+                std::string text = "{";
+                for (std::size_t i = 0; i < out->size(); ++i) {
+                    text += (i ? ", " : " ") + quote((*out)[i].first) + " = [";
+                    const auto& points = (*out)[i].second;
+                    for (std::size_t j = 0; j < points.size(); ++j) {
+                        text += (j ? ", " : "") + quote(points[j]);
+                    }
+                    text += "]";
+                }
+                return text + (out->empty() ? "}" : " }");
+            }};
+}
+
 // An offset date-time (2027-01-01T00:00:00Z) as Unix milliseconds. Shown empty when unset (0).
 Field date_time_field(std::string name, std::int64_t* out_ms, std::string doc) {
     return {std::move(name), std::move(doc),
@@ -329,6 +398,10 @@ std::vector<Section> schema(Config& c) {
              int_field("meter_binding_release_days", &c.policy.meter_binding_release_days, 1, 3660,
                        "A metering point not reported this long is released from its device "
                        "(a replaced meter\n# binds it anew)."),
+             meter_points_field("meter_points", &c.policy.meter_points,
+                                "Metering points per device (a table: device id, list of point "
+                                "ids), bound to it\n# instead of to the first device reporting "
+                                "them. Holds metering point ids: keep the file private."),
          }},
         {"upstream",
          "The backends' MQTT broker (forward).",

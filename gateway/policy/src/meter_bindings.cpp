@@ -66,6 +66,10 @@ std::uint32_t MeterBindings::allowed(std::string_view device) const {
 
 MeterBindings::Claim MeterBindings::claim(std::string_view device,
                                           std::string_view meter_point) const {
+    if (auto c = limits_.configured.find(meter_point); c != limits_.configured.end()) {
+        return c->second == device ? Claim::ok : Claim::other_device;
+    }
+    if (limits_.listed_devices.count(device)) return Claim::over_limit;  // not in its list
     if (auto it = points_.find(meter_point); it != points_.end()) {
         return it->second.device == device ? Claim::ok : Claim::other_device;
     }
@@ -77,6 +81,7 @@ MeterBindings::Claim MeterBindings::claim(std::string_view device,
 
 void MeterBindings::note(std::string_view device, std::string_view meter_point, std::int64_t now_ms,
                          std::vector<StateChange>& out) {
+    if (limits_.configured.count(meter_point)) return;  // bound by the config, not the state
     auto it = points_.find(meter_point);
     if (it == points_.end()) {
         it = points_.emplace(std::string(meter_point), Binding{std::string(device), now_ms}).first;

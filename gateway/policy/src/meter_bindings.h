@@ -5,8 +5,9 @@
 // metering point id could invent k - 1 of them and read its neighbour's consumption off the
 // total. So each metering point is bound to the first device that reports it, and a device may
 // hold at most `per_device` points (`per_concentrator` for the devices configured as
-// concentrators). A reading for a point bound to another device, or one more than the device may
-// hold, is refused (the engine counts it). Only bound points are counted in a site total.
+// concentrators). Where the config lists a device's points, those bind it instead. A reading for a
+// point bound to another device, or one more than the device may hold, is refused (the engine
+// counts it). Only bound points are counted in a site total.
 //
 // Bounded: at most `max_bindings` points (a new one beyond is refused); a binding unused for
 // `release_after_ms` is released (a meter replaced by another device binds anew then). State
@@ -31,6 +32,10 @@ struct MeterBindingLimits {
     std::uint32_t per_concentrator = 256;
     std::int64_t release_after_ms = 31LL * 24 * 3'600'000;
     std::size_t max_bindings = 65536;
+    // Configured bindings (point -> device): a listed point only from its device, and a device
+    // with a list only its listed points; neither is bound first-come.
+    std::map<std::string, std::string, std::less<>> configured;
+    std::set<std::string, std::less<>> listed_devices;
 };
 
 class MeterBindings {
@@ -47,7 +52,9 @@ public:
     // state change to commit when there is one.
     void note(std::string_view device, std::string_view meter_point, std::int64_t now_ms,
               std::vector<StateChange>& out);
-    bool bound(std::string_view meter_point) const { return points_.count(meter_point) != 0; }
+    bool bound(std::string_view meter_point) const {
+        return points_.count(meter_point) != 0 || limits_.configured.count(meter_point) != 0;
+    }
     std::optional<std::int64_t> last_seen(std::string_view meter_point) const;
     // Releases the bindings unused for release_after_ms.
     void expire(std::int64_t now_ms, std::vector<StateChange>& out);

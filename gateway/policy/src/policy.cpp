@@ -1167,6 +1167,10 @@ struct Policy::Impl {
         l.per_concentrator = s.meter_points_per_concentrator;
         l.release_after_ms =
             static_cast<std::int64_t>(s.meter_binding_release_days) * 24 * ms_per_h;
+        for (const auto& [device, points] : s.meter_points) {
+            l.listed_devices.insert(device);
+            for (const auto& point : points) l.configured.emplace(point, device);
+        }
         return l;
     }
 

@@ -87,6 +87,10 @@ struct PolicySection {  // [policy] and the [purpose.*] tables
     std::vector<std::string> meter_concentrators;  // device ids
     std::uint32_t meter_points_per_concentrator = 256;
     std::uint32_t meter_binding_release_days = 31;
+    // Configured bindings, [policy.meter_points] "device" = ["point", ...]: such a device
+    // reports only its listed points, and a listed point only from its device (first-come
+    // binding does not apply to either). Holds metering point ids: keep the file private.
+    std::vector<std::pair<std::string, std::vector<std::string>>> meter_points;
 };
 
 struct ForwardSection {  // [upstream]
