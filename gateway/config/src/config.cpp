@@ -209,23 +209,23 @@ Field meter_points_field(std::string name,
                     }
                     const toml::array* list = list_node.as_array();
                     if (!list || list->empty()) {
-                        ctx.add(list_node.source(), where + "." + device +
-                                                        " must be a non-empty list of metering "
-                                                        "point ids");
+                        ctx.add(list_node.source(),
+                                cat(where, ".", device,
+                                    " must be a non-empty list of metering point ids"));
                         continue;
                     }
                     std::vector<std::string> points;
                     for (const auto& item : *list) {
                         auto v = item.value<std::string>();
                         if (!item.is_string() || !v || v->empty() || v->size() > 64) {
-                            ctx.add(item.source(), where + "." + device +
-                                                       " entries must be metering point ids "
-                                                       "(1-64 characters)");
+                            ctx.add(item.source(),
+                                    cat(where, ".", device,
+                                        " entries must be metering point ids (1-64 characters)"));
                             continue;
                         }
                         if (!seen.insert(*v).second) {
-                            ctx.add(item.source(),
-                                    where + "." + device + ": this metering point is listed twice");
+                            ctx.add(item.source(), cat(where, ".", device,
+                                                       ": this metering point is listed twice"));
                             continue;
                         }
                         points.push_back(*v);

@@ -9,7 +9,7 @@ constexpr std::string_view key_prefix = "pol/mp/";
 constexpr char value_version = 1;
 constexpr char value_tag = 'P';
 // A binding's last-seen time is rewritten at most this often (not with every reading).
-constexpr std::int64_t refresh_ms = 24 * 3'600'000;
+constexpr std::int64_t refresh_ms = std::int64_t{24} * 3'600'000;
 
 // Key component: [A-Za-z0-9._-] as they are, the rest %XX (as the engine's other keys).
 std::string esc(std::string_view s) {
