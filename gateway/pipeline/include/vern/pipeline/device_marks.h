@@ -40,7 +40,7 @@ public:
         bool restarted = false;     // the device's counter went back: the mark started afresh
     };
 
-    explicit DeviceMarks(std::size_t max_above = 1024, std::size_t window = 256)
+    explicit DeviceMarks(std::size_t max_above = 1024, std::size_t window = 64)
         : max_above_(max_above < 1 ? 1 : max_above), window_(window < 1 ? 1 : window) {}
 
     bool known(const std::string& device) const { return marks_.count(device) != 0; }
