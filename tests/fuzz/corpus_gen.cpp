@@ -258,15 +258,22 @@ void marks_seeds(Writer& w) {
     for (int walk = 0; walk < 12; ++walk) {
         std::string s(1, static_cast<char>(rng.below(16)));
         for (int i = 0; i < 40; ++i) {
-            const auto op = static_cast<MarksOp>(rng.below(static_cast<int>(MarksOp::count) - 1));
+            auto op = static_cast<MarksOp>(rng.below(static_cast<int>(MarksOp::count) - 1));
+            if (op == MarksOp::load_raw) op = MarksOp::admit_other;  // its bytes: seeds above
             s.push_back(static_cast<char>(marks_op(op, static_cast<unsigned>(rng.below(4)))));
-            if (op == MarksOp::admit_next || op == MarksOp::admit_near) {
-                s.push_back(static_cast<char>(op == MarksOp::admit_near ? 56 + rng.below(16)
-                                                                        : rng.below(4)));
+            if (op == MarksOp::admit_next || op == MarksOp::admit_near ||
+                op == MarksOp::admit_other) {
+                s.push_back(static_cast<char>(op == MarksOp::admit_next ? rng.below(4)
+                                                                        : 56 + rng.below(16)));
             }
         }
         w.add(s);
     }
+    // A device that counts again from 1 (a used seq with other bytes: the mark restarts), and a
+    // gap never filled (max_above 2: the third seq above it closes it).
+    const auto other = marks_op(MarksOp::admit_other, 0);
+    w.add(ops(0x2f, {next, 0, next, 0, next, 0, next, 0, other, 61, next, 0, near, 63}));
+    w.add(ops(0x21, {next, 0, next, 1, next, 2, next, 3, near, 62, next, 0}));
 }
 
 void image_seeds(Writer& w) {

@@ -161,6 +161,7 @@ enum class MarksOp : std::uint8_t {
     crash,           // forget(device) and load what was committed
     reload,          // forget(device) and load encode(device): nothing may change
     load_raw,        // load(device, u8 length + bytes): a corrupt stored mark
+    admit_other,     // seq as admit_near, other bytes: a new event under a number used before
     count
 };
 

@@ -1,16 +1,21 @@
 // fuzz_device_marks: sequences of admits, commits, crashes and reloads on DeviceMarks, checked
-// against a plain model (the set of seqs admitted as fresh since the last committed state).
+// against a plain model (the set of seqs admitted as fresh since the last committed state, the
+// seqs given up when a gap closed, and the fingerprints of the last seqs seen).
 //
 // Invariants, after every operation:
-// - `through` never decreases while a device's mark lives (crash/reload restart the mark);
-// - a seq is admitted as fresh at most once, and is then covered (<= through or in above);
-//   a duplicate was covered before; window_full changes nothing and only happens with
-//   max_above seqs waiting;
-// - for marks built only by admits: the covered set is exactly the admitted set, every `above`
-//   seq is > through + 1, and `above` holds at most max_above seqs;
+// - `through` never decreases while a device's mark lives, except when the device's counter
+//   started again (restarted: then only a covered seq restarts it, and the mark is that seq's);
+// - a seq is admitted as fresh at most once per life of the mark, and is then covered
+//   (<= through or in above); a duplicate was covered before and changes nothing; nothing is
+//   ever refused: an uncovered seq is fresh;
+// - a retry (the same seq and bytes as the last one seen in its window slot) is a duplicate, and
+//   other bytes under that seq restart the mark;
+// - for marks built only by admits: the covered set is exactly the admitted set plus the seqs
+//   given up, every `above` seq is > through + 1, and `above` holds at most max_above seqs;
 // - encode/decode round-trips, and reloading a device from its encoding changes nothing;
 // - decode of arbitrary stored bytes never crashes, and what it returns is stable under
 //   encode/decode.
+#include <map>
 #include <optional>
 #include <set>
 
@@ -28,11 +33,19 @@ constexpr int device_count = 4;
 
 struct Model {
     std::set<std::uint64_t> admitted;  // fresh admits since the mark was (re)built
+    std::uint64_t skipped = 0;         // seqs given up since then (gaps closed)
     bool from_admits_only = true;      // false once loaded from arbitrary bytes
     std::string committed;             // encode() at the last commit ("" = never committed)
     std::set<std::uint64_t> committed_admitted;
+    std::uint64_t committed_skipped = 0;
     bool committed_from_admits_only = true;
+    // The last seq seen per window slot (seq % window) and its fingerprint, since the mark was
+    // last loaded or restarted: what DeviceMarks keeps in memory.
+    std::map<std::uint64_t, std::pair<std::uint64_t, std::uint64_t>> seen;
 };
+
+// The same event always has the same bytes; admit_other sends other ones.
+std::uint64_t fingerprint_of(std::uint64_t seq) { return seq * 0x9E3779B97F4A7C15ULL + 1; }
 
 bool same(const Mark& a, const Mark& b) { return a.through == b.through && a.above == b.above; }
 
@@ -53,8 +66,8 @@ void check_mark(const DeviceMarks& marks, const std::string& device, const Model
     VERN_FUZZ_CHECK(m.above.empty() || *m.above.begin() > m.through + 1,
                     "an above seq is contiguous with through");
     // Covered == admitted: |admitted| = through + |above| and every admitted seq is covered.
-    VERN_FUZZ_CHECK(model.admitted.size() == m.through + m.above.size(),
-                    "covered seqs are not the admitted seqs");
+    VERN_FUZZ_CHECK(model.admitted.size() + model.skipped == m.through + m.above.size(),
+                    "covered seqs are not the admitted and skipped seqs");
     for (auto seq : model.admitted) {
         VERN_FUZZ_CHECK(covered(m, seq), "an admitted seq is not covered");
     }
@@ -64,8 +77,10 @@ void check_mark(const DeviceMarks& marks, const std::string& device, const Model
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     Reader in(data, size);
-    const std::size_t max_above = 1 + in.u8() % 16;
-    DeviceMarks marks(max_above);
+    const std::uint8_t limits = in.u8();
+    const std::size_t max_above = 1 + limits % 16;
+    const std::size_t window = 1 + (limits >> 4) % 16;
+    DeviceMarks marks(max_above, window);
     Model models[device_count];
     const std::string devices[device_count] = {"panel-000001", "panel-000002", "meter-000003",
                                                "meter-000004"};
@@ -82,37 +97,61 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         switch (op) {
             case MarksOp::admit_next:
             case MarksOp::admit_near:
+            case MarksOp::admit_other:
             case MarksOp::admit_absolute: {
                 std::uint64_t seq;
                 if (op == MarksOp::admit_next) {
                     seq = before.through + 1 + in.u8() % 8;
-                } else if (op == MarksOp::admit_near) {
+                } else if (op == MarksOp::admit_near || op == MarksOp::admit_other) {
                     seq = before.through + in.u8() - 64;  // wraps below 0 to huge seqs: fine
                 } else {
                     seq = in.u64();
                 }
-                const auto result = marks.admit(device, seq);
+                std::uint64_t fp = fingerprint_of(seq);
+                if (op == MarksOp::admit_other) fp ^= 1;
+                const auto slot = model.seen.find(seq % window);
+                const bool seen = slot != model.seen.end() && slot->second.first == seq;
+                const auto result = marks.admit(device, seq, fp);
                 const Mark& after = marks.mark(device);
-                VERN_FUZZ_CHECK(after.through >= before.through, "through decreased");
-                if (result == DeviceMarks::Admit::fresh) {
-                    VERN_FUZZ_CHECK(!covered(before, seq), "admitted a covered seq as fresh");
-                    VERN_FUZZ_CHECK(model.admitted.insert(seq).second,
-                                    "a seq admitted as fresh twice");
-                    VERN_FUZZ_CHECK(covered(after, seq), "a fresh seq is not covered");
-                } else if (result == DeviceMarks::Admit::duplicate) {
+                if (seq != 0 && seen) {
+                    VERN_FUZZ_CHECK((result.admit == DeviceMarks::Admit::duplicate) ==
+                                        (slot->second.second == fp),
+                                    "a retry of a seq seen was not a duplicate, or other bytes "
+                                    "under it were");
+                }
+                if (result.admit == DeviceMarks::Admit::duplicate) {
                     VERN_FUZZ_CHECK(covered(before, seq), "called a new seq a duplicate");
                     VERN_FUZZ_CHECK(same(before, after), "a duplicate changed the mark");
-                } else {
-                    VERN_FUZZ_CHECK(!covered(before, seq), "window_full for a covered seq");
-                    VERN_FUZZ_CHECK(before.above.size() >= max_above,
-                                    "window_full below max_above");
-                    VERN_FUZZ_CHECK(same(before, after), "window_full changed the mark");
+                    VERN_FUZZ_CHECK(result.skipped == 0 && !result.restarted,
+                                    "a duplicate healed the mark");
+                    break;
                 }
+                VERN_FUZZ_CHECK(seq != 0, "admitted seq 0");
+                VERN_FUZZ_CHECK(covered(after, seq), "a fresh seq is not covered");
+                if (result.restarted) {
+                    VERN_FUZZ_CHECK(covered(before, seq), "restarted on a seq never covered");
+                    VERN_FUZZ_CHECK(after.through <= seq, "a restarted mark covers more");
+                    VERN_FUZZ_CHECK(result.skipped == 0, "a restart skipped seqs");
+                    model.admitted = {seq};
+                    model.skipped = 0;
+                    model.from_admits_only = true;  // whatever it was, the mark is new
+                    model.seen.clear();
+                } else {
+                    VERN_FUZZ_CHECK(!covered(before, seq), "admitted a covered seq as fresh");
+                    VERN_FUZZ_CHECK(after.through >= before.through, "through decreased");
+                    VERN_FUZZ_CHECK(model.admitted.insert(seq).second,
+                                    "a seq admitted as fresh twice");
+                    model.skipped += result.skipped;
+                    VERN_FUZZ_CHECK(result.skipped == 0 || before.above.size() >= max_above,
+                                    "a gap closed below max_above");
+                }
+                model.seen[seq % window] = {seq, fp};
                 break;
             }
             case MarksOp::commit:
                 model.committed = marks.encode(device);
                 model.committed_admitted = model.admitted;
+                model.committed_skipped = model.skipped;
                 model.committed_from_admits_only = model.from_admits_only;
                 break;
             case MarksOp::crash: {  // the commit failed: back to what the store holds
@@ -122,7 +161,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 if (!model.committed.empty()) stored = model.committed;
                 VERN_FUZZ_CHECK(marks.load(device, stored), "cannot load a committed mark");
                 model.admitted = model.committed_admitted;
+                model.skipped = model.committed_skipped;
                 model.from_admits_only = model.committed_from_admits_only;
+                model.seen.clear();
                 break;
             }
             case MarksOp::reload: {
@@ -131,6 +172,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 VERN_FUZZ_CHECK(marks.load(device, std::string_view(stored)),
                                 "cannot load its own encoding");
                 VERN_FUZZ_CHECK(same(before, marks.mark(device)), "reload changed the mark");
+                model.seen.clear();  // fingerprints live in memory only
                 break;
             }
             case MarksOp::load_raw: {
@@ -145,7 +187,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 VERN_FUZZ_CHECK(same(*decoded, marks.mark(device)), "load() differs from decode()");
                 // A fresh start from stored state: the model knows nothing about its history.
                 model.admitted.clear();
+                model.skipped = 0;
                 model.from_admits_only = false;
+                model.seen.clear();
                 break;
             }
             case MarksOp::count:

@@ -10,7 +10,9 @@
 #include <iterator>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
+#include <tuple>
 
 #include "clean.pb.h"
 #include "device.pb.h"
@@ -109,13 +111,14 @@ public:
         }
     }
     void alarm(const std::string& device, const std::string& customer, std::uint32_t user_slot,
-               const std::string& event_id) {
+               const std::string& event_id,
+               device::v1::AlarmEvent::Kind kind = device::v1::AlarmEvent::INTRUSION) {
         device::v1::DeviceMessage m;
         m.set_device_id(device);
         m.set_seq(++seq_[device]);
         m.set_event_time_ms(now_ms());
         auto* a = m.mutable_alarm();
-        a->set_kind(device::v1::AlarmEvent::INTRUSION);
+        a->set_kind(kind);
         a->set_event_id(event_id);
         a->set_zone(3);
         a->set_customer_number(customer);
@@ -476,6 +479,61 @@ TEST_CASE("A restricted subject's records are held until the restriction is lift
     auto again = site.rights().restrict({"customer_number", cust_a}, false);
     REQUIRE(again);
     CHECK(again->records == 0);
+}
+
+TEST_CASE(
+    "A restricted customer's fire and panic alarms still reach the alarm centre, each audited, "
+    "and its other alarms are held") {
+    Site site;
+    site.start();
+    std::mutex audited_mutex;
+    std::vector<std::tuple<std::string, std::string, std::string>> audited;
+    site.rights().set_audit(
+        [&](std::string_view action, std::string_view subject_id, std::string_view outcome) {
+            std::lock_guard lock(audited_mutex);
+            audited.emplace_back(action, subject_id, outcome);
+        });
+    Backend backend(site.upstream().uri());
+    Devices dev(site.site_broker().uri(), site.config().gateway.site);
+    auto held = site.rights().restrict({"customer_number", cust_a}, true);
+    REQUIRE(held);
+
+    dev.alarm("panel-a", cust_a, 1, "ev-a1");  // intrusion: held
+    dev.alarm("panel-a", cust_a, 1, "ev-a2", device::v1::AlarmEvent::FIRE);
+    dev.alarm("panel-a", cust_a, 1, "ev-a3", device::v1::AlarmEvent::PANIC);
+    dev.alarm("panel-b", cust_b, 1, "ev-b1");
+    const auto alarm_a = site.pseudonym("alarm", crypto::SubjectKind::customer_number, cust_a);
+    const auto alarm_b = site.pseudonym("alarm", crypto::SubjectKind::customer_number, cust_b);
+    REQUIRE(wait_until([&] { return count_about(backend.records(), alarm_b, false) == 1; }));
+    REQUIRE(wait_until([&] { return count_about(backend.records(), alarm_a, false) == 2; }));
+    std::set<int> kinds;
+    for (const auto& [topic, r] : backend.records()) {
+        if (about(r, alarm_a)) kinds.insert(r.alarm().kind());
+    }
+    CHECK(kinds == std::set<int>{clean::v1::Alarm::FIRE, clean::v1::Alarm::PANIC});
+    CHECK(site.counter("rights_restriction_exempt_forwarded") == 2);
+    {
+        std::lock_guard lock(audited_mutex);
+        REQUIRE(audited.size() == 2);
+        for (const auto& [action, subject_id, outcome] : audited) {
+            CHECK(action == "restriction.exempt");
+            CHECK(subject_id == held->subject_id);  // a keyed hash, never the number
+            CHECK(outcome == "forwarded");
+            CHECK(subject_id.find(cust_a) == std::string::npos);
+        }
+    }
+    // The export says only the intrusion is held; lifting releases it alone (no fire twice).
+    auto report = json::parse(site.rights().export_subject({"customer_number", cust_a}, {})->json);
+    std::size_t held_records = 0;
+    for (const auto& r : report["records"]) held_records += r["held"] == true ? 1 : 0;
+    CHECK(held_records == 1);
+    auto lifted = site.rights().restrict({"customer_number", cust_a}, false);
+    REQUIRE(lifted);
+    CHECK(lifted->records == 1);
+    REQUIRE(wait_until([&] { return count_about(backend.records(), alarm_a, false) == 3; }));
+    std::this_thread::sleep_for(300ms);
+    CHECK(count_about(backend.records(), alarm_a, false) == 3);
+    site.rights().set_audit({});
 }
 
 TEST_CASE("An objection to one purpose stops that purpose only") {

@@ -157,6 +157,7 @@ TEST_CASE("The commented example parses to the defaults and names every key") {
         CHECK(got.legal_basis == want.legal_basis);
         CHECK(got.retention_h == want.retention_h);
         CHECK(got.k_anonymity == want.k_anonymity);
+        CHECK(got.restriction_exempt == want.restriction_exempt);
         REQUIRE(got.classes.size() == want.classes.size());
         for (std::size_t k = 0; k < want.classes.size(); ++k) {
             const ClassRules& got_class = got.classes[k];

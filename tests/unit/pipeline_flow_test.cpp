@@ -208,6 +208,85 @@ TEST_CASE("A resent event is receipted again and not stored twice") {
     CHECK(h.drain(Lane::alarm).size() == 1);
 }
 
+TEST_CASE("A panel that skipped a seq is still receipted 1024 events later, and the gap counted") {
+    Harness h;
+    h.start();
+    h.send({h.message(alarm("panel-01", 1, "ev-1"), "alarm")});
+    // Seq 2 never comes (a firmware fault). Before, the 1025th event after it was refused for
+    // good, and the panel's alarms with it.
+    std::uint64_t seq = 3;
+    for (int batch = 0; batch < 11; ++batch) {
+        std::vector<ingest::InboundMessage> group;
+        for (int i = 0; i < 100; ++i, ++seq) {
+            group.push_back(
+                h.message(alarm("panel-01", seq, "ev-" + std::to_string(seq)), "alarm"));
+        }
+        h.send(group);
+    }
+    const auto r = last_receipt(h, "panel-01");
+    CHECK(r.through() == seq - 1);
+    CHECK(r.also_size() == 0);
+    CHECK(h.counter("events_committed") == seq - 2);
+    CHECK(h.counter("seq_gaps_closed") == 1);
+    CHECK(h.counter("seq_numbers_skipped") == 1);
+    CHECK(h.drain(Lane::alarm).size() == seq - 2);
+    // A retry of a committed event is still a duplicate, receipted and not stored again.
+    h.send({h.message(alarm("panel-01", seq - 5, "ev-" + std::to_string(seq - 5)), "alarm")});
+    CHECK(h.counter("events_duplicate") == 1);
+    CHECK(h.drain(Lane::alarm).empty());
+    // The counters are in the status (and so in /metrics).
+    const auto status = nlohmann::json::parse(h.pipeline->status_json());
+    CHECK(status["counters"]["seq_gaps_closed"] == 1);
+}
+
+TEST_CASE("A panel that counts again from 1 after a reboot is receipted and forwarded again") {
+    Harness h;
+    h.start();
+    for (std::uint64_t s = 1; s <= 5; ++s) {
+        h.send({h.message(alarm("panel-01", s, "ev-" + std::to_string(s)), "alarm")});
+    }
+    CHECK(h.drain(Lane::alarm).size() == 5);
+    // Rebooted: seq 1 again, a new alarm. Before, it was receipted as a duplicate and dropped.
+    const auto after = h.message(alarm("panel-01", 1, "boot-1"), "alarm");
+    h.send({after});
+    CHECK(h.counter("seq_restarts") == 1);
+    CHECK(last_receipt(h, "panel-01").through() == 1);
+    CHECK(h.drain(Lane::alarm).size() == 1);
+    h.send({after});  // its retry is still a duplicate
+    CHECK(h.counter("events_duplicate") == 1);
+    h.send({h.message(alarm("panel-01", 2, "boot-2"), "alarm")});
+    CHECK(last_receipt(h, "panel-01").through() == 2);
+    CHECK(h.drain(Lane::alarm).size() == 1);
+    // The restarted mark is what is committed: it survives a restart of the gateway.
+    h.stop();
+    h.start();
+    h.send({h.message(alarm("panel-01", 3, "boot-3"), "alarm")});
+    CHECK(last_receipt(h, "panel-01").through() == 3);
+    CHECK(h.drain(Lane::alarm).size() == 1);
+}
+
+TEST_CASE("A meter claiming a second metering point is refused, also after a restart") {
+    Harness h;
+    h.start();
+    auto own = reading("meter-07", 1, t0);
+    auto forged = reading("meter-07", 2, t0);
+    forged.mutable_meter()->set_meter_point_id("707057500000099999");  // a point it invented
+    h.send({h.message(own, "meter"), h.message(forged, "meter")});
+    CHECK(h.counter("policy_meter_points_refused") == 1);
+    CHECK(h.counter("quarantined_policy_refused") == 1);
+    CHECK(last_receipt(h, "meter-07").through() == 2);  // refused, not retried for ever
+    // The binding is committed with the policy state (sealed, under a keyed id): a restart
+    // does not free the meter to claim another point.
+    h.stop();
+    h.start();
+    forged.set_seq(3);
+    h.send({h.message(forged, "meter")});
+    CHECK(h.counter("policy_meter_points_refused") == 2);
+    auto second = reading("meter-08", 1, t0);  // another device can't take the point either
+    h.send({h.message(second, "meter")});
+    CHECK(h.counter("policy_meter_points_refused") == 3);
+}
+
 TEST_CASE(
     "Garbage and retained messages are quarantined and counted, and the events around them are "
     "committed") {

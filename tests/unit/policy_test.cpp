@@ -45,6 +45,26 @@ config::Purpose billing_purpose(std::vector<config::FieldRule> fields) {
 config::PolicySection billing_only() { return only({config::default_purposes()[1]}); }
 config::PolicySection analytics_only() { return only({config::default_purposes()[2]}); }
 
+// The engine's state without the metering points' bindings (pol/mp/, tested on their own).
+std::map<std::string, std::string> without_bindings(const std::map<std::string, std::string>& all) {
+    std::map<std::string, std::string> out;
+    for (const auto& [key, value] : all) {
+        if (key.rfind("pol/mp/", 0) != 0) out.emplace(key, value);
+    }
+    return out;
+}
+
+// What the engine holds about a subject, its metering point's binding left out.
+std::vector<policy::SubjectState> held_but_binding(const policy::Policy& engine,
+                                                   crypto::SubjectKind kind,
+                                                   const std::string& id) {
+    auto held = engine.held_about(kind, id);
+    held.erase(std::remove_if(held.begin(), held.end(),
+                              [](const auto& x) { return x.what == "meter_binding"; }),
+               held.end());
+    return held;
+}
+
 std::string meter_point(int i) { return "70705750001234" + std::to_string(5000 + i); }
 
 // 15-minute readings over [from, from + n * 15 min) for one meter, energy 100 + i.
@@ -92,6 +112,28 @@ TEST_CASE("The default purposes send an alarm event to the alarm stream only, cl
     for (const char* raw : {customer, "Kari Nordmann", "+4791234567", "01017012345", pin}) {
         CHECK_FALSE(contains(bytes, raw));
     }
+}
+
+TEST_CASE("Fire and panic alarms are marked exempt from restriction, other kinds are not") {
+    Harness h;  // the default purposes: alarm exempts fire and panic
+    for (auto [kind, exempt] :
+         std::vector<std::pair<AlarmEvent::Kind, bool>>{{AlarmEvent::FIRE, true},
+                                                        {AlarmEvent::PANIC, true},
+                                                        {AlarmEvent::INTRUSION, false},
+                                                        {AlarmEvent::TAMPER, false},
+                                                        {AlarmEvent::DISARM, false}}) {
+        auto out = h.emit(alarm(kind, "ev-" + std::to_string(kind)), t0);
+        REQUIRE(out.size() == 1);
+        CHECK(out[0].restriction_exempt == exempt);
+        CHECK_FALSE(out[0].subject.empty());  // about its customer, whose restriction it passes
+    }
+    // As configured: a purpose that names tamper only.
+    config::PolicySection s;
+    s.purposes = {config::default_purposes()[0]};
+    s.purposes[0].restriction_exempt = {"tamper"};
+    Harness only_tamper(s);
+    CHECK(only_tamper.emit(alarm(AlarmEvent::TAMPER, "ev-t"), t0).at(0).restriction_exempt);
+    CHECK_FALSE(only_tamper.emit(alarm(AlarmEvent::FIRE, "ev-f"), t0).at(0).restriction_exempt);
 }
 
 TEST_CASE("A wrong-code event keeps the attempt count and never the code") {
@@ -466,17 +508,17 @@ TEST_CASE("A reading older than the remembered history is dropped") {
     CHECK(h.emit(reading(gsrn, t0, 5), t0 + 50 * hour_ms).empty());
     CHECK(h.counter("policy_meter_beyond_history") == 1);
     CHECK(h.tick(t0 + 60 * hour_ms).empty());
-    CHECK(h.state.empty());
+    CHECK(without_bindings(h.state).empty());
 }
 
 TEST_CASE("A sent interval is forgotten after the history, and its state with it") {
     Harness h(billing_only());
     for (const auto& r : quarter_hours(gsrn, t0, 4)) h.apply(r, t0 + hour_ms);
-    CHECK(h.state.size() == 1);  // the sent interval's readings
+    CHECK(without_bindings(h.state).size() == 1);  // the sent interval's readings
     h.tick(t0 + 48 * hour_ms);
-    CHECK(h.state.size() == 1);
+    CHECK(without_bindings(h.state).size() == 1);
     h.tick(t0 + 49 * hour_ms);
-    CHECK(h.state.empty());
+    CHECK(without_bindings(h.state).empty());
 }
 
 TEST_CASE("Meter rules: interval keep sends each reading, generalise rounds the energy") {
@@ -494,7 +536,7 @@ TEST_CASE("Meter rules: interval keep sends each reading, generalise rounds the 
         CHECK(m.customer().empty());
         CHECK(std::regex_match(m.meter_point(), pseudonym_shape));
         CHECK(out[0].record.source().device_seq() == 7);
-        CHECK(h.state.empty());
+        CHECK(without_bindings(h.state).empty());
     }
     SECTION("energy generalise to 100 Wh") {
         Harness h(only({billing_purpose({rule("energy_wh", Action::generalise, 100),
@@ -605,6 +647,94 @@ TEST_CASE("A site aggregate closes by reading time, counts a meter once and drop
     CHECK(h.counter("policy_aggregate_late_readings") == 1);
 }
 
+// A reading from the given device (as a forging meter would send it).
+device::v1::DeviceMessage reading_from(const std::string& device, const std::string& mp,
+                                       std::int64_t start, std::uint64_t energy_wh) {
+    auto m = reading(mp, start, energy_wh);
+    m.set_device_id(device);
+    return m;
+}
+
+TEST_CASE("A meter inventing metering points is refused, and site totals count real meters") {
+    Harness h(analytics_only());  // k = 5
+    // Three honest meters, each its own device and point.
+    for (int i = 0; i < 3; ++i) REQUIRE(h.apply(reading(meter_point(i), t0, 100), t0));
+    // A compromised meter: its own point, then k - 1 invented ones to expose the neighbours.
+    REQUIRE(h.apply(reading_from("meter-evil", meter_point(10), t0, 1), t0));
+    for (int i = 11; i < 15; ++i) {
+        auto out = h.apply(reading_from("meter-evil", meter_point(i), t0, 0), t0);
+        REQUIRE_FALSE(out);
+        CHECK(out.error() == Reason::policy_refused);
+    }
+    // ...or a neighbour's real point.
+    CHECK_FALSE(h.apply(reading_from("meter-evil", meter_point(0), t0, 0), t0));
+    CHECK(h.counter("policy_meter_points_refused") == 5);
+    // Four real meters are fewer than k: nothing leaves. Before, 8 claimed ids made a total whose
+    // sum minus the forger's zeros was the three neighbours' consumption.
+    h.tick(t0 + 3 * hour_ms);
+    CHECK(on_stream(h.emitted, "analytics").empty());
+    CHECK(h.counter("policy_aggregates_suppressed") == 1);
+    // The honest meters go on being accepted.
+    CHECK(h.apply(reading(meter_point(0), t0 + hour_ms, 100), t0 + hour_ms));
+}
+
+TEST_CASE("Configured metering points bind their device, whoever reports first") {
+    config::PolicySection s = analytics_only();
+    s.meter_points = {{"meter-a", {meter_point(1), meter_point(2)}}};
+    Harness h(s);
+    // Another device can't take a listed point, even before its own meter reported it.
+    CHECK_FALSE(h.apply(reading_from("meter-evil", meter_point(1), t0, 1), t0));
+    CHECK(h.apply(reading_from("meter-a", meter_point(1), t0, 1), t0));
+    CHECK(h.apply(reading_from("meter-a", meter_point(2), t0, 1), t0));
+    CHECK_FALSE(h.apply(reading_from("meter-a", meter_point(3), t0, 1), t0));  // not its list
+    CHECK(h.counter("policy_meter_points_refused") == 2);
+    // Unlisted devices still bind first-come; configured points are not state.
+    CHECK(h.apply(reading_from("meter-b", meter_point(4), t0, 1), t0));
+    std::size_t bindings = 0;
+    for (const auto& [key, value] : h.state) bindings += key.rfind("pol/mp/", 0) == 0 ? 1 : 0;
+    CHECK(bindings == 1);
+}
+
+TEST_CASE("Metering points stay bound across a restart, keyed at rest, and are released unused") {
+    config::PolicySection s = analytics_only();
+    s.meter_concentrators = {"conc-1"};
+    s.meter_points_per_concentrator = 3;
+    Harness h(s);
+    REQUIRE(h.apply(reading(meter_point(0), t0, 100), t0));
+    for (int i = 20; i < 23; ++i)
+        REQUIRE(h.apply(reading_from("conc-1", meter_point(i), t0, 5), t0));
+    CHECK_FALSE(h.apply(reading_from("conc-1", meter_point(23), t0, 5), t0));  // one too many
+    CHECK(h.counter("policy_meter_points_refused") == 1);
+
+    // Persisted with the policy state, under keyed ids only.
+    std::size_t bindings = 0;
+    for (const auto& [key, value] : h.state) {
+        if (key.rfind("pol/mp/", 0) != 0) continue;
+        ++bindings;
+        for (int i : {0, 20, 21, 22}) CHECK_FALSE(contains(key, meter_point(i)));
+        CHECK_FALSE(contains(key, "conc-1"));
+    }
+    CHECK(bindings == 4);
+    REQUIRE(h.restart() == 0);
+    CHECK_FALSE(h.apply(reading_from("meter-evil", meter_point(0), t0 + hour_ms, 1), t0 + hour_ms));
+    CHECK_FALSE(h.apply(reading_from("conc-1", meter_point(24), t0 + hour_ms, 1), t0 + hour_ms));
+    CHECK(h.apply(reading_from("conc-1", meter_point(21), t0 + hour_ms, 1), t0 + hour_ms));
+    CHECK(h.counter("policy_meter_points_refused") == 3);
+
+    // A point not reported for the release time is free again (a replaced meter binds it).
+    const std::int64_t later = t0 + 32LL * 24 * hour_ms;
+    h.tick(later);
+    CHECK(h.apply(reading_from("meter-new", meter_point(0), later, 1), later));
+    // An erasure of the point drops its binding with the rest of what is held about it.
+    auto held = h.engine->held_about(crypto::SubjectKind::meter_point, meter_point(0));
+    CHECK(std::count_if(held.begin(), held.end(),
+                        [](const auto& x) { return x.what == "meter_binding"; }) == 1);
+    h.keep(h.engine->forget(crypto::SubjectKind::meter_point, meter_point(0)));
+    held = h.engine->held_about(crypto::SubjectKind::meter_point, meter_point(0));
+    CHECK(std::none_of(held.begin(), held.end(),
+                       [](const auto& x) { return x.what == "meter_binding"; }));
+}
+
 // --- state ----------------------------------------------------------------------------------
 
 TEST_CASE("State keys are ASCII under pol/ and never hold a metering point or customer number") {
@@ -696,12 +826,12 @@ TEST_CASE("After a restart into a new key epoch, open intervals go on under the 
         auto rs = quarter_hours(gsrn, t0, 4);
         h.apply(rs[0], t0);
         h.apply(rs[1], t0);
-        auto old_keys = h.state;
+        auto old_keys = without_bindings(h.state);
         REQUIRE(old_keys.size() == 1);
         h.epochs = {2, 0, 0};
         CHECK(h.restart() == 0);
         h.apply(rs[2], t0);
-        CHECK(h.state.size() == 1);
+        CHECK(without_bindings(h.state).size() == 1);
         CHECK(h.state.count(old_keys.begin()->first) == 0);  // moved to the new pseudonym
         auto out = h.emit(rs[3], t0);
         REQUIRE(out.size() == 1);
@@ -1027,7 +1157,7 @@ TEST_CASE("forget drops an erased meter's open interval and its share of the sit
     for (int i = 0; i < 5; ++i) {
         for (const auto& r : quarter_hours(meter_point(i), t0, 2)) h.apply(r, t0 + hour_ms);
     }
-    auto held = h.engine->held_about(crypto::SubjectKind::meter_point, meter_point(2));
+    auto held = held_but_binding(*h.engine, crypto::SubjectKind::meter_point, meter_point(2));
     REQUIRE(held.size() == 2);  // billing's open hour, analytics' share
     for (const auto& s : held) {
         CHECK((s.what == "open_meter_interval" || s.what == "site_total_contribution"));
@@ -1037,7 +1167,8 @@ TEST_CASE("forget drops an erased meter's open interval and its share of the sit
     h.keep(out);
     CHECK(out.emissions.empty());
     CHECK(h.engine->held_about(crypto::SubjectKind::meter_point, meter_point(2)).empty());
-    CHECK(h.engine->held_about(crypto::SubjectKind::meter_point, meter_point(3)).size() == 2);
+    CHECK(held_but_binding(*h.engine, crypto::SubjectKind::meter_point, meter_point(3)).size() ==
+          2);
     for (const auto& [key, value] : h.state) CHECK_FALSE(contains(value, meter_point(2)));
     // Four meters left: below k, the hour's total is not sent; the erased meter's hour neither.
     h.tick(t0 + 3 * hour_ms);

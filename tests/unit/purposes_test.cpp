@@ -538,6 +538,31 @@ image_link_window_s = 30
     CHECK(problems_of("[policy]\nalarm_stream = \"x\"\n").size() == 1);
 }
 
+TEST_CASE("Metering points bound in the config are read, and a point under two devices refused") {
+    Config c = parse_config(R"T([policy]
+meter_points_per_device = 2
+meter_concentrators = ["conc-1"]
+[policy.meter_points]
+"meter-a" = ["707057500000000001", "707057500000000002"]
+conc-1 = ["707057500000000003"]
+)T",
+                            "p.toml");
+    CHECK(c.policy.meter_points_per_device == 2);
+    CHECK(c.policy.meter_concentrators == std::vector<std::string>{"conc-1"});
+    REQUIRE(c.policy.meter_points.size() == 2);
+    for (const auto& [device, points] : c.policy.meter_points) {
+        CHECK(points.size() == (device == "meter-a" ? 2U : 1U));
+    }
+    const auto p = problem_on(R"T([policy.meter_points]
+"meter-a" = ["707057500000000001"]
+"meter-b" = ["707057500000000001"]
+)T",
+                              3);
+    CHECK(contains(p.message, "listed twice"));
+    CHECK_FALSE(contains(p.message, "707057500000000001"));  // never repeats a point
+    CHECK(problems_of("[policy]\nmeter_concentrators = [\"bad id!\"]\n").size() == 1);
+}
+
 TEST_CASE("Key rotation: the epoch start is a UTC instant and needs an epoch before it") {
     Config c = parse_config(R"T([keys]
 pseudonym_epoch = 2
@@ -555,4 +580,38 @@ pseudonym_overlap_h = 48
     CHECK(contains(p.message, "date-time with its offset"));
     p = problem_on("[keys]\npseudonym_epoch = 3\npseudonym_epoch_start = \"2027-01-01\"\n", 3);
     CHECK(contains(p.message, "date-time with its offset"));
+}
+
+TEST_CASE("Alarm kinds exempt from restriction: fire and panic by default, else as declared") {
+    const Config defaults = parse_config("[gateway]\nid = \"gw\"\n", "p.toml");
+    CHECK(defaults.policy.purposes[0].name == "alarm");
+    CHECK(defaults.policy.purposes[0].restriction_exempt ==
+          std::vector<std::string>{"fire", "panic"});
+    CHECK(defaults.policy.purposes[1].restriction_exempt.empty());
+    // A declared purpose has only what it names.
+    CHECK(parse_config(alarm_toml, "p.toml").policy.purposes[0].restriction_exempt.empty());
+    const std::string head = R"T([purpose.alarm]
+recipient = "ARC"
+legal_basis = "b"
+retention_h = 168
+)T";
+    const std::string events = "[purpose.alarm.alarm_event]\nkind = \"keep\"\n";
+    const Config declared =
+        parse_config(head + "restriction_exempt = [\"fire\", \"tamper\"]\n" + events, "p.toml");
+    CHECK(declared.policy.purposes[0].restriction_exempt ==
+          std::vector<std::string>{"fire", "tamper"});
+    CHECK(contains(problem_on(head + "restriction_exempt = [\"smoke\"]\n" + events, 1).message,
+                   "'smoke' is no alarm kind"));
+    CHECK(contains(
+        problem_on(head + "restriction_exempt = [\"fire\", \"fire\"]\n" + events, 1).message,
+        "names 'fire' twice"));
+    CHECK(contains(problem_on(head + "restriction_exempt = \"fire\"\n" + events, 5).message,
+                   "must be a list of alarm kinds"));
+    // Only a purpose that sends alarm kinds can send them under a restriction.
+    CHECK(contains(problem_on(analytics_head.substr(0, analytics_head.find("[purpose.analytics.")) +
+                                  "restriction_exempt = [\"fire\"]\n" +
+                                  analytics_head.substr(analytics_head.find("[purpose.analytics.")),
+                              1)
+                       .message,
+                   "only a purpose that receives alarm_event"));
 }

@@ -138,6 +138,24 @@ event_id = "keep:EV-[0-9]{1,6}"
     CHECK(field["rule"] == "keep:EV-[0-9]{1,6}");
 }
 
+TEST_CASE("The record has a line for the alarm kinds sent under a restriction, and only then") {
+    const std::string md = ropa_markdown(Config{});
+    const std::string line =
+        "- **Under restriction (art. 18):** `fire`, `panic` alarms are still "
+        "sent while their subject's processing is restricted (GDPR art. 18(2)";
+    const auto at = md.find(line);
+    CHECK(at != std::string::npos);
+    CHECK(md.find(line, at + 1) == std::string::npos);  // the alarm purpose's alone
+    CHECK(md.find("audit log") != std::string::npos);
+    const auto j = nlohmann::json::parse(ropa_json(Config{}));
+    CHECK(j["purposes"][0]["restriction_exempt"]["alarm_kinds"] ==
+          nlohmann::json::array({"fire", "panic"}));
+    CHECK_FALSE(j["purposes"][1].contains("restriction_exempt"));
+    Config none;
+    none.policy.purposes[0].restriction_exempt.clear();
+    CHECK(ropa_markdown(none).find("Under restriction") == std::string::npos);
+}
+
 TEST_CASE("The JSON record has every catalogue field per class and the classes not received") {
     for (const Config& c : {Config{}, parse_config(declared, "d.toml")}) {
         const std::string text = ropa_json(c);

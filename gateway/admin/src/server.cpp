@@ -382,6 +382,23 @@ struct AdminServer::Impl {
         return true;
     }
 
+    // What the gateway does on its own for a restricted subject (a life-safety alarm forwarded,
+    // GDPR art. 18(2)): role "gateway", vernd's own uid, the subject id only.
+    void record_gateway(std::string_view action, std::string_view subject_id,
+                        std::string_view outcome) {
+        storage::AuditEntry e;
+        e.role = "gateway";
+        e.uid = static_cast<std::uint32_t>(::getuid());
+        e.action = std::string(action);
+        e.subject_id = std::string(subject_id);
+        e.outcome = std::string(outcome);
+        if (auto r = audit.log().append(std::move(e)); !r) {
+            audit_failures.add();
+            spdlog::error("audit log: append failed ({}): {}",
+                          storage::store_errc_name(r.error().code), r.error().detail);
+        }
+    }
+
     static bool send(int fd, v1::Response::Status status, const std::string& message,
                      const std::string& json = {}, bool more = false, Role role = Role::none) {
         v1::Response r;
@@ -626,10 +643,17 @@ AdminServer::AdminServer(const config::Config& config, pipeline::SubjectRights& 
         throw;
     }
     impl_->acceptor = std::thread([this] { impl_->accept_loop(); });
+    rights.set_audit([impl = impl_.get()](std::string_view action, std::string_view subject_id,
+                                          std::string_view outcome) {
+        impl->record_gateway(action, subject_id, outcome);
+    });
     spdlog::info("admin socket listening at {} (mode 0660)", impl_->path.string());
 }
 
-AdminServer::~AdminServer() { impl_->stop(); }
+AdminServer::~AdminServer() {
+    impl_->rights.set_audit({});
+    impl_->stop();
+}
 
 const std::filesystem::path& AdminServer::socket_path() const { return impl_->path; }
 

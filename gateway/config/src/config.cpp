@@ -143,6 +143,111 @@ Field id_list_field(std::string name, std::vector<std::uint32_t>* out, std::stri
             }};
 }
 
+// A list of device ids: ["conc-01", "conc-02"] (decode's form: 1-64 of [A-Za-z0-9._-]).
+Field device_list_field(std::string name, std::vector<std::string>* out, std::string doc) {
+    return {std::move(name), std::move(doc),
+            [out](const toml::node& node, const std::string& where, Context& ctx) {
+                const toml::array* list = node.as_array();
+                if (!list) {
+                    ctx.add(node.source(), where + " must be a list of device ids, like [\"c-1\"]");
+                    return;
+                }
+                std::vector<std::string> ids;
+                for (const auto& item : *list) {
+                    auto v = item.value<std::string>();
+                    const bool ok = item.is_string() && v && !v->empty() && v->size() <= 64 &&
+                                    std::all_of(v->begin(), v->end(), [](char c) {
+                                        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                                               (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+                                               c == '-';
+                                    });
+                    if (!ok) {
+                        ctx.add(item.source(),
+                                where + " entries must be device ids (1-64 of A-Z a-z 0-9 . _ -)");
+                        return;
+                    }
+                    ids.push_back(*v);
+                }
+                *out = std::move(ids);
+            },
+            [out] {
+                std::string text = "[";
+                for (std::size_t i = 0; i < out->size(); ++i) {
+                    text += (i ? ", " : "") + quote((*out)[i]);
+                }
+                return text + "]";
+            }};
+}
+
+bool device_id_form(std::string_view v) {
+    return !v.empty() && v.size() <= 64 && std::all_of(v.begin(), v.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '.' || c == '_' || c == '-';
+    });
+}
+
+// [policy.meter_points] "device" = ["point", ...]. Messages never repeat a metering point id.
+Field meter_points_field(std::string name,
+                         std::vector<std::pair<std::string, std::vector<std::string>>>* out,
+                         std::string doc) {
+    return {std::move(name), std::move(doc),
+            [out](const toml::node& node, const std::string& where, Context& ctx) {
+                const toml::table* table = node.as_table();
+                if (!table) {
+                    ctx.add(node.source(), where + " must be a table of device = [points]");
+                    return;
+                }
+                std::vector<std::pair<std::string, std::vector<std::string>>> devices;
+                std::set<std::string> seen;
+                for (const auto& [key, list_node] : *table) {
+                    const std::string device(key.str());
+                    if (!device_id_form(device)) {
+                        ctx.add(key.source(), where +
+                                                  " keys must be device ids (1-64 of A-Z a-z "
+                                                  "0-9 . _ -)");
+                        continue;
+                    }
+                    const toml::array* list = list_node.as_array();
+                    if (!list || list->empty()) {
+                        ctx.add(list_node.source(),
+                                cat(where, ".", device,
+                                    " must be a non-empty list of metering point ids"));
+                        continue;
+                    }
+                    std::vector<std::string> points;
+                    for (const auto& item : *list) {
+                        auto v = item.value<std::string>();
+                        if (!item.is_string() || !v || v->empty() || v->size() > 64) {
+                            ctx.add(item.source(),
+                                    cat(where, ".", device,
+                                        " entries must be metering point ids (1-64 characters)"));
+                            continue;
+                        }
+                        if (!seen.insert(*v).second) {
+                            ctx.add(item.source(), cat(where, ".", device,
+                                                       ": this metering point is listed twice"));
+                            continue;
+                        }
+                        points.push_back(*v);
+                    }
+                    devices.emplace_back(device, std::move(points));
+                }
+                *out = std::move(devices);
+            },
+            [out] {
+                std::string text = "{";
+                for (std::size_t i = 0; i < out->size(); ++i) {
+                    text += (i ? ", " : " ") + quote((*out)[i].first) + " = [";
+                    const auto& points = (*out)[i].second;
+                    for (std::size_t j = 0; j < points.size(); ++j) {
+                        text += (j ? ", " : "") + quote(points[j]);
+                    }
+                    text += "]";
+                }
+                return text + (out->empty() ? "}" : " }");
+            }};
+}
+
 // An offset date-time (2027-01-01T00:00:00Z) as Unix milliseconds. Shown empty when unset (0).
 Field date_time_field(std::string name, std::int64_t* out_ms, std::string doc) {
     return {std::move(name), std::move(doc),
@@ -336,6 +441,22 @@ std::vector<Section> schema(Config& c) {
                        "stop every start."),
              int_field("state_restore_max_entries", &c.policy.state_restore_max_entries, 1024,
                        std::int64_t{1} << 26, "Engine state entries read back, at most."),
+             int_field("meter_points_per_device", &c.policy.meter_points_per_device, 1, 100000,
+                       "Metering points one meter may report: each point is bound to the first "
+                       "device\n# reporting it; a reading for another device's point, or one "
+                       "point too many, is refused\n# (site totals count real meters only)."),
+             device_list_field("meter_concentrators", &c.policy.meter_concentrators,
+                               "Device ids of concentrators, which may report "
+                               "meter_points_per_concentrator points."),
+             int_field("meter_points_per_concentrator", &c.policy.meter_points_per_concentrator, 1,
+                       100000, "Metering points one concentrator may report."),
+             int_field("meter_binding_release_days", &c.policy.meter_binding_release_days, 1, 3660,
+                       "A metering point not reported this long is released from its device "
+                       "(a replaced meter\n# binds it anew)."),
+             meter_points_field("meter_points", &c.policy.meter_points,
+                                "Metering points per device (a table: device id, list of point "
+                                "ids), bound to it\n# instead of to the first device reporting "
+                                "them. Holds metering point ids: keep the file private."),
          }},
         {"upstream",
          "The backends' MQTT broker (forward).",
@@ -457,6 +578,25 @@ ClassRules read_class(const std::string& where, DataClass data_class, const toml
     return rules;
 }
 
+// restriction_exempt = ["fire", "panic"]: alarm kinds (which ones is check_purposes()'s).
+void read_restriction_exempt(const toml::node& node, const std::string& at, Purpose& p,
+                             Context& ctx) {
+    const toml::array* list = node.as_array();
+    if (!list) {
+        ctx.add(node.source(), at + " must be a list of alarm kinds, like [\"fire\", \"panic\"]");
+        return;
+    }
+    p.restriction_exempt.clear();
+    for (const auto& item : *list) {
+        auto v = item.value<std::string>();
+        if (!item.is_string() || !v) {
+            ctx.add(item.source(), at + " entries must be alarm kinds (strings)");
+            return;
+        }
+        p.restriction_exempt.push_back(*v);
+    }
+}
+
 // [purpose.NAME]: what the purpose is, then one table per data class it receives.
 std::optional<Purpose> read_purpose(const std::string& name, const toml::table& table,
                                     Context& ctx) {
@@ -467,8 +607,8 @@ std::optional<Purpose> read_purpose(const std::string& name, const toml::table& 
     p.retention_h = 0;
     place(p.line, p.column, table.source());
     const std::string where = "purpose." + name;
-    std::vector<std::string> known{"topic",       "description", "recipient",
-                                   "legal_basis", "retention_h", "k_anonymity"};
+    std::vector<std::string> known{"topic",       "description", "recipient",         "legal_basis",
+                                   "retention_h", "k_anonymity", "restriction_exempt"};
     for (const auto& c : data_classes()) known.emplace_back(c.name);
     for (const auto& [key, node] : table) {
         const std::string k(key.str());
@@ -497,6 +637,8 @@ std::optional<Purpose> read_purpose(const std::string& name, const toml::table& 
             p.retention_h = h == 0 ? 1 : h;  // a bad value is reported here, not as missing
         } else if (k == "k_anonymity") {
             int_field(k, &p.k_anonymity, 2, 1'000'000, "").read(node, at, ctx);
+        } else if (k == "restriction_exempt") {
+            read_restriction_exempt(node, at, p, ctx);
         } else if (auto data_class = class_from_name(k)) {
             const toml::table* t = node.as_table();
             if (!t) {
@@ -772,6 +914,9 @@ void write_purposes_example(std::ostream& out, const std::vector<Purpose>& purpo
            "15min),\n"
            "#   generalise:<N>Wh|<N>kWh (energy), aggregate (energy_wh summed over at least\n"
            "#   k_anonymity meters, nothing per home).\n"
+           "# restriction_exempt names alarm kinds sent even while their subject is restricted\n"
+           "# (GDPR art. 18(2): life safety; each one audited); a declared purpose has none\n"
+           "# unless it names them.\n"
            "# A field no rule names is dropped. PIN codes, names, phone numbers, national ids and\n"
            "# image metadata can only be dropped. Print the record of processing of a config with\n"
            "# vernd --print-ropa md --config FILE\n";
@@ -783,6 +928,13 @@ void write_purposes_example(std::ostream& out, const std::vector<Purpose>& purpo
         out << "# legal_basis = " << quote(std::string(1, p.legal_basis)) << "\n";
         out << "# retention_h = " << p.retention_h << "\n";
         if (p.aggregates()) out << "# k_anonymity = " << p.k_anonymity << "\n";
+        if (!p.restriction_exempt.empty()) {
+            out << "# restriction_exempt = [";
+            for (std::size_t i = 0; i < p.restriction_exempt.size(); ++i) {
+                out << (i ? ", " : "") << quote(p.restriction_exempt[i]);
+            }
+            out << "]\n";
+        }
         for (const auto& c : p.classes) {
             out << "# [purpose." << p.name << "." << class_name(c.data_class) << "]\n";
             if (c.retention_h) out << "# retention_h = " << *c.retention_h << "\n";

@@ -316,6 +316,7 @@ std::vector<Purpose> default_purposes() {
                          rule("picture", A::keep)};
         alarm.classes = {std::move(events), std::move(images)};
     }
+    alarm.restriction_exempt = {"fire", "panic"};
     out.push_back(std::move(alarm));
 
     Purpose billing;
@@ -868,6 +869,38 @@ void check_aggregate(Checker& ck, const Purpose& p) {
 
 }  // namespace
 
+const std::vector<std::string_view>& alarm_kind_names() {
+    static const std::vector<std::string_view> names{"arm",  "disarm", "intrusion", "tamper",
+                                                     "fire", "panic",  "wrong_code"};
+    return names;
+}
+
+namespace {
+
+// Exempt alarm kinds name kinds, once each, of a purpose that sends alarm kinds.
+void check_restriction_exempt(Checker& ck, const Purpose& p) {
+    if (p.restriction_exempt.empty()) return;
+    const ClassRules* alarms = p.rules(DataClass::alarm_event);
+    if (!alarms || alarms->action("kind") != Action::keep) {
+        ck.at(p, where(p) +
+                     " restriction_exempt: only a purpose that receives alarm_event with its kind "
+                     "kept can send alarms of a restricted subject");
+    }
+    std::set<std::string> seen;
+    for (const auto& k : p.restriction_exempt) {
+        const auto& names = alarm_kind_names();
+        if (std::find(names.begin(), names.end(), k) == names.end()) {
+            ck.at(p, where(p) + " restriction_exempt: '" + k +
+                         "' is no alarm kind (arm, disarm, intrusion, tamper, fire, panic, "
+                         "wrong_code)");
+        } else if (!seen.insert(k).second) {
+            ck.at(p, where(p) + " restriction_exempt names '" + k + "' twice");
+        }
+    }
+}
+
+}  // namespace
+
 std::vector<PurposeProblem> check_purposes(const std::vector<Purpose>& purposes) {
     Checker ck;
     std::set<std::string> names;
@@ -948,6 +981,7 @@ std::vector<PurposeProblem> check_purposes(const std::vector<Purpose>& purposes)
             }
         }
         if (p.aggregates()) check_aggregate(ck, p);
+        check_restriction_exempt(ck, p);
     }
     return std::move(ck.problems);
 }

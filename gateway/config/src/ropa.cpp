@@ -86,6 +86,19 @@ std::string epoch_line(const KeysSection& keys) {
            " from then on records also carry epoch " + previous + "'s pseudonyms).";
 }
 
+// GDPR art. 18(2): the alarm kinds still sent while their subject is restricted.
+std::string restriction_line(const Purpose& p) {
+    std::string kinds;
+    for (std::size_t i = 0; i < p.restriction_exempt.size(); ++i) {
+        kinds += (i ? ", " : "") + ("`" + p.restriction_exempt[i] + "`");
+    }
+    return kinds +
+           " alarms are still sent while their subject's processing is restricted (GDPR art. "
+           "18(2): protection of the rights of other persons, whose lives a fire or an attack "
+           "puts at risk); each one is recorded in the audit log (subject id only) and counted. "
+           "Every other record of a restricted subject is held";
+}
+
 std::vector<DataClass> not_received(const Purpose& p) {
     std::vector<DataClass> out;
     for (const auto& info : data_classes()) {
@@ -163,6 +176,9 @@ std::string ropa_markdown(const Config& config) {
             out << "- **Smallest group:** site totals of at least " << p.k_anonymity
                 << " meters; nothing per home\n";
         }
+        if (!p.restriction_exempt.empty()) {
+            out << "- **Under restriction (art. 18):** " << restriction_line(p) << "\n";
+        }
         std::vector<DataClass> missing = not_received(p);
         out << "- **Does not receive:** ";
         if (missing.empty()) out << "every data class is received";
@@ -209,6 +225,10 @@ std::string ropa_json(const Config& config) {
                             {"text", legal_basis_line(p)}};
         j["retention_h"] = p.retention_h;
         if (p.aggregates()) j["k_anonymity"] = p.k_anonymity;
+        if (!p.restriction_exempt.empty()) {
+            j["restriction_exempt"] = {{"alarm_kinds", p.restriction_exempt},
+                                       {"text", restriction_line(p)}};
+        }
         json classes = json::array();
         for (const auto& rules : p.classes) {
             const ClassInfo& info = class_info(rules.data_class);

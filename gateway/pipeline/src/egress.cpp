@@ -141,6 +141,7 @@ std::size_t Egress::stage(Staged& staged, std::vector<policy::Emission>& emissio
         std::optional<crypto::Sealer> subject_key;
         if (!e.subject.empty()) {
             header.key_ref = record_keys_.subject_id(e.subject_kind, e.subject);
+            if (e.restriction_exempt) header.flags |= record_flag_restriction_exempt;
             auto key = record_keys_.for_sealing(header.key_ref, staged.writes);
             if (!key) {
                 staged.keys_unavailable = true;  // the whole group fails; devices resend

@@ -17,13 +17,15 @@ constexpr std::size_t read_max_bytes = 4u << 20;
 
 StoreOutbox::StoreOutbox(const config::Config& config, Counters& counters, storage::Store& store,
                          RecordKeys& record_keys, DiagState& diag,
-                         std::function<bool(std::string_view)> held, Clock clock)
+                         std::function<bool(std::string_view)> held, Clock clock,
+                         std::function<void(std::string_view)> exempt)
     : config_(config),
       store_(store),
       record_keys_(record_keys),
       diag_(diag),
       held_(std::move(held)),
       clock_(std::move(clock)),
+      exempt_(std::move(exempt)),
       corrupt_(counters.get("quarantined_" + std::string(reason_name(Reason::corrupt_record)))),
       expired_(counters.get("records_expired")),
       shredded_(counters.get("records_shredded")) {}
@@ -74,8 +76,13 @@ std::vector<forward::Outgoing> StoreOutbox::next(Lane lane, std::uint64_t from,
             if (full) break;
             from = r.seq + 1;
             auto header = peek_header(r.value);
-            // Restricted subject (art. 18): kept, not sent, until lifted (or expired).
-            if (header && header->expires_ms >= now && held_(header->key_ref)) continue;
+            // Restricted subject (art. 18): kept, not sent, until lifted (or expired); but a
+            // life-safety alarm goes (art. 18(2)), reported once for the audit log.
+            bool exempt = false;
+            if (header && header->expires_ms >= now && held_(header->key_ref)) {
+                if (!(header->flags & record_flag_restriction_exempt)) continue;
+                exempt = true;
+            }
             auto plain = header ? record_keys_.open(r.value)
                                 : Result<std::string, CodecError>(fail(header.error()));
             if (!plain && plain.error() == CodecError::key_unavailable) {
@@ -113,11 +120,19 @@ std::vector<forward::Outgoing> StoreOutbox::next(Lane lane, std::uint64_t from,
                                    batch.SerializeAsString());
             if (added)
                 diag_.sent(lane, r.seq, header->topic + "/" + header->kind, batch.records(0));
+            if (added && exempt) report_exempt(lane, r.seq, header->key_ref);
             full = !added;
         }
         settle();
         if (!out.empty()) return out;
     }
+}
+
+void StoreOutbox::report_exempt(Lane lane, std::uint64_t seq, std::string_view key_ref) {
+    auto& reported = exempt_reported_[static_cast<std::size_t>(lane)];
+    if (seq <= reported) return;
+    reported = seq;
+    if (exempt_) exempt_(key_ref);
 }
 
 void StoreOutbox::delivered(Lane lane, std::vector<std::uint64_t> ids) {

@@ -160,6 +160,16 @@ policy::RecentIdentifiers::Hasher token_hash(const crypto::Keyring& keys) {
     return [hasher](std::string_view token) { return hasher->hash(token); };
 }
 
+// What healing the sequence marks of one group did (device_marks.h), counted after its commit.
+struct SeqHeals {
+    std::uint64_t gaps = 0, skipped = 0, restarts = 0;
+    void count(Counter& gaps_closed, Counter& numbers_skipped, Counter& restarted) const {
+        gaps_closed.add(gaps);
+        numbers_skipped.add(skipped);
+        restarted.add(restarts);
+    }
+};
+
 template <typename F>
 auto or_default(const F& f, decltype(f()) fallback) {
     return f ? f() : fallback;
@@ -209,6 +219,9 @@ struct Pipeline::Impl {
     Counter& future_refused;
     Counter& future_clamped;
     Counter& future_held;
+    Counter& seq_gaps_closed;
+    Counter& seq_skipped;
+    Counter& seq_restarts;
     // Monotonic ms since when the upstream link is down; -1 while it is up.
     std::atomic<std::int64_t> upstream_down_since;
 
@@ -229,14 +242,18 @@ struct Pipeline::Impl {
               config, k, *store, record_keys, diag,
               [this](std::string_view key_ref) { return rights->held(key_ref); },
               // Expiry at send is paused while time is untrusted: nothing is older than this.
-              [this] { return time->trusted() ? time->now() : INT64_MIN; }),
-           alarm_share(AlarmShare::share_bytes(config.store), *store),
+              [this] { return time->trusted() ? time->now() : INT64_MIN; },
+              [this](std::string_view key_ref) { rights->exempt_forwarded(key_ref); }),
+          alarm_share(AlarmShare::share_bytes(config.store), *store),
           duplicates(k.get("events_duplicate")),
           expired(k.get("records_expired")),
           retention_paused(k.get("retention_paused")),
           future_refused(k.get("device_time_future_refused")),
           future_clamped(k.get("device_time_future_clamped")),
           future_held(k.get("device_time_future_held")),
+          seq_gaps_closed(k.get("seq_gaps_closed")),
+          seq_skipped(k.get("seq_numbers_skipped")),
+          seq_restarts(k.get("seq_restarts")),
           upstream_down_since(links.monotonic()) {
         rights = std::make_unique<RightsEngine>(
             config, *keys, *store, record_keys, policy, egress, [this] { wake_forwarder(); }, k);
@@ -265,6 +282,7 @@ struct Pipeline::Impl {
         // the estimate's timeline (0 while trusted).
         const bool trusted = time->trusted();
         const std::int64_t correction = time->correction_ms();
+        SeqHeals heals;  // sequence gaps closed and restarts, counted once committed
 
         for (const auto& in : batch) {
             const std::int64_t received = in.arrival_ms + correction;
@@ -288,16 +306,11 @@ struct Pipeline::Impl {
             // once only: a retry of an event already committed is receipted again, not stored
             if (!ensure_mark(device)) continue;
             if (over_alarm_share(device, *decoded)) continue;
-            switch (marks.admit(device, event_ptr->seq())) {
-                case DeviceMarks::Admit::duplicate:
-                    duplicates.add();
-                    re_receipt.insert(device);
-                    continue;
-                case DeviceMarks::Admit::window_full:
-                    count(Reason::seq_window_full, device);
-                    continue;
-                case DeviceMarks::Admit::fresh:
-                    break;
+            const auto admitted = admit(device, event_ptr->seq(), in.payload, heals);
+            if (admitted == DeviceMarks::Admit::duplicate) {
+                duplicates.add();
+                re_receipt.insert(device);
+                continue;
             }
             touched.insert(device);
             ++staged.events;
@@ -349,6 +362,7 @@ struct Pipeline::Impl {
         }
 
         note_alarm_share(staged);
+        heals.count(seq_gaps_closed, seq_skipped, seq_restarts);
 
         // receipt: only now that the commit is durable
         send_receipts(touched, re_receipt);
@@ -459,6 +473,28 @@ struct Pipeline::Impl {
             const auto& a = staged.appended[i];
             if (a.lane == Lane::alarm) alarm_share.committed(a.device, staged.seqs[i], a.bytes);
         }
+    }
+
+    // The once-only check. A device's mark heals (device_marks.h): a gap it never fills closes
+    // after max_above newer events, a counter that starts again starts the mark again. The
+    // payload's hash (in memory only) tells a retry from a new event under a reused seq.
+    DeviceMarks::Admit admit(const std::string& device, std::uint64_t seq, std::string_view payload,
+                             SeqHeals& heals) {
+        const auto admitted = marks.admit(device, seq, std::hash<std::string_view>{}(payload));
+        if (admitted.restarted) {
+            ++heals.restarts;
+            spdlog::warn(
+                "device {}: sequence started again at {} (rebooted or reset); its "
+                "mark starts afresh",
+                device, seq);
+        }
+        if (admitted.skipped > 0) {
+            ++heals.gaps;
+            heals.skipped += admitted.skipped;
+            spdlog::warn("device {}: gave up waiting for {} missing sequence number(s) below {}",
+                         device, admitted.skipped, seq);
+        }
+        return admitted.admit;
     }
 
     bool ensure_mark(const std::string& device) {

@@ -25,6 +25,7 @@ std::string encode_header(const RecordHeader& h) {
         out.push_back(static_cast<char>(h.key_ref.size()));
         out += h.key_ref;
     }
+    if (h.version >= 3) out.push_back(static_cast<char>(h.flags));
     return out;
 }
 
@@ -47,7 +48,7 @@ Result<RecordHeader, CodecError> peek_header(std::string_view stored) {
     std::string_view head = stored.substr(2, head_len);
     RecordHeader h;
     h.version = static_cast<std::uint8_t>(head[0]);
-    if (h.version != 1 && h.version != 2) return fail(CodecError::unknown_version);
+    if (h.version < 1 || h.version > 3) return fail(CodecError::unknown_version);
     auto lane = static_cast<std::uint8_t>(head[1]);
     if (lane >= all_lanes.size()) return fail(CodecError::malformed);
     h.lane = static_cast<Lane>(lane);
@@ -68,8 +69,10 @@ Result<RecordHeader, CodecError> peek_header(std::string_view stored) {
     h.topic = std::string(head.substr(at, topic_len));
     at += topic_len;
     std::size_t ref_len = static_cast<unsigned char>(head[at++]);
-    if (at + ref_len != head.size()) return fail(CodecError::malformed);
+    const std::size_t flags_len = h.version >= 3 ? 1 : 0;
+    if (at + ref_len + flags_len != head.size()) return fail(CodecError::malformed);
     h.key_ref = std::string(head.substr(at, ref_len));
+    if (flags_len) h.flags = static_cast<std::uint8_t>(head[at + ref_len]);
     if (!h.key_ref.empty() && !crypto::Keyring::valid_subject_id(h.key_ref)) {
         return fail(CodecError::malformed);
     }

@@ -215,7 +215,25 @@ RightsEngine::RightsEngine(const config::Config& config, const crypto::Keyring& 
       refused_(k.get("rights_refused")),
       purged_(k.get("rights_records_purged")),
       notices_(k.get("rights_erasure_notices")),
-      released_(k.get("rights_records_released")) {}
+      released_(k.get("rights_records_released")),
+      exempt_forwarded_(k.get("rights_restriction_exempt_forwarded")) {}
+
+void RightsEngine::set_audit(AuditSink sink) {
+    std::lock_guard lock(audit_mutex_);
+    audit_ = std::move(sink);
+}
+
+void RightsEngine::exempt_forwarded(std::string_view key_ref) {
+    exempt_forwarded_.add();
+    spdlog::info("rights: a life-safety alarm of restricted subject {}… forwarded (art. 18(2))",
+                 log_id(key_ref));
+    std::lock_guard lock(audit_mutex_);
+    if (audit_) {
+        audit_("restriction.exempt", key_ref, "forwarded");
+    } else {
+        spdlog::warn("rights: no audit log to record the exempt processing in");
+    }
+}
 
 bool RightsEngine::load() {
     auto rt = store_.scan_state("rt/");
@@ -418,7 +436,8 @@ RightsEngine::Outcome RightsEngine::export_subject(const SubjectRef& ref,
                            {"lane", std::string(lane_name(m.lane))},
                            {"queued_as", m.seq},
                            {"expires_ms", m.header.expires_ms},
-                           {"held", restricted && m.header.key_ref == s->id},
+                           {"held", restricted && m.header.key_ref == s->id &&
+                                        !(m.header.flags & record_flag_restriction_exempt)},
                            {"record", nlohmann::json::parse(json, nullptr, false)}});
     }
     nlohmann::json purposes = nlohmann::json::array();
@@ -608,7 +627,9 @@ RightsEngine::Outcome RightsEngine::restrict(const SubjectRef& ref, bool on) {
             std::lock_guard lock(held_mutex_);
             restricted_.insert(s->id);
             any_restricted_ = true;
-            count = matches.size();
+            count = static_cast<std::uint64_t>(std::count_if(
+                matches.begin(), matches.end(),
+                [](const Match& m) { return !(m.header.flags & record_flag_restriction_exempt); }));
             return RightsOutcome{};
         }
         // Lifted: the held records go again at the end of their lanes (the forwarder's cursor
@@ -621,6 +642,8 @@ RightsEngine::Outcome RightsEngine::restrict(const SubjectRef& ref, bool on) {
         for (auto& m : matches) {
             // Most were read before this step: one the budget or the expiry sweep removed since
             // stays removed.
+            // A life-safety alarm was never held (art. 18(2)): it went, or goes, as it is.
+            if (m.header.flags & record_flag_restriction_exempt) continue;
             auto still = store_.read(m.lane, m.seq, 1, 1);
             if (!still || still->empty() || still->front().seq != m.seq) continue;
             old[static_cast<std::size_t>(m.lane)].push_back(m.seq);

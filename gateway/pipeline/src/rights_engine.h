@@ -54,6 +54,10 @@ public:
 
     // Forwarder thread: is a record sealed with this key ref held (its subject restricted)?
     bool held(std::string_view key_ref) const;
+    // Forwarder thread: a restricted subject's life-safety alarm was handed out (art. 18(2)):
+    // audited and counted.
+    void exempt_forwarded(std::string_view key_ref);
+    void set_audit(AuditSink sink) override;
     // Pipeline thread (the policy's ObjectionCheck).
     bool objected(std::string_view purpose, crypto::SubjectKind kind,
                   std::string_view identifier) const;
@@ -114,6 +118,10 @@ private:
     Counter& purged_;
     Counter& notices_;
     Counter& released_;
+    Counter& exempt_forwarded_;
+
+    std::mutex audit_mutex_;
+    AuditSink audit_;
 };
 
 }  // namespace vern::pipeline

@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <tuple>
 
+#include "meter_bindings.h"
 #include "vern/policy/image_sanitiser.h"
 
 namespace vern::policy {
@@ -410,6 +411,7 @@ struct Policy::Impl {
     std::vector<StateChange> pending;    // from restore: erase what did not parse, re-key
     ObjectionCheck objection;            // empty: nobody objects
     StateIdFunction state_id;            // keyed ids of event and image ids, for state keys
+    MeterBindings meter_bindings;        // metering points bound to devices (meter_bindings.h)
 
     Counter& meter_duplicates;
     Counter& meter_late_corrections;
@@ -428,11 +430,15 @@ struct Policy::Impl {
     Counter& values_tokenised_off_format;
     Counter& alarms_forgotten_device;  // per-device bound (bound_device_alarms)
     Counter& images_refused_device;    // per-device bound (device_images_full)
+    Counter& meter_points_refused;
 
     Impl(const config::PolicySection& s, EpochSchedule e, const PseudonymiserFactory& factory,
          Counters& k, StateIdFunction ids)
         : section(s),
           epochs(e),
+          meter_bindings(
+              binding_limits(s),
+              [this](std::string_view point) { return state_id(SubjectKind::meter_point, point); }),
           meter_duplicates(k.get("policy_meter_duplicates")),
           meter_late_corrections(k.get("policy_meter_late_corrections")),
           meter_beyond_history(k.get("policy_meter_beyond_history")),
@@ -449,7 +455,8 @@ struct Policy::Impl {
           state_skipped(k.get("policy_state_skipped")),
           values_tokenised_off_format(k.get("policy_values_tokenised_off_format")),
           alarms_forgotten_device(k.get("policy_alarms_forgotten_device_bound")),
-          images_refused_device(k.get("policy_images_refused_device_bound")) {
+          images_refused_device(k.get("policy_images_refused_device_bound")),
+          meter_points_refused(k.get("policy_meter_points_refused")) {
         if (epochs.epoch == 0) throw std::invalid_argument("policy: key epoch 0");
         if (epochs.start_ms != 0 && epochs.epoch < 2) {
             throw std::invalid_argument(
@@ -814,6 +821,18 @@ struct Policy::Impl {
         }
     }
 
+    // GDPR art. 18(2): the alarm kinds the purpose names (fire and panic by default) still go
+    // while their subject is restricted; the pipeline's outbox reads it from the record header.
+    static void mark_restriction_exempt(const PurposeState& ps, device::v1::AlarmEvent::Kind kind,
+                                        Emission& e) {
+        const auto& names = config::alarm_kind_names();
+        const auto index = static_cast<std::size_t>(kind) - 1;  // kinds count from 1
+        if (kind < 1 || index >= names.size()) return;
+        const auto& exempt = ps.purpose->restriction_exempt;
+        e.restriction_exempt =
+            std::find(exempt.begin(), exempt.end(), names[index]) != exempt.end();
+    }
+
     Output apply_alarm(const device::v1::DeviceMessage& event, std::string_view site,
                        std::int64_t received_ms) {
         Output out;
@@ -830,6 +849,7 @@ struct Policy::Impl {
             if (ps.alarm_rules) {
                 out.emissions.push_back(with_tokenised(
                     [&](FreeText& ft) { return alarm_record(ft, ps, event, site, received_ms); }));
+                mark_restriction_exempt(ps, in.kind(), out.emissions.back());
             }
             if (ps.images()) image_to.insert(ps.purpose->name);
         }
@@ -1086,18 +1106,30 @@ struct Policy::Impl {
         ps.open.erase(it);
     }
 
+    // A site total counts the meters whose metering point is bound to a device (a point
+    // released or forgotten meanwhile is left out), and sums their energy.
+    std::pair<std::size_t, std::uint64_t> bound_total(const AggBucket& b) const {
+        std::size_t meters = 0;
+        std::uint64_t sum = 0;
+        for (const auto& [hash, m] : b.meters) {
+            if (!meter_bindings.bound(m.meter_point)) continue;
+            ++meters;
+            sum += m.energy_wh;
+        }
+        return {meters, sum};
+    }
+
     void close_aggregate(PurposeState& ps, std::map<std::int64_t, AggBucket>::iterator it,
                          std::int64_t basis_ms, Output& out) {
         const auto& [start, b] = *it;
-        if (b.meters.size() >= ps.purpose->k_anonymity && !b.meters.empty()) {
+        const auto [meters, sum] = bound_total(b);
+        if (meters >= ps.purpose->k_anonymity && meters > 0) {
             auto e = emission(ps, DataClass::meter_reading, Lane::meter, "aggregate", basis_ms);
             auto* a = e.record.mutable_site_aggregate();
-            std::uint64_t sum = 0;
-            for (const auto& [hash, m] : b.meters) sum += m.energy_wh;
             a->set_interval_start_ms(start);
             a->set_interval_s(static_cast<std::uint32_t>(ps.interval_ms / ms_per_s));
             a->set_energy_wh(sum);
-            a->set_meters(static_cast<std::uint32_t>(b.meters.size()));
+            a->set_meters(static_cast<std::uint32_t>(meters));
             out.emissions.push_back(std::move(e));
             aggregates_sent.add();
         } else {
@@ -1210,6 +1242,35 @@ struct Policy::Impl {
         out.state.push_back({agg_key(ps, bucket), encode(b)});
     }
 
+    // --- metering points bound to devices (k counts real meters) ---
+
+    static MeterBindingLimits binding_limits(const config::PolicySection& s) {
+        MeterBindingLimits l;
+        l.per_device = s.meter_points_per_device;
+        l.concentrators.insert(s.meter_concentrators.begin(), s.meter_concentrators.end());
+        l.per_concentrator = s.meter_points_per_concentrator;
+        l.release_after_ms =
+            static_cast<std::int64_t>(s.meter_binding_release_days) * 24 * ms_per_h;
+        for (const auto& [device, points] : s.meter_points) {
+            l.listed_devices.insert(device);
+            for (const auto& point : points) l.configured.emplace(point, device);
+        }
+        return l;
+    }
+
+    // A reading's metering point must be its device's: bound to it, or free and within what the
+    // device may hold (then bound). False: refused, nothing changed (counted).
+    bool bind_meter_point(const device::v1::DeviceMessage& event, std::int64_t received_ms,
+                          Output& out) {
+        const auto& point = event.meter().meter_point_id();
+        if (meter_bindings.claim(event.device_id(), point) != MeterBindings::Claim::ok) {
+            meter_points_refused.add();
+            return false;
+        }
+        meter_bindings.note(event.device_id(), point, received_ms, out.state);
+        return true;
+    }
+
     Result<Output, Reason> apply_meter(const device::v1::DeviceMessage& event,
                                        std::int64_t received_ms) {
         const auto& in = event.meter();
@@ -1231,6 +1292,7 @@ struct Policy::Impl {
         }
         Output out;
         if (!any) return out;
+        if (!bind_meter_point(event, received_ms, out)) return fail(Reason::policy_refused);
         for (auto& ps : purposes) {
             if (ps.mode != MeterMode::none &&
                 (objected(ps, SubjectKind::meter_point, in.meter_point_id()) ||
@@ -1324,6 +1386,7 @@ struct Policy::Impl {
             out.state.push_back({alarm_key(it->first.first, it->first.second), {}});
             erase_alarm(it);
         }
+        meter_bindings.expire(now_ms, out.state);
         return out;
     }
 
@@ -1402,12 +1465,20 @@ struct Policy::Impl {
                     {ps.purpose->name, "sent_meter_interval", k.second, interval_s, 0, 0});
             }
         }
+        for (const auto& point : meters) {  // which device may report it, since when last
+            if (auto seen = meter_bindings.last_seen(point)) {
+                out.push_back({"", "meter_binding", *seen, 0, 0, 0});
+            }
+        }
         return out;
     }
 
     Output forget(SubjectKind kind, std::string_view id, std::string_view purpose) {
         Output out;
         auto meters = meters_of(kind, id);
+        if (purpose.empty()) {  // an erasure: the point's binding goes too (it holds the id)
+            for (const auto& point : meters) meter_bindings.forget(point, out.state);
+        }
         for (auto& ps : purposes) {
             if (!purpose.empty() && ps.purpose->name != purpose) continue;
             for (auto it = ps.open.begin(); it != ps.open.end();) {
@@ -1497,6 +1568,9 @@ struct Policy::Impl {
         auto parts = split(key);
         if (parts.size() < 3) return false;
         auto type = parts[1];
+        if (type == "mp" && parts.size() == 3) {
+            return meter_bindings.restore_one(key, value, pending);
+        }
         // Alarms and images: the raw id is in the (sealed) value; format 1 ('A', 'C', 'H', from
         // before keyed ids) had it in the key: read from there, then moved to the keyed key
         // with a format 2 value (the raw key is erased).
@@ -1648,6 +1722,7 @@ struct Policy::Impl {
     }
 
     void clear() {
+        meter_bindings.clear();
         alarms.clear();
         alarms_by_age.clear();
         alarms_of_device.clear();

@@ -14,7 +14,7 @@ enum class Reason : std::uint8_t {
     device_mismatch = 4,  // device_id in the payload differs from the topic's
     invalid_field = 5,    // a required field missing or out of range
     duplicate = 6,        // seq already committed (a retry); receipted again, not stored
-    seq_window_full = 7,  // too many out-of-order seqs pending for the device
+    seq_window_full = 7,  // no longer produced: a device's sequence gaps close (device_marks.h)
     policy_refused = 8,   // the policy stage refused the event
     leak_blocked = 9,     // egress guard found an identifier in a cleaned record
     store_failed = 10,    // the commit failed (disk full, I/O error); the device will retry

@@ -94,6 +94,17 @@ struct PolicySection {  // [policy] and the [purpose.*] tables
     // is beyond it is dropped (erased, counted), so a bloated state can't stop every start.
     std::uint32_t state_restore_max_mb = 48;
     std::uint32_t state_restore_max_entries = 262144;
+    // Metering points are bound to the device that first reports them, so a site total's k
+    // counts real meters: a device may report this many points (a concentrator, named in the
+    // list, that many); a binding unused this long is released (a replaced meter binds anew).
+    std::uint32_t meter_points_per_device = 1;
+    std::vector<std::string> meter_concentrators;  // device ids
+    std::uint32_t meter_points_per_concentrator = 256;
+    std::uint32_t meter_binding_release_days = 31;
+    // Configured bindings, [policy.meter_points] "device" = ["point", ...]: such a device
+    // reports only its listed points, and a listed point only from its device (first-come
+    // binding does not apply to either). Holds metering point ids: keep the file private.
+    std::vector<std::pair<std::string, std::vector<std::string>>> meter_points;
 };
 
 struct ForwardSection {  // [upstream]

@@ -144,6 +144,10 @@ struct Purpose {
     char legal_basis = 0;     // GDPR art. 6(1) letter: 'a' .. 'f'
     std::uint32_t retention_h = 0;  // longest a record waits at the gateway for the uplink
     std::uint32_t k_anonymity = 5;  // aggregate purposes: fewest meters in a sent bucket
+    // Alarm kinds (alarm_kind_names()) whose records still go while their subject is restricted
+    // (GDPR art. 18(2): a restriction must not stop the fire brigade), each one audited. The
+    // default alarm purpose: fire and panic; a declared purpose: only what it names.
+    std::vector<std::string> restriction_exempt;
     std::vector<ClassRules> classes;
     std::uint32_t line = 0, column = 0;
 
@@ -153,6 +157,10 @@ struct Purpose {
     bool aggregates() const;
     std::uint32_t retention_h_for(DataClass c) const;
 };
+
+// The alarm kinds as config names them ("arm", "disarm", "intrusion", "tamper", "fire", "panic",
+// "wrong_code"), in the order of device.proto's AlarmEvent.Kind from 1.
+const std::vector<std::string_view>& alarm_kind_names();
 
 // "GDPR art. 6(1)(b): performance of a contract" for 'b'; empty for anything else.
 std::string_view legal_basis_text(char letter);

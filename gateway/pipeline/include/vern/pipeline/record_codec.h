@@ -1,8 +1,9 @@
 #pragma once
 // The stored form of a cleaned record:
 //   u16 header length (big-endian) | header | sealed(clean.v1.Record bytes)
-// header v2 = format version 2, lane, record key epoch, expiry, kind, topic, key_ref.
-// header v1 = the same without key_ref (still read: records written before v2 keep opening).
+// header v3 = format version 3, lane, record key epoch, expiry, kind, topic, key_ref, flags.
+// header v2 = the same without flags; v1 without key_ref either (both still read: records
+// written before keep opening, with no flag set).
 // key_ref is the subject id whose data key sealed the record, or empty: the epoch's record key
 // (records about no one, and every v1 record). The header is the AEAD associated data: it is
 // readable (the forwarder routes, expires and picks the key by it) but cannot be changed without
@@ -20,16 +21,21 @@ class Sealer;
 
 namespace vern::pipeline {
 
-inline constexpr std::uint8_t record_format_version = 2;
+inline constexpr std::uint8_t record_format_version = 3;
+
+// Header flags (v3).
+// Sent even while its subject is restricted: a life-safety alarm (GDPR art. 18(2)), audited.
+inline constexpr std::uint8_t record_flag_restriction_exempt = 1;
 
 struct RecordHeader {
     std::uint8_t version = record_format_version;
     Lane lane = Lane::alarm;
     std::uint32_t key_epoch = 1;
     std::int64_t expires_ms = 0;
-    std::string kind;     // last upstream topic level: alarm, meter, image, aggregate
-    std::string topic;    // the purpose's topic level
-    std::string key_ref;  // v2: subject id (32 lowercase hex) of the data key, or empty
+    std::string kind;        // last upstream topic level: alarm, meter, image, aggregate
+    std::string topic;       // the purpose's topic level
+    std::string key_ref;     // v2: subject id (32 lowercase hex) of the data key, or empty
+    std::uint8_t flags = 0;  // v3: record_flag_*
 };
 
 enum class CodecError {

@@ -71,6 +71,14 @@ public:
     virtual Result<RightsOutcome, RightsError> rectify(const SubjectRef& subject,
                                                        std::string_view field,
                                                        std::string_view value) = 0;
+
+    // Where the gateway audits what it does on its own for a restricted subject: a life-safety
+    // alarm forwarded under a restriction (GDPR art. 18(2)) is ("restriction.exempt", the
+    // subject id, "forwarded"). Nothing personal: the subject id is a keyed hash. Called from the
+    // forwarder thread; set it before the gateway runs.
+    using AuditSink = std::function<void(std::string_view action, std::string_view subject_id,
+                                         std::string_view outcome)>;
+    virtual void set_audit(AuditSink sink) { (void)sink; }
 };
 
 }  // namespace vern::pipeline

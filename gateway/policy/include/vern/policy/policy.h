@@ -55,6 +55,9 @@ struct Emission {
     // free-text field tokenised. If the egress leak guard blocks `record`, this goes instead, so
     // an alarm is never lost because a narrow format still let a person's name through.
     std::optional<clean::v1::Record> tokenised;
+    // A life-safety alarm (its kind in the purpose's restriction_exempt): sent even while its
+    // subject is restricted (GDPR art. 18(2)), audited. Never set for a record about no one.
+    bool restriction_exempt = false;
 };
 
 // A change to the engine's state: put (value set) or erase (no value). Keys are ASCII and never
