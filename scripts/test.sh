@@ -132,11 +132,11 @@ arm64_build() {
         -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache &&
         cmake --build "$arm64_dir" -j "$jobs" --target vernd vernctl vern-sim
 }
-arm64_smoke() {
+arm64_smoke() {  # VERN_ARM64_NATIVE=1: with the plain build's programs next to it
     local like=()
-    wants plain && like=(--ropa-like "$plain_dir/bin")
+    [ "${VERN_ARM64_NATIVE:-0}" = 1 ] && like=(--ropa-like "$plain_dir/bin")
     scripts/smoke-run.sh arm64 "$arm64_dir/bin" "${like[@]}" || return 1
-    if wants plain; then scripts/smoke-run.sh native "$plain_dir/bin"; fi
+    if [ "${VERN_ARM64_NATIVE:-0}" = 1 ]; then scripts/smoke-run.sh native "$plain_dir/bin"; fi
 }
 
 # --- running them ------------------------------------------------------------------------
@@ -215,6 +215,7 @@ fi
 if wants arm64; then
     (
         while wants plain && [ ! -f "$logs/plain_build.rc" ]; do sleep 1; done
+        wants plain && after plain_build && export VERN_ARM64_NATIVE=1
         if run arm64_build 10; then run arm64_smoke 0; else skip arm64_smoke "arm64_build failed"; fi
     ) &
     pids+=($!)
