@@ -54,6 +54,10 @@ unit_tests=(common_test crypto_test storage_test config_test decode_test policy_
     pipeline_test vernd_tools_test)
 integration_tests=(e2e_test vernd_cli_test)
 integration_exclude="store that refuses writes|vernd_cli_test:vernd --(pseudonymise|print-ropa)"
+# Two audit-log tests fork a child from a process whose RocksDB threads run and go on in the
+# child without exec: Debian 12's qemu-user 7.2 aborts such a child (assertion in
+# qemu_plugin_vcpu_init_hook / cpu_exec); the native, ASan and plain runs cover them.
+unit_exclude="storage_test:An audit (log killed while appending|append past the file size limit)"
 if [ "$build" = 1 ]; then
     # ccache with paths relative to the tree: hits across build dirs and clones (the arm64
     # stage of scripts/test.sh compiles the same files the same way).
@@ -76,14 +80,14 @@ printf '#include <thread>\nint main() { std::thread t([] {}); t.join(); }\n' |
     aarch64-linux-gnu-g++ -x c++ -std=c++20 -pthread - -o "$probe"
 threads=1
 timeout 30 "${qemu[@]}" "$probe" || threads=0
-exclude=()
+exclude=(-E "$unit_exclude")
 if [ "$threads" = 0 ]; then
     echo "cross-arm64: WARNING: qemu-aarch64 cannot run a thread on this host; running only the"
     echo "cross-arm64: test executables that start none (storage_test, sim_test, pipeline_test,"
     echo "cross-arm64: the 'many threads' tests and the smoke run need a working qemu-user)"
     unit_tests=(common_test crypto_test config_test decode_test policy_test vernd_tools_test)
     integration_tests=()
-    exclude=(-E "many threads")
+    exclude=(-E "many threads|$unit_exclude")
 fi
 if [ "$build" = 1 ]; then
     # Tests spawning this tree's programs (sim_test: vern-sim, vern-tap) run them under qemu too.

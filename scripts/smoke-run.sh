@@ -114,7 +114,8 @@ echo "smoke $arch: devices sent $sent events, $receipted receipted ($unreceipted
     "$depth queued, $in_flight in flight, $quarantined quarantined, $dropped dropped; upstream broker: $arrived of $published messages" \
     "with records arrived; vernd exit $vernd_rc;" \
     "$((SECONDS - t0)) s"
-echo "footprint $arch: stripped MiB:$sizes; vernd peak RSS $(awk -v k="$hwm_kib" \
+build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$bin/../CMakeCache.txt" 2>/dev/null || true)
+echo "footprint $arch (${build_type:-?}): stripped MiB:$sizes; vernd peak RSS $(awk -v k="$hwm_kib" \
     'BEGIN { printf "%.1f", k / 1024 }') MiB (VmHWM$([ "$arch" = arm64 ] &&
     echo ' of qemu-aarch64: guest and emulator'))"
 [ "$sent" -gt 0 ] || fail "the simulator sent nothing"
