@@ -72,7 +72,7 @@ printf '[policy]\nmeter_close_after_s = 2\n[admin]\ntechnician_uids = [%s]\n' "$
     >"$run/vernd.log" 2>&1 &
 vernd_pid=$!
 pids+=("$vernd_pid")
-wait_for 90 grep -q "ready: store open" "$run/vernd.log" || fail "vernd did not get ready"
+wait_for 90 grep -qs "ready: store open" "$run/vernd.log" || fail "vernd did not get ready"
 "${emu[@]}" "$bin/vern-sim" --broker "tcp://127.0.0.1:$site_port" --seed 7 \
     --panels "${SMOKE_PANELS:-3}" --meters "${SMOKE_METERS:-10}" \
     --duration-s "${SMOKE_SECONDS:-10}" --report "$run/sim.json" --quiet >"$run/sim.log" 2>&1 ||
