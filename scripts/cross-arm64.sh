@@ -30,8 +30,6 @@ for arg in "$@"; do
         *) echo "cross-arm64: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
-as_root=()
-[ "$(id -u)" -eq 0 ] || as_root=(sudo)
 # Every arm64 program (ctest's emulator from the toolchain file, the programs the tests spawn,
 # the thread probe, the smoke run) runs through this wrapper: qemu-aarch64 given the arm64
 # loader and the arm64 library dirs, not `qemu-aarch64 -L` (see the probe below).

@@ -30,7 +30,7 @@ esac
 for p in vernd vernctl vern-sim; do
     [ -x "$bin/$p" ] || { echo "smoke-run: no $bin/$p: build it first" >&2; exit 2; }
 done
-run=$(mktemp -d /tmp/vern-smoke-$arch.XXXXXX)
+run=$(mktemp -d "/tmp/vern-smoke-$arch.XXXXXX")
 source scripts/lib.sh
 fail() {
     echo "smoke $arch: FAILED: $* (files in $run)"
@@ -106,8 +106,11 @@ arrived=$(grep -c -v '/status$' "$run/upstream.topics" || true)  # vernd's own s
 mib() { awk -v b="$1" 'BEGIN { printf "%.2f", b / 1048576 }'; }
 sizes=
 for p in vernd vernctl vern-sim; do
-    "$strip" -o "$run/$p.stripped" "$bin/$p"
-    sizes+=" $p $(mib "$(stat -c %s "$run/$p.stripped")")"
+    if "$strip" -o "$run/$p.stripped" "$bin/$p" 2>>"$run/strip.log"; then
+        sizes+=" $p $(mib "$(stat -c %s "$run/$p.stripped")")"
+    else
+        sizes+=" $p ?"
+    fi
 done
 echo "smoke $arch: devices sent $sent events, $receipted receipted ($unreceipted not);" \
     "vernctl status: $committed committed, $delivered of $records records delivered upstream," \
