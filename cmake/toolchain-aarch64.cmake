@@ -1,6 +1,6 @@
 # Cross-compiling vern for arm64 (aarch64) on Debian 12 with multiarch packages:
-# crossbuild-essential-arm64 and the :arm64 -dev packages of every dependency (see
-# scripts/cross-arm64.sh, which installs them). Headers are shared (/usr/include), arm64
+# crossbuild-essential-arm64 and the :arm64 -dev packages of every dependency (scripts/deps.list;
+# scripts/install-deps.sh installs them). Headers are shared (/usr/include), arm64
 # libraries live in /usr/lib/aarch64-linux-gnu; protoc stays the native one.
 #
 #   cmake -S . -B build-arm64 -DCMAKE_TOOLCHAIN_FILE=cmake/toolchain-aarch64.cmake

@@ -6,15 +6,16 @@
 # command on a clean clone (root or sudo):
 #
 #   scripts/cross-arm64.sh               # deps, build, unit tests, smoke run, packages
-#                                        # (about an hour on a busy 2-core machine)
+#                                        # (10 min with the build done; README "arm64")
 #   scripts/cross-arm64.sh --no-deps     # skip the apt step
 #   scripts/cross-arm64.sh --smoke-only  # the smoke run on an existing build
 #
 # Env: VERN_BUILD_DIR (default build-arm64), VERN_JOBS (default 2; compiles are niced).
 # Every arm64 program runs through scripts/qemu-arm64-run (qemu-aarch64 via the arm64 loader).
-# The integration tests run too, one at a time, except three that start vernd through /bin/sh
-# (`ulimit -f ... && exec vernd`, std::system with redirections): the shell would exec the arm64
-# binary natively, which needs binfmt_misc; the native suite runs them.
+# The integration tests run too, one at a time, except five that start vernd or vernctl through
+# /bin/sh (`ulimit ... && exec vernd`, `exec vernctl ... < file`, std::system with
+# redirections): the shell would exec the arm64 binary natively, which needs binfmt_misc; the
+# native suite runs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root_dir=$PWD
@@ -29,36 +30,21 @@ for arg in "$@"; do
         *) echo "cross-arm64: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
-as_root=()
-[ "$(id -u)" -eq 0 ] || as_root=(sudo)
 # Every arm64 program (ctest's emulator from the toolchain file, the programs the tests spawn,
 # the thread probe, the smoke run) runs through this wrapper: qemu-aarch64 given the arm64
 # loader and the arm64 library dirs, not `qemu-aarch64 -L` (see the probe below).
 qemu=("$root_dir/scripts/qemu-arm64-run")
 
 # --- 1. dependencies: Debian multiarch packages ------------------------------------------------
-# Every dependency's arm64 -dev package next to the amd64 one. Two can't be co-installed in
-# Debian 12 (librocksdb-dev and libgflags-dev are not Multi-Arch: same; installing them would
-# remove the native ones), so they are downloaded with apt and unpacked into .cache/arm64/root.
-multiarch=(libpaho-mqttpp-dev libpaho-mqtt-dev libprotobuf-dev libsodium-dev libspdlog-dev
-    libfmt-dev libtomlplusplus-dev libjpeg62-turbo-dev libsnappy-dev liblz4-dev libzstd-dev
-    libbz2-dev zlib1g-dev libssl-dev)
-unpacked=(librocksdb-dev librocksdb7.8 libgflags-dev libgflags2.2)
+# scripts/install-deps.sh installs them from scripts/deps.list (the one list): every library's
+# :arm64 -dev package next to the amd64 one, the cross compiler and qemu-user, and unpacks the two
+# that can't be co-installed (librocksdb-dev, libgflags-dev) into .cache/arm64/root.
 if [ "$deps" = 1 ]; then
     ./scripts/install-deps.sh --ship
-    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
-        "${as_root[@]}" dpkg --add-architecture arm64
-    fi
-    "${as_root[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends \
-        crossbuild-essential-arm64 qemu-user "${multiarch[@]/%/:arm64}" >/dev/null
-    mkdir -p "$cache/debs"
-    (cd "$cache/debs" && apt-get download -qq "${unpacked[@]/%/:arm64}")
-    rm -rf "$cache/root"
-    for deb in "$cache"/debs/*.deb; do dpkg-deb -x "$deb" "$cache/root"; done
 fi
 [ -d "$cache/root/usr/lib/aarch64-linux-gnu" ] || {
-    echo "cross-arm64: $cache/root is missing: run without --no-deps once" >&2
+    echo "cross-arm64: $cache/root is missing: run scripts/install-deps.sh (or this script" \
+        "without --no-deps) once" >&2
     exit 1
 }
 
@@ -66,12 +52,21 @@ fi
 unit_tests=(common_test crypto_test storage_test config_test decode_test policy_test sim_test
     pipeline_test vernd_tools_test)
 integration_tests=(e2e_test vernd_cli_test)
-integration_exclude="store that refuses writes|vernd_cli_test:vernd --(pseudonymise|print-ropa)"
+integration_exclude="store that refuses writes|privacy officer exports and erases"
+integration_exclude+="|vernd_cli_test:vernd (--pseudonymise|--print-ropa|is not dumpable)"
+# Two audit-log tests fork a child from a process whose RocksDB threads run and go on in the
+# child without exec: Debian 12's qemu-user 7.2 aborts such a child (assertion in
+# qemu_plugin_vcpu_init_hook / cpu_exec); the native, ASan and plain runs cover them.
+unit_exclude="storage_test:An audit (log killed while appending|append past the file size limit)"
 if [ "$build" = 1 ]; then
-    cmake -S . -B "$build_dir" -DCMAKE_TOOLCHAIN_FILE=cmake/toolchain-aarch64.cmake \
-        -DCMAKE_BUILD_TYPE=Release -DVERN_ARM64_EXTRA_ROOT="$cache/root" >/dev/null
+    # ccache with paths relative to the tree: hits across build dirs and clones (the arm64
+    # stage of scripts/test.sh compiles the same files the same way).
+    export CCACHE_BASEDIR=$root_dir
+    cmake -S . -B "$build_dir" -G Ninja -DCMAKE_TOOLCHAIN_FILE=cmake/toolchain-aarch64.cmake \
+        -DCMAKE_BUILD_TYPE=Release -DVERN_ARM64_EXTRA_ROOT="$cache/root" \
+        -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache >/dev/null
     nice -n 10 cmake --build "$build_dir" -j "${VERN_JOBS:-2}" \
-        --target vernd vern-sim vern-tap "${unit_tests[@]}" "${integration_tests[@]}"
+        --target vernd vernctl vern-sim vern-tap "${unit_tests[@]}" "${integration_tests[@]}"
     file "$build_dir/bin/vernd" | sed 's/^/cross-arm64: /'
 fi
 
@@ -85,14 +80,14 @@ printf '#include <thread>\nint main() { std::thread t([] {}); t.join(); }\n' |
     aarch64-linux-gnu-g++ -x c++ -std=c++20 -pthread - -o "$probe"
 threads=1
 timeout 30 "${qemu[@]}" "$probe" || threads=0
-exclude=()
+exclude=(-E "$unit_exclude")
 if [ "$threads" = 0 ]; then
     echo "cross-arm64: WARNING: qemu-aarch64 cannot run a thread on this host; running only the"
     echo "cross-arm64: test executables that start none (storage_test, sim_test, pipeline_test,"
     echo "cross-arm64: the 'many threads' tests and the smoke run need a working qemu-user)"
     unit_tests=(common_test crypto_test config_test decode_test policy_test vernd_tools_test)
     integration_tests=()
-    exclude=(-E "many threads")
+    exclude=(-E "many threads|$unit_exclude")
 fi
 if [ "$build" = 1 ]; then
     # Tests spawning this tree's programs (sim_test: vern-sim, vern-tap) run them under qemu too.
@@ -116,41 +111,6 @@ if [ "$threads" = 0 ]; then
     exit 3
 fi
 
-# --- 3. smoke run: arm64 vernd and vern-sim, native brokers ------------------------------------
-run=$(mktemp -d /tmp/vern-arm64.XXXXXX)
-source scripts/lib.sh
-site_port=$(free_port)
-upstream_port=$(free_port)
-start_broker site "$site_port" deploy/mosquitto/vern-site.conf
-start_broker upstream "$upstream_port"
-printf '[policy]\nmeter_close_after_s = 2\n' >"$run/vernd.toml"
-"${qemu[@]}" "$build_dir/bin/vernd" --config "$run/vernd.toml" --data-dir "$run/var" \
-    --site-broker "tcp://127.0.0.1:$site_port" --upstream "tcp://127.0.0.1:$upstream_port" \
-    >"$run/vernd.log" 2>&1 &
-vernd_pid=$!
-pids+=("$vernd_pid")
-wait_for 60 grep -q "ready: store open" "$run/vernd.log" || {
-    echo "cross-arm64: arm64 vernd did not get ready:"; cat "$run/vernd.log"; exit 1; }
-"${qemu[@]}" "$build_dir/bin/vern-sim" --broker "tcp://127.0.0.1:$site_port" --seed 7 \
-    --panels 3 --meters 10 --duration-s 10 --report "$run/sim.json" --quiet || true
-wait_for 120 drained "$run/var/status.json" || true
-sleep 4  # the last open meter hour closes (meter_close_after_s), then goes upstream too
-wait_for 60 drained "$run/var/status.json" || true
-kill -TERM "$vernd_pid"
-wait "$vernd_pid" && vernd_rc=0 || vernd_rc=$?
-sent=$(jq -r '.sent' "$run/sim.json")
-unreceipted=$(jq -r '.unreceipted // 0' "$run/sim.json")
-committed=$(json_num "$run/var/status.json" events_committed)
-delivered=$(json_num "$run/var/status.json" forward_delivered)
-depth=$(grep -o '"depth": *[0-9]*' "$run/var/status.json" | awk '{s += $2} END {print s + 0}')
-echo "cross-arm64 smoke: devices sent $sent events, vernd committed $committed," \
-    "delivered $delivered records upstream, $depth left queued, $unreceipted unreceipted," \
-    "vernd exit $vernd_rc"
-if [ "$committed" -gt 0 ] && [ "$delivered" -gt 0 ] && [ "$depth" = 0 ] &&
-    [ "$unreceipted" = 0 ] && [ "$vernd_rc" = 0 ]; then
-    rm -rf "$run"
-    echo "cross-arm64: OK"
-else
-    echo "cross-arm64: smoke run FAILED (files in $run)"
-    exit 1
-fi
+# --- 3. smoke run: arm64 vernd, vernctl and vern-sim, native brokers (scripts/smoke-run.sh) ---
+scripts/smoke-run.sh arm64 "$build_dir/bin"
+echo "cross-arm64: OK"

@@ -1,44 +1,43 @@
 #!/usr/bin/env bash
-# Installs what vern needs to build, test (scripts/test.sh: sanitizers, fuzzers, clang-tidy
-# included) and run its demo on Debian 12, if it is missing. Debian packages only. Runs apt-get
-# through sudo when not root.
+# Installs what vern needs to build, test (scripts/test.sh: sanitizers, fuzzers, clang-tidy and
+# the arm64 cross build included) and run its demo on Debian 12, if it is missing. Debian
+# packages only, all from scripts/deps.list (the one list). Runs apt-get through sudo when not
+# root.
 #
-#   scripts/install-deps.sh          the build, test (sanitizers, fuzzers, clang-tidy) and demo
-#                                    dependencies (--fuzz is accepted and changes nothing now)
-#   scripts/install-deps.sh --ship   also debootstrap, systemd-container, the arm64 cross
-#                                    compiler and qemu-user, for scripts/install-test.sh,
-#                                    boot-test.sh and cross-arm64.sh (which installs the :arm64
-#                                    -dev packages itself: they need dpkg --add-architecture)
+#   scripts/install-deps.sh            the build, test and demo dependencies, and the arm64 cross
+#                                      build's: dpkg --add-architecture arm64, the cross compiler,
+#                                      qemu-user, every library as :arm64, and the two that can't
+#                                      be co-installed (RocksDB, gflags) unpacked into
+#                                      .cache/arm64/root of this tree
+#   scripts/install-deps.sh --ship     also debootstrap and systemd-container, for
+#                                      scripts/install-test.sh and boot-test.sh
+#   scripts/install-deps.sh --no-arm64 without the arm64 cross build (test.sh's arm64 stage and
+#                                      scripts/cross-arm64.sh then stop and say so)
+#
+# --fuzz is accepted and changes nothing.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
-ship=0
+ship=() arm64=1
 for arg in "$@"; do
     case "$arg" in
         --fuzz) ;;
-        --ship) ship=1 ;;
-        *) echo "install-deps: unknown argument $arg (known: --ship)" >&2; exit 2 ;;
+        --ship) ship=(--ship) ;;
+        --no-arm64) arm64=0 ;;
+        *) echo "install-deps: unknown argument $arg (known: --ship, --no-arm64)" >&2; exit 2 ;;
     esac
 done
 
-packages=(
-    build-essential cmake pkg-config git
-    libpaho-mqttpp-dev libpaho-mqtt-dev
-    libprotobuf-dev protobuf-compiler
-    libsodium-dev librocksdb-dev libspdlog-dev
-    catch2 libcli11-dev libtomlplusplus-dev libexpected-dev nlohmann-json3-dev
-    mosquitto mosquitto-clients jq
-    libjpeg62-turbo-dev
-    libcpp-httplib-dev
-    # scripts/test.sh: the fuzz targets (clang's libFuzzer and sanitizer runtimes), clang-tidy,
-    # and /usr/bin/time for the stage timings. The sanitizer builds use gcc.
-    clang-14 libfuzzer-14-dev libclang-rt-14-dev clang-tidy time
-    # the TLS end-to-end tests make their certificates with the openssl command
-    openssl
-)
-# Optional: packaging and shipping checks (dpkg-dev for dpkg-shlibdeps comes with
-# build-essential; systemd-analyze with systemd).
-ship_packages=(debootstrap systemd-container crossbuild-essential-arm64 qemu-user file)
-[ "$ship" = 1 ] && packages+=("${ship_packages[@]}")
+as_root=()
+[ "$(id -u)" -eq 0 ] || as_root=(sudo)
+mapfile -t packages < <(scripts/deps.sh native "${ship[@]}")
+if [ "$arm64" = 1 ]; then
+    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+        echo "install-deps: dpkg --add-architecture arm64 (the cross build's libraries)"
+        "${as_root[@]}" dpkg --add-architecture arm64
+    fi
+    mapfile -t -O ${#packages[@]} packages < <(scripts/deps.sh cross arm64)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -46,14 +45,15 @@ for p in "${packages[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then
     echo "install-deps: all ${#packages[@]} packages present"
-    exit 0
+else
+    echo "install-deps: installing ${missing[*]}"
+    "${as_root[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}"
 fi
-
-as_root=()
-[ "$(id -u)" -eq 0 ] || as_root=(sudo)
-echo "install-deps: installing ${missing[*]}"
-"${as_root[@]}" apt-get update -qq
-DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends \
-    "${missing[@]}"
 # The broker package may start a system-wide mosquitto on port 1883; vern's demo and tests start
 # their own brokers on free ports and do not need it.
+
+if [ "$arm64" = 1 ]; then
+    scripts/deps.sh unpack-into arm64 "$PWD/.cache/arm64/root"
+fi

@@ -8,6 +8,9 @@
 #   tsan    TSan build (gcc, -O1 -g1) of the in-process threaded tests only; those tests
 #   fuzz    every libFuzzer target (in the asan tree) for VERN_FUZZ_SECONDS (20) s on its
 #           checked-in corpus and regressions (a finding fails)
+#   arm64   scripts/deps.sh check; vernd, vernctl and vern-sim cross-built for arm64 (Release,
+#           ccache) and run under qemu-user by scripts/smoke-run.sh, then the same smoke run
+#           natively (the plain build) for the footprint next to it
 #
 #   scripts/test.sh [--quick] [--stages LIST] [--fuzz-seconds N] [ctest args...]
 #     --quick (or VERN_QUICK=1)   the plain stage only, for local iteration
@@ -20,12 +23,12 @@
 # output goes to $VERN_TEST_LOGS (default build-logs/); the terminal gets one line per stage and
 # a summary with wall time and CPU time (user+sys) per stage. Build dirs: $VERN_BUILD_DIR
 # (build), $VERN_ASAN_BUILD_DIR (build-asan, also the fuzz targets'), $VERN_TSAN_BUILD_DIR
-# (build-tsan). Exits 1 if any stage failed.
+# (build-tsan), $VERN_ARM64_BUILD_DIR (build-arm64-smoke). Exits 1 if any stage failed.
 set -uo pipefail
 self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
 
-all_stages=(plain tidy asan tsan fuzz)
+all_stages=(plain tidy asan tsan fuzz arm64)
 stages=("${all_stages[@]}")
 [ "${VERN_QUICK:-0}" = 1 ] && stages=(plain)
 fuzz_seconds=${VERN_FUZZ_SECONDS:-20}
@@ -37,7 +40,7 @@ while [ $# -gt 0 ]; do
         --stages) IFS=, read -r -a stages <<<"${2:?--stages needs a list}"; shift 2 ;;
         --fuzz-seconds) fuzz_seconds="${2:?--fuzz-seconds needs a number}"; shift 2 ;;
         --run-stage) stage_to_run=$2; shift 2 ;;  # internal: one stage, see run()
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) ctest_args+=("$1"); shift ;;
     esac
 done
@@ -104,6 +107,36 @@ tsan_test() {
 fuzz_run() {
     VERN_FUZZ_BUILD_DIR="$asan_dir" scripts/fuzz.sh --no-build --jobs "$jobs" \
         --seconds "$fuzz_seconds"
+}
+# arm64, the gateway's real target (README "arm64"; the whole arm64 suite: scripts/cross-arm64.sh).
+# Only the three programs of the smoke run, in their own tree; ccache with paths relative to the
+# tree, so that other clones and build dirs (cross-arm64.sh's) hit the same entries.
+arm64_dir=${VERN_ARM64_BUILD_DIR:-build-arm64-smoke}
+arm64_build() {
+    scripts/deps.sh check || return 1
+    # The check must be able to fail: a CMakeLists naming a package the list lacks.
+    printf 'find_package(NotInTheList REQUIRED)\n' >"$logs/deps-check-probe.txt"
+    if scripts/deps.sh check "$logs/deps-check-probe.txt" 2>/dev/null; then
+        echo "arm64: scripts/deps.sh check passed a CMakeLists naming an unlisted package"
+        return 1
+    fi
+    local root=$PWD/.cache/arm64/root
+    if ! command -v aarch64-linux-gnu-g++ >/dev/null || [ ! -x /usr/bin/qemu-aarch64 ] ||
+        [ ! -d "$root/usr/lib/aarch64-linux-gnu" ]; then
+        echo "arm64: the cross build's packages are missing: run scripts/install-deps.sh"
+        return 1
+    fi
+    export CCACHE_BASEDIR=$PWD
+    configure "$arm64_dir" -G Ninja -DCMAKE_TOOLCHAIN_FILE=cmake/toolchain-aarch64.cmake \
+        -DCMAKE_BUILD_TYPE=Release -DVERN_BUILD_TESTS=OFF -DVERN_ARM64_EXTRA_ROOT="$root" \
+        -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache &&
+        cmake --build "$arm64_dir" -j "$jobs" --target vernd vernctl vern-sim
+}
+arm64_smoke() {  # VERN_ARM64_NATIVE=1: with the plain build's programs next to it
+    local like=()
+    [ "${VERN_ARM64_NATIVE:-0}" = 1 ] && like=(--ropa-like "$plain_dir/bin")
+    scripts/smoke-run.sh arm64 "$arm64_dir/bin" "${like[@]}" || return 1
+    if [ "${VERN_ARM64_NATIVE:-0}" = 1 ]; then scripts/smoke-run.sh native "$plain_dir/bin"; fi
 }
 
 # --- running them ------------------------------------------------------------------------
@@ -177,6 +210,16 @@ if wants tidy; then
     ) &
     pids+=($!)
 fi
+# arm64: the cross build under nice 10 once the plain build is done (it takes what the sanitizer
+# builds and the tests leave), then its smoke run (brokers, timers: normal priority).
+if wants arm64; then
+    (
+        while wants plain && [ ! -f "$logs/plain_build.rc" ]; do sleep 1; done
+        wants plain && after plain_build && export VERN_ARM64_NATIVE=1
+        if run arm64_build 10; then run arm64_smoke 0; else skip arm64_smoke "arm64_build failed"; fi
+    ) &
+    pids+=($!)
+fi
 for p in "${pids[@]}"; do wait "$p"; done
 total=$(($(date +%s) - start))
 
@@ -185,7 +228,8 @@ echo "test.sh summary (wall s: elapsed; cpu s: user+sys of the stage and its chi
 printf '  %-12s %8s %8s  %s\n' stage "wall s" "cpu s" result
 failed=0
 cpu_total=0
-for s in plain_build plain_test tidy asan_build asan_test tsan_build tsan_test fuzz_run; do
+for s in plain_build plain_test tidy asan_build asan_test tsan_build tsan_test fuzz_run \
+    arm64_build arm64_smoke; do
     [ -f "$logs/$s.rc" ] || continue
     rc=$(cat "$logs/$s.rc")
     wall=- cpu=-
@@ -205,6 +249,9 @@ for s in plain_build plain_test tidy asan_build asan_test tsan_build tsan_test f
 done
 if [ -f "$logs/fuzz_run.log" ]; then
     sed -n '/^target /,/^fuzz.sh/p' "$logs/fuzz_run.log" | sed 's/^/  /'
+fi
+if [ -f "$logs/arm64_smoke.log" ]; then
+    grep -h -E '^(smoke|footprint) ' "$logs/arm64_smoke.log" | sed 's/^/  /'
 fi
 printf '  %-12s %8s %8s  (%s cores)\n' total "$total" "$cpu_total" "$jobs"
 exit $failed
