@@ -109,6 +109,7 @@ runs['vernctl status']=run_vernctl_status
 runs['tests/docs/doc_commands.sh --list']=run_list
 runs['build/bin/vern-policy-bench 400 24']=run_policy_bench
 runs['scripts/check-unit.sh']=run_check_unit
+runs['scripts/deps.sh check']=run_deps_check
 part_of['systemd-analyze security']='scripts/check-unit.sh'
 # Catch2 tests the suite's ctest runs (checked here: the tag still names a test)
 in_suite['build/bin/e2e_test "[site-broker]" -s']=e2e_test
@@ -374,6 +375,12 @@ run_check_unit() {
     VERN_BUILD_DIR=$build_dir doc "$1" >"$out" 2>&1 || { fail "check-unit: exit $?"; tail "$out"; }
     score=$(grep -o -E 'scores it \*\*[0-9.]+ [A-Z]+\*\*' README.md | grep -o -E '[0-9.]+ [A-Z]+')
     expect "check-unit" "$out" "Overall exposure level for vernd.service: ${score:-?}"
+}
+
+# The one package list covers every dependency CMake finds.
+run_deps_check() {
+    doc "$1" >"$run/deps-check.out" 2>&1 || fail "deps.sh check: exit $?"
+    expect "deps.sh check" "$run/deps-check.out" '^deps: all [0-9]+ dependencies CMake finds are in deps.list'
 }
 
 # This script's own listing: every command, each with its verdict.
