@@ -185,7 +185,8 @@ TEST_CASE("A start with the clock below the persisted floor pauses retention unt
     CHECK(h.counter("retention_paused") == 1);
     CHECK(s["lanes"]["alarm"]["depth"] == 1);
     CHECK(has_reason(h.technician()["health"], "time_untrusted"));
-    for (const auto& c : json::parse(h.pipeline->diagnostics().selftest_json())["checks"]) {
+    const json selftest = json::parse(h.pipeline->diagnostics().selftest_json());
+    for (const auto& c : selftest["checks"]) {
         if (c["name"] != "clock sane") continue;
         CHECK(c["pass"] == false);
         CHECK(c["detail"].get<std::string>().find("below_floor") != std::string::npos);
