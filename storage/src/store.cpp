@@ -908,20 +908,10 @@ Result<std::optional<std::string>, StoreError> Store::get_state(std::string_view
 
 Result<std::vector<std::pair<std::string, std::string>>, StoreError> Store::scan_state(
     std::string_view prefix) const {
-    const rocksdb::Slice prefix_slice(prefix.data(), prefix.size());
-    const std::string upper = prefix_successor(prefix);
-    const rocksdb::Slice upper_slice(upper);
-    rocksdb::ReadOptions read_options;
-    read_options.iterate_lower_bound = &prefix_slice;
-    if (!upper.empty()) read_options.iterate_upper_bound = &upper_slice;
-    std::unique_ptr<rocksdb::Iterator> it(
-        impl_->db->NewIterator(read_options, impl_->handles[cf_state]));
-    std::vector<std::pair<std::string, std::string>> out;
-    for (it->Seek(prefix_slice); it->Valid() && it->key().starts_with(prefix_slice); it->Next()) {
-        out.emplace_back(it->key().ToString(), it->value().ToString());
-    }
-    if (!it->status().ok()) return fail(to_error(it->status()));
-    return out;
+    constexpr auto all = std::numeric_limits<std::size_t>::max();
+    auto scan = scan_state(prefix, all, all, all);
+    if (!scan) return fail(scan.error());
+    return std::move(scan->entries);
 }
 
 Result<Store::BoundedScan, StoreError> Store::scan_state(std::string_view prefix,

@@ -1,5 +1,6 @@
 #include "meter_bindings.h"
 
+#include "state_key.h"
 #include "vern/common/big_endian.h"
 
 namespace vern::policy {
@@ -10,23 +11,6 @@ constexpr char value_version = 1;
 constexpr char value_tag = 'P';
 // A binding's last-seen time is rewritten at most this often (not with every reading).
 constexpr std::int64_t refresh_ms = std::int64_t{24} * 3'600'000;
-
-// Key component: [A-Za-z0-9._-] as they are, the rest %XX (as the engine's other keys).
-std::string esc(std::string_view s) {
-    static constexpr char hex[] = "0123456789ABCDEF";
-    std::string out;
-    for (unsigned char c : s) {
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-            c == '.' || c == '_' || c == '-') {
-            out.push_back(static_cast<char>(c));
-        } else {
-            out.push_back('%');
-            out.push_back(hex[c >> 4]);
-            out.push_back(hex[c & 0xF]);
-        }
-    }
-    return out;
-}
 
 void put_str(std::string& out, std::string_view s) {
     put_be(out, s.size(), 4);
