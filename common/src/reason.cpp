@@ -36,6 +36,8 @@ std::string_view reason_name(Reason r) {
             return "field_too_long";
         case Reason::over_device_share:
             return "over_device_share";
+        case Reason::over_device_rate:
+            return "over_device_rate";
     }
     return "unknown";
 }

@@ -210,6 +210,7 @@ TEST_CASE("A resent event is receipted again and not stored twice") {
 
 TEST_CASE("A panel that skipped a seq is still receipted 1024 events later, and the gap counted") {
     Harness h;
+    h.config.store.alarm_rate_per_device = 0;  // 1100 alarms at one instant: the seq is tested
     h.start();
     h.send({h.message(alarm("panel-01", 1, "ev-1"), "alarm")});
     // Seq 2 never comes (a firmware fault). Before, the 1025th event after it was refused for
@@ -490,6 +491,7 @@ TEST_CASE(
     h.config.store.alarm_reserve_bytes = 256 << 10;
     h.config.store.budget_alarm_bytes = 256 << 10;
     h.config.store.alarm_share_pct = 10;
+    h.config.store.alarm_rate_per_device = 0;  // the share is tested, not the rate
     h.start();
     // The uplink is down: nothing leaves the alarm lane. One panel sends alarms at full speed,
     // more than the whole lane holds (without a share the others' alarms would find it full).
@@ -537,6 +539,47 @@ TEST_CASE("A re-sent alarm already committed is receipted again even over the de
     CHECK(h.receipts.size() == receipts + 1);
     CHECK(h.counter("events_duplicate") == 1);
     CHECK(h.counter("quarantined_over_device_share") == 1);
+}
+
+TEST_CASE(
+    "A panel over its alarm rate is refused unreceipted, others still go in, and it refills") {
+    Harness h;
+    h.config.store.alarm_rate_per_device = 10;
+    h.config.store.alarm_burst_per_device = 50;
+    h.start();
+    // 300 alarms at one instant (the harness's clock stands still): the burst goes in.
+    std::uint64_t seq = 0;
+    for (int batch = 0; batch < 12; ++batch) {
+        std::vector<ingest::InboundMessage> msgs;
+        for (int i = 0; i < 25; ++i) {
+            ++seq;
+            msgs.push_back(
+                h.message(alarm("panel-flood", seq, "ev-" + std::to_string(seq)), "alarm"));
+        }
+        h.send(msgs);
+    }
+    CHECK(receipted_through(h, "panel-flood") == 50);
+    CHECK(h.counter("quarantined_over_device_rate") == 250);
+    CHECK(h.drain(Lane::alarm).size() == 50);
+    // Every other panel's alarms still go in.
+    for (int p = 0; p < 5; ++p) {
+        const std::string other = "panel-" + std::to_string(p);
+        h.send({h.message(alarm(other, 1, "ev-x"), "alarm")});
+        CHECK(receipted_through(h, other) == 1);
+    }
+    // A resend of a committed alarm is receipted again, not counted against the rate.
+    h.send({h.message(alarm("panel-flood", 3, "ev-3"), "alarm")});
+    CHECK(h.counter("events_duplicate") == 1);
+    CHECK(h.counter("quarantined_over_device_rate") == 250);
+    // A second later the bucket holds 10 more: the refused ones resent, 10 go in.
+    h.now += 1000;
+    std::vector<ingest::InboundMessage> resent;
+    for (std::uint64_t s = 51; s <= 70; ++s) {
+        resent.push_back(h.message(alarm("panel-flood", s, "ev-" + std::to_string(s)), "alarm"));
+    }
+    h.send(resent);
+    CHECK(receipted_through(h, "panel-flood") == 60);
+    CHECK(h.counter("quarantined_over_device_rate") == 260);
 }
 
 TEST_CASE("A bloated policy state is read back only up to the restore bound, the rest erased") {

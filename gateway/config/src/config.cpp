@@ -408,6 +408,13 @@ std::vector<Section> schema(Config& c) {
                        "Share of the alarm lane (budget_alarm_bytes, else budget_bytes) one "
                        "device's queued alarms may fill,\n# percent; over it its alarms are "
                        "refused unreceipted (it resends), others still admitted. 100: none."),
+             int_field("alarm_rate_per_device", &c.store.alarm_rate_per_device, 0, 100000,
+                       "Alarms per second one device may send, sustained (0: no limit); over it "
+                       "they are\n# refused unreceipted (it resends) before they cost the others "
+                       "any time."),
+             int_field("alarm_burst_per_device", &c.store.alarm_burst_per_device, 1, 1000000,
+                       "Alarms one device may send at once above that rate (a panel whose zones "
+                       "all trip)."),
          }},
         {"policy",
          "How the privacy engine closes meter intervals and reassembles verification images.\n"

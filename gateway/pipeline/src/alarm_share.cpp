@@ -55,4 +55,30 @@ std::uint64_t AlarmShare::held_bytes(const std::string& device) const {
     return it == devices_.end() ? 0 : it->second.bytes;
 }
 
+double AlarmRate::refill(const Bucket& b, std::int64_t now_ms) const {
+    const double elapsed = static_cast<double>(std::max<std::int64_t>(0, now_ms - b.at_ms));
+    return std::min(burst_, b.tokens + elapsed * per_ms_);
+}
+
+bool AlarmRate::take(const std::string& device, std::int64_t now_ms) {
+    if (per_ms_ <= 0) return true;
+    constexpr std::size_t many = 4096;
+    if (buckets_.size() >= many && now_ms - pruned_ms_ >= 1000) prune(now_ms);
+    auto it = buckets_.find(device);
+    if (it == buckets_.end()) it = buckets_.emplace(device, Bucket{burst_, now_ms}).first;
+    Bucket& b = it->second;
+    b.tokens = refill(b, now_ms);
+    b.at_ms = std::max(b.at_ms, now_ms);
+    if (b.tokens < 1.0) return false;
+    b.tokens -= 1.0;
+    return true;
+}
+
+void AlarmRate::prune(std::int64_t now_ms) {
+    pruned_ms_ = now_ms;
+    for (auto it = buckets_.begin(); it != buckets_.end();) {
+        it = refill(it->second, now_ms) >= burst_ ? buckets_.erase(it) : std::next(it);
+    }
+}
+
 }  // namespace vern::pipeline

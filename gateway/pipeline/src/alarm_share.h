@@ -15,6 +15,7 @@
 // alarms of that one group.
 #include <cstdint>
 #include <deque>
+#include <iterator>
 #include <map>
 #include <string>
 #include <utility>
@@ -50,6 +51,38 @@ private:
     std::uint64_t share_bytes_;
     const storage::Store& store_;
     std::map<std::string, Held, std::less<>> devices_;
+};
+
+// Each device's alarm rate: a token bucket per device (rate per second, burst). A panel whose
+// zones all trip sends a burst, then little; a device sending alarms at full speed would take
+// every cycle of the pipeline (seal, commit, publish) and delay every other panel's alarms.
+// Over its rate an alarm is refused (Reason::over_device_rate, no receipt: it resends) at the
+// cost of a decode only. Monotonic time; in memory only. A device whose bucket is full again
+// is forgotten (it is the same as a new one): prune() keeps the map to the devices sending now.
+class AlarmRate {
+public:
+    AlarmRate(std::uint32_t per_second, std::uint32_t burst)
+        : per_ms_(per_second / 1000.0), burst_(burst) {}
+
+    // Takes one alarm's token for `device` at `now_ms`; false when it has none (over its rate).
+    // Always true with no limit (per_second 0).
+    bool take(const std::string& device, std::int64_t now_ms);
+    // Forgets the devices whose bucket is full again at `now_ms` (O(devices); called at most
+    // once a second, from take() when many are held, and from the sweep).
+    void prune(std::int64_t now_ms);
+    std::size_t devices() const { return buckets_.size(); }
+
+private:
+    struct Bucket {
+        double tokens = 0;
+        std::int64_t at_ms = 0;
+    };
+    double refill(const Bucket& b, std::int64_t now_ms) const;
+
+    double per_ms_;
+    double burst_;
+    std::int64_t pruned_ms_ = INT64_MIN;
+    std::map<std::string, Bucket, std::less<>> buckets_;
 };
 
 }  // namespace vern::pipeline

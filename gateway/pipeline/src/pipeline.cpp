@@ -200,7 +200,7 @@ struct Pipeline::Impl {
     // The stages, in the order the data flows.
     std::unique_ptr<storage::Store> store;
     std::unique_ptr<crypto::Keyring> keys;  // checked against the store before anything else
-    std::unique_ptr<TrustedTime> time;  // the wall clock, bounded by the floor and monotonic
+    std::unique_ptr<TrustedTime> time;      // the wall clock, bounded by the floor and monotonic
     decode::Decoder decoder;
     DeviceMarks marks;  // once-only: per-device sequence marks (committed with the events)
     policy::Policy policy;
@@ -212,6 +212,7 @@ struct Pipeline::Impl {
     StoreOutbox outbox;  // what the forwarder reads
     std::unique_ptr<GatewayDiagnostics> diagnostics;
     AlarmShare alarm_share;  // each device's share of the alarm lane
+    AlarmRate alarm_rate;    // and its alarm rate
 
     Counter& duplicates;
     Counter& expired;
@@ -245,6 +246,7 @@ struct Pipeline::Impl {
               [this] { return time->trusted() ? time->now() : INT64_MIN; },
               [this](std::string_view key_ref) { rights->exempt_forwarded(key_ref); }),
           alarm_share(AlarmShare::share_bytes(config.store), *store),
+          alarm_rate(config.store.alarm_rate_per_device, config.store.alarm_burst_per_device),
           duplicates(k.get("events_duplicate")),
           expired(k.get("records_expired")),
           retention_paused(k.get("retention_paused")),
@@ -389,6 +391,7 @@ struct Pipeline::Impl {
 
     void sweep() {
         save_time_floor();
+        alarm_rate.prune(links.monotonic());
         if (!time->trusted()) {
             // A jumped clock would expire what has not been sent: retention waits for trust.
             retention_paused.add();
@@ -463,6 +466,10 @@ struct Pipeline::Impl {
         const Mark& m = marks.mark(device);
         const auto seq = decoded.message.seq();
         if (seq <= m.through || m.above.count(seq)) return false;
+        if (!alarm_rate.take(device, links.monotonic())) {
+            count(Reason::over_device_rate, device);
+            return true;
+        }
         if (!alarm_share.full(device)) return false;
         count(Reason::over_device_share, device);
         return true;

@@ -27,9 +27,12 @@ enum class Reason : std::uint8_t {
     // An alarm from a device that holds its whole share of the alarm lane: not receipted, so
     // the device sends it again once the forwarder has drained some of its alarms.
     over_device_share = 15,
+    // An alarm from a device over its alarm rate ([store] alarm_rate_per_device, with a burst):
+    // not receipted, so it is sent again; refused before it costs a seal, a commit or a publish.
+    over_device_rate = 16,
 };
 
-inline constexpr int reason_count = 16;
+inline constexpr int reason_count = 17;
 
 std::string_view reason_name(Reason r);
 

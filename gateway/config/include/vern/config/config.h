@@ -73,6 +73,10 @@ struct StoreSection {  // [store]
     // budget_bytes): a device whose queued alarms fill it gets its next alarm refused, not
     // receipted (it resends), while every other device is still admitted. 100: no share.
     std::uint32_t alarm_share_pct = 10;
+    // Alarms one device may send per second, sustained, and in a burst (0: no limit); over it
+    // they are refused unreceipted (the device resends), before any seal, commit or publish.
+    std::uint32_t alarm_rate_per_device = 20;
+    std::uint32_t alarm_burst_per_device = 200;
 };
 
 struct PolicySection {  // [policy] and the [purpose.*] tables
