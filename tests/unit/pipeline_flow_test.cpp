@@ -481,6 +481,18 @@ std::uint64_t receipted_through(const Harness& h, const std::string& device) {
     return 0;
 }
 
+// Alarms `from`..`to` of `device` (event id "ev-{seq}"), in groups of 25 as ingest hands them over.
+void send_alarms(Harness& h, const std::string& device, std::uint64_t from, std::uint64_t to) {
+    std::vector<ingest::InboundMessage> msgs;
+    for (std::uint64_t s = from; s <= to; ++s) {
+        msgs.push_back(h.message(alarm(device, s, "ev-" + std::to_string(s)), "alarm"));
+        if (msgs.size() == 25 || s == to) {
+            h.send(msgs);
+            msgs.clear();
+        }
+    }
+}
+
 }  // namespace
 
 TEST_CASE(
@@ -495,16 +507,8 @@ TEST_CASE(
     h.start();
     // The uplink is down: nothing leaves the alarm lane. One panel sends alarms at full speed,
     // more than the whole lane holds (without a share the others' alarms would find it full).
-    std::uint64_t seq = 0;
-    for (int batch = 0; batch < 80; ++batch) {
-        std::vector<ingest::InboundMessage> msgs;
-        for (int i = 0; i < 25; ++i) {
-            ++seq;
-            msgs.push_back(
-                h.message(alarm("panel-flood", seq, "ev-" + std::to_string(seq)), "alarm"));
-        }
-        h.send(msgs);
-    }
+    const std::uint64_t seq = 2000;
+    send_alarms(h, "panel-flood", 1, seq);
     const std::uint64_t flood_through = receipted_through(h, "panel-flood");
     CHECK(flood_through > 0);
     CHECK(flood_through < seq);  // its alarms beyond its share were not receipted
@@ -548,16 +552,7 @@ TEST_CASE(
     h.config.store.alarm_burst_per_device = 50;
     h.start();
     // 300 alarms at one instant (the harness's clock stands still): the burst goes in.
-    std::uint64_t seq = 0;
-    for (int batch = 0; batch < 12; ++batch) {
-        std::vector<ingest::InboundMessage> msgs;
-        for (int i = 0; i < 25; ++i) {
-            ++seq;
-            msgs.push_back(
-                h.message(alarm("panel-flood", seq, "ev-" + std::to_string(seq)), "alarm"));
-        }
-        h.send(msgs);
-    }
+    send_alarms(h, "panel-flood", 1, 300);
     CHECK(receipted_through(h, "panel-flood") == 50);
     CHECK(h.counter("quarantined_over_device_rate") == 250);
     CHECK(h.drain(Lane::alarm).size() == 50);
@@ -573,11 +568,7 @@ TEST_CASE(
     CHECK(h.counter("quarantined_over_device_rate") == 250);
     // A second later the bucket holds 10 more: the refused ones resent, 10 go in.
     h.now += 1000;
-    std::vector<ingest::InboundMessage> resent;
-    for (std::uint64_t s = 51; s <= 70; ++s) {
-        resent.push_back(h.message(alarm("panel-flood", s, "ev-" + std::to_string(s)), "alarm"));
-    }
-    h.send(resent);
+    send_alarms(h, "panel-flood", 51, 70);
     CHECK(receipted_through(h, "panel-flood") == 60);
     CHECK(h.counter("quarantined_over_device_rate") == 260);
 }
