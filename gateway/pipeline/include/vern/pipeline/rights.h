@@ -67,6 +67,16 @@ public:
     // consent withdrawn works the same way); false lifts it.
     virtual Result<RightsOutcome, RightsError> object(const SubjectRef& subject,
                                                       std::string_view purpose, bool objected) = 0;
+    // given = true: the subject consented to `purpose` (legal basis "a", GDPR art. 6(1)(a)),
+    // which from now on processes them; false: consent withdrawn (art. 7(3)): the purpose stops
+    // at once and drops what it holds about them. A purpose on another legal basis is refused.
+    virtual Result<RightsOutcome, RightsError> consent(const SubjectRef& subject,
+                                                       std::string_view purpose, bool given) {
+        (void)subject;
+        (void)purpose;
+        (void)given;
+        return fail(RightsError{RightsErrc::unavailable, "consent is not supported"});
+    }
     // A correction notice upstream for a value the gateway holds (art. 16).
     virtual Result<RightsOutcome, RightsError> rectify(const SubjectRef& subject,
                                                        std::string_view field,
