@@ -490,6 +490,14 @@ std::vector<Section> schema(Config& c) {
                        "Meter lane: bytes per upstream message at most."),
              int_field("max_backoff_ms", &c.upstream.max_backoff_ms, 100, 3600000,
                        "Longest wait between reconnect attempts."),
+             string_field("operator", &c.upstream.operator_name,
+                          "Who runs the upstream broker (every record passes through it). "
+                          "Required unless uri is a loopback address."),
+             string_field("country", &c.upstream.country,
+                          "Where it runs: ISO 3166-1 alpha-2, like \"NO\". Required unless uri "
+                          "is a loopback address."),
+             string_field("safeguard", &c.upstream.safeguard,
+                          "Outside the EU/EEA: \"adequacy\", \"scc\" or \"bcr\" (GDPR ch. V)."),
              string_field("lane_order", &c.upstream.lane_order,
                           "Lanes served first to last; alarm is always first, image and meter "
                           "may swap."),
@@ -614,8 +622,15 @@ std::optional<Purpose> read_purpose(const std::string& name, const toml::table& 
     p.retention_h = 0;
     place(p.line, p.column, table.source());
     const std::string where = "purpose." + name;
-    std::vector<std::string> known{"topic",       "description", "recipient",         "legal_basis",
-                                   "retention_h", "k_anonymity", "restriction_exempt"};
+    std::vector<std::string> known{"topic",
+                                   "description",
+                                   "recipient",
+                                   "legal_basis",
+                                   "retention_h",
+                                   "k_anonymity",
+                                   "restriction_exempt",
+                                   "recipient_country",
+                                   "transfer_safeguard"};
     for (const auto& c : data_classes()) known.emplace_back(c.name);
     for (const auto& [key, node] : table) {
         const std::string k(key.str());
@@ -626,6 +641,14 @@ std::optional<Purpose> read_purpose(const std::string& name, const toml::table& 
             string_field(k, &p.description, "").read(node, at, ctx);
         } else if (k == "recipient") {
             string_field(k, &p.recipient, "").read(node, at, ctx);
+        } else if (k == "recipient_country" || k == "transfer_safeguard") {
+            string_field(k, k == "recipient_country" ? &p.recipient_country : &p.transfer_safeguard,
+                         "")
+                .read(node, at, ctx);
+            // A transfer problem is reported at the safeguard when there is one.
+            if (k == "transfer_safeguard" || p.transfer_line == 0) {
+                place(p.transfer_line, p.transfer_column, node.source());
+            }
         } else if (k == "legal_basis") {
             auto text = node.value<std::string>();
             auto letter = node.is_string() && text ? parse_legal_basis(*text) : std::nullopt;
@@ -704,6 +727,43 @@ void read_purposes(const toml::node& node, Config& config, Context& ctx) {
     config.policy.purposes = std::move(purposes);
 }
 
+// Is the broker at `uri` on this machine (no transfer to anyone)?
+bool loopback_uri(std::string_view uri) {
+    auto scheme = uri.find("://");
+    if (scheme == std::string_view::npos) return false;
+    std::string_view host = uri.substr(scheme + 3);
+    if (auto at = host.find('@'); at != std::string_view::npos) host = host.substr(at + 1);
+    if (host.rfind("[::1]", 0) == 0) return true;
+    host = host.substr(0, host.find_first_of(":/"));
+    return host == "localhost" || host.rfind("127.", 0) == 0;
+}
+
+// The upstream broker as a transfer: who runs it, where, under which safeguard.
+std::vector<std::string> upstream_transfer_problems(const ForwardSection& up) {
+    std::vector<std::string> out;
+    const bool local = loopback_uri(up.uri);
+    if (up.operator_name.empty() && !local) {
+        out.push_back(
+            "[upstream] has no operator: say who runs the upstream broker (every record passes "
+            "through it)");
+    }
+    if (up.country.empty()) {
+        if (!local) {
+            out.push_back(
+                "[upstream] has no country: say where the upstream broker runs (ISO 3166-1 "
+                "alpha-2, like \"NO\")");
+        }
+    } else if (auto t = transfer_problem("[upstream]", up.country, up.safeguard); !t.empty()) {
+        out.push_back(std::move(t));
+    }
+    if (up.country.empty() && !up.safeguard.empty()) {
+        if (auto t = transfer_problem("[upstream]", "NO", up.safeguard); !t.empty()) {
+            out.push_back(std::move(t));  // Privacy Shield is refused wherever it is
+        }
+    }
+    return out;
+}
+
 void apply(const toml::table& root, Config& config, Context& ctx) {
     auto sections = schema(config);
     std::vector<std::string> section_names;
@@ -749,6 +809,18 @@ void apply(const toml::table& root, Config& config, Context& ctx) {
         }
     }
     // Cross-field rules that have a place in the file.
+    for (auto& problem : upstream_transfer_problems(config.upstream)) {
+        const toml::node* at = nullptr;
+        for (const char* key : {"upstream.safeguard", "upstream.country", "upstream.operator",
+                                "upstream.uri", "upstream"}) {
+            if ((at = root.at_path(key).node()) != nullptr) break;
+        }
+        if (at) {
+            ctx.add(at->source(), std::move(problem));
+        } else {
+            ctx.problems.push_back({ctx.file, 0, 0, std::move(problem)});
+        }
+    }
     if (const auto* start = root.at_path("keys.pseudonym_epoch_start").node()) {
         if (config.keys.pseudonym_epoch_start_ms != 0 && config.keys.pseudonym_epoch < 2) {
             ctx.add(start->source(),
@@ -889,6 +961,7 @@ void validate(const Config& c) {
     if (c.admin_socket_path().string().size() >= 108) {
         add("admin.socket path is too long for a Unix socket (at most 107 bytes)");
     }
+    for (auto& problem : upstream_transfer_problems(c.upstream)) add(std::move(problem));
     if (c.policy.purposes.empty()) add("no purpose: nothing would ever leave the site");
     for (auto& p : check_purposes(c.policy.purposes)) {
         problems.push_back({c.source, p.line, p.column, std::move(p.message)});
@@ -932,6 +1005,10 @@ void write_purposes_example(std::ostream& out, const std::vector<Purpose>& purpo
         if (p.topic != p.name) out << "# topic = " << quote(p.topic) << "\n";
         out << "# description = " << quote(p.description) << "\n";
         out << "# recipient = " << quote(p.recipient) << "\n";
+        out << "# recipient_country = " << quote(p.recipient_country) << "\n";
+        if (!p.transfer_safeguard.empty()) {
+            out << "# transfer_safeguard = " << quote(p.transfer_safeguard) << "\n";
+        }
         out << "# legal_basis = " << quote(std::string(1, p.legal_basis)) << "\n";
         out << "# retention_h = " << p.retention_h << "\n";
         if (p.aggregates()) out << "# k_anonymity = " << p.k_anonymity << "\n";

@@ -1,6 +1,7 @@
 #include "vern/config/purposes.h"
 
 #include <algorithm>
+#include <array>
 #include <bitset>
 #include <cctype>
 #include <charconv>
@@ -279,6 +280,123 @@ std::string_view legal_basis_text(char letter) {
     }
 }
 
+namespace {
+
+constexpr std::array<std::string_view, 30> eea_countries{
+    "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE",
+    "IT", "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE",  // EU
+    "IS", "LI", "NO"};                                                             // EEA
+
+// Adequacy decisions of the Commission in force (art. 45), by country.
+constexpr std::array<std::pair<std::string_view, std::string_view>, 15> adequacy{{
+    {"AD", "Andorra"},
+    {"AR", "Argentina"},
+    {"CA", "Canada (commercial organisations)"},
+    {"CH", "Switzerland"},
+    {"FO", "Faroe Islands"},
+    {"GB", "UK"},
+    {"GG", "Guernsey"},
+    {"IL", "Israel"},
+    {"IM", "Isle of Man"},
+    {"JE", "Jersey"},
+    {"JP", "Japan"},
+    {"KR", "Republic of Korea"},
+    {"NZ", "New Zealand"},
+    {"US", "EU-US Data Privacy Framework (certified organisations only)"},
+    {"UY", "Uruguay"},
+}};
+
+std::string lower(std::string_view s) {
+    std::string out;
+    for (char c : s) out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return out;
+}
+
+// "scc: 2021/914 module 2" -> ("scc", "2021/914 module 2").
+std::pair<std::string, std::string> split_safeguard(std::string_view safeguard) {
+    auto colon = safeguard.find(':');
+    auto trim = [](std::string_view v) {
+        while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+        while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
+        return std::string(v);
+    };
+    if (colon == std::string_view::npos) return {lower(trim(safeguard)), {}};
+    return {lower(trim(safeguard.substr(0, colon))), trim(safeguard.substr(colon + 1))};
+}
+
+}  // namespace
+
+bool in_eea(std::string_view country) {
+    return std::find(eea_countries.begin(), eea_countries.end(), country) != eea_countries.end();
+}
+
+std::string_view adequacy_decision(std::string_view country) {
+    for (const auto& [code, decision] : adequacy) {
+        if (code == country) return decision;
+    }
+    return {};
+}
+
+std::string transfer_problem(std::string_view who, std::string_view country,
+                             std::string_view safeguard) {
+    const std::string w(who);
+    std::string folded = lower(safeguard);
+    folded.erase(std::remove(folded.begin(), folded.end(), ' '), folded.end());
+    if (folded.find("privacyshield") != std::string::npos) {
+        return w +
+               " names Privacy Shield, invalid since 16 July 2020 (CJEU C-311/18, Schrems II): "
+               "name the EU-US Data Privacy Framework (\"adequacy\", for a certified "
+               "recipient), \"scc\" or \"bcr\"";
+    }
+    if (country.size() != 2 || !std::isupper(static_cast<unsigned char>(country[0])) ||
+        !std::isupper(static_cast<unsigned char>(country[1]))) {
+        std::string hint = country == "UK" || country == "uk" ? " (the UK is \"GB\")" : "";
+        return w + " country '" + std::string(country) +
+               "' must be an ISO 3166-1 alpha-2 code in capitals, like \"NO\" or \"DE\"" + hint;
+    }
+    if (country == "UK" || country == "EL") {
+        return w + " country '" + std::string(country) + "' is not ISO 3166-1: use \"" +
+               (country == "UK" ? "GB" : "GR") + "\"";
+    }
+    if (in_eea(country)) return {};
+    auto [kind, reference] = split_safeguard(safeguard);
+    const std::string c(country);
+    if (kind.empty()) {
+        return w + " transfers data to " + c +
+               ", outside the EU/EEA: name a safeguard (GDPR ch. V): transfer_safeguard = "
+               "\"adequacy\" (a country with an adequacy decision), \"scc\" (standard "
+               "contractual clauses) or \"bcr\" (binding corporate rules)";
+    }
+    if (kind == "adequacy") {
+        if (adequacy_decision(country).empty()) {
+            return w + " claims an adequacy decision for " + c +
+                   ", which has none: use \"scc\" or \"bcr\"";
+        }
+        return {};
+    }
+    if (kind == "scc" || kind == "bcr") return {};
+    return w + " safeguard '" + kind +
+           "' is not one vern knows: \"adequacy\", \"scc\" or \"bcr\" (optionally followed by "
+           "\": reference\")";
+}
+
+std::string transfer_text(std::string_view country, std::string_view safeguard) {
+    if (in_eea(country)) return "none needed (inside the EU/EEA)";
+    auto [kind, reference] = split_safeguard(safeguard);
+    std::string out;
+    if (kind == "adequacy") {
+        out = "adequacy decision (art. 45): " + std::string(adequacy_decision(country));
+    } else if (kind == "scc") {
+        out = "standard contractual clauses (art. 46(2)(c))";
+    } else if (kind == "bcr") {
+        out = "binding corporate rules (art. 47)";
+    } else {
+        out = "none";
+    }
+    if (!reference.empty()) out += "; " + reference;
+    return out;
+}
+
 std::vector<Purpose> default_purposes() {
     auto rule = [](std::string field, Action a, std::int64_t param = 0) {
         FieldRule r;
@@ -295,6 +413,7 @@ std::vector<Purpose> default_purposes() {
     alarm.description =
         "Alarm monitoring: the alarm receiving centre verifies alarms and dispatches help";
     alarm.recipient = "The alarm company's alarm receiving centre";
+    alarm.recipient_country = "NO";
     alarm.legal_basis = 'b';
     alarm.retention_h = 168;
     {
@@ -324,6 +443,7 @@ std::vector<Purpose> default_purposes() {
     billing.topic = "billing";
     billing.description = "Billing of energy at the resolution the supply contract needs (hourly)";
     billing.recipient = "The energy supplier's billing system";
+    billing.recipient_country = "NO";
     billing.legal_basis = 'b';
     billing.retention_h = 744;
     {
@@ -341,6 +461,7 @@ std::vector<Purpose> default_purposes() {
     analytics.topic = "analytics";
     analytics.description = "Grid and load analytics on site totals, no per-home data";
     analytics.recipient = "The energy supplier's grid analytics";
+    analytics.recipient_country = "NO";
     analytics.legal_basis = 'f';
     analytics.retention_h = 744;
     analytics.k_anonymity = 5;
@@ -931,6 +1052,18 @@ std::vector<PurposeProblem> check_purposes(const std::vector<Purpose>& purposes)
         }
         if (p.recipient.empty()) {
             ck.at(p, where(p) + " has no recipient: say who receives the data");
+        }
+        if (p.recipient_country.empty()) {
+            ck.at(p, where(p) +
+                         " has no recipient_country: say where the recipient processes the data "
+                         "(ISO 3166-1 alpha-2, like \"NO\")");
+        } else if (auto t = transfer_problem(where(p), p.recipient_country, p.transfer_safeguard);
+                   !t.empty()) {
+            if (p.transfer_line != 0) {
+                ck.add(p.transfer_line, p.transfer_column, std::move(t));
+            } else {
+                ck.at(p, std::move(t));
+            }
         }
         if (legal_basis_text(p.legal_basis).empty()) {
             ck.at(p, where(p) +

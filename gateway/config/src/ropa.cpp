@@ -99,6 +99,23 @@ std::string restriction_line(const Purpose& p) {
            "Every other record of a restricted subject is held";
 }
 
+// Legal basis "a": who the purpose processes, and what withdrawing does.
+constexpr std::string_view consent_text =
+    "processes only the subjects whose consent is recorded for it (per customer number, panel "
+    "user or metering point: every subject a record would name must have consented); records "
+    "naming no one (site totals of consenting meters only, alarms naming no customer or user) "
+    "still go. Consent is recorded and withdrawn with `vernctl subject consent-grant|"
+    "consent-withdraw --purpose NAME` or a signed control command, both audited. A withdrawal "
+    "stops the purpose at once: what it still holds about the subject (open meter intervals, "
+    "the subject's share of open site totals, remembered alarms) is dropped, its queued records "
+    "about the subject are deleted unsent, and an erasure notice in its stream tells the "
+    "recipient to delete what it received";
+
+std::string transfer_line(const Purpose& p) {
+    return p.recipient_country +
+           "; safeguard: " + transfer_text(p.recipient_country, p.transfer_safeguard);
+}
+
 std::vector<DataClass> not_received(const Purpose& p) {
     std::vector<DataClass> out;
     for (const auto& info : data_classes()) {
@@ -166,11 +183,25 @@ std::string ropa_markdown(const Config& config) {
             out << "- `" << f.name << "` of " << info.name << ": " << f.description << "\n";
         }
     }
+    out << "\nTransfers (GDPR ch. V): where each recipient processes the data and under which "
+           "safeguard outside the EU/EEA.\n\n| Recipient | Country | Safeguard |\n|---|---|---|\n";
+    const auto& up = config.upstream;
+    out << "| Upstream broker ("
+        << (up.operator_name.empty() ? "on this machine" : up.operator_name) << "), all purposes | "
+        << (up.country.empty() ? "-" : up.country) << " | "
+        << (up.country.empty() ? "no transfer (loopback)" : transfer_text(up.country, up.safeguard))
+        << " |\n";
+    for (const auto& p : config.policy.purposes) {
+        out << "| " << p.recipient << " (`" << p.name << "`) | " << p.recipient_country << " | "
+            << transfer_text(p.recipient_country, p.transfer_safeguard) << " |\n";
+    }
     for (const auto& p : config.policy.purposes) {
         out << "\n## Purpose `" << p.name << "`\n\n";
         out << p.description << (p.description.empty() ? "" : "\n\n");
         out << "- **Recipient:** " << p.recipient << "\n";
+        out << "- **Recipient's country:** " << transfer_line(p) << "\n";
         out << "- **Legal basis:** " << legal_basis_line(p) << "\n";
+        if (p.consent_based()) out << "- **Consent:** " << consent_text << "\n";
         out << "- **Retention:** " << retention_line(p) << "\n";
         if (p.aggregates()) {
             out << "- **Smallest group:** site totals of at least " << p.k_anonymity
@@ -221,8 +252,11 @@ std::string ropa_json(const Config& config) {
         j["topic"] = p.topic;
         j["description"] = p.description;
         j["recipient"] = p.recipient;
+        j["recipient_country"] = p.recipient_country;
+        j["transfer_safeguard"] = transfer_text(p.recipient_country, p.transfer_safeguard);
         j["legal_basis"] = {{"letter", std::string(1, p.legal_basis ? p.legal_basis : '?')},
                             {"text", legal_basis_line(p)}};
+        if (p.consent_based()) j["consent"] = std::string(consent_text);
         j["retention_h"] = p.retention_h;
         if (p.aggregates()) j["k_anonymity"] = p.k_anonymity;
         if (!p.restriction_exempt.empty()) {
@@ -262,6 +296,24 @@ std::string ropa_json(const Config& config) {
         root["pseudonym_overlap_h"] = config.keys.pseudonym_overlap_h;
     }
     root["never_leaves_site"] = std::move(never);
+    {
+        const auto& up = config.upstream;
+        json transfers = json::array();
+        transfers.push_back(
+            {{"recipient", up.operator_name.empty() ? "upstream broker on this machine"
+                                                    : "upstream broker: " + up.operator_name},
+             {"country", up.country},
+             {"safeguard", up.country.empty() ? "no transfer (loopback)"
+                                              : transfer_text(up.country, up.safeguard)}});
+        for (const auto& p : config.policy.purposes) {
+            transfers.push_back(
+                {{"recipient", p.recipient},
+                 {"purpose", p.name},
+                 {"country", p.recipient_country},
+                 {"safeguard", transfer_text(p.recipient_country, p.transfer_safeguard)}});
+        }
+        root["transfers"] = std::move(transfers);
+    }
     root["purposes"] = std::move(purposes);
     return root.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }

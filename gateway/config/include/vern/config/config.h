@@ -130,6 +130,12 @@ struct ForwardSection {  // [upstream]
     // Lanes served first to last, comma-separated. The alarm lane is always first: an alarm is
     // never behind a backlog; image and meter may swap.
     std::string lane_order = "alarm,image,meter";
+    // Who runs the upstream broker and where (ISO 3166-1 alpha-2): every record passes through
+    // it. Required unless the broker is on this machine (a loopback uri); outside the EU/EEA
+    // `safeguard` as for a purpose's recipient (config::transfer_problem).
+    std::string operator_name;  // [upstream] operator
+    std::string country;
+    std::string safeguard;
 };
 
 struct AdminSection {    // [admin]: the admin socket (vernctl), the audit log, metrics

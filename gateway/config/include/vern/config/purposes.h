@@ -141,7 +141,12 @@ struct Purpose {
     std::string topic;        // upstream topic level: {upstream.topic_prefix}/{gateway}/{topic}/..
     std::string description;  // what the data is processed for
     std::string recipient;    // who receives it
-    char legal_basis = 0;     // GDPR art. 6(1) letter: 'a' .. 'f'
+    // Where the recipient processes the data: ISO 3166-1 alpha-2 ("NO", "DE", "US"). Outside
+    // the EU/EEA the transfer needs a safeguard (GDPR ch. V): see transfer_problem().
+    std::string recipient_country;
+    std::string transfer_safeguard;  // "adequacy", "scc" or "bcr", optionally ": reference"
+    std::uint32_t transfer_line = 0, transfer_column = 0;  // place of the country / safeguard
+    char legal_basis = 0;           // GDPR art. 6(1) letter: 'a' .. 'f'; 'a': consent-gated
     std::uint32_t retention_h = 0;  // longest a record waits at the gateway for the uplink
     std::uint32_t k_anonymity = 5;  // aggregate purposes: fewest meters in a sent bucket
     // Alarm kinds (alarm_kind_names()) whose records still go while their subject is restricted
@@ -153,6 +158,8 @@ struct Purpose {
 
     const ClassRules* rules(DataClass c) const;
     bool receives(DataClass c) const { return rules(c) != nullptr; }
+    // Legal basis "a" (consent, art. 6(1)(a)): processes only subjects whose consent is recorded.
+    bool consent_based() const { return legal_basis == 'a'; }
     // True when meter readings reach this purpose only as site aggregates.
     bool aggregates() const;
     std::uint32_t retention_h_for(DataClass c) const;
@@ -170,6 +177,23 @@ std::vector<Purpose> default_purposes();
 
 // Longest retention a purpose or class may have: three years.
 inline constexpr std::uint32_t max_retention_h = 24 * 366 * 3;
+
+// --- transfers (GDPR ch. V) ---
+// EU and EEA member states (ISO 3166-1 alpha-2): no safeguard needed.
+bool in_eea(std::string_view country);
+// The adequacy decision (art. 45) in force for a country, e.g. "UK" for GB, "EU-US Data Privacy
+// Framework" for US (certified organisations only); empty: none.
+std::string_view adequacy_decision(std::string_view country);
+// Why a transfer to a recipient in `country` under `safeguard` is not allowed, as a sentence
+// naming `who` ("[purpose.arc]", "[upstream]"); empty: allowed. Refused: a country that is not
+// two capital letters; outside the EU/EEA no safeguard, an unknown one, or "adequacy" for a
+// country without a decision; "Privacy Shield" anywhere (invalid since CJEU C-311/18, Schrems
+// II, 16 July 2020).
+std::string transfer_problem(std::string_view who, std::string_view country,
+                             std::string_view safeguard);
+// "inside the EU/EEA", "adequacy decision: UK", "standard contractual clauses (art. 46(2)(c))
+// : ref", ... for the record of processing.
+std::string transfer_text(std::string_view country, std::string_view safeguard);
 
 // "b", "6(1)(b)" or "art. 6(1)(b)" -> 'b'; nullopt for anything else.
 std::optional<char> parse_legal_basis(std::string_view text);
