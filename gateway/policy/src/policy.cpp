@@ -1,6 +1,7 @@
 #include "vern/policy/policy.h"
 
 #include <algorithm>
+#include <initializer_list>
 #include <set>
 #include <stdexcept>
 #include <tuple>
@@ -370,6 +371,7 @@ struct Policy::Impl {
     std::map<DevKey, Held> held;         // (device, image id)
     std::vector<StateChange> pending;    // from restore: erase what did not parse, re-key
     ObjectionCheck objection;            // empty: nobody objects
+    ConsentCheck consent;                // empty: nobody consented (legal basis "a" only)
     StateIdFunction state_id;            // keyed ids of event and image ids, for state keys
     MeterBindings meter_bindings;        // metering points bound to devices (meter_bindings.h)
 
@@ -391,6 +393,7 @@ struct Policy::Impl {
     Counter& alarms_forgotten_device;  // per-device bound (bound_device_alarms)
     Counter& images_refused_device;    // per-device bound (device_images_full)
     Counter& meter_points_refused;
+    Counter& no_consent;  // a consent-based purpose left out: a named subject has not consented
 
     Impl(const config::PolicySection& s, EpochSchedule e, const PseudonymiserFactory& factory,
          Counters& k, StateIdFunction ids)
@@ -416,7 +419,8 @@ struct Policy::Impl {
           values_tokenised_off_format(k.get("policy_values_tokenised_off_format")),
           alarms_forgotten_device(k.get("policy_alarms_forgotten_device_bound")),
           images_refused_device(k.get("policy_images_refused_device_bound")),
-          meter_points_refused(k.get("policy_meter_points_refused")) {
+          meter_points_refused(k.get("policy_meter_points_refused")),
+          no_consent(k.get("policy_no_consent")) {
         if (epochs.epoch == 0) throw std::invalid_argument("policy: key epoch 0");
         if (epochs.start_ms != 0 && epochs.epoch < 2) {
             throw std::invalid_argument(
@@ -620,8 +624,30 @@ struct Policy::Impl {
 
     // --- objections ---
 
+    // Objected to, or (legal basis "a") not consented to: the purpose gets nothing about the
+    // subject. A subject the event does not name (empty) never stops it.
     bool objected(const PurposeState& ps, SubjectKind kind, std::string_view raw) const {
-        return objection && !raw.empty() && objection(ps.purpose->name, kind, raw);
+        if (raw.empty()) return false;
+        if (objection && objection(ps.purpose->name, kind, raw)) return true;
+        return without_consent(ps, kind, raw);
+    }
+    bool without_consent(const PurposeState& ps, SubjectKind kind, std::string_view raw) const {
+        return ps.purpose->consent_based() && !raw.empty() &&
+               !(consent && consent(ps.purpose->name, kind, raw));
+    }
+    // Counts a purpose left out of an event for want of consent (not for an objection).
+    void count_consent(const PurposeState& ps,
+                       std::initializer_list<std::pair<SubjectKind, std::string_view>> subjects) {
+        if (!ps.purpose->consent_based()) return;
+        for (const auto& [kind, raw] : subjects) {
+            if (objection && !raw.empty() && objection(ps.purpose->name, kind, raw)) return;
+        }
+        for (const auto& [kind, raw] : subjects) {
+            if (without_consent(ps, kind, raw)) {
+                no_consent.add();
+                return;
+            }
+        }
     }
     // Does the alarm's customer or panel user object to this purpose?
     bool refused(const PurposeState& ps, const Remembered& a) const {
@@ -805,7 +831,12 @@ struct Policy::Impl {
         Remembered remembered{received_ms, in.customer_number(), user};
         std::set<std::string> image_to;  // purposes that may get this alarm's images
         for (const auto& ps : purposes) {
-            if (refused(ps, remembered)) continue;
+            if (refused(ps, remembered)) {
+                if (ps.alarm_rules || ps.images())
+                    count_consent(ps, {{SubjectKind::customer_number, remembered.customer},
+                                       {SubjectKind::panel_user, remembered.user}});
+                continue;
+            }
             if (ps.alarm_rules) {
                 out.emissions.push_back(with_tokenised(
                     [&](FreeText& ft) { return alarm_record(ft, ps, event, site, received_ms); }));
@@ -1257,6 +1288,8 @@ struct Policy::Impl {
             if (ps.mode != MeterMode::none &&
                 (objected(ps, SubjectKind::meter_point, in.meter_point_id()) ||
                  objected(ps, SubjectKind::customer_number, in.customer_number()))) {
+                count_consent(ps, {{SubjectKind::meter_point, in.meter_point_id()},
+                                   {SubjectKind::customer_number, in.customer_number()}});
                 continue;  // nothing for this purpose: not summed, not in its site total
             }
             switch (ps.mode) {
@@ -1762,6 +1795,7 @@ std::size_t Policy::restore(const std::vector<std::pair<std::string, std::string
 const config::PolicySection& Policy::section() const { return impl_->section; }
 
 void Policy::set_objection_check(ObjectionCheck check) { impl_->objection = std::move(check); }
+void Policy::set_consent_check(ConsentCheck check) { impl_->consent = std::move(check); }
 
 std::vector<SubjectState> Policy::held_about(crypto::SubjectKind kind,
                                              std::string_view identifier) const {

@@ -95,6 +95,14 @@ EpochSchedule epoch_schedule(const config::KeysSection& keys);
 using ObjectionCheck = std::function<bool(std::string_view purpose, crypto::SubjectKind kind,
                                           std::string_view identifier)>;
 
+// Consent (GDPR art. 6(1)(a), 7): asked, like ObjectionCheck, with a consent-based purpose's
+// name (legal basis "a") and each subject an event names. False: no consent recorded, and that
+// purpose gets nothing from the event (counted in policy_no_consent). An event that names no
+// subject at all (an alarm with no customer or user) still goes; a meter without consent is left
+// out of site totals. Not installed: nobody has consented. Pure and fast, like ObjectionCheck.
+using ConsentCheck = std::function<bool(std::string_view purpose, crypto::SubjectKind kind,
+                                        std::string_view identifier)>;
+
 // What the engine holds about one subject, for an export (art. 15). No identifier in it.
 struct SubjectState {
     std::string purpose;
@@ -147,6 +155,8 @@ public:
     // --- data-subject rights (the pipeline calls these between commits) ---
     // Installs the objection check; empty: nobody objects.
     void set_objection_check(ObjectionCheck check);
+    // Installs the consent check for purposes on legal basis "a"; empty: nobody consented.
+    void set_consent_check(ConsentCheck check);
     // What the engine remembers about a subject: open meter intervals of its metering points,
     // their share of site totals not yet closed, intervals sent recently (kept to spot late
     // readings); the alarms of a customer or panel user remembered to link their images, and
