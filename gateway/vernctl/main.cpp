@@ -467,6 +467,11 @@ int main(int argc, char** argv) {
             action == vern::admin::v1::SubjectRequest::UNOBJECT) {
             cmd->add_option("-p,--purpose", purpose, "The purpose objected to")->required();
         }
+        if (action == vern::admin::v1::SubjectRequest::CONSENT_GRANT ||
+            action == vern::admin::v1::SubjectRequest::CONSENT_WITHDRAW) {
+            cmd->add_option("-p,--purpose", purpose, "The purpose (legal basis \"a\") consented to")
+                ->required();
+        }
         if (action == vern::admin::v1::SubjectRequest::RECTIFY) {
             cmd->add_option("--field", field, "The field to correct")->required();
         }
@@ -526,6 +531,14 @@ int main(int argc, char** argv) {
                 "withdrawn)",
                 Request::kSubject, SR::OBJECT);
     add_subject("unobject", "Lift an objection", Request::kSubject, SR::UNOBJECT);
+    add_subject("consent-grant",
+                "Record the subject's consent to a purpose on legal basis \"a\" (art. 6(1)(a)): "
+                "only then does it process them",
+                Request::kSubject, SR::CONSENT_GRANT);
+    add_subject("consent-withdraw",
+                "Withdraw consent (art. 7(3)): the purpose stops at once, drops what it holds "
+                "and queued about the subject, and notifies its recipient",
+                Request::kSubject, SR::CONSENT_WITHDRAW);
     add_subject("rectify", "Send a correction notice upstream for a held value (art. 16)",
                 Request::kSubject, SR::RECTIFY);
 

@@ -45,6 +45,7 @@ v1::Response::Status status_of(RightsErrc code) {
     switch (code) {
         case RightsErrc::invalid_subject:
         case RightsErrc::unknown_purpose:
+        case RightsErrc::not_consent_based:
             return v1::Response::BAD_REQUEST;
         case RightsErrc::not_held:
             return v1::Response::NOT_FOUND;
@@ -169,6 +170,10 @@ Result<RightsOutcome, RightsError> UnavailableRights::restrict(const pipeline::S
 }
 Result<RightsOutcome, RightsError> UnavailableRights::object(const pipeline::SubjectRef&,
                                                              std::string_view, bool) {
+    return not_built();
+}
+Result<RightsOutcome, RightsError> UnavailableRights::consent(const pipeline::SubjectRef&,
+                                                              std::string_view, bool) {
     return not_built();
 }
 Result<RightsOutcome, RightsError> UnavailableRights::rectify(const pipeline::SubjectRef&,
@@ -519,7 +524,9 @@ struct AdminServer::Impl {
         // Only an objection names a purpose, and only a configured one: the audit log then takes
         // the configured name. A purpose that is not configured is refused here, and on record
         // as such, without its text (it may be anything a caller typed: a name, an id).
-        const bool names_purpose = req.action() == A::OBJECT || req.action() == A::UNOBJECT;
+        const bool names_purpose = req.action() == A::OBJECT || req.action() == A::UNOBJECT ||
+                                   req.action() == A::CONSENT_GRANT ||
+                                   req.action() == A::CONSENT_WITHDRAW;
         const auto purpose = names_purpose ? purposes.find(req.purpose()) : purposes.end();
         if (names_purpose && purpose == purposes.end()) {
             record(peer, Role::privacy_officer, action, "", "error:unknown_purpose");
@@ -572,6 +579,10 @@ struct AdminServer::Impl {
                 break;
             case A::RECTIFY:
                 outcome = rights.rectify(ref, req.field(), req.value());
+                break;
+            case A::CONSENT_GRANT:
+            case A::CONSENT_WITHDRAW:
+                outcome = rights.consent(ref, *purpose, req.action() == A::CONSENT_GRANT);
                 break;
             default:
                 break;

@@ -264,6 +264,10 @@ struct Pipeline::Impl {
             [this](std::string_view purpose, crypto::SubjectKind kind, std::string_view id) {
                 return rights->objected(purpose, kind, id);
             });
+        policy.set_consent_check(
+            [this](std::string_view purpose, crypto::SubjectKind kind, std::string_view id) {
+                return rights->consented(purpose, kind, id);
+            });
     }
 
     void wake_forwarder() const {

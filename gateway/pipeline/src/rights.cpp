@@ -157,6 +157,8 @@ std::string_view rights_errc_name(RightsErrc code) {
             return "store_error";
         case RightsErrc::unavailable:
             return "unavailable";
+        case RightsErrc::not_consent_based:
+            return "not_consent_based";
     }
     return "unknown";
 }
@@ -195,6 +197,10 @@ std::string RightsEngine::objection_key(std::string_view subject_id, std::string
     return "ob/" + std::string(subject_id) + "/" + std::string(purpose);
 }
 
+std::string RightsEngine::consent_key(std::string_view subject_id, std::string_view purpose) {
+    return "cs/" + std::string(subject_id) + "/" + std::string(purpose);
+}
+
 RightsEngine::RightsEngine(const config::Config& config, const crypto::Keyring& keys,
                            storage::Store& store, RecordKeys& record_keys, policy::Policy& policy,
                            Egress& egress, std::function<void()> wake_forwarder, Counters& k)
@@ -211,6 +217,8 @@ RightsEngine::RightsEngine(const config::Config& config, const crypto::Keyring& 
       unrestrictions_(k.get("rights_unrestrictions")),
       objections_set_(k.get("rights_objections")),
       objections_lifted_(k.get("rights_objections_lifted")),
+      consents_given_(k.get("rights_consents_given")),
+      consents_withdrawn_(k.get("rights_consents_withdrawn")),
       rectifications_(k.get("rights_rectifications_not_held")),
       refused_(k.get("rights_refused")),
       purged_(k.get("rights_records_purged")),
@@ -238,7 +246,8 @@ void RightsEngine::exempt_forwarded(std::string_view key_ref) {
 bool RightsEngine::load() {
     auto rt = store_.scan_state("rt/");
     auto ob = store_.scan_state("ob/");
-    if (!rt || !ob) return false;
+    auto cs = store_.scan_state("cs/");
+    if (!rt || !ob || !cs) return false;
     {
         std::lock_guard lock(held_mutex_);
         restricted_.clear();
@@ -253,9 +262,16 @@ bool RightsEngine::load() {
         objections_.emplace(std::string(rest.substr(0, slash)),
                             std::string(rest.substr(slash + 1)));
     }
-    if (!restricted_.empty() || !objections_.empty()) {
-        spdlog::info("rights: {} subjects restricted, {} objections in force", restricted_.size(),
-                     objections_.size());
+    consents_.clear();
+    for (const auto& [key, value] : *cs) {
+        auto rest = std::string_view(key).substr(3);
+        auto slash = rest.find('/');
+        if (slash == std::string_view::npos || consents_.size() >= max_consents) continue;
+        consents_.emplace(std::string(rest.substr(0, slash)), std::string(rest.substr(slash + 1)));
+    }
+    if (!restricted_.empty() || !objections_.empty() || !consents_.empty()) {
+        spdlog::info("rights: {} subjects restricted, {} objections, {} consents in force",
+                     restricted_.size(), objections_.size(), consents_.size());
     }
     return true;
 }
@@ -302,6 +318,13 @@ bool RightsEngine::objected(std::string_view purpose, SubjectKind kind,
     if (objections_.empty()) return false;
     auto id = keys_.subject_id(kind, identifier);
     return objections_.count(std::make_pair(id, std::string(purpose))) > 0;
+}
+
+bool RightsEngine::consented(std::string_view purpose, SubjectKind kind,
+                             std::string_view identifier) const {
+    if (consents_.empty()) return false;
+    auto id = keys_.subject_id(kind, identifier);
+    return consents_.count(std::make_pair(id, std::string(purpose))) > 0;
 }
 
 Result<RightsEngine::Subject, RightsError> RightsEngine::resolve(const SubjectRef& ref) const {
@@ -398,6 +421,7 @@ RightsEngine::Outcome RightsEngine::export_subject(const SubjectRef& ref,
     nlohmann::json state = nlohmann::json::array();
     bool restricted = false;
     std::vector<std::string> objected_to;
+    std::vector<std::string> consented_to;  // purposes on legal basis "a" it consented to
     std::array<std::uint64_t, 3> end{};
     auto snap = on_pipeline([&]() -> Outcome {
         for (const auto& h : policy_.held_about(s->kind, s->identifier)) {
@@ -411,6 +435,7 @@ RightsEngine::Outcome RightsEngine::export_subject(const SubjectRef& ref,
         restricted = held(s->id);
         for (const auto& p : config_.policy.purposes) {
             if (objections_.count(std::make_pair(s->id, p.name))) objected_to.push_back(p.name);
+            if (consents_.count(std::make_pair(s->id, p.name))) consented_to.push_back(p.name);
         }
         for (Lane lane : all_lanes)
             end[static_cast<std::size_t>(lane)] = store_.stats(lane).next_seq;
@@ -466,6 +491,7 @@ RightsEngine::Outcome RightsEngine::export_subject(const SubjectRef& ref,
         {"generated_ms", system_now_ms()},
         {"restricted", restricted},
         {"objections", objected_to},
+        {"consents", consented_to},
         {"purposes", purposes},
         {"records", records},
         {"records_unreadable", unreadable},
@@ -478,6 +504,33 @@ RightsEngine::Outcome RightsEngine::export_subject(const SubjectRef& ref,
     out.records = records.size();
     out.json = report.dump(2);
     return out;
+}
+
+policy::Emission RightsEngine::notice(const config::Purpose& p, const Subject& s,
+                                      std::int64_t now) const {
+    const std::uint32_t epoch = config_.keys.pseudonym_epoch;
+    policy::Emission e{p.name,
+                       p.topic,
+                       Lane::alarm,
+                       "notice",
+                       std::numeric_limits<std::int64_t>::max(),
+                       {},
+                       {},
+                       crypto::SubjectKind::customer_number,
+                       {}};
+    auto& rec = e.record;
+    rec.set_stream(p.name);
+    rec.set_event_time_ms(now);
+    rec.set_key_epoch(epoch);
+    auto* n = rec.mutable_erasure();
+    set_pseudonym(*n, s.kind, keys_.pseudonymiser(p.name, epoch).pseudonym(s.kind, s.identifier));
+    n->set_erased_ms(now);
+    if (epoch > 1) {  // the recipient may still hold copies named by the previous key
+        rec.set_previous_key_epoch(epoch - 1);
+        set_pseudonym(*rec.mutable_previous(), s.kind,
+                      keys_.pseudonymiser(p.name, epoch - 1).pseudonym(s.kind, s.identifier));
+    }
+    return e;
 }
 
 RightsEngine::Outcome RightsEngine::erase(const SubjectRef& ref) {
@@ -507,34 +560,10 @@ RightsEngine::Outcome RightsEngine::erase(const SubjectRef& ref) {
         // the identifier it was asked about, and a notice that fails it is not sent (counted;
         // the erasure itself goes on).
         const std::int64_t now = system_now_ms();
-        const std::uint32_t epoch = config_.keys.pseudonym_epoch;
         std::vector<policy::Emission> emissions;
         for (const auto& p : config_.policy.purposes) {
             if (!pseudonymises(p, s->kind)) continue;
-            policy::Emission e{p.name,
-                               p.topic,
-                               Lane::alarm,
-                               "notice",
-                               std::numeric_limits<std::int64_t>::max(),
-                               {},
-                               {},
-                               crypto::SubjectKind::customer_number,
-                               {}};
-            auto& rec = e.record;
-            rec.set_stream(p.name);
-            rec.set_event_time_ms(now);
-            rec.set_key_epoch(epoch);
-            auto* n = rec.mutable_erasure();
-            set_pseudonym(*n, s->kind,
-                          keys_.pseudonymiser(p.name, epoch).pseudonym(s->kind, s->identifier));
-            n->set_erased_ms(now);
-            if (epoch > 1) {  // the recipient may still hold copies named by the previous key
-                rec.set_previous_key_epoch(epoch - 1);
-                set_pseudonym(
-                    *rec.mutable_previous(), s->kind,
-                    keys_.pseudonymiser(p.name, epoch - 1).pseudonym(s->kind, s->identifier));
-            }
-            emissions.push_back(std::move(e));
+            emissions.push_back(notice(p, *s, now));
         }
         notices = egress_.stage(staged, emissions, Origin{now, {}, {s->identifier}});
         if (!egress_.commit(staged)) {
@@ -726,6 +755,122 @@ RightsEngine::Outcome RightsEngine::object(const SubjectRef& ref, std::string_vi
         {"purpose", name},
         {"state_entries_dropped",
          dropped}}.dump();
+    return out;
+}
+
+// Consent (art. 6(1)(a), 7(3)). Given: recorded, and the purpose processes the subject's events
+// from the next one on. Withdrawn: in one pipeline step, the record of consent goes, the purpose
+// forgets what it still sums or remembers about the subject, its queued records about the subject
+// are removed unsent, and an erasure notice in its stream (when it names this kind by pseudonym)
+// tells the recipient to delete what it already has. Other purposes are untouched.
+RightsEngine::Outcome RightsEngine::consent(const SubjectRef& ref, std::string_view purpose,
+                                            bool given) {
+    auto s = resolve(ref);
+    if (!s) return fail(s.error());
+    const auto& all = config_.policy.purposes;
+    auto p = std::find_if(all.begin(), all.end(), [&](const auto& q) { return q.name == purpose; });
+    if (p == all.end()) {
+        refused_.add();
+        return fail(error(RightsErrc::unknown_purpose, "no such purpose in the configuration"));
+    }
+    if (!p->consent_based()) {
+        refused_.add();
+        return fail(error(RightsErrc::not_consent_based,
+                          "this purpose does not rest on consent (its legal basis is not \"a\"): "
+                          "object to it instead"));
+    }
+    const std::string name = p->name;
+    const auto key = std::make_pair(s->id, name);
+    std::uint64_t purged = 0, notices = 0;
+    std::size_t dropped = 0;
+    bool was = false;
+    // Withdrawal: what is queued about the subject now, read on this thread (only the purpose's
+    // records are kept below); the pipeline step adds what was committed meanwhile.
+    std::array<std::uint64_t, 3> end{};
+    std::vector<Match> matches;
+    if (!given) matches = scan(*s, {}, end, s->by_content(), {});
+    auto done = on_pipeline([&]() -> Outcome {
+        was = consents_.count(key) > 0;
+        Staged staged = egress_.begin();
+        if (given) {
+            if (!was && consents_.size() >= max_consents) {
+                return fail(error(RightsErrc::store_error, "the consent register is full (" +
+                                                               std::to_string(max_consents) +
+                                                               " consents): nothing recorded"));
+            }
+            staged.writes.put_state(consent_key(s->id, name), "1");
+            if (!egress_.commit(staged)) {
+                return fail(error(RightsErrc::store_error, "the store refused the consent"));
+            }
+            consents_.insert(key);
+            return RightsOutcome{};
+        }
+        staged.writes.erase_state(consent_key(s->id, name));
+        if (was) {
+            std::array<std::uint64_t, 3> tail{};
+            auto more = scan(*s, end, tail, s->by_content(), {});
+            std::move(more.begin(), more.end(), std::back_inserter(matches));
+            auto forgotten = policy_.forget(s->kind, s->identifier, name);
+            dropped = forgotten.state.size();
+            egress_.stage_state(staged, forgotten.state);
+            if (pseudonymises(*p, s->kind)) {
+                const std::int64_t now = system_now_ms();
+                std::vector<policy::Emission> emissions;
+                emissions.push_back(notice(*p, *s, now));
+                notices = egress_.stage(staged, emissions, Origin{now, {}, {s->identifier}});
+            }
+        }
+        if (!egress_.commit(staged)) {
+            return fail(error(RightsErrc::store_error,
+                              "the store refused the withdrawal; consent is still recorded"));
+        }
+        consents_.erase(key);
+        // The purpose's queued records about the subject, by the topic level in their headers
+        // (each purpose has its own); the notice just queued is about no one and stays.
+        std::array<std::vector<std::uint64_t>, 3> by_lane;
+        for (const auto& m : matches) {
+            if (m.header.topic == p->topic && m.header.kind != "notice") {
+                by_lane[static_cast<std::size_t>(m.lane)].push_back(m.seq);
+            }
+        }
+        for (Lane lane : all_lanes) {
+            auto& seqs = by_lane[static_cast<std::size_t>(lane)];
+            if (seqs.empty()) continue;
+            std::sort(seqs.begin(), seqs.end());
+            seqs.erase(std::unique(seqs.begin(), seqs.end()), seqs.end());
+            auto removed = store_.remove(lane, seqs);
+            if (!removed) {
+                return fail(error(RightsErrc::store_error,
+                                  "consent is withdrawn and the notice queued, but the store "
+                                  "refused removing the queued records: withdraw again"));
+            }
+            purged += *removed;
+        }
+        if (notices) wake_forwarder_();
+        return RightsOutcome{};
+    });
+    if (!done) return done;
+    (given ? consents_given_ : consents_withdrawn_).add();
+    if (!given) {
+        purged_.add(purged);
+        notices_.add(notices);
+    }
+    spdlog::info(
+        "rights: subject {}… {} purpose {}{}", log_id(s->id),
+        given ? "consents to" : "withdraws consent from", name,
+        given ? "" : fmt::format(": {} records purged, {} state entries dropped", purged, dropped));
+    RightsOutcome out;
+    out.subject_id = s->id;
+    out.records = purged;
+    nlohmann::json j{{"action", given ? "consent_grant" : "consent_withdraw"},
+                     {"purpose", name},
+                     {given ? "already_recorded" : "was_in_force", was}};
+    if (!given) {
+        j["records_purged"] = purged;
+        j["state_entries_dropped"] = dropped;
+        j["notices_queued"] = notices;
+    }
+    out.json = j.dump();
     return out;
 }
 

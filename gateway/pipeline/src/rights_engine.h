@@ -9,6 +9,8 @@
 // Persisted in the state column family, without identifiers (subject id = keyed hash):
 //   "rt/{subject id}"            restricted (art. 18): its records are held, not forwarded
 //   "ob/{subject id}/{purpose}"  objected (art. 21): the policy stage gives `purpose` nothing
+//   "cs/{subject id}/{purpose}"  consented (art. 6(1)(a)): a purpose on legal basis "a" processes
+//                                the subject (at most max_consents entries)
 //
 // Never: log, store or return a raw identifier (log lines carry a subject id prefix at most).
 #include <array>
@@ -61,6 +63,9 @@ public:
     // Pipeline thread (the policy's ObjectionCheck).
     bool objected(std::string_view purpose, crypto::SubjectKind kind,
                   std::string_view identifier) const;
+    // Pipeline thread (the policy's ConsentCheck).
+    bool consented(std::string_view purpose, crypto::SubjectKind kind,
+                   std::string_view identifier) const;
 
     Result<RightsOutcome, RightsError> export_subject(const SubjectRef& ref,
                                                       const Progress& progress) override;
@@ -68,11 +73,17 @@ public:
     Result<RightsOutcome, RightsError> restrict(const SubjectRef& ref, bool on) override;
     Result<RightsOutcome, RightsError> object(const SubjectRef& ref, std::string_view purpose,
                                               bool on) override;
+    Result<RightsOutcome, RightsError> consent(const SubjectRef& ref, std::string_view purpose,
+                                               bool given) override;
     Result<RightsOutcome, RightsError> rectify(const SubjectRef& ref, std::string_view field,
                                                std::string_view value) override;
 
+    // Consents recorded at most (subject, purpose pairs); a grant beyond is refused.
+    static constexpr std::size_t max_consents = 65536;
+
     static std::string restrict_key(std::string_view subject_id);
     static std::string objection_key(std::string_view subject_id, std::string_view purpose);
+    static std::string consent_key(std::string_view subject_id, std::string_view purpose);
 
 private:
     using Outcome = Result<RightsOutcome, RightsError>;
@@ -88,6 +99,9 @@ private:
                             std::array<std::uint64_t, 3>& end, bool open,
                             const Progress& progress) const;
     std::vector<Match> scan_key_ref(std::string_view subject_id) const;
+    // An erasure notice for the subject in `p`'s stream (its pseudonyms, current and previous
+    // epoch), for an erasure or a withdrawn consent.
+    policy::Emission notice(const config::Purpose& p, const Subject& s, std::int64_t now) const;
 
     const config::Config& config_;
     const crypto::Keyring& keys_;
@@ -105,7 +119,8 @@ private:
     std::set<std::string, std::less<>> restricted_;
     std::atomic<bool> any_restricted_{false};
     std::set<std::pair<std::string, std::string>, std::less<>>
-        objections_;  // (subject id, purpose)
+        objections_;                                                       // (subject id, purpose)
+    std::set<std::pair<std::string, std::string>, std::less<>> consents_;  // (subject id, purpose)
 
     Counter& exports_;
     Counter& erasures_;
@@ -113,6 +128,8 @@ private:
     Counter& unrestrictions_;
     Counter& objections_set_;
     Counter& objections_lifted_;
+    Counter& consents_given_;
+    Counter& consents_withdrawn_;
     Counter& rectifications_;
     Counter& refused_;
     Counter& purged_;

@@ -77,6 +77,8 @@ public:
                                                                     bool) override;
     Result<pipeline::RightsOutcome, pipeline::RightsError> object(const pipeline::SubjectRef&,
                                                                   std::string_view, bool) override;
+    Result<pipeline::RightsOutcome, pipeline::RightsError> consent(const pipeline::SubjectRef&,
+                                                                   std::string_view, bool) override;
     Result<pipeline::RightsOutcome, pipeline::RightsError> rectify(const pipeline::SubjectRef&,
                                                                    std::string_view,
                                                                    std::string_view) override;

@@ -25,11 +25,12 @@ struct SubjectRef {
 };
 
 enum class RightsErrc : std::uint8_t {
-    invalid_subject,  // unknown kind or malformed identifier
-    unknown_purpose,  // object/unobject: no such purpose in the configuration
-    not_held,         // rectify: the gateway holds no correctable value of that name
-    store_error,      // the store refused (disk full, I/O): nothing changed
-    unavailable,      // the gateway is stopping or not yet started
+    invalid_subject,    // unknown kind or malformed identifier
+    unknown_purpose,    // object/unobject/consent: no such purpose in the configuration
+    not_held,           // rectify: the gateway holds no correctable value of that name
+    store_error,        // the store refused (disk full, I/O): nothing changed
+    unavailable,        // the gateway is stopping or not yet started
+    not_consent_based,  // consent: the purpose rests on another legal basis than "a"
 };
 
 std::string_view rights_errc_name(RightsErrc code);
@@ -71,12 +72,7 @@ public:
     // which from now on processes them; false: consent withdrawn (art. 7(3)): the purpose stops
     // at once and drops what it holds about them. A purpose on another legal basis is refused.
     virtual Result<RightsOutcome, RightsError> consent(const SubjectRef& subject,
-                                                       std::string_view purpose, bool given) {
-        (void)subject;
-        (void)purpose;
-        (void)given;
-        return fail(RightsError{RightsErrc::unavailable, "consent is not supported"});
-    }
+                                                       std::string_view purpose, bool given) = 0;
     // A correction notice upstream for a value the gateway holds (art. 16).
     virtual Result<RightsOutcome, RightsError> rectify(const SubjectRef& subject,
                                                        std::string_view field,
