@@ -124,6 +124,12 @@ public:
                                                                    std::string_view) override {
         return answer("rectify " + s.kind + " " + s.identifier + " " + std::string(field));
     }
+    Result<pipeline::RightsOutcome, pipeline::RightsError> consent(const pipeline::SubjectRef& s,
+                                                                   std::string_view purpose,
+                                                                   bool given) override {
+        return answer(std::string(given ? "consent " : "withdraw ") + s.kind + " " + s.identifier +
+                      " " + std::string(purpose));
+    }
 };
 
 struct Roles {
@@ -426,6 +432,31 @@ TEST_CASE(
 
 // Item 9 of issue 14: the audit log is kept for good and signed; nothing a caller typed may go
 // in. Every text field of a subject request carries a name and a national id here.
+TEST_CASE("Consent grant and withdrawal are audited with their purpose, refused unconfigured") {
+    Fixture f(Roles{{}, {}, {me()}, {}});
+    using A = admin::v1::SubjectRequest;
+    CHECK(f.send(subject_request(A::CONSENT_GRANT, "billing")).back().status() == Response::OK);
+    CHECK(f.send(subject_request(A::CONSENT_WITHDRAW, "billing")).back().status() == Response::OK);
+    // No purpose, or one not configured: refused before the rights engine is asked.
+    CHECK(f.send(subject_request(A::CONSENT_GRANT)).back().status() == Response::BAD_REQUEST);
+    CHECK(f.send(subject_request(A::CONSENT_WITHDRAW, "nosuch")).back().status() ==
+          Response::BAD_REQUEST);
+    CHECK(f.rights().seen() ==
+          std::vector<std::string>{"consent customer_number " + secret_id + " billing",
+                                   "withdraw customer_number " + secret_id + " billing"});
+    auto log = entries(f.audit());
+    REQUIRE(log.size() == 6);
+    CHECK(log[0].action == "subject.consent_grant");
+    CHECK(log[0].outcome == "requested");
+    CHECK(log[1].action == "subject.consent_grant purpose=billing");
+    CHECK(log[1].subject_id == std::string(32, 'f'));
+    CHECK(log[3].action == "subject.consent_withdraw purpose=billing");
+    CHECK(log[3].outcome == "ok: 2 records");
+    CHECK(log[4].outcome == "error:unknown_purpose");
+    CHECK(log[5].action == "subject.consent_withdraw");
+    CHECK(all_bytes(f.dir()).find(secret_id) == std::string::npos);
+}
+
 TEST_CASE("A request's free text leaves no trace in the audit directory, whatever field holds it") {
     Fixture f(Roles{{}, {}, {me()}, {}});
     using A = admin::v1::SubjectRequest;

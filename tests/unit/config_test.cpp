@@ -52,6 +52,8 @@ sync = false
 [upstream]
 uri = "ssl://backend.example:8883"
 tls_ca_file = "/etc/ssl/ca.pem"
+operator = "Example Alarm AS"
+country = "NO"
 )",
                             "t.toml");
     CHECK(c.gateway.id == "gw-7");
@@ -154,6 +156,7 @@ TEST_CASE("The commented example parses to the defaults and names every key") {
         CHECK(got.topic == want.topic);
         CHECK(got.description == want.description);
         CHECK(got.recipient == want.recipient);
+        CHECK(got.recipient_country == want.recipient_country);
         CHECK(got.legal_basis == want.legal_basis);
         CHECK(got.retention_h == want.retention_h);
         CHECK(got.k_anonymity == want.k_anonymity);
@@ -237,7 +240,8 @@ TEST_CASE("Changed keys are named section.key, purposes as purpose.NAME") {
     CHECK(changed_keys(before, before).empty());
     const Config after = parse_config(
         "[gateway]\nlog_level = \"debug\"\n[store]\nblock_cache_mb = 16\n"
-        "[purpose.alarm]\nrecipient = \"ARC\"\nlegal_basis = \"b\"\nretention_h = 24\n"
+        "[purpose.alarm]\nrecipient = \"ARC\"\nrecipient_country = \"NO\"\nlegal_basis = "
+        "\"b\"\nretention_h = 24\n"
         "[purpose.alarm.alarm_event]\nkind = \"keep\"\n",
         "b.toml");
     // Declaring a purpose replaces the defaults: alarm changed, billing and analytics gone.
@@ -248,4 +252,127 @@ TEST_CASE("Changed keys are named section.key, purposes as purpose.NAME") {
     CHECK(std::find(kv.begin(), kv.end(),
                     std::pair<std::string, std::string>("gateway.log_level", "\"debug\"")) !=
           kv.end());
+}
+
+// --- transfers (GDPR ch. V) ----------------------------------------------------------------------
+
+namespace {
+
+// A valid purpose with its recipient in `country` (line 3) under `safeguard` (line 4, if any).
+std::string recipient_in(const std::string& country, const std::string& safeguard = "") {
+    return "[purpose.arc]\nrecipient = \"ARC\"\nrecipient_country = \"" + country + "\"\n" +
+           (safeguard.empty() ? "" : "transfer_safeguard = \"" + safeguard + "\"\n") +
+           "legal_basis = \"b\"\nretention_h = 24\n[purpose.arc.alarm_event]\nkind = \"keep\"\n";
+}
+
+}  // namespace
+
+TEST_CASE("A recipient outside the EU/EEA without a safeguard is refused with its place") {
+    auto p = problems_of("# the alarm centre\n" + recipient_in("US"));
+    REQUIRE(p.size() == 1);
+    CHECK(p[0].line == 4);     // recipient_country, the file's line 4
+    CHECK(p[0].column == 21);  // its value
+    CHECK(p[0].message.find("[purpose.arc] transfers data to US, outside the EU/EEA") !=
+          std::string::npos);
+    CHECK(p[0].to_string().rfind("test.toml:4:21: ", 0) == 0);
+    // An unknown safeguard, or an adequacy decision the country does not have: refused too,
+    // at the safeguard.
+    p = problems_of(recipient_in("IN", "adequacy"));
+    REQUIRE(p.size() == 1);
+    CHECK(p[0].line == 4);
+    CHECK(p[0].message.find("claims an adequacy decision for IN") != std::string::npos);
+    p = problems_of(recipient_in("IN", "contract"));
+    REQUIRE(p.size() == 1);
+    CHECK(p[0].message.find("safeguard 'contract' is not one vern knows") != std::string::npos);
+}
+
+TEST_CASE("Privacy Shield is refused as invalid since Schrems II, wherever it is named") {
+    for (const std::string shield :
+         {"adequacy: EU-US Privacy Shield", "privacy shield", "PrivacyShield",
+          "scc; Privacy "
+          "Shield too"}) {
+        INFO(shield);
+        auto p = problems_of(recipient_in("US", shield));
+        REQUIRE(p.size() == 1);
+        CHECK(p[0].line == 4);  // transfer_safeguard
+        CHECK(p[0].message.find("Privacy Shield, invalid since 16 July 2020 (CJEU C-311/18") !=
+              std::string::npos);
+    }
+    // Even for a recipient inside the EEA, and for the upstream broker.
+    CHECK(problems_of(recipient_in("DE", "Privacy Shield")).size() == 1);
+    auto up = problems_of(
+        "[upstream]\nuri = \"tcp://broker.example:1883\"\noperator = \"Cloud Inc\"\n"
+        "country = \"US\"\nsafeguard = \"Privacy Shield\"\n");
+    REQUIRE(up.size() == 1);
+    CHECK(up[0].line == 5);
+    CHECK(up[0].message.find("[upstream] names Privacy Shield") != std::string::npos);
+}
+
+TEST_CASE("A recipient in the EU/EEA needs no safeguard; adequacy, SCC or BCR do outside") {
+    for (const std::string country : {"NO", "DE", "IS", "LI", "SE"}) {
+        INFO(country);
+        CHECK(problems_of(recipient_in(country)).empty());
+    }
+    CHECK(problems_of(recipient_in("US", "adequacy")).empty());  // Data Privacy Framework
+    CHECK(problems_of(recipient_in("GB", "adequacy: UK GDPR")).empty());
+    CHECK(problems_of(recipient_in("CH", "Adequacy")).empty());
+    CHECK(problems_of(recipient_in("IN", "scc: 2021/914 module 2")).empty());
+    CHECK(problems_of(recipient_in("BR", "bcr")).empty());
+    // The parsed values, and what the record of processing will say.
+    Config c = parse_config(recipient_in("US", "adequacy"), "t.toml");
+    REQUIRE(c.policy.purposes.size() == 1);
+    CHECK(c.policy.purposes[0].recipient_country == "US");
+    CHECK(transfer_text("US", "adequacy").find("EU-US Data Privacy Framework") !=
+          std::string::npos);
+    CHECK(transfer_text("NO", "") == "none needed (inside the EU/EEA)");
+    CHECK(transfer_text("IN", "scc: 2021/914").find("standard contractual clauses") == 0);
+}
+
+TEST_CASE("A country is an ISO 3166-1 code and every declared recipient must state one") {
+    auto p = problems_of(recipient_in("UK", "adequacy"));
+    REQUIRE(p.size() == 1);
+    CHECK(p[0].message.find("use \"GB\"") != std::string::npos);
+    CHECK(problems_of(recipient_in("Norway")).size() == 1);
+    CHECK(problems_of(recipient_in("no")).size() == 1);
+    p = problems_of(
+        "[purpose.arc]\nrecipient = \"ARC\"\nlegal_basis = \"b\"\nretention_h = 24\n"
+        "[purpose.arc.alarm_event]\nkind = \"keep\"\n");
+    REQUIRE(p.size() == 1);
+    CHECK(p[0].line == 1);
+    CHECK(p[0].message.find("has no recipient_country") != std::string::npos);
+}
+
+TEST_CASE("The upstream broker's operator and country are required unless it is on this box") {
+    CHECK(problems_of("[upstream]\nuri = \"tcp://127.0.0.1:1884\"\n").empty());
+    CHECK(problems_of("[upstream]\nuri = \"tcp://localhost:1884\"\n").empty());
+    auto p = problems_of("[upstream]\nuri = \"tcp://broker.example:1883\"\n");
+    REQUIRE(p.size() == 2);
+    CHECK(p[0].line == 2);
+    CHECK(p[0].message.find("[upstream] has no operator") != std::string::npos);
+    CHECK(p[1].message.find("[upstream] has no country") != std::string::npos);
+    CHECK(problems_of("[upstream]\nuri = \"tcp://broker.example:1883\"\noperator = \"Alarm AS\"\n"
+                      "country = \"NO\"\n")
+              .empty());
+    p = problems_of(
+        "[upstream]\nuri = \"tcp://broker.example:1883\"\noperator = \"Cloud Inc\"\n"
+        "country = \"SG\"\n");
+    REQUIRE(p.size() == 1);
+    CHECK(p[0].line == 4);
+    CHECK(p[0].message.find("transfers data to SG, outside the EU/EEA") != std::string::npos);
+    // In code too (a config built by a program, checked by validate()).
+    Config c;
+    c.upstream.uri = "ssl://broker.example:8883";
+    CHECK_THROWS_AS(validate(c), ConfigErrors);
+    c.upstream.operator_name = "Alarm AS";
+    c.upstream.country = "SE";
+    CHECK_NOTHROW(validate(c));
+}
+
+TEST_CASE("Transfer problems of purposes and upstream are all reported at once") {
+    auto p = problems_of(recipient_in("US") +
+                         "[upstream]\nuri = \"tcp://broker.example:1883\"\noperator = \"X\"\n"
+                         "country = \"CN\"\n");
+    REQUIRE(p.size() == 2);
+    CHECK(p[0].line == 3);
+    CHECK(p[1].line == 11);  // upstream.country
 }

@@ -5,6 +5,7 @@
 #include <functional>
 #include <regex>
 #include <set>
+#include <tuple>
 
 #include "policy_fixtures.h"
 #include "vern/policy/image_sanitiser.h"
@@ -1150,6 +1151,183 @@ TEST_CASE("An objection to the alarm purpose stops its alarm records and their i
         h.apply(c, t0 + 1000);
     }
     CHECK(on_stream(h.emitted, "alarm").empty());
+}
+
+// --- consent (legal basis "a") ------------------------------------------------------------------
+
+namespace {
+
+// Consents as the pipeline keeps them (rights engine, "cs/" entries): (purpose, kind, id).
+struct ConsentRegister {
+    std::set<std::tuple<std::string, crypto::SubjectKind, std::string>> given;
+    void install(policy::Policy& engine) {
+        engine.set_consent_check(
+            [this](std::string_view purpose, crypto::SubjectKind kind, std::string_view id) {
+                return given.count({std::string(purpose), kind, std::string(id)}) > 0;
+            });
+    }
+};
+
+// An hourly meter purpose on consent, pseudonymising the meter and its customer.
+config::Purpose coaching() {
+    auto p = purpose("coaching", DataClass::meter_reading,
+                     {rule("meter_point_id", config::Action::pseudonymise),
+                      rule("customer_number", config::Action::pseudonymise),
+                      rule("energy_wh", config::Action::keep),
+                      rule("interval", config::Action::generalise, 3600)});
+    p.legal_basis = 'a';
+    return p;
+}
+
+// Readings of one meter, all naming the same customer.
+std::vector<device::v1::DeviceMessage> hour_of(const std::string& mp, const std::string& cust,
+                                               std::int64_t from, int n = 4,
+                                               std::uint64_t first_seq = 1) {
+    auto rs = quarter_hours(mp, from, n, first_seq);
+    for (auto& r : rs) r.mutable_meter()->set_customer_number(cust);
+    return rs;
+}
+
+}  // namespace
+
+TEST_CASE("A consent purpose gets nothing before consent, flows after, and stops at withdrawal") {
+    Harness h(only({config::default_purposes()[1], coaching()}));
+    ConsentRegister consents;
+    consents.install(*h.engine);
+    const std::string mp = meter_point(1), cust = "51230001";
+
+    // No consent: billing (contract) gets the hour, coaching nothing, counted per reading.
+    for (const auto& r : hour_of(mp, cust, t0)) h.apply(r, t0 + hour_ms);
+    CHECK(on_stream(h.emitted, "billing").size() == 1);
+    CHECK(on_stream(h.emitted, "coaching").empty());
+    CHECK(h.counter("policy_no_consent") == 4);
+    for (const auto& held : h.engine->held_about(crypto::SubjectKind::meter_point, mp)) {
+        CHECK(held.purpose != "coaching");  // nothing summed or remembered for it either
+    }
+
+    // Consent of the customer alone is not enough: the reading names the meter point too.
+    consents.given.insert({"coaching", crypto::SubjectKind::customer_number, cust});
+    for (const auto& r : hour_of(mp, cust, t0 + hour_ms, 4, 5)) h.apply(r, t0 + 2 * hour_ms);
+    CHECK(on_stream(h.emitted, "coaching").empty());
+    CHECK(h.counter("policy_no_consent") == 8);
+
+    // Both consented: the next hour goes, pseudonymised with coaching's key.
+    consents.given.insert({"coaching", crypto::SubjectKind::meter_point, mp});
+    for (const auto& r : hour_of(mp, cust, t0 + 2 * hour_ms, 4, 9)) h.apply(r, t0 + 3 * hour_ms);
+    auto sent = on_stream(h.emitted, "coaching");
+    REQUIRE(sent.size() == 1);
+    CHECK(sent[0].record.meter().energy_wh() == 100 + 101 + 102 + 103);
+    CHECK(sent[0].record.meter().meter_point() ==
+          h.keys->pseudonymiser("coaching", 1).pseudonym(crypto::SubjectKind::meter_point, mp));
+    CHECK(h.counter("policy_no_consent") == 8);
+
+    // Half an hour in, consent is withdrawn: the open interval goes (forget, as the rights
+    // engine does) and the rest of the hour never reaches coaching; billing is untouched.
+    auto rs = hour_of(mp, cust, t0 + 3 * hour_ms, 4, 13);
+    h.apply(rs[0], t0 + 3 * hour_ms + 20 * min_ms);
+    h.apply(rs[1], t0 + 3 * hour_ms + 35 * min_ms);
+    auto open = held_but_binding(*h.engine, crypto::SubjectKind::meter_point, mp);
+    auto open_in = [&](const std::string& purpose) {
+        return std::count_if(open.begin(), open.end(), [&](const auto& s) {
+            return s.purpose == purpose && s.what == "open_meter_interval";
+        });
+    };
+    CHECK(open_in("coaching") == 1);
+    consents.given.erase({"coaching", crypto::SubjectKind::meter_point, mp});
+    auto forgotten = h.engine->forget(crypto::SubjectKind::meter_point, mp, "coaching");
+    h.keep(forgotten);
+    CHECK_FALSE(forgotten.state.empty());
+    open = held_but_binding(*h.engine, crypto::SubjectKind::meter_point, mp);
+    CHECK(std::none_of(open.begin(), open.end(),
+                       [](const auto& s) { return s.purpose == "coaching"; }));
+    CHECK(open_in("billing") == 1);  // billing's open hour stays
+    h.apply(rs[2], t0 + 3 * hour_ms + 50 * min_ms);
+    h.apply(rs[3], t0 + 4 * hour_ms + 5 * min_ms);
+    h.tick(t0 + 6 * hour_ms);
+    CHECK(on_stream(h.emitted, "coaching").size() == 1);  // still only the consented hour
+    CHECK(on_stream(h.emitted, "billing").size() == 4);
+    CHECK(h.counter("policy_no_consent") == 10);
+}
+
+TEST_CASE("A consent purpose's open interval and the consent both hold across a restart") {
+    Harness h(only({coaching()}));
+    ConsentRegister consents;
+    consents.install(*h.engine);
+    const std::string mp = meter_point(2), cust = "51230002";
+    consents.given.insert({"coaching", crypto::SubjectKind::meter_point, mp});
+    consents.given.insert({"coaching", crypto::SubjectKind::customer_number, cust});
+    auto rs = hour_of(mp, cust, t0);
+    h.apply(rs[0], t0 + 20 * min_ms);
+    h.apply(rs[1], t0 + 35 * min_ms);
+    h.restart();
+    consents.install(*h.engine);  // the pipeline installs its check on the new engine
+    h.apply(rs[2], t0 + 50 * min_ms);
+    h.apply(rs[3], t0 + 65 * min_ms);
+    auto sent = on_stream(h.emitted, "coaching");
+    REQUIRE(sent.size() == 1);
+    CHECK(sent[0].record.meter().energy_wh() == 100 + 101 + 102 + 103);  // restored sums
+    CHECK(h.counter("policy_no_consent") == 0);
+
+    // Without a check installed (a restart that lost it) nobody has consented: fail closed.
+    h.restart();
+    for (const auto& r : hour_of(mp, cust, t0 + hour_ms, 4, 5)) h.apply(r, t0 + 2 * hour_ms);
+    h.tick(t0 + 4 * hour_ms);
+    CHECK(on_stream(h.emitted, "coaching").size() == 1);
+    CHECK(h.counter("policy_no_consent") == 4);
+}
+
+TEST_CASE("A consent alarm purpose needs every subject the alarm names; an alarm of no one goes") {
+    auto insurer = purpose(
+        "insurer", DataClass::alarm_event,
+        {rule("kind", config::Action::keep), rule("customer_number", config::Action::pseudonymise),
+         rule("user_slot", config::Action::pseudonymise)});
+    insurer.legal_basis = 'a';
+    Harness h(only({alarm_purpose({rule("kind", config::Action::keep)}), insurer}));
+    ConsentRegister consents;
+    consents.install(*h.engine);
+    const std::string user = std::string(site) + "/" + panel + "/2";
+
+    CHECK(on_stream(h.emit(alarm(AlarmEvent::INTRUSION, "ev-1"), t0), "insurer").empty());
+    consents.given.insert({"insurer", crypto::SubjectKind::customer_number, customer});
+    // The panel user (slot 2) has not consented: nothing about them for the insurer.
+    auto out = h.emit(alarm(AlarmEvent::INTRUSION, "ev-2"), t0 + 1000);
+    CHECK(on_stream(out, "insurer").empty());
+    CHECK(on_stream(out, "alarm").size() == 1);
+    consents.given.insert({"insurer", crypto::SubjectKind::panel_user, user});
+    CHECK(on_stream(h.emit(alarm(AlarmEvent::INTRUSION, "ev-3"), t0 + 2000), "insurer").size() ==
+          1);
+    CHECK(h.counter("policy_no_consent") == 2);
+
+    // An alarm that names no customer and no user is about no one: it goes without consent.
+    consents.given.clear();
+    auto anon = alarm(AlarmEvent::TAMPER, "ev-4");
+    anon.mutable_alarm()->clear_customer_number();
+    anon.mutable_alarm()->set_user_slot(0);
+    CHECK(on_stream(h.emit(anon, t0 + 3000), "insurer").size() == 1);
+    CHECK(on_stream(h.emit(alarm(AlarmEvent::INTRUSION, "ev-5"), t0 + 4000), "insurer").empty());
+}
+
+TEST_CASE("A site total on consent counts only the meters that consented") {
+    auto totals = config::default_purposes()[2];  // analytics: k = 5
+    totals.legal_basis = 'a';
+    totals.k_anonymity = 3;
+    Harness h(only({totals}));
+    ConsentRegister consents;
+    consents.install(*h.engine);
+    for (int i = 0; i < 5; ++i) {
+        const std::string cust = "5123100" + std::to_string(i);
+        if (i < 3) {
+            consents.given.insert({"analytics", crypto::SubjectKind::meter_point, meter_point(i)});
+            consents.given.insert({"analytics", crypto::SubjectKind::customer_number, cust});
+        }
+        for (const auto& r : hour_of(meter_point(i), cust, t0)) h.apply(r, t0 + hour_ms);
+    }
+    h.tick(t0 + 2 * hour_ms);
+    auto out = on_stream(h.emitted, "analytics");
+    REQUIRE(out.size() == 1);
+    CHECK(out[0].record.site_aggregate().meters() == 3);
+    CHECK(out[0].record.site_aggregate().energy_wh() == 3 * 406);
+    CHECK(h.counter("policy_no_consent") == 8);  // two meters, four readings each
 }
 
 TEST_CASE("forget drops an erased meter's open interval and its share of the site total") {

@@ -41,6 +41,7 @@ ConfigProblem problem_on(const std::string& text, std::uint32_t line) {
 // A valid purpose (lines 1-6) that tests extend with one bad line (line 7 on).
 const std::string alarm_toml = R"T([purpose.alarm]
 recipient = "ARC"
+recipient_country = "NO"
 legal_basis = "b"
 retention_h = 168
 [purpose.alarm.alarm_event]
@@ -49,6 +50,7 @@ kind = "keep"
 
 const std::string analytics_head = R"T([purpose.analytics]
 recipient = "Grid analytics"
+recipient_country = "NO"
 legal_basis = "f"
 retention_h = 744
 [purpose.analytics.meter_reading]
@@ -74,6 +76,7 @@ TEST_CASE("Declared purposes replace the defaults, in file order, with rules, un
 topic = "arc-feed"
 description = "Alarm monitoring"
 recipient = "The ARC"
+recipient_country = "NO"
 legal_basis = "6(1)(b)"
 retention_h = 72
 [purpose.monitoring.alarm_event]
@@ -87,6 +90,7 @@ picture = "keep"
 image_id = "keep:IMG-[0-9]{1,6}"
 [purpose.grid]
 recipient = "DSO"
+recipient_country = "NO"
 legal_basis = "art. 6(1)(e)"
 retention_h = 24
 k_anonymity = 10
@@ -95,6 +99,7 @@ energy_wh = "aggregate"
 interval = "generalise:day"
 [purpose.billing]
 recipient = "Supplier"
+recipient_country = "NO"
 legal_basis = "B"
 retention_h = 744
 [purpose.billing.meter_reading]
@@ -117,11 +122,11 @@ meter_point_id = "pseudonymise"
     REQUIRE(m.classes.size() == 2);
     const ClassRules& events = m.classes[0];
     CHECK(events.data_class == DataClass::alarm_event);
-    CHECK(events.line == 7);
+    CHECK(events.line == 8);
     REQUIRE(events.fields.size() == 4);
     CHECK(events.fields[0].field == "kind");  // file order, not key order
     CHECK(events.fields[0].action == Action::keep);
-    CHECK(events.fields[0].line == 8);
+    CHECK(events.fields[0].line == 9);
     CHECK(events.fields[0].column == 8);
     CHECK(events.fields[1].field == "event_time");
     CHECK(events.fields[1].action == Action::generalise);
@@ -153,18 +158,18 @@ meter_point_id = "pseudonymise"
     CHECK(meters.param("energy_wh") == 2000);
     CHECK(meters.param("interval") == 7200);
     CHECK(meters.param("event_time") == 900);
-    CHECK(meters.rule("meter_point_id")->line == 32);
+    CHECK(meters.rule("meter_point_id")->line == 35);
 }
 
 TEST_CASE("An unknown data class or field is refused with its place and the nearest name") {
-    auto p = problem_on(alarm_toml + "[purpose.alarm.alarm_events]\nkind = \"keep\"\n", 7);
+    auto p = problem_on(alarm_toml + "[purpose.alarm.alarm_events]\nkind = \"keep\"\n", 8);
     CHECK(contains(p.message, "unknown data class 'alarm_events'"));
     CHECK(contains(p.message, "did you mean 'alarm_event'?"));
-    p = problem_on(alarm_toml + "costumer_number = \"pseudonymise\"\n", 7);
+    p = problem_on(alarm_toml + "costumer_number = \"pseudonymise\"\n", 8);
     CHECK(p.column == 1);
     CHECK(contains(p.message, "unknown field 'costumer_number' of alarm_event"));
     CHECK(contains(p.message, "did you mean 'customer_number'?"));
-    p = problem_on(alarm_toml + "colour = \"keep\"\n", 7);
+    p = problem_on(alarm_toml + "colour = \"keep\"\n", 8);
     CHECK(contains(p.message, "unknown key 'colour' in [purpose.alarm]") == false);
     CHECK(contains(p.message, "unknown field 'colour'"));
     p = problem_on("[purpose.alarm]\nrecipent = \"ARC\"\n", 2);
@@ -173,26 +178,26 @@ TEST_CASE("An unknown data class or field is refused with its place and the near
 }
 
 TEST_CASE("PIN codes, personal fields and image metadata can only be dropped") {
-    auto p = problem_on(alarm_toml + "pin_code = \"keep\"\n", 7);
+    auto p = problem_on(alarm_toml + "pin_code = \"keep\"\n", 8);
     CHECK(p.column == 12);
     CHECK(contains(p.message, "PIN codes never leave the site"));
-    p = problem_on(alarm_toml + "pin_code = \"pseudonymise\"\n", 7);
+    p = problem_on(alarm_toml + "pin_code = \"pseudonymise\"\n", 8);
     CHECK(contains(p.message, "PIN codes never leave the site"));
-    p = problem_on(alarm_toml + "user_name = \"keep\"\n", 7);
+    p = problem_on(alarm_toml + "user_name = \"keep\"\n", 8);
     CHECK(contains(p.message, "can only be dropped"));
-    p = problem_on(alarm_toml + "national_id = \"pseudonymise\"\n", 7);
+    p = problem_on(alarm_toml + "national_id = \"pseudonymise\"\n", 8);
     CHECK(contains(p.message, "national ids never leave the site"));
-    p = problem_on(alarm_toml + "[purpose.alarm.verification_image]\nmetadata = \"keep\"\n", 8);
+    p = problem_on(alarm_toml + "[purpose.alarm.verification_image]\nmetadata = \"keep\"\n", 9);
     CHECK(contains(p.message, "image metadata"));
     CHECK(problems_of(alarm_toml + "pin_code = \"drop\"\nuser_name = \"drop\"\n").empty());
 }
 
 TEST_CASE("Keeping a raw identifier is refused: pseudonymise it") {
-    auto p = problem_on(alarm_toml + "customer_number = \"keep\"\n", 7);
+    auto p = problem_on(alarm_toml + "customer_number = \"keep\"\n", 8);
     CHECK(contains(p.message, "would send a raw identifier; use \"pseudonymise\""));
-    p = problem_on(alarm_toml + "user_slot = \"generalise:hour\"\n", 7);
+    p = problem_on(alarm_toml + "user_slot = \"generalise:hour\"\n", 8);
     CHECK(contains(p.message, "identifier can only be pseudonymised or dropped"));
-    p = problem_on(alarm_toml + "zone = \"pseudonymise\"\n", 7);
+    p = problem_on(alarm_toml + "zone = \"pseudonymise\"\n", 8);
     CHECK(contains(p.message, "allowed: keep, drop"));
 }
 
@@ -210,13 +215,13 @@ TEST_CASE("Event and image ids are tokenised by default and kept only by a narro
     CHECK(problems_of(alarm_toml + "event_id = \"keep:[A-Z]{2}-[0-9]{1,7}\"\n").empty());
     CHECK(problems_of(alarm_toml + "event_id = \"keep:ev-[0-9a-f]{4}.[0-9]{1,3}\"\n").empty());
 
-    auto p = problem_on(alarm_toml + "event_id = \"keep\"\n", 7);
+    auto p = problem_on(alarm_toml + "event_id = \"keep\"\n", 8);
     CHECK(p.column == 12);
     CHECK(contains(p.message, "use \"tokenise\" or keep with a narrow format"));
-    p = problem_on(alarm_toml + "customer_number = \"tokenise\"\n", 7);
+    p = problem_on(alarm_toml + "customer_number = \"tokenise\"\n", 8);
     CHECK(contains(p.message, "use \"pseudonymise\"") == false);
     CHECK(contains(p.message, "identifier can only be pseudonymised"));
-    p = problem_on(alarm_toml + "zone = \"tokenise\"\n", 7);
+    p = problem_on(alarm_toml + "zone = \"tokenise\"\n", 8);
     CHECK(contains(p.message, "allowed: keep, drop"));
 }
 
@@ -245,12 +250,12 @@ TEST_CASE(
              {"", "narrow format"},
          }) {
         INFO(row.format);
-        auto p = problem_on(alarm_toml + "event_id = \"keep:" + row.format + "\"\n", 7);
+        auto p = problem_on(alarm_toml + "event_id = \"keep:" + row.format + "\"\n", 8);
         CHECK(p.column == 12);
         CHECK(contains(p.message, row.why));
     }
     // A format for a field that is not free text is not a rule.
-    auto p = problem_on(alarm_toml + "zone = \"keep:[0-9]{1,2}\"\n", 7);
+    auto p = problem_on(alarm_toml + "zone = \"keep:[0-9]{1,2}\"\n", 8);
     CHECK(contains(p.message, "a format only for free text"));
     // In code too: validate() checks a format built in code.
     Config c;
@@ -288,15 +293,15 @@ TEST_CASE("Images are linked by event_id: it needs the same rule for alarms and 
             .empty());
     auto p = problem_on(alarm_toml + "event_id = \"tokenise\"\n" + images +
                             "event_id = \"keep:[A-Z]{2}-[0-9]{1,7}\"\n",
-                        10);
+                        11);
     CHECK(contains(p.message, "needs the same rule as in [purpose.alarm.alarm_event]"));
-    p = problem_on(alarm_toml + images + "event_id = \"tokenise\"\n", 9);
+    p = problem_on(alarm_toml + images + "event_id = \"tokenise\"\n", 10);
     CHECK(contains(p.message, "links an image to its alarm by event_id"));
 }
 
 TEST_CASE("Unkeyed hashing is refused in any spelling") {
     for (const char* rule : {"hash", "sha256", "SHA-256", "md5", "hash:sha1", "blake2b"}) {
-        auto p = problem_on(alarm_toml + "customer_number = \"" + rule + "\"\n", 7);
+        auto p = problem_on(alarm_toml + "customer_number = \"" + rule + "\"\n", 8);
         CHECK(contains(p.message,
                        "unkeyed hashing can be reversed by trying every customer "
                        "number; use \"pseudonymise\" (keyed)"));
@@ -304,17 +309,17 @@ TEST_CASE("Unkeyed hashing is refused in any spelling") {
 }
 
 TEST_CASE("Unknown rules and units are refused with a hint") {
-    auto p = problem_on(alarm_toml + "customer_number = \"pseudonymize\"\n", 7);
+    auto p = problem_on(alarm_toml + "customer_number = \"pseudonymize\"\n", 8);
     CHECK(contains(p.message, "did you mean \"pseudonymise\"?"));
-    p = problem_on(alarm_toml + "event_time = \"generalise:fortnight\"\n", 7);
+    p = problem_on(alarm_toml + "event_time = \"generalise:fortnight\"\n", 8);
     CHECK(contains(p.message, "minute, 15min, hour, day"));
-    p = problem_on(alarm_toml + "event_time = \"generalise\"\n", 7);
+    p = problem_on(alarm_toml + "event_time = \"generalise\"\n", 8);
     CHECK(contains(p.message, "minute, 15min, hour, day"));
-    p = problem_on(alarm_toml + "zone = \"keep:all\"\n", 7);
+    p = problem_on(alarm_toml + "zone = \"keep:all\"\n", 8);
     CHECK(contains(p.message, "takes no unit"));
-    p = problem_on(alarm_toml + "zone = true\n", 7);
+    p = problem_on(alarm_toml + "zone = true\n", 8);
     CHECK(contains(p.message, "must be a rule in quotes"));
-    p = problem_on(alarm_toml + "event_time = \"generalise:7s\"\n", 7);
+    p = problem_on(alarm_toml + "event_time = \"generalise:7s\"\n", 8);
     CHECK(contains(p.message, "must divide a day"));
 }
 
@@ -327,27 +332,32 @@ kind = "keep"
 )T");
     std::string text;
     for (const auto& q : all) text += q.to_string() + "\n";
-    CHECK(all.size() == 3);
-    CHECK(contains(text, "p.toml:2:1: [purpose.alarm] has no recipient"));
+    CHECK(all.size() == 4);
+    CHECK(contains(text, "p.toml:2:1: [purpose.alarm] has no recipient:"));
+    CHECK(contains(text, "p.toml:2:1: [purpose.alarm] has no recipient_country"));
     CHECK(contains(text, "p.toml:2:1: [purpose.alarm] has no legal_basis"));
     CHECK(contains(text, "p.toml:2:1: [purpose.alarm] has no retention_h"));
 }
 
 TEST_CASE("A malformed legal basis, retention or k is refused at its value") {
-    auto p = problem_on(alarm_toml +
-                            "[purpose.x]\nrecipient = \"r\"\nlegal_basis = \"g\"\n"
-                            "retention_h = 1\n[purpose.x.alarm_event]\nkind = \"keep\"\n",
-                        9);
+    auto p = problem_on(
+        alarm_toml +
+            "[purpose.x]\nrecipient = \"r\"\nrecipient_country = \"NO\"\nlegal_basis = \"g\"\n"
+            "retention_h = 1\n[purpose.x.alarm_event]\nkind = \"keep\"\n",
+        11);
     CHECK(contains(p.message, "\"a\" to \"f\""));
-    CHECK(problems_of(alarm_toml + "[purpose.x]\nrecipient = \"r\"\nlegal_basis = \"g\"\n"
-                                   "retention_h = 1\n[purpose.x.alarm_event]\nkind = \"keep\"\n")
+    CHECK(problems_of(
+              alarm_toml +
+              "[purpose.x]\nrecipient = \"r\"\nrecipient_country = \"NO\"\nlegal_basis = \"g\"\n"
+              "retention_h = 1\n[purpose.x.alarm_event]\nkind = \"keep\"\n")
               .size() == 1);
     p = problem_on(
-        "[purpose.alarm]\nrecipient = \"r\"\nlegal_basis = \"b\"\nretention_h = 0\n"
+        "[purpose.alarm]\nrecipient = \"r\"\nrecipient_country = \"NO\"\nlegal_basis = "
+        "\"b\"\nretention_h = 0\n"
         "[purpose.alarm.alarm_event]\nkind = \"keep\"\n",
-        4);
+        5);
     CHECK(contains(p.message, "between 1 and 26352"));
-    p = problem_on(alarm_toml + "[purpose.alarm.verification_image]\nretention_h = 30000\n", 8);
+    p = problem_on(alarm_toml + "[purpose.alarm.verification_image]\nretention_h = 30000\n", 9);
     CHECK(contains(p.message, "between 1 and 26352"));
 }
 
@@ -355,27 +365,29 @@ TEST_CASE("Two purposes cannot share a topic") {
     auto p = problem_on(alarm_toml + R"T([purpose.alarm2]
 topic = "alarm"
 recipient = "ARC"
+recipient_country = "NO"
 legal_basis = "b"
 retention_h = 168
 [purpose.alarm2.alarm_event]
 kind = "keep"
 )T",
-                        7);
+                        8);
     CHECK(contains(p.message, "topic 'alarm' is already the topic of [purpose.alarm]"));
 }
 
 TEST_CASE("Purpose names and topics must be valid topic levels") {
-    auto p = problem_on("[purpose.Alarm]\nrecipient = \"r\"\n", 1);
+    auto p = problem_on("[purpose.Alarm]\nrecipient = \"r\"\nrecipient_country = \"NO\"\n", 1);
     CHECK(contains(p.message, "a-z, 0-9, _ and -"));
     const auto all = problems_of(alarm_toml + "[purpose.alarm2]\ntopic = \"a/b\"\n");
     REQUIRE_FALSE(all.empty());
-    CHECK(all[0].line == 7);
+    CHECK(all[0].line == 8);
     CHECK(contains(all[0].message, "topic 'a/b' must be one MQTT topic level"));
 }
 
 TEST_CASE("A purpose cannot take the gateway's status topic") {
     auto p = problem_on(R"T([purpose.status]
 recipient = "ARC"
+recipient_country = "NO"
 legal_basis = "b"
 retention_h = 168
 [purpose.status.alarm_event]
@@ -386,21 +398,21 @@ kind = "keep"
 }
 
 TEST_CASE("An aggregate purpose sends site totals only") {
-    auto p = problem_on(analytics_head + "meter_point_id = \"pseudonymise\"\n", 8);
+    auto p = problem_on(analytics_head + "meter_point_id = \"pseudonymise\"\n", 9);
     CHECK(contains(p.message, "would make them per-home"));
-    p = problem_on(analytics_head + "device = \"keep\"\n", 8);
+    p = problem_on(analytics_head + "device = \"keep\"\n", 9);
     CHECK(contains(p.message, "would make them per-home"));
-    p = problem_on(analytics_head + "event_time = \"keep\"\n", 8);
+    p = problem_on(analytics_head + "event_time = \"keep\"\n", 9);
     CHECK(contains(p.message, "would make them per-home"));
     std::string k1 = analytics_head;
     k1.insert(k1.find("[purpose.analytics.meter_reading]"), "k_anonymity = 1\n");
-    p = problem_on(k1, 5);
+    p = problem_on(k1, 6);
     CHECK(contains(p.message, "between 2 and"));
-    p = problem_on(analytics_head + "[purpose.analytics.alarm_event]\nkind = \"keep\"\n", 8);
+    p = problem_on(analytics_head + "[purpose.analytics.alarm_event]\nkind = \"keep\"\n", 9);
     CHECK(contains(p.message, "an aggregate purpose receives only site totals of meter_reading"));
     std::string kept = analytics_head;
     kept.replace(kept.find("generalise:hour"), 15, "keep");
-    p = problem_on(kept, 7);
+    p = problem_on(kept, 8);
     CHECK(contains(p.message, "an aggregate purpose must generalise interval"));
     // Built in code, k = 1 is caught by the check too.
     auto purposes = default_purposes();
@@ -413,18 +425,20 @@ TEST_CASE("An aggregate purpose sends site totals only") {
 TEST_CASE("Verification images are sent only in a purpose that receives their alarm") {
     auto p = problem_on(R"T([purpose.images]
 recipient = "ARC"
+recipient_country = "NO"
 legal_basis = "b"
 retention_h = 24
 [purpose.images.verification_image]
 picture = "keep"
 )T",
-                        5);
+                        6);
     CHECK(contains(p.message, "images are sent only with their alarm"));
 }
 
 TEST_CASE("Meter intervals generalise to multiples of 15 minutes that divide a day") {
     const std::string billing = R"T([purpose.billing]
 recipient = "Supplier"
+recipient_country = "NO"
 legal_basis = "b"
 retention_h = 744
 [purpose.billing.meter_reading]
@@ -433,7 +447,7 @@ energy_wh = "keep"
     for (const char* bad : {"generalise:minute", "generalise:1000s", "generalise:6300s",
                             "generalise:0s", "generalise:172800s"}) {
         INFO(bad);
-        auto p = problem_on(billing + "interval = \"" + bad + "\"\n", 7);
+        auto p = problem_on(billing + "interval = \"" + bad + "\"\n", 8);
         CHECK(contains(p.message, "multiple of 15 minutes (900 s) that divides a day"));
     }
     for (const char* good : {"keep", "generalise:15min", "generalise:1800s", "generalise:hour",
@@ -446,40 +460,45 @@ energy_wh = "keep"
 TEST_CASE("A meter purpose without its interval is refused") {
     auto p = problem_on(R"T([purpose.billing]
 recipient = "Supplier"
+recipient_country = "NO"
 legal_basis = "b"
 retention_h = 744
 [purpose.billing.meter_reading]
 energy_wh = "keep"
 )T",
-                        5);
+                        6);
     CHECK(contains(p.message, "must keep or generalise interval"));
 }
 
 TEST_CASE("An energy resolution must be more than 0 Wh") {
     const std::string head = R"T([purpose.billing]
 recipient = "Supplier"
+recipient_country = "NO"
 legal_basis = "b"
 retention_h = 744
 [purpose.billing.meter_reading]
 interval = "keep"
 )T";
-    auto p = problem_on(head + "energy_wh = \"generalise:0Wh\"\n", 7);
+    auto p = problem_on(head + "energy_wh = \"generalise:0Wh\"\n", 8);
     CHECK(contains(p.message, "more than 0 Wh"));
-    p = problem_on(head + "energy_wh = \"generalise:-5kWh\"\n", 7);
+    p = problem_on(head + "energy_wh = \"generalise:-5kWh\"\n", 8);
     CHECK(contains(p.message, "more than 0 Wh"));
-    p = problem_on(head + "energy_wh = \"generalise:5MWh\"\n", 7);
+    p = problem_on(head + "energy_wh = \"generalise:5MWh\"\n", 8);
     CHECK(contains(p.message, "100Wh or 1kWh"));
 }
 
 TEST_CASE("A purpose that receives no data class is refused") {
-    auto p =
-        problem_on("[purpose.empty]\nrecipient = \"r\"\nlegal_basis = \"a\"\nretention_h = 1\n", 1);
+    auto p = problem_on(
+        "[purpose.empty]\nrecipient = \"r\"\nrecipient_country = \"NO\"\nlegal_basis = "
+        "\"a\"\nretention_h = 1\n",
+        1);
     CHECK(contains(p.message, "receives no data class"));
 }
 
 TEST_CASE("Every purpose problem in a file is reported at once, in file order") {
     const auto problems = problems_of(R"T([purpose.alarm]
 recipient = "ARC"
+recipient_country = "NO"
 legal_basis = "b"
 retention_h = 168
 [purpose.alarm.alarm_event]
@@ -489,6 +508,7 @@ user_slot = "keep"
 zone = "keep"
 [purpose.analytics]
 recipient = "Grid"
+recipient_country = "NO"
 legal_basis = "f"
 retention_h = 744
 [purpose.analytics.meter_reading]
@@ -500,7 +520,7 @@ pseudonym_epoch = 0
 )T");
     std::vector<std::uint32_t> lines;
     for (const auto& p : problems) lines.push_back(p.line);
-    CHECK(lines == std::vector<std::uint32_t>{6, 7, 8, 16, 17, 19});
+    CHECK(lines == std::vector<std::uint32_t>{7, 8, 9, 18, 19, 21});
 }
 
 TEST_CASE("Purposes built in code are checked by validate()") {
@@ -592,6 +612,7 @@ TEST_CASE("Alarm kinds exempt from restriction: fire and panic by default, else 
     CHECK(parse_config(alarm_toml, "p.toml").policy.purposes[0].restriction_exempt.empty());
     const std::string head = R"T([purpose.alarm]
 recipient = "ARC"
+recipient_country = "NO"
 legal_basis = "b"
 retention_h = 168
 )T";
@@ -605,7 +626,7 @@ retention_h = 168
     CHECK(contains(
         problem_on(head + "restriction_exempt = [\"fire\", \"fire\"]\n" + events, 1).message,
         "names 'fire' twice"));
-    CHECK(contains(problem_on(head + "restriction_exempt = \"fire\"\n" + events, 5).message,
+    CHECK(contains(problem_on(head + "restriction_exempt = \"fire\"\n" + events, 6).message,
                    "must be a list of alarm kinds"));
     // Only a purpose that sends alarm kinds can send them under a restriction.
     CHECK(contains(problem_on(analytics_head.substr(0, analytics_head.find("[purpose.analytics.")) +

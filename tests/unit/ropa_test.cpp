@@ -29,6 +29,7 @@ pseudonym_overlap_h = 48
 topic = "arc"
 description = "Alarm monitoring"
 recipient = "The ARC | night shift"
+recipient_country = "NO"
 legal_basis = "b"
 retention_h = 72
 [purpose.monitoring.alarm_event]
@@ -38,6 +39,7 @@ customer_number = "pseudonymise"
 [purpose.grid]
 description = "Grid planning"
 recipient = "DSO"
+recipient_country = "NO"
 legal_basis = "e"
 retention_h = 24
 k_anonymity = 10
@@ -47,6 +49,7 @@ interval = "generalise:day"
 [purpose.tariff]
 description = "Tariff"
 recipient = "Supplier"
+recipient_country = "NO"
 legal_basis = "b"
 retention_h = 24
 [purpose.tariff.meter_reading]
@@ -121,6 +124,7 @@ TEST_CASE("The record says free text leaves as a token, or as it is only when it
     CHECK(md.find("sent as it is") != std::string::npos);  // kind, zone: not free text
     const Config kept = parse_config(R"T([purpose.arc]
 recipient = "ARC"
+recipient_country = "NO"
 legal_basis = "b"
 retention_h = 24
 [purpose.arc.alarm_event]
@@ -208,4 +212,46 @@ TEST_CASE("docs/privacy.md holds the record of processing of the default config"
     REQUIRE(to != std::string::npos);
     // Regenerate with: build/bin/vernd --print-ropa md, pasted between the markers.
     CHECK(text.substr(from + begin.size(), to - from - begin.size()) == ropa_markdown(Config{}));
+}
+
+TEST_CASE("The record lists every transfer and says a consent purpose processes only consenters") {
+    const Config c = parse_config(R"T([upstream]
+uri = "ssl://broker.example:8883"
+operator = "Cloud Broker Inc"
+country = "US"
+safeguard = "scc: 2021/914 module 3"
+[purpose.insurer]
+recipient = "The home insurer"
+recipient_country = "GB"
+transfer_safeguard = "adequacy"
+legal_basis = "a"
+retention_h = 24
+[purpose.insurer.alarm_event]
+kind = "keep"
+customer_number = "pseudonymise"
+[purpose.arc]
+recipient = "ARC"
+recipient_country = "SE"
+legal_basis = "b"
+retention_h = 24
+[purpose.arc.alarm_event]
+kind = "keep"
+)T",
+                                  "t.toml");
+    const std::string md = ropa_markdown(c);
+    CHECK(count(md,
+                "| Upstream broker (Cloud Broker Inc), all purposes | US | standard "
+                "contractual clauses (art. 46(2)(c)); 2021/914 module 3 |") == 1);
+    CHECK(count(md, "| The home insurer (`insurer`) | GB | adequacy decision (art. 45): UK |") ==
+          1);
+    CHECK(count(md, "| ARC (`arc`) | SE | none needed (inside the EU/EEA) |") == 1);
+    CHECK(count(md, "processes only the subjects whose consent is recorded") == 1);  // insurer
+    CHECK(count(md, "- **Consent:**") == 1);
+    const auto j = nlohmann::json::parse(ropa_json(c));
+    REQUIRE(j["transfers"].size() == 3);
+    CHECK(j["transfers"][0]["country"] == "US");
+    CHECK(j["transfers"][1]["purpose"] == "insurer");
+    CHECK(j["purposes"][0]["consent"].get<std::string>().find("withdrawal stops") !=
+          std::string::npos);
+    CHECK_FALSE(j["purposes"][1].contains("consent"));
 }
