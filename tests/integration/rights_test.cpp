@@ -216,6 +216,7 @@ public:
     Mosquitto& upstream() { return upstream_; }
     const Mosquitto& site_broker() const { return site_broker_; }
     const config::Config& config() const { return config_; }
+    config::Config& configure() { return config_; }  // before start()
     std::filesystem::path store_dir() const {
         return std::filesystem::path(config_.gateway.data_dir) / "store";
     }
@@ -814,4 +815,144 @@ TEST_CASE(
     REQUIRE(wait_until([&] { return images_from(backend.records(), "panel-b") == 1; }));
     CHECK(images_from(backend.records(), "panel-a") == 1);  // user 5's only
     site.stop();
+}
+
+// --- consent (legal basis "a", issue 16 item 2)
+// ---------------------------------------------------
+
+namespace {
+
+// The default purposes plus an insurer's alarm feed on consent (a discount for monitored homes).
+void with_insurer_on_consent(config::Config& c) {
+    config::Purpose p;
+    p.name = "insurer";
+    p.topic = "insurer";
+    p.description = "Alarm history for the home insurance discount the customer signed up to";
+    p.recipient = "The home insurer";
+    p.recipient_country = "NO";
+    p.legal_basis = 'a';
+    p.retention_h = 24;
+    config::ClassRules events;
+    events.data_class = config::DataClass::alarm_event;
+    auto rule = [](std::string field, config::Action a) {
+        config::FieldRule r;
+        r.field = std::move(field);
+        r.action = a;
+        return r;
+    };
+    events.fields = {rule("kind", config::Action::keep),
+                     rule("customer_number", config::Action::pseudonymise),
+                     rule("event_id", config::Action::tokenise)};
+    p.classes.push_back(std::move(events));
+    c.policy.purposes.push_back(std::move(p));
+}
+
+std::size_t on_topic(const std::vector<std::pair<std::string, clean::v1::Record>>& records,
+                     const std::string& level, const std::string& pseudonym, bool notices) {
+    std::size_t n = 0;
+    for (const auto& [topic, r] : records) {
+        if (topic.find("/" + level + "/") != std::string::npos && about(r, pseudonym) &&
+            r.has_erasure() == notices) {
+            ++n;
+        }
+    }
+    return n;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "A consent purpose gets a subject's alarms only between consent and its withdrawal, and "
+    "another subject's never") {
+    Site site;
+    with_insurer_on_consent(site.configure());
+    site.start();
+    auto backend = std::make_unique<Backend>(site.upstream().uri());
+    Devices dev(site.site_broker().uri(), site.config().gateway.site);
+    const auto alarm_a = site.pseudonym("alarm", crypto::SubjectKind::customer_number, cust_a);
+    const auto alarm_b = site.pseudonym("alarm", crypto::SubjectKind::customer_number, cust_b);
+    const auto ins_a = site.pseudonym("insurer", crypto::SubjectKind::customer_number, cust_a);
+    const auto ins_b = site.pseudonym("insurer", crypto::SubjectKind::customer_number, cust_b);
+    auto count = [&](const std::string& level, const std::string& who, bool notices = false) {
+        return on_topic(backend->records(), level, who, notices);
+    };
+
+    // Before consent: the alarm purpose (contract) gets both, the insurer nothing.
+    dev.alarm("panel-a", cust_a, 0, "ev-a1");
+    dev.alarm("panel-b", cust_b, 0, "ev-b1");
+    REQUIRE(
+        wait_until([&] { return count("alarm", alarm_a) == 1 && count("alarm", alarm_b) == 1; }));
+    CHECK(count("insurer", ins_a) == 0);
+    CHECK(site.counter("policy_no_consent") == 2);
+
+    // Refused: a purpose on another legal basis, an unknown purpose.
+    auto contract = site.rights().consent({"customer_number", cust_a}, "alarm", true);
+    REQUIRE_FALSE(contract);
+    CHECK(contract.error().code == pipeline::RightsErrc::not_consent_based);
+    auto unknown = site.rights().consent({"customer_number", cust_a}, "marketing", true);
+    REQUIRE_FALSE(unknown);
+    CHECK(unknown.error().code == pipeline::RightsErrc::unknown_purpose);
+
+    // A consents: A's next alarm reaches the insurer; B's does not.
+    auto granted = site.rights().consent({"customer_number", cust_a}, "insurer", true);
+    REQUIRE(granted);
+    CHECK(granted->subject_id.size() == 32);
+    CHECK(granted->json.find(cust_a) == std::string::npos);
+    dev.alarm("panel-a", cust_a, 0, "ev-a2");
+    dev.alarm("panel-b", cust_b, 0, "ev-b2");
+    REQUIRE(
+        wait_until([&] { return count("insurer", ins_a) == 1 && count("alarm", alarm_b) == 2; }));
+    CHECK(count("alarm", alarm_a) == 2);
+
+    // Withdrawn while the uplink is down: A's queued insurer record is deleted unsent, the
+    // alarm purpose's is not, and the insurer gets an erasure notice for A.
+    site.upstream().stop();
+    backend.reset();
+    const auto committed = site.counter("events_committed");
+    dev.alarm("panel-a", cust_a, 0, "ev-a3");
+    dev.alarm("panel-b", cust_b, 0, "ev-b3");
+    REQUIRE(site.committed(committed + 2));
+    auto withdrawn = site.rights().consent({"customer_number", cust_a}, "insurer", false);
+    REQUIRE(withdrawn);
+    const auto w = json::parse(withdrawn->json);
+    CHECK(w["was_in_force"] == true);
+    CHECK(w["records_purged"] == 1);
+    CHECK(w["notices_queued"] == 1);
+    CHECK(withdrawn->records == 1);
+    // After the withdrawal: nothing more of A for the insurer.
+    dev.alarm("panel-a", cust_a, 0, "ev-a4");
+    REQUIRE(site.committed(committed + 3));
+    // A restart in between: the withdrawal holds (the consent register is read back).
+    site.stop();
+    site.upstream().start();
+    backend = std::make_unique<Backend>(site.upstream().uri());  // gets what was queued
+    site.start();
+    REQUIRE(
+        wait_until([&] { return count("alarm", alarm_a) == 2 && count("alarm", alarm_b) == 1; }));
+    REQUIRE(wait_until([&] { return count("insurer", ins_a, true) == 1; }));
+    CHECK(count("insurer", ins_a) == 0);        // not ev-a3, not ev-a4
+    CHECK(count("alarm", alarm_a, true) == 0);  // the notice is the insurer's only
+    CHECK(count("insurer", ins_b) == 0);
+    CHECK(site.counter("rights_consents_given") == 1);
+    CHECK(site.counter("rights_consents_withdrawn") == 1);
+
+    // B's consent is recorded and holds across a restart; the export lists it.
+    REQUIRE(site.rights().consent({"customer_number", cust_b}, "insurer", true));
+    site.stop();
+    site.start();
+    auto b = json::parse(site.rights().export_subject({"customer_number", cust_b}, {})->json);
+    CHECK(b["consents"] == json::array({"insurer"}));
+    auto a = json::parse(site.rights().export_subject({"customer_number", cust_a}, {})->json);
+    CHECK(a["consents"].empty());
+    dev.alarm("panel-b", cust_b, 0, "ev-b5");
+    dev.alarm("panel-a", cust_a, 0, "ev-a5");
+    REQUIRE(
+        wait_until([&] { return count("insurer", ins_b) == 1 && count("alarm", alarm_a) == 3; }));
+    CHECK(count("insurer", ins_a) == 0);
+    // Nothing of B reached the insurer before B's consent: the one record is ev-b5's.
+    for (const auto& [topic, r] : backend->records()) {
+        if (topic.find("/insurer/") != std::string::npos && r.has_alarm()) {
+            CHECK(r.alarm().customer() == ins_b);
+        }
+    }
 }

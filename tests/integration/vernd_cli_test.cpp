@@ -112,7 +112,8 @@ TEST_CASE("vernd --print-ropa prints the record of the defaults or of a config f
     CHECK(r.out == config::ropa_markdown(config::Config{}));
 
     const auto path = dir.path() / "vernd.toml";
-    std::ofstream(path) << "[purpose.monitoring]\nrecipient = \"ARC\"\nlegal_basis = \"b\"\n"
+    std::ofstream(path) << "[purpose.monitoring]\nrecipient = \"ARC\"\nrecipient_country = \"NO\"\n"
+                           "legal_basis = \"b\"\n"
                            "retention_h = 24\n[purpose.monitoring.alarm_event]\nkind = \"keep\"\n";
     r = run(dir, "--print-ropa json --config '" + path.string() + "'");
     REQUIRE(r.code == 0);

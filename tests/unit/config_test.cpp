@@ -308,7 +308,7 @@ TEST_CASE("Privacy Shield is refused as invalid since Schrems II, wherever it is
     CHECK(up[0].message.find("[upstream] names Privacy Shield") != std::string::npos);
 }
 
-TEST_CASE("A recipient in the EU/EEA needs no safeguard; adequacy, SCC or BCR do outside") {
+TEST_CASE("A recipient in the EU/EEA needs no safeguard, outside adequacy, SCC or BCR do") {
     for (const std::string country : {"NO", "DE", "IS", "LI", "SE"}) {
         INFO(country);
         CHECK(problems_of(recipient_in(country)).empty());

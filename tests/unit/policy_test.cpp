@@ -1276,7 +1276,7 @@ TEST_CASE("A consent purpose's open interval and the consent both hold across a 
     CHECK(h.counter("policy_no_consent") == 4);
 }
 
-TEST_CASE("A consent alarm purpose needs every subject the alarm names; an alarm of no one goes") {
+TEST_CASE("A consent alarm purpose needs every subject the alarm names, an alarm of no one goes") {
     auto insurer = purpose(
         "insurer", DataClass::alarm_event,
         {rule("kind", config::Action::keep), rule("customer_number", config::Action::pseudonymise),
