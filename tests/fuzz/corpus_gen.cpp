@@ -121,7 +121,8 @@ void config_seeds(Writer& w, const fs::path& vernd_toml) {
         "[policy]\nmeter_close_after_s = 1\nimage_max_bytes = 1024\nimages_in_progress = 0\n",
         "[purpose.a]\ntopic = \"same\"\nrecipient = \"r\"\nlegal_basis = \"b\"\nretention_h = 1\n"
         "[purpose.a.alarm_event]\nkind = \"keep\"\n[purpose.b]\ntopic = \"same\"\n",
-        "[purpose.alarm]\nrecipient = \"ARC\"\nlegal_basis = \"6(1)(b)\"\nretention_h = 168\n"
+        "[purpose.alarm]\nrecipient = \"ARC\"\nrecipient_country = \"NO\"\n"
+        "legal_basis = \"6(1)(b)\"\nretention_h = 168\n"
         "[purpose.alarm.alarm_event]\nkind = \"keep\"\nevent_time = \"generalise:minute\"\n"
         "customer_number = \"pseudonymise\"\npin_code = \"drop\"\n"
         "[purpose.alarm.verification_image]\nretention_h = 24\npicture = \"keep\"\n",
@@ -131,7 +132,8 @@ void config_seeds(Writer& w, const fs::path& vernd_toml) {
         "k_anonymity = 1\n[purpose.grid.meter_reading]\nenergy_wh = \"aggregate\"\n"
         "interval = \"generalise:1000s\"\nmeter_point_id = \"pseudonymise\"\n"
         "[purpose.grid.verification_image]\npicture = \"keep\"\n",
-        "[purpose.bill]\nrecipient = \"S\"\nlegal_basis = \"b\"\nretention_h = 744\n"
+        "[purpose.bill]\nrecipient = \"S\"\nrecipient_country = \"US\"\n"
+        "transfer_safeguard = \"scc: 2021/914\"\nlegal_basis = \"b\"\nretention_h = 744\n"
         "[purpose.bill.meter_reading]\nenergy_wh = \"generalise:2kWh\"\n"
         "interval = \"generalise:7200s\"\nevent_time = \"generalise:0s\"\n",
         "[keys]\npseudonym_epoch = 2\npseudonym_epoch_start = 2027-01-01T00:00:00+01:00\n"
@@ -152,6 +154,11 @@ void config_seeds(Writer& w, const fs::path& vernd_toml) {
         "data_dir = \"\"\n",
         "[upstream]\nmax_backoff_ms = 0x10\nwindow = 1_000\n",
         "[store]\nblock_cache_mb = { a = 1 }\nsync = 1979-05-27T07:32:00Z\n",
+        // Transfers (GDPR ch. V): consent purpose abroad under Privacy Shield, remote upstream.
+        "[purpose.ins]\nrecipient = \"I\"\nrecipient_country = \"US\"\n"
+        "transfer_safeguard = \"adequacy: Privacy Shield\"\nlegal_basis = \"a\"\nretention_h = 1\n"
+        "[purpose.ins.alarm_event]\nkind = \"keep\"\n[upstream]\nuri = \"tcp://up:1883\"\n"
+        "operator = \"Up\"\ncountry = \"GB\"\nsafeguard = \"adequacy\"\n",
     };
     for (const char* s : snippets) w.add(s);
 }
