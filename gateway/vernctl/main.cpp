@@ -332,7 +332,7 @@ void print_history(const json& h) {
     std::cout << std::left << std::setw(19) << "MINUTE (UTC)" << std::right << std::setw(7)
               << "UPLINK" << std::setw(8) << "METER Q" << std::setw(8) << "ALARM Q" << std::setw(8)
               << "IMAGE Q" << std::setw(7) << "IN" << std::setw(7) << "OUT" << std::setw(8)
-              << "REFUSED" << std::setw(12) << "DISK FREE" << std::setw(10) << "COMMIT P99"
+              << "REFUSED" << std::setw(12) << "DISK FREE" << std::setw(12) << "COMMIT P99"
               << "  HOURLY\n";
     const json samples = h.value("samples", json::array());
     for (const auto& s : samples) {
@@ -353,7 +353,7 @@ void print_history(const json& h) {
                   << std::setw(8) << depth("alarm") << std::setw(8) << depth("image")
                   << std::setw(7) << num(s.value("events_in", json())) << std::setw(7)
                   << num(s.value("records_out", json())) << std::setw(8) << refused << std::setw(12)
-                  << bytes(s.value("disk_free_bytes", json())) << std::setw(10)
+                  << bytes(s.value("disk_free_bytes", json())) << std::setw(12)
                   << (p99 == 0 ? std::string("-")
                                : num(json(static_cast<double>(p99) / 1000.0)) + " ms")
                   << "  " << s.value("hourly", "") << "\n";
