@@ -8,6 +8,7 @@
 #include <sstream>
 #include <thread>
 
+#include "vern/admin/history_http.h"
 #include "vern/admin/server.h"
 
 namespace vern::admin {
@@ -204,6 +205,16 @@ MetricsServer::MetricsServer(std::uint16_t port, pipeline::Diagnostics& diagnost
         const auto [status, body] =
             render_health(diagnostics.status_json(pipeline::Audience::technician));
         res.status = status;
+        res.set_content(body, "application/json");
+    });
+    // The health history as JSON (history_http.h).
+    srv.Get(history_path, [&diagnostics](const httplib::Request& req, httplib::Response& res) {
+        const std::string minutes = req.get_param_value("minutes");
+        const auto [status, body] = render_history(
+            diagnostics,
+            req.has_param("minutes") ? std::optional<std::string_view>(minutes) : std::nullopt);
+        res.status = status;
+        res.set_header("Cache-Control", "no-store");
         res.set_content(body, "application/json");
     });
     if (port == 0) {

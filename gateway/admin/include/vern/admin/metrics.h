@@ -11,6 +11,7 @@
 //                 as gauges: vern_healthy, vern_health_degraded{reason}, vern_uplink_down_seconds,
 //                 vern_oldest_alarm_age_seconds (coarse), vern_disk_floor_reached,
 //                 vern_time_trusted; and vern_time_jumps_total.
+//   GET /status/history[?minutes=N]  the health history as JSON (history_http.h)
 // The same figures as the technician's status: no personal data, ever, and no counter that
 // tells of a data subject's request (pipeline::privacy_officer_only: rights_*, records_shredded).
 #include <cstdint>
