@@ -323,6 +323,21 @@ Result<std::vector<AuditEntry>, StoreError> AuditLog::read(std::uint64_t from,
     return out;
 }
 
+Result<std::vector<AuditEntry>, StoreError> AuditLog::by_request(std::string_view request_id,
+                                                                 std::size_t max) const {
+    std::vector<AuditEntry> out;
+    if (max == 0 || request_id.empty()) return out;
+    auto scanned = impl_->scan(1, [&](std::uint64_t, std::string_view value) {
+        if (auto decoded = decode_value(value);
+            decoded && decoded->entry.request_id == request_id) {
+            out.push_back(std::move(decoded->entry));
+        }
+        return out.size() < max;
+    });
+    if (!scanned) return fail(scanned.error());
+    return out;
+}
+
 Result<std::vector<AuditEntry>, StoreError> AuditLog::tail(std::size_t max) const {
     const std::uint64_t last = last_seq();
     return read(last >= max ? last - max + 1 : 1, max);

@@ -382,6 +382,13 @@ TEST_CASE("An audit log written before request ids still reads, verifies and goe
     CHECK((*entries)[3].request_id == "REQ-2026-0042");
     CHECK((*entries)[3].received_date == "2026-12-01");
     CHECK((*entries)[4].request_id.empty());
+    auto of_request = (*log)->by_request("REQ-2026-0042", 10);
+    REQUIRE(of_request);
+    REQUIRE(of_request->size() == 1);
+    CHECK(of_request->front().seq == 4);
+    auto none = (*log)->by_request("REQ-2026-0043", 10);
+    REQUIRE(none);
+    CHECK(none->empty());
 }
 
 TEST_CASE("An entry's request id and received date are signed with it") {

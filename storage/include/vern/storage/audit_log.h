@@ -82,6 +82,9 @@ public:
     // Up to `max` entries with seq >= from, ascending. Entries whose bytes do not decode are
     // returned with action "(undecodable)" so `show` still lists them; verify() says why.
     Result<std::vector<AuditEntry>, StoreError> read(std::uint64_t from, std::size_t max) const;
+    // Up to `max` entries whose request id is `request_id`, ascending (reads the whole log).
+    Result<std::vector<AuditEntry>, StoreError> by_request(std::string_view request_id,
+                                                           std::size_t max) const;
     // The last `max` entries, ascending.
     Result<std::vector<AuditEntry>, StoreError> tail(std::size_t max) const;
     // Checks every entry and the head (see the top of this file).
