@@ -180,19 +180,20 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
             if (!client->connect(connect_options())->wait_for(std::chrono::seconds(15))) {
                 throw mqtt::exception(MQTTASYNC_FAILURE);  // never completed: try again
             }
+            if (!control.command_topic.empty()) {
+                // A clean start forgets subscriptions: subscribe on every connect, before the
+                // status says online (a controller that saw it can send at once).
+                if (!client->subscribe(control.command_topic, qos_at_least_once)
+                         ->wait_for(std::chrono::seconds(10))) {
+                    throw mqtt::exception(MQTTASYNC_FAILURE);
+                }
+            }
             connects.add();
             backoff.reset();
             if (!status_topic.empty()) {
                 // Not waited for: a lost status shows at the next connect; the will covers a
                 // crash in between.
                 client->publish(status_message(status_topic, true, control));
-            }
-            if (!control.command_topic.empty()) {
-                // A clean start forgets subscriptions: subscribe on every connect.
-                if (!client->subscribe(control.command_topic, qos_at_least_once)
-                         ->wait_for(std::chrono::seconds(10))) {
-                    throw mqtt::exception(MQTTASYNC_FAILURE);
-                }
             }
             std::lock_guard lock(mutex);
             ++generation;  // acks of the old connection no longer count against the window
