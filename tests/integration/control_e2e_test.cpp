@@ -427,6 +427,15 @@ TEST_CASE(
     CHECK(after_restart->status() == v1::Result::REFUSED_REPLAY);
     CHECK(site.counter("rights_erasures") == 1);
 
+    // A flood costs bounded memory: past max_commands_per_minute (60) commands are dropped
+    // unanswered and counted.
+    const std::uint64_t before = site.counter("control_commands") + site.counter("control_dropped");
+    for (int i = 0; i < 150; ++i) controller.send("flood " + std::to_string(i));
+    CHECK(wait_until([&] {
+        return site.counter("control_commands") + site.counter("control_dropped") == before + 150;
+    }));
+    CHECK(site.counter("control_dropped") >= 150 - 60);
+
     // The identifier is in no topic, no payload on the broker, no log line, no audit entry and no
     // file of the gateway.
     for (const auto& [topic, payload] : controller.seen()) {
