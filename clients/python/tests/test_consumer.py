@@ -4,6 +4,7 @@ commit-after-callback rule. Real mosquitto on a free loopback port for the MQTT 
 import os
 import sqlite3
 import subprocess
+import threading
 import time
 import unittest
 
@@ -12,6 +13,11 @@ from vern_kit.consumer import Consumer, pseudonyms_named
 from vern_kit.proto import clean_pb2
 
 TOPIC = "vern/v1/gw-a/alarm/alarm"
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
 
 
 def seqs(output):
@@ -81,16 +87,45 @@ class ConsumerOverMqtt(unittest.TestCase):
 
         self.broker.publish(TOPIC, payloads)
         # stopped (SIGTERM: they print their summary) once they handled everything
-        wait_for(lambda: sum(len(seqs(open(f.name).read())) for f in outs) >= n, 20, "records")
+        wait_for(lambda: sum(len(seqs(read(f.name))) for f in outs) >= n, 20, "records")
         time.sleep(2)  # the repeats after the last new record
         for p in (a, b):
             p.terminate()
         errs = [self.finish(p)[1] for p in (a, b)]
-        got_a, got_b = (seqs(open(f.name).read()) for f in outs)
+        got_a, got_b = (seqs(read(f.name)) for f in outs)
+        for f in outs:
+            f.close()
         self.assertEqual(sorted(got_a + got_b), list(range(1, n + 1)))
-        self.assertTrue(got_a and got_b, "the group did not split the stream between its members")
-        dropped = sum(int(e.split(" duplicates dropped")[0].split()[-1]) for e in errs)
-        self.assertEqual(dropped, n)
+        # "N new records (...), D duplicates dropped": what each member received
+        received = [int(e.split()[1]) + int(e.split(" duplicates dropped")[0].split()[-1])
+                    for e in errs]
+        self.assertEqual(sum(received), 2 * n)
+        self.assertTrue(all(received), f"the broker did not split the group's messages: {received}")
+
+
+    def test_a_batch_whose_callback_raised_is_not_acknowledged_and_comes_again(self):
+        state, handed = self.tmp.join("flaky.db"), []
+
+        def flaky(record):
+            if record.seq == 2 and -2 not in handed:
+                handed.append(-2)  # failed once
+                raise RuntimeError("backend down")
+            handed.append(record.seq)
+
+        ready = threading.Event()
+        c = Consumer(state, flaky)
+        publisher = threading.Thread(target=lambda: ready.wait(10) and self.broker.publish(
+            TOPIC, [batch(*(alarm("gw-a", "alarm", s) for s in (1, 2, 3)))]))
+        publisher.start()
+        with self.assertRaises(RuntimeError):
+            c.run("127.0.0.1", self.broker.port, [TOPIC], on_ready=ready.set, idle_timeout_s=10)
+        publisher.join()
+        c.close()
+        self.assertEqual(handed, [1, -2])
+        c = Consumer(state, flaky)  # restarted: the broker sends the unacknowledged batch again
+        c.run("127.0.0.1", self.broker.port, [TOPIC], count=2, idle_timeout_s=10)
+        self.assertEqual(handed, [1, -2, 2, 3])
+        self.assertEqual(c.counts["duplicates"], 1)
 
 
 class ConsumerCore(unittest.TestCase):

@@ -33,8 +33,10 @@ class Connection:
         self.subscriptions = []  # (topic filter, qos)
         self.connected = False
         self.connect_error = None
+        self.pending_subacks = set()
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
 
     def _on_connect(self, client, userdata, flags, rc, properties=None):
         code = rc.value if hasattr(rc, "value") else rc
@@ -43,13 +45,17 @@ class Connection:
             return
         self.connected = True
         for topic, qos in self.subscriptions:
-            client.subscribe(topic, qos)
+            self.pending_subacks.add(client.subscribe(topic, qos)[1])
+
+    def _on_subscribe(self, client, userdata, mid, granted, properties=None):
+        self.pending_subacks.discard(mid)
 
     def _on_disconnect(self, client, userdata, rc, properties=None):
         self.connected = False
 
     def connect(self, timeout_s=10):
-        """Connects and waits for CONNACK; raises ConnectionError after timeout_s."""
+        """Connects and waits for CONNACK and the SUBACKs of the subscriptions made so far (a
+        message published after connect() returned reaches them); raises ConnectionError."""
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -71,11 +77,16 @@ class Connection:
                 raise ConnectionError(f"broker refused the connection: {self.connect_error}")
             if time.monotonic() > deadline:
                 raise ConnectionError(f"no CONNACK from {self.host}:{self.port}")
+        while self.pending_subacks:
+            self.client.loop(timeout=0.1)
+            if time.monotonic() > deadline:
+                raise ConnectionError(f"no SUBACK from {self.host}:{self.port}")
 
     def subscribe(self, topic, qos=1):
+        """Subscribes now if connected, and on every (re)connect; call before connect()."""
         self.subscriptions.append((topic, qos))
         if self.connected:
-            self.client.subscribe(topic, qos)
+            self.pending_subacks.add(self.client.subscribe(topic, qos)[1])
 
     def loop(self, until, timeout_s=None):
         """Runs the network loop until until() is true or timeout_s passed; reconnects with
