@@ -3,6 +3,7 @@ shared-group consumers, erasure notices, pseudonym links across a key-epoch over
 commit-after-callback rule. Real mosquitto on a free loopback port for the MQTT parts."""
 import os
 import sqlite3
+import stat
 import subprocess
 import threading
 import time
@@ -69,6 +70,7 @@ class ConsumerOverMqtt(unittest.TestCase):
         self.assertEqual(seqs(out2), [6, 7])
         self.assertIn("4 duplicates dropped", err2)
 
+        self.assertEqual(stat.S_IMODE(os.stat(state).st_mode), 0o600)  # links are pseudonyms
         # The state is a high-water mark with nothing waiting above it.
         db = sqlite3.connect(state)
         self.assertEqual(db.execute("SELECT high_water, above FROM stream_mark").fetchall(), [(7, 0)])

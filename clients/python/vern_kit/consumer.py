@@ -155,6 +155,9 @@ class Consumer:
     def __init__(self, state_path, on_record, on_erasure=None, on_epoch_link=None,
                  window=65536):
         self.state_path = state_path
+        # Its epoch links are pseudonyms: readable by its owner only (SQLite gives its -wal and
+        # -shm files the same mode).
+        os.close(os.open(state_path, os.O_RDWR | os.O_CREAT, 0o600))
         self.db = sqlite3.connect(state_path, isolation_level=None, timeout=60)  # ours
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = FULL")
