@@ -1,0 +1,119 @@
+"""vern-controller against a real vernd with [control]: keygen, the gateway's keys from its
+retained status, an erasure and an export sent, signed results back, the export opened and
+written 0600; nothing personal printed. Real mosquitto brokers (site and upstream) on free
+loopback ports."""
+import json
+import os
+import stat
+import subprocess
+import unittest
+
+import paho.mqtt.client as paho
+
+from tests.support import BIN, Broker, TempDir, tool, wait_for
+from vern_kit import controller as ctl
+
+IDENTIFIER = "70012345"  # a customer number: never printed
+
+
+class ControllerAgainstVernd(unittest.TestCase):
+    def setUp(self):
+        self.tmp = TempDir()
+        self.site = Broker(self.tmp.path)
+        self.upstream = Broker(self.tmp.path)
+        self.keys = self.tmp.join("ctl")
+        self.printed = []
+        self.vernd = None
+
+    def tearDown(self):
+        if self.vernd:
+            self.vernd.terminate()
+            self.vernd.wait(20)
+            self.vernd_log.close()
+        self.site.close()
+        self.upstream.close()
+        self.tmp.close()
+
+    def run_tool(self, *args, stdin=None, rc=0):
+        p = subprocess.run([tool("vern-controller"), *args], input=stdin, capture_output=True,
+                           text=True, timeout=90)
+        self.printed.append(p.stdout + p.stderr)
+        self.assertEqual(p.returncode, rc, p.stdout + p.stderr)
+        return p.stdout
+
+    def net(self):
+        return ["--keys", self.keys, "-h", "127.0.0.1", "-p", str(self.upstream.port)]
+
+    def start_vernd(self, control):
+        config = self.tmp.join("vernd.toml")
+        with open(config, "w") as f:
+            f.write(f'[gateway]\nid = "gw-e2e"\n\n'
+                    f'[site_broker]\nuri = "tcp://127.0.0.1:{self.site.port}"\n\n'
+                    f'[upstream]\nuri = "tcp://127.0.0.1:{self.upstream.port}"\n\n'
+                    f'[admin]\ntechnician_uids = [{os.getuid()}]\n\n{control}')
+        self.vernd_log = open(self.tmp.join("vernd.log"), "w")
+        self.vernd = subprocess.Popen([os.path.join(BIN, "vernd"), "--config", config],
+                                      cwd=self.tmp.path, stdout=self.vernd_log,
+                                      stderr=subprocess.STDOUT)
+        status = self.tmp.join("var", "status.json")
+
+        def up():
+            try:
+                with open(status) as f:
+                    s = json.load(f)
+                return s["upstream"]["connected"] and s["site_broker"]["connected"]
+            except (OSError, ValueError, KeyError):
+                return False
+        wait_for(up, 30, "vernd connected to both brokers")
+
+    def test_keygen_gateways_send_erase_and_export_and_results_against_vernd(self):
+        out = self.run_tool("keygen", "--keys", self.keys)
+        control = out[out.index("[control]"):]  # the section keygen prints, as it prints it
+        self.start_vernd(control)
+
+        out = self.run_tool("gateways", *self.net(), "--wait", "2")
+        self.assertIn("gw-e2e online keys registered", out)
+        keys_on_box = subprocess.run([os.path.join(BIN, "vernd"), "--print-control-keys"],
+                                     cwd=self.tmp.path, capture_output=True, text=True, timeout=30)
+        register = ctl.Register(os.path.join(self.keys, "gateways.json"))
+        self.assertIn(register.gateways["gw-e2e"]["box"], keys_on_box.stdout + keys_on_box.stderr)
+
+        self.captured = []
+        tap = paho.Client(protocol=paho.MQTTv311)
+        subscribed = []
+        tap.on_message = lambda client, userdata, msg: self.captured.append(msg.payload)
+        tap.on_subscribe = lambda *args: subscribed.append(1)
+        tap.connect("127.0.0.1", self.upstream.port)
+        tap.subscribe("vern/v1/gw-e2e/control", 1)
+        tap.loop_start()
+        self.addCleanup(tap.loop_stop)
+        wait_for(lambda: subscribed, 10, "SUBACK")
+        self.run_tool("send", *self.net(), "--gateway", "gw-e2e", "--action", "erase",
+                      "--request-id", "E2E-ERASE-1", "--received-date", "2026-12-01",
+                      "--subject-file", "-", stdin=IDENTIFIER + "\n")
+        out = self.run_tool("results", *self.net(), "-C", "1", "-W", "30")
+        self.assertRegex(out, r"gw-e2e erase request E2E-ERASE-1: OK records=\d+")
+
+        self.run_tool("send", *self.net(), "--gateway", "gw-e2e", "--action", "export",
+                      "--request-id", "E2E-EXPORT-1", "--received-date", "2026-12-01",
+                      "--subject-file", "-", stdin=IDENTIFIER + "\n")
+        out = self.run_tool("results", *self.net(), "-C", "1", "-W", "30")
+        self.assertRegex(out, r"gw-e2e export request E2E-EXPORT-1: OK records=\d+ export=")
+        path = [w.split("=", 1)[1] for w in out.split() if w.startswith("export=")][0]
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        with open(path) as f:
+            json.load(f)  # the report, opened with the controller's key
+
+        # the erasure's command again, as a broker or an eavesdropper could: refused (its nonce)
+        self.upstream.publish("vern/v1/gw-e2e/control", [self.captured[0]])
+        out = self.run_tool("results", *self.net(), "-C", "1", "-W", "30")
+        self.assertIn("gw-e2e erase request E2E-ERASE-1: REFUSED_REPLAY", out)
+
+        for text in self.printed:
+            self.assertNotIn(IDENTIFIER, text)
+        with open(self.tmp.join("vernd.log")) as f:
+            self.assertNotIn(IDENTIFIER, f.read())
+
+
+if __name__ == "__main__":
+    unittest.main()
