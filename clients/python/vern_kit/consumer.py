@@ -200,16 +200,15 @@ class Consumer:
                 for link in epoch_links(record):
                     if self._add_link(link) and self.on_epoch_link:
                         self.on_epoch_link(link)
-                if record.WhichOneof("body") == "erasure" and self.on_erasure:
-                    self.counts["erasures"] += 1
-                    self.on_erasure(record)
-                else:
-                    self.on_record(record)
+                erasure = record.WhichOneof("body") == "erasure"
+                (self.on_erasure if erasure and self.on_erasure else self.on_record)(record)
                 self.seen.mark(record.gateway, record.stream, record.seq)
+                self.counts["erasures"] += erasure
                 self.counts["records"] += 1
                 new += 1
         finally:  # what returned is kept, even when a later callback raised
-            self.db.execute("COMMIT")
+            if self.db.in_transaction:
+                self.db.execute("COMMIT")
         return new
 
     def _add_link(self, link):
