@@ -6,10 +6,12 @@ import json
 import os
 import stat
 import subprocess
+import time
 import unittest
 
 import paho.mqtt.client as paho
 
+from tests import device_pb2
 from tests.support import BIN, Broker, TempDir, tool, wait_for
 from vern_kit import controller as ctl
 
@@ -71,6 +73,30 @@ class ControllerAgainstVernd(unittest.TestCase):
         control = out[out.index("[control]"):]  # the section keygen prints, as it prints it
         self.start_vernd(control)
 
+        # A backend on the kit, and one panel alarm about the subject through the gateway.
+        consumed = self.tmp.join("consumed.out")
+        ready = self.tmp.join("consumer.ready")
+        with open(consumed, "w") as out_file:
+            consumer = subprocess.Popen(
+                [tool("vern-consume"), "-h", "127.0.0.1", "-p", str(self.upstream.port),
+                 "--gateway", "gw-e2e", "--stream", "alarm", "--state", self.tmp.join("backend.db"),
+                 "--ready-file", ready], stdout=out_file, stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: consumer.poll() is None and consumer.kill())
+        wait_for(lambda: os.path.exists(ready), 15, "vern-consume subscribed")
+        event = device_pb2.DeviceMessage(device_id="panel-e2e", seq=1,
+                                         event_time_ms=int(time.time() * 1000))
+        event.alarm.kind = device_pb2.AlarmEvent.ARM
+        event.alarm.event_id = "ev-1"
+        event.alarm.customer_number = IDENTIFIER
+        event.alarm.user_slot = 1
+        self.site.publish("dev/v1/site-1/panel-e2e/alarm", [event.SerializeToString()])
+
+        def consumed_lines():
+            with open(consumed) as f:
+                return f.read().splitlines()
+        wait_for(lambda: any(" alarm 1 alarm " in l for l in consumed_lines()), 30,
+                 "the alarm at the backend")
+
         out = self.run_tool("gateways", *self.net(), "--wait", "2")
         self.assertIn("gw-e2e online keys registered", out)
         keys_on_box = subprocess.run([os.path.join(BIN, "vernd"), "--print-control-keys"],
@@ -93,6 +119,9 @@ class ControllerAgainstVernd(unittest.TestCase):
                       "--subject-file", "-", stdin=IDENTIFIER + "\n")
         out = self.run_tool("results", *self.net(), "-C", "1", "-W", "30")
         self.assertRegex(out, r"gw-e2e erase request E2E-ERASE-1: OK records=\d+")
+        # the gateway's erasure notice reaches the backend's erasure callback
+        wait_for(lambda: any(l.startswith("gw-e2e alarm ") and " erasure " in l
+                             for l in consumed_lines()), 30, "the erasure notice at the backend")
 
         self.run_tool("send", *self.net(), "--gateway", "gw-e2e", "--action", "export",
                       "--request-id", "E2E-EXPORT-1", "--received-date", "2026-12-01",
@@ -109,10 +138,16 @@ class ControllerAgainstVernd(unittest.TestCase):
         out = self.run_tool("results", *self.net(), "-C", "1", "-W", "30")
         self.assertIn("gw-e2e erase request E2E-ERASE-1: REFUSED_REPLAY", out)
 
+        consumer.terminate()
+        _, summary = consumer.communicate(timeout=20)
+        self.assertIn("(1 erasure notices)", summary)
+        self.printed += consumed_lines() + [summary]
         for text in self.printed:
             self.assertNotIn(IDENTIFIER, text)
         with open(self.tmp.join("vernd.log")) as f:
             self.assertNotIn(IDENTIFIER, f.read())
+        with open(self.tmp.join("backend.db"), "rb") as f:
+            self.assertNotIn(IDENTIFIER.encode(), f.read())
 
 
 if __name__ == "__main__":
