@@ -1,7 +1,8 @@
-"""vern-controller against a real vernd with [control]: keygen, the gateway's keys from its
+"""Against a real vernd: vern-controller with [control] (keygen, the gateway's keys from its
 retained status, an erasure and an export sent, signed results back, the export opened and
-written 0600; nothing personal printed. Real mosquitto brokers (site and upstream) on free
-loopback ports."""
+written 0600, a replay refused; nothing personal printed), and the consumer kit's epoch links
+during a key rotation's overlap, checked against vernd's own pseudonyms. Real mosquitto brokers
+(site and upstream) on free loopback ports."""
 import json
 import os
 import stat
@@ -14,11 +15,12 @@ import paho.mqtt.client as paho
 from tests import device_pb2
 from tests.support import BIN, Broker, TempDir, tool, wait_for
 from vern_kit import controller as ctl
+from vern_kit.consumer import Consumer
 
 IDENTIFIER = "70012345"  # a customer number: never printed
 
 
-class ControllerAgainstVernd(unittest.TestCase):
+class AgainstVernd(unittest.TestCase):
     def setUp(self):
         self.tmp = TempDir()
         self.site = Broker(self.tmp.path)
@@ -68,12 +70,8 @@ class ControllerAgainstVernd(unittest.TestCase):
                 return False
         wait_for(up, 30, "vernd connected to both brokers")
 
-    def test_keygen_gateways_send_erase_and_export_and_results_against_vernd(self):
-        out = self.run_tool("keygen", "--keys", self.keys)
-        control = out[out.index("[control]"):]  # the section keygen prints, as it prints it
-        self.start_vernd(control)
-
-        # A backend on the kit, and one panel alarm about the subject through the gateway.
+    def start_consumer(self):
+        """vern-consume on the gateway's alarm stream: its process and a reader of its lines."""
         consumed = self.tmp.join("consumed.out")
         ready = self.tmp.join("consumer.ready")
         with open(consumed, "w") as out_file:
@@ -83,17 +81,67 @@ class ControllerAgainstVernd(unittest.TestCase):
                  "--ready-file", ready], stdout=out_file, stderr=subprocess.PIPE, text=True)
         self.addCleanup(lambda: consumer.poll() is None and consumer.kill())
         wait_for(lambda: os.path.exists(ready), 15, "vern-consume subscribed")
-        event = device_pb2.DeviceMessage(device_id="panel-e2e", seq=1,
-                                         event_time_ms=int(time.time() * 1000))
-        event.alarm.kind = device_pb2.AlarmEvent.ARM
-        event.alarm.event_id = "ev-1"
-        event.alarm.customer_number = IDENTIFIER
-        event.alarm.user_slot = 1
-        self.site.publish("dev/v1/site-1/panel-e2e/alarm", [event.SerializeToString()])
 
         def consumed_lines():
             with open(consumed) as f:
                 return f.read().splitlines()
+        return consumer, consumed_lines
+
+    def send_alarm(self, seq):
+        """One panel alarm about the subject, on the site broker as a panel sends it."""
+        event = device_pb2.DeviceMessage(device_id="panel-e2e", seq=seq,
+                                         event_time_ms=int(time.time() * 1000))
+        event.alarm.kind = device_pb2.AlarmEvent.ARM
+        event.alarm.event_id = f"ev-{seq}"
+        event.alarm.customer_number = IDENTIFIER
+        event.alarm.user_slot = 1
+        self.site.publish("dev/v1/site-1/panel-e2e/alarm", [event.SerializeToString()])
+
+    def pseudonym(self, config):
+        """vernd --pseudonymise of the subject for the alarm purpose, with that config's epoch."""
+        p = subprocess.run([os.path.join(BIN, "vernd"), "--config", config, "--pseudonymise",
+                            "customer_number", "--purpose", "alarm"], cwd=self.tmp.path,
+                           input=IDENTIFIER + "\n", capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return p.stdout.strip()
+
+    def test_the_kit_links_a_real_gateways_pseudonyms_across_a_key_epoch_overlap(self):
+        start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 600))
+        rotation = (f"[keys]\npseudonym_epoch = 2\npseudonym_epoch_start = {start}\n"
+                    "pseudonym_overlap_h = 24\n")
+        self.start_vernd(rotation)
+        consumer, consumed_lines = self.start_consumer()
+        self.send_alarm(1)
+        wait_for(lambda: any(" alarm 1 alarm " in l for l in consumed_lines()), 30,
+                 "the alarm at the backend")
+        consumer.terminate()
+        _, summary = consumer.communicate(timeout=20)
+        self.assertIn("epoch_link customer e1->e2", "\n".join(consumed_lines()))
+        self.assertIn("epoch_link event_id e1->e2", "\n".join(consumed_lines()))
+
+        # The pair is the subject's epoch-1 pseudonym and its epoch-2 one, as vernd makes them.
+        new = self.pseudonym(self.tmp.join("vernd.toml"))
+        epoch1 = self.tmp.join("epoch1.toml")
+        with open(self.tmp.join("vernd.toml")) as f, open(epoch1, "w") as g:
+            g.write(f.read().replace(rotation, ""))
+        old = self.pseudonym(epoch1)
+        self.assertRegex(new, r"^v1\.e2\.[a-z2-7]{26}$")
+        self.assertRegex(old, r"^v1\.e1\.[a-z2-7]{26}$")
+        kit = Consumer(self.tmp.join("backend.db"), lambda r: None)
+        self.assertEqual(kit.current("alarm", old), new)
+        self.assertEqual(kit.previous("alarm", new), old)
+        kit.close()
+        for text in consumed_lines() + [summary]:
+            self.assertNotIn("v1.e", text)  # vern-consume prints no pseudonym
+
+    def test_keygen_gateways_send_erase_and_export_and_results_against_vernd(self):
+        out = self.run_tool("keygen", "--keys", self.keys)
+        control = out[out.index("[control]"):]  # the section keygen prints, as it prints it
+        self.start_vernd(control)
+
+        # A backend on the kit, and one panel alarm about the subject through the gateway.
+        consumer, consumed_lines = self.start_consumer()
+        self.send_alarm(1)
         wait_for(lambda: any(" alarm 1 alarm " in l for l in consumed_lines()), 30,
                  "the alarm at the backend")
 
