@@ -51,6 +51,11 @@ public:
                                                                   bool on) override {
         return ok(s, std::string(on ? "object " : "unobject ") + std::string(purpose));
     }
+    Result<pipeline::RightsOutcome, pipeline::RightsError> consent(const pipeline::SubjectRef& s,
+                                                                   std::string_view purpose,
+                                                                   bool given) override {
+        return ok(s, std::string(given ? "consent " : "withdraw ") + std::string(purpose));
+    }
     Result<pipeline::RightsOutcome, pipeline::RightsError> rectify(const pipeline::SubjectRef& s,
                                                                    std::string_view,
                                                                    std::string_view) override {
@@ -312,8 +317,14 @@ TEST_CASE("Object and consent commands name a configured purpose and reach the r
     c.set_purpose(purpose);
     auto r = rig.send(rig.sign(c));
     REQUIRE(r);
-    // The default SubjectRights::consent is unavailable: a FAILED result, audited as such.
-    CHECK(r->status() == v1::Result::FAILED);
+    CHECK(r->status() == v1::Result::OK);
+    CHECK(rig.rights.seen.back() == "consent " + purpose + " customer_number " + secret_customer);
     CHECK(rig.audit.back().action == "control.consent-grant purpose=" + purpose);
-    CHECK(rig.audit.back().outcome == "error:unavailable");
+    c = rig.command(v1::CONSENT_WITHDRAW, "o");
+    c.set_purpose(purpose);
+    r = rig.send(rig.sign(c));
+    REQUIRE(r);
+    CHECK(r->status() == v1::Result::OK);
+    CHECK(rig.rights.seen.back() == "withdraw " + purpose + " customer_number " + secret_customer);
+    CHECK(rig.audit.back().action == "control.consent-withdraw purpose=" + purpose);
 }
