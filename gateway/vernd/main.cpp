@@ -14,6 +14,7 @@
 
 #include "vern/admin/metrics.h"
 #include "vern/admin/server.h"
+#include "vern/admin/status_lan.h"
 #include "vern/common/counters.h"
 #include "vern/config/config.h"
 #include "vern/pipeline/gateway.h"
@@ -162,7 +163,8 @@ int main(int argc, char** argv) {
     // Subject commands go to the Gateway's rights (carried out between commits while it runs).
     std::unique_ptr<vern::admin::AuditTrail> audit;
     std::unique_ptr<vern::admin::AdminServer> admin;
-    std::unique_ptr<vern::admin::MetricsServer> metrics;  // [admin] metrics_port; 0: off
+    std::unique_ptr<vern::admin::MetricsServer> metrics;       // [admin] metrics_port; 0: off
+    std::unique_ptr<vern::admin::StatusLanServer> status_lan;  // [admin] status_listen
     try {
         audit = vern::admin::AuditTrail::open(config);
         admin = std::make_unique<vern::admin::AdminServer>(
@@ -171,6 +173,14 @@ int main(int argc, char** argv) {
             metrics = std::make_unique<vern::admin::MetricsServer>(
                 static_cast<std::uint16_t>(config.admin.metrics_port), gateway->diagnostics(),
                 counters);
+        }
+        // The status page on the site LAN ([admin] status_listen): TLS and a token, or no start.
+        if (!config.admin.status_listen.empty()) {
+            status_lan = std::make_unique<vern::admin::StatusLanServer>(
+                vern::admin::StatusLanOptions{
+                    config.admin.status_listen, config.admin.status_tls_cert_file,
+                    config.admin.status_tls_key_file, config.admin.status_token_file},
+                gateway->diagnostics(), counters, vern::admin::HistorySource{});
         }
     } catch (const std::exception& e) {
         spdlog::critical("cannot start: {}", e.what());
