@@ -52,12 +52,16 @@ std::string text_of(const json& v) {
     return escape(v.dump());
 }
 
-std::string utc(std::int64_t ms, bool with_day) {
+// A time label: with the day over a long range, with seconds over a short one (tests).
+std::string utc(std::int64_t ms, std::int64_t range_ms) {
     const std::time_t t = static_cast<std::time_t>(ms / 1000);
     std::tm tm{};
     gmtime_r(&t, &tm);
     char buf[32];
-    const std::size_t n = std::strftime(buf, sizeof buf, with_day ? "%d %H:%M" : "%H:%M", &tm);
+    const char* format = range_ms > std::int64_t{20} * 3600 * 1000 ? "%d %H:%M"
+                         : range_ms < std::int64_t{10} * 60 * 1000 ? "%H:%M:%S"
+                                                                   : "%H:%M";
+    const std::size_t n = std::strftime(buf, sizeof buf, format, &tm);
     return std::string(buf, n);
 }
 
@@ -126,7 +130,7 @@ struct Series {
 struct Axis {
     std::int64_t t0 = 0, t1 = 1;
     std::int64_t step_ms = 60000;  // a sample's span
-    bool with_day = false;
+    bool empty = true;
     double x0 = plot_x0, x1 = plot_x1;
     double x(std::int64_t t) const {
         return x0 + (x1 - x0) * static_cast<double>(t - t0) /
@@ -145,7 +149,7 @@ Axis make_axis(const std::vector<Sample>& s) {
     a.step_ms = step > 0 ? step : 60000;
     a.t0 = s.front().minute_ms;
     a.t1 = s.back().minute_ms + a.step_ms;
-    a.with_day = a.t1 - a.t0 > std::int64_t{20} * 3600 * 1000;
+    a.empty = false;
     return a;
 }
 
@@ -195,13 +199,14 @@ void down_bands(std::ostringstream& out, const std::vector<Sample>& s, const Axi
 }
 
 void time_labels(std::ostringstream& out, const Axis& axis, double y) {
+    if (axis.empty) return;
     const int ticks = axis.x1 - axis.x0 > 600 ? 6 : 3;
     for (int i = 0; i <= ticks; ++i) {
         const std::int64_t t = axis.t0 + (axis.t1 - axis.t0) * i / ticks;
         const char* anchor = i == 0 ? "start" : i == ticks ? "end" : "middle";
         out << "<text class=\"t\" x=\"";
         fmt(out, axis.x(t));
-        out << "\" y=\"" << y << "\" text-anchor=\"" << anchor << "\">" << utc(t, axis.with_day)
+        out << "\" y=\"" << y << "\" text-anchor=\"" << anchor << "\">" << utc(t, axis.t1 - axis.t0)
             << "</text>";
     }
 }
