@@ -60,6 +60,11 @@ int main(int argc, char** argv) {
     app.add_option("--log-level", log_level, "Override gateway.log_level");
     app.add_option("--admin-socket", admin_socket,
                    "Override admin.socket (the packaged unit: /run/vern/admin.sock)");
+    int metrics_port = -1;
+    app.add_option("--metrics-port", metrics_port,
+                   "Override admin.metrics_port: /metrics, /healthz and the status page on "
+                   "127.0.0.1 (the packaged unit: 9180)")
+        ->check(CLI::Range(0, 65535));
     std::string ropa_format, pseudonym_kind, purpose;
     std::uint32_t epoch = 0;
     app.add_option("--print-ropa", ropa_format,
@@ -106,6 +111,7 @@ int main(int argc, char** argv) {
         if (!site_id.empty()) c.gateway.site = site_id;
         if (!log_level.empty()) c.gateway.log_level = log_level;
         if (!admin_socket.empty()) c.admin.socket = admin_socket;
+        if (metrics_port >= 0) c.admin.metrics_port = static_cast<std::uint32_t>(metrics_port);
         vern::config::validate(c);
         return c;
     };
@@ -170,9 +176,15 @@ int main(int argc, char** argv) {
         admin = std::make_unique<vern::admin::AdminServer>(
             config, gateway->rights(), gateway->diagnostics(), *audit, counters);
         if (config.admin.metrics_port != 0) {
-            metrics = std::make_unique<vern::admin::MetricsServer>(
-                static_cast<std::uint16_t>(config.admin.metrics_port), gateway->diagnostics(),
-                counters);
+            // A port someone else holds takes the status page away, not the alarms: vernd runs.
+            try {
+                metrics = std::make_unique<vern::admin::MetricsServer>(
+                    static_cast<std::uint16_t>(config.admin.metrics_port), gateway->diagnostics(),
+                    counters);
+            } catch (const vern::admin::AdminError& e) {
+                spdlog::error("{}: /metrics, /healthz and /status are off ([admin] metrics_port)",
+                              e.what());
+            }
         }
         // The status page on the site LAN ([admin] status_listen): TLS and a token, or no start.
         if (!config.admin.status_listen.empty()) {
