@@ -186,13 +186,20 @@ int main(int argc, char** argv) {
                               e.what());
             }
         }
-        // The status page on the site LAN ([admin] status_listen): TLS and a token, or no start.
+        // The status page on the site LAN ([admin] status_listen): TLS and a token, or not at
+        // all. The config check refused it without certificate, key and token; a token file
+        // others can read, a certificate that does not load or an address not (yet) there
+        // keep the LAN listener off, not the alarms.
         if (!config.admin.status_listen.empty()) {
-            status_lan = std::make_unique<vern::admin::StatusLanServer>(
-                vern::admin::StatusLanOptions{
-                    config.admin.status_listen, config.admin.status_tls_cert_file,
-                    config.admin.status_tls_key_file, config.admin.status_token_file},
-                gateway->diagnostics(), counters, vern::admin::HistorySource{});
+            try {
+                status_lan = std::make_unique<vern::admin::StatusLanServer>(
+                    vern::admin::StatusLanOptions{
+                        config.admin.status_listen, config.admin.status_tls_cert_file,
+                        config.admin.status_tls_key_file, config.admin.status_token_file},
+                    gateway->diagnostics(), counters, vern::admin::HistorySource{});
+            } catch (const vern::admin::AdminError& e) {
+                spdlog::critical("status page on the LAN is off: {}", e.what());
+            }
         }
     } catch (const std::exception& e) {
         spdlog::critical("cannot start: {}", e.what());
