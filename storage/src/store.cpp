@@ -44,6 +44,10 @@ constexpr std::size_t cf_total = cf_expiry + 1;
 constexpr std::string_view meta_next_prefix = "vern/next_seq/";
 // Named opaque values (Store::get_meta / put_meta), in the same column family.
 constexpr std::string_view meta_value_prefix = "vern/meta/";
+// The status history's rings (Store::write_history), in the same column family: the prefix, a
+// ring byte and a 2-byte big-endian slot. Not a column family of its own, so that an older vernd
+// (after a package downgrade) still opens the store: it never looks under this prefix.
+constexpr std::string_view history_prefix = "vern/history/";
 constexpr std::string_view quarantine_name = "quarantine";
 constexpr std::string_view expiry_name = "expiry";
 
@@ -111,6 +115,14 @@ std::optional<std::size_t> lane_index(Lane lane) {
 std::string meta_key(std::string_view name) {
     std::string key(meta_next_prefix);
     key.append(name);
+    return key;
+}
+
+std::string history_key(std::uint8_t ring, std::uint32_t slot) {
+    std::string key(history_prefix);
+    key.push_back(static_cast<char>(ring));
+    key.push_back(static_cast<char>(static_cast<unsigned char>(slot >> 8)));
+    key.push_back(static_cast<char>(static_cast<unsigned char>(slot)));
     return key;
 }
 
@@ -1008,6 +1020,11 @@ Result<bool, StoreError> Store::is_new() const {
         std::unique_ptr<rocksdb::Iterator> it(
             impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->handles[cf]));
         it->SeekToFirst();
+        // The status history is about the gateway, not data: a store holding only it is new.
+        if (it->Valid() &&
+            it->key().starts_with(rocksdb::Slice(history_prefix.data(), history_prefix.size()))) {
+            it->Seek(prefix_successor(history_prefix));
+        }
         if (!it->status().ok()) return fail(to_error(it->status()));
         if (it->Valid()) return false;
     }
@@ -1040,6 +1057,49 @@ Result<void, StoreError> Store::put_meta(std::string_view name, std::string_view
     status = impl_->write(write_options, batch);
     if (!status.ok()) return fail(to_error(status));
     return {};
+}
+
+Result<void, StoreError> Store::write_history(const std::vector<HistoryWrite>& writes) {
+    rocksdb::WriteBatch batch;
+    for (const auto& w : writes) {
+        if (w.ring >= history_max_rings || w.slot >= history_max_slots) {
+            return fail(invalid("history ring or slot out of bounds"));
+        }
+        const std::string key = history_key(w.ring, w.slot);
+        auto status = w.value ? batch.Put(impl_->handles[cf_default], key,
+                                          rocksdb::Slice(w.value->data(), w.value->size()))
+                              : batch.Delete(impl_->handles[cf_default], key);
+        if (!status.ok()) return fail(to_error(status));
+    }
+    if (batch.Count() == 0) return {};
+    rocksdb::WriteOptions write_options;
+    write_options.sync = false;  // a minute's sample: the next synced commit carries it
+    auto status = impl_->write(write_options, batch);
+    if (!status.ok()) return fail(to_error(status));
+    return {};
+}
+
+Result<std::vector<std::pair<std::uint32_t, std::string>>, StoreError> Store::read_history(
+    std::uint8_t ring) const {
+    std::vector<std::pair<std::uint32_t, std::string>> out;
+    if (ring >= history_max_rings) return fail(invalid("history ring out of bounds"));
+    const std::string lower = history_key(ring, 0);
+    const std::string upper =
+        prefix_successor(std::string(history_prefix) + static_cast<char>(ring));
+    rocksdb::Slice lower_slice(lower), upper_slice(upper);
+    rocksdb::ReadOptions read_options;
+    read_options.iterate_lower_bound = &lower_slice;
+    read_options.iterate_upper_bound = &upper_slice;
+    std::unique_ptr<rocksdb::Iterator> it(
+        impl_->db->NewIterator(read_options, impl_->handles[cf_default]));
+    for (it->Seek(lower_slice); it->Valid() && out.size() < history_max_slots; it->Next()) {
+        const auto key = it->key();
+        if (key.size() != history_prefix.size() + 3) continue;
+        const auto* k = reinterpret_cast<const unsigned char*>(key.data()) + history_prefix.size();
+        out.emplace_back((std::uint32_t{k[1]} << 8) | k[2], it->value().ToString());
+    }
+    if (!it->status().ok()) return fail(to_error(it->status()));
+    return out;
 }
 
 }  // namespace vern::storage

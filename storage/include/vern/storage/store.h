@@ -111,6 +111,19 @@ struct ExpireResult {
     bool more = false;                       // stopped at max_entries: call again
 };
 
+// The status history's rings (gateway/history): fixed slots, each holding one small opaque value
+// (an encoded sample), apart from records and state. A ring has at most history_max_slots slots
+// and there are at most history_max_rings rings, so the history can never hold more than their
+// product of values, whatever its caller does.
+inline constexpr std::uint8_t history_max_rings = 4;
+inline constexpr std::uint32_t history_max_slots = 4096;
+
+struct HistoryWrite {
+    std::uint8_t ring = 0;
+    std::uint32_t slot = 0;
+    std::optional<std::string> value;  // nothing: the slot is emptied
+};
+
 // What one commit writes. Built by the pipeline, applied atomically by Store::commit.
 class WriteSet {
 public:
@@ -197,6 +210,14 @@ public:
     // by name, apart from records and state. put_meta writes one synced.
     Result<std::optional<std::string>, StoreError> get_meta(std::string_view name) const;
     Result<void, StoreError> put_meta(std::string_view name, std::string_view value);
+
+    // The history's rings: replaces (or empties) the slots named, in one write, not synced (the
+    // next synced commit makes it durable; a power cut may lose the last ones, never corrupt the
+    // rest). A ring or slot out of bounds is refused (invalid_argument) and nothing is written.
+    Result<void, StoreError> write_history(const std::vector<HistoryWrite>& writes);
+    // Every filled slot of `ring`, in slot order (at most history_max_slots).
+    Result<std::vector<std::pair<std::uint32_t, std::string>>, StoreError> read_history(
+        std::uint8_t ring) const;
 
 private:
     Store();
