@@ -60,6 +60,7 @@ std::vector<Sample> history_with_outage(std::size_t n, std::size_t down_from, st
         s.disk_free_bytes = (std::uint64_t{8} << 30) - i * 4096;
         s.commit_p99_us = 1500 + static_cast<std::uint32_t>(i % 11) * 100;
         s.commit_max_us = s.commit_p99_us + 2000;
+        s.hourly = history::Hourly::complete;
         out.push_back(s);
     }
     return out;
@@ -148,6 +149,21 @@ TEST_CASE("The status page of a healthy gateway with no history says so and stil
     // An unreadable status is not a healthy one.
     CHECK(admin::render_status_page({}, "not json", "[", t0).find("data-status=\"unknown\"") !=
           std::string::npos);
+}
+
+TEST_CASE("What people drive is drawn only once its hour is over, the meter lane every minute") {
+    auto samples = history_with_outage(30, 10, 20);
+    for (auto& x : samples) x.hourly = history::Hourly::pending;
+    samples[5].hourly = history::Hourly::withheld;
+    const std::string page = admin::render_status_page(samples, healthy_status, devices, t0);
+    CHECK(series_attr(page, "plot-queue", "meter", "data-n") == "30");
+    CHECK(series_attr(page, "plot-queue", "alarm", "data-n") == "0");
+    CHECK(series_attr(page, "plot-queue", "image", "data-n") == "0");
+    CHECK(series_attr(page, "plot-commit", "p99", "data-n") == "0");
+    CHECK(page.find("no complete hour yet") != std::string::npos);
+    CHECK(page.find("data-series=\"bad_signature\"") == std::string::npos);
+    // The meter part of the rates is per minute.
+    CHECK(series_attr(page, "plot-rates", "events in", "data-n") == "30");
 }
 
 TEST_CASE("Text from the status and the devices list reaches the page escaped") {

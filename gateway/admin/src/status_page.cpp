@@ -244,6 +244,7 @@ std::string line_plot(const std::string& id, const std::string& title,
         << "\" text-anchor=\"end\">" << escape(label(top)) << "</text>";
     out << "<text class=\"t\" x=\"" << plot_x0 - 4 << "\" y=\"" << plot_y1
         << "\" text-anchor=\"end\">0</text>";
+    std::size_t drawn = 0;
     for (const auto& s : series) {
         std::ostringstream d;
         std::size_t n = 0;
@@ -272,12 +273,17 @@ std::string line_plot(const std::string& id, const std::string& title,
             previous_ms = t;
             ++n;
         }
+        drawn += n;
         std::string path = d.str();
         // A lone point (no neighbour to join) still shows: a dot-sized segment.
         if (n == 1) path += "h0.1";
         out << "<path class=\"line\" stroke=\"" << s.color << "\" data-series=\"" << escape(s.name)
             << "\" data-n=\"" << n << "\" data-max=\"" << max << "\" data-max-ms=\"" << max_ms
             << "\" data-first=\"" << first.value_or(0) << "\" d=\"" << path << "\"/>";
+    }
+    if (drawn == 0 && !samples.empty()) {
+        out << "<text class=\"t\" x=\"" << (plot_x0 + plot_x1) / 2 << "\" y=\""
+            << (plot_y0 + plot_y1) / 2 << "\" text-anchor=\"middle\">no complete hour yet</text>";
     }
     time_labels(out, axis, view_h - 6);
     out << "</svg>" << legend(series) << "</section>";
@@ -316,14 +322,21 @@ std::string plots(const std::vector<Sample>& raw) {
         out << "<p class=\"note\">" << raw.size() << " samples from " << utc_full(axis.t0) << " to "
             << utc_full(axis.t1);
         if (merged > 1) out << "; each point the largest of " << merged << " samples";
-        out << ". Shaded: the uplink was down.</p>";
+        out << ". Shaded: the uplink was down. What people drive (the alarm and image lanes, "
+               "their events and records, refusals, commit latency) is shown per hour, once the "
+               "hour is over; the meter lane, the uplink and the disk per minute.</p>";
     }
     out << uplink_timeline(s, axis);
 
     std::vector<Series> depth;
     for (std::size_t l = 0; l < lane_names.size(); ++l) {
         Series series{lane_names[l], palette[l], {}};
-        for (const auto& x : s) series.values.emplace_back(static_cast<double>(x.lanes[l].depth));
+        for (const auto& x : s) {
+            // The alarm and image lanes are per hour, once the hour is over; the meter lane per
+            // minute.
+            const bool in = l == 2 || x.hourly == history::Hourly::complete;
+            series.values.emplace_back(in ? std::optional<double>(x.lanes[l].depth) : std::nullopt);
+        }
         depth.push_back(std::move(series));
     }
     out << line_plot("plot-queue", "Queue depth (records per lane)", s, axis, depth, num_text);
@@ -339,6 +352,7 @@ std::string plots(const std::vector<Sample>& raw) {
     // Refusals: the six reasons with the most, the rest as "other".
     std::map<std::string, std::uint64_t> totals;
     for (const auto& x : s) {
+        if (x.hourly != history::Hourly::complete) continue;
         for (const auto& [reason, v] : x.refused) totals[reason] += v;
     }
     std::vector<std::pair<std::uint64_t, std::string>> ranked;
@@ -356,7 +370,11 @@ std::string plots(const std::vector<Sample>& raw) {
     if (ranked.size() > shown) refused.push_back({"other", "#7f7f7f", {}});
     if (refused.empty()) refused.push_back({"none", "#7f7f7f", {}});
     for (const auto& x : s) {
-        for (auto& r : refused) r.values.emplace_back(0.0);
+        // Refusals are per hour, in once the hour is over (health, not habits).
+        const bool complete = x.hourly == history::Hourly::complete;
+        for (auto& r : refused)
+            r.values.emplace_back(complete ? std::optional<double>(0.0) : std::nullopt);
+        if (!complete) continue;
         for (const auto& [reason, v] : x.refused) {
             auto it = index.find(reason);
             const std::size_t at = it != index.end() ? it->second : refused.size() - 1;
@@ -371,7 +389,7 @@ std::string plots(const std::vector<Sample>& raw) {
 
     Series p99{"p99", palette[3], {}}, max{"max", palette[0], {}};
     for (const auto& x : s) {
-        const bool any = x.commit_max_us > 0;
+        const bool any = x.hourly == history::Hourly::complete && x.commit_max_us > 0;
         p99.values.emplace_back(any ? std::optional<double>(x.commit_p99_us / 1000.0)
                                     : std::nullopt);
         max.values.emplace_back(any ? std::optional<double>(x.commit_max_us / 1000.0)
@@ -522,6 +540,8 @@ Sample merge(const std::vector<Sample>& s, std::size_t from, std::size_t to) {
         m.disk_free_bytes = std::min(m.disk_free_bytes, x.disk_free_bytes);
         m.commit_p99_us = std::max(m.commit_p99_us, x.commit_p99_us);
         m.commit_max_us = std::max(m.commit_max_us, x.commit_max_us);
+        // A point shows the hourly figures if any of its minutes has them (the others' are 0).
+        if (x.hourly == history::Hourly::complete) m.hourly = x.hourly;
     }
     m.refused.assign(refused.begin(), refused.end());
     return m;
