@@ -4,6 +4,8 @@
 // sign of a data subject's request); `subject export` prints what the gateway holds about one
 // person, for the privacy officer only.
 //
+// `history` prints the health history (what people drive per hour only, see gateway/history).
+//
 // Exit codes: 0 ok; 1 failed (or a selftest check failed); 2 usage or bad request; 3 refused
 // (no role); 4 the audit log did not verify; 5 cannot reach vernd.
 #include <fcntl.h>
@@ -322,6 +324,48 @@ void print_audit(const json& a) {
     }
 }
 
+// The health history, a row a minute. What people drive (the alarm and image queues, their events
+// and records, refusals, commit latency) vernd gives per hour only: the same in every minute of
+// an hour, and only once the hour is over (HOURLY: complete; pending: not over; withheld: vernd
+// did not see the whole hour).
+void print_history(const json& h) {
+    std::cout << std::left << std::setw(19) << "MINUTE (UTC)" << std::right << std::setw(7)
+              << "UPLINK" << std::setw(8) << "METER Q" << std::setw(8) << "ALARM Q" << std::setw(8)
+              << "IMAGE Q" << std::setw(7) << "IN" << std::setw(7) << "OUT" << std::setw(8)
+              << "REFUSED" << std::setw(12) << "DISK FREE" << std::setw(12) << "COMMIT P99"
+              << "  HOURLY\n";
+    const json samples = h.value("samples", json::array());
+    for (const auto& s : samples) {
+        const json lanes = s.value("lanes", json::object());
+        auto depth = [&](const char* lane) {
+            return num(lanes.value(lane, json::object()).value("depth", json()));
+        };
+        std::uint64_t refused = 0;
+        const json by_reason = s.value("refused", json::object());
+        for (const auto& [reason, n] : by_reason.items()) {
+            refused += n.is_number_unsigned() ? n.get<std::uint64_t>() : 0;
+        }
+        const auto p99 = s.value("commit_p99_us", std::uint64_t{0});
+        std::ostringstream up;
+        up << (s.value("uplink_up", false) ? "up " : "dn ") << s.value("uplink_up_s", 0);
+        std::cout << std::left << std::setw(19) << minute(s.value("minute_ms", std::int64_t{0}))
+                  << std::right << std::setw(7) << up.str() << std::setw(8) << depth("meter")
+                  << std::setw(8) << depth("alarm") << std::setw(8) << depth("image")
+                  << std::setw(7) << num(s.value("events_in", json())) << std::setw(7)
+                  << num(s.value("records_out", json())) << std::setw(8) << refused << std::setw(12)
+                  << bytes(s.value("disk_free_bytes", json())) << std::setw(12)
+                  << (p99 == 0 ? std::string("-")
+                               : num(json(static_cast<double>(p99) / 1000.0)) + " ms")
+                  << "  " << s.value("hourly", "") << "\n";
+    }
+    std::cout << "\n"
+              << samples.size()
+              << " minutes (missing minutes: vernd was not running). UPLINK: up or down at the "
+                 "minute's end, seconds up in it. Per minute: the meter queue, the uplink, the "
+                 "disk; per hour (the same in each of its minutes, once it is over): the alarm "
+                 "and image queues, their share of IN and OUT, REFUSED and COMMIT P99\n";
+}
+
 // The identifier: from the command line, or (better: not in `ps` or shell history) one line on
 // stdin.
 std::string identifier_of(const std::string& given, const char* prompt = "identifier") {
@@ -444,6 +488,29 @@ int main(int argc, char** argv) {
                 std::cout << "\n";
             }
             std::cout.flush();
+            return 0;
+        });
+    });
+
+    std::uint32_t history_minutes = 60;
+    auto* history = app.add_subcommand(
+        "history",
+        "The health history, a row a minute (the last 48 h are kept): queues, uplink, events in "
+        "and records out, refusals, disk, commit latency; what people drive per hour only "
+        "(technician)");
+    history
+        ->add_option("-m,--minutes", history_minutes,
+                     "The newest this many minutes (0: all kept, 2880)")
+        ->capture_default_str();
+    history->callback([&] {
+        Request r;
+        r.mutable_history()->set_minutes(history_minutes);
+        rc = call(o, r, [&](const Response& resp) {
+            if (o.json_out) {
+                std::cout << resp.json() << "\n";
+            } else {
+                print_history(payload(resp));
+            }
             return 0;
         });
     });

@@ -76,7 +76,7 @@ is_command() {  # is_command KIND TEXT
         # "vernd peak RSS 65.6 MiB" is output: vern's programs take options or a subcommand
         build/bin/*) return 0 ;;
         vernd | vernctl | vern-sim | vern-tap)
-            [[ -z $next || $next == [-\<\|\&]* || " status devices selftest tail subject audit scan " == *" $next "* ]] ;;
+            [[ -z $next || $next == [-\<\|\&]* || " status devices selftest tail subject audit scan history " == *" $next "* ]] ;;
         */*) local p=${w#./}; [ -f "$p" ] && [ -x "$p" ] ;;
         *) [[ $programs == *" $w "* ]] ;;
     esac
@@ -106,6 +106,8 @@ runs['vernd --print-ropa md|json']=run_ropa_both
 runs['vernd --print-ropa md']=run_ropa_md
 runs['vernd --print-ropa md --config /etc/vern/vernd.toml']=run_ropa_config
 runs['vernctl status']=run_vernctl_status
+runs['vernctl history --minutes 5']=run_vernctl_history
+runs['vernctl history']=run_vernctl_history
 runs['tests/docs/doc_commands.sh --list']=run_list
 runs['build/bin/vern-policy-bench 400 24']=run_policy_bench
 runs['scripts/check-unit.sh']=run_check_unit
@@ -193,7 +195,8 @@ uri = "tcp://127.0.0.1:$upstream_port"
 [admin]
 technician_uids = [$(id -u)]
 EOF
-(cd "$run" && exec vernd --config vernd.toml >vernd.log 2>&1) &  # data_dir: ./var
+# A history "minute" of a second (test only), so that `vernctl history` has samples to show.
+(cd "$run" && VERN_HISTORY_MINUTE_MS=1000 exec vernd --config vernd.toml >vernd.log 2>&1) &  # data_dir: ./var
 pids+=($!)
 links_up() { jq -e '.site_broker.connected and .upstream.connected' "$run/var/status.json" >/dev/null 2>&1; }
 wait_for 20 links_up || { fail "vernd did not connect to both brokers: $(cat "$run/vernd.log")"; exit 1; }
@@ -359,6 +362,18 @@ run_vernctl_status() {
     expect "vernctl status" "$out" '^disk .* of budget '
     expect "vernctl status" "$out" '^key epochs +pseudonym 1'
     expect "vernctl status" "$out" '^quarantined '
+}
+
+# The health history (README, "Operating it"): the table's header, rows a minute, the footer.
+run_vernctl_history() {
+    local out=$run/history.out
+    sleep 3  # a few one-second "minutes" (VERN_HISTORY_MINUTE_MS above)
+    doc_at_site "$1" >"$out" 2>&1 || { fail "vernctl history: exit $?"; cat "$out"; }
+    expect "vernctl history" "$out" '^MINUTE \(UTC\) +UPLINK +METER Q +ALARM Q +IMAGE Q +IN +OUT'
+    expect "vernctl history" "$out" '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}Z +up [0-9]+ '
+    expect "vernctl history" "$out" '^[0-9]+ minutes \(missing minutes'
+    # --minutes 5: at most five rows, however long the site has run
+    [[ $1 != *"--minutes 5"* ]] || expect "vernctl history" "$out" '^[1-5] minutes'
 }
 
 # "Measured" (README): the policy engine's rates, with the README's command.

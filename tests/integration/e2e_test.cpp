@@ -1034,7 +1034,10 @@ TEST_CASE("vernctl in the technician role shows the site's health and none of it
     std::ofstream(site.config_file(), std::ios::app)
         << "[admin]\ntechnician_uids = [" << ::getuid() << "]\nmetrics_port = " << metrics_port
         << "\n";
+    // A history "minute" of a second (test only): samples while the simulator runs.
+    ::setenv("VERN_HISTORY_MINUTE_MS", "1000", 1);
     site.start_vernd();
+    ::unsetenv("VERN_HISTORY_MINUTE_MS");
     const auto socket = site.data_dir() / "admin.sock";
     REQUIRE(wait_until([&] { return std::filesystem::exists(socket); }, 10s));
     TempDir out("vern-ctl");
@@ -1129,6 +1132,28 @@ TEST_CASE("vernctl in the technician role shows the site's health and none of it
     }
     CHECK(samples > 20);
     CHECK(http_get(metrics_port, "/healthz").find("\"ok\"") != std::string::npos);
+
+    // The health history (issue 17): samples, as JSON and as a table, with no identifier (the
+    // scan below reads them) and nothing per event.
+    const std::string history = http_get(metrics_port, "/status/history?minutes=2880");
+    std::ofstream(out.path() / "history.json") << history;
+    const json h = json::parse(history, nullptr, false);
+    REQUIRE_FALSE(h.is_discarded());
+    CHECK(h["version"] == 1);
+    CHECK(h["minute_ms"] == 1000);
+    REQUIRE(h["samples"].size() >= 3);
+    std::uint64_t in = 0;
+    for (const auto& s : h["samples"]) {
+        in += s["events_in"].get<std::uint64_t>();
+        CHECK(s["lanes"].size() == 3);
+        CHECK(s.size() == 11);  // the documented fields, nothing else
+    }
+    CHECK(in > 0);  // the meters' readings, per "minute"
+    CHECK(vernctl(socket, {"--json", "history", "--minutes", "5"},
+                  out.path() / "history-ctl.json") == 0);
+    CHECK(read_json(out.path() / "history-ctl.json")["samples"].size() == 5);
+    CHECK(vernctl(socket, {"history"}, out.path() / "history.txt") == 0);
+    CHECK(slurp(out.path() / "history.txt").find("MINUTE (UTC)") != std::string::npos);
 
     CHECK(site.stop_vernd() == 0);
     CHECK(tap["identifiers_found"].get<std::uint64_t>() == 0);

@@ -25,6 +25,7 @@
 #include "admin.pb.h"
 #include "process.h"
 #include "temp_dir.h"
+#include "vern/admin/history_http.h"
 #include "vern/admin/metrics.h"
 #include "vern/admin/protocol.h"
 #include "vern/admin/server.h"
@@ -67,6 +68,25 @@ public:
             out.push_back({c, R"({"seq":)" + std::to_string(c) + "}"});
         }
         return out;
+    }
+    // Three minutes of history: the last one's hour not over yet.
+    std::vector<history::Sample> history(std::size_t minutes) override {
+        std::vector<history::Sample> all(3);
+        for (std::size_t i = 0; i < all.size(); ++i) {
+            auto& s = all[i];
+            s.minute_ms = 1'796'148'000'000 + static_cast<std::int64_t>(i) * 60'000;
+            s.lanes[static_cast<std::size_t>(Lane::meter)] = {4 + i, 400, 30};
+            s.events_in = 10 + i;
+            s.records_out = 9;
+            s.uplink_up = i != 1;
+            s.uplink_up_s = i == 1 ? 20 : 60;
+            s.disk_free_bytes = std::uint64_t{5} << 30;
+            s.commit_p99_us = 5000;
+            s.refused = {{"decode_failed", 2}};
+            s.hourly = i == 2 ? history::Hourly::pending : history::Hourly::complete;
+        }
+        if (minutes < all.size()) all.erase(all.begin(), all.end() - static_cast<long>(minutes));
+        return all;
     }
     // When set: the technician's status (the server's thread reads it).
     void set_technician_status(std::string json) {
@@ -825,4 +845,63 @@ TEST_CASE("vernctl status prints the health reasons and since when time is untru
     CHECK(run_vernctl(f.socket(), "status", "", out / "ok.txt") == 0);
     CHECK(slurp(out / "ok.txt").find("health       ok\ntime         trusted, jumps 0\n") !=
           std::string::npos);
+}
+
+TEST_CASE("vernctl history prints the technician a row a minute, and its JSON as vernd sent it") {
+    Fixture f(Roles{{me()}, {}, {}, {}});
+    const auto out = f.dir() / "out";
+    std::filesystem::create_directories(out);
+    CHECK(run_vernctl(f.socket(), "history --minutes 2", "", out / "history.txt") == 0);
+    const std::string table = slurp(out / "history.txt");
+    INFO(table);
+    CHECK(table.find("MINUTE (UTC)") != std::string::npos);
+    CHECK(table.find("2026-12-01T18:01Z") != std::string::npos);  // the newest two minutes
+    CHECK(table.find("2026-12-01T18:02Z") != std::string::npos);
+    CHECK(table.find("2026-12-01T18:00Z") == std::string::npos);
+    CHECK(table.find("dn 20") != std::string::npos);  // the uplink, down at the minute's end
+    CHECK(table.find("5.0 GiB") != std::string::npos);
+    CHECK(table.find("pending") != std::string::npos);
+    CHECK(table.find("2 minutes") != std::string::npos);
+
+    CHECK(run_vernctl(f.socket(), "--json history", "", out / "history.json") == 0);
+    const json j = json::parse(slurp(out / "history.json"));
+    CHECK(j["version"] == 1);
+    REQUIRE(j["samples"].size() == 3);  // --minutes 60 by default: all three
+    CHECK(j["samples"][0]["lanes"]["meter"]["depth"] == 4);
+    CHECK(j["samples"][0]["refused"]["decode_failed"] == 2);
+    CHECK(j["samples"][2]["hourly"] == "pending");
+    // Audited as the technician's; a privacy officer without the technician role is refused.
+    REQUIRE(test_wait_for_audit(f.audit(), 2));
+    CHECK(entries(f.audit()).back().action == "history");
+    Fixture officer(Roles{{}, {}, {me()}, {}});
+    CHECK(run_vernctl(officer.socket(), "history", "", out / "refused.txt") == 3);
+}
+
+TEST_CASE("/status/history gives the samples as JSON, the newest N on ?minutes, 400 on nonsense") {
+    FakeDiagnostics d;
+    auto [status, body] = admin::render_history(d, std::nullopt);
+    CHECK(status == 200);
+    json j = json::parse(body);
+    CHECK(j["minutes_kept"] == 2880);
+    CHECK(j["minute_ms"] == 60000);
+    REQUIRE(j["samples"].size() == 3);
+    const json& s = j["samples"][1];
+    CHECK(s["minute_ms"] == 1'796'148'060'000);
+    CHECK(s["uplink_up"] == false);
+    CHECK(s["uplink_up_s"] == 20);
+    CHECK(s["events_in"] == 11);
+    CHECK(s["lanes"]["alarm"]["depth"] == 0);
+    CHECK(s["commit_p99_us"] == 5000);
+    CHECK(s["hourly"] == "complete");
+    std::tie(status, body) = admin::render_history(d, "1");
+    CHECK(status == 200);
+    CHECK(json::parse(body)["samples"].size() == 1);
+    std::tie(status, body) = admin::render_history(d, "99999999999999999999999");
+    CHECK(status == 200);  // more than kept: all kept
+    for (const char* bad : {"", "0", "-1", "ten", "5x"}) {
+        INFO(bad);
+        std::tie(status, body) = admin::render_history(d, bad);
+        CHECK(status == 400);
+        CHECK(json::parse(body).contains("error"));
+    }
 }

@@ -65,8 +65,10 @@ struct Site {
             bump("records_out_alarm");
             bump("records_out_image");
         } else {
-            r.lanes[alarm_lane] = {r.lanes[alarm_lane].depth + 1, r.lanes[alarm_lane].bytes + 600, now};
-            r.lanes[image_lane] = {r.lanes[image_lane].depth + 1, r.lanes[image_lane].bytes + 40'000, now};
+            r.lanes[alarm_lane] = {r.lanes[alarm_lane].depth + 1, r.lanes[alarm_lane].bytes + 600,
+                                   now};
+            r.lanes[image_lane] = {r.lanes[image_lane].depth + 1,
+                                   r.lanes[image_lane].bytes + 40'000, now};
         }
     }
 };

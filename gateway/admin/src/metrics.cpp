@@ -10,6 +10,7 @@
 #include <sstream>
 #include <thread>
 
+#include "vern/admin/history_http.h"
 #include "vern/admin/server.h"
 
 namespace vern::admin {
@@ -210,6 +211,16 @@ MetricsServer::MetricsServer(std::uint16_t port, pipeline::Diagnostics& diagnost
         res.status = status;
         res.set_content(body, "application/json");
     });
+    // The health history as JSON (history_http.h).
+    srv.Get(history_path, [&diagnostics](const httplib::Request& req, httplib::Response& res) {
+        const std::string minutes = req.get_param_value("minutes");
+        const auto [status, body] = render_history(
+            diagnostics,
+            req.has_param("minutes") ? std::optional<std::string_view>(minutes) : std::nullopt);
+        res.status = status;
+        res.set_header("Cache-Control", "no-store");
+        res.set_content(body, "application/json");
+    });
     srv.Get("/status", [&diagnostics, impl = impl_.get()](const httplib::Request&,
                                                           httplib::Response& res) {
         HistorySource history;
@@ -223,10 +234,11 @@ MetricsServer::MetricsServer(std::uint16_t port, pipeline::Diagnostics& diagnost
         res.set_header("Content-Security-Policy", status_page_csp);
         res.set_header("X-Content-Type-Options", "nosniff");
         res.set_header("Cache-Control", "no-store");
-        res.set_content(render_status_page(history ? history() : std::vector<history::Sample>{},
-                                           diagnostics.status_json(pipeline::Audience::technician),
-                                           diagnostics.devices_json(), now_ms),
-                        "text/html; charset=utf-8");
+        res.set_content(
+            render_status_page(history ? history() : diagnostics.history(history::minutes_kept),
+                               diagnostics.status_json(pipeline::Audience::technician),
+                               diagnostics.devices_json(), now_ms),
+            "text/html; charset=utf-8");
     });
     if (port == 0) {
         impl_->port = srv.bind_to_any_port("127.0.0.1");

@@ -90,6 +90,8 @@ std::string command_name(const v1::Request& request) {
             return "audit.show";
         case v1::Request::kAuditVerify:
             return "audit.verify";
+        case v1::Request::kHistory:
+            return "history";
         case v1::Request::COMMAND_NOT_SET:
             break;
     }
@@ -102,6 +104,7 @@ Role required_role(const v1::Request& request) {
         case v1::Request::kDevices:
         case v1::Request::kSelftest:
         case v1::Request::kTail:
+        case v1::Request::kHistory:
             return Role::technician;
         case v1::Request::kSubject:
         case v1::Request::kAuditShow:

@@ -474,6 +474,12 @@ struct AdminServer::Impl {
                 return audit_show(fd, peer, request->audit_show());
             case v1::Request::kAuditVerify:
                 return audit_verify(fd, peer);
+            case v1::Request::kHistory:
+                // The same samples as /status/history: coarsened by gateway/history already.
+                return simple(fd, peer, needed, action, [&] {
+                    const std::uint32_t m = request->history().minutes();
+                    return diagnostics.history_json(m == 0 ? history::minutes_kept : m);
+                });
             case v1::Request::COMMAND_NOT_SET:
                 break;
         }

@@ -249,9 +249,10 @@ StatusLanServer::StatusLanServer(const StatusLanOptions& options,
                                 std::chrono::system_clock::now().time_since_epoch())
                                 .count();
         res.set_content(
-            render_status_page(impl->history ? impl->history() : std::vector<history::Sample>{},
-                               impl->diagnostics->status_json(pipeline::Audience::technician),
-                               impl->diagnostics->devices_json(), now_ms),
+            render_status_page(
+                impl->history ? impl->history() : impl->diagnostics->history(history::minutes_kept),
+                impl->diagnostics->status_json(pipeline::Audience::technician),
+                impl->diagnostics->devices_json(), now_ms),
             "text/html; charset=utf-8");
     });
     srv.Get("/login", [](const httplib::Request&, httplib::Response& res) {

@@ -81,8 +81,10 @@ std::string bytes_text(double b) {
         b /= 1024;
         ++u;
     }
+    // Short enough for an axis label: 93 GiB, 9.3 GiB, 512 B.
     std::ostringstream out;
-    out.precision(b < 10 && u > 0 ? 2 : 3);
+    out.setf(std::ios::fixed);
+    out.precision(b < 10 && u > 0 ? 1 : 0);
     out << b << " " << units[u];
     return out.str();
 }

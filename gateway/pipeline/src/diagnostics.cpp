@@ -316,6 +316,19 @@ nlohmann::json check(const std::string& name, bool pass, const std::string& deta
 
 }  // namespace
 
+std::optional<std::int64_t> oldest_created_ms(const config::Config& config,
+                                              const storage::Store& store, Lane lane) {
+    const auto stats = store.stats(lane);
+    if (stats.depth == 0) return std::nullopt;
+    auto head = store.read(lane, stats.head_seq, 1, 1);
+    if (!head || head->empty()) return std::nullopt;
+    auto header = peek_header(head->front().value);
+    if (!header) return std::nullopt;
+    auto retention = retention_ms(config, *header);
+    if (!retention) return std::nullopt;
+    return header->expires_ms - *retention;
+}
+
 std::string GatewayDiagnostics::status_json(Audience audience) {
     nlohmann::json j = nlohmann::json::parse(s_.base_status(), nullptr, false);
     if (j.is_discarded()) j = nlohmann::json::object();
@@ -346,14 +359,8 @@ std::string GatewayDiagnostics::status_json(Audience audience) {
         queued += stats.bytes;
         nlohmann::json& l = j["lanes"][std::string(lane_name(lane))];
         l["oldest_age_s"] = nullptr;
-        if (stats.depth == 0) continue;
-        auto head = s_.store.read(lane, stats.head_seq, 1, 1);
-        if (!head || head->empty()) continue;
-        auto header = peek_header(head->front().value);
-        if (!header) continue;
-        if (auto retention = retention_ms(s_.config, *header)) {
-            const std::int64_t created = header->expires_ms - *retention;
-            const std::int64_t age_s = std::max<std::int64_t>(0, now - created) / 1000;
+        if (auto created = oldest_created_ms(s_.config, s_.store, lane)) {
+            const std::int64_t age_s = std::max<std::int64_t>(0, now - *created) / 1000;
             l["oldest_age_s"] = officer ? age_s : coarse_age_s(age_s);
             if (lane == Lane::alarm) oldest_alarm_s = age_s;
         }
@@ -587,6 +594,15 @@ std::string GatewayDiagnostics::selftest_json() {
     bool all = true;
     for (const auto& ch : checks) all = all && ch["pass"].get<bool>();
     return nlohmann::json{{"pass", all}, {"checks", checks}}.dump(2);
+}
+
+std::vector<history::Sample> GatewayDiagnostics::history(std::size_t minutes) {
+    return s_.history == nullptr ? std::vector<history::Sample>{} : s_.history->samples(minutes);
+}
+
+std::string GatewayDiagnostics::history_json(std::size_t minutes) {
+    return history::to_json(history(minutes), s_.history == nullptr ? history::default_minute_ms
+                                                                    : s_.history->minute_ms());
 }
 
 std::vector<TailRecord> GatewayDiagnostics::tail(std::uint64_t cursor, std::size_t max,

@@ -3,6 +3,7 @@
 // from what the Gateway hands it. Kept out of gateway.cpp so the data path stays readable.
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,7 +27,13 @@ struct DiagSources {
     std::function<bool()> upstream_connected;
     std::function<std::string()> base_status;  // Gateway::status_json()
     std::string key_fingerprint;               // of the running keyring
+    history::History* history = nullptr;       // the health history (null: none)
 };
+
+// When the oldest record of `lane` was made (Unix ms, from its header's expiry less its
+// purpose's retention), or nothing (empty lane, unreadable head, unknown purpose).
+std::optional<std::int64_t> oldest_created_ms(const config::Config& config,
+                                              const storage::Store& store, Lane lane);
 
 // Mosquitto configs selftest reads: the main file (and the include_dir it names) and conf.d.
 std::vector<std::filesystem::path> default_broker_configs();
@@ -47,6 +54,8 @@ public:
     std::string selftest_json() override;
     std::vector<TailRecord> tail(std::uint64_t cursor, std::size_t max,
                                  std::uint32_t wait_ms) override;
+    std::vector<history::Sample> history(std::size_t minutes) override;
+    std::string history_json(std::size_t minutes) override;
 
 private:
     DiagSources s_;

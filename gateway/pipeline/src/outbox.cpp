@@ -6,6 +6,7 @@
 
 #include "clean.pb.h"
 #include "egress.h"
+#include "vern/history/history.h"
 #include "vern/pipeline/record_codec.h"
 
 namespace vern::pipeline {
@@ -28,7 +29,12 @@ StoreOutbox::StoreOutbox(const config::Config& config, Counters& counters, stora
       exempt_(std::move(exempt)),
       corrupt_(counters.get("quarantined_" + std::string(reason_name(Reason::corrupt_record)))),
       expired_(counters.get("records_expired")),
-      shredded_(counters.get("records_shredded")) {}
+      shredded_(counters.get("records_shredded")) {
+    for (Lane lane : all_lanes) {
+        const auto i = static_cast<std::size_t>(lane);
+        delivered_[i] = &counters.get(history::records_out_counter[i]);
+    }
+}
 
 std::vector<forward::Outgoing> StoreOutbox::next(Lane lane, std::uint64_t from,
                                                  std::size_t max_messages,
@@ -138,6 +144,10 @@ void StoreOutbox::report_exempt(Lane lane, std::uint64_t seq, std::string_view k
 void StoreOutbox::delivered(Lane lane, std::vector<std::uint64_t> ids) {
     diag_.acked(clock_());
     auto removed = store_.remove(lane, std::move(ids));
+    // Live records removed: a copy acknowledged twice (after a reconnect) is counted once.
+    if (removed && static_cast<std::size_t>(lane) < delivered_.size()) {
+        delivered_[static_cast<std::size_t>(lane)]->add(*removed);
+    }
     if (!removed) {
         spdlog::warn("lane {}: delete after PUBACK failed ({}); records will be re-sent",
                      lane_name(lane), storage::store_errc_name(removed.error().code));

@@ -53,6 +53,7 @@ private:
     Counter& corrupt_;
     Counter& expired_;
     Counter& shredded_;
+    std::array<Counter*, all_lanes.size()> delivered_{};  // records_out_{lane}: the history's
 };
 
 }  // namespace vern::pipeline

@@ -24,6 +24,7 @@
 #include "vern/common/trusted_time.h"
 #include "vern/crypto/keyring.h"
 #include "vern/decode/decode.h"
+#include "vern/history/history.h"
 #include "vern/pipeline/device_marks.h"
 #include "vern/pipeline/record_keys.h"
 #include "vern/policy/leak_guard.h"
@@ -186,6 +187,18 @@ bool system_time_synced() {
 }
 
 // What a device's own clock says, judged against the gateway's time.
+Lane lane_of(decode::Kind kind) {
+    switch (kind) {
+        case decode::Kind::alarm:
+            return Lane::alarm;
+        case decode::Kind::image:
+            return Lane::image;
+        case decode::Kind::meter:
+            break;
+    }
+    return Lane::meter;
+}
+
 enum class DeviceTime : std::uint8_t {
     plausible,
     future_event_time,  // event time ahead: clamped to the arrival time
@@ -213,6 +226,9 @@ struct Pipeline::Impl {
     std::unique_ptr<GatewayDiagnostics> diagnostics;
     AlarmShare alarm_share;  // each device's share of the alarm lane
     AlarmRate alarm_rate;    // and its alarm rate
+    // The health history: sampled by the tick, once a minute (gateway/history).
+    std::unique_ptr<history::History> health_history;
+    std::array<Counter*, 3> events_in{};  // events accepted, by kind (lane): the history's
 
     Counter& duplicates;
     Counter& expired;
@@ -247,6 +263,8 @@ struct Pipeline::Impl {
               [this](std::string_view key_ref) { rights->exempt_forwarded(key_ref); }),
           alarm_share(AlarmShare::share_bytes(config.store), *store),
           alarm_rate(config.store.alarm_rate_per_device, config.store.alarm_burst_per_device),
+          health_history(std::make_unique<history::History>(
+              store.get(), history::Options{history::minute_ms_from_env()})),
           duplicates(k.get("events_duplicate")),
           expired(k.get("records_expired")),
           retention_paused(k.get("retention_paused")),
@@ -260,6 +278,10 @@ struct Pipeline::Impl {
         rights = std::make_unique<RightsEngine>(
             config, *keys, *store, record_keys, policy, egress, [this] { wake_forwarder(); }, k);
         if (!rights->load()) throw StartupError("store: cannot read the data-subject flags");
+        for (Lane lane : all_lanes) {
+            events_in[static_cast<std::size_t>(lane)] =
+                &k.get(history::events_in_counter[static_cast<std::size_t>(lane)]);
+        }
         policy.set_objection_check(
             [this](std::string_view purpose, crypto::SubjectKind kind, std::string_view id) {
                 return rights->objected(purpose, kind, id);
@@ -285,6 +307,7 @@ struct Pipeline::Impl {
         const bool trusted = time->trusted();
         const std::int64_t correction = time->correction_ms();
         SeqHeals heals;  // sequence gaps closed and restarts, counted once committed
+        std::array<std::uint64_t, 3> accepted{};  // by lane, counted once committed
 
         for (const auto& in : batch) {
             const std::int64_t received = in.arrival_ms + correction;
@@ -316,6 +339,7 @@ struct Pipeline::Impl {
             }
             touched.insert(device);
             ++staged.events;
+            ++accepted[static_cast<std::size_t>(lane_of(decoded->topic.kind))];
             if (device_time == DeviceTime::future_reading) {
                 // A reading from the future would close every open interval and site total.
                 future_refused.add();
@@ -365,6 +389,7 @@ struct Pipeline::Impl {
 
         note_alarm_share(staged);
         heals.count(seq_gaps_closed, seq_skipped, seq_restarts);
+        for (std::size_t i = 0; i < accepted.size(); ++i) events_in[i]->add(accepted[i]);
 
         // receipt: only now that the commit is durable
         send_receipts(touched, re_receipt);
@@ -380,6 +405,7 @@ struct Pipeline::Impl {
         const std::int64_t now = time->now();
         (void)upstream_down_ms();
         diag.sample(now, counters.snapshot());
+        sample_history(now);
         guard.expire(now);
         auto output = policy.tick(now);
         if (output.emissions.empty() && output.state.empty()) return;
@@ -416,6 +442,26 @@ struct Pipeline::Impl {
             expired.add(removed);
             spdlog::info("retention: removed {} expired records", removed);
         }
+    }
+
+    // The health history: the link every tick, the rest once a minute (cheap: counters, lane
+    // stats, three head reads, one statvfs, one unsynced write).
+    void sample_history(std::int64_t now) {
+        health_history->link(or_default(links.upstream_connected, false), links.monotonic());
+        if (!health_history->due(now)) return;
+        history::Reading r;
+        r.counters = counters.snapshot();
+        r.commit_latency = counters.histogram(history::commit_latency_histogram).snapshot();
+        for (Lane lane : all_lanes) {
+            const auto s = store->stats(lane);
+            auto& l = r.lanes[static_cast<std::size_t>(lane)];
+            l.depth = s.depth;
+            l.bytes = s.bytes;
+            l.oldest_created_ms = oldest_created_ms(config, *store, lane).value_or(0);
+        }
+        r.disk_free_bytes = storage::free_bytes_at(
+            (std::filesystem::path(config.gateway.data_dir) / "store").string());
+        health_history->close(now, r);
     }
 
     // Persisted every sweep (a minute) and at shutdown: the next start checks the clock by it.
@@ -577,11 +623,11 @@ struct Pipeline::Impl {
 Pipeline::Pipeline(const config::Config& config, Counters& counters, PipelineLinks links)
     : impl_(std::make_unique<Impl>(config, counters, std::move(links))) {
     auto& d = *impl_;
-    d.diagnostics = std::make_unique<GatewayDiagnostics>(
-        DiagSources{d.config, d.counters, *d.store, d.diag,
-                    [&d] { return or_default(d.links.site_connected, false); },
-                    [&d] { return or_default(d.links.upstream_connected, false); },
-                    [this] { return status_json(); }, d.keys->fingerprint()});
+    d.diagnostics = std::make_unique<GatewayDiagnostics>(DiagSources{
+        d.config, d.counters, *d.store, d.diag,
+        [&d] { return or_default(d.links.site_connected, false); },
+        [&d] { return or_default(d.links.upstream_connected, false); },
+        [this] { return status_json(); }, d.keys->fingerprint(), d.health_history.get()});
 }
 
 Pipeline::~Pipeline() { impl_->save_time_floor(); }

@@ -11,8 +11,10 @@
 //                 as gauges: vern_healthy, vern_health_degraded{reason}, vern_uplink_down_seconds,
 //                 vern_oldest_alarm_age_seconds (coarse), vern_disk_floor_reached,
 //                 vern_time_trusted; and vern_time_jumps_total.
+//   GET /status/history[?minutes=N]  the health history as JSON (history_http.h)
 //   GET /status   the technician's status page (status_page.h): health, the last 48 h as plots
-//                 (from set_history's source), devices. HTML, no script, nothing fetched.
+//                 (Diagnostics::history, or set_history's source), devices. HTML, no script,
+//                 nothing fetched.
 // The same figures as the technician's status: no personal data, ever, and no counter that
 // tells of a data subject's request (pipeline::privacy_officer_only: rights_*, records_shredded).
 #include <cstdint>
@@ -42,7 +44,7 @@ public:
     MetricsServer(const MetricsServer&) = delete;
     MetricsServer& operator=(const MetricsServer&) = delete;
     std::uint16_t port() const;
-    // Where /status takes its history from (until set, or if empty: no history).
+    // Where /status takes its history from instead of Diagnostics::history (tests).
     void set_history(HistorySource history);
 
 private:

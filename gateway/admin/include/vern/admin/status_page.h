@@ -13,8 +13,8 @@
 
 namespace vern::admin {
 
-// Where the page's history comes from (vernd: the history sampler; tests: anything). Oldest
-// first. An empty function or an empty history draws empty plots with a note.
+// Where the page's history comes from when not from Diagnostics::history (tests: anything).
+// Oldest first. An empty history draws empty plots with a note.
 using HistorySource = std::function<std::vector<history::Sample>()>;
 
 // Plots are drawn with at most this many points per series.

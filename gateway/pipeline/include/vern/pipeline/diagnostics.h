@@ -14,6 +14,8 @@
 #include <string_view>
 #include <vector>
 
+#include "vern/history/history.h"
+
 namespace vern::pipeline {
 
 // Who a status is for. The technician's leaves out what tells of a data subject's request.
@@ -59,6 +61,16 @@ public:
     // waiting up to `wait_ms` for the first one.
     virtual std::vector<TailRecord> tail(std::uint64_t cursor, std::size_t max,
                                          std::uint32_t wait_ms) = 0;
+    // The last `minutes` minutes of the health history (gateway/history: one sample a minute,
+    // what people drive only per hour), oldest first. For the status page.
+    virtual std::vector<history::Sample> history(std::size_t minutes) {
+        (void)minutes;
+        return {};
+    }
+    // The same as /status/history's JSON (history::to_json).
+    virtual std::string history_json(std::size_t minutes) {
+        return history::to_json(history(minutes), history::default_minute_ms);
+    }
 };
 
 }  // namespace vern::pipeline
