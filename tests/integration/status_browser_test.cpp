@@ -108,7 +108,7 @@ TEST_CASE("The status page shows an uplink outage in a real browser and no ident
           "[e2e][browser]") {
     REQUIRE(std::filesystem::exists(chromium));  // Debian's chromium (scripts/deps.list)
     TempDir dir("vern-status-browser");
-    const auto d = dir.path();
+    const auto& d = dir.path();
 
     // Chromium's console reaches the log: a page with an error must be seen as one.
     {

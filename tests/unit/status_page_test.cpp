@@ -24,6 +24,7 @@ using history::Sample;
 namespace {
 
 constexpr std::int64_t t0 = 1'790'000'000'000;  // a minute boundary (2026-09-21)
+constexpr std::int64_t minute = 60'000;
 
 const std::string healthy_status =
     R"({"gateway":"gw-test","site_broker":{"connected":true},"upstream":{"connected":true},)"
@@ -46,7 +47,7 @@ std::vector<Sample> history_with_outage(std::size_t n, std::size_t down_from, st
     std::uint64_t meter = 5;
     for (std::size_t i = 0; i < n; ++i) {
         Sample s;
-        s.minute_ms = t0 + static_cast<std::int64_t>(i) * 60'000;
+        s.minute_ms = t0 + static_cast<std::int64_t>(i) * minute;
         const bool down = i >= down_from && i < down_to;
         meter = down ? meter + 40 : (meter > 60 ? meter - 60 : 5);
         s.lanes[0].depth = down ? 3 : 0;
@@ -103,7 +104,7 @@ public:
 TEST_CASE("The status page draws each plot's points and the uplink outage, with no script") {
     const auto samples = history_with_outage(120, 40, 60);
     const std::string page =
-        admin::render_status_page(samples, degraded_status, devices, t0 + 120 * 60'000);
+        admin::render_status_page(samples, degraded_status, devices, t0 + 120 * minute);
     // Every plot has a series with a point per minute.
     for (const auto& [plot, series] :
          std::vector<std::pair<std::string, std::string>>{{"plot-queue", "meter"},
@@ -117,14 +118,14 @@ TEST_CASE("The status page draws each plot's points and the uplink outage, with 
     }
     // The outage: one down band in the timeline, from minute 40 to minute 60, and the queue's
     // peak inside it.
-    const std::string band = "class=\"down\" data-from-ms=\"" + std::to_string(t0 + 40 * 60'000) +
-                             "\" data-to-ms=\"" + std::to_string(t0 + 60 * 60'000) + "\"";
+    const std::string band = "class=\"down\" data-from-ms=\"" + std::to_string(t0 + 40 * minute) +
+                             "\" data-to-ms=\"" + std::to_string(t0 + 60 * minute) + "\"";
     CHECK(count(page, band) >= 2);  // the timeline and the plots behind it
     const auto uplink = page.substr(page.find("id=\"plot-uplink\""));
     CHECK(uplink.substr(0, uplink.find("</section>")).find(band) != std::string::npos);
     const auto peak_ms = std::stoll(series_attr(page, "plot-queue", "meter", "data-max-ms"));
-    CHECK(peak_ms >= t0 + 40 * 60'000);
-    CHECK(peak_ms < t0 + 60 * 60'000);
+    CHECK(peak_ms >= t0 + 40 * minute);
+    CHECK(peak_ms < t0 + 60 * minute);
     CHECK(std::stod(series_attr(page, "plot-queue", "meter", "data-max")) > 500);
     // Health banner, devices table.
     CHECK(page.find("data-status=\"degraded\"") != std::string::npos);
@@ -203,9 +204,9 @@ TEST_CASE("48 hours of history fit in 720 points, keeping every peak and every m
 
     // The page for all of it: small, whatever the history.
     const std::string page =
-        admin::render_status_page(samples, degraded_status, devices, t0 + 2880 * 60'000);
+        admin::render_status_page(samples, degraded_status, devices, t0 + 2880 * minute);
     std::cout << "status page for 48 h of history: " << page.size() << " bytes\n";
-    CHECK(page.size() < 200 * 1024);
+    CHECK(page.size() < std::size_t{200} * 1024);
     CHECK(series_attr(page, "plot-queue", "alarm", "data-max") == "777");
 }
 
@@ -241,7 +242,7 @@ TEST_CASE("A LAN status listener without certificate, key or token is refused at
 
 TEST_CASE("The LAN status listener serves only over TLS and only with the technician token") {
     test::TempDir dir("vern-status-lan");
-    const auto d = dir.path();
+    const auto& d = dir.path();
     auto openssl = test::Process::spawn(
         {"/usr/bin/openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
          "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=vern-status",

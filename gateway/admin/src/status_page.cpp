@@ -358,6 +358,7 @@ std::string plots(const std::vector<Sample>& raw) {
         for (const auto& [reason, v] : x.refused) totals[reason] += v;
     }
     std::vector<std::pair<std::uint64_t, std::string>> ranked;
+    ranked.reserve(totals.size());
     for (const auto& [reason, v] : totals) ranked.emplace_back(v, reason);
     std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) {
         return a.first != b.first ? a.first > b.first : a.second < b.second;
