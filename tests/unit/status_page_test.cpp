@@ -186,6 +186,15 @@ TEST_CASE("48 hours of history fit in 720 points, keeping every peak and every m
     samples[1500].lanes[0].depth = 777;  // one minute's alarm peak
     samples[1700].events_in = 9999;
     samples[1800].disk_free_bytes = 1;
+    // The heaviest page: refusals of eight reasons every minute (six drawn, the rest "other"),
+    // every lane non-empty.
+    for (std::size_t i = 0; i < samples.size(); ++i) {
+        samples[i].refused.clear();
+        for (const char* r : {"bad_signature", "field_too_long", "undecodable", "too_large",
+                              "wrong_type", "over_device_rate", "over_device_share", "unknown"})
+            samples[i].refused.emplace_back(r, 1 + i % 5);
+        samples[i].lanes[1].depth = i % 3;
+    }
     const auto points = admin::downsample(samples, admin::status_page_max_points);
     REQUIRE(points.size() <= admin::status_page_max_points);
     CHECK(points.size() >= admin::status_page_max_points - 1);
