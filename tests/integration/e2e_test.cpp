@@ -1140,7 +1140,7 @@ TEST_CASE("vernctl in the technician role shows the site's health and none of it
     const json h = json::parse(history, nullptr, false);
     REQUIRE_FALSE(h.is_discarded());
     CHECK(h["version"] == 1);
-    CHECK(h["minute_ms"] == 1000);
+    CHECK(h["interval_ms"] == 1000);
     REQUIRE(h["samples"].size() >= 3);
     std::uint64_t in = 0;
     for (const auto& s : h["samples"]) {

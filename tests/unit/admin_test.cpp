@@ -883,7 +883,7 @@ TEST_CASE("/status/history gives the samples as JSON, the newest N on ?minutes, 
     CHECK(status == 200);
     json j = json::parse(body);
     CHECK(j["minutes_kept"] == 2880);
-    CHECK(j["minute_ms"] == 60000);
+    CHECK(j["interval_ms"] == 60000);
     REQUIRE(j["samples"].size() == 3);
     const json& s = j["samples"][1];
     CHECK(s["minute_ms"] == 1'796'148'060'000);

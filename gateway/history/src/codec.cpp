@@ -44,7 +44,10 @@ public:
     }
     std::int64_t time() {
         const std::uint64_t v = next();
-        if (v > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) return fail();
+        if (v > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+            fail();
+            return 0;
+        }
         return static_cast<std::int64_t>(v);
     }
     std::uint32_t u32() {

@@ -171,7 +171,7 @@ struct History::Impl {
         }
     }
 
-    void write(std::vector<storage::HistoryWrite> writes) {
+    void write(const std::vector<storage::HistoryWrite>& writes) const {
         if (store == nullptr || writes.empty()) return;
         if (auto done = store->write_history(writes); !done) {
             spdlog::warn("history: a sample could not be written ({}); it is kept in memory",
@@ -251,7 +251,7 @@ struct History::Impl {
             clear_minutes(std::max(newest + 1, n - static_cast<std::int64_t>(minutes_kept) + 1), n,
                           w);
             rebase(n, reading);
-            write(std::move(w));
+            write(w);
             return;
         }
         if (n == cur) return;
@@ -335,7 +335,7 @@ struct History::Impl {
         base = reading;
         cur = n;
         up_ms = 0;
-        write(std::move(w));
+        write(w);
     }
 
     std::vector<Sample> samples(std::size_t count) const {

@@ -44,7 +44,7 @@ std::string to_json(const std::vector<Sample>& samples, std::int64_t minute_ms) 
                         {"commit_max_us", s.commit_max_us}});
     }
     return nlohmann::json{
-        {"version", 1}, {"minute_ms", minute_ms}, {"minutes_kept", minutes_kept}, {"samples", list}}
+        {"version", 1}, {"interval_ms", minute_ms}, {"minutes_kept", minutes_kept}, {"samples", list}}
         .dump();
 }
 

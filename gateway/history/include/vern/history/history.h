@@ -97,7 +97,7 @@ private:
 };
 
 // The samples as /status/history and `vernctl history --json` give them (README: "JSON"):
-// {"version":1,"minute_ms":60000,"minutes_kept":2880,"samples":[{...},...]}.
+// {"version":1,"interval_ms":60000,"minutes_kept":2880,"samples":[{...},...]}.
 std::string to_json(const std::vector<Sample>& samples, std::int64_t minute_ms);
 
 }  // namespace vern::history
