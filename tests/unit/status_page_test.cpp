@@ -298,6 +298,14 @@ TEST_CASE("The LAN status listener serves only over TLS and only with the techni
     CHECK(series_attr(page->body, "plot-queue", "meter", "data-n") == "30");
     CHECK(page->get_header_value("Content-Security-Policy").find("default-src 'none'") == 0);
 
+    // The history JSON behind the same token.
+    auto history_anonymous = client.Get("/status/history");
+    REQUIRE(history_anonymous);
+    CHECK(history_anonymous->status == 401);
+    auto history_json = client.Get("/status/history", {{"Authorization", "Bearer " + token}});
+    REQUIRE(history_json);
+    CHECK(history_json->status == 200);
+
     // Plain HTTP on the same port gets no page.
     httplib::Client plain("127.0.0.1", server.port());
     plain.set_connection_timeout(2, 0);

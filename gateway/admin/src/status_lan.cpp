@@ -12,6 +12,7 @@
 #include <mutex>
 #include <thread>
 
+#include "vern/admin/history_http.h"
 #include "vern/admin/server.h"
 
 namespace vern::admin {
@@ -254,6 +255,22 @@ StatusLanServer::StatusLanServer(const StatusLanOptions& options,
                 impl->diagnostics->status_json(pipeline::Audience::technician),
                 impl->diagnostics->devices_json(), now_ms),
             "text/html; charset=utf-8");
+    });
+    // The same JSON as on 127.0.0.1 (history_http.h), behind the same token.
+    srv.Get(history_path, [impl](const httplib::Request& req, httplib::Response& res) {
+        security_headers(res);
+        if (const int verdict = impl->check(req); verdict != 0) {
+            res.status = verdict;
+            if (verdict == 401) res.set_header("WWW-Authenticate", "Bearer");
+            res.set_content("{\"error\":\"technician token required\"}\n", "application/json");
+            return;
+        }
+        const std::string minutes = req.get_param_value("minutes");
+        const auto [status, body] = render_history(
+            *impl->diagnostics,
+            req.has_param("minutes") ? std::optional<std::string_view>(minutes) : std::nullopt);
+        res.status = status;
+        res.set_content(body, "application/json");
     });
     srv.Get("/login", [](const httplib::Request&, httplib::Response& res) {
         security_headers(res);

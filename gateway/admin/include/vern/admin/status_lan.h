@@ -3,6 +3,7 @@
 // technician token. GET /status answers a request with `Authorization: Bearer TOKEN` or with the
 // session cookie that POST /login sets for the right token (HttpOnly, Secure, SameSite=Strict,
 // 12 h); anything else gets 401 and the login form (a phone's browser can't send a header).
+// GET /status/history (JSON) likewise; /metrics and /healthz stay on 127.0.0.1.
 // Tokens are compared in constant time; wrong ones are counted (status_login_refused) and, after
 // 5 within a minute, every attempt is refused with 429 until the minute is over
 // (status_login_throttled). The token is never logged.
