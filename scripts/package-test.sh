@@ -8,9 +8,10 @@
 #   - mosquitto starts with the packaged snippet (its paths mapped into the root, a listener on a
 #     free loopback port added), refuses an anonymous client;
 #   - the packaged vernd passes --check-config on the packaged config, then runs with the unit's
-#     ExecStart arguments (paths mapped) and that config, set up for the broker as the operator
-#     does it (deploy/mosquitto/README.md: user vernd in the password file), and gets ready:
-#     an authenticated connection and a subscription the ACL allows; it stops with exit 0.
+#     ExecStart arguments (paths mapped, --metrics-port to a free port) and that config, set up
+#     for the broker as the operator does it (deploy/mosquitto/README.md: user vernd in the
+#     password file), and gets ready: an authenticated connection and a subscription the ACL
+#     allows; it serves the status page on 127.0.0.1; it stops with exit 0.
 # Fails if, e.g., the ACL file is dropped from the package. About 20 s (cpack strips and
 # compresses); a ctest test of the plain tree (deploy/CMakeLists.txt).
 #
@@ -146,14 +147,26 @@ awk -v port="$port" -v pwfile="$tmp/site-broker.password" '
     bad "cannot set the site broker keys in the packaged config (its [site_broker] lines changed?)"
 # ExecStart's arguments, every absolute path mapped into the root; the config to the copy above.
 read -r -a exec_start <<<"$(grep -E '^ExecStart=' <<<"$unit_lines" | sed 's/^ExecStart=//')"
+# The unit's --metrics-port (the status page) moved to a free port: others may hold it here.
+metrics_port=
+status_port=$(free_port)
 args=()
+previous=
 for a in "${exec_start[@]}"; do
+    if [ "$previous" = --metrics-port ]; then
+        metrics_port=$a
+        args+=("$status_port")
+        previous=$a
+        continue
+    fi
+    previous=$a
     case $a in
         /etc/vern/vernd.toml) args+=("$tmp/vernd.toml") ;;
         /*) args+=("$root$a") ;;
         *) args+=("$a") ;;
     esac
 done
+[ -n "$metrics_port" ] || bad "the unit passes no --metrics-port: no status page on an installed box"
 vernd_bin=${args[0]}
 # What the postinst and systemd make before vernd starts: the state and runtime directories.
 for d in "${unit_dirs[@]}"; do install -d -m 0700 "$root$d"; done
@@ -177,6 +190,21 @@ if grep -q "ready: store open, site broker subscribed" "$tmp/vernd.log" &&
 else
     bad "packaged vernd did not get ready against the packaged broker:"
     sed 's/^/  /' "$tmp/vernd.log"
+fi
+# The status page a technician opens on the box (http://127.0.0.1:9180/status as installed).
+http_get() {  # http_get PORT PATH: the whole answer, headers included
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || return 1
+    printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
+    timeout 10 cat <&3
+    exec 3<&-
+}
+status_page=$(http_get "$status_port" /status 2>/dev/null || true)
+if grep -q '^HTTP/1.[01] 200' <<<"$status_page" && grep -q 'vern gateway status' <<<"$status_page" &&
+    grep -q 'id="plot-queue"' <<<"$status_page" && grep -q 'id="health"' <<<"$status_page"; then
+    say "ok   status page served on 127.0.0.1 (unit: --metrics-port $metrics_port): $(wc -c <<<"$status_page") bytes"
+else
+    bad "no status page at http://127.0.0.1:$status_port/status (the unit's --metrics-port $metrics_port):"
+    head -c 600 <<<"$status_page" | sed 's/^/  /'
 fi
 kill -TERM "$vernd_pid" 2>/dev/null || true
 wait "$vernd_pid" && rc=0 || rc=$?

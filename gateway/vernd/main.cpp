@@ -14,6 +14,7 @@
 
 #include "vern/admin/metrics.h"
 #include "vern/admin/server.h"
+#include "vern/admin/status_lan.h"
 #include "vern/common/counters.h"
 #include "vern/config/config.h"
 #include "vern/control/channel.h"
@@ -60,6 +61,11 @@ int main(int argc, char** argv) {
     app.add_option("--log-level", log_level, "Override gateway.log_level");
     app.add_option("--admin-socket", admin_socket,
                    "Override admin.socket (the packaged unit: /run/vern/admin.sock)");
+    int metrics_port = -1;
+    app.add_option("--metrics-port", metrics_port,
+                   "Override admin.metrics_port: /metrics, /healthz and the status page on "
+                   "127.0.0.1 (the packaged unit: 9180)")
+        ->check(CLI::Range(0, 65535));
     std::string ropa_format, pseudonym_kind, purpose;
     std::uint32_t epoch = 0;
     app.add_option("--print-ropa", ropa_format,
@@ -110,6 +116,7 @@ int main(int argc, char** argv) {
         if (!site_id.empty()) c.gateway.site = site_id;
         if (!log_level.empty()) c.gateway.log_level = log_level;
         if (!admin_socket.empty()) c.admin.socket = admin_socket;
+        if (metrics_port >= 0) c.admin.metrics_port = static_cast<std::uint32_t>(metrics_port);
         vern::config::validate(c);
         return c;
     };
@@ -176,8 +183,9 @@ int main(int argc, char** argv) {
     // Subject commands go to the Gateway's rights (carried out between commits while it runs).
     std::unique_ptr<vern::admin::AuditTrail> audit;
     std::unique_ptr<vern::admin::AdminServer> admin;
-    std::unique_ptr<vern::admin::MetricsServer> metrics;     // [admin] metrics_port; 0: off
-    std::unique_ptr<vern::control::ControlChannel> control;  // [control] enabled
+    std::unique_ptr<vern::admin::MetricsServer> metrics;       // [admin] metrics_port; 0: off
+    std::unique_ptr<vern::admin::StatusLanServer> status_lan;  // [admin] status_listen
+    std::unique_ptr<vern::control::ControlChannel> control;    // [control] enabled
     try {
         audit = vern::admin::AuditTrail::open(config);
         admin = std::make_unique<vern::admin::AdminServer>(
@@ -187,9 +195,30 @@ int main(int argc, char** argv) {
                                                                       audit->log(), counters);
         }
         if (config.admin.metrics_port != 0) {
-            metrics = std::make_unique<vern::admin::MetricsServer>(
-                static_cast<std::uint16_t>(config.admin.metrics_port), gateway->diagnostics(),
-                counters);
+            // A port someone else holds takes the status page away, not the alarms: vernd runs.
+            try {
+                metrics = std::make_unique<vern::admin::MetricsServer>(
+                    static_cast<std::uint16_t>(config.admin.metrics_port), gateway->diagnostics(),
+                    counters);
+            } catch (const vern::admin::AdminError& e) {
+                spdlog::error("{}: /metrics, /healthz and /status are off ([admin] metrics_port)",
+                              e.what());
+            }
+        }
+        // The status page on the site LAN ([admin] status_listen): TLS and a token, or not at
+        // all. The config check refused it without certificate, key and token; a token file
+        // others can read, a certificate that does not load or an address not (yet) there
+        // keep the LAN listener off, not the alarms.
+        if (!config.admin.status_listen.empty()) {
+            try {
+                status_lan = std::make_unique<vern::admin::StatusLanServer>(
+                    vern::admin::StatusLanOptions{
+                        config.admin.status_listen, config.admin.status_tls_cert_file,
+                        config.admin.status_tls_key_file, config.admin.status_token_file},
+                    gateway->diagnostics(), counters, vern::admin::HistorySource{});
+            } catch (const vern::admin::AdminError& e) {
+                spdlog::critical("status page on the LAN is off: {}", e.what());
+            }
         }
     } catch (const std::exception& e) {
         spdlog::critical("cannot start: {}", e.what());

@@ -3,7 +3,9 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <deque>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -185,6 +187,8 @@ std::pair<int, std::string> render_health(const std::string& status_json) {
 
 struct MetricsServer::Impl {
     httplib::Server server;
+    std::mutex history_mutex;
+    HistorySource history;
     std::thread thread;
     int port = 0;
 };
@@ -217,6 +221,25 @@ MetricsServer::MetricsServer(std::uint16_t port, pipeline::Diagnostics& diagnost
         res.set_header("Cache-Control", "no-store");
         res.set_content(body, "application/json");
     });
+    srv.Get("/status", [&diagnostics, impl = impl_.get()](const httplib::Request&,
+                                                          httplib::Response& res) {
+        HistorySource history;
+        {
+            std::lock_guard lock(impl->history_mutex);
+            history = impl->history;
+        }
+        const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count();
+        res.set_header("Content-Security-Policy", status_page_csp);
+        res.set_header("X-Content-Type-Options", "nosniff");
+        res.set_header("Cache-Control", "no-store");
+        res.set_content(
+            render_status_page(history ? history() : diagnostics.history(history::minutes_kept),
+                               diagnostics.status_json(pipeline::Audience::technician),
+                               diagnostics.devices_json(), now_ms),
+            "text/html; charset=utf-8");
+    });
     if (port == 0) {
         impl_->port = srv.bind_to_any_port("127.0.0.1");
     } else {
@@ -232,6 +255,11 @@ MetricsServer::MetricsServer(std::uint16_t port, pipeline::Diagnostics& diagnost
 MetricsServer::~MetricsServer() {
     impl_->server.stop();
     if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+void MetricsServer::set_history(HistorySource history) {
+    std::lock_guard lock(impl_->history_mutex);
+    impl_->history = std::move(history);
 }
 
 std::uint16_t MetricsServer::port() const { return static_cast<std::uint16_t>(impl_->port); }

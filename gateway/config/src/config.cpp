@@ -575,6 +575,19 @@ std::vector<Section> schema(Config& c) {
                           "The audit log's own RocksDB directory. Empty: {data_dir}/audit."),
              int_field("metrics_port", &c.admin.metrics_port, 0, 65535,
                        "Prometheus /metrics and /healthz on 127.0.0.1 at this port; 0: off."),
+             string_field("status_listen", &c.admin.status_listen,
+                          "The status page on the site LAN too, at HOST:PORT (like "
+                          "\"192.168.1.10:8443\"):\n# HTTPS only, behind the technician token. "
+                          "Empty: the page is on 127.0.0.1 only\n# (http://127.0.0.1:"
+                          "{metrics_port}/status)."),
+             string_field("status_tls_cert_file", &c.admin.status_tls_cert_file,
+                          "PEM certificate for status_listen (required with it)."),
+             string_field("status_tls_key_file", &c.admin.status_tls_key_file,
+                          "Its PEM private key (required with status_listen)."),
+             string_field("status_token_file", &c.admin.status_token_file,
+                          "The technician token for status_listen: one line of 32 characters or "
+                          "more, mode 0600\n# (head -c 32 /dev/urandom | base64 > FILE; chmod "
+                          "600 FILE)."),
          }},
         time_section(c),
         health_section(c),
@@ -1015,6 +1028,23 @@ void validate(const Config& c) {
         c.upstream.lane_order != "alarm,meter,image") {
         add("upstream.lane_order must be \"alarm,image,meter\" or \"alarm,meter,image\": "
             "the alarm lane is always served first");
+    }
+    if (!c.admin.status_listen.empty()) {
+        for (const auto& [key, value] :
+             {std::pair{"status_tls_cert_file", &c.admin.status_tls_cert_file},
+              std::pair{"status_tls_key_file", &c.admin.status_tls_key_file},
+              std::pair{"status_token_file", &c.admin.status_token_file}}) {
+            if (value->empty()) {
+                add(std::string("[admin] status_listen is set but ") + key +
+                    " is not: the status page goes on the LAN only over TLS and behind a token");
+            }
+        }
+        const auto colon = c.admin.status_listen.rfind(':');
+        if (colon == std::string::npos || colon == 0 ||
+            c.admin.status_listen.find_first_not_of("0123456789", colon + 1) != std::string::npos ||
+            colon + 1 == c.admin.status_listen.size()) {
+            add("[admin] status_listen must be HOST:PORT, like \"192.168.1.10:8443\"");
+        }
     }
     if (c.admin_socket_path().string().size() >= 108) {
         add("admin.socket path is too long for a Unix socket (at most 107 bytes)");

@@ -12,6 +12,9 @@
 //                 vern_oldest_alarm_age_seconds (coarse), vern_disk_floor_reached,
 //                 vern_time_trusted; and vern_time_jumps_total.
 //   GET /status/history[?minutes=N]  the health history as JSON (history_http.h)
+//   GET /status   the technician's status page (status_page.h): health, the last 48 h as plots
+//                 (Diagnostics::history, or set_history's source), devices. HTML, no script,
+//                 nothing fetched.
 // The same figures as the technician's status: no personal data, ever, and no counter that
 // tells of a data subject's request (pipeline::privacy_officer_only: rights_*, records_shredded).
 #include <cstdint>
@@ -19,6 +22,7 @@
 #include <string>
 #include <utility>
 
+#include "vern/admin/status_page.h"
 #include "vern/common/counters.h"
 #include "vern/pipeline/diagnostics.h"
 
@@ -40,6 +44,8 @@ public:
     MetricsServer(const MetricsServer&) = delete;
     MetricsServer& operator=(const MetricsServer&) = delete;
     std::uint16_t port() const;
+    // Where /status takes its history from instead of Diagnostics::history (tests).
+    void set_history(HistorySource history);
 
 private:
     struct Impl;

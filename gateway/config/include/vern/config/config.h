@@ -150,6 +150,11 @@ struct AdminSection {    // [admin]: the admin socket (vernctl), the audit log, 
     std::uint32_t read_timeout_ms = 5000;
     std::string audit_dir;           // empty: {data_dir}/audit
     std::uint32_t metrics_port = 0;  // Prometheus /metrics and /healthz on 127.0.0.1; 0: off
+    // The status page on the site LAN too (HTTPS, technician token); empty: 127.0.0.1 only.
+    std::string status_listen;         // "HOST:PORT"
+    std::string status_tls_cert_file;  // PEM certificate (chain); required with status_listen
+    std::string status_tls_key_file;   // its private key; required with status_listen
+    std::string status_token_file;     // the technician token, mode 0600; required with it
 };
 
 struct TimeSection {  // [time]: how far the wall clock is trusted (common/trusted_time.h)
