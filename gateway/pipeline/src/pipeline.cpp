@@ -260,6 +260,19 @@ struct Pipeline::Impl {
         rights = std::make_unique<RightsEngine>(
             config, *keys, *store, record_keys, policy, egress, [this] { wake_forwarder(); }, k);
         if (!rights->load()) throw StartupError("store: cannot read the data-subject flags");
+        // Committed records go to the outbox's memory tail; a commit whose appends did not all
+        // come through stage() (a lifted restriction re-queues sealed records) empties it.
+        egress.on_committed([this](Staged& staged) {
+            if (staged.appended.size() != staged.seqs.size()) {
+                outbox.forget_tail();
+                return;
+            }
+            for (std::size_t i = 0; i < staged.seqs.size(); ++i) {
+                auto& a = staged.appended[i];
+                if (staged.seqs[i] == 0) continue;  // dropped by the budget
+                outbox.committed(a.lane, staged.seqs[i], std::move(a.header), std::move(a.clean));
+            }
+        });
         policy.set_objection_check(
             [this](std::string_view purpose, crypto::SubjectKind kind, std::string_view id) {
                 return rights->objected(purpose, kind, id);
@@ -593,7 +606,11 @@ bool Pipeline::store_failed() const { return impl_->egress.failures() >= max_com
 forward::Outbox& Pipeline::outbox() { return impl_->outbox; }
 SubjectRights& Pipeline::rights() { return *impl_->rights; }
 void Pipeline::accept_rights(bool on) { impl_->rights->accept(on); }
-void Pipeline::run_rights() { impl_->rights->run_queued(); }
+// A rights step may remove records from the lanes (erasure) or append them again (a lifted
+// restriction): the outbox's memory tail is forgotten first, so it can't serve a removed one.
+void Pipeline::run_rights() {
+    impl_->rights->run_queued([this] { impl_->outbox.forget_tail(); });
+}
 Diagnostics& Pipeline::diagnostics() { return *impl_->diagnostics; }
 
 namespace {
