@@ -25,6 +25,7 @@ case $build in /*) bin=$build/bin ;; *) bin=$PWD/$build/bin ;; esac
 rates=${RATES:-2000 5000 0} formats=${FORMATS:-proto json} panels=${PANELS:-100}
 connections=${CONNECTIONS:-4} duration=${DURATION:-10} window=${WINDOW:-2000}
 rounds=${ROUNDS:-1} targets=${TARGETS:-relay vern} min_delivered=${MIN_DELIVERED:-0.99}
+rates=${rates//,/ } formats=${formats//,/ } targets=${targets//,/ }  # lists: spaces or commas
 vernd_config=${VERND_CONFIG:-$PWD/bench/relay-vernd.toml}
 run=$(mktemp -d /tmp/vern-relaybench.XXXXXX)
 . scripts/lib.sh
