@@ -59,11 +59,9 @@ int main(int argc, char** argv) {
     auto keys = crypto::Keyring::from_master(std::vector<std::uint8_t>(32, 0x42));
     config::Config c;
     Counters counters;
-    policy::Policy engine(c.policy, policy::epoch_schedule(c.keys),
-                          [&](const std::string& p, std::uint32_t e) {
-                              return keys->pseudonymiser(p, e);
-                          },
-                          counters);
+    policy::Policy engine(
+        c.policy, policy::epoch_schedule(c.keys),
+        [&](const std::string& p, std::uint32_t e) { return keys->pseudonymiser(p, e); }, counters);
 
     std::size_t emissions = 0, changes = 0;
     const int alarms = 100000;
@@ -78,8 +76,8 @@ int main(int argc, char** argv) {
     start = std::chrono::steady_clock::now();
     for (int q = 0; q < hours * 4; ++q) {
         for (int m = 0; m < meters; ++m) {
-            auto out = engine.apply(reading(m, t0 + q * 900'000, q + 1), "site-1",
-                                    t0 + (q + 1) * 900'000);
+            auto out =
+                engine.apply(reading(m, t0 + q * 900'000, q + 1), "site-1", t0 + (q + 1) * 900'000);
             ++readings;
             if (out) meter_emissions += out->emissions.size(), changes += out->state.size();
         }
@@ -91,8 +89,9 @@ int main(int argc, char** argv) {
                 alarm_s, alarms / alarm_s, alarm_s * 1e6 / alarms, emissions);
     std::printf("  meter readings %zu (%d meters x %d h) in %.2f s: %.0f/s (%.1f us each)\n",
                 readings, meters, hours, meter_s, readings / meter_s, meter_s * 1e6 / readings);
-    std::printf("                 -> %zu records (billing hourly + analytics site totals), "
-                "%zu state changes\n",
-                meter_emissions, changes);
+    std::printf(
+        "                 -> %zu records (billing hourly + analytics site totals), "
+        "%zu state changes\n",
+        meter_emissions, changes);
     return 0;
 }

@@ -331,6 +331,9 @@ struct Store::Impl {
     // Sizes of the live records in [lo, hi) (a bounded iterator: normally cache-hot, the
     // forwarder just read them), and the first live seq there. An in-memory size map would not
     // be bounded.
+    // Runs shorter than this are deleted key by key (see stage_remove).
+    static constexpr std::uint64_t range_delete_min_run = 16;
+
     rocksdb::Status scan(std::size_t index, std::uint64_t lo, std::uint64_t hi, bool sum_run,
                          std::uint64_t& count, std::uint64_t& bytes,
                          std::optional<std::uint64_t>& first) const {
@@ -371,9 +374,17 @@ struct Store::Impl {
             if (!status.ok()) return status;
             if (count == 0) continue;  // already gone: no new tombstone
 
-            status = run_start == run_end
-                         ? batch.Delete(cf, seq_key(run_start))
-                         : batch.DeleteRange(cf, seq_key(run_start), seq_key(run_end + 1));
+            // A short run as point tombstones: every new iterator on the lane fragments all
+            // the range tombstones in its memtable again (RocksDB drops its cache on each
+            // DeleteRange), so one DeleteRange per acknowledged message of a few records made
+            // each remove() and read() cost O(acks since the last flush).
+            if (run_end - run_start + 1 < range_delete_min_run) {
+                for (auto seq = run_start; seq <= run_end && status.ok(); ++seq) {
+                    status = batch.Delete(cf, seq_key(seq));
+                }
+            } else {
+                status = batch.DeleteRange(cf, seq_key(run_start), seq_key(run_end + 1));
+            }
             if (!status.ok()) return status;
             out.count += count;
             out.bytes += bytes;

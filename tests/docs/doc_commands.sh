@@ -120,6 +120,11 @@ in_suite['build/bin/e2e_test "[budget]"']=e2e_test
 # Scripts the suite's ctest runs as a test of their own (checked here: the test is still there)
 declare -A in_ctest
 in_ctest['scripts/package-test.sh build']='package_test'
+# The benches' smoke versions (bench/README.md; tests/CMakeLists.txt, "bench_smoke: ...")
+in_ctest['RATES=1000,0 FORMATS=json DURATION=1 bench/relay.sh']='bench_smoke'
+in_ctest['EVENTS=200 bench/callgrind.sh']='bench_smoke'
+in_ctest['DURATION=1 bench/alarm_load.sh']='bench_smoke'
+in_ctest['HEAD_RECORDS=20000 BACKLOG=5000 RSS_S=1 DRAIN_ALARM_S=1 SETTLE_S=1 bench/backlog.sh']='bench_smoke'
 part_of['vern-tap scan']='./scripts/install-deps.sh && ./scripts/demo.sh'
 part_of['DURATION=60 ./scripts/demo.sh']='./scripts/install-deps.sh && ./scripts/demo.sh'
 

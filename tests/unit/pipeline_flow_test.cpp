@@ -196,6 +196,43 @@ TEST_CASE("An event is receipted only after its commit and leaves the outbox cle
     CHECK(h.drain(Lane::alarm).empty());
 }
 
+TEST_CASE(
+    "A record just committed goes to the forwarder from memory, as the store gives it after a "
+    "restart") {
+    Harness h;
+    h.start();
+    h.send({h.message(alarm("panel-01", 1, "ev-1"), "alarm"),
+            h.message(alarm("panel-02", 1, "ev-2"), "alarm")});
+    forward::Packing packing;
+    packing.max_records = 64;
+    auto from_memory = h.pipeline->outbox().next(Lane::alarm, 0, 16, packing);
+    REQUIRE(from_memory.size() == 1);
+    CHECK(from_memory.front().ids == std::vector<std::uint64_t>{1, 2});
+    CHECK(h.counter("forward_from_memory") == 2);
+    // Past the last record nothing more, and the cursor at a record still in memory gets it.
+    CHECK(h.pipeline->outbox().next(Lane::alarm, 3, 16, packing).empty());
+    CHECK(h.pipeline->outbox().next(Lane::alarm, 2, 16, packing).front().ids ==
+          std::vector<std::uint64_t>{2});
+
+    // Not acknowledged: after a restart the same records come from the store, byte for byte.
+    h.stop();
+    h.start();
+    auto from_store = h.pipeline->outbox().next(Lane::alarm, 0, 16, packing);
+    CHECK(h.counter("forward_from_memory") == 3);
+    REQUIRE(from_store.size() == 1);
+    CHECK(from_store.front().ids == from_memory.front().ids);
+    CHECK(from_store.front().topic == from_memory.front().topic);
+    CHECK(from_store.front().payload == from_memory.front().payload);
+
+    // Acknowledged: gone from memory and store alike.
+    h.send({h.message(alarm("panel-01", 2, "ev-3"), "alarm")});
+    h.pipeline->outbox().delivered(Lane::alarm, {1, 2});
+    auto rest = h.pipeline->outbox().next(Lane::alarm, 0, 16, packing);
+    REQUIRE(rest.size() == 1);
+    CHECK(rest.front().ids == std::vector<std::uint64_t>{3});
+    CHECK(h.counter("forward_from_memory") == 4);
+}
+
 TEST_CASE("A resent event is receipted again and not stored twice") {
     Harness h;
     h.start();

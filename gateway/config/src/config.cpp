@@ -425,9 +425,12 @@ std::vector<Section> schema(Config& c) {
              bool_field("sync", &c.store.sync,
                         "fsync the write-ahead log on every commit. Receipts wait for it."),
              int_field("group_commit_max_records", &c.store.group_commit_max_records, 1, 100000,
-                       "Commit after this many events..."),
-             int_field("group_commit_max_delay_ms", &c.store.group_commit_max_delay_ms, 0, 10000,
-                       "...or after this many milliseconds, whichever comes first."),
+                       "Commit at most this many events together."),
+             int_field(
+                 "group_commit_max_delay_ms", &c.store.group_commit_max_delay_ms, 0, 10000,
+                 "Wait at most this long for more events before a commit (0: commit as soon as "
+                 "the input queue is empty; events arriving during a commit make the next "
+                 "group)."),
              int_field("block_cache_mb", &c.store.block_cache_mb, 1, 4096, "Read cache."),
              int_field("write_buffer_mb", &c.store.write_buffer_mb, 1, 1024,
                        "Memtable size per lane."),

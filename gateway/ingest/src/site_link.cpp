@@ -19,6 +19,11 @@ namespace vern::ingest {
 namespace {
 
 constexpr int qos_at_least_once = 1;
+// Receipts are cumulative (`through` + `also`) and devices resend whatever no receipt covered
+// within their timeout (a resend of a committed event is receipted again): a lost receipt costs
+// a resend, never an event, and the next receipt to the device covers it. So they go at QoS 0:
+// no PUBACK round trip and no in-flight bookkeeping per receipt in Paho or in the broker.
+constexpr int qos_receipt = 0;
 constexpr int paho_buffer_limit = 100000;  // Paho's default (100) fails publishes with -12
 
 // A token that never completes must not stall the link for ever.
@@ -286,8 +291,7 @@ void SiteLink::interrupt() {
 void SiteLink::publish(std::vector<OutboundMessage> messages) {
     for (auto& m : messages) {
         try {
-            impl_->client->publish(m.topic, m.payload.data(), m.payload.size(), qos_at_least_once,
-                                   false);
+            impl_->client->publish(m.topic, m.payload.data(), m.payload.size(), qos_receipt, false);
             impl_->receipts_sent.add();
         } catch (const mqtt::exception&) {
             impl_->receipts_failed.add();

@@ -51,6 +51,8 @@ public:
     // notices never).
     void sent(Lane lane, std::uint64_t seq, const std::string& topic,
               const clean::v1::Record& record);
+    // Whether sent() keeps anything now (a tail reader is active).
+    bool tailing() const;
     void acked(std::int64_t now_ms) { last_ack_ms_.store(now_ms, std::memory_order_relaxed); }
     void sample(std::int64_t now_ms, std::map<std::string, std::uint64_t> counters);
 

@@ -83,6 +83,10 @@ void DiagState::mark(const std::string& device, std::uint64_t /*through*/, std::
     if (auto* d = find(device)) d->gaps = gaps;
 }
 
+bool DiagState::tailing() const {
+    return tail_wanted_until_ms_.load(std::memory_order_relaxed) >= mono_now_ms();
+}
+
 void DiagState::sent(Lane lane, std::uint64_t /*seq*/, const std::string& topic,
                      const clean::v1::Record& record) {
     if (tail_wanted_until_ms_.load(std::memory_order_relaxed) < mono_now_ms()) return;

@@ -154,7 +154,8 @@ std::size_t Egress::stage(Staged& staged, std::vector<policy::Emission>& emissio
         std::optional<std::int64_t> expiry;
         if (e.expires_ms != std::numeric_limits<std::int64_t>::max()) expiry = e.expires_ms;
         std::string sealed = seal_record(header, clean, subject_key ? *subject_key : sealer_);
-        staged.appended.push_back({origin.device, e.lane, sealed.size()});
+        staged.appended.push_back(
+            {origin.device, e.lane, sealed.size(), std::move(header), std::move(clean)});
         staged.writes.append(e.lane, std::move(sealed), expiry);
         ++count;
     }
@@ -218,6 +219,7 @@ bool Egress::commit(Staged& staged) {
     committed_records_.add(static_cast<std::uint64_t>(
         std::count_if(committed->begin(), committed->end(), [](auto s) { return s != 0; })));
     staged.seqs = std::move(*committed);
+    if (on_committed_) on_committed_(staged);
     return true;
 }
 

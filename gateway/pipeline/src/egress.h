@@ -14,6 +14,7 @@
 // Pipeline thread only. Never: log a value it blocks (the kind of leak and the purpose only).
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -41,10 +42,14 @@ struct Staged {
     // Per appended record, in append order: the device whose event made it (empty: none), its
     // lane and sealed size; after a successful commit `seqs` holds their seqs (0: not kept).
     // For each device's share of the alarm lane (alarm_share.h).
+    // `header` and `clean` (the plaintext Record) go to the outbox's memory tail once the
+    // commit is durable (outbox.h), so the forwarder need not read the record back.
     struct Appended {
         std::string device;
         Lane lane;
         std::uint64_t bytes;
+        RecordHeader header;
+        std::string clean;
     };
     std::vector<Appended> appended;
     std::vector<std::uint64_t> seqs;
@@ -87,6 +92,9 @@ public:
     // One synced commit. False: nothing of it happened, the engine is back at the committed
     // state (an alarm that does not fit the budget, or a store failure: see failures()).
     bool commit(Staged& staged);
+    // Called after each durable commit, with its appends and their seqs (the pipeline hands
+    // them to the outbox's memory tail).
+    void on_committed(std::function<void(Staged&)> hook) { on_committed_ = std::move(hook); }
     // Commits in a row that the store failed (a refusal by the budget is not one).
     int failures() const { return failures_; }
     // The policy engine's state as last committed.
@@ -109,6 +117,7 @@ private:
     crypto::Sealer sealer_;  // the epoch's record key: policy state, records about no one
     std::map<std::string, std::uint64_t> stream_next_;  // committed next seq per stream
     int failures_ = 0;
+    std::function<void(Staged&)> on_committed_;
 
     std::array<Counter*, reason_count> quarantined_{};  // quarantined_{reason}, by reason
     Counter& committed_events_;

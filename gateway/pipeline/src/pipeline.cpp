@@ -282,6 +282,19 @@ struct Pipeline::Impl {
             events_in[static_cast<std::size_t>(lane)] =
                 &k.get(history::events_in_counter[static_cast<std::size_t>(lane)]);
         }
+        // Committed records go to the outbox's memory tail; a commit whose appends did not all
+        // come through stage() (a lifted restriction re-queues sealed records) empties it.
+        egress.on_committed([this](Staged& staged) {
+            if (staged.appended.size() != staged.seqs.size()) {
+                outbox.forget_tail();
+                return;
+            }
+            for (std::size_t i = 0; i < staged.seqs.size(); ++i) {
+                auto& a = staged.appended[i];
+                if (staged.seqs[i] == 0) continue;  // dropped by the budget
+                outbox.committed(a.lane, staged.seqs[i], std::move(a.header), std::move(a.clean));
+            }
+        });
         policy.set_objection_check(
             [this](std::string_view purpose, crypto::SubjectKind kind, std::string_view id) {
                 return rights->objected(purpose, kind, id);
@@ -647,7 +660,11 @@ std::optional<std::int64_t> Pipeline::trusted_now() const {
     return impl_->time->now();
 }
 void Pipeline::accept_rights(bool on) { impl_->rights->accept(on); }
-void Pipeline::run_rights() { impl_->rights->run_queued(); }
+// A rights step may remove records from the lanes (erasure) or append them again (a lifted
+// restriction): the outbox's memory tail is forgotten first, so it can't serve a removed one.
+void Pipeline::run_rights() {
+    impl_->rights->run_queued([this] { impl_->outbox.forget_tail(); });
+}
 Diagnostics& Pipeline::diagnostics() { return *impl_->diagnostics; }
 
 namespace {

@@ -281,7 +281,7 @@ void RightsEngine::accept(bool on) {
     accepting_ = on;
 }
 
-void RightsEngine::run_queued() {
+void RightsEngine::run_queued(const std::function<void()>& before_each) {
     for (;;) {
         std::packaged_task<Outcome()> task;
         {
@@ -290,6 +290,7 @@ void RightsEngine::run_queued() {
             task = std::move(queue_.front());
             queue_.pop_front();
         }
+        if (before_each) before_each();
         task();
     }
 }

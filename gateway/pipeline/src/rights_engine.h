@@ -52,7 +52,8 @@ public:
     // Pipeline thread: accept calls (while run() runs) or refuse them as `unavailable`.
     void accept(bool on);
     // Pipeline thread: runs the queued steps.
-    void run_queued();
+    // `before_each`: called before each queued step runs (the outbox forgets its memory tail).
+    void run_queued(const std::function<void()>& before_each = {});
 
     // Forwarder thread: is a record sealed with this key ref held (its subject restricted)?
     bool held(std::string_view key_ref) const;

@@ -849,11 +849,12 @@ struct Policy::Impl {
         if (!any_images || in.event_id().empty() || image_to.empty()) return out;
         DevKey k{event.device_id(), in.event_id()};
         remember_alarm(k, remembered, out);
-        // Images that came before their alarm.
+        // Images that came before their alarm: only this device's (the map is ordered by
+        // device first), not every held image.
         std::int64_t window = window_ms();
-        for (auto it = held.begin(); it != held.end();) {
-            if (it->first.first == k.first && it->second.event_id == k.second &&
-                received_ms - it->second.held_ms <= window) {
+        for (auto it = held.lower_bound(DevKey{k.first, {}});
+             it != held.end() && it->first.first == k.first;) {
+            if (it->second.event_id == k.second && received_ms - it->second.held_ms <= window) {
                 send_image(it->first, it->second, remembered, received_ms, out, &image_to);
                 out.state.push_back({held_key(it->first.first, it->first.second), {}});
                 it = held.erase(it);

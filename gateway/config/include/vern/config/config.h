@@ -55,7 +55,7 @@ struct IngestSection {  // [site_broker]
 struct StoreSection {  // [store]
     bool sync = true;
     std::uint32_t group_commit_max_records = 512;
-    std::uint32_t group_commit_max_delay_ms = 5;
+    std::uint32_t group_commit_max_delay_ms = 0;  // 0: commit as soon as the queue is empty
     std::size_t block_cache_mb = 8;
     std::size_t write_buffer_mb = 4;
     std::size_t max_wal_mb = 64;
