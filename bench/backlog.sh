@@ -86,6 +86,7 @@ start_vernd "$run/backlog" bench-backlog
 sleep "$settle"
 status=$run/backlog/status.json
 queued=$(jq '.lanes.meter.depth' "$status")
+queued_mib=$(jq -r '.lanes.meter.bytes / 1048576 * 10 | floor / 10' "$status")
 [ "$queued" -ge "$backlog" ] ||
     echo "bench: only $queued of $backlog readings were queued as records (too old? more METERS)"
 rss_backlog=$(vm "$vernd_pid" VmRSS)
@@ -125,7 +126,7 @@ jq -r '"  head seek after \(.records_consumed) consumed records: first read \(.h
 echo "  vernd RSS idle, empty store         $(mib "$rss_idle") MiB"
 echo "  vernd RSS at $rss_rate alarms/s        peak $(mib "$rss_load_peak") MiB (VmHWM $(mib "$hwm_load") MiB; $(jq -r '"\(.received) of \(.sent) delivered, p99 \(.latency_us.p99 / 1000 | floor) ms"' "$run/rss-load.json"))"
 awk -v n="$backlog" -v a="$fill0" -v b="$fill1" 'BEGIN {printf "  backlog filled through the pipeline %d meter readings in %.1f s (%.0f/s, sync off)\n", n, b - a, n / (b - a)}'
-echo "  queued with the uplink down         $queued meter records, $(jq -r '.lanes.meter.bytes / 1048576 * 10 | floor / 10' "$status") MiB; data dir $(du -sm "$run/backlog" | cut -f1) MiB"
+echo "  queued with the uplink down         $queued meter records, $queued_mib MiB; data dir $(du -sm "$run/backlog" | cut -f1) MiB"
 echo "  vernd RSS, backlog queued           $(mib "$rss_backlog") MiB (VmHWM $(mib "$hwm_backlog") MiB)"
 awk -v q="$queued" -v u="$up0" -v s="$last_full" -v d="$drained" 'BEGIN {
     printf "  drain after the uplink returns      %d records in %.1f s: %.0f records/s (first record gone %.1f s after the broker started)\n", q, d - s, q / (d - s), s - u }'
