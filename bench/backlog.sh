@@ -4,7 +4,8 @@
 #      the meter lane, then times reading the head (first read, mean, and after a reopen);
 #   2. vernd's RSS idle (empty store) and while it takes RSS_RATE alarm events/s (default 5 k)
 #      for RSS_S seconds with the uplink up (VmRSS sampled each second, and VmHWM);
-#   3. a backlog of BACKLOG meter records (default 1 M, from METERS meters): vern-pipeline-bench
+#   3. a backlog of BACKLOG meter records (default 1 M, from METERS meters, 10 000: readings
+#      older than about two days would not be sent, so a meter has ~100): vern-pipeline-bench
 #      pushes the readings through vern's own pipeline into a store (bench/backlog-vernd.toml: one
 #      record per 15-minute reading; not synced, to fill fast), vernd opens it with the uplink
 #      down: RSS with the backlog queued;
@@ -13,7 +14,7 @@
 #      (vern-loadgen, DRAIN_ALARM_RATE/s from 10 panels for DRAIN_ALARM_S s, from the moment
 #      the drain is seen to start) -- alarms go first, ahead of the queued meter records.
 # Knobs: VERN_BENCH_NO_BUILD=1, VERN_BUILD_DIR, HEAD_RECORDS, RSS_RATE, RSS_S (10), BACKLOG,
-# METERS (1000), DRAIN_ALARM_RATE (20), DRAIN_ALARM_S (10), DRAIN_TIMEOUT_S (600), SETTLE_S (5:
+# METERS (10000), DRAIN_ALARM_RATE (20), DRAIN_ALARM_S (10), DRAIN_TIMEOUT_S (600), SETTLE_S (5:
 # seconds vernd runs before its RSS is read, idle and with the backlog).
 # Fails (exit 1) when the backlog does not drain or a new alarm does not arrive.
 set -euo pipefail
@@ -22,7 +23,7 @@ cd "$(dirname "$0")/.."
 build=${VERN_BUILD_DIR:-build}
 case $build in /*) bin=$build/bin ;; *) bin=$PWD/$build/bin ;; esac
 head_records=${HEAD_RECORDS:-10000000} rss_rate=${RSS_RATE:-5000} rss_s=${RSS_S:-10}
-backlog=${BACKLOG:-1000000} meters=${METERS:-1000} alarm_rate=${DRAIN_ALARM_RATE:-20}
+backlog=${BACKLOG:-1000000} meters=${METERS:-10000} alarm_rate=${DRAIN_ALARM_RATE:-20}
 alarm_s=${DRAIN_ALARM_S:-10} drain_timeout=${DRAIN_TIMEOUT_S:-600} settle=${SETTLE_S:-5}
 config=$PWD/bench/backlog-vernd.toml
 run=$(mktemp -d /tmp/vern-backlog.XXXXXX)
@@ -32,8 +33,10 @@ vm() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }  # vm PID VmRSS|
 now() { date +%s.%N; }
 
 # 1. Head seek after many consumed records.
-"$bin/vern-store-bench" --records "$head_records" >"$run/store.json" 2>"$run/store.log" ||
-    { cat "$run/store.json"; tail "$run/store.log"; exit 1; }
+# (The programs' JSON is their last line of output: RocksDB's warnings go to stdout too.)
+"$bin/vern-store-bench" --records "$head_records" >"$run/store.out" 2>&1 ||
+    { tail "$run/store.out"; exit 1; }
+tail -1 "$run/store.out" >"$run/store.json"
 
 site_port=$(free_port)
 upstream_port=$(free_port)
@@ -77,12 +80,15 @@ wait "$upstream_pid" 2>/dev/null || true
 fill0=$(now)
 "$bin/vern-pipeline-bench" --kind meter --events "$backlog" --devices "$meters" --batch 512 \
     --sync false --system-clock --config "$config" --data-dir "$run/backlog" --keep \
-    >"$run/fill.json" 2>"$run/fill.log" || { cat "$run/fill.json"; tail "$run/fill.log"; exit 1; }
+    >"$run/fill.out" 2>&1 || { tail "$run/fill.out"; exit 1; }
 fill1=$(now)
 start_vernd "$run/backlog" bench-backlog
 sleep "$settle"
 status=$run/backlog/status.json
 queued=$(jq '.lanes.meter.depth' "$status")
+queued_mib=$(jq -r '.lanes.meter.bytes / 1048576 * 10 | floor / 10' "$status")
+[ "$queued" -ge "$backlog" ] ||
+    echo "bench: only $queued of $backlog readings were queued as records (too old? more METERS)"
 rss_backlog=$(vm "$vernd_pid" VmRSS)
 hwm_backlog=$(vm "$vernd_pid" VmHWM)
 
@@ -120,7 +126,7 @@ jq -r '"  head seek after \(.records_consumed) consumed records: first read \(.h
 echo "  vernd RSS idle, empty store         $(mib "$rss_idle") MiB"
 echo "  vernd RSS at $rss_rate alarms/s        peak $(mib "$rss_load_peak") MiB (VmHWM $(mib "$hwm_load") MiB; $(jq -r '"\(.received) of \(.sent) delivered, p99 \(.latency_us.p99 / 1000 | floor) ms"' "$run/rss-load.json"))"
 awk -v n="$backlog" -v a="$fill0" -v b="$fill1" 'BEGIN {printf "  backlog filled through the pipeline %d meter readings in %.1f s (%.0f/s, sync off)\n", n, b - a, n / (b - a)}'
-echo "  queued with the uplink down         $queued meter records, $(jq -r '.lanes.meter.bytes / 1048576 * 10 | floor / 10' "$status") MiB; data dir $(du -sm "$run/backlog" | cut -f1) MiB"
+echo "  queued with the uplink down         $queued meter records, $queued_mib MiB; data dir $(du -sm "$run/backlog" | cut -f1) MiB"
 echo "  vernd RSS, backlog queued           $(mib "$rss_backlog") MiB (VmHWM $(mib "$hwm_backlog") MiB)"
 awk -v q="$queued" -v u="$up0" -v s="$last_full" -v d="$drained" 'BEGIN {
     printf "  drain after the uplink returns      %d records in %.1f s: %.0f records/s (first record gone %.1f s after the broker started)\n", q, d - s, q / (d - s), s - u }'
