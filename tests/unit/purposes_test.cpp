@@ -640,6 +640,7 @@ retention_h = 168
 TEST_CASE("A purpose cannot take the gateway's control topic") {
     auto p = problem_on(R"T([purpose.control]
 recipient = "ARC"
+recipient_country = "NO"
 legal_basis = "b"
 retention_h = 168
 [purpose.control.alarm_event]
