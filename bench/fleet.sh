@@ -77,7 +77,7 @@ upstream_port=$(free_port)
 # (mosquitto's default, 1000 messages, drops the rest: at scale, size this per consumer).
 printf 'max_queued_messages 1000000\n' >"$run/upstream-extra.conf"
 start_broker upstream "$upstream_port" "$run/upstream-extra.conf"
-track brokers "${pids[-1]}"
+track upstream "${pids[-1]}"
 mkdir -p "$run/py"
 protoc --proto_path=proto --python_out="$run/py" clean.proto
 consumer_json=()
@@ -101,7 +101,7 @@ for g in $(seq 1 "$gateways"); do
     mkdir -p "$dir"
     port=$(free_port)
     start_broker "site$g" "$port" deploy/mosquitto/vern-site.conf
-    track brokers "${pids[-1]}"
+    track sites "${pids[-1]}"
     # Meter time runs fast in the simulator: the last open hour closes 2 s after its last reading.
     cat >"$dir/vernd.toml" <<EOF
 [gateway]
@@ -219,7 +219,7 @@ if [ "$rc" = 0 ]; then
 fi
 wall() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 cat <<EOF
-  CPU seconds             vernd $(cpu_of vernd), brokers $(cpu_of brokers) (upstream + $gateways sites), vern-sim $(cpu_of sims), consumers $(cpu_of consumers)
+  CPU seconds             vernd $(cpu_of vernd) ($gateways), upstream broker $(cpu_of upstream), site brokers $(cpu_of sites) ($gateways), vern-sim $(cpu_of sims) ($gateways), consumers $(cpu_of consumers) ($consumers)
   wall time               $(wall "$t_start" "$t_done") s: start-up $(wall "$t_start" "$t_ready") s, traffic and drain $(wall "$t_traffic" "$t_done") s
   reproduce               GATEWAYS=$gateways CONSUMERS=$consumers DURATION=$duration PANELS=$panels METERS=$meters ALARM_PERIOD_MS=$alarm_period METER_PERIOD_MS=$meter_period bench/fleet.sh
 EOF

@@ -75,9 +75,9 @@ class Consumer:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
-        self.counts = {"name": args.name, "messages": 0, "records": 0, "accepted": 0,
+        self.counts = {"name": args.name, "messages": 0, "bytes": 0, "records": 0, "accepted": 0,
                        "duplicates": 0, "undecodable": 0, "notices": 0,
-                       "records_deleted_by_notices": 0, "subscribed": False}
+                       "records_deleted_by_notices": 0, "subscribed": False, "by_kind": {}}
         self.client = mqtt.Client(client_id=f"fleet-{args.name}-{os.getpid()}",
                                   protocol=mqtt.MQTTv5)
         self.client.on_connect = self.on_connect
@@ -97,6 +97,11 @@ class Consumer:
 
     def on_message(self, client, userdata, msg):
         self.counts["messages"] += 1
+        self.counts["bytes"] += len(msg.payload)
+        kind = msg.topic.rsplit("/", 1)[-1]
+        by = self.counts["by_kind"].setdefault(kind, {"messages": 0, "bytes": 0, "records": 0})
+        by["messages"] += 1
+        by["bytes"] += len(msg.payload)
         batch = self.pb.Batch()
         try:
             batch.ParseFromString(msg.payload)
@@ -105,6 +110,7 @@ class Consumer:
             return
         now = int(time.time() * 1000)
         cur = self.db.cursor()
+        by["records"] += len(batch.records)
         for r in batch.records:
             self.counts["records"] += 1
             kind = r.WhichOneof("body") or "none"
@@ -117,7 +123,15 @@ class Consumer:
             if kind == "erasure":
                 self.on_erasure(cur, r)
                 continue
-            for p in pseudonyms_of(r):
+            ps = pseudonyms_of(r)
+            # A record from before an erasure whose notice came first (another member of the
+            # group may be slower): the notice's seq is higher, so it is not kept at all.
+            if any(cur.execute("SELECT 1 FROM notices WHERE gateway = ? AND stream = ? AND "
+                               "pseudonym = ? AND seq > ?", (r.gateway, r.stream, p, r.seq))
+                   .fetchone() for p in ps):
+                self.counts["records_deleted_by_notices"] += 1
+                continue
+            for p in ps:
                 cur.execute("INSERT INTO held VALUES (?, ?, ?, ?, ?)",
                             (r.gateway, r.stream, r.seq, r.event_time_ms, p))
         # Committed before the callback returns, and so before paho acknowledges the message:
@@ -125,16 +139,19 @@ class Consumer:
         self.db.commit()
 
     def on_erasure(self, cur, r):
-        """The backend's erasure callback: delete every copy held under a pseudonym it names."""
+        """The backend's erasure callback: delete every copy held under a pseudonym the notice
+        names and committed before it, i.e. with a lower seq in the same (gateway, stream): the
+        gateway numbers a stream in commit order, and records about the same person committed
+        after the erasure (higher seq) are a fresh start. Arrival order does not matter: the
+        notice stays, and a record from before it that arrives later is not kept (on_message)."""
         self.counts["notices"] += 1
         for p in pseudonyms_of(r):
-            cur.execute("SELECT COUNT(DISTINCT seq) FROM held "
-                        "WHERE gateway = ? AND stream = ? AND pseudonym = ?",
-                        (r.gateway, r.stream, p))
-            n = cur.fetchone()[0]
-            cur.execute("DELETE FROM held WHERE gateway = ? AND stream = ? AND seq IN "
-                        "(SELECT seq FROM held WHERE gateway = ? AND stream = ? AND pseudonym = ?)",
-                        (r.gateway, r.stream, r.gateway, r.stream, p))
+            where = "gateway = ? AND stream = ? AND seq < ? AND seq IN " \
+                    "(SELECT seq FROM held WHERE gateway = ? AND stream = ? AND pseudonym = ?)"
+            params = (r.gateway, r.stream, r.seq, r.gateway, r.stream, p)
+            n = cur.execute(f"SELECT COUNT(DISTINCT seq) FROM held WHERE {where}",
+                            params).fetchone()[0]
+            cur.execute(f"DELETE FROM held WHERE {where}", params)
             cur.execute("INSERT INTO notices VALUES (?, ?, ?, ?, ?, ?)",
                         (r.gateway, r.stream, r.seq, r.erasure.erased_ms, p, n))
             self.counts["records_deleted_by_notices"] += n
@@ -233,8 +250,12 @@ def check(args):
     by_triple = {}
     notices_by_consumer = {}
     held_erased_before = 0
+    arrival = None  # (first, last) record's arrival at a consumer, Unix ms
     for c in consumers:
         db = sqlite3.connect(c["db"])
+        first, last = db.execute("SELECT MIN(received_ms), MAX(received_ms) FROM seen").fetchone()
+        if first is not None:
+            arrival = (min(arrival[0], first), max(arrival[1], last)) if arrival else (first, last)
         for gw, stream, seq, kind in db.execute("SELECT gateway, stream, seq, kind FROM seen"):
             by_triple.setdefault((gw, stream, seq, kind), []).append(c["name"])
         notices_by_consumer[c["name"]] = db.execute(
@@ -243,7 +264,7 @@ def check(args):
         for gw, stream, seq, erased_ms, p in notices_by_consumer[c["name"]]:
             held_erased_before += db.execute(
                 "SELECT COUNT(*) FROM held WHERE gateway = ? AND stream = ? AND pseudonym = ? "
-                "AND event_time_ms < ?", (gw, stream, p, erased_ms)).fetchone()[0]
+                "AND seq < ?", (gw, stream, p, seq)).fetchone()[0]
         db.close()
 
     mutate(args.mutate, by_triple, status, notices_by_consumer, target)
@@ -340,6 +361,17 @@ def check(args):
     sent = sum(s.get("sent", 0) for s in sims.values())
 
     f = fleet.get("figures", {})
+    # Upstream traffic: messages (Batches) and bytes of the records' messages, notices' copies
+    # left out (each consumer gets those on its own subscription).
+    msgs = sum(status[g["id"]]["counters"].get("forward_published", 0) for g in gateways)
+    nbytes = sum(r.get("bytes", 0) for r in reports)
+    by_kind = {}
+    for r in reports:
+        for k, v in r.get("by_kind", {}).items():
+            t = by_kind.setdefault(k, {"messages": 0, "bytes": 0, "records": 0})
+            for f_ in t:
+                t[f_] += v[f_]
+    traffic_s = (arrival[1] - arrival[0]) / 1000 if arrival else 0
     lines = [
         f"vern fleet bench: {len(gateways)} gateways (vernd + site broker + vern-sim each), "
         f"one upstream broker, {len(consumers)} consumers in one shared group",
@@ -351,6 +383,15 @@ def check(args):
         f"the simulators' events (+ site totals)",
         f"  records forwarded       {forwarded} (acknowledged upstream, per vernd's "
         f"forward_delivered), {len(notices)} of them erasure notices",
+        f"  upstream messages       {msgs} Batches (forward_published), "
+        f"{forwarded / max(msgs, 1):.2f} records per message, "
+        f"{nbytes / max(sum(r.get('messages', 0) for r in reports), 1):.0f} bytes per message",
+        "  message sizes           " + ", ".join(
+            f"{k} {v['bytes'] / v['messages']:.0f} B ({v['records'] / v['messages']:.1f} records)"
+            for k, v in sorted(by_kind.items())),
+        f"  rates                   {forwarded / max(traffic_s, 1e-9):.0f} records/s, "
+        f"{msgs / max(traffic_s, 1e-9):.0f} messages/s upstream over {traffic_s:.1f} s of "
+        f"arrivals (first to last record at a consumer)",
         f"  records received        "
         + ", ".join(f"{n} {per_consumer[n]}" for n in per_consumer)
         + f" (+ {len(notices)} notices each)",
