@@ -12,13 +12,16 @@
 #   - the erasure was carried out on its gateway (counter and audit log) and on no other; its
 #     notices reached every consumer, name the subject by the pseudonyms `vernd --pseudonymise`
 #     gives with that gateway's key, and no consumer holds the subject's records from before;
+#   - no identifier of any site's population in any file the run wrote (vern-tap scan);
 # and prints CPU seconds per process group and wall time. Exit 1 if a check failed.
 #
 #   bench/fleet.sh [BUILD_DIR]    BUILD_DIR given: run what it holds (ctest "fleet:" does);
 #                                 none: scripts/build.sh first, then build/ ($VERN_BUILD_DIR)
 # Knobs: GATEWAYS (8), CONSUMERS (3), DURATION (s of device traffic, 12), PANELS (2) and
 # METERS (6) per gateway, ALARM_PERIOD_MS (1000, per panel), METER_PERIOD_MS (500: a simulated
-# quarter-hour reading per meter), ERASE_AT_S (DURATION / 2), KEEP=1 keeps the run's files.
+# quarter-hour reading per meter), ERASE_AT_S (DURATION / 2), KEEP=1 keeps the run's files,
+# FLEET_CONSUMER=own (fleet.py's own consumers even when the kit is built), FLEET_KIT=DIR (the
+# built kit elsewhere than BUILD_DIR/clients/python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=$PWD
@@ -41,7 +44,7 @@ if [ $((duration * 1000 / meter_period)) -gt 180 ]; then
     exit 2
 fi
 target=$(((gateways + 1) / 2))  # the gateway whose customer is erased: one in the middle
-for p in vernd vernctl vern-sim vern-fleet-subject; do
+for p in vernd vernctl vern-sim vern-tap vern-fleet-subject; do
     [ -x "$bin/$p" ] || { echo "fleet: $bin/$p is not built"; exit 2; }
 done
 run=$(mktemp -d /tmp/vern-fleet.XXXXXX)
@@ -85,16 +88,32 @@ upstream_port=$(free_port)
 printf 'max_queued_messages 1000000\n' >"$run/upstream-extra.conf"
 start_broker upstream "$upstream_port" "$run/upstream-extra.conf"
 track upstream "${pids[-1]}"
-mkdir -p "$run/py"
-protoc --proto_path=proto --python_out="$run/py" clean.proto
+# The consumers: the consumer kit's (clients/python, built into BUILD_DIR/clients/python) when
+# it is there, sharing one state file as the kit's group members must; else fleet.py's own
+# (FLEET_CONSUMER=own forces it), each with its own store and clean_pb2 generated here.
+kit_dir=${FLEET_KIT:-$(cd "$build" && pwd)/clients/python}
+mode=own
+if [ "${FLEET_CONSUMER:-kit}" = kit ] && [ -f "$kit_dir/vern_kit/proto/clean_pb2.py" ]; then
+    mode=kit
+fi
+consumer_args=()
+if [ $mode = kit ]; then
+    consumer_args=(--kit "$kit_dir")
+else
+    mkdir -p "$run/py"
+    protoc --proto_path=proto --python_out="$run/py" clean.proto
+    consumer_args=(--proto-py "$run/py")
+fi
 consumer_json=()
 for c in $(seq 1 "$consumers"); do
+    db=$run/c$c.sqlite
+    [ $mode = kit ] && db=$run/group.sqlite
     /usr/bin/python3 tests/fleet/fleet.py consume --port "$upstream_port" --name "c$c" \
-        --group fleet --db "$run/c$c.sqlite" --report "$run/c$c.json" --proto-py "$run/py" \
+        --group fleet --db "$db" --report "$run/c$c.json" "${consumer_args[@]}" \
         >"$run/c$c.log" 2>&1 &
     pids+=($!)
     track consumers $!
-    consumer_json+=("{\"name\": \"c$c\", \"db\": \"$run/c$c.sqlite\", \"report\": \"$run/c$c.json\"}")
+    consumer_json+=("{\"name\": \"c$c\", \"db\": \"$db\", \"report\": \"$run/c$c.json\"}")
 done
 subscribed() { jq -e '.subscribed' "$run/c$1.json" >/dev/null 2>&1; }
 for c in $(seq 1 "$consumers"); do
@@ -183,7 +202,9 @@ total_delivered() { cat "$run"/gw*/var/status.json | jq -s '[.[].counters.forwar
 notices=$(jq '.counters.rights_erasure_notices // 0' "$tdir/var/status.json")
 all_arrived() {
     local want got
-    want=$(($(total_delivered) + notices * (consumers - 1)))
+    want=$(total_delivered)
+    # without the kit each consumer takes every notice (its own store)
+    [ $mode = kit ] || want=$((want + notices * (consumers - 1)))
     got=$(cat "$run"/c*.json | jq -s '[.[].accepted] | add')
     [ "$got" -ge "$want" ]
 }
@@ -207,9 +228,9 @@ audit_erasures=$(for g in $(seq 1 "$gateways"); do
 done | jq -s -c 'add')
 jq -n --argjson gws "[$(IFS=,; echo "${gw_json[*]}")]" \
     --argjson cons "[$(IFS=,; echo "${consumer_json[*]}")]" \
-    --arg target "gw-$target" --argjson pseudonyms "$pseudonyms" --argjson audit "$audit_erasures" \
+    --arg target "gw-$target" --arg mode "$mode" --argjson pseudonyms "$pseudonyms" --argjson audit "$audit_erasures" \
     --argjson panels "$panels" --argjson meters "$meters" --argjson duration "$duration" \
-    '{gateways: $gws, consumers: $cons,
+    '{gateways: $gws, consumers: $cons, mode: $mode,
       erase: {gateway: $target, pseudonyms: $pseudonyms, audit_erasures: $audit},
       figures: {panels: $panels, meters: $meters, duration_s: $duration}}' >"$run/fleet.json"
 
@@ -223,6 +244,19 @@ if [ "$rc" = 0 ]; then
             rc=1
         fi
     done
+fi
+# Nothing personal anywhere the run wrote: stores, logs, audit logs, the consumers' SQLite files
+# and reports, the erasure's output (each gateway's population, looked for everywhere).
+found=0
+for g in $(seq 1 "$gateways"); do
+    "$bin/vern-tap" scan --site "site-$g" --seed "$g" --panels "$panels" --meters "$meters" \
+        "$run" >"$run/scan-$g.out" 2>&1 || found=$((found + 1))
+done
+if [ "$found" = 0 ]; then
+    echo "  identifiers on disk     0 (vern-tap scan of every file of the run, for each site's population)"
+else
+    echo "  identifiers on disk     FOUND for $found sites (see $run/scan-*.out)"
+    rc=1
 fi
 wall() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 cat <<EOF

@@ -2,23 +2,39 @@
 """The fleet bench's backend side (bench/fleet.sh): consumers in one MQTT 5 shared subscription
 group, and the check of what they got against what each gateway says it forwarded.
 
-  fleet.py consume --port P --name N --db FILE --report FILE --proto-py DIR [--group G]
-      One consumer. Records come through the group's shared subscription
-      ($share/G/vern/v1/+/+/{alarm,meter,image,aggregate}: each message to one member of the
-      group); erasure notices (vern/v1/+/+/notice) through a subscription of its own, so every
-      consumer hears every notice and can erase its own copies. Each record is de-duplicated
-      by (gateway, stream, seq) in SQLite (the triples are kept, a restart does not forget them);
-      a record's pseudonyms are kept beside it until a notice names one of them, then deleted.
-      Rewrites FILE (JSON counters) every second and on SIGTERM, which ends it.
+  fleet.py consume --port P --name N --db FILE --report FILE [--kit DIR | --proto-py DIR]
+      One consumer of group G (--group, default fleet). Every record it accepts goes into the
+      table `seen` of FILE (triple, kind, consumer, arrival), its pseudonyms into `held` until
+      an erasure notice names one of them; a notice goes into `notices`. Rewrites REPORT (JSON
+      counters) every second and on SIGTERM, which ends it.
+      --kit DIR: the consumer kit (clients/python, DIR holds vern_kit with its generated
+        protos): vern_kit.consumer.Consumer de-duplicates by (gateway, stream, seq) in FILE,
+        which the group's consumers share (the kit's model: a repeat may reach another member);
+        the group's shared subscription carries records and notices alike
+        ($share/G/vern/v1/+/+/+), so each notice reaches one member, which erases from the
+        shared store. Its callbacks write to the kit's connection: one transaction with its
+        seen marks.
+      --proto-py DIR (without the kit; DIR holds clean_pb2): a consumer of its own, de-duplicating
+        in its own FILE (PRIMARY KEY on the triple); records through the shared subscription
+        ($share/G/vern/v1/+/+/{alarm,meter,image,aggregate}), notices through a subscription of
+        its own (vern/v1/+/+/notice), so every consumer hears every notice and erases its own
+        copies.
+      Either way a notice erases the records of its (gateway, stream) that carry a pseudonym it
+      names and have a lower seq (the gateway numbers a stream in commit order: a higher seq is
+      a fresh start after the erasure), and stays as a tombstone, so a record from before it that
+      arrives later (at a slower member) is not kept.
 
-  fleet.py check --run DIR
-      Reads what bench/fleet.sh left in DIR (fleet.json: the gateways, the erasure's target and
-      the pseudonyms it expects in the notices; each gateway's status.json and simulator report;
-      each consumer's SQLite file and report), prints the figures and exits 1 if a promise
-      failed: every record a gateway says the upstream broker acknowledged reached exactly one
-      consumer once after de-duplication, no sequence number is missing, the erasure was carried
-      out on its gateway and nowhere else, and every consumer heard its notices and holds nothing
-      of the erased subject from before them.
+  fleet.py check --run DIR [--mutate HOW]
+      Reads what bench/fleet.sh left in DIR (fleet.json: the gateways, the consumers, the mode,
+      the erasure's target and the pseudonyms it expects in the notices; each gateway's
+      status.json and simulator report; the consumers' SQLite files and reports), prints the
+      figures and exits 1 if a promise failed: every record a gateway says the upstream broker
+      acknowledged reached exactly one consumer once after de-duplication, no sequence number
+      is missing, the records match the simulators' events, the erasure was carried out on its
+      gateway and nowhere else, its notices were heard (by every consumer, or once by the group
+      with the kit) and nothing of the erased subject from before them is held.
+      --mutate breaks the loaded results first (lose, twice, erase-elsewhere, notice-missed):
+      the check must then fail.
 
 Nothing here prints a pseudonym or a record: figures only.
 """
@@ -28,23 +44,31 @@ import os
 import signal
 import sqlite3
 import sys
+import threading
 import time
 
 RECORD_KINDS = ("alarm", "meter", "image", "aggregate")
 
-SCHEMA = """
+# The consumer's own tables (next to the kit's in a shared file). `seen` has a PRIMARY KEY on the
+# triple only without the kit; with it, the kit de-duplicates and a double is left for the check
+# to find.
+def schema(unique):
+    key = ",\n    PRIMARY KEY (gateway, stream, seq)" if unique else ""
+    return f"""
 CREATE TABLE IF NOT EXISTS seen (
     gateway TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL,
-    kind TEXT NOT NULL, received_ms INTEGER NOT NULL,
-    PRIMARY KEY (gateway, stream, seq));
+    kind TEXT NOT NULL, consumer TEXT NOT NULL, received_ms INTEGER NOT NULL{key});
+CREATE INDEX IF NOT EXISTS seen_by_triple ON seen (gateway, stream, seq);
 CREATE TABLE IF NOT EXISTS held (
     gateway TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL,
     event_time_ms INTEGER NOT NULL, pseudonym TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS held_by_pseudonym ON held (gateway, stream, pseudonym);
 CREATE TABLE IF NOT EXISTS notices (
     gateway TEXT NOT NULL, stream TEXT NOT NULL, seq INTEGER NOT NULL,
-    erased_ms INTEGER NOT NULL, pseudonym TEXT NOT NULL, records_deleted INTEGER NOT NULL);
+    erased_ms INTEGER NOT NULL, pseudonym TEXT NOT NULL, records_deleted INTEGER NOT NULL,
+    consumer TEXT NOT NULL);
 """
+
 
 
 def pseudonyms_of(record):
@@ -63,45 +87,188 @@ def pseudonyms_of(record):
     return [p for p in out if p]
 
 
+class Store:
+    """What a backend keeps, in SQLite: the records' triples (`seen`), their pseudonyms (`held`)
+    until a notice erases them, the notices (`notices`, also the tombstones)."""
+
+    def __init__(self, db, name, counts):
+        self.db, self.name, self.counts = db, name, counts
+
+    def keep(self, r, kind, now):
+        """A new record (after de-duplication): its triple, and its pseudonyms unless a notice
+        already erased them (the notice has the higher seq: the record is from before it)."""
+        self.db.execute("INSERT INTO seen VALUES (?, ?, ?, ?, ?, ?)",
+                        (r.gateway, r.stream, r.seq, kind, self.name, now))
+        self.counts["accepted"] += 1
+        if kind == "erasure":
+            self.erase(r)
+            return
+        ps = pseudonyms_of(r)
+        if any(self.db.execute("SELECT 1 FROM notices WHERE gateway = ? AND stream = ? AND "
+                               "pseudonym = ? AND seq > ?", (r.gateway, r.stream, p, r.seq))
+               .fetchone() for p in ps):
+            self.counts["records_deleted_by_notices"] += 1
+            return
+        for p in ps:
+            self.db.execute("INSERT INTO held VALUES (?, ?, ?, ?, ?)",
+                            (r.gateway, r.stream, r.seq, r.event_time_ms, p))
+
+    def erase(self, r):
+        """The backend's erasure callback: delete every copy held under a pseudonym the notice
+        names and committed before it (a lower seq in the same gateway and stream)."""
+        self.counts["notices"] += 1
+        for p in pseudonyms_of(r):
+            where = "gateway = ? AND stream = ? AND seq < ? AND seq IN " \
+                    "(SELECT seq FROM held WHERE gateway = ? AND stream = ? AND pseudonym = ?)"
+            params = (r.gateway, r.stream, r.seq, r.gateway, r.stream, p)
+            n = self.db.execute(f"SELECT COUNT(DISTINCT seq) FROM held WHERE {where}",
+                                params).fetchone()[0]
+            self.db.execute(f"DELETE FROM held WHERE {where}", params)
+            self.db.execute("INSERT INTO notices VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (r.gateway, r.stream, r.seq, r.erasure.erased_ms, p, n, self.name))
+            self.counts["records_deleted_by_notices"] += n
+
+
 class Consumer:
+    """One member of the group: the kit's Consumer (--kit) or one of its own (--proto-py)."""
+
     def __init__(self, args):
-        sys.path.insert(0, args.proto_py)
-        import clean_pb2  # generated by protoc at run time (bench/fleet.sh)
-        import paho.mqtt.client as mqtt
-
-        self.pb = clean_pb2
         self.args = args
-        self.db = sqlite3.connect(args.db)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
-        self.counts = {"name": args.name, "messages": 0, "bytes": 0, "records": 0, "accepted": 0,
-                       "duplicates": 0, "undecodable": 0, "notices": 0,
-                       "records_deleted_by_notices": 0, "subscribed": False, "by_kind": {}}
-        self.client = mqtt.Client(client_id=f"fleet-{args.name}-{os.getpid()}",
-                                  protocol=mqtt.MQTTv5)
-        self.client.on_connect = self.on_connect
-        self.client.on_subscribe = self.on_subscribe
-        self.client.on_message = self.on_message
         self.stopping = False
+        self.counts = {"name": args.name, "mode": "kit" if args.kit else "own", "messages": 0,
+                       "bytes": 0, "records": 0, "accepted": 0, "duplicates": 0,
+                       "undecodable": 0, "notices": 0, "records_deleted_by_notices": 0,
+                       "subscribed": False, "by_kind": {}}
+        self.last_report = 0.0
 
-    def on_connect(self, client, userdata, flags, rc, properties=None):
-        g = self.args.group
-        topics = [(f"$share/{g}/vern/v1/+/+/{k}", 1) for k in RECORD_KINDS]
-        topics.append(("vern/v1/+/+/notice", 1))
-        client.subscribe(topics)
-
-    def on_subscribe(self, client, userdata, mid, reason_codes, properties=None):
-        self.counts["subscribed"] = all(int(getattr(c, "value", c)) < 0x80 for c in reason_codes)
-        self.write_report()
-
-    def on_message(self, client, userdata, msg):
+    def count_message(self, msg):
+        if "/control" in msg.topic:  # the control channel's results, not a stream
+            return {"records": 0}
         self.counts["messages"] += 1
         self.counts["bytes"] += len(msg.payload)
         kind = msg.topic.rsplit("/", 1)[-1]
         by = self.counts["by_kind"].setdefault(kind, {"messages": 0, "bytes": 0, "records": 0})
         by["messages"] += 1
         by["bytes"] += len(msg.payload)
+        return by
+
+    def write_report(self, force=False):
+        if not force and time.monotonic() - self.last_report < 1:
+            return
+        self.last_report = time.monotonic()
+        for _ in range(10):
+            try:  # (the kit's thread may be adding a kind to by_kind meanwhile: try again)
+                text = json.dumps(self.counts)
+                break
+            except RuntimeError:
+                time.sleep(0.01)
+        else:
+            return
+        tmp = f"{self.args.report}.{threading.get_ident()}.tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, self.args.report)
+
+    def run(self):
+        def stop(signum, frame):
+            self.stopping = True
+            if getattr(self, "kit", None) is not None:
+                self.kit.stop()
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        if self.args.kit:
+            self.run_kit()
+        else:
+            self.run_own()
+        self.write_report(force=True)
+        return 0
+
+    # --- with the consumer kit ----------------------------------------------------------------
+    def run_kit(self):
+        sys.path.insert(0, self.args.kit)
+        from vern_kit import consumer as kit
+
+        def on_record(r):
+            self.store.keep(r, r.WhichOneof("body") or "none", int(time.time() * 1000))
+            self.write_report()
+
+        self.kit = kit.Consumer(self.args.db, on_record=on_record, on_erasure=on_record)
+        self.kit.db.executescript(schema(unique=False))
+        self.store = Store(self.kit.db, self.args.name, self.counts)
+        handle = self.kit.handle_payload
+
+        def counted(payload, topic=None):  # the message's size and kind, then the kit's work
+            class Msg:
+                pass
+            m = Msg()
+            m.payload, m.topic = payload, topic
+            by = self.count_message(m)
+            before = self.kit.counts["records"] + self.kit.counts["duplicates"]
+            n = handle(payload, topic)
+            by["records"] += self.kit.counts["records"] + self.kit.counts["duplicates"] - before
+            self.counts["records"] += (self.kit.counts["records"] + self.kit.counts["duplicates"]
+                                       - before)
+            self.counts["duplicates"] = self.kit.counts["duplicates"]
+            self.counts["undecodable"] = self.kit.counts["undecodable"]
+            self.write_report()
+            return n
+        self.kit.handle_payload = counted
+
+        def ready():
+            self.counts["subscribed"] = True
+            self.write_report(force=True)
+
+        def reporter():  # the kit's loop has no hook of its own: a report every second
+            while not self.stopping:
+                time.sleep(1)
+                self.write_report(force=True)
+        threading.Thread(target=reporter, daemon=True).start()
+
+        g = self.args.group
+        self.kit.run("127.0.0.1", self.args.port, ["vern/v1/+/+/+"], group=g,
+                     client_id=f"fleet-{g}-{self.args.name}", on_ready=ready,
+                     idle_timeout_s=None)
+        self.kit.close()
+
+    # --- a consumer of its own ----------------------------------------------------------------
+    def run_own(self):
+        sys.path.insert(0, self.args.proto_py)
+        import clean_pb2  # generated by protoc at run time (bench/fleet.sh)
+        import paho.mqtt.client as mqtt
+
+        self.pb = clean_pb2
+        self.db = sqlite3.connect(self.args.db)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(schema(unique=True))
+        self.store = Store(self.db, self.args.name, self.counts)
+        client = mqtt.Client(client_id=f"fleet-{self.args.name}-{os.getpid()}",
+                             protocol=mqtt.MQTTv5)
+
+        def on_connect(client, userdata, flags, rc, properties=None):
+            g = self.args.group
+            topics = [(f"$share/{g}/vern/v1/+/+/{k}", 1) for k in RECORD_KINDS]
+            topics.append(("vern/v1/+/+/notice", 1))
+            client.subscribe(topics)
+
+        def on_subscribe(client, userdata, mid, reason_codes, properties=None):
+            self.counts["subscribed"] = all(int(getattr(c, "value", c)) < 0x80
+                                            for c in reason_codes)
+            self.write_report(force=True)
+
+        client.on_connect = on_connect
+        client.on_subscribe = on_subscribe
+        client.on_message = self.on_message
+        client.connect("127.0.0.1", self.args.port, keepalive=30)
+        # One thread: paho's callbacks run inside loop(), where SQLite was opened.
+        while not self.stopping:
+            client.loop(timeout=0.2)
+            self.write_report()
+        client.disconnect()
+        self.db.commit()
+
+    def on_message(self, client, userdata, msg):
+        by = self.count_message(msg)
         batch = self.pb.Batch()
         try:
             batch.ParseFromString(msg.payload)
@@ -109,76 +276,18 @@ class Consumer:
             self.counts["undecodable"] += 1
             return
         now = int(time.time() * 1000)
-        cur = self.db.cursor()
         by["records"] += len(batch.records)
         for r in batch.records:
             self.counts["records"] += 1
             kind = r.WhichOneof("body") or "none"
-            cur.execute("INSERT OR IGNORE INTO seen VALUES (?, ?, ?, ?, ?)",
-                        (r.gateway, r.stream, r.seq, kind, now))
-            if cur.rowcount == 0:
+            if self.db.execute("SELECT 1 FROM seen WHERE gateway = ? AND stream = ? AND seq = ?",
+                               (r.gateway, r.stream, r.seq)).fetchone():
                 self.counts["duplicates"] += 1
                 continue
-            self.counts["accepted"] += 1
-            if kind == "erasure":
-                self.on_erasure(cur, r)
-                continue
-            ps = pseudonyms_of(r)
-            # A record from before an erasure whose notice came first (another member of the
-            # group may be slower): the notice's seq is higher, so it is not kept at all.
-            if any(cur.execute("SELECT 1 FROM notices WHERE gateway = ? AND stream = ? AND "
-                               "pseudonym = ? AND seq > ?", (r.gateway, r.stream, p, r.seq))
-                   .fetchone() for p in ps):
-                self.counts["records_deleted_by_notices"] += 1
-                continue
-            for p in ps:
-                cur.execute("INSERT INTO held VALUES (?, ?, ?, ?, ?)",
-                            (r.gateway, r.stream, r.seq, r.event_time_ms, p))
+            self.store.keep(r, kind, now)
         # Committed before the callback returns, and so before paho acknowledges the message:
         # a consumer that dies in between gets it again and drops it as a duplicate.
         self.db.commit()
-
-    def on_erasure(self, cur, r):
-        """The backend's erasure callback: delete every copy held under a pseudonym the notice
-        names and committed before it, i.e. with a lower seq in the same (gateway, stream): the
-        gateway numbers a stream in commit order, and records about the same person committed
-        after the erasure (higher seq) are a fresh start. Arrival order does not matter: the
-        notice stays, and a record from before it that arrives later is not kept (on_message)."""
-        self.counts["notices"] += 1
-        for p in pseudonyms_of(r):
-            where = "gateway = ? AND stream = ? AND seq < ? AND seq IN " \
-                    "(SELECT seq FROM held WHERE gateway = ? AND stream = ? AND pseudonym = ?)"
-            params = (r.gateway, r.stream, r.seq, r.gateway, r.stream, p)
-            n = cur.execute(f"SELECT COUNT(DISTINCT seq) FROM held WHERE {where}",
-                            params).fetchone()[0]
-            cur.execute(f"DELETE FROM held WHERE {where}", params)
-            cur.execute("INSERT INTO notices VALUES (?, ?, ?, ?, ?, ?)",
-                        (r.gateway, r.stream, r.seq, r.erasure.erased_ms, p, n))
-            self.counts["records_deleted_by_notices"] += n
-
-    def write_report(self):
-        tmp = self.args.report + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.counts, f)
-        os.replace(tmp, self.args.report)
-
-    def run(self):
-        def stop(signum, frame):
-            self.stopping = True
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        self.client.connect("127.0.0.1", self.args.port, keepalive=30)
-        # One thread: paho's callbacks run inside loop(), where SQLite was opened.
-        last = 0.0
-        while not self.stopping:
-            self.client.loop(timeout=0.2)
-            if time.monotonic() - last >= 1:
-                last = time.monotonic()
-                self.write_report()
-        self.client.disconnect()
-        self.db.commit()
-        self.write_report()
-        return 0
 
 
 # --- the check -------------------------------------------------------------------------------
@@ -221,11 +330,13 @@ def mutate(how, by_triple, status, notices_by_consumer, target):
     elif how == "erase-elsewhere":  # another gateway erased too
         other = sorted(gw for gw in status if gw != target)[0]
         status[other]["counters"]["rights_erasures"] = 1
-    elif how == "notice-missed":  # a consumer that never heard one notice
-        name = sorted(notices_by_consumer)[0]
-        rows = notices_by_consumer[name]
-        first = rows[0][:3]
-        notices_by_consumer[name] = [r for r in rows if r[:3] != first]
+    elif how == "notice-missed":  # a consumer (with the kit: the group) never heard a notice
+        first = sorted(r[:3] for rows in notices_by_consumer.values() for r in rows)[0]
+        for name in sorted(notices_by_consumer):
+            rows = notices_by_consumer[name]
+            if any(r[:3] == first for r in rows):
+                notices_by_consumer[name] = [r for r in rows if r[:3] != first]
+                break
     else:
         raise SystemExit(f"fleet.py: no mutation {how}")
 
@@ -251,17 +362,22 @@ def check(args):
     notices_by_consumer = {}
     held_erased_before = 0
     arrival = None  # (first, last) record's arrival at a consumer, Unix ms
-    for c in consumers:
-        db = sqlite3.connect(c["db"])
+    kit = fleet.get("mode") == "kit"  # one store shared by the group, or one per consumer
+    notices_by_consumer = {c["name"]: [] for c in consumers}
+    for path in sorted({c["db"] for c in consumers}):
+        db = sqlite3.connect(path)
         first, last = db.execute("SELECT MIN(received_ms), MAX(received_ms) FROM seen").fetchone()
         if first is not None:
             arrival = (min(arrival[0], first), max(arrival[1], last)) if arrival else (first, last)
-        for gw, stream, seq, kind in db.execute("SELECT gateway, stream, seq, kind FROM seen"):
-            by_triple.setdefault((gw, stream, seq, kind), []).append(c["name"])
-        notices_by_consumer[c["name"]] = db.execute(
-            "SELECT gateway, stream, seq, erased_ms, pseudonym FROM notices").fetchall()
-        # The erased subject's copies from before its notice that a consumer still holds.
-        for gw, stream, seq, erased_ms, p in notices_by_consumer[c["name"]]:
+        for gw, stream, seq, kind, who in db.execute(
+                "SELECT gateway, stream, seq, kind, consumer FROM seen"):
+            by_triple.setdefault((gw, stream, seq, kind), []).append(who)
+        rows = db.execute("SELECT consumer, gateway, stream, seq, erased_ms, pseudonym "
+                          "FROM notices").fetchall()
+        for who, *row in rows:
+            notices_by_consumer.setdefault(who, []).append(tuple(row))
+        # The erased subject's copies from before its notice that a store still holds.
+        for _, gw, stream, seq, erased_ms, p in rows:
             held_erased_before += db.execute(
                 "SELECT COUNT(*) FROM held WHERE gateway = ? AND stream = ? AND pseudonym = ? "
                 "AND seq < ?", (gw, stream, p, seq)).fetchone()[0]
@@ -343,7 +459,15 @@ def check(args):
     expect(len(notices) == erasures[target][1] and len(notices) > 0,
            f"{len(notices)} erasure notices upstream, {target} says it queued "
            f"{erasures[target][1]}")
-    for name, rows in notices_by_consumer.items():
+    if kit:
+        # One store for the group: each notice taken once, by whichever member got it.
+        for t, who in notices.items():
+            expect(len(who) == 1, f"notice {t[1]} seq {t[2]}: taken by {len(who)} consumers")
+        heard_by = {"the group": [r for rows in notices_by_consumer.values() for r in rows]}
+    else:
+        # A store per consumer: every consumer hears every notice.
+        heard_by = notices_by_consumer
+    for name, rows in heard_by.items():
         heard = {(gw, stream, seq) for gw, stream, seq, _, _ in rows}
         expect(len(heard) == len(notices), f"{name} heard {len(heard)} of {len(notices)} notices")
         named = {p for *_, p in rows}
@@ -374,7 +498,8 @@ def check(args):
     traffic_s = (arrival[1] - arrival[0]) / 1000 if arrival else 0
     lines = [
         f"vern fleet bench: {len(gateways)} gateways (vernd + site broker + vern-sim each), "
-        f"one upstream broker, {len(consumers)} consumers in one shared group",
+        f"one upstream broker, {len(consumers)} consumers in one shared group "
+        + ("(the consumer kit, one shared state file)" if kit else "(each with its own store)"),
         f"  traffic                 {f.get('panels', '?')} panels + {f.get('meters', '?')} meters "
         f"per gateway for {f.get('duration_s', '?')} s",
         f"  events sent             {sent} (all receipted: "
@@ -394,16 +519,18 @@ def check(args):
         f"arrivals (first to last record at a consumer)",
         f"  records received        "
         + ", ".join(f"{n} {per_consumer[n]}" for n in per_consumer)
-        + f" (+ {len(notices)} notices each)",
+        + (f" (+ {len(notices)} notices in the group)" if kit
+           else f" (+ {len(notices)} notices each)"),
         f"  accepted by two         {twice}",
         f"  duplicates dropped      {dups}",
         f"  lost                    {lost} (sequence numbers missing: {missing_seqs}, "
         f"purged by the erasure: {erasures[target][0] and status[target]['counters'].get('rights_records_purged', 0)})",
         f"  erasure                 on {target}: rights_erasures "
         + ", ".join(f"{gw} {n}" for gw, (n, _) in erasures.items()),
-        f"  erasure notices seen    {sum(len({r[:3] for r in rows}) for rows in notices_by_consumer.values())}"
-        f" ({len(notices)} per consumer x {len(consumers)}); records deleted by them "
-        f"{deleted}, left from before them {held_erased_before}",
+        f"  erasure notices seen    {sum(len({r[:3] for r in rows}) for rows in heard_by.values())}"
+        + (" (once by the group: one store)" if kit
+           else f" ({len(notices)} per consumer x {len(consumers)})")
+        + f"; records deleted by them {deleted}, left from before them {held_erased_before}",
     ]
     print("\n".join(lines))
     if failures:
@@ -412,7 +539,7 @@ def check(args):
             print("  " + w)
         return 1
     print("fleet: ok: every record exactly once after de-duplication, lost 0, erasure on "
-          f"{target} only, its notices at every consumer")
+          f"{target} only, its notices " + ("taken by the group" if kit else "at every consumer"))
     return 0
 
 
@@ -425,7 +552,8 @@ def main():
     c.add_argument("--group", default="fleet")
     c.add_argument("--db", required=True)
     c.add_argument("--report", required=True)
-    c.add_argument("--proto-py", required=True)
+    c.add_argument("--proto-py", help="directory holding clean_pb2 (without --kit)")
+    c.add_argument("--kit", help="directory holding vern_kit (clients/python, built)")
     k = sub.add_parser("check")
     k.add_argument("--run", required=True)
     k.add_argument("--mutate", choices=("lose", "twice", "erase-elsewhere", "notice-missed"),
