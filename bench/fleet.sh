@@ -120,6 +120,22 @@ for c in $(seq 1 "$consumers"); do
     wait_for 30 subscribed "$c" || { echo "fleet: consumer c$c did not subscribe:"; cat "$run/c$c.log"; exit 1; }
 done
 
+# --- how the erasure is sent -------------------------------------------------------------------
+# The controller's signed command over the upstream broker (vern-controller, and vernd with a
+# [control] section) when the build has both, FLEET_ERASE=admin forcing the fallback: vernctl on
+# the target gateway's admin socket.
+erase_via=admin
+if [ "${FLEET_ERASE:-control}" = control ] && [ -x "$bin/vern-controller" ] &&
+    "$bin/vernd" --print-example-config 2>/dev/null | grep -q '^\[control\]'; then
+    erase_via=control
+    "$bin/vern-controller" keygen --keys "$run/ctl" >"$run/keygen.out" 2>&1 ||
+        { echo "fleet: vern-controller keygen failed:"; cat "$run/keygen.out"; exit 1; }
+    # its [control] lines, for every gateway's vernd.toml
+    sed -n '/^\[control\]$/,$p' "$run/keygen.out" >"$run/control.toml"
+    grep -q '^sign_public_key' "$run/control.toml" ||
+        { echo "fleet: no [control] lines from vern-controller keygen:"; cat "$run/keygen.out"; exit 1; }
+fi
+
 # --- the gateways: a site broker, vernd and (below) vern-sim each ---------------------------
 gw_json=()
 for g in $(seq 1 "$gateways"); do
@@ -140,6 +156,7 @@ meter_close_after_s = 2
 [admin]
 privacy_officer_uids = [$(id -u)]
 EOF
+    if [ $erase_via = control ]; then printf '\n' >>"$dir/vernd.toml"; cat "$run/control.toml" >>"$dir/vernd.toml"; fi
     "$bin/vernd" --config "$dir/vernd.toml" --data-dir "$dir/var" \
         --site-broker "tcp://127.0.0.1:$port" --upstream "tcp://127.0.0.1:$upstream_port" \
         >"$dir/vernd.log" 2>&1 &
@@ -175,8 +192,22 @@ subject() {  # the customer of the target site's first panel, on stdout (a pipe 
 }
 deadline=$((SECONDS + erase_at))
 while [ $SECONDS -lt $deadline ]; do sample_cpu; sleep 0.5; done
-subject | "$bin/vernctl" --socket "$tdir/var/admin.sock" subject erase --kind customer_number \
-    >"$run/erase.out" 2>&1 || { echo "fleet: the erasure failed:"; cat "$run/erase.out"; exit 1; }
+if [ $erase_via = control ]; then
+    # The controller: the gateways' public keys from their retained status, then one signed
+    # erase to the target only (request id and received date travel with it), then its result.
+    ctl=("$bin/vern-controller")
+    "${ctl[@]}" gateways --keys "$run/ctl" -h 127.0.0.1 -p "$upstream_port" --wait 3 \
+        >"$run/gateways.out" 2>&1 || { echo "fleet: vern-controller gateways failed:"; cat "$run/gateways.out"; exit 1; }
+    subject | "${ctl[@]}" send --keys "$run/ctl" -h 127.0.0.1 -p "$upstream_port" \
+        --gateway "gw-$target" --action erase --request-id FLEET-ERASE-1 \
+        --received-date "$(date -u +%F)" --subject-kind customer_number --subject-file - \
+        >"$run/erase.out" 2>&1 || { echo "fleet: vern-controller send failed:"; cat "$run/erase.out"; exit 1; }
+    "${ctl[@]}" results --keys "$run/ctl" -h 127.0.0.1 -p "$upstream_port" -C 1 -W 60 \
+        >"$run/results.out" 2>&1 || { echo "fleet: no result from gw-$target:"; cat "$run/results.out"; exit 1; }
+else
+    subject | "$bin/vernctl" --socket "$tdir/var/admin.sock" subject erase --kind customer_number \
+        >"$run/erase.out" 2>&1 || { echo "fleet: the erasure failed:"; cat "$run/erase.out"; exit 1; }
+fi
 # What its notices must name: the subject's pseudonyms in each purpose, by the target's key.
 pseudonyms="{}"
 for purpose in alarm billing; do
@@ -228,10 +259,10 @@ audit_erasures=$(for g in $(seq 1 "$gateways"); do
 done | jq -s -c 'add')
 jq -n --argjson gws "[$(IFS=,; echo "${gw_json[*]}")]" \
     --argjson cons "[$(IFS=,; echo "${consumer_json[*]}")]" \
-    --arg target "gw-$target" --arg mode "$mode" --argjson pseudonyms "$pseudonyms" --argjson audit "$audit_erasures" \
+    --arg target "gw-$target" --arg mode "$mode" --arg via "$erase_via" --argjson pseudonyms "$pseudonyms" --argjson audit "$audit_erasures" \
     --argjson panels "$panels" --argjson meters "$meters" --argjson duration "$duration" \
     '{gateways: $gws, consumers: $cons, mode: $mode,
-      erase: {gateway: $target, pseudonyms: $pseudonyms, audit_erasures: $audit},
+      erase: {gateway: $target, via: $via, pseudonyms: $pseudonyms, audit_erasures: $audit},
       figures: {panels: $panels, meters: $meters, duration_s: $duration}}' >"$run/fleet.json"
 
 rc=0

@@ -525,7 +525,11 @@ def check(args):
         f"  duplicates dropped      {dups}",
         f"  lost                    {lost} (sequence numbers missing: {missing_seqs}, "
         f"purged by the erasure: {erasures[target][0] and status[target]['counters'].get('rights_records_purged', 0)})",
-        f"  erasure                 on {target}: rights_erasures "
+        f"  erasure                 on {target}, "
+        + {"control": "by the controller's signed command (vern-controller) over the upstream "
+                      "broker",
+           "admin": "by vernctl on its admin socket"}.get(fleet["erase"].get("via"), "?")
+        + "; rights_erasures "
         + ", ".join(f"{gw} {n}" for gw, (n, _) in erasures.items()),
         f"  erasure notices seen    {sum(len({r[:3] for r in rows}) for rows in heard_by.values())}"
         + (" (once by the group: one store)" if kit
