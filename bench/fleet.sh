@@ -171,6 +171,14 @@ for g in $(seq 1 "$gateways"); do
 done
 t_ready=$(date +%s.%N)
 
+# A copy of the first alarm messages upstream, to be sent again at the end (what a gateway
+# does after a crash or a lost link): the group must drop every record of them as a duplicate.
+replay_n=${REPLAY:-20}
+if [ $mode = kit ] && [ "$replay_n" -gt 0 ]; then
+    mosquitto_sub -h 127.0.0.1 -p "$upstream_port" -t 'vern/v1/+/alarm/alarm' -q 1 \
+        -C "$replay_n" -F '%t %x' >"$run/replay.hex" 2>"$run/replay.err" &
+    pids+=($!)
+fi
 sim_pids=()
 for g in $(seq 1 "$gateways"); do
     dir=$run/gw$g
@@ -240,6 +248,13 @@ all_arrived() {
     [ "$got" -ge "$want" ]
 }
 wait_for 60 all_arrived || echo "fleet: the consumers did not get every record within 60 s"
+replayed=0
+if [ -s "$run/replay.hex" ]; then
+    replayed=$(/usr/bin/python3 tests/fleet/fleet.py replay --port "$upstream_port" --file "$run/replay.hex") ||
+        { echo "fleet: the replay failed"; replayed=0; }
+    dups_seen() { [ "$(cat "$run"/c*.json | jq -s '[.[].duplicates] | add')" -ge "$replayed" ]; }
+    wait_for 30 dups_seen || echo "fleet: the replayed records were not all dropped as duplicates within 30 s"
+fi
 sleep 1  # a late duplicate, if any, is counted too
 t_done=$(date +%s.%N)
 sample_cpu
@@ -259,9 +274,9 @@ audit_erasures=$(for g in $(seq 1 "$gateways"); do
 done | jq -s -c 'add')
 jq -n --argjson gws "[$(IFS=,; echo "${gw_json[*]}")]" \
     --argjson cons "[$(IFS=,; echo "${consumer_json[*]}")]" \
-    --arg target "gw-$target" --arg mode "$mode" --arg via "$erase_via" --argjson pseudonyms "$pseudonyms" --argjson audit "$audit_erasures" \
+    --arg target "gw-$target" --arg mode "$mode" --arg via "$erase_via" --argjson replayed "$replayed" --argjson pseudonyms "$pseudonyms" --argjson audit "$audit_erasures" \
     --argjson panels "$panels" --argjson meters "$meters" --argjson duration "$duration" \
-    '{gateways: $gws, consumers: $cons, mode: $mode,
+    '{gateways: $gws, consumers: $cons, mode: $mode, replayed: $replayed,
       erase: {gateway: $target, via: $via, pseudonyms: $pseudonyms, audit_erasures: $audit},
       figures: {panels: $panels, meters: $meters, duration_s: $duration}}' >"$run/fleet.json"
 
