@@ -182,4 +182,17 @@ kill -TERM "$vernd_pid" 2>/dev/null || true
 wait "$vernd_pid" && rc=0 || rc=$?
 if [ "$rc" = 0 ]; then say "ok   vernd stopped with exit 0"; else bad "vernd exit $rc on SIGTERM"; fi
 
+# --- vern-sim: the Python kit (clients/python) runs from /usr/bin, its generated modules there ------
+sim_root=$tmp/sim-root
+dpkg-deb -x "$(ls "$tmp"/out/vern-sim_*.deb)" "$sim_root"
+if "$sim_root/usr/bin/vern-controller" keygen --keys "$tmp/controller" >"$tmp/keygen.out" 2>&1 &&
+    "$sim_root/usr/bin/vern-consume" --help >/dev/null 2>&1 &&
+    /usr/bin/python3 -c "import sys; sys.path.insert(0, '$sim_root/usr/share/vern/clients/python'); import vern_kit.consumer" 2>>"$tmp/keygen.out"; then
+    say "ok   vern-sim's vern-controller and vern-consume run, with the generated modules"
+else
+    bad "vern-sim's Python tools: $(cat "$tmp/keygen.out")"
+fi
+dpkg-deb -f "$(ls "$tmp"/out/vern-sim_*.deb)" Recommends | grep -q python3-paho-mqtt ||
+    bad "vern-sim does not recommend python3-paho-mqtt"
+
 if [ "$fail" = 0 ]; then say "OK"; else say "FAILED"; exit 1; fi

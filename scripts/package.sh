@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 build_dir=${VERN_BUILD_DIR:-build-release}
 out_dir=${VERN_OUT_DIR:-$PWD/out}
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DVERN_BUILD_TESTS=OFF "$@" >/dev/null
-targets=(vernd vern-sim vern-tap)
+targets=(vernd vern-sim vern-tap vern_python)  # vern_python: the Python kit's generated modules
 # vernctl joins the vern package once the tree has it (built on the admin branch).
 if cmake --build "$build_dir" --target help | grep -q '\.\.\. vernctl$'; then targets+=(vernctl); fi
 nice -n 10 cmake --build "$build_dir" -j "${VERN_JOBS:-2}" --target "${targets[@]}"

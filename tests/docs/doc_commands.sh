@@ -75,8 +75,8 @@ is_command() {  # is_command KIND TEXT
     case $w in
         # "vernd peak RSS 65.6 MiB" is output: vern's programs take options or a subcommand
         build/bin/*) return 0 ;;
-        vernd | vernctl | vern-sim | vern-tap)
-            [[ -z $next || $next == [-\<\|\&]* || " status devices selftest tail subject audit scan " == *" $next "* ]] ;;
+        vernd | vernctl | vern-sim | vern-tap | vern-consume | vern-controller)
+            [[ -z $next || $next == [-\<\|\&]* || " status devices selftest tail subject audit scan keygen gateways send results " == *" $next "* ]] ;;
         */*) local p=${w#./}; [ -f "$p" ] && [ -x "$p" ] ;;
         *) [[ $programs == *" $w "* ]] ;;
     esac
@@ -110,6 +110,7 @@ runs['tests/docs/doc_commands.sh --list']=run_list
 runs['build/bin/vern-policy-bench 400 24']=run_policy_bench
 runs['scripts/check-unit.sh']=run_check_unit
 runs['scripts/deps.sh check']=run_deps_check
+runs['build/bin/vern-consume -h BROKER --stream alarm --state backend.db -C 5']=run_python_backend
 part_of['systemd-analyze security']='scripts/check-unit.sh'
 # Catch2 tests the suite's ctest runs (checked here: the tag still names a test)
 in_suite['build/bin/e2e_test "[site-broker]" -s']=e2e_test
@@ -272,6 +273,32 @@ run_backend_example() {
     line=$(grep -n -F -- "$1" README.md | head -1 | cut -d: -f1)
     block_after README.md "$line" | grep -q -E '^ *customer: "v1\.e1\.' ||
         fail "backend example: the README shows no decoded record after the command"
+}
+
+# The example backend (clients/python): five new alarm-stream records, one line each, nothing
+# personal; run again with the same state it carries on with records it had not seen.
+run_python_backend() {
+    local cmd=${1//-h BROKER/-h 127.0.0.1 -p $upstream_port} first second line
+    cmd=${cmd/build\/bin\//$bin/}
+    doc_at_site "timeout 30 $cmd" >"$run/consume-1.out" 2>&1 &  # backend.db in the site's dir
+    local sub=$!
+    sleep 2  # subscribed (python starts slower than mosquitto_sub)
+    sim 8 12
+    wait "$sub" || { fail "vern-consume: exit $?"; cat "$run/consume-1.out"; }
+    doc_at_site "timeout 30 $cmd" >"$run/consume-2.out" 2>&1 || { fail "vern-consume again: exit $?"; cat "$run/consume-2.out"; }
+    for out in "$run/consume-1.out" "$run/consume-2.out"; do
+        [ "$(grep -c -E '^[^ ]+ alarm [0-9]+ (alarm|image) [0-9]{13}$' "$out")" = 5 ] ||
+            { fail "vern-consume: not five record lines:"; cat "$out"; }
+        expect "vern-consume" "$out" '^vern-consume: 5 new records \([0-9]+ erasure notices\), [0-9]+ duplicates dropped'
+        ! grep -q -E 'v1\.e[0-9]+\.' "$out" || fail "vern-consume printed a pseudonym"
+    done
+    first=$(awk '$2 == "alarm" && NF == 5 { print $3 }' "$run/consume-1.out" | sort)
+    second=$(awk '$2 == "alarm" && NF == 5 { print $3 }' "$run/consume-2.out" | sort)
+    [ -z "$(comm -12 <(echo "$first") <(echo "$second"))" ] ||
+        fail "vern-consume: the second run handed on records the first had seen"
+    line=$(grep -n -F -- "$1" README.md | head -1 | cut -d: -f1)
+    block_after README.md "$line" | grep -q -E '^gw-dev alarm [0-9]+ alarm [0-9]+$' ||
+        fail "vern-consume: the README shows no record line after the command"
 }
 
 # The two problems the README shows, from a file that has them.
