@@ -124,7 +124,7 @@ done
 # The controller's signed command over the upstream broker (vern-controller, and vernd with a
 # [control] section) when the build has both, FLEET_ERASE=admin forcing the fallback: vernctl on
 # the target gateway's admin socket.
-erase_via=admin
+erase_via="admin"
 if [ "${FLEET_ERASE:-control}" = control ] && [ -x "$bin/vern-controller" ] &&
     "$bin/vernd" --print-example-config 2>/dev/null | grep -q '^\[control\]'; then
     erase_via=control

@@ -533,7 +533,7 @@ def check(args):
         f"  rates                   {forwarded / max(traffic_s, 1e-9):.0f} records/s, "
         f"{msgs / max(traffic_s, 1e-9):.0f} messages/s upstream over {traffic_s:.1f} s of "
         f"arrivals (first to last record at a consumer)",
-        f"  records received        "
+        "  records received        "
         + ", ".join(f"{n} {per_consumer[n]}" for n in per_consumer)
         + (f" (+ {len(notices)} notices in the group)" if kit
            else f" (+ {len(notices)} notices each)"),
