@@ -21,14 +21,18 @@ namespace {
 
 // crypto_kdf contexts: exactly crypto_kdf_CONTEXTBYTES (8) characters each. Changing any of them
 // changes every pseudonym and makes every sealed record unreadable: don't.
-constexpr char context_pseudonym[] = "vernpsd1";    // subkey_id = epoch -> pseudonym root
-constexpr char context_record[] = "vernrec1";       // subkey_id = epoch -> record sealing key
-constexpr char context_kek[] = "vernkek1";          // subkey_id = KEK epoch -> key-encryption key
-constexpr char context_subject[] = "vernsub1";      // subkey_id = 1 -> subject-id key
-constexpr char context_fingerprint[] = "vernfpr1";  // subkey_id = 0 -> hashed for fingerprint()
-constexpr char context_audit[] = "vernaud1";        // subkey_id = 1 -> audit Ed25519 seed
-constexpr char context_leak_guard[] = "vernlkg1";   // subkey_id = 1 -> token hash (SipHash) key
-constexpr char context_check[] = "vernkcv1";        // subkey_id = 1 -> key check value key
+constexpr char context_pseudonym[] = "vernpsd1";     // subkey_id = epoch -> pseudonym root
+constexpr char context_record[] = "vernrec1";        // subkey_id = epoch -> record sealing key
+constexpr char context_kek[] = "vernkek1";           // subkey_id = KEK epoch -> key-encryption key
+constexpr char context_subject[] = "vernsub1";       // subkey_id = 1 -> subject-id key
+constexpr char context_fingerprint[] = "vernfpr1";   // subkey_id = 0 -> hashed for fingerprint()
+constexpr char context_audit[] = "vernaud1";         // subkey_id = 1 -> audit Ed25519 seed
+constexpr char context_leak_guard[] = "vernlkg1";    // subkey_id = 1 -> token hash (SipHash) key
+constexpr char context_check[] = "vernkcv1";         // subkey_id = 1 -> key check value key
+constexpr char context_control_box[] = "verncbx1";   // subkey_id = 1 -> control X25519 seed
+constexpr char context_control_sign[] = "verncsg1";  // subkey_id = 1 -> control Ed25519 seed
+static_assert(sizeof(context_control_box) - 1 == crypto_kdf_CONTEXTBYTES);
+static_assert(sizeof(context_control_sign) - 1 == crypto_kdf_CONTEXTBYTES);
 static_assert(sizeof(context_check) - 1 == crypto_kdf_CONTEXTBYTES);
 constexpr std::string_view check_label = "vern key check value v1";
 static_assert(sizeof(context_leak_guard) - 1 == crypto_kdf_CONTEXTBYTES);
@@ -420,6 +424,14 @@ AuditSigner Keyring::audit_signer() const {
     auto seed = std::make_shared<const SecretKey>(
         [&](SecretKey::Bytes out) { derive(out, 1, context_audit, *impl_->master); });
     return AuditSigner(std::move(seed));
+}
+
+ControlKeys Keyring::control_keys() const {
+    auto box = std::make_shared<const SecretKey>(
+        [&](SecretKey::Bytes out) { derive(out, 1, context_control_box, *impl_->master); });
+    auto sign = std::make_shared<const SecretKey>(
+        [&](SecretKey::Bytes out) { derive(out, 1, context_control_sign, *impl_->master); });
+    return ControlKeys(std::move(box), std::move(sign));
 }
 
 TokenHasher Keyring::token_hasher() const {

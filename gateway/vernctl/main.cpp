@@ -318,7 +318,12 @@ void print_audit(const json& a) {
                   << std::setw(22) << when(e.value("time_ms", std::int64_t{0})) << std::setw(17)
                   << e.value("role", "") << std::setw(7) << num(e["uid"]) << std::setw(30)
                   << e.value("action", "") << std::setw(34) << (subject.empty() ? "-" : subject)
-                  << e.value("outcome", "") << "\n";
+                  << e.value("outcome", "");
+        if (e.contains("request_id")) std::cout << "  request " << e.value("request_id", "");
+        if (e.contains("received_date")) {
+            std::cout << " received " << e.value("received_date", "");
+        }
+        std::cout << "\n";
     }
 }
 
@@ -454,7 +459,7 @@ int main(int argc, char** argv) {
         "Data-subject rights (privacy officer). The identifier is read from stdin "
         "when not given (keeps it out of ps and shell history)");
     subject->require_subcommand(1);
-    std::string kind = "customer_number", id, purpose, field, out_file;
+    std::string kind = "customer_number", id, purpose, field, out_file, request_id, received;
     auto add_subject = [&](const std::string& name, const std::string& help, Request::CommandCase,
                            vern::admin::v1::SubjectRequest::Action action) {
         auto* cmd = subject->add_subcommand(name, help);
@@ -463,6 +468,10 @@ int main(int argc, char** argv) {
                         "meter_point")
             ->capture_default_str();
         cmd->add_option("ID", id, "The identifier; '-' or omitted: one line from stdin");
+        cmd->add_option("--request-id", request_id,
+                        "The controller's reference of the subject's request (audited with it)");
+        cmd->add_option("--received", received,
+                        "When the subject's request was received, YYYY-MM-DD (audited with it)");
         if (action == vern::admin::v1::SubjectRequest::OBJECT ||
             action == vern::admin::v1::SubjectRequest::UNOBJECT) {
             cmd->add_option("-p,--purpose", purpose, "The purpose objected to")->required();
@@ -482,6 +491,8 @@ int main(int argc, char** argv) {
             s->set_identifier(identifier_of(id));
             s->set_purpose(purpose);
             s->set_field(field);
+            s->set_request_id(request_id);
+            s->set_received_date(received);
             // The correct value is personal data: from stdin (the line after the identifier when
             // that comes from stdin too), never from argv, where ps and the shell history see it.
             if (action == vern::admin::v1::SubjectRequest::RECTIFY) {
@@ -530,16 +541,21 @@ int main(int argc, char** argv) {
                 Request::kSubject, SR::RECTIFY);
 
     auto* audit = app.add_subcommand("audit", "The signed audit log (privacy officer)");
-    audit->require_subcommand(1);
+    audit->require_subcommand(0, 1);
     std::uint64_t from = 0;
     std::uint32_t show_n = 50;
+    std::string audit_request;
+    audit->add_option("--request-id", audit_request,
+                      "List the entries of this rights request (same as audit show --request-id)");
     auto* show = audit->add_subcommand("show", "List audit entries (default: the last 50)");
     show->add_option("--from", from, "First entry to show (default: the last -n)");
     show->add_option("-n,--entries", show_n, "How many entries");
-    show->callback([&] {
+    show->add_option("--request-id", audit_request, "Only the entries of this rights request");
+    auto show_entries = [&] {
         Request r;
         r.mutable_audit_show()->set_from_seq(from);
-        r.mutable_audit_show()->set_max(show_n);
+        r.mutable_audit_show()->set_max(audit_request.empty() ? show_n : 1000);
+        r.mutable_audit_show()->set_request_id(audit_request);
         rc = call(o, r, [&](const Response& resp) {
             if (o.json_out) {
                 std::cout << resp.json() << "\n";
@@ -548,6 +564,16 @@ int main(int argc, char** argv) {
             }
             return 0;
         });
+    };
+    show->callback(show_entries);
+    audit->callback([&] {
+        if (!audit->get_subcommands().empty()) return;
+        if (audit_request.empty()) {
+            std::cerr << "vernctl audit: give a subcommand (show, verify) or --request-id ID\n";
+            rc = 2;
+            return;
+        }
+        show_entries();
     });
     auto* verify = audit->add_subcommand("verify", "Check every entry's hash chain and signature");
     verify->callback([&] {

@@ -16,6 +16,7 @@
 #include "vern/admin/server.h"
 #include "vern/common/counters.h"
 #include "vern/config/config.h"
+#include "vern/control/channel.h"
 #include "vern/pipeline/gateway.h"
 #include "vern/pipeline/status.h"
 #include "vern/vernd/notify.h"
@@ -77,6 +78,10 @@ int main(int argc, char** argv) {
     pseudonymise_opt->needs(purpose_opt);
     purpose_opt->needs(pseudonymise_opt);
     epoch_opt->needs(pseudonymise_opt);
+    bool print_control_keys = false;
+    app.add_flag("--print-control-keys", print_control_keys,
+                 "Print this gateway's control channel public keys (hex) for the controller's "
+                 "fleet register, then exit");
     bool allow_core_dump = false;
     app.add_flag("--allow-core-dump", allow_core_dump,
                  "For debugging only: leave the process dumpable and the core size limit as it "
@@ -123,6 +128,15 @@ int main(int argc, char** argv) {
         return vern::vernd::pseudonymise(config, pseudonym_kind, purpose, chosen, std::cin,
                                          std::cout, std::cerr);
     }
+    if (print_control_keys) {
+        try {
+            std::cout << vern::control::control_keys_text(config);
+        } catch (const std::exception& e) {
+            std::cerr << "vernd: " << e.what() << "\n";
+            return 1;
+        }
+        return 0;
+    }
     if (check_only) {
         std::cout << "vernd: configuration OK (" << config.source << ")\n";
         return 0;
@@ -162,11 +176,16 @@ int main(int argc, char** argv) {
     // Subject commands go to the Gateway's rights (carried out between commits while it runs).
     std::unique_ptr<vern::admin::AuditTrail> audit;
     std::unique_ptr<vern::admin::AdminServer> admin;
-    std::unique_ptr<vern::admin::MetricsServer> metrics;  // [admin] metrics_port; 0: off
+    std::unique_ptr<vern::admin::MetricsServer> metrics;     // [admin] metrics_port; 0: off
+    std::unique_ptr<vern::control::ControlChannel> control;  // [control] enabled
     try {
         audit = vern::admin::AuditTrail::open(config);
         admin = std::make_unique<vern::admin::AdminServer>(
             config, gateway->rights(), gateway->diagnostics(), *audit, counters);
+        if (config.control.enabled) {
+            control = std::make_unique<vern::control::ControlChannel>(config, *gateway,
+                                                                      audit->log(), counters);
+        }
         if (config.admin.metrics_port != 0) {
             metrics = std::make_unique<vern::admin::MetricsServer>(
                 static_cast<std::uint16_t>(config.admin.metrics_port), gateway->diagnostics(),
@@ -204,6 +223,7 @@ int main(int argc, char** argv) {
         },
         [&] { watchdog.alive(); });
     (void)notifier.notify("STOPPING=1");
+    control.reset();  // before the gateway and the audit log it calls into go
     metrics.reset();  // before the gateway they call into goes
     admin.reset();
     housekeeper.reset();  // writes status.json a last time

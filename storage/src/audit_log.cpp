@@ -20,7 +20,10 @@
 namespace vern::storage {
 namespace {
 
+// Version 1: no request id nor received date (what logs before them hold, and what an entry
+// without them is still written as); version 2 adds both after the outcome.
 constexpr std::uint8_t body_version = 1;
+constexpr std::uint8_t body_version_request = 2;
 constexpr std::size_t link_bytes = 32;
 constexpr std::size_t signature_bytes = 64;
 constexpr std::string_view entry_prefix = "e";  // "e" | seq (u64 big-endian)
@@ -81,7 +84,8 @@ std::string entry_key(std::uint64_t seq) {
 
 std::string encode_body(const AuditEntry& e, std::string_view previous) {
     std::string body;
-    body.push_back(static_cast<char>(body_version));
+    const bool request = !e.request_id.empty() || !e.received_date.empty();
+    body.push_back(static_cast<char>(request ? body_version_request : body_version));
     put_u64(body, e.seq);
     put_u64(body, static_cast<std::uint64_t>(e.time_ms));
     put_u32(body, e.uid);
@@ -89,6 +93,10 @@ std::string encode_body(const AuditEntry& e, std::string_view previous) {
     put_str(body, e.action);
     put_str(body, e.subject_id);
     put_str(body, e.outcome);
+    if (request) {
+        put_str(body, e.request_id);
+        put_str(body, e.received_date);
+    }
     body.append(previous);
     return body;
 }
@@ -112,12 +120,18 @@ std::optional<Decoded> decode_value(std::string_view value) {
     Reader r(d.body);
     std::string version;
     std::uint64_t time = 0;
-    if (!r.bytes(1, version) || static_cast<std::uint8_t>(version[0]) != body_version ||
-        !r.u64(d.entry.seq) || !r.u64(time) || !r.u32(d.entry.uid) || !r.str(d.entry.role) ||
-        !r.str(d.entry.action) || !r.str(d.entry.subject_id) || !r.str(d.entry.outcome) ||
-        !r.bytes(link_bytes, d.previous) || !r.done()) {
+    if (!r.bytes(1, version)) return std::nullopt;
+    const auto v = static_cast<std::uint8_t>(version[0]);
+    if ((v != body_version && v != body_version_request) || !r.u64(d.entry.seq) || !r.u64(time) ||
+        !r.u32(d.entry.uid) || !r.str(d.entry.role) || !r.str(d.entry.action) ||
+        !r.str(d.entry.subject_id) || !r.str(d.entry.outcome)) {
         return std::nullopt;
     }
+    if (v == body_version_request &&
+        (!r.str(d.entry.request_id) || !r.str(d.entry.received_date))) {
+        return std::nullopt;
+    }
+    if (!r.bytes(link_bytes, d.previous) || !r.done()) return std::nullopt;
     d.entry.time_ms = static_cast<std::int64_t>(time);
     return d;
 }
@@ -302,6 +316,21 @@ Result<std::vector<AuditEntry>, StoreError> AuditLog::read(std::uint64_t from,
             bad.seq = seq;
             bad.action = "(undecodable)";
             out.push_back(std::move(bad));
+        }
+        return out.size() < max;
+    });
+    if (!scanned) return fail(scanned.error());
+    return out;
+}
+
+Result<std::vector<AuditEntry>, StoreError> AuditLog::by_request(std::string_view request_id,
+                                                                 std::size_t max) const {
+    std::vector<AuditEntry> out;
+    if (max == 0 || request_id.empty()) return out;
+    auto scanned = impl_->scan(1, [&](std::uint64_t, std::string_view value) {
+        if (auto decoded = decode_value(value);
+            decoded && decoded->entry.request_id == request_id) {
+            out.push_back(std::move(decoded->entry));
         }
         return out.size() < max;
     });

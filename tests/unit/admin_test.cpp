@@ -826,3 +826,38 @@ TEST_CASE("vernctl status prints the health reasons and since when time is untru
     CHECK(slurp(out / "ok.txt").find("health       ok\ntime         trusted, jumps 0\n") !=
           std::string::npos);
 }
+
+TEST_CASE("A local rights request's id and received date go into its audit entries and list them") {
+    Fixture f(Roles{{}, {}, {me()}, {}});
+    const auto out = f.dir() / "out";
+    std::filesystem::create_directories(out);
+    CHECK(run_vernctl(f.socket(), "subject erase --request-id REQ-7 --received 2026-12-01",
+                      secret_id, out / "erase.txt") == 0);
+    CHECK(run_vernctl(f.socket(), "subject restrict", secret_id, out / "restrict.txt") == 0);
+    // A malformed request id or date is refused before anything is done.
+    CHECK(run_vernctl(f.socket(), "subject erase --request-id 'a b'", secret_id, out / "bad.txt") ==
+          2);
+    CHECK(run_vernctl(f.socket(), "subject erase --received 2026-02-30", secret_id,
+                      out / "bad2.txt") == 2);
+    CHECK(f.rights().seen().size() == 2);
+
+    auto log = entries(f.audit());
+    std::size_t of_request = 0;
+    for (const auto& e : log) {
+        if (e.request_id == "REQ-7") {
+            ++of_request;
+            CHECK(e.received_date == "2026-12-01");
+            CHECK(e.action == "subject.erase");
+        }
+    }
+    CHECK(of_request == 2);  // requested, then done
+
+    CHECK(run_vernctl(f.socket(), "--json audit --request-id REQ-7", "", out / "by.json") == 0);
+    auto listed = json::parse(slurp(out / "by.json"))["entries"];
+    REQUIRE(listed.size() == 2);
+    CHECK(listed[0]["outcome"] == "requested");
+    CHECK(listed[1]["request_id"] == "REQ-7");
+    CHECK(listed[1]["received_date"] == "2026-12-01");
+    CHECK(run_vernctl(f.socket(), "audit show --request-id REQ-8", "", out / "none.txt") == 0);
+    CHECK(slurp(out / "none.txt").find("subject.") == std::string::npos);
+}

@@ -297,3 +297,122 @@ TEST_CASE("An audit append past the file size limit fails as a value and loses n
     CHECK(v->entries == (*log)->last_seq());
     CHECK(v->entries > 3 + 20 + 3);
 }
+
+namespace {
+
+void put_be(std::string& out, std::uint64_t v, int bytes) {
+    for (int shift = 8 * (bytes - 1); shift >= 0; shift -= 8) {
+        out.push_back(static_cast<char>(v >> shift));
+    }
+}
+void put_field(std::string& out, const std::string& s) {
+    put_be(out, s.size(), 4);
+    out += s;
+}
+
+// Writes a log of `n` entries in the format logs had before request ids (body version 1), by
+// hand from the documented layout (audit_log.h), as an older vernd left it.
+void write_version1_log(const std::string& path, const SignerCrypto& crypto, int n) {
+    rocksdb::Options options;
+    options.create_if_missing = true;
+    rocksdb::DB* raw = nullptr;
+    REQUIRE(rocksdb::DB::Open(options, path, &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    std::string previous(32, '\0');
+    for (int i = 1; i <= n; ++i) {
+        std::string body(1, '\x01');
+        put_be(body, static_cast<std::uint64_t>(i), 8);
+        put_be(body, 1'700'000'000'000 + static_cast<std::uint64_t>(i), 8);
+        put_be(body, 1000, 4);
+        put_field(body, "privacy-officer");
+        put_field(body, "subject.erase");
+        put_field(body, std::string(32, 'b'));
+        put_field(body, "ok");
+        body += previous;
+        const std::string link = crypto.chain(previous, body);
+        const std::string value = body + link + crypto.sign("vern-audit-v1:" + link);
+        std::string head;
+        put_be(head, static_cast<std::uint64_t>(i), 8);
+        head += link;
+        std::string head_message = "vern-audit-head-v1:";
+        put_be(head_message, static_cast<std::uint64_t>(i), 8);
+        head_message += link;
+        head += crypto.sign(head_message);
+        REQUIRE(
+            db->Put(rocksdb::WriteOptions(), key_of(static_cast<std::uint64_t>(i)), value).ok());
+        REQUIRE(db->Put(rocksdb::WriteOptions(), "h", head).ok());
+        previous = link;
+    }
+}
+
+}  // namespace
+
+TEST_CASE("An audit log written before request ids still reads, verifies and goes on") {
+    vern::test::TempDir dir("vern-audit");
+    SignerCrypto crypto(1);
+    const std::string path = (dir.path() / "audit").string();
+    write_version1_log(path, crypto, 3);
+    {
+        auto log = AuditLog::open(path, crypto);
+        REQUIRE(log);
+        auto v = (*log)->verify();
+        REQUIRE(v);
+        CHECK(v->ok);
+        CHECK(v->entries == 3);
+        auto entries = (*log)->read(1, 10);
+        REQUIRE(entries);
+        REQUIRE(entries->size() == 3);
+        CHECK((*entries)[2].action == "subject.erase");
+        CHECK((*entries)[2].request_id.empty());
+        AuditEntry e = entry(9);
+        e.request_id = "REQ-2026-0042";
+        e.received_date = "2026-12-01";
+        REQUIRE((*log)->append(e));
+        REQUIRE((*log)->append(entry(10)));
+    }
+    auto log = AuditLog::open(path, crypto);
+    REQUIRE(log);
+    auto v = (*log)->verify();
+    REQUIRE(v);
+    CHECK(v->ok);
+    CHECK(v->entries == 5);
+    auto entries = (*log)->read(1, 10);
+    REQUIRE(entries);
+    REQUIRE(entries->size() == 5);
+    CHECK((*entries)[3].request_id == "REQ-2026-0042");
+    CHECK((*entries)[3].received_date == "2026-12-01");
+    CHECK((*entries)[4].request_id.empty());
+    auto of_request = (*log)->by_request("REQ-2026-0042", 10);
+    REQUIRE(of_request);
+    REQUIRE(of_request->size() == 1);
+    CHECK(of_request->front().seq == 4);
+    auto none = (*log)->by_request("REQ-2026-0043", 10);
+    REQUIRE(none);
+    CHECK(none->empty());
+}
+
+TEST_CASE("An entry's request id and received date are signed with it") {
+    vern::test::TempDir dir("vern-audit");
+    SignerCrypto crypto(1);
+    const std::string path = (dir.path() / "audit").string();
+    {
+        auto log = AuditLog::open(path, crypto);
+        REQUIRE(log);
+        AuditEntry e = entry(1);
+        e.request_id = "REQ-1";
+        e.received_date = "2026-12-01";
+        REQUIRE((*log)->append(e));
+    }
+    // Change the request id in place (same length): the entry no longer verifies.
+    tamper(path, [](rocksdb::DB& db) {
+        std::string value;
+        REQUIRE(db.Get(rocksdb::ReadOptions(), key_of(1), &value).ok());
+        auto at = value.find("REQ-1");
+        REQUIRE(at != std::string::npos);
+        value[at + 4] = '2';
+        REQUIRE(db.Put(rocksdb::WriteOptions(), key_of(1), value).ok());
+    });
+    auto v = verdict(path, crypto);
+    CHECK_FALSE(v.ok);
+    CHECK(v.bad_seq == 1);
+}

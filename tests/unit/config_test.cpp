@@ -249,3 +249,40 @@ TEST_CASE("Changed keys are named section.key, purposes as purpose.NAME") {
                     std::pair<std::string, std::string>("gateway.log_level", "\"debug\"")) !=
           kv.end());
 }
+
+TEST_CASE("The [control] section is off by default and takes the controller's public keys") {
+    auto defaults = vern::config::parse_config("", "t.toml");
+    CHECK_FALSE(defaults.control.enabled);
+    CHECK(defaults.control.max_validity_s == 7 * 86400);
+    const std::string sign(64, 'a');
+    const std::string box = std::string(32, '0') + std::string(32, 'F');
+    auto c = vern::config::parse_config("[control]\nenabled = true\nsign_public_key = \"" + sign +
+                                            "\"\nbox_public_key = \"" + box +
+                                            "\"\nmax_validity_s = 3600\n",
+                                        "t.toml");
+    CHECK(c.control.enabled);
+    CHECK(c.control.sign_public_key == sign);
+    CHECK(c.control.box_public_key == box);
+    CHECK(c.control.max_validity_s == 3600);
+}
+
+TEST_CASE("Bad control keys, or control enabled without them, are refused with their place") {
+    auto p = problems_of(R"([control]
+enabled = true
+sign_public_key = "abc"
+box_public_key = "zz00000000000000000000000000000000000000000000000000000000000000"
+max_validity_s = 1
+)");
+    REQUIRE(p.size() == 4);
+    CHECK(p[0].line == 2);
+    CHECK(p[0].message.find("control.enabled needs") != std::string::npos);
+    CHECK(p[1].line == 3);
+    CHECK(p[1].message.find("control.sign_public_key must be a 32-byte public key") !=
+          std::string::npos);
+    CHECK(p[2].line == 4);
+    CHECK(p[2].message.find("control.box_public_key") != std::string::npos);
+    CHECK(p[3].line == 5);
+    auto q = problems_of("[control]\nenabled = true\n");
+    REQUIRE(q.size() == 1);
+    CHECK(q[0].line == 2);
+}

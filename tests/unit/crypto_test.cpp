@@ -919,3 +919,124 @@ TEST_CASE("The token hash key is not the subject-id key nor a pseudonym key") {
     CHECK(h != v);
     CHECK(h == direct_token_hash(master_a(), "C-1001"));
 }
+
+// --- The control channel's keys (control_keys.h) ----------------------------------------------
+
+namespace {
+
+std::string kdf_hex(const Master& m, const char* context) {
+    std::array<unsigned char, 32> out{};
+    REQUIRE(crypto_kdf_derive_from_key(out.data(), out.size(), 1, context, m.data()) == 0);
+    return std::string(reinterpret_cast<const char*>(out.data()), out.size());
+}
+
+}  // namespace
+
+TEST_CASE("The control key pairs are the documented seeds' crypto_box and crypto_sign pairs") {
+    REQUIRE(sodium_init() >= 0);
+    auto keys = Keyring::from_master(master_a())->control_keys();
+    const std::string box_seed = kdf_hex(master_a(), "verncbx1");
+    const std::string sign_seed = kdf_hex(master_a(), "verncsg1");
+    std::array<unsigned char, crypto_box_PUBLICKEYBYTES> bpk{};
+    std::array<unsigned char, crypto_box_SECRETKEYBYTES> bsk{};
+    REQUIRE(crypto_box_seed_keypair(bpk.data(), bsk.data(),
+                                    reinterpret_cast<const unsigned char*>(box_seed.data())) == 0);
+    std::array<unsigned char, crypto_sign_PUBLICKEYBYTES> spk{};
+    std::array<unsigned char, crypto_sign_SECRETKEYBYTES> ssk{};
+    REQUIRE(crypto_sign_seed_keypair(spk.data(), ssk.data(),
+                                     reinterpret_cast<const unsigned char*>(sign_seed.data())) ==
+            0);
+    CHECK(keys.box_public_key() == std::string(reinterpret_cast<const char*>(bpk.data()), 32));
+    CHECK(keys.sign_public_key() == std::string(reinterpret_cast<const char*>(spk.data()), 32));
+    // Distinct from each other, from the audit key, and per master key.
+    CHECK(keys.box_public_key() != keys.sign_public_key());
+    auto ring = Keyring::from_master(master_a());
+    CHECK(keys.sign_public_key() != ring->audit_signer().public_key());
+    CHECK(box_seed != kdf_hex(master_a(), "vernaud1"));
+    CHECK(sign_seed != kdf_hex(master_a(), "vernaud1"));
+    auto other = Keyring::from_master(master_b())->control_keys();
+    CHECK(other.box_public_key() != keys.box_public_key());
+    CHECK(other.sign_public_key() != keys.sign_public_key());
+}
+
+TEST_CASE("A box sealed to the gateway's control key opens with it and with no other") {
+    auto keys = Keyring::from_master(master_a())->control_keys();
+    auto other = Keyring::from_master(master_b())->control_keys();
+    const std::string subject = "customer_number:70012345";
+    const std::string sealed = vern::crypto::seal_to(keys.box_public_key(), subject);
+    REQUIRE(sealed.size() == subject.size() + vern::crypto::sealed_box_overhead);
+    auto opened = keys.open_sealed(sealed);
+    REQUIRE(opened.has_value());
+    CHECK(*opened == subject);
+    CHECK_FALSE(other.open_sealed(sealed).has_value());
+    for (std::size_t i = 0; i < sealed.size(); i += 7) {
+        std::string tampered = sealed;
+        tampered[i] = static_cast<char>(tampered[i] ^ 0x01);
+        CHECK_FALSE(keys.open_sealed(tampered).has_value());
+    }
+    CHECK_FALSE(keys.open_sealed(sealed.substr(0, sealed.size() - 1)).has_value());
+    CHECK_FALSE(keys.open_sealed(sealed.substr(0, 10)).has_value());
+    CHECK_FALSE(keys.open_sealed("").has_value());
+    CHECK(vern::crypto::seal_to("short", subject).empty());
+}
+
+TEST_CASE("An export sealed to the controller opens only with the controller's secret key") {
+    auto controller = vern::crypto::test_box_key_pair();
+    auto stranger = vern::crypto::test_box_key_pair();
+    const std::string sealed = vern::crypto::seal_to(controller.public_key, "{\"records\":[]}");
+    auto opened = vern::crypto::test_open_sealed(controller, sealed);
+    REQUIRE(opened.has_value());
+    CHECK(*opened == "{\"records\":[]}");
+    CHECK_FALSE(vern::crypto::test_open_sealed(stranger, sealed).has_value());
+}
+
+TEST_CASE("A command signature verifies only over its domain, message and key") {
+    auto controller = vern::crypto::test_sign_key_pair();
+    auto stranger = vern::crypto::test_sign_key_pair();
+    const std::string message = "serialized command bytes";
+    const std::string sig =
+        vern::crypto::test_sign(controller.secret_key, vern::crypto::command_domain, message);
+    REQUIRE(sig.size() == vern::crypto::control_signature_bytes);
+    using vern::crypto::verify_signed;
+    CHECK(verify_signed(controller.public_key, vern::crypto::command_domain, message, sig));
+    CHECK_FALSE(verify_signed(stranger.public_key, vern::crypto::command_domain, message, sig));
+    CHECK_FALSE(verify_signed(controller.public_key, vern::crypto::result_domain, message, sig));
+    CHECK_FALSE(verify_signed(controller.public_key, "", message, sig));
+    for (std::size_t i = 0; i < message.size(); ++i) {
+        std::string tampered = message;
+        tampered[i] = static_cast<char>(tampered[i] ^ 0x20);
+        CHECK_FALSE(
+            verify_signed(controller.public_key, vern::crypto::command_domain, tampered, sig));
+    }
+    CHECK_FALSE(
+        verify_signed(controller.public_key, vern::crypto::command_domain, message.substr(1), sig));
+    std::string bad_sig = sig;
+    bad_sig[5] = static_cast<char>(bad_sig[5] ^ 1);
+    CHECK_FALSE(
+        verify_signed(controller.public_key, vern::crypto::command_domain, message, bad_sig));
+    CHECK_FALSE(verify_signed(controller.public_key, vern::crypto::command_domain, message,
+                              sig.substr(0, 63)));
+    CHECK_FALSE(verify_signed(controller.public_key.substr(0, 31), vern::crypto::command_domain,
+                              message, sig));
+}
+
+TEST_CASE("The gateway's result signature checks with its control sign public key") {
+    auto keys = Keyring::from_master(master_a())->control_keys();
+    const std::string sig = keys.sign(vern::crypto::result_domain, "result");
+    CHECK(vern::crypto::verify_signed(keys.sign_public_key(), vern::crypto::result_domain, "result",
+                                      sig));
+    CHECK_FALSE(vern::crypto::verify_signed(keys.sign_public_key(), vern::crypto::command_domain,
+                                            "result", sig));
+    CHECK_FALSE(vern::crypto::verify_signed(keys.sign_public_key(), vern::crypto::result_domain,
+                                            "resulT", sig));
+}
+
+TEST_CASE("Public keys are read from exactly 64 hex characters") {
+    auto keys = Keyring::from_master(master_a())->control_keys();
+    const std::string hex = vern::crypto::to_hex(keys.box_public_key());
+    REQUIRE(hex.size() == 64);
+    CHECK(vern::crypto::public_key_from_hex(hex) == keys.box_public_key());
+    CHECK_FALSE(vern::crypto::public_key_from_hex(hex.substr(1)).has_value());
+    CHECK_FALSE(vern::crypto::public_key_from_hex(hex + "00").has_value());
+    CHECK_FALSE(vern::crypto::public_key_from_hex(std::string(63, '0') + "g").has_value());
+}

@@ -615,3 +615,15 @@ retention_h = 168
                        .message,
                    "only a purpose that receives alarm_event"));
 }
+
+TEST_CASE("A purpose cannot take the gateway's control topic") {
+    auto p = problem_on(R"T([purpose.control]
+recipient = "ARC"
+legal_basis = "b"
+retention_h = 168
+[purpose.control.alarm_event]
+kind = "keep"
+)T",
+                        1);
+    CHECK(contains(p.message, "topic 'control' is the gateway's control channel topic"));
+}

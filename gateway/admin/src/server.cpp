@@ -23,6 +23,7 @@
 
 #include "vern/admin/protocol.h"
 #include "vern/admin/socket_io.h"
+#include "vern/common/request_ref.h"
 #include "vern/crypto/audit_signer.h"
 #include "vern/crypto/keyring.h"
 #include "vern/storage/audit_log.h"
@@ -97,9 +98,12 @@ std::string audited_subject_id(const std::string& id) {
 }
 
 nlohmann::json entry_json(const storage::AuditEntry& e) {
-    return {{"seq", e.seq},        {"time_ms", e.time_ms}, {"role", e.role},
-            {"uid", e.uid},        {"action", e.action},   {"subject_id", e.subject_id},
-            {"outcome", e.outcome}};
+    nlohmann::json j{{"seq", e.seq},        {"time_ms", e.time_ms}, {"role", e.role},
+                     {"uid", e.uid},        {"action", e.action},   {"subject_id", e.subject_id},
+                     {"outcome", e.outcome}};
+    if (!e.request_id.empty()) j["request_id"] = e.request_id;
+    if (!e.received_date.empty()) j["received_date"] = e.received_date;
+    return j;
 }
 
 }  // namespace
@@ -365,14 +369,20 @@ struct AdminServer::Impl {
     }
 
     // Appends an audit entry; false (logged and counted) when the log could not take it.
+    // `request`: the request id and received date of a rights request (validated), if any.
     bool record(const Peer& peer, Role role, const std::string& action,
-                const std::string& subject_id, const std::string& outcome) {
+                const std::string& subject_id, const std::string& outcome,
+                const v1::SubjectRequest* request = nullptr) {
         storage::AuditEntry e;
         e.role = std::string(role_name(role));
         e.uid = peer.uid;
         e.action = action;
         e.subject_id = subject_id;
         e.outcome = outcome;
+        if (request != nullptr) {
+            e.request_id = request->request_id();
+            e.received_date = request->received_date();
+        }
         if (auto r = audit.log().append(std::move(e)); !r) {
             audit_failures.add();
             spdlog::error("audit log: append failed ({}): {}",
@@ -519,6 +529,17 @@ struct AdminServer::Impl {
         // Only an objection names a purpose, and only a configured one: the audit log then takes
         // the configured name. A purpose that is not configured is refused here, and on record
         // as such, without its text (it may be anything a caller typed: a name, an id).
+        // A request id and received date have a closed form (they go into the audit log):
+        // anything else is refused before anything is recorded or done.
+        if ((!req.request_id().empty() && !valid_request_id(req.request_id())) ||
+            (!req.received_date().empty() && !valid_received_date(req.received_date()))) {
+            record(peer, Role::privacy_officer, action, "", "error:bad_request_ref");
+            send(fd, v1::Response::BAD_REQUEST,
+                 "--request-id must be 1 to 64 of A-Z a-z 0-9 . _ : - and --received a date "
+                 "YYYY-MM-DD",
+                 "", false, Role::privacy_officer);
+            return;
+        }
         const bool names_purpose = req.action() == A::OBJECT || req.action() == A::UNOBJECT;
         const auto purpose = names_purpose ? purposes.find(req.purpose()) : purposes.end();
         if (names_purpose && purpose == purposes.end()) {
@@ -533,7 +554,7 @@ struct AdminServer::Impl {
         // audit entry must not happen, so when the log cannot take the entry (a full disk) the
         // right is not exercised. The entry names the action only: the purpose is checked by
         // the rights engine below, and the identifier never goes in.
-        if (!record(peer, Role::privacy_officer, action, "", "requested")) {
+        if (!record(peer, Role::privacy_officer, action, "", "requested", &req)) {
             spdlog::warn("admin: {} refused: the audit log cannot record the request", action);
             send(fd, v1::Response::FAILED,
                  "not done: the audit log cannot record the request (is the disk full?)", "", false,
@@ -584,14 +605,14 @@ struct AdminServer::Impl {
         if (names_purpose) audited_action += " purpose=" + *purpose;
         if (!outcome) {
             const std::string code(pipeline::rights_errc_name(outcome.error().code));
-            record(peer, Role::privacy_officer, audited_action, "", "error:" + code);
+            record(peer, Role::privacy_officer, audited_action, "", "error:" + code, &req);
             spdlog::warn("admin: {} failed ({})", action, code);
             send(fd, status_of(outcome.error().code), outcome.error().detail, "", false,
                  Role::privacy_officer);
             return;
         }
         record(peer, Role::privacy_officer, audited_action, audited_subject_id(outcome->subject_id),
-               "ok: " + std::to_string(outcome->records) + " records");
+               "ok: " + std::to_string(outcome->records) + " records", &req);
         send(fd, v1::Response::OK, std::to_string(outcome->records) + " records", outcome->json,
              false, Role::privacy_officer);
     }
@@ -599,8 +620,9 @@ struct AdminServer::Impl {
     void audit_show(int fd, const Peer& peer, const v1::AuditShowRequest& req) {
         const std::uint32_t max =
             std::min(req.max() == 0 ? audit_show_default : req.max(), audit_show_max);
-        auto entries =
-            req.from_seq() == 0 ? audit.log().tail(max) : audit.log().read(req.from_seq(), max);
+        auto entries = !req.request_id().empty() ? audit.log().by_request(req.request_id(), max)
+                       : req.from_seq() == 0     ? audit.log().tail(max)
+                                                 : audit.log().read(req.from_seq(), max);
         if (!entries) {
             record(peer, Role::privacy_officer, "audit.show", "", "error:store");
             send(fd, v1::Response::FAILED, "cannot read the audit log", "", false,

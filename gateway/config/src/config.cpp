@@ -309,6 +309,51 @@ Section health_section(Config& c) {
             }};
 }
 
+bool is_hex_key(const std::string& s) {
+    return s.size() == 64 && s.find_first_not_of("0123456789abcdefABCDEF") == std::string::npos;
+}
+
+// A public key: empty (not set) or 64 hex characters.
+Field hex_key_field(std::string name, std::string* out, std::string doc) {
+    Field f = string_field(std::move(name), out, std::move(doc));
+    auto read = f.read;
+    f.read = [out, read](const toml::node& node, const std::string& where, Context& ctx) {
+        auto v = node.value<std::string>();
+        if (node.is_string() && v && !v->empty() && !is_hex_key(*v)) {
+            ctx.add(node.source(), where + " must be a 32-byte public key as 64 hex characters");
+            return;
+        }
+        read(node, where, ctx);
+    };
+    return f;
+}
+
+// [control]: the controller's signed rights commands over the upstream broker.
+Section control_section(Config& c) {
+    return {"control",
+            "The controller's signed rights commands (proto/control.proto) on "
+            "{topic_prefix}/{gateway}/control;\n# results on .../control/result. Off by "
+            "default. `vernd --print-control-keys` prints this\n# gateway's public keys "
+            "for the controller's fleet register.",
+            {
+                bool_field("enabled", &c.control.enabled,
+                           "Subscribe to the control topic and carry out signed commands."),
+                hex_key_field("sign_public_key", &c.control.sign_public_key,
+                              "The controller's Ed25519 public key (64 hex): commands must be "
+                              "signed with it."),
+                hex_key_field("box_public_key", &c.control.box_public_key,
+                              "The controller's X25519 public key (64 hex): exports are sealed "
+                              "to it."),
+                int_field("max_validity_s", &c.control.max_validity_s, 60, std::int64_t{30} * 86400,
+                          "A command valid for longer than this (expires - issued) is refused."),
+                int_field("max_commands_per_minute", &c.control.max_commands_per_minute, 1, 10000,
+                          "Commands handled per minute; more are dropped unanswered (counted)."),
+                int_field("queue_max", &c.control.queue_max, 1, 4096,
+                          "Commands waiting to be handled; more are dropped unanswered "
+                          "(counted)."),
+            }};
+}
+
 std::vector<Section> schema(Config& c) {
     constexpr std::int64_t u32 = std::numeric_limits<std::uint32_t>::max();
     constexpr std::int64_t max_budget = std::int64_t{1} << 50;
@@ -525,6 +570,7 @@ std::vector<Section> schema(Config& c) {
          }},
         time_section(c),
         health_section(c),
+        control_section(c),
     };
 }
 
@@ -749,6 +795,14 @@ void apply(const toml::table& root, Config& config, Context& ctx) {
         }
     }
     // Cross-field rules that have a place in the file.
+    if (const auto* enabled = root.at_path("control.enabled").node()) {
+        if (config.control.enabled &&
+            (config.control.sign_public_key.empty() || config.control.box_public_key.empty())) {
+            ctx.add(enabled->source(),
+                    "control.enabled needs control.sign_public_key and control.box_public_key "
+                    "(the controller's public keys, 64 hex characters each)");
+        }
+    }
     if (const auto* start = root.at_path("keys.pseudonym_epoch_start").node()) {
         if (config.keys.pseudonym_epoch_start_ms != 0 && config.keys.pseudonym_epoch < 2) {
             ctx.add(start->source(),
@@ -813,6 +867,10 @@ std::filesystem::path Config::admin_socket_path() const {
 std::filesystem::path Config::audit_path() const {
     if (!admin.audit_dir.empty()) return admin.audit_dir;
     return std::filesystem::path(gateway.data_dir) / "audit";
+}
+
+std::filesystem::path Config::control_path() const {
+    return std::filesystem::path(gateway.data_dir) / "control";
 }
 
 std::string ConfigProblem::to_string() const {
@@ -888,6 +946,11 @@ void validate(const Config& c) {
     }
     if (c.admin_socket_path().string().size() >= 108) {
         add("admin.socket path is too long for a Unix socket (at most 107 bytes)");
+    }
+    if (c.control.enabled &&
+        (!is_hex_key(c.control.sign_public_key) || !is_hex_key(c.control.box_public_key))) {
+        add("control.enabled needs control.sign_public_key and control.box_public_key (64 hex "
+            "characters each)");
     }
     if (c.policy.purposes.empty()) add("no purpose: nothing would ever leave the site");
     for (auto& p : check_purposes(c.policy.purposes)) {

@@ -919,6 +919,10 @@ std::vector<PurposeProblem> check_purposes(const std::vector<Purpose>& purposes)
             // vern/v1/{gateway}/status is the gateway's retained online/offline topic.
             ck.at(p,
                   where(p) + " topic 'status' is the gateway's own status topic: choose another");
+        } else if (p.topic == "control") {
+            // vern/v1/{gateway}/control is the controller's command topic (control.proto).
+            ck.at(p, where(p) +
+                         " topic 'control' is the gateway's control channel topic: choose another");
         } else {
             for (const Purpose* other : by_topic) {
                 if (other->topic == p.topic) {

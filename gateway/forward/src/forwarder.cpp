@@ -32,12 +32,17 @@ constexpr std::size_t read_chunk = 64;
 #define VERN_VERSION "unknown"
 #endif
 
-// A retained vern.clean.v1.GatewayStatus.
-mqtt::message_ptr status_message(const std::string& topic, bool online) {
+// A retained vern.clean.v1.GatewayStatus (with the control keys when the channel is on).
+mqtt::message_ptr status_message(const std::string& topic, bool online,
+                                 const ControlTopics& control) {
     vern::clean::v1::GatewayStatus status;
     status.set_online(online);
     status.set_time_ms(system_now_ms());
     status.set_version(VERN_VERSION);
+    if (!control.command_topic.empty()) {
+        status.set_control_box_public_key(control.box_public_key);
+        status.set_control_sign_public_key(control.sign_public_key);
+    }
     return mqtt::make_message(topic, status.SerializeAsString(), qos_at_least_once, true);
 }
 
@@ -54,12 +59,14 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
     // Served first to last (checked by config: alarm first, image and meter in either order).
     std::array<Lane, all_lanes.size()> lane_order = lanes_in_order(section.lane_order);
     std::string status_topic;  // empty: no status, no will
+    ControlTopics control;     // command_topic empty: no control channel
     Outbox& outbox;
     Counter& published;  // messages
     Counter& published_records;
     Counter& delivered_count;  // records
     Counter& publish_failed;
     Counter& connects;
+    Counter* control_unsent = nullptr;
 
     std::unique_ptr<mqtt::async_client> client;
     std::thread worker;
@@ -83,7 +90,8 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
           published_records(c.get("forward_published_records")),
           delivered_count(c.get("forward_delivered")),
           publish_failed(c.get("forward_publish_failed")),
-          connects(c.get("upstream_connects")) {
+          connects(c.get("upstream_connects")),
+          control_unsent(&c.get("control_results_unsent")) {
         mqtt::create_options create(MQTTVERSION_5,
                                     static_cast<int>(std::max<std::uint32_t>(s.window * 2, 1000)));
         client = std::make_unique<mqtt::async_client>(section.uri, client_id, create);
@@ -107,7 +115,12 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
         spdlog::warn("upstream: connection lost");
         wake();
     }
-    void message_arrived(mqtt::const_message_ptr) override {}
+    void message_arrived(mqtt::const_message_ptr msg) override {
+        if (!msg || control.command_topic.empty() || msg->get_topic() != control.command_topic) {
+            return;
+        }
+        if (control.on_command) control.on_command(msg->get_payload_str());
+    }
     void delivery_complete(mqtt::delivery_token_ptr) override {}
 
     void on_success(const mqtt::token& tok) override {
@@ -137,12 +150,13 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
                            .clean_start(true)
                            .keep_alive_interval(std::chrono::seconds(20))
                            .connect_timeout(std::chrono::seconds(10))
-                           // one more than the window: the status message
-                           .max_inflight(static_cast<int>(section.window) + 1)
+                           // the window, the status message and a few control results
+                           .max_inflight(static_cast<int>(section.window) + 1 +
+                                         (control.command_topic.empty() ? 0 : 8))
                            .automatic_reconnect(false);
         // Should the connection drop without a DISCONNECT (a crash, a cut link), the broker
         // publishes this: retained, so a backend subscribing later still sees the gateway offline.
-        if (!status_topic.empty()) builder.will(*status_message(status_topic, false));
+        if (!status_topic.empty()) builder.will(*status_message(status_topic, false, control));
         if (!section.username.empty()) {
             builder.user_name(section.username);
             if (!section.password_file.empty()) {
@@ -166,12 +180,20 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
             if (!client->connect(connect_options())->wait_for(std::chrono::seconds(15))) {
                 throw mqtt::exception(MQTTASYNC_FAILURE);  // never completed: try again
             }
+            if (!control.command_topic.empty()) {
+                // A clean start forgets subscriptions: subscribe on every connect, before the
+                // status says online (a controller that saw it can send at once).
+                if (!client->subscribe(control.command_topic, qos_at_least_once)
+                         ->wait_for(std::chrono::seconds(10))) {
+                    throw mqtt::exception(MQTTASYNC_FAILURE);
+                }
+            }
             connects.add();
             backoff.reset();
             if (!status_topic.empty()) {
                 // Not waited for: a lost status shows at the next connect; the will covers a
                 // crash in between.
-                client->publish(status_message(status_topic, true));
+                client->publish(status_message(status_topic, true, control));
             }
             std::lock_guard lock(mutex);
             ++generation;  // acks of the old connection no longer count against the window
@@ -292,6 +314,24 @@ Forwarder::Forwarder(const config::ForwardSection& section, const std::string& c
 
 Forwarder::~Forwarder() { stop(); }
 
+void Forwarder::set_control(ControlTopics control) { impl_->control = std::move(control); }
+
+bool Forwarder::publish_control(const std::string& payload) {
+    auto& d = *impl_;
+    if (d.control.result_topic.empty() || !d.is_connected) {
+        d.control_unsent->add();
+        return false;
+    }
+    try {
+        d.client->publish(
+            mqtt::make_message(d.control.result_topic, payload, qos_at_least_once, false));
+        return true;
+    } catch (const mqtt::exception&) {
+        d.control_unsent->add();
+        return false;
+    }
+}
+
 void Forwarder::start() {
     if (impl_->running.exchange(true)) return;
     impl_->worker = std::thread([this] { impl_->run(); });
@@ -304,7 +344,7 @@ void Forwarder::stop() {
     try {
         if (impl_->client->is_connected()) {
             if (!impl_->status_topic.empty()) {  // a clean stop sends no will: say it ourselves
-                impl_->client->publish(status_message(impl_->status_topic, false))
+                impl_->client->publish(status_message(impl_->status_topic, false, impl_->control))
                     ->wait_for(std::chrono::seconds(2));
             }
             impl_->client->disconnect()->wait_for(std::chrono::seconds(2));

@@ -53,7 +53,9 @@ DiagState::Device* DiagState::find(const std::string& device) {
 }
 
 bool privacy_officer_only(std::string_view counter) {
-    return counter.rfind("rights_", 0) == 0 || counter == "records_shredded";
+    // control_*: commands the controller sent for data subjects' requests.
+    return counter.rfind("rights_", 0) == 0 || counter.rfind("control_", 0) == 0 ||
+           counter == "records_shredded";
 }
 
 void DiagState::seen(const std::string& device, std::int64_t now_ms, bool periodic) {

@@ -128,4 +128,19 @@ Diagnostics& Gateway::diagnostics() { return impl_->pipeline.diagnostics(); }
 SubjectRights& Gateway::rights() { return impl_->pipeline.rights(); }
 std::string Gateway::status_json() const { return impl_->pipeline.status_json(); }
 
+void Gateway::set_control(std::string box_public_key, std::string sign_public_key,
+                          std::function<void(std::string payload)> on_command) {
+    const std::string base =
+        impl_->config.upstream.topic_prefix + "/" + impl_->config.gateway.id + "/control";
+    impl_->forwarder.set_control(
+        forward::ControlTopics{base, base + "/result", std::move(box_public_key),
+                               std::move(sign_public_key), std::move(on_command)});
+}
+
+bool Gateway::publish_control_result(const std::string& payload) {
+    return impl_->forwarder.publish_control(payload);
+}
+
+std::optional<std::int64_t> Gateway::trusted_now() const { return impl_->pipeline.trusted_now(); }
+
 }  // namespace vern::pipeline

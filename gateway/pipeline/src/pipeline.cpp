@@ -592,6 +592,10 @@ void Pipeline::sweep() { impl_->sweep(); }
 bool Pipeline::store_failed() const { return impl_->egress.failures() >= max_commit_failures; }
 forward::Outbox& Pipeline::outbox() { return impl_->outbox; }
 SubjectRights& Pipeline::rights() { return *impl_->rights; }
+std::optional<std::int64_t> Pipeline::trusted_now() const {
+    if (!impl_->time->trusted()) return std::nullopt;
+    return impl_->time->now();
+}
 void Pipeline::accept_rights(bool on) { impl_->rights->accept(on); }
 void Pipeline::run_rights() { impl_->rights->run_queued(); }
 Diagnostics& Pipeline::diagnostics() { return *impl_->diagnostics; }

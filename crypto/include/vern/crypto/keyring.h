@@ -17,6 +17,7 @@
 
 #include "vern/common/result.h"
 #include "vern/crypto/audit_signer.h"
+#include "vern/crypto/control_keys.h"
 #include "vern/crypto/pseudonymiser.h"
 #include "vern/crypto/sealer.h"
 #include "vern/crypto/token_hasher.h"
@@ -86,6 +87,11 @@ public:
 
     // The audit log's Ed25519 signer: seed = KDF(master, 1, "vernaud1").
     AuditSigner audit_signer() const;
+
+    // The control channel's key pairs (control_keys.h): the X25519 box key pair from the seed
+    // KDF(master, 1, "verncbx1"), the Ed25519 signing key pair from KDF(master, 1, "verncsg1").
+    // Unrelated to every other derived key.
+    ControlKeys control_keys() const;
 
     // The egress leak guard's keyed token hash: SipHash-2-4 keyed with the first 16 bytes of
     // KDF(master, 1, "vernlkg1"). Unrelated to pseudonyms, subject ids and the other keys.

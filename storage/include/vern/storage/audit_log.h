@@ -6,6 +6,9 @@
 // Each entry is stored at its 8-byte big-endian seq (1, 2, 3, ...) as
 //   body = version (1) | seq (u64) | time_ms (i64) | uid (u32) | role | action | subject_id |
 //          outcome | previous link (32)          (strings: u32 length + bytes)
+// or, for an entry with a request id or received date (a rights request's trace),
+//   body = version (2) | ... | outcome | request_id | received_date | previous link (32)
+// (an entry without them is still written as version 1: older logs read and verify as before)
 //   link = chain_hash(previous link, body)       (BLAKE2b-256; the first entry's previous
 //                                                  link is 32 zero bytes)
 //   value = body | link (32) | signature (64)    (Ed25519 over "vern-audit-v1:" | link)
@@ -43,13 +46,15 @@ public:
 };
 
 struct AuditEntry {
-    std::uint64_t seq = 0;     // set by append
-    std::int64_t time_ms = 0;  // Unix ms; set by append when 0
-    std::string role;          // "technician", "privacy-officer", "none"
-    std::uint32_t uid = 0;     // the peer's uid (SO_PEERCRED)
-    std::string action;        // "status", "subject.erase", "refused:subject.export", ...
-    std::string subject_id;    // keyed hash (never the raw identifier); empty if none
-    std::string outcome;       // "ok", "refused", "error:store_error", ...
+    std::uint64_t seq = 0;      // set by append
+    std::int64_t time_ms = 0;   // Unix ms; set by append when 0
+    std::string role;           // "technician", "privacy-officer", "none"
+    std::uint32_t uid = 0;      // the peer's uid (SO_PEERCRED)
+    std::string action;         // "status", "subject.erase", "refused:subject.export", ...
+    std::string subject_id;     // keyed hash (never the raw identifier); empty if none
+    std::string outcome;        // "ok", "refused", "error:store_error", ...
+    std::string request_id;     // the controller's reference of a rights request; empty if none
+    std::string received_date;  // YYYY-MM-DD: when the request reached the controller
 };
 
 struct AuditVerdict {
@@ -77,6 +82,9 @@ public:
     // Up to `max` entries with seq >= from, ascending. Entries whose bytes do not decode are
     // returned with action "(undecodable)" so `show` still lists them; verify() says why.
     Result<std::vector<AuditEntry>, StoreError> read(std::uint64_t from, std::size_t max) const;
+    // Up to `max` entries whose request id is `request_id`, ascending (reads the whole log).
+    Result<std::vector<AuditEntry>, StoreError> by_request(std::string_view request_id,
+                                                           std::size_t max) const;
     // The last `max` entries, ascending.
     Result<std::vector<AuditEntry>, StoreError> tail(std::size_t max) const;
     // Checks every entry and the head (see the top of this file).

@@ -165,6 +165,15 @@ struct HealthSection {                  // [health]: when /healthz and `vernctl 
     std::uint32_t oldest_alarm_s = 600;  // the oldest queued alarm is this old
 };
 
+struct ControlSection {  // [control]: the controller's signed rights commands (control.proto)
+    bool enabled = false;
+    std::string sign_public_key;  // the controller's Ed25519 public key, 64 hex characters
+    std::string box_public_key;   // the controller's X25519 public key, 64 hex characters
+    std::uint32_t max_validity_s = 7 * 86400;    // a command valid longer than this is refused
+    std::uint32_t max_commands_per_minute = 60;  // more are dropped unanswered (counted)
+    std::uint32_t queue_max = 64;  // commands waiting to be handled; more are dropped (counted)
+};
+
 struct Config {
     std::string source = "(defaults)";  // file it was read from
     GatewaySection gateway;
@@ -176,12 +185,14 @@ struct Config {
     AdminSection admin;
     TimeSection time;
     HealthSection health;
+    ControlSection control;
 
     std::filesystem::path master_key_path() const;
     std::string site_client_id() const;
     std::string upstream_client_id() const;
     std::filesystem::path admin_socket_path() const;
     std::filesystem::path audit_path() const;
+    std::filesystem::path control_path() const;  // {data_dir}/control: the nonce memory
 };
 
 struct ConfigProblem {

@@ -15,6 +15,7 @@
 // Never: deliver() a record without its PUBACK; hold more than `window` messages in flight; look
 // inside a payload.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -53,6 +54,18 @@ public:
     virtual void delivered(Lane lane, std::vector<std::uint64_t> ids) = 0;
 };
 
+// The controller's channel (proto/control.proto) over the same connection: commands arrive on
+// `command_topic` (subscribed at QoS 1 after every connect) and go raw to `on_command` (called
+// on Paho's thread: it must not block); results go out on `result_topic`. The gateway's public
+// control keys go into the retained GatewayStatus.
+struct ControlTopics {
+    std::string command_topic;
+    std::string result_topic;
+    std::string box_public_key;   // 32 bytes
+    std::string sign_public_key;  // 32 bytes
+    std::function<void(std::string payload)> on_command;
+};
+
 class Forwarder {
 public:
     Forwarder(const config::ForwardSection& section, const std::string& client_id, Outbox& outbox,
@@ -60,6 +73,12 @@ public:
     ~Forwarder();
     Forwarder(const Forwarder&) = delete;
     Forwarder& operator=(const Forwarder&) = delete;
+
+    // Before start(): subscribe to the control channel.
+    void set_control(ControlTopics control);
+    // Publishes a control result (QoS 1, not retained). False (counted control_results_unsent)
+    // when not connected: the controller sends the command again. Thread-safe.
+    bool publish_control(const std::string& payload);
 
     void start();
     void stop();

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -48,6 +49,17 @@ public:
     // out on the pipeline thread between two commits while run() runs (the caller blocks);
     // outside run() it fails as `unavailable`.
     SubjectRights& rights();
+
+    // The controller's channel (gateway/control): before run(), subscribe the upstream link to
+    // {topic_prefix}/{gateway}/control, hand each payload to `on_command` (on Paho's thread: it
+    // must not block) and put the public keys (32 bytes each) in the retained status.
+    void set_control(std::string box_public_key, std::string sign_public_key,
+                     std::function<void(std::string payload)> on_command);
+    // Publishes a SignedResult on {topic_prefix}/{gateway}/control/result; false if not
+    // connected (counted). Thread-safe.
+    bool publish_control_result(const std::string& payload);
+    // The gateway's wall clock while it is trusted (common/trusted_time.h), else nullopt.
+    std::optional<std::int64_t> trusted_now() const;
 
 private:
     struct Impl;

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -97,6 +98,8 @@ public:
     Diagnostics& diagnostics();
     // Counters, lane depths and link states as JSON. Holds no personal data.
     std::string status_json() const;
+    // The gateway's wall clock (Unix ms) while it is trusted; nullopt while it is not. Any thread.
+    std::optional<std::int64_t> trusted_now() const;
 
 private:
     struct Impl;
