@@ -130,10 +130,9 @@ if [ "${FLEET_ERASE:-control}" = control ] && [ -x "$bin/vern-controller" ] &&
     erase_via=control
     "$bin/vern-controller" keygen --keys "$run/ctl" >"$run/keygen.out" 2>&1 ||
         { echo "fleet: vern-controller keygen failed:"; cat "$run/keygen.out"; exit 1; }
-    # its [control] lines, for every gateway's vernd.toml
-    sed -n '/^\[control\]$/,$p' "$run/keygen.out" >"$run/control.toml"
-    grep -q '^sign_public_key' "$run/control.toml" ||
-        { echo "fleet: no [control] lines from vern-controller keygen:"; cat "$run/keygen.out"; exit 1; }
+    # every gateway's [control] section: on, with the controller's two public keys
+    printf '[control]\nenabled = true\nsign_public_key = "%s"\nbox_public_key = "%s"\n' \
+        "$(cat "$run/ctl/sign.pub")" "$(cat "$run/ctl/box.pub")" >"$run/control.toml"
 fi
 
 # --- the gateways: a site broker, vernd and (below) vern-sim each ---------------------------
@@ -269,15 +268,21 @@ for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
 pids=()
 
 audit_erasures=$(for g in $(seq 1 "$gateways"); do
-    jq -c --arg g "gw-$g" '{($g): ([.entries[]? | select(.action == "subject.erase" and (.outcome | startswith("ok")))] | length)}' \
+    # (vernctl's erasure is audited as subject.erase, the controller's as control.erase with
+    # its request id)
+    jq -c --arg g "gw-$g" '{($g): ([.entries[]? | select((.action == "subject.erase" or
+        (.action == "control.erase" and .request_id == "FLEET-ERASE-1")) and
+        (.outcome | startswith("ok")))] | length)}' \
         "$run/gw$g/audit.json" 2>/dev/null || echo "{\"gw-$g\": -1}"
 done | jq -s -c 'add')
 jq -n --argjson gws "[$(IFS=,; echo "${gw_json[*]}")]" \
     --argjson cons "[$(IFS=,; echo "${consumer_json[*]}")]" \
-    --arg target "gw-$target" --arg mode "$mode" --arg via "$erase_via" --argjson replayed "$replayed" --argjson pseudonyms "$pseudonyms" --argjson audit "$audit_erasures" \
+    --arg target "gw-$target" --arg mode "$mode" --arg via "$erase_via" --argjson replayed "$replayed" \
+    --argjson result_ok "$(grep -q -E '^gw-'"$target"' erase request FLEET-ERASE-1: OK ' "$run/results.out" 2>/dev/null && echo true || echo false)" --argjson pseudonyms "$pseudonyms" --argjson audit "$audit_erasures" \
     --argjson panels "$panels" --argjson meters "$meters" --argjson duration "$duration" \
     '{gateways: $gws, consumers: $cons, mode: $mode, replayed: $replayed,
-      erase: {gateway: $target, via: $via, pseudonyms: $pseudonyms, audit_erasures: $audit},
+      erase: {gateway: $target, via: $via, result_ok: $result_ok, pseudonyms: $pseudonyms,
+              audit_erasures: $audit},
       figures: {panels: $panels, meters: $meters, duration_s: $duration}}' >"$run/fleet.json"
 
 rc=0

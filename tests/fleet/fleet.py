@@ -460,6 +460,19 @@ def check(args):
     for gw, (n, _) in erasures.items():
         if gw != target:
             expect(n == 0, f"{gw}: rights_erasures {n}: the erasure was sent to {target} only")
+    if fleet["erase"].get("via") == "control":
+        # The signed command went to the target only: no other gateway got a command at all,
+        # the target carried it out, and its signed result came back OK to the controller.
+        for gw in status:
+            k = status[gw]["counters"]
+            want = 1 if gw == target else 0
+            expect(k.get("control_commands", 0) == want and k.get("control_done", 0) == want,
+                   f"{gw}: control_commands {k.get('control_commands')}, control_done "
+                   f"{k.get('control_done')}: the controller sent one command, to {target}")
+            refused = sum(n for c, n in k.items() if c.startswith("control_refused_"))
+            expect(refused == 0, f"{gw}: {refused} control commands refused")
+        expect(fleet["erase"].get("result_ok") is True,
+               f"vern-controller results: no OK result from {target}")
     audit = fleet["erase"].get("audit_erasures", {})
     for gw, n in audit.items():
         expect(n == (1 if gw == target else 0),
