@@ -1,27 +1,34 @@
 #!/usr/bin/env bash
 # Fleet bench and test (issue 16): GATEWAYS gateways on this machine, each a vernd with its own
-# site broker and vern-sim, against ONE upstream mosquitto, and CONSUMERS consumers
-# (tests/fleet/fleet.py) in one MQTT 5 shared subscription group ($share/fleet/vern/v1/+/+/KIND).
-# Halfway through the traffic a customer of one gateway is erased (`vernctl subject erase`,
-# identifier piped in, never in a file or an argument). Then it checks, and prints with the
-# figures (tests/fleet/fleet.py check):
+# site broker and vern-sim, against ONE upstream mosquitto, and CONSUMERS consumers in one
+# MQTT 5 shared subscription group: the consumer kit's (clients/python, built) sharing one state
+# file, driven by tests/fleet/fleet.py; without the kit, fleet.py's own. Halfway through the
+# traffic a customer of one gateway is erased: by the controller's signed command
+# (vern-controller over the upstream broker, vernd's [control]) when the build has the control
+# channel, else by vernctl on that gateway's admin socket; the identifier is piped in, never in
+# a file or an argument. At the end the first alarm messages are published again (a gateway's
+# re-send after a crash). Then it checks, and prints with the figures (fleet.py check):
 #   - every record a gateway says the upstream broker acknowledged (forward_delivered) reached
-#     exactly one consumer once after de-duplication by (gateway, stream, seq); lost 0, and no
-#     sequence number of any stream missing but those the erasure purged;
+#     exactly one consumer once after de-duplication by (gateway, stream, seq), the re-sent ones
+#     were dropped; lost 0: no sequence number of any stream missing but those the erasure
+#     purged, and the records are what the simulators' events make;
 #   - every event each simulator sent was receipted by its gateway;
-#   - the erasure was carried out on its gateway (counter and audit log) and on no other; its
-#     notices reached every consumer, name the subject by the pseudonyms `vernd --pseudonymise`
-#     gives with that gateway's key, and no consumer holds the subject's records from before;
+#   - the erasure was carried out on its gateway (counters, audit log, the signed result) and on
+#     no other; its notices were taken (by the group's store, or by every consumer's own), name
+#     the subject by the pseudonyms `vernd --pseudonymise` gives with that gateway's key, and no
+#     store holds the subject's records from before them;
 #   - no identifier of any site's population in any file the run wrote (vern-tap scan);
-# and prints CPU seconds per process group and wall time. Exit 1 if a check failed.
+# and the check must fail on the results broken four ways. Prints CPU seconds per process group
+# and wall time. Exit 1 if a check failed.
 #
 #   bench/fleet.sh [BUILD_DIR]    BUILD_DIR given: run what it holds (ctest "fleet:" does);
 #                                 none: scripts/build.sh first, then build/ ($VERN_BUILD_DIR)
 # Knobs: GATEWAYS (8), CONSUMERS (3), DURATION (s of device traffic, 12), PANELS (2) and
 # METERS (6) per gateway, ALARM_PERIOD_MS (1000, per panel), METER_PERIOD_MS (500: a simulated
 # quarter-hour reading per meter), ERASE_AT_S (DURATION / 2), KEEP=1 keeps the run's files,
-# FLEET_CONSUMER=own (fleet.py's own consumers even when the kit is built), FLEET_KIT=DIR (the
-# built kit elsewhere than BUILD_DIR/clients/python).
+# REPLAY (20 messages sent again; with the kit only), FLEET_CONSUMER=own (fleet.py's own
+# consumers even when the kit is built), FLEET_KIT=DIR (the built kit elsewhere than
+# BUILD_DIR/clients/python), FLEET_ERASE=admin (vernctl even when the control channel is built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=$PWD
