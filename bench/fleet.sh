@@ -285,9 +285,10 @@ done | jq -s -c 'add')
 jq -n --argjson gws "[$(IFS=,; echo "${gw_json[*]}")]" \
     --argjson cons "[$(IFS=,; echo "${consumer_json[*]}")]" \
     --arg target "gw-$target" --arg mode "$mode" --arg via "$erase_via" --argjson replayed "$replayed" \
+    --argjson replay_wanted "$([ $mode = kit ] && echo "$replay_n" || echo 0)" \
     --argjson result_ok "$(grep -q -E '^gw-'"$target"' erase request FLEET-ERASE-1: OK ' "$run/results.out" 2>/dev/null && echo true || echo false)" --argjson pseudonyms "$pseudonyms" --argjson audit "$audit_erasures" \
     --argjson panels "$panels" --argjson meters "$meters" --argjson duration "$duration" \
-    '{gateways: $gws, consumers: $cons, mode: $mode, replayed: $replayed,
+    '{gateways: $gws, consumers: $cons, mode: $mode, replayed: $replayed, replay_wanted: $replay_wanted,
       erase: {gateway: $target, via: $via, result_ok: $result_ok, pseudonyms: $pseudonyms,
               audit_erasures: $audit},
       figures: {panels: $panels, meters: $meters, duration_s: $duration}}' >"$run/fleet.json"
