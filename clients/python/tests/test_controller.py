@@ -5,7 +5,6 @@ gateway, printing nothing personal."""
 import os
 import stat
 import subprocess
-import threading
 import unittest
 
 import nacl.public

@@ -150,14 +150,23 @@ class Consumer:
     on_epoch_link(link): an EpochLink (old -> new pseudonym of one stream), once per pair,
         before the record carrying it is handed on; current()/previous() look pairs up later.
     Callbacks run on the consumer's thread, one at a time; they may use self.db (the same
-    SQLite connection: their writes commit with the seen marks)."""
+    SQLite connection: their writes commit with the seen marks). synchronous: "FULL" (a
+    commit survives a power cut) or "NORMAL" (it survives a crash of the process)."""
 
     def __init__(self, state_path, on_record, on_erasure=None, on_epoch_link=None,
-                 window=65536):
+                 window=65536, synchronous="FULL"):
         self.state_path = state_path
+        # Its epoch links are pseudonyms: readable by its owner only (SQLite gives its -wal and
+        # -shm files the same mode).
+        os.close(os.open(state_path, os.O_RDWR | os.O_CREAT, 0o600))
         self.db = sqlite3.connect(state_path, isolation_level=None, timeout=60)  # ours
         self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.execute("PRAGMA synchronous = FULL")
+        # FULL: a commit is on disk before the PUBACK, power cuts included (one fsync per
+        # message); NORMAL: safe against a crash of the process, a power cut may forget the last
+        # marks (their records were acknowledged: only a later repeat of one would pass).
+        if synchronous.upper() not in ("FULL", "NORMAL"):
+            raise ValueError("synchronous must be FULL or NORMAL")
+        self.db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
         self.seen = SeenStore(self.db, window)
         self.on_record = on_record
         self.on_erasure = on_erasure
@@ -191,16 +200,15 @@ class Consumer:
                 for link in epoch_links(record):
                     if self._add_link(link) and self.on_epoch_link:
                         self.on_epoch_link(link)
-                if record.WhichOneof("body") == "erasure" and self.on_erasure:
-                    self.counts["erasures"] += 1
-                    self.on_erasure(record)
-                else:
-                    self.on_record(record)
+                erasure = record.WhichOneof("body") == "erasure"
+                (self.on_erasure if erasure and self.on_erasure else self.on_record)(record)
                 self.seen.mark(record.gateway, record.stream, record.seq)
+                self.counts["erasures"] += erasure
                 self.counts["records"] += 1
                 new += 1
         finally:  # what returned is kept, even when a later callback raised
-            self.db.execute("COMMIT")
+            if self.db.in_transaction:
+                self.db.execute("COMMIT")
         return new
 
     def _add_link(self, link):

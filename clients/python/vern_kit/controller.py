@@ -84,7 +84,7 @@ class Keys:
 
 
 def make_command(keys, gateway, gateway_box_public, action, request_id, received_date,
-                 subject_kind, subject_identifier, purpose="", valid_for_s=600, now_ms=None,
+                 subject_kind, subject_identifier, purpose="", valid_for_s=86400, now_ms=None,
                  nonce=None):
     """A SignedCommand (serialized) for one gateway, and its nonce."""
     if action not in ACTIONS:
