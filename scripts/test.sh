@@ -62,6 +62,9 @@ logs=${VERN_TEST_LOGS:-build-logs}
 # under TSan (the whole tree instrumented, slowest tests), so CI leaves them out:
 # VERN_TSAN_E2E=1 adds them.
 tsan_targets=(storage_test crypto_test pipeline_test rights_test forward_test admin_test)
+# The control channel's worker thread, Paho's callback queueing into it, rights calls from it (one
+# in-process test of about 10 s).
+tsan_targets+=(control_e2e_test)
 [ "${VERN_TSAN_E2E:-0}" = 1 ] && tsan_targets+=(e2e_test)
 tsan_regex="^($(IFS='|'; echo "${tsan_targets[*]}")):"
 # Not under TSan: the million-record queue test runs one thread (RocksDB's tombstones are what it

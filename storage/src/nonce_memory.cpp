@@ -102,7 +102,7 @@ Result<std::unique_ptr<NonceMemory>, StoreError> NonceMemory::open(const std::st
     d.capacity = capacity == 0 ? 1 : capacity;
     std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator(rocksdb::ReadOptions()));
     for (it->Seek(rocksdb::Slice(&nonce_prefix, 1));
-         it->Valid() && it->key().size() > 0 && it->key()[0] == nonce_prefix; it->Next()) {
+         it->Valid() && !it->key().empty() && it->key()[0] == nonce_prefix; it->Next()) {
         std::int64_t expiry = 0;
         if (!decode_expiry(std::string_view(it->value().data(), it->value().size()), expiry)) {
             continue;

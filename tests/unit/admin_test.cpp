@@ -665,8 +665,10 @@ TEST_CASE("render_metrics gives Prometheus text with lanes, reasons and the comm
     counters.get("rights_erasures").add(1);
     counters.get("rights_exports").add(1);
     counters.get("records_shredded").add(4);
+    counters.get("control_refused_replay").add(1);
     const std::string scraped = admin::render_metrics("{}", counters);
     CHECK(scraped.find("rights_") == std::string::npos);
+    CHECK(scraped.find("control_") == std::string::npos);
     CHECK(scraped.find("shredded") == std::string::npos);
     CHECK(scraped.find("vern_forwarded_total 7\n") != std::string::npos);
     // Every family is declared once, before its samples.

@@ -894,3 +894,19 @@ TEST_CASE("selftest warns when a mosquitto config on the box turns persistence o
         if (c["name"] == "site broker keeps nothing at rest") CHECK_FALSE(c.contains("warn"));
     }
 }
+
+// Issue 16 item 4: the controller's commands received and refused, by reason, are the privacy
+// officer's to see (they tell that a data subject asked), never the technician's.
+TEST_CASE("The control channel's counters are in the privacy officer's status only") {
+    DiagFixture f;
+    f.counters.get("control_commands").add(7);
+    f.counters.get("control_refused_replay").add(2);
+    f.counters.get("control_refused_signature").add(1);
+    const std::string technician = f.diagnostics->status_json(Audience::technician);
+    CHECK(technician.find("control_") == std::string::npos);
+    const auto o = nlohmann::json::parse(f.diagnostics->status_json(Audience::privacy_officer));
+    CHECK(o["rights"]["control_commands"] == 7);
+    CHECK(o["rights"]["control_refused_replay"] == 2);
+    CHECK(o["rights"]["control_refused_signature"] == 1);
+    CHECK(privacy_officer_only("control_refused_expired"));
+}

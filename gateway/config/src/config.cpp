@@ -317,7 +317,7 @@ bool is_hex_key(const std::string& s) {
 Field hex_key_field(std::string name, std::string* out, std::string doc) {
     Field f = string_field(std::move(name), out, std::move(doc));
     auto read = f.read;
-    f.read = [out, read](const toml::node& node, const std::string& where, Context& ctx) {
+    f.read = [read](const toml::node& node, const std::string& where, Context& ctx) {
         auto v = node.value<std::string>();
         if (node.is_string() && v && !v->empty() && !is_hex_key(*v)) {
             ctx.add(node.source(), where + " must be a 32-byte public key as 64 hex characters");

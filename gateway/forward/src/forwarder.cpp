@@ -185,6 +185,8 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
                 // status says online (a controller that saw it can send at once).
                 if (!client->subscribe(control.command_topic, qos_at_least_once)
                          ->wait_for(std::chrono::seconds(10))) {
+                    // Start over: connect again (and subscribe) after the backoff.
+                    client->disconnect()->wait_for(std::chrono::seconds(2));
                     throw mqtt::exception(MQTTASYNC_FAILURE);
                 }
             }
