@@ -452,8 +452,13 @@ def check(args):
             if t[3] in have:
                 have[t[3]] += 1
         expected_records += sum(want.values())
+        # On the erasure's gateway an image of the subject's alarm still on its way when the
+        # erasure lands is not linked any more and is dropped (docs/design.md, "Erasure"):
+        # counted, and allowed there only.
+        dropped_images = k.get("policy_images_unlinked", 0) if gw == target else 0
         for kind in want:
-            expect(want[kind] - purged <= have[kind] <= want[kind],
+            slack = purged + (dropped_images if kind == "image" else 0)
+            expect(want[kind] - slack <= have[kind] <= want[kind],
                    f"{gw}: {have[kind]} {kind} records for the {want[kind]} the simulator's "
                    f"events make ({purged} purged by erasure)")
 
