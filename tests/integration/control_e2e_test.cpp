@@ -43,16 +43,6 @@ std::int64_t now_ms() {
         .count();
 }
 
-template <class Pred>
-bool wait_until(Pred pred, std::chrono::milliseconds limit = 30s) {
-    auto end = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < end) {
-        if (pred()) return true;
-        std::this_thread::sleep_for(20ms);
-    }
-    return pred();
-}
-
 // Every log line vernd's code writes while the test runs.
 class LogCapture {
 public:

@@ -54,7 +54,8 @@ std::string bin(const std::string& name);
 // blanks, a path first; set by scripts/cross-arm64.sh), other programs as they are.
 std::vector<std::string> with_emulator(std::vector<std::string> argv);
 // Polls cond every 10 ms until it returns true (true) or timeout passes (false).
-bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
+bool wait_until(const std::function<bool()>& cond,
+                std::chrono::milliseconds timeout = std::chrono::seconds(30));
 // Waits until 127.0.0.1:port accepts a TCP connection.
 bool wait_for_port(int port, std::chrono::milliseconds timeout);
 

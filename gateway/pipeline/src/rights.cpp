@@ -18,6 +18,22 @@
 namespace vern::pipeline {
 namespace {
 
+// Removes each lane's listed records (any order, repeats allowed) and adds how many went to
+// `purged`; false when the store refused a lane (what was removed before it stays removed).
+bool remove_queued(storage::Store& store, std::array<std::vector<std::uint64_t>, 3>& by_lane,
+                   std::uint64_t& purged) {
+    for (Lane lane : all_lanes) {
+        auto& seqs = by_lane[static_cast<std::size_t>(lane)];
+        if (seqs.empty()) continue;
+        std::sort(seqs.begin(), seqs.end());
+        seqs.erase(std::unique(seqs.begin(), seqs.end()), seqs.end());
+        auto removed = store.remove(lane, seqs);
+        if (!removed) return false;
+        purged += *removed;
+    }
+    return true;
+}
+
 using config::Action;
 using config::DataClass;
 using crypto::SubjectKind;
@@ -576,21 +592,13 @@ RightsEngine::Outcome RightsEngine::erase(const SubjectRef& ref) {
         // the lanes now, out of the files at the compaction below.
         std::array<std::vector<std::uint64_t>, 3> by_lane;
         for (const auto& m : first) by_lane[static_cast<std::size_t>(m.lane)].push_back(m.seq);
-        for (Lane lane : all_lanes) {
-            auto& seqs = by_lane[static_cast<std::size_t>(lane)];
-            if (seqs.empty()) continue;
-            std::sort(seqs.begin(), seqs.end());
-            seqs.erase(std::unique(seqs.begin(), seqs.end()), seqs.end());
-            auto removed = store_.remove(lane, seqs);
-            if (!removed) {
-                // A panel user's or metering point's records are sealed with the customer's key:
-                // the destroyed key does not cover them, only this removal does. Say so; the key
-                // and the notices are committed, and erasing again removes what is left.
-                return fail(error(RightsErrc::store_error,
-                                  "the key is destroyed and the notices are queued, but the store "
-                                  "refused removing the records: erase again"));
-            }
-            purged += *removed;
+        if (!remove_queued(store_, by_lane, purged)) {
+            // A panel user's or metering point's records are sealed with the customer's key:
+            // the destroyed key does not cover them, only this removal does. Say so; the key
+            // and the notices are committed, and erasing again removes what is left.
+            return fail(error(RightsErrc::store_error,
+                              "the key is destroyed and the notices are queued, but the store "
+                              "refused removing the records: erase again"));
         }
         {
             std::lock_guard lock(held_mutex_);
@@ -834,18 +842,10 @@ RightsEngine::Outcome RightsEngine::consent(const SubjectRef& ref, std::string_v
                 by_lane[static_cast<std::size_t>(m.lane)].push_back(m.seq);
             }
         }
-        for (Lane lane : all_lanes) {
-            auto& seqs = by_lane[static_cast<std::size_t>(lane)];
-            if (seqs.empty()) continue;
-            std::sort(seqs.begin(), seqs.end());
-            seqs.erase(std::unique(seqs.begin(), seqs.end()), seqs.end());
-            auto removed = store_.remove(lane, seqs);
-            if (!removed) {
-                return fail(error(RightsErrc::store_error,
-                                  "consent is withdrawn and the notice queued, but the store "
-                                  "refused removing the queued records: withdraw again"));
-            }
-            purged += *removed;
+        if (!remove_queued(store_, by_lane, purged)) {
+            return fail(error(RightsErrc::store_error,
+                              "consent is withdrawn and the notice queued, but the store "
+                              "refused removing the queued records: withdraw again"));
         }
         if (notices) wake_forwarder_();
         return RightsOutcome{};
