@@ -127,11 +127,19 @@ __attribute__((noinline)) void run_load(pipeline::Pipeline& p, const Load& load,
             if (load.drain) {
                 forward::Packing packing;
                 for (Lane lane : {Lane::alarm, Lane::meter}) {
+                    // The forwarder hands acknowledged records over together (one store
+                    // write per turn, see forward::Forwarder), not one message at a time.
+                    std::vector<std::uint64_t> acked;
+                    std::uint64_t from = 0;
                     for (;;) {
-                        auto messages = p.outbox().next(lane, 0, 16, packing);
+                        auto messages = p.outbox().next(lane, from, 16, packing);
                         if (messages.empty()) break;
-                        for (auto& out : messages) p.outbox().delivered(lane, out.ids);
+                        for (auto& out : messages) {
+                            from = out.ids.back() + 1;
+                            acked.insert(acked.end(), out.ids.begin(), out.ids.end());
+                        }
                     }
+                    if (!acked.empty()) p.outbox().delivered(lane, std::move(acked));
                 }
             }
         }

@@ -3,8 +3,10 @@
 #include <mqtt/async_client.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -27,6 +29,12 @@ std::array<Lane, all_lanes.size()> lanes_in_order(const std::string& order) {
 
 constexpr int qos_at_least_once = 1;
 constexpr std::size_t read_chunk = 64;
+// Acknowledged records are handed to Outbox::delivered (one store write) together: once this
+// many are waiting, once the oldest has waited ack_settle_after, on a lost connection (before
+// anything is sent again from the lanes' heads) and at stop. Never before their PUBACK; a crash
+// in between only means they are sent again (duplicates, dropped by the backend's de-dup).
+constexpr std::size_t ack_settle_records = 256;
+constexpr auto ack_settle_after = std::chrono::milliseconds(10);
 
 #ifndef VERN_VERSION
 #define VERN_VERSION "unknown"
@@ -80,6 +88,11 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
     std::uint64_t generation = 0;
     std::vector<Pending> acked;
     std::set<std::pair<Lane, std::uint64_t>> in_flight;  // (lane, first id) of each message
+
+    // Acknowledged, not yet handed to the outbox (forwarder thread, and stop() after the join).
+    std::array<std::vector<std::uint64_t>, all_lanes.size()> unsettled;
+    std::size_t unsettled_count = 0;
+    std::chrono::steady_clock::time_point unsettled_since;
 
     Impl(const config::ForwardSection& s, const std::string& client_id, std::string status,
          Outbox& o, Counters& c)
@@ -214,7 +227,8 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
         }
     }
 
-    void settle_acks() {
+    // `all`: hand over every acknowledged record now (lost connection, stop).
+    void settle_acks(bool all = false) {
         std::vector<Pending> done;
         {
             std::lock_guard lock(mutex);
@@ -224,18 +238,35 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
             }
             in_flight_count = in_flight.size();
         }
-        if (done.empty()) return;
-        std::array<std::vector<std::uint64_t>, all_lanes.size()> by_lane;
+        const auto now = std::chrono::steady_clock::now();
+        if (unsettled_count == 0 && !done.empty()) unsettled_since = now;
         for (const auto& p : done) {
-            auto& ids = by_lane[static_cast<std::size_t>(p.lane)];
+            auto& ids = unsettled[static_cast<std::size_t>(p.lane)];
             ids.insert(ids.end(), p.ids.begin(), p.ids.end());
+            unsettled_count += p.ids.size();
+            delivered_count.add(p.ids.size());
+        }
+        if (unsettled_count == 0) return;
+        if (!all && unsettled_count < ack_settle_records &&
+            now - unsettled_since < ack_settle_after) {
+            return;
         }
         for (Lane lane : all_lanes) {
-            auto& ids = by_lane[static_cast<std::size_t>(lane)];
+            auto& ids = unsettled[static_cast<std::size_t>(lane)];
             if (ids.empty()) continue;
-            delivered_count.add(ids.size());
             outbox.delivered(lane, std::move(ids));
+            ids = {};
         }
+        unsettled_count = 0;
+    }
+
+    // How long the worker may sleep: until the oldest unsettled acknowledgement is due.
+    std::chrono::milliseconds idle_wait() const {
+        constexpr std::chrono::milliseconds idle(100);
+        if (unsettled_count == 0) return idle;
+        const auto due = unsettled_since + ack_settle_after - std::chrono::steady_clock::now();
+        return std::clamp(std::chrono::ceil<std::chrono::milliseconds>(due),
+                          std::chrono::milliseconds(0), idle);
     }
 
     // Fills the window, highest-priority lane first. Lower lanes may take at most three
@@ -295,17 +326,17 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
         while (running) {
             if (!is_connected || !client->is_connected()) {
                 is_connected = false;
+                settle_acks(true);  // before the lanes are sent again from their heads
                 if (!connect(backoff)) continue;
                 cursor.fill(0);  // resend everything not yet acknowledged
             }
             settle_acks();
             fill(cursor);
             std::unique_lock lock(mutex);
-            cv.wait_for(lock, std::chrono::milliseconds(100),
-                        [&] { return woken || !acked.empty() || !running; });
+            cv.wait_for(lock, idle_wait(), [&] { return woken || !acked.empty() || !running; });
             woken = false;
         }
-        settle_acks();
+        settle_acks(true);
     }
 };
 
@@ -353,7 +384,7 @@ void Forwarder::stop() {
         }
     } catch (const mqtt::exception&) {
     }
-    impl_->settle_acks();
+    impl_->settle_acks(true);
 }
 
 void Forwarder::notify() { impl_->wake(); }
