@@ -11,6 +11,7 @@
 #include <rocksdb/status.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
+#include <rocksdb/write_buffer_manager.h>
 #include <sys/statvfs.h>
 
 #include <algorithm>
@@ -620,6 +621,11 @@ Result<std::unique_ptr<Store>, StoreError> Store::open(const StoreOptions& optio
     db_options.info_log = make_info_log("store");
     db_options.recycle_log_file_num = 0;
     db_options.max_manifest_file_size = 4u << 20;
+    // Memtables of all column families together (seven of them, each up to two write buffers):
+    // at most four write buffers' worth; beyond it the largest is flushed. Bounds RocksDB's
+    // write memory to 16 MiB by default rather than 56 MiB, whatever the load.
+    db_options.write_buffer_manager =
+        std::make_shared<rocksdb::WriteBufferManager>(4 * options.write_buffer_bytes);
 
     rocksdb::BlockBasedTableOptions table;
     table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);

@@ -8,6 +8,7 @@
 #include <mqtt/async_client.h>
 
 #include <catch2/catch.hpp>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -46,6 +47,7 @@ public:
     }
     std::vector<forward::Outgoing> next(Lane lane, std::uint64_t from, std::size_t max_messages,
                                         const forward::Packing& packing) override {
+        if (on_next) on_next(lane);
         std::lock_guard lock(mu_);
         std::vector<forward::Outgoing> out;
         const std::string topic =
@@ -79,6 +81,8 @@ public:
         std::lock_guard lock(mu_);
         return delivered_.size();
     }
+
+    std::function<void(Lane)> on_next;  // called as next() is entered (forwarder's thread)
 
 private:
     std::mutex mu_;
@@ -225,6 +229,41 @@ TEST_CASE("A backlog goes alarm lane first, then the lanes in the configured ord
         order == "alarm,image,meter" ? std::vector<std::string>{"alarm", "image", "meter"}
                                      : std::vector<std::string>{"alarm", "meter", "image"};
     CHECK(runs == expected);
+}
+
+TEST_CASE("An alarm queued during a meter backlog goes before the rest of the window's meters") {
+    test::Mosquitto broker;
+    Backend backend(broker.uri());
+    MemoryOutbox outbox;
+    outbox.add(Lane::meter, 2000);
+    bool alarm_added = false;
+    // The alarm is committed while the forwarder is reading the first meter messages.
+    outbox.on_next = [&](Lane lane) {
+        if (lane != Lane::meter || alarm_added) return;
+        alarm_added = true;
+        outbox.add(Lane::alarm, 1);
+    };
+    auto section = section_for(broker);
+    section.batch_max_records = 1;  // one meter record a message: the window holds 192 of them
+    Counters counters;
+    forward::Forwarder forwarder(section, "forward-test", outbox, counters);
+    forwarder.start();
+    REQUIRE(test::wait_until([&] { return backend.unique_records() == 2001; }, 60s));
+    forwarder.stop();
+
+    const auto arrivals = backend.arrivals();
+    std::size_t meters_before = 0;
+    bool found = false;
+    for (const auto& a : arrivals) {
+        if (lane_of(a.topic) == "alarm") {
+            found = true;
+            break;
+        }
+        ++meters_before;
+    }
+    REQUIRE(found);
+    INFO("meter messages published before the alarm: " << meters_before);
+    CHECK(meters_before <= 16);  // one small read of the meter lane, not a window's worth
 }
 
 TEST_CASE("Nothing counts as delivered while the broker is down and all of it once it is back") {

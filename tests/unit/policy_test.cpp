@@ -522,6 +522,29 @@ TEST_CASE("A sent interval is forgotten after the history, and its state with it
     CHECK(without_bindings(h.state).empty());
 }
 
+TEST_CASE(
+    "Of one meter's sent intervals only the old ones are forgotten, the rest hold a restart") {
+    Harness h(billing_only());
+    // Two hourly intervals of one meter, sent one hour apart.
+    for (const auto& r : quarter_hours(gsrn, t0, 4)) h.apply(r, t0 + hour_ms);
+    for (const auto& r : quarter_hours(gsrn, t0 + hour_ms, 4)) h.apply(r, t0 + 2 * hour_ms);
+    REQUIRE(h.emitted.size() == 2);
+    CHECK(without_bindings(h.state).size() == 2);  // one state entry per sent interval
+    h.tick(t0 + 49 * hour_ms);                     // the first is past the history
+    CHECK(without_bindings(h.state).size() == 1);
+    REQUIRE(h.restart() == 0);
+    // The second is still known: its readings are duplicates, its interval takes corrections.
+    auto second = quarter_hours(gsrn, t0 + hour_ms, 4);
+    CHECK(h.emit(second[1], t0 + 49 * hour_ms).empty());
+    CHECK(h.counter("policy_meter_duplicates") == 1);
+    auto out = h.emit(reading(gsrn, t0 + hour_ms + 7 * min_ms, 7, 60), t0 + 49 * hour_ms);
+    REQUIRE(out.size() == 1);
+    CHECK(out[0].record.meter().correction());
+    CHECK(out[0].record.meter().interval_start_ms() == t0 + hour_ms);
+    h.tick(t0 + 50 * hour_ms);
+    CHECK(without_bindings(h.state).empty());
+}
+
 TEST_CASE("Meter rules: interval keep sends each reading, generalise rounds the energy") {
     SECTION("interval keep") {
         Harness h(only({billing_purpose(

@@ -35,6 +35,9 @@ constexpr std::size_t read_chunk = 64;
 // in between only means they are sent again (duplicates, dropped by the backend's de-dup).
 constexpr std::size_t ack_settle_records = 256;
 constexpr auto ack_settle_after = std::chrono::milliseconds(10);
+// Messages a lower lane (image, meter) reads at once: a packed meter message is up to
+// batch_max_records records, each read from the store and opened.
+constexpr std::size_t lower_chunk = 4;
 
 #ifndef VERN_VERSION
 #define VERN_VERSION "unknown"
@@ -270,52 +273,64 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
     }
 
     // Fills the window, highest-priority lane first. Lower lanes may take at most three
-    // quarters of it, so an alarm always finds a free slot.
+    // quarters of it, so an alarm always finds a free slot. A lower lane is read a few
+    // messages at a time (lower_chunk), and the lanes above it are looked at again before each
+    // such read: during a large backlog a new alarm waits for at most one small read, not for
+    // a whole window of packed meter records to be read, opened and published.
     void fill(std::array<std::uint64_t, all_lanes.size()>& cursor) {
         std::size_t window = section.window;
         std::size_t reserve_free = window == 1 ? 0 : window / 4;
-        for (Lane lane : lane_order) {
+        for (std::size_t i = 0; i < lane_order.size();) {
+            const Lane lane = lane_order[i];
+            const bool first = i == 0;
             std::size_t limit = lane == Lane::alarm ? window : window - reserve_free;
-            for (;;) {
-                std::size_t used;
-                std::uint64_t gen;
+            std::size_t used;
+            std::uint64_t gen;
+            {
+                std::lock_guard lock(mutex);
+                used = in_flight.size();
+                gen = generation;
+            }
+            if (used >= limit && lane == Lane::alarm) return;
+            if (used >= limit) {
+                ++i;  // a lower lane's limit may be the same: nothing more below either
+                continue;
+            }
+            if (!is_connected) return;
+            auto& from = cursor[static_cast<std::size_t>(lane)];
+            const std::size_t chunk = first ? read_chunk : lower_chunk;
+            auto batch = outbox.next(lane, from, std::min(chunk, limit - used), packing_of(lane));
+            if (batch.empty()) {
+                ++i;
+                continue;
+            }
+            for (auto& msg_out : batch) {
+                const std::uint64_t first_id = msg_out.ids.front();
+                const std::uint64_t last = msg_out.ids.back();
+                const std::size_t records = msg_out.ids.size();
+                auto* ctx = new Pending{lane, std::move(msg_out.ids), gen};
                 {
                     std::lock_guard lock(mutex);
-                    used = in_flight.size();
-                    gen = generation;
+                    in_flight.insert({lane, first_id});
+                    in_flight_count = in_flight.size();
                 }
-                if (used >= limit || !is_connected) return;
-                auto& from = cursor[static_cast<std::size_t>(lane)];
-                auto batch =
-                    outbox.next(lane, from, std::min(read_chunk, limit - used), packing_of(lane));
-                if (batch.empty()) break;
-                for (auto& msg_out : batch) {
-                    const std::uint64_t first = msg_out.ids.front();
-                    const std::uint64_t last = msg_out.ids.back();
-                    const std::size_t records = msg_out.ids.size();
-                    auto* ctx = new Pending{lane, std::move(msg_out.ids), gen};
-                    {
-                        std::lock_guard lock(mutex);
-                        in_flight.insert({lane, first});
-                        in_flight_count = in_flight.size();
-                    }
-                    try {
-                        auto msg = mqtt::make_message(msg_out.topic, msg_out.payload,
-                                                      qos_at_least_once, false);
-                        client->publish(msg, ctx, *this);
-                        published.add();
-                        published_records.add(records);
-                        from = last + 1;
-                    } catch (const mqtt::exception&) {
-                        delete ctx;
-                        publish_failed.add();
-                        std::lock_guard lock(mutex);
-                        in_flight.erase({lane, first});
-                        in_flight_count = in_flight.size();
-                        return;  // most likely disconnected; the supervisor loop takes over
-                    }
+                try {
+                    auto msg = mqtt::make_message(msg_out.topic, msg_out.payload, qos_at_least_once,
+                                                  false);
+                    client->publish(msg, ctx, *this);
+                    published.add();
+                    published_records.add(records);
+                    from = last + 1;
+                } catch (const mqtt::exception&) {
+                    delete ctx;
+                    publish_failed.add();
+                    std::lock_guard lock(mutex);
+                    in_flight.erase({lane, first_id});
+                    in_flight_count = in_flight.size();
+                    return;  // most likely disconnected; the supervisor loop takes over
                 }
             }
+            if (!first) i = 0;  // anything new in the lanes above goes first
         }
     }
 

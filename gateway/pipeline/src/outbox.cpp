@@ -204,13 +204,19 @@ std::vector<forward::Outgoing> StoreOutbox::next(Lane lane, std::uint64_t from,
                 expired_seqs.push_back(r.seq);  // counted once removed: the sweep may race
                 continue;
             }
-            clean::v1::Batch batch;
-            if (!batch.add_records()->ParseFromString(*plain)) {
-                corrupt_.add();
-                drop.push_back(r.seq);
-                continue;
+            // Opened means authenticated: the bytes are the Record the commit sealed, so they
+            // go up as they are (like the memory tail's), parsed only for the diagnostic tail.
+            std::optional<clean::v1::Record> record;
+            if (diag_.tailing()) {
+                record.emplace();
+                if (!record->ParseFromString(*plain)) {
+                    corrupt_.add();
+                    drop.push_back(r.seq);
+                    continue;
+                }
             }
-            full = !emit(r.seq, *header, batch.SerializeAsString(), exempt, &batch.records(0));
+            full = !emit(r.seq, *header, one_record_batch(*plain), exempt,
+                         record ? &*record : nullptr);
         }
         settle();
         if (!out.empty()) return out;
