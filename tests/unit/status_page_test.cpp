@@ -9,7 +9,6 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <regex>
 
 #include "vern/admin/metrics.h"
 #include "vern/admin/server.h"
@@ -80,13 +79,21 @@ std::string series_attr(const std::string& page, const std::string& plot, const 
     if (from == std::string::npos) return "";
     const auto to = page.find("</section>", from);
     const std::string section = page.substr(from, to - from);
-    const std::regex path("<path class=\"line\"[^>]*data-series=\"" + series + "\"[^>]*>");
-    std::smatch m;
-    if (!std::regex_search(section, m, path)) return "";
-    const std::regex attr(name + "=\"([^\"]*)\"");
-    std::smatch a;
-    const std::string tag = m.str();
-    return std::regex_search(tag, a, attr) ? a.str(1) : "";
+    // A scan, not std::regex: libstdc++'s regex recurses per character and a 48 h page's path
+    // (tens of KB of points) overflows the stack under ASan.
+    const std::string open = "<path class=\"line\"";
+    for (auto at = section.find(open); at != std::string::npos; at = section.find(open, at + 1)) {
+        const auto end = section.find('>', at);
+        if (end == std::string::npos) return "";
+        const std::string tag = section.substr(at, end - at);
+        if (tag.find(" data-series=\"" + series + "\"") == std::string::npos) continue;
+        const std::string key = " " + name + "=\"";
+        const auto v = tag.find(key);
+        if (v == std::string::npos) return "";
+        const auto value_at = v + key.size();
+        return tag.substr(value_at, tag.find('"', value_at) - value_at);
+    }
+    return "";
 }
 
 class StubDiagnostics : public pipeline::Diagnostics {
