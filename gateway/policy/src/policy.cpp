@@ -855,9 +855,10 @@ struct Policy::Impl {
         std::set<std::string> image_to;  // purposes that may get this alarm's images
         for (const auto& ps : purposes) {
             if (refused(ps, remembered)) {
-                if (ps.alarm_rules || ps.images())
+                if (ps.alarm_rules || ps.images()) {
                     count_consent(ps, {{SubjectKind::customer_number, remembered.customer},
                                        {SubjectKind::panel_user, remembered.user}});
+                }
                 continue;
             }
             if (ps.alarm_rules) {
