@@ -766,3 +766,51 @@ TEST_CASE("What the policy engine emits for a busy site passes the guard that sa
     CHECK(kinds["aggregate"] > 0);
     CHECK(blocked == 0);
 }
+
+TEST_CASE("Raw values are found in a record's bytes exactly where a search for each finds them") {
+    // The cases a one-pass index gets wrong if it is wrong: a value at the very start and end,
+    // values sharing their first bytes, overlapping occurrences, values shorter than the index's
+    // head, one value inside another, and a value longer than the bytes.
+    const std::string customer = "41000042";
+    const std::string other = "41000043";  // the same first four bytes
+    policy::RawValues values{customer, other, "Kari Nordmann 3"};
+    CHECK(values.found_in(customer + "\x12\x1a" + "rest"));
+    CHECK(values.found_in("\x0a\x08" + other));
+    CHECK(values.found_in("xxKari Nordmann 3"));
+    CHECK_FALSE(values.found_in("4100004"));             // cut short at the end
+    CHECK_FALSE(values.found_in("41000044 41000 042"));  // head matches, the rest does not
+    CHECK_FALSE(values.found_in("Kari Nordmann 4"));
+    CHECK_FALSE(values.found_in(""));
+    CHECK_FALSE(policy::RawValues{}.found_in(customer));
+
+    policy::RawValues tiny{"ab"};  // below the head: searched for as it is
+    CHECK(tiny.found_in("xxabxx"));
+    CHECK_FALSE(tiny.found_in("a b"));
+    CHECK(policy::RawValues{""}.found_in("anything"));  // as leaks(): the empty value is everywhere
+
+    // Against the one-search-per-value reference, on random bytes from a small alphabet (so
+    // partial and full matches are frequent) with values planted in some of them.
+    std::mt19937 rng(18);
+    const std::string alphabet = "4102Ka ";
+    auto random_text = [&](std::size_t n) {
+        std::string s;
+        for (std::size_t i = 0; i < n; ++i) s.push_back(alphabet[rng() % alphabet.size()]);
+        return s;
+    };
+    int found = 0;
+    for (int round = 0; round < 2000; ++round) {
+        std::vector<std::string> owned;
+        const std::size_t count = 1 + rng() % 12;
+        for (std::size_t i = 0; i < count; ++i) owned.push_back(random_text(1 + rng() % 9));
+        std::vector<std::string_view> views(owned.begin(), owned.end());
+        policy::RawValues index;
+        for (auto v : views) index.add(v);
+        std::string bytes = random_text(rng() % 60);
+        if (rng() % 3 == 0) bytes.insert(rng() % (bytes.size() + 1), owned[rng() % owned.size()]);
+        const bool expected = policy::leaks(bytes, views);
+        found += expected ? 1 : 0;
+        REQUIRE(index.found_in(bytes) == expected);
+    }
+    CHECK(found > 200);  // the comparison saw both answers often
+    CHECK(found < 1800);
+}

@@ -97,7 +97,7 @@ void Egress::stage_state(Staged& staged, const std::vector<policy::StateChange>&
 std::optional<std::string_view> Egress::blocked(const clean::v1::Record& record,
                                                 const std::string& serialized,
                                                 const Origin& origin) const {
-    if (policy::leaks(serialized, origin.personal)) return "a raw identifier seen on input";
+    if (origin.personal.found_in(serialized)) return "a raw identifier seen on input";
     if (auto kind = guard_.check(record)) return policy::leak_kind_name(*kind);
     return std::nullopt;
 }

@@ -61,7 +61,7 @@ struct Origin {
     std::string device;  // empty: not from one device (a timer, a right)
     // Raw identifiers the record must not hold, on top of what the guard remembers (an erasure
     // notice's subject, which the memory may not hold).
-    std::vector<std::string_view> personal;
+    policy::RawValues personal;
 };
 
 class Egress {

@@ -7,7 +7,6 @@
 #include <atomic>
 #include <charconv>
 #include <climits>
-#include <deque>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -315,9 +314,8 @@ struct Pipeline::Impl {
         Staged staged = egress.begin();
         std::set<std::string> touched;     // devices whose mark changed: commit + receipt
         std::set<std::string> re_receipt;  // devices that sent a duplicate: receipt again
-        // The group's raw identifiers, for the guard's as-is look: owned here (a deque keeps
-        // them in place as it grows), viewed by the one Origin the whole group stages with.
-        std::deque<std::string> personal;
+        // The group's raw identifiers, for the guard's as-is look: held (copied, in memory only)
+        // by the one Origin the whole group stages with, and looked for in one pass per record.
         Origin origin;
         // Arrival stamps are wall-clock readings: while time is untrusted they are moved onto
         // the estimate's timeline (0 while trusted).
@@ -375,9 +373,7 @@ struct Pipeline::Impl {
             // made from it, so a later record holding one in any form is caught, whatever batch
             // or timer it comes from; the raw values go to this group's check as they are.
             guard.remember(event, received);
-            for (auto v : policy::personal_values(event)) {
-                origin.personal.emplace_back(personal.emplace_back(v));
-            }
+            for (auto v : policy::personal_values(event)) origin.personal.add(v);
 
             // policy: pseudonymise, drop secrets, minimise, route to purposes
             auto output = policy.apply(event, config.gateway.site, received);

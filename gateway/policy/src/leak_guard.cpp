@@ -4,6 +4,7 @@
 #include <google/protobuf/message.h>
 
 #include <array>
+#include <cstring>
 #include <functional>
 
 #include "text_forms.h"
@@ -429,6 +430,61 @@ std::vector<std::string_view> personal_values(const device::v1::DeviceMessage& e
 bool leaks(std::string_view serialized, const std::vector<std::string_view>& values) {
     for (auto v : values) {
         if (serialized.find(v) != std::string_view::npos) return true;
+    }
+    return false;
+}
+
+namespace {
+
+constexpr std::size_t filter_bits = std::size_t{1} << 16;
+
+std::uint32_t load_head(const char* p) {
+    std::uint32_t w = 0;
+    std::memcpy(&w, p, sizeof w);
+    return w;
+}
+
+std::size_t filter_slot(std::uint32_t w) {
+    return static_cast<std::size_t>((w * 0x9E3779B1u) >> 16);  // top 16 bits: < filter_bits
+}
+
+}  // namespace
+
+RawValues::RawValues(std::initializer_list<std::string_view> values) {
+    for (auto v : values) add(v);
+}
+
+void RawValues::add(std::string_view value) {
+    if (value.size() < head) {
+        short_.emplace_back(value);
+        return;
+    }
+    if (filter_.empty()) filter_.assign(filter_bits / 64, 0);
+    const std::uint32_t w = load_head(value.data());
+    const std::size_t slot = filter_slot(w);
+    filter_[slot / 64] |= std::uint64_t{1} << (slot % 64);
+    heads_.emplace_back(w, static_cast<std::uint32_t>(values_.size()));
+    values_.emplace_back(value);
+}
+
+bool RawValues::found_in(std::string_view bytes) const {
+    for (const auto& v : short_) {
+        if (bytes.find(v) != std::string_view::npos) return true;
+    }
+    if (values_.empty() || bytes.size() < head) return false;
+    const char* data = bytes.data();
+    const std::size_t last = bytes.size() - head;
+    for (std::size_t i = 0; i <= last; ++i) {
+        const std::uint32_t w = load_head(data + i);
+        const std::size_t slot = filter_slot(w);
+        if ((filter_[slot / 64] & (std::uint64_t{1} << (slot % 64))) == 0) continue;
+        for (const auto& [h, index] : heads_) {
+            if (h != w) continue;
+            const std::string& v = values_[index];
+            if (v.size() <= bytes.size() - i && std::memcmp(data + i, v.data(), v.size()) == 0) {
+                return true;
+            }
+        }
     }
     return false;
 }

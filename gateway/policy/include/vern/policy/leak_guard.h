@@ -32,9 +32,11 @@
 // A hit blocks the record (Reason::leak_blocked): it means a rule let something through that no
 // rule should.
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "clean.pb.h"
@@ -47,8 +49,31 @@ namespace vern::policy {
 // bytes, and no clean field can hold one); values shorter than 6 bytes are left out.
 std::vector<std::string_view> personal_values(const device::v1::DeviceMessage& event);
 
-// True if any of `values` occurs in `serialized` as is.
+// True if any of `values` occurs in `serialized` as is (one search per value; RawValues below
+// answers the same question in one pass).
 bool leaks(std::string_view serialized, const std::vector<std::string_view>& values);
+
+// Raw values (a group's personal values, an erasure's identifier) that records must not hold as
+// they are, looked for in a record's bytes in one pass however many there are: found_in(bytes)
+// is exactly leaks(bytes, values) (an empty value is found everywhere), but reads each byte once
+// (a filter on the 4-byte window at each position, then a compare of the values that start with
+// those 4 bytes) instead of once per value. Holds copies of the values, in memory only.
+class RawValues {
+public:
+    RawValues() = default;
+    RawValues(std::initializer_list<std::string_view> values);
+
+    void add(std::string_view value);
+    bool found_in(std::string_view bytes) const;
+    bool empty() const { return values_.empty() && short_.empty(); }
+
+private:
+    static constexpr std::size_t head = 4;  // bytes a value is indexed by
+    std::vector<std::string> values_;       // >= head bytes, indexed
+    std::vector<std::string> short_;        // shorter: searched for one by one
+    std::vector<std::uint64_t> filter_;     // bit per hash of a value's first head bytes
+    std::vector<std::pair<std::uint32_t, std::uint32_t>> heads_;  // (first head bytes, value)
+};
 
 // What the guard can find.
 enum class LeakKind : std::uint8_t {
