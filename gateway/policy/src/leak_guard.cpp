@@ -3,9 +3,11 @@
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/message.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <functional>
+#include <unordered_map>
 
 #include "text_forms.h"
 
@@ -370,42 +372,78 @@ bool has_email_address(std::string_view s) {
 using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
 
-// Calls fn(value, structural) for every string and bytes field of `m`, depth first, except an
-// image's pixels (compressed data is not text; the sanitiser has removed every segment that
-// could carry text). `structural` marks the fields the operator or the format sets (gateway
-// id, stream, content type), left out of the memory look-up.
-void for_each_string(const Message& m, int depth,
-                     const std::function<void(std::string_view, bool)>& fn) {
-    if (depth > 8) return;
-    static const FieldDescriptor* gateway =
-        clean::v1::Record::descriptor()->FindFieldByName("gateway");
-    static const FieldDescriptor* stream =
-        clean::v1::Record::descriptor()->FindFieldByName("stream");
-    static const FieldDescriptor* content_type =
+// What the walk below reads of one message type: its string, bytes and message fields, in
+// field-number order (ListFields' order), with what each is.
+struct FieldStep {
+    const FieldDescriptor* field;
+    bool message;     // a message field: walked into
+    bool structural;  // a string the operator or the format sets (see for_each_string)
+};
+using FieldPlans = std::unordered_map<const google::protobuf::Descriptor*, std::vector<FieldStep>>;
+
+void add_plan(const google::protobuf::Descriptor* d, FieldPlans& plans) {
+    if (plans.count(d) != 0) return;
+    const FieldDescriptor* gateway = clean::v1::Record::descriptor()->FindFieldByName("gateway");
+    const FieldDescriptor* stream = clean::v1::Record::descriptor()->FindFieldByName("stream");
+    const FieldDescriptor* content_type =
         clean::v1::Image::descriptor()->FindFieldByName("content_type");
-    static const FieldDescriptor* pixels = clean::v1::Image::descriptor()->FindFieldByName("data");
-    const auto* reflection = m.GetReflection();
-    std::vector<const FieldDescriptor*> fields;
-    reflection->ListFields(m, &fields);
-    std::string scratch;
-    for (const auto* f : fields) {
+    const FieldDescriptor* pixels = clean::v1::Image::descriptor()->FindFieldByName("data");
+    std::vector<FieldStep>& steps = plans[d];
+    for (int i = 0; i < d->field_count(); ++i) {
+        const FieldDescriptor* f = d->field(i);
         if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+            steps.push_back({f, true, false});
+        } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_STRING && f != pixels) {
+            steps.push_back({f, false, f == gateway || f == stream || f == content_type});
+        }
+    }
+    std::sort(steps.begin(), steps.end(), [](const FieldStep& a, const FieldStep& b) {
+        return a.field->number() < b.field->number();
+    });
+    for (const auto& step : std::vector<FieldStep>(steps)) {
+        if (step.message) add_plan(step.field->message_type(), plans);
+    }
+}
+
+// Every message type a clean record can hold, planned once.
+const FieldPlans& record_plans() {
+    static const FieldPlans plans = [] {
+        FieldPlans p;
+        add_plan(clean::v1::Record::descriptor(), p);
+        return p;
+    }();
+    return plans;
+}
+
+// Calls fn(value, structural) for every set string and bytes field of `m`, depth first in
+// field-number order, except an image's pixels (compressed data is not text; the sanitiser has
+// removed every segment that could carry text). `structural` marks the fields the operator or
+// the format sets (gateway id, stream, content type), left out of the memory look-up. Found
+// generically (from the descriptors, planned once), so a field added to clean.proto is read.
+template <typename Fn>
+void for_each_string(const Message& m, int depth, const Fn& fn) {
+    if (depth > 8) return;
+    const auto& plans = record_plans();
+    const auto plan = plans.find(m.GetDescriptor());
+    if (plan == plans.end()) return;  // not a part of a clean record: cannot be reached
+    const auto* reflection = m.GetReflection();
+    std::string scratch;
+    for (const auto& step : plan->second) {
+        const FieldDescriptor* f = step.field;
+        if (step.message) {
             if (f->is_repeated()) {
                 for (int i = 0; i < reflection->FieldSize(m, f); ++i) {
                     for_each_string(reflection->GetRepeatedMessage(m, f, i), depth + 1, fn);
                 }
-            } else {
+            } else if (reflection->HasField(m, f)) {
                 for_each_string(reflection->GetMessage(m, f), depth + 1, fn);
             }
-        } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_STRING && f != pixels) {
-            const bool structural = f == gateway || f == stream || f == content_type;
-            if (f->is_repeated()) {
-                for (int i = 0; i < reflection->FieldSize(m, f); ++i) {
-                    fn(reflection->GetRepeatedStringReference(m, f, i, &scratch), structural);
-                }
-            } else {
-                fn(reflection->GetStringReference(m, f, &scratch), structural);
+        } else if (f->is_repeated()) {
+            for (int i = 0; i < reflection->FieldSize(m, f); ++i) {
+                fn(reflection->GetRepeatedStringReference(m, f, i, &scratch), step.structural);
             }
+        } else if (reflection->HasField(m, f)) {
+            fn(reflection->GetStringReference(m, f, &scratch), step.structural);
         }
     }
 }
