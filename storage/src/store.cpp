@@ -8,6 +8,7 @@
 #include <rocksdb/iterator.h>
 #include <rocksdb/options.h>
 #include <rocksdb/slice.h>
+#include <rocksdb/slice_transform.h>
 #include <rocksdb/status.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
@@ -189,6 +190,25 @@ struct BudgetPlan {
     std::array<LaneEviction, lane_count> lanes{};
     std::vector<bool> keep;  // per append
     bool refused = false;    // an alarm does not fit: the commit is refused
+};
+
+// StoreOptions::state_insert_hint as RocksDB's memtable insert hint extractor: a key whose hint
+// prefix is empty is inserted the ordinary way.
+class StateInsertHints : public rocksdb::SliceTransform {
+public:
+    explicit StateInsertHints(std::function<std::size_t(std::string_view)> hint)
+        : hint_(std::move(hint)) {}
+    const char* Name() const override { return "vern.StateInsertHints"; }
+    rocksdb::Slice Transform(const rocksdb::Slice& key) const override {
+        return {key.data(), std::min(prefix(key), key.size())};
+    }
+    bool InDomain(const rocksdb::Slice& key) const override { return prefix(key) > 0; }
+
+private:
+    std::size_t prefix(const rocksdb::Slice& key) const {
+        return hint_(std::string_view(key.data(), key.size()));
+    }
+    std::function<std::size_t(std::string_view)> hint_;
 };
 
 }  // namespace
@@ -646,7 +666,12 @@ Result<std::unique_ptr<Store>, StoreError> Store::open(const StoreOptions& optio
     descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, base);
     for (Lane lane : all_lanes)
         descriptors.emplace_back(std::string(lane_name(lane)), lane_options);
-    descriptors.emplace_back("state", base);
+    rocksdb::ColumnFamilyOptions state_options = base;
+    if (options.state_insert_hint) {
+        state_options.memtable_insert_with_hint_prefix_extractor =
+            std::make_shared<StateInsertHints>(options.state_insert_hint);
+    }
+    descriptors.emplace_back("state", state_options);
     descriptors.emplace_back(std::string(quarantine_name), base);
     descriptors.emplace_back(std::string(expiry_name), base);
 

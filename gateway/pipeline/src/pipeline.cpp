@@ -39,6 +39,21 @@ constexpr int sweep_max_calls = 16;              // per sweep; the rest waits fo
 
 std::string device_key(const std::string& device) { return "dev/" + device; }
 
+// Where RocksDB's memtable inserts of state keys start (storage::StoreOptions::state_insert_hint):
+// the device marks from where the last mark went (one hint for all of them), each device's
+// remembered alarms (the policy engine's "pol/al/<device>/<keyed event id>", written with every
+// alarm of a device that may have images) from where that device's last one went. Without a
+// hint each of them was inserted from the top of the skip list: a sixth of the data path's
+// instructions. Few prefixes: one, and one per alarm panel.
+std::size_t state_insert_hint(std::string_view key) {
+    constexpr std::string_view marks = "dev/";
+    constexpr std::string_view alarms = "pol/al/";
+    if (key.substr(0, marks.size()) == marks) return marks.size();
+    if (key.substr(0, alarms.size()) != alarms) return 0;
+    const auto slash = key.find('/', alarms.size());
+    return slash == std::string_view::npos ? 0 : slash + 1;
+}
+
 storage::StoreOptions store_options(const config::Config& c) {
     storage::StoreOptions o;
     o.path = (std::filesystem::path(c.gateway.data_dir) / "store").string();
@@ -53,6 +68,7 @@ storage::StoreOptions store_options(const config::Config& c) {
     o.budget.meter_bytes = c.store.budget_meter_bytes;
     o.budget.alarm_reserve_bytes = c.store.alarm_reserve_bytes;
     o.budget.min_free_bytes = std::uint64_t{c.store.min_free_mb} << 20;
+    o.state_insert_hint = state_insert_hint;
     return o;
 }
 

@@ -63,6 +63,13 @@ struct StoreOptions {
     // Where budget.min_free_bytes reads the free space from; empty: free_bytes_at(path), at most
     // once a second. Tests inject a full disk here (called at every commit that appends).
     std::function<std::optional<std::uint64_t>()> free_bytes;
+    // Optional: for a state key, the length of the prefix under which RocksDB remembers where
+    // the last key with that prefix went into the memtable, so the next one is inserted from
+    // there instead of from the top of the skip list (keys rewritten again and again, or a
+    // family of keys written near each other); 0: none. Costs a few hundred bytes of memtable
+    // per distinct prefix written while a memtable lives, so prefixes should be few. Called on
+    // the writing thread for every state key written; must always give the same answer.
+    std::function<std::size_t(std::string_view key)> state_insert_hint;
 };
 
 // over_budget: the store is healthy, but an alarm of the commit does not fit the budget even
