@@ -14,7 +14,6 @@
 namespace vern::policy {
 namespace {
 
-using text::count_digits;
 using text::find_chain;
 using text::is_alnum;
 using text::is_alpha;
@@ -99,10 +98,12 @@ bool is_national_id(std::string_view digits) {
     return day >= 1 && day <= days_in_month(month, yy);
 }
 
-bool has_national_id(std::string_view s) {
-    // Any 11 digits written as one number: "01017012343", "010170 12343", "01.01.70-123 43".
-    // Windows start and end at group boundaries, so 11 digits inside a longer run never count.
-    if (count_digits(s, 11) < 11) return false;
+constexpr std::size_t national_id_digits = 11;
+
+// Any 11 digits written as one number: "01017012343", "010170 12343", "01.01.70-123 43".
+// Windows start and end at group boundaries, so 11 digits inside a longer run never count.
+// Only worth calling on text with at least 11 digits.
+bool national_id_in(std::string_view s) {
     return find_chain(s, true, [&](const std::vector<Run>& chain) {
         for (std::size_t a = 0; a < chain.size(); ++a) {
             std::size_t total = 0;
@@ -167,8 +168,8 @@ bool grouped_like_a_phone(const std::vector<Run>& chain, std::size_t a, std::siz
     return lens[0] == 2 && lens[1] == 2 && lens[2] == 2 && lens[3] == 2;  // 91 23 45 67
 }
 
-bool has_phone_number(std::string_view s) {
-    if (count_digits(s, phone_digits) < phone_digits) return false;
+// Only worth calling on text with at least phone_digits digits.
+bool phone_number_in(std::string_view s) {
     return find_chain(s, true, [&](const std::vector<Run>& chain) {
         std::size_t total = 0;
         for (const auto& run : chain) total += run.end - run.begin;
@@ -325,20 +326,8 @@ bool domain_at(std::string_view s, std::size_t pos, AtForm form) {
     }
 }
 
-// Cheap first look: an '@', a full-width one, or the start of "at" / "krøllalfa".
-bool may_hold_at_sign(std::string_view s) {
-    for (std::size_t i = 0; i + 1 < s.size(); ++i) {
-        const char c = lower(s[i]);
-        const char next = lower(s[i + 1]);
-        if (c == '@' || c == '\xef' || (c == 'a' && next == 't') || (c == 'k' && next == 'r')) {
-            return true;
-        }
-    }
-    return false;
-}
-
-bool has_email_address(std::string_view s) {
-    if (!may_hold_at_sign(s)) return false;
+// Only worth calling on text that may hold an at sign (FirstLook::at_sign).
+bool email_address_in(std::string_view s) {
     for (std::size_t i = 0; i < s.size(); ++i) {
         AtForm form{};
         std::size_t len = 0;
@@ -541,11 +530,47 @@ std::string_view leak_kind_name(LeakKind kind) {
     return "unknown";
 }
 
+namespace {
+
+// One pass over the text for what each detector needs before it looks closer: the digits
+// (counted up to the 11 of a national id: a phone number needs 8), and whether an at sign may be
+// there (an '@', a full-width one, or the start of "at" / "krøllalfa" before the last byte).
+struct FirstLook {
+    std::size_t digits = 0;
+    bool at_sign = false;
+};
+
+FirstLook first_look(std::string_view s) {
+    FirstLook look;
+    const std::size_t n = s.size();
+    for (std::size_t i = 0; i < n; ++i) {
+        const char c = s[i];
+        if (is_digit(c)) {
+            if (look.digits < national_id_digits) ++look.digits;
+            continue;
+        }
+        if (look.at_sign || i + 1 >= n) continue;
+        const char l = lower(c);
+        const char next = lower(s[i + 1]);
+        if (l == '@' || l == '\xef' || (l == 'a' && next == 't') || (l == 'k' && next == 'r')) {
+            look.at_sign = true;
+        }
+    }
+    return look;
+}
+
+}  // namespace
+
 std::vector<LeakKind> scan_for_personal_data(std::string_view bytes) {
     std::vector<LeakKind> found;
-    if (has_national_id(bytes)) found.push_back(LeakKind::national_id);
-    if (has_phone_number(bytes)) found.push_back(LeakKind::phone_number);
-    if (has_email_address(bytes)) found.push_back(LeakKind::email_address);
+    const FirstLook look = first_look(bytes);
+    if (look.digits >= national_id_digits && national_id_in(bytes)) {
+        found.push_back(LeakKind::national_id);
+    }
+    if (look.digits >= phone_digits && phone_number_in(bytes)) {
+        found.push_back(LeakKind::phone_number);
+    }
+    if (look.at_sign && email_address_in(bytes)) found.push_back(LeakKind::email_address);
     return found;
 }
 
