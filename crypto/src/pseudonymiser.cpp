@@ -3,6 +3,7 @@
 #include <sodium.h>
 
 #include <array>
+#include <charconv>
 #include <span>
 #include <stdexcept>
 
@@ -15,11 +16,9 @@ namespace {
 constexpr std::size_t digest_bytes = 16;  // BLAKE2b-128
 static_assert(digest_bytes >= crypto_generichash_BYTES_MIN);
 
-// RFC 4648 base32, lowercase alphabet, no padding.
-std::string base32_lower(std::span<const unsigned char> in) {
+// RFC 4648 base32, lowercase alphabet, no padding, appended to `out`.
+void append_base32_lower(std::string& out, std::span<const unsigned char> in) {
     static constexpr char alphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
-    std::string out;
-    out.reserve((in.size() * 8 + 4) / 5);
     unsigned buffer = 0;
     int bits = 0;
     for (unsigned char byte : in) {
@@ -31,7 +30,6 @@ std::string base32_lower(std::span<const unsigned char> in) {
         }
     }
     if (bits > 0) out.push_back(alphabet[(buffer << (5 - bits)) & 0x1f]);
-    return out;
 }
 
 }  // namespace
@@ -54,8 +52,17 @@ std::string Pseudonymiser::pseudonym(SubjectKind kind, std::string_view identifi
     (void)crypto_generichash_final(&st, digest.data(), digest.size());
     sodium_memzero(&st, sizeof st);
 
-    std::string out = "v1.e" + std::to_string(epoch_) + ".";
-    out += base32_lower(digest);
+    // "v1.e{epoch}.{base32}", built in one buffer.
+    std::array<char, 10> epoch_digits{};
+    const auto [end, ec] =
+        std::to_chars(epoch_digits.data(), epoch_digits.data() + epoch_digits.size(), epoch_);
+    (void)ec;  // ten digits hold every uint32
+    std::string out;
+    out.reserve(4 + epoch_digits.size() + 1 + (digest_bytes * 8 + 4) / 5);
+    out += "v1.e";
+    out.append(epoch_digits.data(), end);
+    out += '.';
+    append_base32_lower(out, digest);
     return out;
 }
 

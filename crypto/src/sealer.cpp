@@ -25,16 +25,23 @@ Sealer::Sealer(std::shared_ptr<const SecretKey> key) : key_(std::move(key)) {
 }
 
 std::string Sealer::seal(std::string_view associated_data, std::string_view plaintext) const {
-    std::string out(nonce_bytes + plaintext.size() + tag_bytes, '\0');
-    auto* nonce = reinterpret_cast<unsigned char*>(out.data());
+    std::string out;
+    seal_to(out, associated_data, plaintext);
+    return out;
+}
+
+void Sealer::seal_to(std::string& out, std::string_view associated_data,
+                     std::string_view plaintext) const {
+    const std::size_t at = out.size();
+    out.resize(at + nonce_bytes + plaintext.size() + tag_bytes);
+    auto* nonce = reinterpret_cast<unsigned char*>(out.data() + at);
     randombytes_buf(nonce, nonce_bytes);
     unsigned long long written = 0;
     // Cannot fail for messages below crypto_aead_xchacha20poly1305_ietf_MESSAGEBYTES_MAX.
     (void)crypto_aead_xchacha20poly1305_ietf_encrypt(
         nonce + nonce_bytes, &written, bytes(plaintext), plaintext.size(), bytes(associated_data),
         associated_data.size(), nullptr, nonce, key_->data());
-    out.resize(nonce_bytes + static_cast<std::size_t>(written));
-    return out;
+    out.resize(at + nonce_bytes + static_cast<std::size_t>(written));
 }
 
 Result<std::string, OpenError> Sealer::open(std::string_view associated_data,

@@ -13,6 +13,7 @@ constexpr std::size_t fixed_header = 1 + 1 + 4 + 8;
 
 std::string encode_header(const RecordHeader& h) {
     std::string out;
+    out.reserve(fixed_header + 4 + h.kind.size() + h.topic.size() + h.key_ref.size());
     out.push_back(static_cast<char>(h.version));
     out.push_back(static_cast<char>(h.lane));
     put_be(out, h.key_epoch, 4);
@@ -31,11 +32,12 @@ std::string encode_header(const RecordHeader& h) {
 
 std::string seal_record(const RecordHeader& header, std::string_view clean_record,
                         const crypto::Sealer& sealer) {
-    std::string head = encode_header(header);
+    const std::string head = encode_header(header);
     std::string out;
+    out.reserve(2 + head.size() + clean_record.size() + crypto::Sealer::overhead);
     put_be(out, head.size(), 2);
     out += head;
-    out += sealer.seal(head, clean_record);
+    sealer.seal_to(out, head, clean_record);
     return out;
 }
 
@@ -97,8 +99,9 @@ std::string state_ad(std::string_view key) { return "vern-state-v1:" + std::stri
 std::string seal_state(std::string_view key, std::string_view value, std::uint32_t key_epoch,
                        const crypto::Sealer& sealer) {
     std::string out;
+    out.reserve(4 + value.size() + crypto::Sealer::overhead);
     put_be(out, key_epoch, 4);
-    out += sealer.seal(state_ad(key), value);
+    sealer.seal_to(out, state_ad(key), value);
     return out;
 }
 

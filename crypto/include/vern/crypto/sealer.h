@@ -24,6 +24,10 @@ public:
 
     explicit Sealer(std::shared_ptr<const SecretKey> key);
     std::string seal(std::string_view associated_data, std::string_view plaintext) const;
+    // The same, appended to `out` (which must not hold `associated_data` or `plaintext`): one
+    // buffer for a framed record instead of a sealed copy appended to it.
+    void seal_to(std::string& out, std::string_view associated_data,
+                 std::string_view plaintext) const;
     Result<std::string, OpenError> open(std::string_view associated_data,
                                         std::string_view sealed) const;
 
