@@ -540,22 +540,38 @@ struct FirstLook {
     bool at_sign = false;
 };
 
+// What a byte may start, for first_look: a digit, an at sign by itself ('@', the lead byte of a
+// full-width one), or one with the next byte ('a' before 't', 'k' before 'r', in any case).
+enum : std::uint8_t { digit_byte = 1, at_byte = 2, a_byte = 4, k_byte = 8 };
+
+constexpr std::array<std::uint8_t, 256> byte_classes = [] {
+    std::array<std::uint8_t, 256> t{};
+    for (int c = '0'; c <= '9'; ++c) t[static_cast<std::size_t>(c)] = digit_byte;
+    t['@'] = at_byte;
+    t[0xef] = at_byte;
+    t['a'] = t['A'] = a_byte;
+    t['k'] = t['K'] = k_byte;
+    return t;
+}();
+
 FirstLook first_look(std::string_view s) {
     FirstLook look;
     const std::size_t n = s.size();
+    std::size_t digits = 0;
     for (std::size_t i = 0; i < n; ++i) {
-        const char c = s[i];
-        if (is_digit(c)) {
-            if (look.digits < national_id_digits) ++look.digits;
+        const std::uint8_t kind = byte_classes[static_cast<unsigned char>(s[i])];
+        if (kind == 0) continue;
+        if (kind == digit_byte) {
+            ++digits;
             continue;
         }
         if (look.at_sign || i + 1 >= n) continue;
-        const char l = lower(c);
         const char next = lower(s[i + 1]);
-        if (l == '@' || l == '\xef' || (l == 'a' && next == 't') || (l == 'k' && next == 'r')) {
+        if (kind == at_byte || (kind == a_byte && next == 't') || (kind == k_byte && next == 'r')) {
             look.at_sign = true;
         }
     }
+    look.digits = std::min(digits, national_id_digits);
     return look;
 }
 
