@@ -814,3 +814,45 @@ TEST_CASE("Raw values are found in a record's bytes exactly where a search for e
     CHECK(found > 200);  // the comparison saw both answers often
     CHECK(found < 1800);
 }
+
+TEST_CASE("The guard reads the same fields from a record's bytes as from the record") {
+    // check(record, bytes) reads the fields out of the bytes the egress seals; every field kind
+    // of a record (top-level string, nested message, oneof body, the pixels it skips, the
+    // structural fields it does not look up) must give what the record's own walk gives, and
+    // bytes that do not parse fall back to that walk.
+    policy::LeakGuard guard(keyed_hash(), Limits{});
+    const std::int64_t t0 = 1'765'000'000'000;
+    guard.remember(alarm_event("Kari Nordmann", "+47 912 34 567", "418273645", ""), t0);
+    std::vector<clean::v1::Record> records;
+    auto plain = image_record("ev-000001", "img-000001");
+    records.push_back(plain);
+    auto in_source = plain;
+    in_source.mutable_source()->set_device_id("Kari-Nordmann-7");  // the memory
+    records.push_back(in_source);
+    auto in_previous = plain;
+    in_previous.mutable_previous()->set_event_id("tlf 912 34 567");  // a phone, nested
+    records.push_back(in_previous);
+    auto in_pixels = plain;
+    in_pixels.mutable_image()->set_data("kari@example.no");  // never read
+    records.push_back(in_pixels);
+    auto structural = plain;
+    structural.set_stream("Kari Nordmann");  // not looked up in the memory
+    records.push_back(structural);
+    auto both = in_source;
+    both.mutable_image()->set_event_id("010170 12343");  // two kinds: the first field's wins
+    records.push_back(both);
+    std::vector<policy::Verdict> seen;
+    for (const auto& r : records) {
+        const std::string bytes = r.SerializeAsString();
+        const auto from_bytes = guard.check(r, bytes);
+        CHECK(from_bytes == guard.check(r, "\x0a\xff"));  // malformed: the record's walk
+        CHECK(from_bytes == guard.check(r));
+        seen.push_back(from_bytes);
+    }
+    CHECK_FALSE(seen[0].has_value());
+    CHECK(seen[1] == LeakKind::recent_identifier);
+    CHECK(seen[2] == LeakKind::phone_number);
+    CHECK_FALSE(seen[3].has_value());
+    CHECK_FALSE(seen[4].has_value());
+    CHECK(seen[5] == LeakKind::recent_identifier);  // source (6) comes before image (12)
+}

@@ -98,7 +98,7 @@ std::optional<std::string_view> Egress::blocked(const clean::v1::Record& record,
                                                 const std::string& serialized,
                                                 const Origin& origin) const {
     if (origin.personal.found_in(serialized)) return "a raw identifier seen on input";
-    if (auto kind = guard_.check(record)) return policy::leak_kind_name(*kind);
+    if (auto kind = guard_.check(record, serialized)) return policy::leak_kind_name(*kind);
     return std::nullopt;
 }
 

@@ -437,6 +437,71 @@ void for_each_string(const Message& m, int depth, const Fn& fn) {
     }
 }
 
+// A varint at p (advanced past it); false if it runs past `end` or is longer than 10 bytes.
+bool read_varint(const char*& p, const char* end, std::uint64_t& value) {
+    value = 0;
+    for (int shift = 0; shift < 64 && p < end; shift += 7) {
+        const auto byte = static_cast<unsigned char>(*p++);
+        value |= static_cast<std::uint64_t>(byte & 0x7f) << shift;
+        if ((byte & 0x80) == 0) return true;
+    }
+    return false;
+}
+
+// for_each_string over a message's serialized bytes (of type `d`) instead of the parsed
+// message: the same fields in the same order (a message serializes its set fields in field-number
+// order; proto3 leaves empty strings out, which the walk's callers skip anyway), without asking
+// reflection about each. False if the bytes are not a well-formed message.
+template <typename Fn>
+bool walk_serialized(std::string_view bytes, const google::protobuf::Descriptor* d, int depth,
+                     const Fn& fn) {
+    if (depth > 8) return true;
+    const auto& plans = record_plans();
+    const auto plan = plans.find(d);
+    if (plan == plans.end()) return true;  // not a part of a clean record: cannot be reached
+    const char* p = bytes.data();
+    const char* const end = p + bytes.size();
+    while (p < end) {
+        std::uint64_t tag = 0;
+        if (!read_varint(p, end, tag)) return false;
+        std::uint64_t skip = 0;
+        switch (tag & 7) {
+            case 0:  // varint
+                if (!read_varint(p, end, skip)) return false;
+                continue;
+            case 1:  // fixed64
+                skip = 8;
+                break;
+            case 5:  // fixed32
+                skip = 4;
+                break;
+            case 2: {  // length-delimited: a string, bytes, a message or packed scalars
+                std::uint64_t length = 0;
+                if (!read_varint(p, end, length)) return false;
+                if (length > static_cast<std::uint64_t>(end - p)) return false;
+                const std::string_view value(p, static_cast<std::size_t>(length));
+                p += length;
+                const auto number = tag >> 3;
+                for (const auto& step : plan->second) {
+                    if (static_cast<std::uint64_t>(step.field->number()) != number) continue;
+                    if (!step.message) {
+                        fn(value, step.structural);
+                    } else if (!walk_serialized(value, step.field->message_type(), depth + 1, fn)) {
+                        return false;
+                    }
+                    break;
+                }
+                continue;
+            }
+            default:  // groups: not in proto3
+                return false;
+        }
+        if (skip > static_cast<std::uint64_t>(end - p)) return false;
+        p += skip;
+    }
+    return true;
+}
+
 }  // namespace
 
 std::vector<std::string_view> personal_values(const device::v1::DeviceMessage& event) {
@@ -629,11 +694,15 @@ bool is_pseudonym(std::string_view v) {
 }  // namespace
 
 Verdict LeakGuard::check(const clean::v1::Record& record) const {
-    // Field by field rather than over the serialized bytes: in those, a string's length byte
-    // glues onto its first characters ('0' is a length of 48, 'k' of 107) and would hide a
-    // number or a name, and varints would add digits that are not text.
+    return check(record, record.SerializeAsString());
+}
+
+Verdict LeakGuard::check(const clean::v1::Record& record, std::string_view serialized) const {
+    // Field by field rather than over the serialized bytes as a whole: in those, a string's
+    // length byte glues onto its first characters ('0' is a length of 48, 'k' of 107) and would
+    // hide a number or a name, and varints would add digits that are not text.
     Verdict verdict;
-    for_each_string(record, 0, [&](std::string_view value, bool structural) {
+    auto look = [&](std::string_view value, bool structural) {
         if (verdict || value.empty()) return;
         auto found = scan_for_personal_data(value);
         if (!found.empty()) {
@@ -641,7 +710,13 @@ Verdict LeakGuard::check(const clean::v1::Record& record) const {
         } else if (!structural && !is_pseudonym(value) && memory_.seen_in(value)) {
             verdict = LeakKind::recent_identifier;
         }
-    });
+    };
+    // The fields are read out of the bytes that will be sealed; bytes that do not parse (they
+    // always do: they are `record` serialized) are left for the parsed record's walk.
+    if (!walk_serialized(serialized, clean::v1::Record::descriptor(), 0, look)) {
+        verdict.reset();
+        for_each_string(record, 0, look);
+    }
     return verdict;
 }
 

@@ -115,6 +115,10 @@ public:
     // read (compressed data is not text; the sanitiser has removed every segment that could
     // carry text), the record around them is.
     Verdict check(const clean::v1::Record& record) const;
+    // The same, with the fields read out of `serialized`, which must be
+    // `record.SerializeAsString()` (the bytes the egress seals): no reflection per field. Bytes
+    // that do not parse are left for `record`'s own walk, so the answer is check(record)'s.
+    Verdict check(const clean::v1::Record& record, std::string_view serialized) const;
 
     const RecentIdentifiers& memory() const { return memory_; }
 
