@@ -260,3 +260,20 @@ TEST_CASE("A 250 KiB event id is refused as too long, not kept") {
     CHECK(refused.error() == Reason::field_too_long);
     CHECK(reason_name(Reason::field_too_long) == "field_too_long");
 }
+
+TEST_CASE("The limits apply to the values the parsed event keeps, whatever the wire repeats") {
+    // Bytes that hold a bounded field twice parse to the last one (an alarm body given twice
+    // merges): a first, too long occurrence overwritten by a short one is no reason to refuse,
+    // a long last one is.
+    const Decoder d({"dev/v1", "site-1", 256 * 1024});
+    auto first = alarm_event();
+    first.mutable_alarm()->set_event_id(std::string(200, 'e'));
+    auto last = alarm_event();
+    last.mutable_alarm()->set_event_id("ev-short");
+    auto kept = d.decode(alarm_topic, first.SerializeAsString() + last.SerializeAsString());
+    REQUIRE(kept);
+    CHECK(kept->message.alarm().event_id() == "ev-short");
+    auto refused = d.decode(alarm_topic, last.SerializeAsString() + first.SerializeAsString());
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error() == Reason::field_too_long);
+}

@@ -2,8 +2,11 @@
 
 #include <google/protobuf/util/json_util.h>
 
+#include <algorithm>
 #include <optional>
 #include <stdexcept>
+#include <utility>
+#include <vector>
 
 #include "vern/config/purposes.h"
 
@@ -98,6 +101,111 @@ std::vector<Bound> resolve_limits() {
     return out;
 }
 
+// The catalogue's input limits by field number, for a look at a binary payload's wire format
+// before anything is asked of the parsed message: the top level's strings, and each body's.
+struct WireLimits {
+    struct Body {
+        int number = 0;
+        std::vector<std::pair<int, std::size_t>> strings;  // (field number, max bytes)
+    };
+    std::vector<std::pair<int, std::size_t>> strings;  // DeviceMessage's own
+    std::vector<Body> bodies;
+};
+
+const WireLimits& wire_limits() {
+    struct Resolved {
+        std::string path;
+        const google::protobuf::FieldDescriptor* body = nullptr;
+        const google::protobuf::FieldDescriptor* field = nullptr;
+        std::size_t max_bytes = 0;
+    };
+    static const WireLimits limits = [] {
+        WireLimits w;
+        for (const auto& b : resolve_limits<Resolved>()) {
+            const std::pair<int, std::size_t> bound{b.field->number(), b.max_bytes};
+            if (!b.body) {
+                w.strings.push_back(bound);
+                continue;
+            }
+            auto body = std::find_if(w.bodies.begin(), w.bodies.end(),
+                                     [&](const auto& x) { return x.number == b.body->number(); });
+            if (body == w.bodies.end())
+                body = w.bodies.insert(w.bodies.end(), {b.body->number(), {}});
+            body->strings.push_back(bound);
+        }
+        return w;
+    }();
+    return limits;
+}
+
+bool read_varint(const char*& p, const char* end, std::uint64_t& value) {
+    value = 0;
+    for (int shift = 0; shift < 64 && p < end; shift += 7) {
+        const auto byte = static_cast<unsigned char>(*p++);
+        value |= static_cast<std::uint64_t>(byte & 0x7f) << shift;
+        if ((byte & 0x80) == 0) return true;
+    }
+    return false;
+}
+
+std::optional<std::size_t> bound_of(const std::vector<std::pair<int, std::size_t>>& bounds,
+                                    std::uint64_t number) {
+    for (const auto& [n, max] : bounds) {
+        if (static_cast<std::uint64_t>(n) == number) return max;
+    }
+    return std::nullopt;
+}
+
+// True if every occurrence of every bounded string in the wire bytes (top level, or inside a
+// `body` message when `body` is given) is within its bound. Then the parsed message's values are
+// too: each is one of those occurrences (the last, or the last of a merged body). False when a
+// bounded string is longer, or the bytes are not what this reads: the parsed message decides.
+bool wire_within_limits(std::string_view bytes, const WireLimits& w, const WireLimits::Body* body) {
+    const char* p = bytes.data();
+    const char* const end = p + bytes.size();
+    while (p < end) {
+        std::uint64_t tag = 0;
+        std::uint64_t skip = 0;
+        if (!read_varint(p, end, tag)) return false;
+        switch (tag & 7) {
+            case 0:
+                if (!read_varint(p, end, skip)) return false;
+                continue;
+            case 1:
+                skip = 8;
+                break;
+            case 5:
+                skip = 4;
+                break;
+            case 2: {
+                std::uint64_t length = 0;
+                if (!read_varint(p, end, length)) return false;
+                if (length > static_cast<std::uint64_t>(end - p)) return false;
+                const std::string_view value(p, static_cast<std::size_t>(length));
+                p += length;
+                const auto number = tag >> 3;
+                const auto& bounds = body ? body->strings : w.strings;
+                if (auto max = bound_of(bounds, number)) {
+                    if (value.size() > *max) return false;
+                    continue;
+                }
+                if (body) continue;
+                for (const auto& b : w.bodies) {
+                    if (static_cast<std::uint64_t>(b.number) != number) continue;
+                    if (!wire_within_limits(value, w, &b)) return false;
+                    break;
+                }
+                continue;
+            }
+            default:
+                return false;
+        }
+        if (skip > static_cast<std::uint64_t>(end - p)) return false;
+        p += skip;
+    }
+    return true;
+}
+
 }  // namespace
 
 std::string_view kind_name(Kind kind) {
@@ -159,6 +267,7 @@ Result<Decoded, Reason> Decoder::decode(std::string_view topic, std::string_view
     if (!parsed_topic) return fail(parsed_topic.error());
 
     Decoded out{std::move(*parsed_topic), {}, false};
+    bool limits_checked = false;
     if (looks_like_json(payload)) {
         google::protobuf::util::JsonParseOptions options;
         options.ignore_unknown_fields = false;
@@ -168,9 +277,13 @@ Result<Decoded, Reason> Decoder::decode(std::string_view topic, std::string_view
         out.was_json = true;
     } else if (!out.message.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
         return fail(Reason::undecodable);
+    } else {
+        // Every bounded string of the bytes within its bound: the parsed values are too, and
+        // reflection need not be asked about each (a longer one: the parsed message decides).
+        limits_checked = wire_within_limits(payload, wire_limits(), nullptr);
     }
     if (auto refused = check(out.topic, out.message)) return fail(*refused);
-    if (!within_limits(out.message)) return fail(Reason::field_too_long);
+    if (!limits_checked && !within_limits(out.message)) return fail(Reason::field_too_long);
     return out;
 }
 
