@@ -99,21 +99,28 @@ Verdict try_open(const config::Config& c, const crypto::Keyring& keys, storage::
             }
         }
     }
-    // The policy state (meter sums, site aggregates, ...), sealed with the record key.
-    auto state = store.scan_state(policy::state_prefix);
+    // The policy state (meter sums, site aggregates, ...), sealed with the record key: the first
+    // few entries only, streamed (the state may be large: not read whole for a sample).
+    std::size_t tried_state = 0;
+    bool opens = false;
+    auto state =
+        store.visit_state(policy::state_prefix, [&](std::string_view key, std::string_view stored) {
+            if (tried_state++ == sample_keys) return false;
+            auto epoch = peek_state_epoch(stored);
+            if (!epoch) return true;
+            auto opened = open_state(key, stored, record_keys.epoch_sealer(*epoch));
+            if (opened) {
+                opens = true;
+                return false;
+            }
+            if (opened.error() == CodecError::cannot_open) refused = true;
+            return true;
+        });
     if (!state) {
         throw StartupError("store: cannot read the policy state to check the master key: " +
                            std::string(storage::store_errc_name(state.error().code)));
     }
-    std::size_t tried_state = 0;
-    for (const auto& [key, stored] : *state) {
-        if (tried_state++ == sample_keys) break;
-        auto epoch = peek_state_epoch(stored);
-        if (!epoch) continue;
-        auto opened = open_state(key, stored, record_keys.epoch_sealer(*epoch));
-        if (opened) return Verdict::opens;
-        if (opened.error() == CodecError::cannot_open) refused = true;
-    }
+    if (opens) return Verdict::opens;
     auto wrapped = store.scan_state(RecordKeys::state_prefix);
     if (!wrapped) {
         throw StartupError("store: cannot read data keys to check the master key: " +
