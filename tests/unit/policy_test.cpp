@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 #include <functional>
+#include <random>
 #include <regex>
 #include <set>
 #include <tuple>
@@ -706,6 +707,54 @@ TEST_CASE("The restore bound counts meters, not sent intervals: a restart keeps 
     CHECK(h.counter("policy_meter_late_corrections") == 2 * meters);
     h.tick(now);
     CHECK(h.state.size() == 1300);
+}
+
+TEST_CASE("Late readings at random times are duplicates or corrections as a set of starts says") {
+    Harness h(billing_only());
+    constexpr int hours = 40;
+    for (int hour = 0; hour < hours; ++hour) h.apply(reading(gsrn, t0 + hour * hour_ms, 1, 60), t0);
+    h.tick(t0 + hours * hour_ms);  // every hour sent, incomplete
+    REQUIRE(h.emitted.size() == hours);
+    std::set<std::int64_t> sent;
+    for (int hour = 0; hour < hours; ++hour) sent.insert(t0 + hour * hour_ms);
+    std::mt19937 rng(1801);
+    std::uint64_t duplicates = 0;
+    std::uint64_t corrections = 0;
+    for (int i = 0; i < 3000; ++i) {
+        // Seconds at random (odd runs of one), and whole minutes (runs that grow and split).
+        const std::int64_t hour = t0 + static_cast<std::int64_t>(rng() % hours) * hour_ms;
+        const std::int64_t at =
+            hour + (rng() % 2 == 0 ? static_cast<std::int64_t>(rng() % 3600) * 1000
+                                   : static_cast<std::int64_t>(rng() % 60) * 60'000);
+        auto out = h.emit(reading(gsrn, at, 1, 1), t0 + hours * hour_ms);
+        if (sent.insert(at).second) {
+            ++corrections;
+            REQUIRE(out.size() == 1);
+            CHECK(out[0].record.meter().correction());
+            CHECK(out[0].record.meter().interval_start_ms() == hour);
+        } else {
+            ++duplicates;
+            CHECK(out.empty());
+        }
+        if (i % 500 == 499) REQUIRE(h.restart() == 0);  // the runs, encoded and read back
+    }
+    CHECK(h.counter("policy_meter_duplicates") == duplicates);
+    CHECK(h.counter("policy_meter_late_corrections") == corrections);
+    CHECK(h.counter("policy_meter_sent_capped") == 0);
+    CHECK(held_but_binding(*h.engine, crypto::SubjectKind::meter_point, gsrn).size() == hours);
+    // Expiry hour by hour, across restarts, takes exactly each hour's starts.
+    for (int hour = 0; hour < hours; ++hour) {
+        h.tick(t0 + (hour + 49) * hour_ms);
+        REQUIRE(h.restart() == 0);
+        CHECK(held_but_binding(*h.engine, crypto::SubjectKind::meter_point, gsrn).size() ==
+              static_cast<std::size_t>(hours - hour - 1));
+        if (hour + 1 < hours) {  // a start of the next hour is still a duplicate
+            const auto next = t0 + (hour + 1) * hour_ms;
+            CHECK(h.emit(reading(gsrn, *sent.lower_bound(next), 1, 1), t0 + (hour + 49) * hour_ms)
+                      .empty());
+        }
+    }
+    CHECK(without_bindings(h.state).empty());
 }
 
 TEST_CASE("A meter reading more often than the cap keeps its newest sent starts, counted") {

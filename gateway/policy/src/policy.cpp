@@ -219,31 +219,140 @@ struct OpenBucket {  // one metering point's interval being summed
 };
 
 // The intervals already sent for one meter: the start of every reading they (and their
-// corrections) had, sorted; a reading's interval is floor_to(start, the purpose's resolution).
-// One flat vector per meter, 8 bytes a reading, rather than a map node, a key string and a set
-// per interval (~350 bytes): with 10 000 meters and 48 h of 15-minute intervals that is ~15 MB
-// rather than ~650 MB. On disk it is one state key per meter ("pol/sm/..."), its starts as runs
-// of equal steps, rewritten when the commit changes them (the purpose's sent_dirty).
+// corrections) had; a reading's interval is floor_to(start, the purpose's resolution). Kept as
+// runs of equal steps: a meter reading every 15 minutes is one run of 16 bytes however long its
+// history (a sorted vector of starts was 8 bytes a reading, ~8 MB for a million sent
+// readings), and a reading at an odd time costs one run. On disk it is the same runs, one state
+// key per meter ("pol/sm/..."), rewritten when an output changes them (the purpose's
+// sent_dirty).
 struct SentMeter {
+    struct Run {
+        std::int64_t first = 0;
+        std::uint32_t step = 0;   // between starts; 0 when count is 1
+        std::uint32_t count = 1;  // >= 1
+        std::int64_t last() const { return at(count - 1); }
+        std::int64_t at(std::uint64_t k) const {  // in range: no overflow of the true value
+            return static_cast<std::int64_t>(static_cast<std::uint64_t>(first) + k * step);
+        }
+    };
     std::string meter_point;
-    std::vector<std::int64_t> starts;
+    std::vector<Run> runs;  // ascending and disjoint: runs[i].last() < runs[i + 1].first
+    std::size_t count = 0;  // starts
 
-    using Range = std::pair<std::vector<std::int64_t>::const_iterator,
-                            std::vector<std::int64_t>::const_iterator>;
-    Range interval(std::int64_t bucket, std::int64_t interval_ms) const {
-        auto first = std::lower_bound(starts.begin(), starts.end(), bucket);
-        return {first, std::lower_bound(first, starts.end(), bucket + interval_ms)};
+    static std::uint64_t distance(std::int64_t from, std::int64_t to) {  // to >= from
+        return static_cast<std::uint64_t>(to) - static_cast<std::uint64_t>(from);
+    }
+    // The first run whose last start is at or after v.
+    std::vector<Run>::iterator run_reaching(std::int64_t v) {
+        return std::partition_point(runs.begin(), runs.end(),
+                                    [v](const Run& r) { return r.last() < v; });
+    }
+    std::vector<Run>::const_iterator run_reaching(std::int64_t v) const {
+        return std::partition_point(runs.begin(), runs.end(),
+                                    [v](const Run& r) { return r.last() < v; });
+    }
+    // The first start at or after v.
+    std::optional<std::int64_t> first_from(std::int64_t v) const {
+        auto it = run_reaching(v);
+        if (it == runs.end()) return std::nullopt;
+        if (it->first >= v) return it->first;
+        return it->at((distance(it->first, v) + it->step - 1) / it->step);
+    }
+    bool empty() const { return count == 0; }
+    std::size_t size() const { return count; }
+    std::int64_t front() const { return runs.front().first; }
+    std::int64_t back() const { return runs.back().last(); }
+    bool has(std::int64_t start) const {
+        auto f = first_from(start);
+        return f && *f == start;
     }
     bool has_interval(std::int64_t bucket, std::int64_t interval_ms) const {
-        auto [first, last] = interval(bucket, interval_ms);
-        return first != last;
+        auto f = first_from(bucket);
+        return f && *f < bucket + interval_ms;
     }
-    bool has(std::int64_t start) const {
-        return std::binary_search(starts.begin(), starts.end(), start);
+    template <typename F>
+    void each(F&& f) const {
+        for (const auto& r : runs) {
+            for (std::uint32_t k = 0; k < r.count; ++k) f(r.at(k));
+        }
     }
+
     void insert(std::int64_t start) {
-        auto at = std::lower_bound(starts.begin(), starts.end(), start);
-        if (at == starts.end() || *at != start) starts.insert(at, start);
+        auto it = run_reaching(start);
+        if (it != runs.end() && it->first <= start) {  // inside a run's span
+            const auto d = distance(it->first, start);
+            if (d == 0 || d % it->step == 0) return;  // there (a run of one: its first)
+            const auto k = static_cast<std::uint32_t>(d / it->step);  // at(k) < start < at(k+1)
+            Run after{it->at(k + 1), it->step, it->count - k - 1};
+            if (after.count == 1) after.step = 0;
+            it->count = k + 1;
+            if (it->count == 1) it->step = 0;
+            const auto at = static_cast<std::size_t>(it - runs.begin());
+            runs.insert(runs.begin() + static_cast<std::ptrdiff_t>(at) + 1,
+                        {Run{start, 0, 1}, after});
+            ++count;
+            return;
+        }
+        ++count;
+        // Between the run before (ending below start) and `it` (beginning above it).
+        if (it != runs.begin()) {
+            auto& before = *std::prev(it);
+            const auto d = distance(before.last(), start);
+            if ((before.count == 1 && d <= UINT32_MAX) || d == before.step) {
+                before.step = static_cast<std::uint32_t>(d);
+                ++before.count;
+                if (it != runs.end() && distance(before.last(), it->first) == before.step &&
+                    (it->count == 1 || it->step == before.step) &&
+                    std::uint64_t{before.count} + it->count <= UINT32_MAX) {
+                    before.count += it->count;  // the gap closed: one run
+                    runs.erase(it);
+                }
+                return;
+            }
+        }
+        if (it != runs.end()) {
+            const auto d = distance(start, it->first);
+            if ((it->count == 1 && d <= UINT32_MAX) || d == it->step) {
+                it->step = static_cast<std::uint32_t>(d);
+                it->first = start;
+                ++it->count;
+                return;
+            }
+        }
+        runs.insert(it, Run{start, 0, 1});
+    }
+
+    // Forgets every start below `limit`; returns how many.
+    std::size_t erase_below(std::int64_t limit) {
+        auto it = run_reaching(limit);
+        std::size_t gone = 0;
+        for (auto r = runs.begin(); r != it; ++r) gone += r->count;
+        runs.erase(runs.begin(), it);
+        if (!runs.empty() && runs.front().first < limit) {
+            auto& r = runs.front();
+            const auto k = static_cast<std::uint32_t>((distance(r.first, limit) + r.step - 1) /
+                                                      r.step);  // < count: last >= limit
+            r.first = r.at(k);
+            r.count -= k;
+            if (r.count == 1) r.step = 0;
+            gone += k;
+        }
+        count -= gone;
+        return gone;
+    }
+    // Forgets the oldest n starts (n <= size()).
+    void drop_oldest(std::size_t n) {
+        while (n > 0) {
+            auto& r = runs.front();
+            if (r.count <= n) {
+                n -= r.count;
+                count -= r.count;
+                runs.erase(runs.begin());
+                continue;
+            }
+            erase_below(r.at(static_cast<std::uint32_t>(n)));
+            return;
+        }
     }
 };
 
@@ -360,28 +469,15 @@ std::string encode(const OpenBucket& b) {
     for (const auto& [start, r] : b.readings) w.i(start).u(r.interval_s).u(r.energy_wh);
     return w.done();
 }
-// A meter's sent reading starts as runs of equal steps (a meter reading every 15 minutes is one
-// run, however long its history): per run, its first start as the distance from the previous
-// run's last (from 0 for the first run), the step and the count.
+// A meter's sent reading starts, as its runs: per run, its first start as the distance from the
+// previous run's last (from 0 for the first run), the step and the count.
 std::string encode(const SentMeter& m) {
     Writer w('M');
-    const auto& s = m.starts;
-    w.str(m.meter_point).u(s.size());
-    auto gap = [&](std::size_t i) {  // unsigned: a difference of any two starts fits
-        return static_cast<std::uint64_t>(s[i]) - static_cast<std::uint64_t>(s[i - 1]);
-    };
+    w.str(m.meter_point).u(m.size());
     std::uint64_t previous = 0;
-    for (std::size_t i = 0; i < s.size();) {
-        std::size_t end = i + 1;  // one past the run
-        std::uint64_t step = 0;
-        if (end < s.size()) {
-            step = gap(end);
-            while (end + 1 < s.size() && gap(end + 1) == step) ++end;
-            ++end;
-        }
-        w.u(static_cast<std::uint64_t>(s[i]) - previous).u(step).u(end - i);
-        previous = static_cast<std::uint64_t>(s[end - 1]);
-        i = end;
+    for (const auto& r : m.runs) {
+        w.u(static_cast<std::uint64_t>(r.first) - previous).u(r.step).u(r.count);
+        previous = static_cast<std::uint64_t>(r.last());
     }
     return w.done();
 }
@@ -1417,20 +1513,26 @@ struct Policy::Impl {
                 }
                 it = next;
             }
+            // A sent interval is forgotten once its history has passed: every start below the
+            // first interval that has not.
+            const std::int64_t keep_from =
+                ps.sent.empty() || now_ms < INT64_MIN + ps.interval_ms + meter_history_ms
+                    ? INT64_MIN
+                    : floor_to(now_ms - ps.interval_ms - meter_history_ms, ps.interval_ms) +
+                          ps.interval_ms;
             for (auto it = ps.sent.begin(); it != ps.sent.end();) {
-                auto& starts = it->second.starts;
-                auto s = starts.begin();
-                while (s != starts.end() &&
-                       floor_to(*s, ps.interval_ms) + ps.interval_ms + meter_history_ms <= now_ms) {
-                    ++s;
+                auto& m = it->second;
+                if (m.front() >= keep_from) {
+                    ++it;
+                    continue;
                 }
-                if (s != starts.begin()) ps.sent_dirty.insert(it->first);
-                starts.erase(starts.begin(), s);
-                if (starts.empty()) {
+                m.erase_below(keep_from);
+                ps.sent_dirty.insert(it->first);
+                if (m.empty()) {
                     it = ps.sent.erase(it);
                     continue;
                 }
-                if (starts.capacity() > 2 * starts.size() + 16) starts.shrink_to_fit();
+                if (m.runs.capacity() > 2 * m.runs.size() + 16) m.runs.shrink_to_fit();
                 ++it;
             }
             for (auto it = ps.agg.begin(); it != ps.agg.end();) {
@@ -1552,13 +1654,13 @@ struct Policy::Impl {
             for (const auto& [hash, sm] : ps.sent) {
                 if (!meters.count(sm.meter_point)) continue;
                 std::int64_t last = INT64_MIN;
-                for (auto start : sm.starts) {
+                sm.each([&](std::int64_t start) {
                     std::int64_t bucket = floor_to(start, ps.interval_ms);
-                    if (bucket == last) continue;
+                    if (bucket == last) return;
                     last = bucket;
                     out.push_back(
                         {ps.purpose->name, "sent_meter_interval", bucket, interval_s, 0, 0});
-                }
+                });
             }
         }
         for (const auto& point : meters) {  // which device may report it, since when last
@@ -1845,14 +1947,10 @@ struct Policy::Impl {
         const bool fresh = it == ps->sent.end();
         if (fresh) {
             if (!admit(value.size())) return Restored::over_bound;
-            it = ps->sent.emplace(hash, SentMeter{std::move(point), {}}).first;
+            it = ps->sent.emplace(hash, SentMeter{std::move(point), {}, 0}).first;
         }
         auto& m = it->second;
-        if (fresh && !old) {
-            m.starts = std::move(starts);
-        } else {
-            for (auto start : starts) m.insert(start);
-        }
+        for (auto start : starts) m.insert(start);
         if (old || !fresh) {
             ps->sent_dirty.insert(hash);  // migrated or merged: its key is written again
         }
@@ -1869,7 +1967,7 @@ struct Policy::Impl {
             for (const auto& hash : ps.sent_dirty) {
                 auto it = ps.sent.find(hash);
                 if (it != ps.sent.end()) cap_sent(ps, it->second);
-                if (it != ps.sent.end() && !it->second.starts.empty()) {
+                if (it != ps.sent.end() && !it->second.empty()) {
                     out.push_back({sent_key(ps, hash), encode(it->second)});
                     continue;
                 }
@@ -1884,21 +1982,17 @@ struct Policy::Impl {
     // alone over the cap keeps its newest starts (a duplicate of a forgotten one would come out
     // as a correction).
     void cap_sent(const PurposeState& ps, SentMeter& m) {
-        auto& s = m.starts;
-        if (s.size() <= max_sent_starts) return;
-        const auto keep = static_cast<std::ptrdiff_t>(max_sent_starts);
-        auto cut = s.begin();
-        while (s.end() - cut > keep) {
-            auto next =
-                std::lower_bound(cut, s.end(), floor_to(*cut, ps.interval_ms) + ps.interval_ms);
-            if (next == s.end()) {
-                cut = s.end() - keep;
+        std::size_t dropped = 0;
+        while (m.size() > max_sent_starts) {
+            const std::int64_t next = floor_to(m.front(), ps.interval_ms) + ps.interval_ms;
+            if (m.back() < next) {
+                dropped += m.size() - max_sent_starts;
+                m.drop_oldest(m.size() - max_sent_starts);
                 break;
             }
-            cut = next;
+            dropped += m.erase_below(next);
         }
-        meter_sent_capped.add(static_cast<std::uint64_t>(cut - s.begin()));
-        s.erase(s.begin(), cut);
+        meter_sent_capped.add(dropped);
     }
 
     // An entry whose key this config would spell differently (a new key epoch names meters by
@@ -1963,7 +2057,7 @@ struct Policy::Impl {
         if (old_sent_seen) pending.push_back({std::string(old_sent_prefix), std::nullopt, true});
         flush_sent(pending);
         for (auto& ps : purposes) {
-            for (auto& [hash, m] : ps.sent) m.starts.shrink_to_fit();
+            for (auto& [hash, m] : ps.sent) m.runs.shrink_to_fit();
         }
         bound_restored_alarms();
         state_skipped.add(restore_skipped);
