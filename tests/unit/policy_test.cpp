@@ -757,6 +757,52 @@ TEST_CASE("Late readings at random times are duplicates or corrections as a set 
     CHECK(without_bindings(h.state).empty());
 }
 
+TEST_CASE("Meters whose oldest interval expired are written again a few hundred a tick") {
+    Harness h(billing_only());
+    constexpr int meters = 600;
+    for (int m = 0; m < meters; ++m) {
+        for (int hour = 0; hour < 2; ++hour) {
+            for (const auto& r : quarter_hours(meter_point(m), t0 + hour * hour_ms, 4)) {
+                h.apply(r, t0 + 2 * hour_ms);
+            }
+        }
+    }
+    REQUIRE(h.emitted.size() == 2 * meters);
+    const auto before = without_bindings(h.state);
+    auto rewritten = [&] {
+        std::size_t n = 0;
+        for (const auto& [key, value] : without_bindings(h.state)) {
+            n += before.count(key) == 1 && before.at(key) != value ? 1 : 0;
+        }
+        return n;
+    };
+    h.tick(t0 + 49 * hour_ms);  // every meter's first hour is past the history
+    CHECK(rewritten() == 256);
+    // Memory forgot them all at once: the first hour takes no correction, stored or not.
+    CHECK(h.emit(reading(meter_point(meters - 1), t0 + 7 * min_ms, 7, 60), t0 + 49 * hour_ms)
+              .empty());
+    CHECK(h.counter("policy_meter_beyond_history") == 1);
+    // A restart in between: the keys not yet written still list the first hour, which the
+    // first tick forgets again.
+    REQUIRE(h.restart() == 0);
+    h.tick(t0 + 49 * hour_ms + 1000);
+    h.tick(t0 + 49 * hour_ms + 2000);
+    CHECK(rewritten() == meters);
+    h.tick(t0 + 49 * hour_ms + 3000);
+    const auto settled = without_bindings(h.state);
+    REQUIRE(h.restart() == 0);
+    h.tick(t0 + 49 * hour_ms + 4000);
+    CHECK(without_bindings(h.state) == settled);  // nothing left to write
+    for (int m = 0; m < meters; ++m) {            // the second hour is still known
+        auto out = h.emit(reading(meter_point(m), t0 + hour_ms + 7 * min_ms, 7, 60),
+                          t0 + 49 * hour_ms + 5000);
+        REQUIRE(out.size() == 1);
+        CHECK(out[0].record.meter().correction());
+    }
+    h.tick(t0 + 50 * hour_ms);  // emptied meters' keys go at once, all of them
+    CHECK(without_bindings(h.state).empty());
+}
+
 TEST_CASE("A meter reading more often than the cap keeps its newest sent starts, counted") {
     Harness h(billing_only());
     // 10-second readings for 12 hours: 4 320 starts, over the cap of 4 096 a meter.

@@ -121,18 +121,23 @@ Verdict try_open(const config::Config& c, const crypto::Keyring& keys, storage::
                            std::string(storage::store_errc_name(state.error().code)));
     }
     if (opens) return Verdict::opens;
-    auto wrapped = store.scan_state(RecordKeys::state_prefix);
+    std::size_t tried = 0;  // the first few data keys, streamed (one per subject: many)
+    auto wrapped = store.visit_state(
+        RecordKeys::state_prefix, [&](std::string_view key, std::string_view value) {
+            if (tried++ == sample_keys) return false;
+            const auto subject = key.substr(RecordKeys::state_prefix.size());
+            if (keys.unwrap_data_key(subject, value)) {
+                opens = true;
+                return false;
+            }
+            refused = true;
+            return true;
+        });
     if (!wrapped) {
         throw StartupError("store: cannot read data keys to check the master key: " +
                            std::string(storage::store_errc_name(wrapped.error().code)));
     }
-    std::size_t tried = 0;
-    for (const auto& [key, value] : *wrapped) {
-        if (tried++ == sample_keys) break;
-        const auto subject = std::string_view(key).substr(RecordKeys::state_prefix.size());
-        if (keys.unwrap_data_key(subject, value)) return Verdict::opens;
-        refused = true;
-    }
+    if (opens) return Verdict::opens;
     return refused ? Verdict::does_not_open : Verdict::nothing_to_try;
 }
 

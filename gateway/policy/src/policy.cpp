@@ -34,6 +34,10 @@ constexpr std::size_t max_alarms_remembered = 4096;
 // policy_meter_sent_capped), so a meter's one state value stays small (runs of equal steps:
 // ~20 bytes for a regular meter, at most ~40 KB for one reading at odd times).
 constexpr std::size_t max_sent_starts = 4096;
+// Meter keys rewritten a tick for intervals that expired: every meter's oldest interval expires
+// at the same boundary, and 10 000 sealed rewrites in one commit would hold up the alarms behind
+// it. The rest wait for the next ticks (seconds); memory forgets them at once.
+constexpr std::size_t max_expiry_rewrites = 256;
 // The state keys of sent intervals before they were one key per meter: one key per interval.
 // restore() folds them into the meter's key and erases them all as one range.
 constexpr std::string_view old_sent_prefix = "pol/ms/";
@@ -389,6 +393,9 @@ struct PurposeState {
     std::map<MeterKey, OpenBucket> open;
     std::map<std::string, SentMeter> sent;  // by meter pseudonym
     std::set<std::string> sent_dirty;       // meters whose sent starts changed: key rewritten
+    // Meters whose oldest intervals expired (in memory at once) and whose key still lists them:
+    // rewritten by tick, at most max_expiry_rewrites a tick (a meter emptied goes at once).
+    std::set<std::string> sent_stale;
     std::map<std::int64_t, AggBucket> agg;
     std::set<std::int64_t> agg_closed;
 
@@ -1527,11 +1534,12 @@ struct Policy::Impl {
                     continue;
                 }
                 m.erase_below(keep_from);
-                ps.sent_dirty.insert(it->first);
                 if (m.empty()) {
+                    ps.sent_dirty.insert(it->first);  // its key erased now: no sealing
                     it = ps.sent.erase(it);
                     continue;
                 }
+                ps.sent_stale.insert(it->first);
                 if (m.runs.capacity() > 2 * m.runs.size() + 16) m.runs.shrink_to_fit();
                 ++it;
             }
@@ -1962,9 +1970,15 @@ struct Policy::Impl {
     }
 
     // Writes (or erases) the one key of each meter whose sent starts changed, capped first.
-    void flush_sent(std::vector<StateChange>& out) {
+    // Then, up to `stale_budget` of those whose intervals only expired (tick).
+    void flush_sent(std::vector<StateChange>& out, std::size_t stale_budget = 0) {
         for (auto& ps : purposes) {
+            for (auto s = ps.sent_stale.begin(); stale_budget > 0 && s != ps.sent_stale.end();
+                 s = ps.sent_stale.erase(s)) {
+                if (ps.sent_dirty.insert(*s).second) --stale_budget;
+            }
             for (const auto& hash : ps.sent_dirty) {
+                if (!ps.sent_stale.empty()) ps.sent_stale.erase(hash);  // written now anyway
                 auto it = ps.sent.find(hash);
                 if (it != ps.sent.end()) cap_sent(ps, it->second);
                 if (it != ps.sent.end() && !it->second.empty()) {
@@ -2017,6 +2031,7 @@ struct Policy::Impl {
             ps.open.clear();
             ps.sent.clear();
             ps.sent_dirty.clear();
+            ps.sent_stale.clear();
             ps.agg.clear();
             ps.agg_closed.clear();
         }
@@ -2112,7 +2127,7 @@ Result<Output, Reason> Policy::apply(const device::v1::DeviceMessage& event, std
 Output Policy::tick(std::int64_t now_ms) {
     auto out = impl_->tick(now_ms);
     impl_->flush_pending(out);
-    impl_->flush_sent(out.state);
+    impl_->flush_sent(out.state, max_expiry_rewrites);
     return out;
 }
 
