@@ -249,9 +249,15 @@ void WriteSet::put_state(std::string key, std::string value) {
 
 void WriteSet::erase_state(std::string key) { state_.emplace_back(std::move(key), std::nullopt); }
 
+void WriteSet::erase_state_prefix(std::string prefix) {
+    state_prefixes_.push_back(std::move(prefix));
+}
+
 void WriteSet::quarantine(std::string entry) { quarantine_.push_back(std::move(entry)); }
 
-bool WriteSet::empty() const { return appends_.empty() && state_.empty() && quarantine_.empty(); }
+bool WriteSet::empty() const {
+    return appends_.empty() && state_.empty() && state_prefixes_.empty() && quarantine_.empty();
+}
 
 // --- Store ----------------------------------------------------------------------------------
 
@@ -772,6 +778,13 @@ Result<std::vector<std::uint64_t>, StoreError> Store::commit(WriteSet&& writes) 
         if (!status.ok()) return fail(to_error(status));
     }
 
+    for (const auto& prefix : writes.state_prefixes_) {
+        // An empty prefix would be the whole state (stream counters, marks): refused.
+        const std::string end = prefix_successor(prefix);
+        if (prefix.empty() || end.empty()) return fail(invalid("state prefix erase: bad prefix"));
+        status = batch.DeleteRange(impl.handles[cf_state], prefix, end);
+        if (!status.ok()) return fail(to_error(status));
+    }
     for (const auto& [key, value] : writes.state_) {
         status = value ? batch.Put(impl.handles[cf_state], key, *value)
                        : batch.Delete(impl.handles[cf_state], key);
@@ -995,6 +1008,30 @@ Result<Store::BoundedScan, StoreError> Store::scan_state(std::string_view prefix
     }
     if (!it->status().ok()) return fail(to_error(it->status()));
     return out;
+}
+
+Result<void, StoreError> Store::visit_state(
+    std::string_view prefix,
+    const std::function<bool(std::string_view key, std::string_view value)>& visit) const {
+    const rocksdb::Slice prefix_slice(prefix.data(), prefix.size());
+    const std::string upper = prefix_successor(prefix);
+    const rocksdb::Slice upper_slice(upper);
+    rocksdb::ReadOptions read_options;
+    read_options.iterate_lower_bound = &prefix_slice;
+    if (!upper.empty()) read_options.iterate_upper_bound = &upper_slice;
+    read_options.fill_cache = false;  // a one-off read: don't push the working set out
+    std::unique_ptr<rocksdb::Iterator> it(
+        impl_->db->NewIterator(read_options, impl_->handles[cf_state]));
+    for (it->Seek(prefix_slice); it->Valid() && it->key().starts_with(prefix_slice); it->Next()) {
+        const rocksdb::Slice key = it->key();
+        const rocksdb::Slice value = it->value();
+        if (!visit(std::string_view(key.data(), key.size()),
+                   std::string_view(value.data(), value.size()))) {
+            break;
+        }
+    }
+    if (!it->status().ok()) return fail(to_error(it->status()));
+    return {};
 }
 
 BudgetCounts Store::budget_counts() const {

@@ -15,6 +15,7 @@
 #include "temp_dir.h"
 #include "vern/crypto/keyring.h"
 #include "vern/pipeline/pipeline.h"
+#include "vern/pipeline/record_codec.h"
 #include "vern/pipeline/record_keys.h"
 #include "vern/policy/leak_guard.h"
 #include "vern/policy/policy.h"
@@ -501,6 +502,108 @@ TEST_CASE("The egress blocks a record the guard catches, quarantines it and leav
         CHECK(rec.alarm().event_id().rfind("ev-", 0) == 0);
     }
     CHECK(seqs == std::vector<std::uint64_t>{1, 2});  // the blocked one took no seq
+}
+
+namespace {
+
+// A sent interval as the per-interval format kept it (before one key per meter), encoded here
+// apart from the engine: version 1, tag 'S', the metering point, the reading starts (varints).
+std::string old_sent_interval(const std::string& point, std::int64_t hour) {
+    std::string v{'\x01', 'S'};
+    auto varint = [&v](std::uint64_t x) {
+        for (; x >= 0x80; x >>= 7) v.push_back(static_cast<char>((x & 0x7F) | 0x80));
+        v.push_back(static_cast<char>(x));
+    };
+    varint(point.size());
+    v += point;
+    varint(4);
+    for (int q = 0; q < 4; ++q) varint(static_cast<std::uint64_t>(hour + q * 900'000));
+    return v;
+}
+
+std::string point_of(int meter) { return "7070575000" + std::to_string(20000000 + meter); }
+
+device::v1::DeviceMessage late_reading(int meter, std::int64_t start) {
+    device::v1::DeviceMessage m;
+    m.set_device_id("meter-" + std::to_string(10000 + meter));
+    m.set_seq(1);
+    m.set_event_time_ms(start + 60'000);
+    auto* r = m.mutable_meter();
+    r->set_meter_point_id(point_of(meter));
+    r->set_energy_wh(7);
+    r->set_interval_start_ms(start);
+    r->set_interval_s(60);
+    return m;
+}
+
+}  // namespace
+
+TEST_CASE("A store of per-interval meter keys is read back whole, one key per meter after") {
+    test::TempDir dir{"vern-meterstate"};
+    config::Config config;
+    config.gateway.id = "gw-meterstate";
+    config.policy.state_restore_max_entries = 2048;  // far below the 32 000 old keys
+    Counters counters;
+    auto keys = crypto::Keyring::load(dir.path() / "master.key", true);
+    storage::StoreOptions o;
+    o.path = (dir.path() / "store").string();
+    o.sync = false;  // a test of what is read back, not of durability
+    auto store = storage::Store::open(o);
+    REQUIRE(store);
+    RecordKeys record_keys(*keys, **store, 1);
+    // 800 meters' 40 hours of sent intervals, one sealed key each, as an older build left them.
+    constexpr int meters = 800;
+    constexpr int hours = 40;
+    storage::WriteSet w;
+    for (int m = 0; m < meters; ++m) {
+        for (int h = 0; h < hours; ++h) {
+            const auto hour = t0 + h * hour_ms;
+            const auto key = "pol/ms/billing/old" + std::to_string(m) + "/" + std::to_string(hour);
+            w.put_state(key, seal_state(key, old_sent_interval(point_of(m), hour), 1,
+                                        record_keys.epoch_sealer(1)));
+        }
+    }
+    REQUIRE((*store)->commit(std::move(w)));
+    const auto now = t0 + hours * hour_ms;
+    auto factory = [&](const std::string& p, std::uint32_t e) { return keys->pseudonymiser(p, e); };
+    policy::LeakGuard guard([](std::string_view t) { return std::hash<std::string_view>{}(t); },
+                            {});
+    DiagState diag;
+    auto count = [&](const std::string& prefix) {
+        std::size_t n = 0;
+        REQUIRE((*store)->visit_state(prefix, [&](std::string_view, std::string_view) {
+            ++n;
+            return true;
+        }));
+        return n;
+    };
+    // Each restart: every meter's oldest interval still takes a correction (first at a new
+    // start, then again at another).
+    for (int restart = 0; restart < 2; ++restart) {
+        INFO("restart " << restart);
+        policy::Policy engine(config.policy, policy::epoch_schedule(config.keys), factory,
+                              counters);
+        Egress egress(config, counters, **store, record_keys, engine, guard, diag);
+        CHECK(counters.get("policy_state_over_bound").get() == 0);
+        CHECK(counters.get("policy_state_corrupt").get() == 0);
+        Staged staged = egress.begin();
+        egress.stage_state(staged, engine.tick(now).state);  // the migration, one commit
+        REQUIRE(egress.commit(staged));
+        CHECK(count("pol/ms/") == 0);
+        CHECK(count("pol/sm/billing/") == meters);
+        std::uint64_t corrections = 0;
+        Staged late = egress.begin();
+        for (int m = 0; m < meters; ++m) {
+            auto out = engine.apply(late_reading(m, t0 + (7 + restart) * 60'000), "site-1", now);
+            REQUIRE(out);
+            if (out->emissions.size() == 1 && out->emissions[0].record.meter().correction()) {
+                ++corrections;
+            }
+            egress.stage_state(late, out->state);
+        }
+        REQUIRE(egress.commit(late));
+        CHECK(corrections == meters);
+    }
 }
 
 // --- per-device bounds (issue 15 item 2) ------------------------------------------------------

@@ -226,7 +226,15 @@ struct Harness {
     }
 
     void keep(const policy::Output& out) {
+        for (const auto& change : out.state) {  // a prefix erase first, as the store does
+            if (!change.prefix) continue;
+            for (auto it = state.lower_bound(change.key);
+                 it != state.end() && it->first.rfind(change.key, 0) == 0;) {
+                it = state.erase(it);
+            }
+        }
         for (const auto& change : out.state) {
+            if (change.prefix) continue;
             if (change.value) {
                 state[change.key] = *change.value;
             } else {

@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 #include <functional>
+#include <random>
 #include <regex>
 #include <set>
 #include <tuple>
@@ -529,9 +530,12 @@ TEST_CASE(
     for (const auto& r : quarter_hours(gsrn, t0, 4)) h.apply(r, t0 + hour_ms);
     for (const auto& r : quarter_hours(gsrn, t0 + hour_ms, 4)) h.apply(r, t0 + 2 * hour_ms);
     REQUIRE(h.emitted.size() == 2);
-    CHECK(without_bindings(h.state).size() == 2);  // one state entry per sent interval
-    h.tick(t0 + 49 * hour_ms);                     // the first is past the history
-    CHECK(without_bindings(h.state).size() == 1);
+    const auto both = without_bindings(h.state);
+    CHECK(both.size() == 1);    // one state entry per meter, both intervals in it
+    h.tick(t0 + 49 * hour_ms);  // the first is past the history
+    const auto second_only = without_bindings(h.state);
+    CHECK(second_only.size() == 1);
+    CHECK(second_only != both);  // the meter's entry, written again without the first
     REQUIRE(h.restart() == 0);
     // The second is still known: its readings are duplicates, its interval takes corrections.
     auto second = quarter_hours(gsrn, t0 + hour_ms, 4);
@@ -543,6 +547,279 @@ TEST_CASE(
     CHECK(out[0].record.meter().interval_start_ms() == t0 + hour_ms);
     h.tick(t0 + 50 * hour_ms);
     CHECK(without_bindings(h.state).empty());
+}
+
+namespace {
+
+// The per-interval format of sent meter intervals (before one key per meter), written here
+// independently of the engine: key "pol/ms/{purpose}/{meter pseudonym}/{interval start ms}",
+// value version 1, tag 'S', the metering point (length-prefixed), the number of reading starts
+// and each start, all varints.
+void varint(std::string& out, std::uint64_t v) {
+    while (v >= 0x80) {
+        out.push_back(static_cast<char>((v & 0x7F) | 0x80));
+        v >>= 7;
+    }
+    out.push_back(static_cast<char>(v));
+}
+
+std::string old_sent_value(const std::string& point, const std::vector<std::int64_t>& starts) {
+    std::string v{'\x01', 'S'};
+    varint(v, point.size());
+    v += point;
+    varint(v, starts.size());
+    for (auto s : starts) varint(v, static_cast<std::uint64_t>(s));
+    return v;
+}
+
+// One hourly interval's four quarter-hour starts.
+std::vector<std::int64_t> quarter_starts(std::int64_t hour) {
+    return {hour, hour + 15 * min_ms, hour + 30 * min_ms, hour + 45 * min_ms};
+}
+
+std::size_t with_prefix(const std::map<std::string, std::string>& state, std::string_view p) {
+    return static_cast<std::size_t>(std::count_if(
+        state.begin(), state.end(), [&](const auto& e) { return e.first.rfind(p, 0) == 0; }));
+}
+
+// A restart through the entry-by-entry restore, with a bound on keys: how many were over it.
+std::size_t restart_bounded(Harness& h, std::size_t max_keys) {
+    h.start();
+    h.engine->restore_begin({max_keys, SIZE_MAX});
+    std::size_t over = 0;
+    for (const auto& [key, value] : h.state) {
+        if (h.engine->restore_entry(key, value) == policy::Restored::over_bound) ++over;
+    }
+    REQUIRE(h.engine->restore_end() == 0);
+    return over;
+}
+
+}  // namespace
+
+TEST_CASE("A meter's sent intervals are one small state entry, written again as they change") {
+    Harness h(billing_only());
+    for (int hour = 0; hour < 47; ++hour) {
+        for (const auto& r : quarter_hours(gsrn, t0 + hour * hour_ms, 4)) {
+            h.apply(r, t0 + (hour + 1) * hour_ms);
+        }
+    }
+    REQUIRE(h.emitted.size() == 47);
+    auto state = without_bindings(h.state);
+    REQUIRE(state.size() == 1);
+    const auto& [key, value] = *state.begin();
+    CHECK(key.rfind("pol/sm/billing/", 0) == 0);
+    CHECK(std::count(key.begin(), key.end(), '/') == 3);  // no interval in the key
+    CHECK(value.size() < 48);  // 188 regular starts are one run: point, count, one run
+    // A late reading in the oldest interval is a correction, its key written again.
+    auto out = h.emit(reading(gsrn, t0 + 7 * min_ms, 7, 60), t0 + 47 * hour_ms);
+    REQUIRE(out.size() == 1);
+    CHECK(out[0].record.meter().correction());
+    auto after = without_bindings(h.state);
+    REQUIRE(after.size() == 1);
+    CHECK(after.begin()->first == key);
+    CHECK(after.begin()->second != value);
+    REQUIRE(h.restart() == 0);
+    CHECK(h.emit(reading(gsrn, t0 + 7 * min_ms, 7, 60), t0 + 47 * hour_ms).empty());  // duplicate
+    CHECK(h.counter("policy_meter_duplicates") == 1);
+}
+
+TEST_CASE("Sent intervals of the per-interval format are folded into one key per meter") {
+    Harness h(billing_only());
+    // As an older build left them: three sent hours of one meter, one of another, and an
+    // interval of a purpose no longer configured (dropped with the rest of the old keys).
+    for (int hour = 0; hour < 3; ++hour) {
+        const auto start = t0 + hour * hour_ms;
+        h.state["pol/ms/billing/old-hash-a/" + std::to_string(start)] =
+            old_sent_value(gsrn, quarter_starts(start));
+    }
+    h.state["pol/ms/billing/old-hash-b/" + std::to_string(t0)] =
+        old_sent_value(meter_point(2), {t0, t0 + 30 * min_ms});
+    h.state["pol/ms/gone/old-hash-c/" + std::to_string(t0)] = old_sent_value(meter_point(3), {t0});
+    REQUIRE(h.restart() == 1);  // the gone purpose's interval
+    h.tick(t0 + 3 * hour_ms);   // the migration goes with the first output
+    CHECK(with_prefix(h.state, "pol/ms/") == 0);
+    CHECK(with_prefix(h.state, "pol/sm/billing/") == 2);
+    CHECK(without_bindings(h.state).size() == 2);
+
+    // The old intervals still know their readings (duplicates) and take corrections.
+    CHECK(h.emit(reading(gsrn, t0 + hour_ms + 15 * min_ms, 5), t0 + 3 * hour_ms).empty());
+    CHECK(h.counter("policy_meter_duplicates") == 1);
+    auto late = h.emit(reading(gsrn, t0 + 2 * hour_ms + 7 * min_ms, 7, 60), t0 + 3 * hour_ms);
+    REQUIRE(late.size() == 1);
+    CHECK(late[0].record.meter().correction());
+    CHECK(late[0].record.meter().interval_start_ms() == t0 + 2 * hour_ms);
+    late = h.emit(reading(meter_point(2), t0 + 15 * min_ms, 3), t0 + 3 * hour_ms);
+    REQUIRE(late.size() == 1);
+    CHECK(late[0].record.meter().correction());
+    // And hold a restart in the new format, expiring interval by interval.
+    REQUIRE(h.restart() == 0);
+    CHECK(h.emit(reading(gsrn, t0 + 2 * hour_ms + 7 * min_ms, 7, 60), t0 + 3 * hour_ms).empty());
+    CHECK(h.counter("policy_meter_late_corrections") == 2);
+    h.tick(t0 + 49 * hour_ms);  // the first hour of both meters is past the history
+    REQUIRE(h.restart() == 0);
+    CHECK(h.emit(reading(gsrn, t0 + hour_ms + 15 * min_ms, 5), t0 + 49 * hour_ms).empty());
+    CHECK(h.counter("policy_meter_duplicates") == 3);
+    CHECK(with_prefix(h.state, "pol/sm/billing/") == 1);  // meter 2 had the first hour only
+    h.tick(t0 + 51 * hour_ms);
+    CHECK(without_bindings(h.state).empty());
+}
+
+TEST_CASE("The restore bound counts meters, not sent intervals: a restart keeps corrections") {
+    Harness h(billing_only());
+    // 1 200 meters' 47 hours of sent intervals in the per-interval format: 56 400 keys, far over
+    // a bound of 2 048 keys that holds 1 200 meters.
+    constexpr int meters = 1200;
+    constexpr int hours = 47;
+    for (int m = 0; m < meters; ++m) {
+        for (int hour = 0; hour < hours; ++hour) {
+            const auto start = t0 + hour * hour_ms;
+            h.state["pol/ms/billing/h" + std::to_string(m) + "/" + std::to_string(start)] =
+                old_sent_value(meter_point(m), quarter_starts(start));
+        }
+    }
+    const auto now = t0 + hours * hour_ms;
+    CHECK(restart_bounded(h, 2048) == 0);
+    h.tick(now);
+    REQUIRE(with_prefix(h.state, "pol/ms/") == 0);
+    REQUIRE(with_prefix(h.state, "pol/sm/") == meters);
+    for (const auto& [key, value] : h.state) CHECK(value.size() < 48);
+    // Every meter's oldest interval takes a correction.
+    for (int m = 0; m < meters; ++m) {
+        auto out = h.emit(reading(meter_point(m), t0 + 7 * min_ms, 7, 60), now);
+        REQUIRE(out.size() == 1);
+        CHECK(out[0].record.meter().correction());
+    }
+    CHECK(h.counter("policy_meter_late_corrections") == meters);
+    // Again after a restart (1 200 meters and their 1 200 bindings: 2 400 keys).
+    CHECK(restart_bounded(h, 2400) == 0);
+    for (int m = 0; m < meters; ++m) {
+        CHECK(h.emit(reading(meter_point(m), t0 + 7 * min_ms, 7, 60), now).empty());
+        auto out = h.emit(reading(meter_point(m), t0 + hour_ms + 7 * min_ms, 7, 60), now);
+        REQUIRE(out.size() == 1);
+        CHECK(out[0].record.meter().correction());
+    }
+    CHECK(h.counter("policy_meter_duplicates") == meters);
+    CHECK(h.counter("policy_meter_late_corrections") == 2 * meters);
+    // A bound below the meters still holds: the meters beyond it are not read back, and their
+    // keys are erased.
+    const auto over = restart_bounded(h, 1300);
+    CHECK(over == 2 * meters - 1300);
+    CHECK(h.counter("policy_meter_late_corrections") == 2 * meters);
+    h.tick(now);
+    CHECK(h.state.size() == 1300);
+}
+
+TEST_CASE("Late readings at random times are duplicates or corrections as a set of starts says") {
+    Harness h(billing_only());
+    constexpr int hours = 40;
+    for (int hour = 0; hour < hours; ++hour) h.apply(reading(gsrn, t0 + hour * hour_ms, 1, 60), t0);
+    h.tick(t0 + hours * hour_ms);  // every hour sent, incomplete
+    REQUIRE(h.emitted.size() == hours);
+    std::set<std::int64_t> sent;
+    for (int hour = 0; hour < hours; ++hour) sent.insert(t0 + hour * hour_ms);
+    std::mt19937 rng(1801);
+    std::uint64_t duplicates = 0;
+    std::uint64_t corrections = 0;
+    for (int i = 0; i < 3000; ++i) {
+        // Seconds at random (odd runs of one), and whole minutes (runs that grow and split).
+        const std::int64_t hour = t0 + static_cast<std::int64_t>(rng() % hours) * hour_ms;
+        const std::int64_t at =
+            hour + (rng() % 2 == 0 ? static_cast<std::int64_t>(rng() % 3600) * 1000
+                                   : static_cast<std::int64_t>(rng() % 60) * 60'000);
+        auto out = h.emit(reading(gsrn, at, 1, 1), t0 + hours * hour_ms);
+        if (sent.insert(at).second) {
+            ++corrections;
+            REQUIRE(out.size() == 1);
+            CHECK(out[0].record.meter().correction());
+            CHECK(out[0].record.meter().interval_start_ms() == hour);
+        } else {
+            ++duplicates;
+            CHECK(out.empty());
+        }
+        if (i % 500 == 499) REQUIRE(h.restart() == 0);  // the runs, encoded and read back
+    }
+    CHECK(h.counter("policy_meter_duplicates") == duplicates);
+    CHECK(h.counter("policy_meter_late_corrections") == corrections);
+    CHECK(h.counter("policy_meter_sent_capped") == 0);
+    CHECK(held_but_binding(*h.engine, crypto::SubjectKind::meter_point, gsrn).size() == hours);
+    // Expiry hour by hour, across restarts, takes exactly each hour's starts.
+    for (int hour = 0; hour < hours; ++hour) {
+        h.tick(t0 + (hour + 49) * hour_ms);
+        REQUIRE(h.restart() == 0);
+        CHECK(held_but_binding(*h.engine, crypto::SubjectKind::meter_point, gsrn).size() ==
+              static_cast<std::size_t>(hours - hour - 1));
+        if (hour + 1 < hours) {  // a start of the next hour is still a duplicate
+            const auto next = t0 + (hour + 1) * hour_ms;
+            CHECK(h.emit(reading(gsrn, *sent.lower_bound(next), 1, 1), t0 + (hour + 49) * hour_ms)
+                      .empty());
+        }
+    }
+    CHECK(without_bindings(h.state).empty());
+}
+
+TEST_CASE("Meters whose oldest interval expired are written again a few hundred a tick") {
+    Harness h(billing_only());
+    constexpr int meters = 600;
+    for (int m = 0; m < meters; ++m) {
+        for (int hour = 0; hour < 2; ++hour) {
+            for (const auto& r : quarter_hours(meter_point(m), t0 + hour * hour_ms, 4)) {
+                h.apply(r, t0 + 2 * hour_ms);
+            }
+        }
+    }
+    REQUIRE(h.emitted.size() == 2 * meters);
+    const auto before = without_bindings(h.state);
+    auto rewritten = [&] {
+        std::size_t n = 0;
+        for (const auto& [key, value] : without_bindings(h.state)) {
+            n += before.count(key) == 1 && before.at(key) != value ? 1 : 0;
+        }
+        return n;
+    };
+    h.tick(t0 + 49 * hour_ms);  // every meter's first hour is past the history
+    CHECK(rewritten() == 256);
+    // Memory forgot them all at once: the first hour takes no correction, stored or not.
+    CHECK(h.emit(reading(meter_point(meters - 1), t0 + 7 * min_ms, 7, 60), t0 + 49 * hour_ms)
+              .empty());
+    CHECK(h.counter("policy_meter_beyond_history") == 1);
+    // A restart in between: the keys not yet written still list the first hour, which the
+    // first tick forgets again.
+    REQUIRE(h.restart() == 0);
+    h.tick(t0 + 49 * hour_ms + 1000);
+    h.tick(t0 + 49 * hour_ms + 2000);
+    CHECK(rewritten() == meters);
+    h.tick(t0 + 49 * hour_ms + 3000);
+    const auto settled = without_bindings(h.state);
+    REQUIRE(h.restart() == 0);
+    h.tick(t0 + 49 * hour_ms + 4000);
+    CHECK(without_bindings(h.state) == settled);  // nothing left to write
+    for (int m = 0; m < meters; ++m) {            // the second hour is still known
+        auto out = h.emit(reading(meter_point(m), t0 + hour_ms + 7 * min_ms, 7, 60),
+                          t0 + 49 * hour_ms + 5000);
+        REQUIRE(out.size() == 1);
+        CHECK(out[0].record.meter().correction());
+    }
+    h.tick(t0 + 50 * hour_ms);  // emptied meters' keys go at once, all of them
+    CHECK(without_bindings(h.state).empty());
+}
+
+TEST_CASE("A meter reading more often than the cap keeps its newest sent starts, counted") {
+    Harness h(billing_only());
+    // 10-second readings for 12 hours: 4 320 starts, over the cap of 4 096 a meter.
+    std::uint64_t seq = 1;
+    for (std::int64_t at = t0; at < t0 + 12 * hour_ms; at += 10'000) {
+        h.apply(reading(gsrn, at, 1, 10, seq++), at + 10'000);
+    }
+    h.tick(t0 + 13 * hour_ms);
+    CHECK(h.emitted.size() == 12);
+    CHECK(h.counter("policy_meter_sent_capped") >= 4320 - 4096);
+    auto state = without_bindings(h.state);
+    REQUIRE(state.size() == 1);
+    CHECK(state.begin()->second.size() < 64);
+    REQUIRE(h.restart() == 0);
+    // The newest intervals are still known; the oldest was forgotten early.
+    CHECK(h.emit(reading(gsrn, t0 + 11 * hour_ms, 1, 10), t0 + 13 * hour_ms).empty());
+    CHECK(h.counter("policy_meter_duplicates") == 1);
 }
 
 TEST_CASE("Meter rules: interval keep sends each reading, generalise rounds the energy") {

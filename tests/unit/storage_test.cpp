@@ -437,6 +437,58 @@ TEST_CASE("State keys inserted from a memtable hint read back as without one") {
     }
 }
 
+TEST_CASE("State under a prefix is erased as one range and streamed back in key order") {
+    TempDir dir;
+    {
+        auto store = open_store(small_options(dir.store_path()));
+        WriteSet writes;
+        for (int i = 0; i < 5000; ++i) writes.put_state("old/" + std::to_string(100000 + i), "v");
+        writes.put_state("ol", "before the prefix");
+        writes.put_state("old0", "after the prefix");
+        writes.put_state("new/a", "1");
+        REQUIRE(store->commit(std::move(writes)));
+
+        std::vector<std::string> keys;
+        std::size_t bytes = 0;
+        REQUIRE(store->visit_state("old/", [&](std::string_view key, std::string_view value) {
+            keys.emplace_back(key);
+            bytes += value.size();
+            return true;
+        }));
+        REQUIRE(keys.size() == 5000);
+        CHECK(bytes == 5000);
+        CHECK(std::is_sorted(keys.begin(), keys.end()));
+        std::size_t seen = 0;  // the visitor stops the scan
+        REQUIRE(store->visit_state(
+            "old/", [&](std::string_view, std::string_view) { return ++seen < 10; }));
+        CHECK(seen == 10);
+
+        // The range goes before the commit's own puts: a key put under it in the same commit
+        // stays.
+        WriteSet migrate;
+        migrate.erase_state_prefix("old/");
+        migrate.put_state("old/100007", "kept");
+        migrate.put_state("new/b", "2");
+        REQUIRE(store->commit(std::move(migrate)));
+        WriteSet whole;  // an empty prefix (the whole state) is refused, nothing written
+        whole.erase_state_prefix("");
+        whole.put_state("new/c", "3");
+        auto refused = store->commit(std::move(whole));
+        REQUIRE_FALSE(refused);
+        CHECK(refused.error().code == StoreErrc::invalid_argument);
+    }
+    auto store = open_store(small_options(dir.store_path()));  // and after reopening
+    auto old = store->scan_state("old/");
+    REQUIRE(old);
+    REQUIRE(old->size() == 1);
+    CHECK((*old)[0] == std::pair<std::string, std::string>{"old/100007", "kept"});
+    auto all = store->scan_state("");
+    REQUIRE(all);
+    std::vector<std::string> keys;
+    for (const auto& [key, value] : *all) keys.push_back(key);
+    CHECK(keys == std::vector<std::string>{"new/a", "new/b", "ol", "old/100007", "old0"});
+}
+
 TEST_CASE("A store is new until anything is committed, and stays used once emptied") {
     TempDir dir;
     {

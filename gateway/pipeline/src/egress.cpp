@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <limits>
 #include <nlohmann/json.hpp>
 
@@ -80,7 +81,9 @@ Staged Egress::begin() const {
 
 void Egress::stage_state(Staged& staged, const std::vector<policy::StateChange>& changes) const {
     for (const auto& change : changes) {
-        if (change.value) {
+        if (change.prefix) {
+            staged.writes.erase_state_prefix(change.key);
+        } else if (change.value) {
             staged.writes.put_state(change.key, seal_state(change.key, *change.value,
                                                            config_.keys.record_epoch, sealer_));
         } else {
@@ -239,47 +242,62 @@ void Egress::sync_budget_counts() {
 }
 
 // Bounded: a state bloated by an older build (or a bug) is cut to what the limits allow, the
-// rest erased with the next commit, so vernd never dies reading it back on every start.
+// rest erased with the next commit, so vernd never dies reading it back on every start. Streamed:
+// each entry is opened and handed to the engine as the store lists it, so what is held at once is
+// the engine's state, not the stored one (a million old per-interval meter keys are read in
+// constant memory and folded into one key per meter).
 bool Egress::restore_policy() {
     const auto& p = config_.policy;
     const std::size_t max_bytes = std::size_t{p.state_restore_max_mb} << 20;
     // A value no bound allows: the largest is a held image or a chunk (image_max_bytes), plus
-    // its ids and framing.
+    // its ids and framing. Not opened, erased with the next commit.
     const std::size_t max_value = std::min(max_bytes, p.image_max_bytes + (std::size_t{64} << 10));
-    auto scan = store_.scan_state(std::string(policy::state_prefix), p.state_restore_max_entries,
-                                  max_bytes, max_value);
-    if (!scan) return false;
-    if (!scan->skipped.empty()) {
-        state_over_bound_.add(scan->skipped.size());
+    // The engine bounds the keys (a meter's old per-interval keys count once); the bytes are
+    // counted here, stored, before anything is opened.
+    policy_.restore_begin({p.state_restore_max_entries, SIZE_MAX});
+    over_bound_.clear();
+    std::size_t bad = 0;
+    std::size_t over = 0;
+    std::size_t bytes = 0;
+    auto visited = store_.visit_state(
+        policy::state_prefix, [&](std::string_view key, std::string_view stored) {
+            if (stored.size() > max_value || stored.size() > max_bytes - bytes) {
+                if (over++ < p.state_restore_max_entries) over_bound_.emplace_back(key);
+                return true;
+            }
+            auto epoch = peek_state_epoch(stored);
+            auto value = epoch ? open_state(key, stored, record_keys_.epoch_sealer(*epoch))
+                               : Result<std::string, CodecError>(fail(epoch.error()));
+            if (!value) {
+                ++bad;
+                bytes += stored.size();
+                return true;
+            }
+            switch (policy_.restore_entry(key, *value)) {
+                case policy::Restored::over_bound:
+                    ++over;
+                    break;
+                case policy::Restored::folded:  // into its meter's key, counted once
+                    break;
+                default:
+                    bytes += stored.size();
+                    break;
+            }
+            return true;
+        });
+    bad += policy_.restore_end();
+#if defined(__GLIBC__)
+    // Opening each entry allocates and frees: give back what the restore left behind.
+    malloc_trim(0);
+#endif
+    if (!visited) return false;
+    if (over > 0) {
+        state_over_bound_.add(over);
         spdlog::error(
             "policy state: {} entries beyond the restore bound ([policy] state_restore_max_mb, "
             "state_restore_max_entries) were dropped",
-            scan->skipped.size());
-        over_bound_ = std::move(scan->skipped);
+            over);
     }
-    auto* entries = &scan->entries;
-    std::vector<std::pair<std::string, std::string>> plain;
-    plain.reserve(entries->size());
-    std::size_t bad = 0;
-    for (auto& [key, stored] : *entries) {
-        auto epoch = peek_state_epoch(stored);
-        auto value = epoch ? open_state(key, stored, record_keys_.epoch_sealer(*epoch))
-                           : Result<std::string, CodecError>(fail(epoch.error()));
-        if (!value) {
-            ++bad;
-            continue;
-        }
-        plain.emplace_back(std::move(key), std::move(*value));
-        std::string().swap(stored);  // one copy of the state at a time, not two
-    }
-    scan->entries = {};
-    bad += policy_.restore(plain);
-    plain = {};
-#if defined(__GLIBC__)
-    // The scan and the opened copy were the whole state at once (a million sent meter
-    // intervals are ~150 MB of them); glibc keeps what they freed unless asked to return it.
-    malloc_trim(0);
-#endif
     if (bad > 0) {
         state_corrupt_.add(bad);
         spdlog::error("policy state: {} entries failed their check and were skipped", bad);

@@ -99,33 +99,45 @@ Verdict try_open(const config::Config& c, const crypto::Keyring& keys, storage::
             }
         }
     }
-    // The policy state (meter sums, site aggregates, ...), sealed with the record key.
-    auto state = store.scan_state(policy::state_prefix);
+    // The policy state (meter sums, site aggregates, ...), sealed with the record key: the first
+    // few entries only, streamed (the state may be large: not read whole for a sample).
+    std::size_t tried_state = 0;
+    bool opens = false;
+    auto state =
+        store.visit_state(policy::state_prefix, [&](std::string_view key, std::string_view stored) {
+            if (tried_state++ == sample_keys) return false;
+            auto epoch = peek_state_epoch(stored);
+            if (!epoch) return true;
+            auto opened = open_state(key, stored, record_keys.epoch_sealer(*epoch));
+            if (opened) {
+                opens = true;
+                return false;
+            }
+            if (opened.error() == CodecError::cannot_open) refused = true;
+            return true;
+        });
     if (!state) {
         throw StartupError("store: cannot read the policy state to check the master key: " +
                            std::string(storage::store_errc_name(state.error().code)));
     }
-    std::size_t tried_state = 0;
-    for (const auto& [key, stored] : *state) {
-        if (tried_state++ == sample_keys) break;
-        auto epoch = peek_state_epoch(stored);
-        if (!epoch) continue;
-        auto opened = open_state(key, stored, record_keys.epoch_sealer(*epoch));
-        if (opened) return Verdict::opens;
-        if (opened.error() == CodecError::cannot_open) refused = true;
-    }
-    auto wrapped = store.scan_state(RecordKeys::state_prefix);
+    if (opens) return Verdict::opens;
+    std::size_t tried = 0;  // the first few data keys, streamed (one per subject: many)
+    auto wrapped = store.visit_state(
+        RecordKeys::state_prefix, [&](std::string_view key, std::string_view value) {
+            if (tried++ == sample_keys) return false;
+            const auto subject = key.substr(RecordKeys::state_prefix.size());
+            if (keys.unwrap_data_key(subject, value)) {
+                opens = true;
+                return false;
+            }
+            refused = true;
+            return true;
+        });
     if (!wrapped) {
         throw StartupError("store: cannot read data keys to check the master key: " +
                            std::string(storage::store_errc_name(wrapped.error().code)));
     }
-    std::size_t tried = 0;
-    for (const auto& [key, value] : *wrapped) {
-        if (tried++ == sample_keys) break;
-        const auto subject = std::string_view(key).substr(RecordKeys::state_prefix.size());
-        if (keys.unwrap_data_key(subject, value)) return Verdict::opens;
-        refused = true;
-    }
+    if (opens) return Verdict::opens;
     return refused ? Verdict::does_not_open : Verdict::nothing_to_try;
 }
 

@@ -29,6 +29,19 @@ constexpr std::size_t max_id_bytes = 128;
 constexpr std::int64_t max_time_unit_s = 10LL * 366 * 24 * 3600;
 // Alarm event ids remembered for image linking, at most (oldest forgotten first).
 constexpr std::size_t max_alarms_remembered = 4096;
+// Reading starts remembered per meter and purpose for its sent intervals, at most: 48 h of
+// 1-minute readings is 2880. Beyond, the oldest intervals are forgotten early (counted in
+// policy_meter_sent_capped), so a meter's one state value stays small (runs of equal steps:
+// ~20 bytes for a regular meter, at most ~40 KB for one reading at odd times).
+constexpr std::size_t max_sent_starts = 4096;
+// Meter keys rewritten a tick for intervals that expired: every meter's oldest interval expires
+// at the same boundary, and 10 000 sealed rewrites in one commit would hold up the alarms behind
+// it. The rest wait for the next ticks (seconds); memory forgets them at once.
+constexpr std::size_t max_expiry_rewrites = 256;
+// The state keys of sent intervals before they were one key per meter: one key per interval.
+// restore() folds them into the meter's key and erases them all as one range.
+constexpr std::string_view old_sent_prefix = "pol/ms/";
+constexpr std::string_view sent_prefix = "pol/sm/";  // one key per meter and purpose
 
 // --- small helpers ------------------------------------------------------------------------
 
@@ -210,30 +223,140 @@ struct OpenBucket {  // one metering point's interval being summed
 };
 
 // The intervals already sent for one meter: the start of every reading they (and their
-// corrections) had, sorted; a reading's interval is floor_to(start, the purpose's resolution).
-// One flat vector per meter, 8 bytes a reading, rather than a map node, a key string and a set
-// per interval (~350 bytes): with 10 000 meters and 48 h of 15-minute intervals that is ~15 MB
-// rather than ~650 MB. On disk each interval still has its own state key ("pol/ms/...").
+// corrections) had; a reading's interval is floor_to(start, the purpose's resolution). Kept as
+// runs of equal steps: a meter reading every 15 minutes is one run of 16 bytes however long its
+// history (a sorted vector of starts was 8 bytes a reading, ~8 MB for a million sent
+// readings), and a reading at an odd time costs one run. On disk it is the same runs, one state
+// key per meter ("pol/sm/..."), rewritten when an output changes them (the purpose's
+// sent_dirty).
 struct SentMeter {
+    struct Run {
+        std::int64_t first = 0;
+        std::uint32_t step = 0;   // between starts; 0 when count is 1
+        std::uint32_t count = 1;  // >= 1
+        std::int64_t last() const { return at(count - 1); }
+        std::int64_t at(std::uint64_t k) const {  // in range: no overflow of the true value
+            return static_cast<std::int64_t>(static_cast<std::uint64_t>(first) + k * step);
+        }
+    };
     std::string meter_point;
-    std::vector<std::int64_t> starts;
+    std::vector<Run> runs;  // ascending and disjoint: runs[i].last() < runs[i + 1].first
+    std::size_t count = 0;  // starts
 
-    using Range = std::pair<std::vector<std::int64_t>::const_iterator,
-                            std::vector<std::int64_t>::const_iterator>;
-    Range interval(std::int64_t bucket, std::int64_t interval_ms) const {
-        auto first = std::lower_bound(starts.begin(), starts.end(), bucket);
-        return {first, std::lower_bound(first, starts.end(), bucket + interval_ms)};
+    static std::uint64_t distance(std::int64_t from, std::int64_t to) {  // to >= from
+        return static_cast<std::uint64_t>(to) - static_cast<std::uint64_t>(from);
+    }
+    // The first run whose last start is at or after v.
+    std::vector<Run>::iterator run_reaching(std::int64_t v) {
+        return std::partition_point(runs.begin(), runs.end(),
+                                    [v](const Run& r) { return r.last() < v; });
+    }
+    std::vector<Run>::const_iterator run_reaching(std::int64_t v) const {
+        return std::partition_point(runs.begin(), runs.end(),
+                                    [v](const Run& r) { return r.last() < v; });
+    }
+    // The first start at or after v.
+    std::optional<std::int64_t> first_from(std::int64_t v) const {
+        auto it = run_reaching(v);
+        if (it == runs.end()) return std::nullopt;
+        if (it->first >= v) return it->first;
+        return it->at((distance(it->first, v) + it->step - 1) / it->step);
+    }
+    bool empty() const { return count == 0; }
+    std::size_t size() const { return count; }
+    std::int64_t front() const { return runs.front().first; }
+    std::int64_t back() const { return runs.back().last(); }
+    bool has(std::int64_t start) const {
+        auto f = first_from(start);
+        return f && *f == start;
     }
     bool has_interval(std::int64_t bucket, std::int64_t interval_ms) const {
-        auto [first, last] = interval(bucket, interval_ms);
-        return first != last;
+        auto f = first_from(bucket);
+        return f && *f < bucket + interval_ms;
     }
-    bool has(std::int64_t start) const {
-        return std::binary_search(starts.begin(), starts.end(), start);
+    template <typename F>
+    void each(F&& f) const {
+        for (const auto& r : runs) {
+            for (std::uint32_t k = 0; k < r.count; ++k) f(r.at(k));
+        }
     }
+
     void insert(std::int64_t start) {
-        auto at = std::lower_bound(starts.begin(), starts.end(), start);
-        if (at == starts.end() || *at != start) starts.insert(at, start);
+        auto it = run_reaching(start);
+        if (it != runs.end() && it->first <= start) {  // inside a run's span
+            const auto d = distance(it->first, start);
+            if (d == 0 || d % it->step == 0) return;  // there (a run of one: its first)
+            const auto k = static_cast<std::uint32_t>(d / it->step);  // at(k) < start < at(k+1)
+            Run after{it->at(k + 1), it->step, it->count - k - 1};
+            if (after.count == 1) after.step = 0;
+            it->count = k + 1;
+            if (it->count == 1) it->step = 0;
+            const auto at = static_cast<std::size_t>(it - runs.begin());
+            runs.insert(runs.begin() + static_cast<std::ptrdiff_t>(at) + 1,
+                        {Run{start, 0, 1}, after});
+            ++count;
+            return;
+        }
+        ++count;
+        // Between the run before (ending below start) and `it` (beginning above it).
+        if (it != runs.begin()) {
+            auto& before = *std::prev(it);
+            const auto d = distance(before.last(), start);
+            if ((before.count == 1 && d <= UINT32_MAX) || d == before.step) {
+                before.step = static_cast<std::uint32_t>(d);
+                ++before.count;
+                if (it != runs.end() && distance(before.last(), it->first) == before.step &&
+                    (it->count == 1 || it->step == before.step) &&
+                    std::uint64_t{before.count} + it->count <= UINT32_MAX) {
+                    before.count += it->count;  // the gap closed: one run
+                    runs.erase(it);
+                }
+                return;
+            }
+        }
+        if (it != runs.end()) {
+            const auto d = distance(start, it->first);
+            if ((it->count == 1 && d <= UINT32_MAX) || d == it->step) {
+                it->step = static_cast<std::uint32_t>(d);
+                it->first = start;
+                ++it->count;
+                return;
+            }
+        }
+        runs.insert(it, Run{start, 0, 1});
+    }
+
+    // Forgets every start below `limit`; returns how many.
+    std::size_t erase_below(std::int64_t limit) {
+        auto it = run_reaching(limit);
+        std::size_t gone = 0;
+        for (auto r = runs.begin(); r != it; ++r) gone += r->count;
+        runs.erase(runs.begin(), it);
+        if (!runs.empty() && runs.front().first < limit) {
+            auto& r = runs.front();
+            const auto k = static_cast<std::uint32_t>((distance(r.first, limit) + r.step - 1) /
+                                                      r.step);  // < count: last >= limit
+            r.first = r.at(k);
+            r.count -= k;
+            if (r.count == 1) r.step = 0;
+            gone += k;
+        }
+        count -= gone;
+        return gone;
+    }
+    // Forgets the oldest n starts (n <= size()).
+    void drop_oldest(std::size_t n) {
+        while (n > 0) {
+            auto& r = runs.front();
+            if (r.count <= n) {
+                n -= r.count;
+                count -= r.count;
+                runs.erase(runs.begin());
+                continue;
+            }
+            erase_below(r.at(static_cast<std::uint32_t>(n)));
+            return;
+        }
     }
 };
 
@@ -269,6 +392,10 @@ struct PurposeState {
 
     std::map<MeterKey, OpenBucket> open;
     std::map<std::string, SentMeter> sent;  // by meter pseudonym
+    std::set<std::string> sent_dirty;       // meters whose sent starts changed: key rewritten
+    // Meters whose oldest intervals expired (in memory at once) and whose key still lists them:
+    // rewritten by tick, at most max_expiry_rewrites a tick (a meter emptied goes at once).
+    std::set<std::string> sent_stale;
     std::map<std::int64_t, AggBucket> agg;
     std::set<std::int64_t> agg_closed;
 
@@ -300,8 +427,8 @@ std::string held_key_of(std::string_view dev, std::string_view img_id) {
 std::string open_key(const PurposeState& p, const MeterKey& k) {
     return "pol/mb/" + p.key_name + "/" + esc(k.first) + "/" + std::to_string(k.second);
 }
-std::string sent_key(const PurposeState& p, const MeterKey& k) {
-    return "pol/ms/" + p.key_name + "/" + esc(k.first) + "/" + std::to_string(k.second);
+std::string sent_key(const PurposeState& p, std::string_view meter_hash) {
+    return std::string(sent_prefix) + p.key_name + "/" + esc(meter_hash);
 }
 std::string agg_key(const PurposeState& p, std::int64_t b) {
     return "pol/ag/" + p.key_name + "/" + std::to_string(b);
@@ -349,11 +476,44 @@ std::string encode(const OpenBucket& b) {
     for (const auto& [start, r] : b.readings) w.i(start).u(r.interval_s).u(r.energy_wh);
     return w.done();
 }
-std::string encode(const SentMeter& m, SentMeter::Range starts) {  // one interval of it
-    Writer w('S');
-    w.str(m.meter_point).u(static_cast<std::uint64_t>(starts.second - starts.first));
-    for (auto s = starts.first; s != starts.second; ++s) w.i(*s);
+// A meter's sent reading starts, as its runs: per run, its first start as the distance from the
+// previous run's last (from 0 for the first run), the step and the count.
+std::string encode(const SentMeter& m) {
+    Writer w('M');
+    w.str(m.meter_point).u(m.size());
+    std::uint64_t previous = 0;
+    for (const auto& r : m.runs) {
+        w.u(static_cast<std::uint64_t>(r.first) - previous).u(r.step).u(r.count);
+        previous = static_cast<std::uint64_t>(r.last());
+    }
     return w.done();
+}
+
+// The starts of encode(SentMeter), strictly ascending and at most max_sent_starts; nothing when
+// the value does not parse.
+std::optional<std::vector<std::int64_t>> decode_starts(Reader& r) {
+    const auto n = r.u();
+    if (!r.ok() || n == 0 || n > max_sent_starts) return std::nullopt;
+    std::vector<std::int64_t> starts;
+    starts.reserve(static_cast<std::size_t>(n));
+    std::uint64_t previous = 0;
+    while (starts.size() < n) {
+        const auto distance = r.u();
+        const auto step = r.u();
+        const auto count = r.u();
+        if (!r.ok() || count == 0 || count > n - starts.size() || (count > 1 && step == 0) ||
+            (!starts.empty() && distance == 0)) {
+            return std::nullopt;
+        }
+        std::uint64_t v = previous + distance;
+        for (std::uint64_t c = 0; c < count; ++c, v += step) {
+            const auto start = static_cast<std::int64_t>(v);
+            if (!starts.empty() && start <= starts.back()) return std::nullopt;  // wrapped
+            starts.push_back(start);
+        }
+        previous = static_cast<std::uint64_t>(starts.back());
+    }
+    return starts;
 }
 std::string encode(const AggBucket& b) {
     Writer w('G');
@@ -393,16 +553,21 @@ struct Policy::Impl {
     std::map<DevKey, Partial> partials;  // (device, image id)
     std::map<DevKey, Held> held;         // (device, image id)
     std::vector<StateChange> pending;    // from restore: erase what did not parse, re-key
-    ObjectionCheck objection;            // empty: nobody objects
-    ConsentCheck consent;                // empty: nobody consented (legal basis "a" only)
-    StateIdFunction state_id;            // keyed ids of event and image ids, for state keys
-    MeterBindings meter_bindings;        // metering points bound to devices (meter_bindings.h)
+    // The restore in progress (restore_begin .. restore_end).
+    RestoreBounds bounds;
+    std::size_t restored_keys = 0, restored_bytes = 0, restore_skipped = 0, over_bound_erased = 0;
+    bool old_sent_seen = false;    // per-interval sent keys read: their range is erased
+    ObjectionCheck objection;      // empty: nobody objects
+    ConsentCheck consent;          // empty: nobody consented (legal basis "a" only)
+    StateIdFunction state_id;      // keyed ids of event and image ids, for state keys
+    MeterBindings meter_bindings;  // metering points bound to devices (meter_bindings.h)
 
     Counter& meter_duplicates;
     Counter& meter_late_corrections;
     Counter& meter_beyond_history;
     Counter& meter_intervals_sent;
     Counter& meter_incomplete_intervals;
+    Counter& meter_sent_capped;
     Counter& aggregates_sent;
     Counter& aggregates_suppressed;
     Counter& aggregate_late_readings;
@@ -430,6 +595,7 @@ struct Policy::Impl {
           meter_beyond_history(k.get("policy_meter_beyond_history")),
           meter_intervals_sent(k.get("policy_meter_intervals_sent")),
           meter_incomplete_intervals(k.get("policy_meter_incomplete_intervals")),
+          meter_sent_capped(k.get("policy_meter_sent_capped")),
           aggregates_sent(k.get("policy_aggregates_sent")),
           aggregates_suppressed(k.get("policy_aggregates_suppressed")),
           aggregate_late_readings(k.get("policy_aggregate_late_readings")),
@@ -1117,8 +1283,8 @@ struct Policy::Impl {
         auto& s = ps.sent[k.first];
         if (s.meter_point.empty()) s.meter_point = b.meter_point;
         for (const auto& [start, r] : b.readings) s.insert(start);
+        ps.sent_dirty.insert(k.first);
         out.state.push_back({open_key(ps, k), {}});
-        out.state.push_back({sent_key(ps, k), encode(s, s.interval(k.second, ps.interval_ms))});
         ps.open.erase(it);
     }
 
@@ -1180,8 +1346,7 @@ struct Policy::Impl {
                                                  in.interval_s(), true, received_ms));
             meter_late_corrections.add();
             s->second.insert(start);
-            out.state.push_back(
-                {sent_key(ps, k), encode(s->second, s->second.interval(bucket, ps.interval_ms))});
+            ps.sent_dirty.insert(k.first);
             return;
         }
         // This meter's earlier intervals that its clock has left behind long enough.
@@ -1355,22 +1520,27 @@ struct Policy::Impl {
                 }
                 it = next;
             }
+            // A sent interval is forgotten once its history has passed: every start below the
+            // first interval that has not.
+            const std::int64_t keep_from =
+                ps.sent.empty() || now_ms < INT64_MIN + ps.interval_ms + meter_history_ms
+                    ? INT64_MIN
+                    : floor_to(now_ms - ps.interval_ms - meter_history_ms, ps.interval_ms) +
+                          ps.interval_ms;
             for (auto it = ps.sent.begin(); it != ps.sent.end();) {
-                auto& starts = it->second.starts;
-                auto s = starts.begin();
-                for (std::int64_t last = INT64_MIN; s != starts.end(); ++s) {
-                    std::int64_t bucket = floor_to(*s, ps.interval_ms);
-                    if (bucket + ps.interval_ms + meter_history_ms > now_ms) break;
-                    if (bucket != last)
-                        out.state.push_back({sent_key(ps, {it->first, bucket}), {}});
-                    last = bucket;
+                auto& m = it->second;
+                if (m.front() >= keep_from) {
+                    ++it;
+                    continue;
                 }
-                starts.erase(starts.begin(), s);
-                if (starts.empty()) {
+                m.erase_below(keep_from);
+                if (m.empty()) {
+                    ps.sent_dirty.insert(it->first);  // its key erased now: no sealing
                     it = ps.sent.erase(it);
                     continue;
                 }
-                if (starts.capacity() > 2 * starts.size() + 16) starts.shrink_to_fit();
+                ps.sent_stale.insert(it->first);
+                if (m.runs.capacity() > 2 * m.runs.size() + 16) m.runs.shrink_to_fit();
                 ++it;
             }
             for (auto it = ps.agg.begin(); it != ps.agg.end();) {
@@ -1492,13 +1662,13 @@ struct Policy::Impl {
             for (const auto& [hash, sm] : ps.sent) {
                 if (!meters.count(sm.meter_point)) continue;
                 std::int64_t last = INT64_MIN;
-                for (auto start : sm.starts) {
+                sm.each([&](std::int64_t start) {
                     std::int64_t bucket = floor_to(start, ps.interval_ms);
-                    if (bucket == last) continue;
+                    if (bucket == last) return;
                     last = bucket;
                     out.push_back(
                         {ps.purpose->name, "sent_meter_interval", bucket, interval_s, 0, 0});
-                }
+                });
             }
         }
         for (const auto& point : meters) {  // which device may report it, since when last
@@ -1527,13 +1697,7 @@ struct Policy::Impl {
             }
             for (auto it = ps.sent.begin(); it != ps.sent.end();) {
                 if (meters.count(it->second.meter_point)) {
-                    std::int64_t last = INT64_MIN;
-                    for (auto start : it->second.starts) {
-                        std::int64_t bucket = floor_to(start, ps.interval_ms);
-                        if (bucket == last) continue;
-                        last = bucket;
-                        out.state.push_back({sent_key(ps, {it->first, bucket}), {}});
-                    }
+                    ps.sent_dirty.insert(it->first);
                     it = ps.sent.erase(it);
                 } else {
                     ++it;
@@ -1685,14 +1849,14 @@ struct Policy::Impl {
             held[{*dev, *img}] = std::move(h);
             return rekeyed(key, held_key(*dev, *img), again);
         }
-        if ((type == "mb" || type == "ms") && parts.size() == 5) {
+        if (type == "mb" && parts.size() == 5) {
             auto* ps = purpose_named(parts[2]);
             auto bucket = parse_i64(parts[4]);
             if (!ps || ps->mode != MeterMode::bucket || !bucket ||
                 floor_to(*bucket, ps->interval_ms) != *bucket) {
                 return false;
             }
-            if (type == "mb") {
+            {
                 Reader r(value, 'B');
                 OpenBucket b;
                 b.meter_point = r.str();
@@ -1714,22 +1878,6 @@ struct Policy::Impl {
                 ps->open[k] = std::move(b);
                 return rekeyed(key, open_key(*ps, k), value);
             }
-            Reader r(value, 'S');
-            std::string point = r.str();
-            std::vector<std::int64_t> starts;
-            for (auto n = r.count(); n > 0 && r.ok(); --n) starts.push_back(r.i());
-            if (!r.done() || starts.empty()) return false;
-            // Every reading of an interval lies in it (not so after the purpose's resolution
-            // changed: such an interval is dropped, as one the new resolution does not align).
-            for (auto start : starts) {
-                if (floor_to(start, ps->interval_ms) != *bucket) return false;
-            }
-            MeterKey k{ps->meter_hash(point), *bucket};
-            auto& s = ps->sent[k.first];
-            if (s.has_interval(*bucket, ps->interval_ms)) return false;
-            if (s.meter_point.empty()) s.meter_point = std::move(point);
-            for (auto start : starts) s.insert(start);
-            return rekeyed(key, sent_key(*ps, k), value);
         }
         if ((type == "ag" || type == "ac") && parts.size() == 4) {
             auto* ps = purpose_named(parts[2]);
@@ -1760,6 +1908,107 @@ struct Policy::Impl {
         return false;
     }
 
+    // Counts an entry against the restore bounds: false when it is beyond them.
+    bool admit(std::size_t bytes) {
+        if (restored_keys >= bounds.max_keys || bytes > bounds.max_bytes - restored_bytes) {
+            return false;
+        }
+        ++restored_keys;
+        restored_bytes += bytes;
+        return true;
+    }
+
+    // A meter's sent starts: its one key ("pol/sm/{purpose}/{meter pseudonym}"), or one interval
+    // of it under the old per-interval key ("pol/ms/{purpose}/{meter pseudonym}/{interval
+    // start}"), folded into the meter (whose key is written by restore_end; the old keys go as
+    // one range). A meter counts once against the bounds, whatever its number of intervals.
+    Restored restore_sent(const std::string& key, const std::string& value, bool old) {
+        auto parts = split(key);
+        if (parts.size() != (old ? 5u : 4u)) return Restored::skipped;
+        auto* ps = purpose_named(parts[2]);
+        if (!ps || ps->mode != MeterMode::bucket) return Restored::skipped;
+        std::string point;
+        std::vector<std::int64_t> starts;
+        if (old) {
+            auto bucket = parse_i64(parts[4]);
+            if (!bucket || floor_to(*bucket, ps->interval_ms) != *bucket) {
+                return Restored::skipped;
+            }
+            Reader r(value, 'S');
+            point = r.str();
+            for (auto n = r.count(); n > 0 && r.ok(); --n) starts.push_back(r.i());
+            if (!r.done() || starts.empty()) return Restored::skipped;
+            // Every reading of an interval lies in it (not so after the purpose's resolution
+            // changed: such an interval is dropped, as one the new resolution does not align).
+            for (auto start : starts) {
+                if (floor_to(start, ps->interval_ms) != *bucket) return Restored::skipped;
+            }
+        } else {
+            Reader r(value, 'M');
+            point = r.str();
+            auto decoded = decode_starts(r);
+            if (!decoded || !r.done()) return Restored::skipped;
+            starts = std::move(*decoded);
+        }
+        auto hash = ps->meter_hash(point);
+        auto it = ps->sent.find(hash);
+        const bool fresh = it == ps->sent.end();
+        if (fresh) {
+            if (!admit(value.size())) return Restored::over_bound;
+            it = ps->sent.emplace(hash, SentMeter{std::move(point), {}, 0}).first;
+        }
+        auto& m = it->second;
+        for (auto start : starts) m.insert(start);
+        if (old || !fresh) {
+            ps->sent_dirty.insert(hash);  // migrated or merged: its key is written again
+        }
+        if (!old && key != sent_key(*ps, hash)) {  // another key epoch: moves to this one's key
+            pending.push_back({key, std::nullopt});
+            ps->sent_dirty.insert(hash);
+        }
+        return fresh ? Restored::kept : Restored::folded;
+    }
+
+    // Writes (or erases) the one key of each meter whose sent starts changed, capped first.
+    // Then, up to `stale_budget` of those whose intervals only expired (tick).
+    void flush_sent(std::vector<StateChange>& out, std::size_t stale_budget = 0) {
+        for (auto& ps : purposes) {
+            for (auto s = ps.sent_stale.begin(); stale_budget > 0 && s != ps.sent_stale.end();
+                 s = ps.sent_stale.erase(s)) {
+                if (ps.sent_dirty.insert(*s).second) --stale_budget;
+            }
+            for (const auto& hash : ps.sent_dirty) {
+                if (!ps.sent_stale.empty()) ps.sent_stale.erase(hash);  // written now anyway
+                auto it = ps.sent.find(hash);
+                if (it != ps.sent.end()) cap_sent(ps, it->second);
+                if (it != ps.sent.end() && !it->second.empty()) {
+                    out.push_back({sent_key(ps, hash), encode(it->second)});
+                    continue;
+                }
+                if (it != ps.sent.end()) ps.sent.erase(it);
+                out.push_back({sent_key(ps, hash), std::nullopt});
+            }
+            ps.sent_dirty.clear();
+        }
+    }
+
+    // At most max_sent_starts starts a meter: whole intervals go, oldest first; an interval
+    // alone over the cap keeps its newest starts (a duplicate of a forgotten one would come out
+    // as a correction).
+    void cap_sent(const PurposeState& ps, SentMeter& m) {
+        std::size_t dropped = 0;
+        while (m.size() > max_sent_starts) {
+            const std::int64_t next = floor_to(m.front(), ps.interval_ms) + ps.interval_ms;
+            if (m.back() < next) {
+                dropped += m.size() - max_sent_starts;
+                m.drop_oldest(m.size() - max_sent_starts);
+                break;
+            }
+            dropped += m.erase_below(next);
+        }
+        meter_sent_capped.add(dropped);
+    }
+
     // An entry whose key this config would spell differently (a new key epoch names meters by
     // other pseudonyms) moves to the new key.
     bool rekeyed(const std::string& key, const std::string& canonical, const std::string& value) {
@@ -1781,25 +2030,59 @@ struct Policy::Impl {
         for (auto& ps : purposes) {
             ps.open.clear();
             ps.sent.clear();
+            ps.sent_dirty.clear();
+            ps.sent_stale.clear();
             ps.agg.clear();
             ps.agg_closed.clear();
         }
     }
 
-    std::size_t restore(const std::vector<std::pair<std::string, std::string>>& entries) {
+    void restore_begin(RestoreBounds b) {
         clear();
-        // Chunks are checked against the earlier chunks of their image: one that disagrees is
-        // skipped.
-        std::size_t skipped = 0;
-        for (const auto& [key, value] : entries) {
-            if (!restore_one(key, value)) {
-                ++skipped;
-                pending.push_back({key, std::nullopt});
-            }
+        bounds = b;
+        restored_keys = restored_bytes = restore_skipped = over_bound_erased = 0;
+        old_sent_seen = false;
+    }
+
+    // Chunks are checked against the earlier chunks of their image: one that disagrees is
+    // skipped.
+    Restored restore_entry(std::string_view key_view, std::string_view value_view) {
+        const std::string key(key_view), value(value_view);
+        const bool old_sent = key.rfind(old_sent_prefix, 0) == 0;
+        Restored r;
+        if (old_sent || key.rfind(sent_prefix, 0) == 0) {
+            old_sent_seen = old_sent_seen || old_sent;
+            r = restore_sent(key, value, old_sent);
+        } else if (!admit(value.size())) {
+            r = Restored::over_bound;
+        } else {
+            r = restore_one(key, value) ? Restored::kept : Restored::skipped;
+        }
+        if (r == Restored::skipped) ++restore_skipped;
+        // What is not restored is erased (the old per-interval keys all at once, by range); at
+        // most max_keys of the keys over the bounds, the rest at the next start.
+        if (!old_sent && (r == Restored::skipped ||
+                          (r == Restored::over_bound && over_bound_erased++ < bounds.max_keys))) {
+            pending.push_back({key, std::nullopt});
+        }
+        return r;
+    }
+
+    std::size_t restore_end() {
+        if (old_sent_seen) pending.push_back({std::string(old_sent_prefix), std::nullopt, true});
+        flush_sent(pending);
+        for (auto& ps : purposes) {
+            for (auto& [hash, m] : ps.sent) m.runs.shrink_to_fit();
         }
         bound_restored_alarms();
-        state_skipped.add(skipped);
-        return skipped;
+        state_skipped.add(restore_skipped);
+        return restore_skipped;
+    }
+
+    std::size_t restore(const std::vector<std::pair<std::string, std::string>>& entries) {
+        restore_begin({});
+        for (const auto& [key, value] : entries) restore_entry(key, value);
+        return restore_end();
     }
 
     void flush_pending(Output& out) {
@@ -1834,19 +2117,31 @@ Result<Output, Reason> Policy::apply(const device::v1::DeviceMessage& event, std
         default:
             return fail(Reason::policy_refused);
     }
-    if (out) impl_->flush_pending(*out);
+    if (out) {
+        impl_->flush_pending(*out);
+        impl_->flush_sent(out->state);
+    }
     return out;
 }
 
 Output Policy::tick(std::int64_t now_ms) {
     auto out = impl_->tick(now_ms);
     impl_->flush_pending(out);
+    impl_->flush_sent(out.state, max_expiry_rewrites);
     return out;
 }
 
 std::size_t Policy::restore(const std::vector<std::pair<std::string, std::string>>& entries) {
     return impl_->restore(entries);
 }
+
+void Policy::restore_begin(RestoreBounds bounds) { impl_->restore_begin(bounds); }
+
+Restored Policy::restore_entry(std::string_view key, std::string_view value) {
+    return impl_->restore_entry(key, value);
+}
+
+std::size_t Policy::restore_end() { return impl_->restore_end(); }
 
 const config::PolicySection& Policy::section() const { return impl_->section; }
 
@@ -1860,7 +2155,9 @@ std::vector<SubjectState> Policy::held_about(crypto::SubjectKind kind,
 
 Output Policy::forget(crypto::SubjectKind kind, std::string_view identifier,
                       std::string_view purpose) {
-    return impl_->forget(kind, identifier, purpose);
+    auto out = impl_->forget(kind, identifier, purpose);
+    impl_->flush_sent(out.state);
+    return out;
 }
 
 }  // namespace vern::policy

@@ -138,6 +138,10 @@ public:
     void append(Lane lane, std::string value, std::optional<std::int64_t> expires_ms = {});
     void put_state(std::string key, std::string value);
     void erase_state(std::string key);
+    // Erases every state key starting with `prefix` (non-empty) as one range tombstone, cheap
+    // however many keys it covers. Applied before the commit's put_state and erase_state, so a
+    // key put in the same commit under the prefix stays.
+    void erase_state_prefix(std::string prefix);
     void quarantine(std::string entry);  // metadata only: never a device payload
     bool empty() const;
     std::size_t appended() const { return appends_.size(); }
@@ -151,6 +155,7 @@ private:
     };
     std::vector<Append> appends_;
     std::vector<std::pair<std::string, std::optional<std::string>>> state_;
+    std::vector<std::string> state_prefixes_;  // erase_state_prefix
     std::vector<std::string> quarantine_;
 };
 
@@ -200,6 +205,13 @@ public:
     Result<BoundedScan, StoreError> scan_state(std::string_view prefix, std::size_t max_entries,
                                                std::size_t max_bytes,
                                                std::size_t max_value_bytes) const;
+
+    // The same, streamed: `visit` sees each entry in key order (key and value valid during the
+    // call only) and returns false to stop; nothing is copied, so a large state is read in
+    // constant memory. The entries seen are those of one consistent view of the store.
+    Result<void, StoreError> visit_state(
+        std::string_view prefix,
+        const std::function<bool(std::string_view key, std::string_view value)>& visit) const;
 
     LaneStats stats(Lane lane) const;
     BudgetCounts budget_counts() const;

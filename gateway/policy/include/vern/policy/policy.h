@@ -15,6 +15,7 @@
 //
 // Never: let a PIN code, name, phone number, national id or image metadata into an emission;
 // use one purpose's pseudonym key for another; emit a site aggregate of fewer than k meters.
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -64,9 +65,13 @@ struct Emission {
 // hold an identifier or an id a device chose (device serial numbers, pseudonyms and keyed ids
 // only); values are opaque and hold personal data (energy per meter, image chunks, the raw ids
 // the keys stand for): the caller must keep them sealed at rest.
+// An erase with `prefix` set erases every key that starts with `key` (one range, however many
+// keys: the caller applies it before the other changes of its commit, so a key put under it in
+// the same commit stays). Only restore() asks for one (to drop a key format it migrated).
 struct StateChange {
     std::string key;
     std::optional<std::string> value;
+    bool prefix = false;
 };
 
 // What one call produced. Emissions in order; state changes in order (a later change to the
@@ -117,6 +122,23 @@ struct SubjectState {
     std::uint32_t covered_s = 0;  // seconds of the interval the readings cover
 };
 
+// Bounds on what restore reads back: at most `max_keys` state keys and `max_bytes` of their
+// values. Old per-interval sent-meter keys ("pol/ms/...", folded into one key per meter as they
+// are read) count as the meter's one key, once. An entry beyond the bounds is not restored and
+// its key is erased with the first output (restore_entry says over_bound).
+struct RestoreBounds {
+    std::size_t max_keys = SIZE_MAX;
+    std::size_t max_bytes = SIZE_MAX;
+};
+
+// What became of one entry given to restore_entry.
+enum class Restored : std::uint8_t {
+    kept,        // restored: one more key
+    folded,      // restored into an entry already kept (an old per-interval key of its meter)
+    skipped,     // did not parse or no longer fits the config: erased with the first output
+    over_bound,  // beyond RestoreBounds: erased with the first output
+};
+
 // Makes the pseudonymiser of a purpose (by name) and key epoch. Called at construction only.
 using PseudonymiserFactory =
     std::function<crypto::Pseudonymiser(const std::string& purpose, std::uint32_t epoch)>;
@@ -149,6 +171,14 @@ public:
     // Replaces the state with the committed one (every entry under state_prefix). Entries
     // that do not parse are skipped; returns how many were skipped.
     std::size_t restore(const std::vector<std::pair<std::string, std::string>>& entries);
+    // The same, one entry at a time (in key order, as the store lists them), so that the caller
+    // need not hold the whole state at once: restore_begin clears the state, restore_entry
+    // takes each entry (opened), restore_end finishes (the migrations and bounds of a restored
+    // state) and returns how many were skipped. The state changes a restore implies (erasing
+    // what was skipped, migrated or over the bounds) come out with the next apply or tick.
+    void restore_begin(RestoreBounds bounds = {});
+    Restored restore_entry(std::string_view key, std::string_view value);
+    std::size_t restore_end();
 
     const config::PolicySection& section() const;
 
