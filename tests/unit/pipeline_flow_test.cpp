@@ -169,6 +169,32 @@ std::vector<std::string> forms(const std::string& value) {
 
 }  // namespace
 
+TEST_CASE("The forwarder is woken once the commit is durable, before the receipts go out") {
+    Harness h;
+    std::size_t receipts_at_wake = 99;
+    std::size_t alarms_at_wake = 0;
+    PipelineLinks links;
+    links.send_receipts = [&h](std::vector<ingest::OutboundMessage> m) {
+        std::move(m.begin(), m.end(), std::back_inserter(h.receipts));
+    };
+    links.wake_forwarder = [&] {
+        ++h.wakes;
+        receipts_at_wake = h.receipts.size();
+        // the records are committed and readable when the forwarder is woken
+        alarms_at_wake = h.pipeline->outbox().next(Lane::alarm, 0, 16, {}).size();
+    };
+    links.clock = [&h] { return h.now; };
+    h.pipeline = std::make_unique<Pipeline>(h.config, h.counters, std::move(links));
+    h.send({h.message(alarm("panel-01", 1, "ev-1"), "alarm"),
+            h.message(alarm("panel-02", 1, "ev-2"), "alarm")});
+
+    CHECK(h.wakes == 1);
+    CHECK(receipts_at_wake == 0);  // an alarm's way upstream does not wait for the receipts
+    CHECK(alarms_at_wake == 2);
+    CHECK(h.receipts.size() == 2);  // and the receipts still go, after the commit
+    CHECK(last_receipt(h, "panel-02").through() == 1);
+}
+
 TEST_CASE("An event is receipted only after its commit and leaves the outbox cleaned") {
     Harness h;
     h.start();

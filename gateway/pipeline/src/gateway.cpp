@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <iterator>
+#include <string_view>
 #include <thread>
 
 #include "vern/forward/forwarder.h"
@@ -20,6 +21,15 @@ constexpr auto take_wait = std::chrono::milliseconds(200);  // the loop turns at
 // The longest a group gathers while commits follow each other (take_group): about two fsyncs
 // of the machines vern runs on, so a slow commit (a compaction stall) adds no long wait.
 constexpr auto busy_gather_max = std::chrono::microseconds(1000);
+
+// An alarm event's topic ends in "/alarm" ({prefix}/{site}/{device}/alarm). Looked at here only
+// to order and time a group (take_group, commit_alarms_first): decode still judges the topic,
+// and a message that only claims to be an alarm gains nothing but an earlier commit.
+bool alarm_topic(const ingest::InboundMessage& m) {
+    constexpr std::string_view tail = "/alarm";
+    return m.topic.size() > tail.size() &&
+           std::string_view(m.topic).substr(m.topic.size() - tail.size()) == tail;
+}
 
 }  // namespace
 
@@ -52,7 +62,8 @@ struct Gateway::Impl {
     // follow each other (the last one ended less than its own duration ago), the group gathers
     // for one more commit's duration (at most busy_gather_max) before it goes: at a moderate
     // rate each group then pays for its fsync with a few events instead of one or two, and the
-    // wait is never longer than what one more commit in between would have taken.
+    // wait is never longer than what one more commit in between would have taken. A group that
+    // holds an alarm does not gather: it goes at once (alarms first, bench/alarm_load.sh).
     // `group_commit_max_delay_ms` > 0 waits that long at most for more, always (off by default:
     // a fixed wait sets the latency floor).
     std::vector<ingest::InboundMessage> take_group() {
@@ -62,7 +73,8 @@ struct Gateway::Impl {
         if (sc.group_commit_max_delay_ms == 0) {
             const auto now = std::chrono::steady_clock::now();
             if (batch.size() < sc.group_commit_max_records &&
-                now - last_commit_end < last_commit_took) {
+                now - last_commit_end < last_commit_took &&
+                std::none_of(batch.begin(), batch.end(), alarm_topic)) {
                 std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
                     last_commit_took, busy_gather_max));
                 auto more = site.take(sc.group_commit_max_records - batch.size(),
@@ -90,6 +102,25 @@ struct Gateway::Impl {
         pipeline.process(group);
         last_commit_end = std::chrono::steady_clock::now();
         last_commit_took = last_commit_end - start;
+    }
+
+    // Alarms first: a group holding alarms and other messages (meter readings, image chunks) is
+    // committed as two, the alarms, then the rest at once; an alarm does not wait for the
+    // meters' policy work or an image's sanitising and sealing, nor for their bytes in its
+    // commit. Each message keeps its receipt rule (after its own synced commit); a device's
+    // messages stay in order within each part (devices number their events; the marks take
+    // them in any order). Costs one more commit for a mixed group only.
+    void commit_alarms_first(std::vector<ingest::InboundMessage>& group) {
+        const auto rest = std::stable_partition(group.begin(), group.end(), alarm_topic);
+        if (rest == group.begin() || rest == group.end()) {
+            commit_group(group);
+            return;
+        }
+        std::vector<ingest::InboundMessage> others(std::make_move_iterator(rest),
+                                                   std::make_move_iterator(group.end()));
+        group.erase(rest, group.end());
+        commit_group(group);
+        commit_group(others);
     }
 
     std::chrono::steady_clock::time_point last_commit_end{};
@@ -146,7 +177,7 @@ bool Gateway::run(const std::atomic<bool>& stop, const std::function<void()>& on
             next_sweep = std::chrono::steady_clock::now() + sweep_interval;
         }
         auto group = d.take_group();
-        if (!group.empty()) d.commit_group(group);
+        if (!group.empty()) d.commit_alarms_first(group);
     }
     if (d.pipeline.store_failed()) {
         // RocksDB refuses every write after a failed WAL write until the store is reopened.

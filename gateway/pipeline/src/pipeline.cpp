@@ -420,12 +420,13 @@ struct Pipeline::Impl {
         heals.count(seq_gaps_closed, seq_skipped, seq_restarts);
         for (std::size_t i = 0; i < accepted.size(); ++i) events_in[i]->add(accepted[i]);
 
+        // forward first: the records are durable, and the forwarder (its own thread) sends them
+        // upstream while the receipts go out here (an alarm's way up does not wait for them)
+        if (queued) wake_forwarder();
+
         // receipt: only now that the commit is durable
         send_receipts(touched, re_receipt);
         note_marks(touched);
-
-        // forward
-        if (queued) wake_forwarder();
     }
 
     void tick() {
