@@ -133,6 +133,11 @@ struct SiteLink::Impl {
             rc = MQTTAsync_setCallbacks(client, this, &Impl::on_connection_lost, &Impl::on_message,
                                         nullptr);
         }
+        // A DISCONNECT from the broker (MQTT 5: e.g. the session taken over) ends the
+        // connection without connection_lost in Paho 1.3: the same to us.
+        if (rc == MQTTASYNC_SUCCESS) {
+            rc = MQTTAsync_setDisconnected(client, this, &Impl::on_disconnected);
+        }
         if (rc != MQTTASYNC_SUCCESS) {
             if (client != nullptr) MQTTAsync_destroy(&client);
             throw std::runtime_error(std::string("site broker client: ") + MQTTAsync_strerror(rc));
@@ -152,6 +157,11 @@ struct SiteLink::Impl {
         std::lock_guard lock(self.state_mutex);
         self.lost = true;
         self.state_cv.notify_all();
+    }
+
+    static void on_disconnected(void* context, MQTTProperties* /*properties*/,
+                                enum MQTTReasonCodes /*reason*/) {
+        on_connection_lost(context, nullptr);
     }
 
     static int on_message(void* context, char* topic_name, int topic_len,
