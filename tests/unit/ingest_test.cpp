@@ -235,3 +235,102 @@ TEST_CASE("One device holds at most its share of the hand-off queue, others stil
     CHECK(counters.get("ingest_device_overflow").get() == 21);
     link.stop();
 }
+
+namespace {
+
+// A device's view of its receipts: every message on the site's receipt topics, as it comes.
+class ReceiptWatcher {
+public:
+    explicit ReceiptWatcher(const std::string& uri)
+        : client_(uri, "ingest-test-watcher", mqtt::create_options(MQTTVERSION_5)) {
+        client_.start_consuming();
+        client_.connect(mqtt::connect_options_builder().mqtt_version(MQTTVERSION_5).finalize())
+            ->wait();
+        client_.subscribe("dev/v1/site-1/+/receipt", 0)->wait();
+    }
+    ~ReceiptWatcher() {
+        try {
+            client_.disconnect()->wait_for(2s);
+        } catch (const mqtt::exception&) {
+        }
+    }
+    // The next receipt within `wait` as "topic=payload", or "" if none came.
+    std::string next(std::chrono::milliseconds wait) {
+        mqtt::const_message_ptr m;
+        if (!client_.try_consume_message_for(&m, wait) || !m) return "";
+        return m->get_topic() + "=" + m->to_string();
+    }
+
+private:
+    mqtt::async_client client_;
+};
+
+ingest::OutboundMessage receipt(const std::string& device, const std::string& payload) {
+    return {"dev/v1/site-1/" + device + "/receipt", payload};
+}
+
+}  // namespace
+
+TEST_CASE("A device gets a receipt at once, then at most one per receipt_interval, the newest") {
+    test::Mosquitto broker;
+    auto section = section_for(broker);
+    section.receipt_interval_ms = 700;
+    Counters counters;
+    ingest::SiteLink link(section, "ingest-test", "site-1", counters);
+    link.start();
+    REQUIRE(link.wait_subscribed(10s));
+    ReceiptWatcher device(broker.uri());
+
+    // The first receipt to a device goes at once.
+    link.publish({receipt("panel-1", "r1")});
+    CHECK(device.next(500ms) == "dev/v1/site-1/panel-1/receipt=r1");
+    // Two more within the interval wait; the later covers the earlier (receipts are
+    // cumulative), so only it goes, once the interval is over.
+    const auto start = std::chrono::steady_clock::now();
+    link.publish({receipt("panel-1", "r2")});
+    link.publish({receipt("panel-1", "r3")});
+    // Another device is not held up by the first one's interval.
+    link.publish({receipt("panel-2", "s1")});
+    CHECK(device.next(300ms) == "dev/v1/site-1/panel-2/receipt=s1");
+    CHECK(device.next(200ms).empty());  // panel-1's wait on
+    CHECK(device.next(2s) == "dev/v1/site-1/panel-1/receipt=r3");
+    CHECK(std::chrono::steady_clock::now() - start >= 400ms);
+    CHECK(device.next(1s).empty());  // r2 never goes
+    CHECK(counters.get("receipts_sent").get() == 3);
+    CHECK(counters.get("receipts_merged").get() == 1);
+    CHECK(counters.get("receipts_failed").get() == 0);
+    link.stop();
+}
+
+TEST_CASE("Receipts that wait for their interval go out when the link stops") {
+    test::Mosquitto broker;
+    auto section = section_for(broker);
+    section.receipt_interval_ms = 10000;
+    Counters counters;
+    ingest::SiteLink link(section, "ingest-test", "site-1", counters);
+    link.start();
+    REQUIRE(link.wait_subscribed(10s));
+    ReceiptWatcher device(broker.uri());
+    link.publish({receipt("panel-1", "r1")});
+    CHECK(device.next(500ms) == "dev/v1/site-1/panel-1/receipt=r1");
+    link.publish({receipt("panel-1", "r2")});
+    CHECK(device.next(300ms).empty());
+    link.stop();
+    CHECK(device.next(2s) == "dev/v1/site-1/panel-1/receipt=r2");
+}
+
+TEST_CASE("With receipt_interval_ms 0 every receipt goes at once") {
+    test::Mosquitto broker;
+    auto section = section_for(broker);
+    section.receipt_interval_ms = 0;
+    Counters counters;
+    ingest::SiteLink link(section, "ingest-test", "site-1", counters);
+    link.start();
+    REQUIRE(link.wait_subscribed(10s));
+    ReceiptWatcher device(broker.uri());
+    link.publish({receipt("panel-1", "r1"), receipt("panel-1", "r2")});
+    CHECK(device.next(500ms) == "dev/v1/site-1/panel-1/receipt=r1");
+    CHECK(device.next(500ms) == "dev/v1/site-1/panel-1/receipt=r2");
+    CHECK(counters.get("receipts_sent").get() == 2);
+    link.stop();
+}

@@ -418,6 +418,11 @@ std::vector<Section> schema(Config& c) {
              int_field("session_expiry_s", &c.site_broker.session_expiry_s, 0, u32,
                        "How long the broker keeps our session (and queues for us) while we are "
                        "down."),
+             int_field("receipt_interval_ms", &c.site_broker.receipt_interval_ms, 0, 10000,
+                       "Receipts to one device at most this often; one that finds its device "
+                       "without a receipt for\n# this long goes at once (receipts are cumulative: "
+                       "a later one covers what waited). 0: one\n# per device per commit. Keep "
+                       "it well below the devices' resend timeout."),
          }},
         {"store",
          "The durable queue (RocksDB) and its group commit.",

@@ -1,12 +1,19 @@
 #include "vern/ingest/site_link.h"
 
-#include <mqtt/async_client.h>
+// Paho's C client (MQTTAsync, libpaho-mqtt3as: the library Paho C++ is built on and the one
+// forward/ uses through it, so one copy of Paho's threads serves both links). Used directly
+// here because every device event and nearly every receipt passes through it: the C++ wrapper
+// adds, per message in, a shared message object and copies of its topic, payload and
+// properties, and per receipt a message object, a token and its completion.
+#include <MQTTAsync.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <string_view>
 #include <thread>
@@ -25,27 +32,36 @@ constexpr int qos_at_least_once = 1;
 // no PUBACK round trip and no in-flight bookkeeping per receipt in Paho or in the broker.
 constexpr int qos_receipt = 0;
 constexpr int paho_buffer_limit = 100000;  // Paho's default (100) fails publishes with -12
+// A connect or subscribe that never completes must not stall the link for ever.
+constexpr auto operation_timeout = std::chrono::seconds(15);
+constexpr std::string_view receipt_suffix = "/receipt";
 
-// A token that never completes must not stall the link for ever.
-void wait_or_throw(const mqtt::token_ptr& token) {
-    if (!token->wait_for(std::chrono::seconds(15))) throw mqtt::exception(MQTTASYNC_FAILURE);
-}
+struct StringHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept {
+        return std::hash<std::string_view>{}(s);
+    }
+};
+template <typename T>
+using StringMap = std::unordered_map<std::string, T, StringHash, std::equal_to<>>;
 
 }  // namespace
 
-struct SiteLink::Impl : public virtual mqtt::callback {
+struct SiteLink::Impl {
     config::IngestSection section;
     std::string site;
     std::string filter;
-    Counters& counters;
+    std::string device_head;  // "{prefix}/{site}/": what precedes a device topic's device level
+    std::chrono::milliseconds receipt_interval;
     Counter& received;
     Counter& overflow;
     Counter& device_overflow;
     Counter& receipts_sent;
     Counter& receipts_failed;
+    Counter& receipts_merged;
     Counter& connects;
 
-    std::unique_ptr<mqtt::async_client> client;
+    MQTTAsync client = nullptr;
     std::thread supervisor;
     std::atomic<bool> running{false};
     std::atomic<bool> is_connected{false};
@@ -53,9 +69,19 @@ struct SiteLink::Impl : public virtual mqtt::callback {
     mutable std::condition_variable state_cv;
     bool subscribed = false;
     bool lost = false;
+    // The connect or subscribe in progress: Paho reports its end on its own thread. Each has a
+    // number, so that the late end of one given up on is not taken for the next one's.
+    std::uint64_t operation = 0;
+    enum class Outcome { pending, succeeded, failed } outcome = Outcome::pending;
+    int outcome_code = 0;
+    struct Operation {
+        Impl* impl;
+        std::uint64_t id;
+    };
 
     std::mutex queue_mutex;
     std::condition_variable queue_cv;
+    std::size_t takers_waiting = 0;  // take() calls waiting on queue_cv: notified only then
     // The hand-off queue, per device (the topic's device level): each device's messages in
     // arrival order, and the devices taken from in turn, one message each, so a device with
     // thousands queued does not put them ahead of another device's one alarm. A device holds at
@@ -64,51 +90,110 @@ struct SiteLink::Impl : public virtual mqtt::callback {
         std::deque<InboundMessage> messages;
         std::size_t bytes = 0;
     };
-    std::unordered_map<std::string, DeviceQueue> queues;
+    StringMap<DeviceQueue> queues;
     std::deque<std::string> turns;  // devices with queued messages, in the order they are served
     std::size_t queued = 0;         // messages held, all devices
     std::size_t queued_bytes = 0;   // topics and payloads held, all devices
     bool interrupted = false;
+
+    // Receipts: at most one per device per receipt_interval (see publish()).
+    using Time = std::chrono::steady_clock::time_point;
+    struct Waiting {
+        std::string payload;  // the newest receipt to the device
+        Time due;             // a receipt_interval after the last one sent to it
+    };
+    std::mutex receipt_mutex;
+    std::condition_variable receipt_cv;
+    StringMap<Waiting> waiting;    // receipt topic -> what waits for it
+    StringMap<Time> receipted_at;  // receipt topic -> when the last one went, within an interval
+    std::size_t receipted_prune_at = 1024;
+    Time flusher_wakes_at = Time::max();
+    bool flusher_running = false;
+    std::thread flusher;
 
     Impl(const config::IngestSection& s, const std::string& client_id, std::string site_id,
          Counters& c)
         : section(s),
           site(std::move(site_id)),
           filter(s.topic_prefix + "/" + site + "/+/+"),
-          counters(c),
+          device_head(s.topic_prefix + "/" + site + "/"),
+          receipt_interval(s.receipt_interval_ms),
           received(c.get("ingest_received")),
           overflow(c.get("ingest_overflow")),
           device_overflow(c.get("ingest_device_overflow")),
           receipts_sent(c.get("receipts_sent")),
           receipts_failed(c.get("receipts_failed")),
+          receipts_merged(c.get("receipts_merged")),
           connects(c.get("site_connects")) {
-        mqtt::create_options create(MQTTVERSION_5, paho_buffer_limit);
-        client = std::make_unique<mqtt::async_client>(section.uri, client_id, create);
-        client->set_callback(*this);
+        MQTTAsync_createOptions create = MQTTAsync_createOptions_initializer5;
+        create.maxBufferedMessages = paho_buffer_limit;
+        int rc = MQTTAsync_createWithOptions(&client, section.uri.c_str(), client_id.c_str(),
+                                             MQTTCLIENT_PERSISTENCE_NONE, nullptr, &create);
+        if (rc == MQTTASYNC_SUCCESS) {
+            rc = MQTTAsync_setCallbacks(client, this, &Impl::on_connection_lost, &Impl::on_message,
+                                        nullptr);
+        }
+        // A DISCONNECT from the broker (MQTT 5: e.g. the session taken over) ends the
+        // connection without connection_lost in Paho 1.3: the same to us.
+        if (rc == MQTTASYNC_SUCCESS) {
+            rc = MQTTAsync_setDisconnected(client, this, &Impl::on_disconnected);
+        }
+        if (rc != MQTTASYNC_SUCCESS) {
+            if (client != nullptr) MQTTAsync_destroy(&client);
+            throw std::runtime_error(std::string("site broker client: ") + MQTTAsync_strerror(rc));
+        }
     }
 
-    // --- mqtt::callback (Paho's thread: never block here) ---
-    void connection_lost(const std::string&) override {
-        is_connected = false;
+    ~Impl() {
+        // Pending operations end (onFailure) inside destroy, while this object still exists.
+        if (client != nullptr) MQTTAsync_destroy(&client);
+    }
+
+    // --- Paho's callbacks (Paho's thread: never block here, never throw) ---
+    static void on_connection_lost(void* context, char* /*cause*/) {
+        auto& self = *static_cast<Impl*>(context);
+        self.is_connected = false;
         spdlog::warn("site broker: connection lost");
-        std::lock_guard lock(state_mutex);
-        lost = true;
-        state_cv.notify_all();
+        std::lock_guard lock(self.state_mutex);
+        self.lost = true;
+        self.state_cv.notify_all();
     }
 
-    void message_arrived(mqtt::const_message_ptr msg) override {
-        const std::string& topic = msg->get_topic();
-        // Receipts we publish come back on the same filter; they are not device events.
-        if (topic.size() > 8 && topic.compare(topic.size() - 8, 8, "/receipt") == 0) return;
+    static void on_disconnected(void* context, MQTTProperties* /*properties*/,
+                                enum MQTTReasonCodes /*reason*/) {
+        on_connection_lost(context, nullptr);
+    }
+
+    static int on_message(void* context, char* topic_name, int topic_len,
+                          MQTTAsync_message* message) {
+        auto& self = *static_cast<Impl*>(context);
+        const std::string_view topic(topic_name, topic_len > 0 ? static_cast<std::size_t>(topic_len)
+                                                               : std::strlen(topic_name));
+        try {
+            self.hand_over(
+                topic, static_cast<const char*>(message->payload),
+                message->payloadlen > 0 ? static_cast<std::size_t>(message->payloadlen) : 0,
+                message->retained != 0);
+        } catch (const std::exception&) {
+            // Out of memory: refused as if the queue were full; the device sends it again.
+            self.overflow.add();
+        }
+        MQTTAsync_freeMessage(&message);
+        MQTTAsync_free(topic_name);
+        return 1;  // taken (or refused for good): Paho forgets it
+    }
+
+    void hand_over(std::string_view topic, const char* payload, std::size_t size, bool retained) {
+        // Receipts we publish come back on the same filter (but for noLocal); not device events.
+        if (topic.size() > receipt_suffix.size() && topic.ends_with(receipt_suffix)) return;
         received.add();
         // Decode refuses a payload over max_payload_bytes as too_large without reading it, so
         // only its first max_payload_bytes + 1 bytes are kept: enough to say so. Held whole, a
         // device flooding large messages would make the queue hold up to queue_capacity of them.
-        const auto& payload = msg->get_payload_ref();
-        const std::size_t keep =
-            payload.empty() ? 0 : std::min(payload.size(), section.max_payload_bytes + 1);
+        const std::size_t keep = std::min(size, section.max_payload_bytes + 1);
         const std::size_t bytes = topic.size() + keep;
-        std::string device = device_of(topic);
+        const std::string_view device = device_of(topic);
+        bool wake = false;
         {
             std::lock_guard lock(queue_mutex);
             // Full (by count or bytes): refused and counted; the device gets no receipt and
@@ -118,46 +203,43 @@ struct SiteLink::Impl : public virtual mqtt::callback {
                 overflow.add();
                 return;
             }
+            auto it = queues.find(device);
             // Over its device's share: the same, and other devices still get in.
-            if (over_device_share(device, bytes)) {
+            if (it != queues.end() && over_device_share(it->second, bytes)) {
                 device_overflow.add();
                 return;
             }
-            auto& q = queues[device];
-            if (q.messages.empty()) turns.push_back(std::move(device));
-            q.messages.push_back(InboundMessage{topic,
-                                                std::string(keep > 0 ? payload.data() : "", keep),
-                                                system_now_ms(), msg->is_retained()});
+            if (it == queues.end()) it = queues.emplace(std::string(device), DeviceQueue{}).first;
+            auto& q = it->second;
+            if (q.messages.empty()) turns.push_back(it->first);
+            q.messages.push_back(InboundMessage{std::string(topic),
+                                                std::string(keep > 0 ? payload : "", keep),
+                                                system_now_ms(), retained});
             q.bytes += bytes;
             ++queued;
             queued_bytes += bytes;
+            wake = takers_waiting > 0;
         }
-        queue_cv.notify_one();
+        if (wake) queue_cv.notify_one();
     }
-
-    void delivery_complete(mqtt::delivery_token_ptr) override {}
 
     // --- each device's share of the hand-off queue (queue_mutex held) ---
 
     // The topic's device level ("{prefix}/{site}/{device}/{kind}"), or the whole topic when it
     // has no such shape (decode refuses it; it still counts against a share of its own).
-    std::string device_of(std::string_view topic) const {
-        const std::string head = section.topic_prefix + "/" + site + "/";
-        if (topic.compare(0, head.size(), head) != 0) return std::string(topic);
-        const auto rest = topic.substr(head.size());
-        return std::string(rest.substr(0, rest.find('/')));
+    std::string_view device_of(std::string_view topic) const {
+        if (!topic.starts_with(device_head)) return topic;
+        const auto rest = topic.substr(device_head.size());
+        return rest.substr(0, rest.find('/'));
     }
 
-    bool over_device_share(const std::string& device, std::size_t bytes) const {
+    bool over_device_share(const DeviceQueue& q, std::size_t bytes) const {
         if (section.queue_device_share_pct >= 100) return false;
-        auto it = queues.find(device);
-        if (it == queues.end()) return false;
         const std::size_t max_messages =
             std::max<std::size_t>(1, section.queue_capacity * section.queue_device_share_pct / 100);
         const std::size_t max_bytes = std::max<std::size_t>(
             1, (section.queue_max_mb << 20) / 100 * section.queue_device_share_pct);
-        return it->second.messages.size() + 1 > max_messages ||
-               it->second.bytes + bytes > max_bytes;
+        return q.messages.size() + 1 > max_messages || q.bytes + bytes > max_bytes;
     }
 
     // The next message, the devices in turn (queue_mutex held, queued > 0).
@@ -180,44 +262,168 @@ struct SiteLink::Impl : public virtual mqtt::callback {
         return m;
     }
 
-    // --- connection supervision (own thread) ---
-    mqtt::connect_options connect_options() const {
-        auto builder = mqtt::connect_options_builder()
-                           .mqtt_version(MQTTVERSION_5)
-                           .clean_start(false)
-                           .keep_alive_interval(std::chrono::seconds(20))
-                           .connect_timeout(std::chrono::seconds(10))
-                           .max_inflight(1000)
-                           .automatic_reconnect(false);
-        if (!section.username.empty()) {
-            builder.user_name(section.username);
-            if (!section.password_file.empty()) {
-                builder.password(config::read_password_file(section.password_file));
+    // --- receipts ---
+
+    // One receipt out now, at QoS 0, not waited for: Paho's send thread writes it.
+    void send_receipt(const std::string& topic, const std::string& payload) {
+        const int rc = MQTTAsync_send(client, topic.c_str(), static_cast<int>(payload.size()),
+                                      payload.data(), qos_receipt, 0, nullptr);
+        (rc == MQTTASYNC_SUCCESS ? receipts_sent : receipts_failed).add();
+    }
+
+    // Sends each waiting receipt when it is due (own thread). Those due within a quarter
+    // interval go with it: one wake-up of this thread and of Paho's send thread for many
+    // receipts (under load the devices' due times fall together after the first round).
+    void flush_receipts() {
+        std::unique_lock lock(receipt_mutex);
+        while (flusher_running) {
+            if (waiting.empty()) {
+                flusher_wakes_at = Time::max();
+                receipt_cv.wait(lock);
+                continue;
             }
+            Time earliest = Time::max();
+            for (const auto& [topic, w] : waiting) earliest = std::min(earliest, w.due);
+            if (std::chrono::steady_clock::now() < earliest) {
+                flusher_wakes_at = earliest;
+                receipt_cv.wait_until(lock, earliest);
+                continue;
+            }
+            send_waiting(lock, earliest + receipt_interval / 4);
         }
-        mqtt::connect_options options = builder.finalize();
-        // Paho C++ 1.2.0 loses properties set through the builder (its copy leaves a dangling
-        // pointer: eclipse-paho/paho.mqtt.cpp#362, #444), so they are set on the final object.
-        options.set_properties({mqtt::property(mqtt::property::SESSION_EXPIRY_INTERVAL,
-                                               static_cast<int>(section.session_expiry_s))});
-        return options;
+    }
+
+    // Sends the waiting receipts due by `horizon` (receipt_mutex held by `lock`; released while
+    // sending).
+    void send_waiting(std::unique_lock<std::mutex>& lock, Time horizon) {
+        const auto now = std::chrono::steady_clock::now();
+        std::erase_if(receipted_at,
+                      [&](const auto& e) { return now - e.second >= receipt_interval; });
+        std::vector<OutboundMessage> out;
+        for (auto it = waiting.begin(); it != waiting.end();) {
+            if (it->second.due > horizon) {
+                ++it;
+                continue;
+            }
+            receipted_at[it->first] = now;
+            out.push_back({it->first, std::move(it->second.payload)});
+            it = waiting.erase(it);
+        }
+        lock.unlock();
+        for (const auto& m : out) send_receipt(m.topic, m.payload);
+        lock.lock();
+    }
+
+    // --- connection supervision (own thread) ---
+
+    static void on_success(void* context, MQTTAsync_successData5* response) {
+        std::unique_ptr<Operation> op(static_cast<Operation*>(context));
+        // A subscription's grant is its reason code: over 2 (granted QoS 2) it was refused.
+        const int code = response != nullptr ? static_cast<int>(response->reasonCode) : 0;
+        op->impl->finish(op->id, code <= MQTTREASONCODE_GRANTED_QOS_2, code);
+    }
+
+    static void on_failure(void* context, MQTTAsync_failureData5* response) {
+        std::unique_ptr<Operation> op(static_cast<Operation*>(context));
+        int code = MQTTASYNC_FAILURE;
+        if (response != nullptr) {
+            code = response->reasonCode != MQTTREASONCODE_SUCCESS
+                       ? static_cast<int>(response->reasonCode)
+                       : response->code;
+        }
+        op->impl->finish(op->id, false, code);
+    }
+
+    void finish(std::uint64_t id, bool ok, int code) {
+        std::lock_guard lock(state_mutex);
+        if (id != operation) return;  // one given up on
+        outcome = ok ? Outcome::succeeded : Outcome::failed;
+        outcome_code = code;
+        state_cv.notify_all();
+    }
+
+    // Starts an operation (connect or subscribe) through `start` and waits for its end: 0 when
+    // it succeeded, else Paho's error or the broker's reason code.
+    template <typename Start>
+    int run_operation(Start start) {
+        std::unique_lock lock(state_mutex);
+        const std::uint64_t id = ++operation;
+        outcome = Outcome::pending;
+        outcome_code = 0;
+        auto* op = new Operation{this, id};
+        lock.unlock();
+        const int rc = start(op);
+        lock.lock();
+        if (rc != MQTTASYNC_SUCCESS) {
+            delete op;  // never started: no callback comes
+            ++operation;
+            return rc;
+        }
+        state_cv.wait_for(lock, operation_timeout, [&] { return outcome != Outcome::pending; });
+        const int result = outcome == Outcome::succeeded
+                               ? 0
+                               : (outcome_code != 0 ? outcome_code : MQTTASYNC_FAILURE);
+        ++operation;  // a late end of this one is ignored
+        return result;
+    }
+
+    int connect() {
+        MQTTProperties properties = MQTTProperties_initializer;
+        MQTTProperty expiry{};
+        expiry.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL;
+        expiry.value.integer4 = static_cast<unsigned int>(section.session_expiry_s);
+        MQTTProperties_add(&properties, &expiry);
+        std::string password;
+        if (!section.username.empty() && !section.password_file.empty()) {
+            password = config::read_password_file(section.password_file);
+        }
+        const int rc = run_operation([&](Operation* op) {
+            MQTTAsync_connectOptions options = MQTTAsync_connectOptions_initializer5;
+            options.cleanstart = 0;
+            options.keepAliveInterval = 20;
+            options.connectTimeout = 10;
+            options.maxInflight = 1000;
+            options.automaticReconnect = 0;
+            options.connectProperties = &properties;  // copied by Paho
+            if (!section.username.empty()) {
+                options.username = section.username.c_str();  // copied by Paho
+                if (!password.empty()) options.password = password.c_str();
+            }
+            options.onSuccess5 = &Impl::on_success;
+            options.onFailure5 = &Impl::on_failure;
+            options.context = op;
+            return MQTTAsync_connect(client, &options);
+        });
+        MQTTProperties_free(&properties);
+        return rc;
+    }
+
+    int subscribe() {
+        return run_operation([&](Operation* op) {
+            MQTTAsync_responseOptions options = MQTTAsync_responseOptions_initializer;
+            // Retain-as-published: a device message published retained arrives flagged even
+            // live (MQTT 5 clears the flag on live delivery otherwise), and decode refuses it.
+            // The broker's retained store is sent on a new subscription only (retain handling
+            // 1), not on every reconnect. The shipped site broker refuses retained publishes
+            // anyway (retain_available false); this is the defence behind it. No local: our
+            // own receipts do not come back.
+            options.subscribeOptions.noLocal = 1;
+            options.subscribeOptions.retainAsPublished = 1;
+            options.subscribeOptions.retainHandling = 1;
+            options.onSuccess5 = &Impl::on_success;
+            options.onFailure5 = &Impl::on_failure;
+            options.context = op;
+            return MQTTAsync_subscribe(client, filter.c_str(), qos_at_least_once, &options);
+        });
     }
 
     void supervise() {
         Backoff backoff(std::chrono::milliseconds(200), std::chrono::seconds(30));
         while (running) {
-            try {
-                wait_or_throw(client->connect(connect_options()));
-                // Subscribing again on every connect is harmless with a resumed session.
-                // Retain-as-published: a device message published retained arrives flagged even
-                // live (MQTT 5 clears the flag on live delivery otherwise), and decode refuses it.
-                // The broker's retained store is sent on a new subscription only, not on every
-                // reconnect. The shipped site broker refuses retained publishes anyway
-                // (retain_available false); this is the defence behind it.
-                mqtt::subscribe_options sub_opts(
-                    /*noLocal=*/true, mqtt::subscribe_options::RETAIN_AS_PUBLISHED,
-                    mqtt::subscribe_options::SEND_RETAINED_ON_NEW);
-                wait_or_throw(client->subscribe(filter, qos_at_least_once, sub_opts));
+            int rc = connect();
+            // Subscribing again on every connect is harmless with a resumed session.
+            if (rc == 0) rc = subscribe();
+            if (rc == 0) {
                 is_connected = true;
                 connects.add();
                 backoff.reset();
@@ -227,11 +433,16 @@ struct SiteLink::Impl : public virtual mqtt::callback {
                 lost = false;
                 state_cv.notify_all();
                 state_cv.wait(lock, [&] { return lost || !running; });
-            } catch (const mqtt::exception& e) {
+            } else {
                 is_connected = false;
+                if (MQTTAsync_isConnected(client)) {
+                    MQTTAsync_disconnectOptions options = MQTTAsync_disconnectOptions_initializer;
+                    options.timeout = 0;
+                    MQTTAsync_disconnect(client, &options);
+                }
                 auto delay = backoff.next();
-                spdlog::warn("site broker: cannot connect ({}); retrying in {} ms",
-                             e.get_reason_code(), delay.count());
+                spdlog::warn("site broker: cannot connect ({}); retrying in {} ms", rc,
+                             delay.count());
                 std::unique_lock lock(state_mutex);
                 state_cv.wait_for(lock, delay, [&] { return !running; });
             }
@@ -247,21 +458,40 @@ SiteLink::~SiteLink() { stop(); }
 
 void SiteLink::start() {
     if (impl_->running.exchange(true)) return;
+    {
+        std::lock_guard lock(impl_->receipt_mutex);
+        impl_->flusher_running = true;
+    }
+    impl_->flusher = std::thread([this] { impl_->flush_receipts(); });
     impl_->supervisor = std::thread([this] { impl_->supervise(); });
 }
 
 void SiteLink::stop() {
     if (!impl_->running.exchange(false)) return;
     {
+        std::lock_guard lock(impl_->receipt_mutex);
+        impl_->flusher_running = false;
+        impl_->receipt_cv.notify_all();
+    }
+    if (impl_->flusher.joinable()) impl_->flusher.join();
+    {
+        // What waited goes now, ahead of the disconnect (Paho sends its commands in order).
+        std::unique_lock lock(impl_->receipt_mutex);
+        impl_->send_waiting(lock, Impl::Time::max());
+    }
+    {
         std::lock_guard lock(impl_->state_mutex);
         impl_->state_cv.notify_all();
     }
     if (impl_->supervisor.joinable()) impl_->supervisor.join();
-    try {
-        if (impl_->client->is_connected()) {
-            impl_->client->disconnect()->wait_for(std::chrono::seconds(2));
+    if (MQTTAsync_isConnected(impl_->client)) {
+        MQTTAsync_disconnectOptions options = MQTTAsync_disconnectOptions_initializer;
+        options.timeout = 2000;
+        if (MQTTAsync_disconnect(impl_->client, &options) == MQTTASYNC_SUCCESS) {
+            for (int i = 0; i < 200 && MQTTAsync_isConnected(impl_->client); ++i) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(10));
+            }
         }
-    } catch (const mqtt::exception&) {
     }
     impl_->is_connected = false;
 }
@@ -274,11 +504,17 @@ bool SiteLink::wait_subscribed(std::chrono::milliseconds timeout) const {
 }
 
 std::vector<InboundMessage> SiteLink::take(std::size_t max, std::chrono::milliseconds wait) {
-    std::unique_lock lock(impl_->queue_mutex);
-    impl_->queue_cv.wait_for(lock, wait, [&] { return impl_->queued > 0 || impl_->interrupted; });
-    impl_->interrupted = false;
+    auto& d = *impl_;
+    std::unique_lock lock(d.queue_mutex);
+    if (d.queued == 0 && !d.interrupted && wait.count() > 0) {
+        ++d.takers_waiting;
+        d.queue_cv.wait_for(lock, wait, [&] { return d.queued > 0 || d.interrupted; });
+        --d.takers_waiting;
+    }
+    d.interrupted = false;
     std::vector<InboundMessage> out;
-    while (impl_->queued > 0 && out.size() < max) out.push_back(impl_->pop_next());
+    out.reserve(std::min(max, d.queued));
+    while (d.queued > 0 && out.size() < max) out.push_back(d.pop_next());
     return out;
 }
 
@@ -288,14 +524,50 @@ void SiteLink::interrupt() {
     impl_->queue_cv.notify_all();
 }
 
+// Receipts are cumulative, so the newest one to a device covers every earlier one. A device
+// sent none within receipt_interval gets its receipt at once; otherwise it waits until the
+// interval since the last one is over, and a newer one for the same device replaces it (counted
+// receipts_merged). The flusher sends those due together (flush_receipts). Only ever receipts
+// the pipeline handed over after its durable commit: they wait, they never run ahead.
 void SiteLink::publish(std::vector<OutboundMessage> messages) {
-    for (auto& m : messages) {
-        try {
-            impl_->client->publish(m.topic, m.payload.data(), m.payload.size(), qos_receipt, false);
-            impl_->receipts_sent.add();
-        } catch (const mqtt::exception&) {
-            impl_->receipts_failed.add();
+    auto& d = *impl_;
+    if (d.receipt_interval.count() <= 0) {
+        for (const auto& m : messages) d.send_receipt(m.topic, m.payload);
+        return;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    std::size_t sendable = 0;
+    bool wake_flusher = false;
+    {
+        std::lock_guard lock(d.receipt_mutex);
+        for (std::size_t i = 0; i < messages.size(); ++i) {
+            auto& m = messages[i];
+            if (auto w = d.waiting.find(m.topic); w != d.waiting.end()) {
+                w->second.payload = std::move(m.payload);
+                d.receipts_merged.add();
+                continue;
+            }
+            if (d.receipted_at.size() >= d.receipted_prune_at) {
+                // Devices that went quiet: forgotten (as good as never receipted).
+                std::erase_if(d.receipted_at,
+                              [&](const auto& e) { return now - e.second >= d.receipt_interval; });
+                d.receipted_prune_at = std::max<std::size_t>(1024, 2 * d.receipted_at.size());
+            }
+            auto [at, fresh] = d.receipted_at.try_emplace(m.topic, now);
+            if (!fresh && now - at->second < d.receipt_interval) {
+                const auto due = at->second + d.receipt_interval;
+                wake_flusher = wake_flusher || due < d.flusher_wakes_at;
+                d.waiting.emplace(std::move(m.topic), Impl::Waiting{std::move(m.payload), due});
+                continue;
+            }
+            at->second = now;
+            if (sendable != i) messages[sendable] = std::move(m);
+            ++sendable;
         }
+    }
+    if (wake_flusher) d.receipt_cv.notify_one();
+    for (std::size_t i = 0; i < sendable; ++i) {
+        d.send_receipt(messages[i].topic, messages[i].payload);
     }
 }
 

@@ -50,6 +50,10 @@ struct IngestSection {  // [site_broker]
     // crowd every other device's messages out of the hand-off queue. 100: no share.
     std::uint32_t queue_device_share_pct = 25;
     std::uint32_t session_expiry_s = 7 * 24 * 3600;
+    // Receipts to one device at most this often (they are cumulative: a later one covers what
+    // waited); one that finds its device without a receipt for this long goes at once. 0: one
+    // per device per commit.
+    std::uint32_t receipt_interval_ms = 100;
 };
 
 struct StoreSection {  // [store]

@@ -60,7 +60,10 @@ public:
     // Wakes a take() that is waiting (for shutdown).
     void interrupt();
 
-    // Publishes at QoS 1 without waiting. Failures are counted; the devices retry.
+    // Receipts (given only after the durable commit): published at QoS 0 without waiting, at
+    // most one per device (topic) per receipt_interval_ms: the first after a quiet interval at
+    // once, later ones when the interval is over, the newest replacing one that waits (they are
+    // cumulative). Failures are counted (receipts_failed); the devices resend.
     void publish(std::vector<OutboundMessage> messages);
 
 private:
