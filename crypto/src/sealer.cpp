@@ -2,6 +2,8 @@
 
 #include <sodium.h>
 
+#include <array>
+#include <cstring>
 #include <stdexcept>
 
 #include "secret_key.h"
@@ -16,6 +18,25 @@ static_assert(Sealer::overhead == nonce_bytes + tag_bytes);
 
 const unsigned char* bytes(std::string_view s) {
     return reinterpret_cast<const unsigned char*>(s.data());
+}
+
+// A fresh random nonce. randombytes_buf is one getrandom(2) system call each time, and every
+// record and state value is sealed: that was a system call per event on the data path. So each
+// thread takes its nonces from a pool filled from the same source 168 nonces at a time. Each
+// nonce is still 24 uniformly random bytes and is handed out once. (Nonces are public: the pool
+// holds nothing secret. vernd does not fork, which would copy the pool into the child.)
+void fresh_nonce(unsigned char* out) {
+    struct Pool {
+        std::array<unsigned char, 168 * nonce_bytes> bytes;
+        std::size_t used = sizeof(bytes);
+    };
+    thread_local Pool pool;
+    if (pool.used + nonce_bytes > pool.bytes.size()) {
+        randombytes_buf(pool.bytes.data(), pool.bytes.size());
+        pool.used = 0;
+    }
+    std::memcpy(out, pool.bytes.data() + pool.used, nonce_bytes);
+    pool.used += nonce_bytes;
 }
 
 }  // namespace
@@ -35,7 +56,7 @@ void Sealer::seal_to(std::string& out, std::string_view associated_data,
     const std::size_t at = out.size();
     out.resize(at + nonce_bytes + plaintext.size() + tag_bytes);
     auto* nonce = reinterpret_cast<unsigned char*>(out.data() + at);
-    randombytes_buf(nonce, nonce_bytes);
+    fresh_nonce(nonce);
     unsigned long long written = 0;
     // Cannot fail for messages below crypto_aead_xchacha20poly1305_ietf_MESSAGEBYTES_MAX.
     (void)crypto_aead_xchacha20poly1305_ietf_encrypt(

@@ -438,6 +438,25 @@ TEST_CASE("Two seals of the same plaintext use different nonces") {
     CHECK(blobs.size() == 200);
 }
 
+TEST_CASE("Nonces never repeat across threads and the refills of their nonce pools") {
+    // Each thread draws its nonces from a pool refilled 168 at a time: 8 threads x 1000 seals
+    // cross several refills each, and two threads must never share a pool.
+    auto sealer = Keyring::from_master(master_a())->record_sealer(2);
+    std::vector<std::vector<std::string>> per_thread(8);
+    std::vector<std::thread> threads;
+    for (std::size_t t = 0; t < per_thread.size(); ++t) {
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < 1000; ++i) {
+                per_thread[t].push_back(sealer.seal("ad", "x").substr(0, 24));
+            }
+        });
+    }
+    for (auto& th : threads) th.join();
+    std::set<std::string> nonces;
+    for (const auto& list : per_thread) nonces.insert(list.begin(), list.end());
+    CHECK(nonces.size() == 8000);
+}
+
 TEST_CASE("A sealer seals and opens from many threads at once") {
     auto sealer = Keyring::from_master(master_a())->record_sealer(3);
     std::atomic<int> failures{0};
