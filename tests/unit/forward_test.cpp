@@ -147,7 +147,8 @@ std::string lane_of(const std::string& topic) { return topic.substr(topic.rfind(
 
 }  // namespace
 
-TEST_CASE("Meter records go up packed into batches while alarms and images go one per message") {
+TEST_CASE(
+    "Meter and queued alarm records go up packed into batches while images go one per message") {
     test::Mosquitto broker;
     Backend backend(broker.uri());
     MemoryOutbox outbox;
@@ -156,6 +157,7 @@ TEST_CASE("Meter records go up packed into batches while alarms and images go on
     outbox.add(Lane::meter, 300);
     auto section = section_for(broker);
     section.batch_max_records = 50;
+    section.alarm_batch_max_records = 8;
     Counters counters;
     forward::Forwarder forwarder(section, "forward-test", outbox, counters);
     forwarder.start();
@@ -170,7 +172,8 @@ TEST_CASE("Meter records go up packed into batches while alarms and images go on
         ++messages;
         most = std::max(most, a.records);
     }
-    CHECK(by_lane["alarm"] == std::pair<int, int>{20, 1});
+    CHECK(by_lane["alarm"].second == 8);  // 20 queued at once: 8, 8, 4
+    CHECK(by_lane["alarm"].first == 3);
     CHECK(by_lane["image"] == std::pair<int, int>{5, 1});
     CHECK(by_lane["meter"].second == 50);
     CHECK(by_lane["meter"].first >= 6);   // 300 / 50
@@ -179,7 +182,24 @@ TEST_CASE("Meter records go up packed into batches while alarms and images go on
     CHECK(counters.get("forward_delivered").get() == 325);
     CHECK(counters.get("forward_published_records").get() == 325);
     CHECK(counters.get("forward_published").get() ==
-          static_cast<std::uint64_t>(20 + 5 + by_lane["meter"].first));
+          static_cast<std::uint64_t>(3 + 5 + by_lane["meter"].first));
+}
+
+TEST_CASE("With alarm_batch_max_records 1 every alarm is a message of its own") {
+    test::Mosquitto broker;
+    Backend backend(broker.uri());
+    MemoryOutbox outbox;
+    outbox.add(Lane::alarm, 30);
+    auto section = section_for(broker);
+    section.alarm_batch_max_records = 1;
+    Counters counters;
+    forward::Forwarder forwarder(section, "forward-test", outbox, counters);
+    forwarder.start();
+    REQUIRE(test::wait_until([&] { return backend.unique_records() == 30; }, 30s));
+    forwarder.stop();
+    const auto arrivals = backend.arrivals();
+    CHECK(arrivals.size() == 30);
+    for (const auto& a : arrivals) CHECK(a.records == 1);
 }
 
 TEST_CASE("With batch_max_records 1 every meter record is a message of its own") {

@@ -115,8 +115,9 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
     }
 
     forward::Packing packing_of(Lane lane) const {
-        if (lane != Lane::meter) return {};
-        return {section.batch_max_records, section.batch_max_bytes};
+        if (lane == Lane::meter) return {section.batch_max_records, section.batch_max_bytes};
+        if (lane == Lane::alarm) return {section.alarm_batch_max_records, section.batch_max_bytes};
+        return {};
     }
 
     void wake() {

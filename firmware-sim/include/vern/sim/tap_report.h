@@ -135,7 +135,7 @@ private:
     std::uint64_t messages_ = 0, records_ = 0, duplicates_ = 0, undecodable_ = 0;
     std::uint64_t empty_batches_ = 0, unknown_fields_ = 0, identifiers_found_ = 0;
     // By the topic's last segment (alarm, image, meter, aggregate): messages, and the most records
-    // one message carried. Shows the meter lane's batching and that alarms go one by one.
+    // one message carried. Shows the meter and alarm lanes' batching and that images go one by one.
     std::map<std::string, std::uint64_t> messages_by_kind_;
     std::map<std::string, std::uint64_t> max_records_per_message_;
     std::map<std::string, std::uint64_t> by_stream_;

@@ -125,11 +125,15 @@ struct ForwardSection {  // [upstream]
     std::string tls_cert_file;  // mutual TLS (optional)
     std::string tls_key_file;
     std::uint32_t window = 256;  // messages in flight awaiting PUBACK
-    // Meter lane only: consecutive records for the same topic go out as one Batch message of up
-    // to this many records / bytes (1 = one record per message). Alarms and images always go one
-    // per message. A batch never waits for more records: it carries what is queued.
+    // Meter lane: consecutive records for the same topic go out as one Batch message of up
+    // to this many records / bytes (1 = one record per message). Images always go one per
+    // message. A batch never waits for more records: it carries what is queued.
     std::uint32_t batch_max_records = 64;
     std::uint32_t batch_max_bytes = 64 * 1024;
+    // Alarm lane: alarms already committed together (a burst) go out as one Batch of up to this
+    // many records (and batch_max_bytes); one on its own goes at once, alone. Each upstream
+    // message costs a publish and a PUBACK: one per alarm was Paho's largest cost per event.
+    std::uint32_t alarm_batch_max_records = 16;
     std::uint32_t max_backoff_ms = 30000;
     // Lanes served first to last, comma-separated. The alarm lane is always first: an alarm is
     // never behind a backlog; image and meter may swap.

@@ -2,7 +2,8 @@
 // Upstream delivery: reads the durable lanes in priority order (alarm, then image, then meter),
 // keeps a bounded window of messages in flight at QoS 1, and reports each record delivered only
 // when the upstream broker's PUBACK for its message arrives. The meter lane packs consecutive
-// records into one message (upstream.batch_max_records/bytes); alarms and images go one each.
+// records into one message (upstream.batch_max_records/bytes), the alarm lane the alarms already
+// queued together (alarm_batch_max_records); images go one each. Nothing waits to be packed.
 // After a reconnect everything not yet delivered is sent again: the copies carry the same
 // gateway/stream/seq, and backends drop them. A publish Paho had queued for the lost connection
 // can still go out and be acknowledged beside the resend, so a record may be reported delivered
