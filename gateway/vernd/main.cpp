@@ -1,5 +1,4 @@
 // vernd: the vern gateway daemon.
-#include <malloc.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <sys/prctl.h>
@@ -9,7 +8,6 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <optional>
@@ -43,19 +41,9 @@ bool forbid_core_dumps() {
     return ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0 && ::setrlimit(RLIMIT_CORE, &none) == 0;
 }
 
-// glibc gives every thread that allocates its own malloc arena (up to 8 per core), and an
-// arena keeps what its thread freed for that thread: the forwarder's reads, Paho's threads and
-// RocksDB's flush threads each held megabytes after a backlog drained (bench/backlog.sh: ~10 MiB
-// in thread arenas). Two arenas: the main one and one shared by the threads. An explicit
-// MALLOC_ARENA_MAX in the environment wins.
-void limit_malloc_arenas() {
-    if (std::getenv("MALLOC_ARENA_MAX") == nullptr) (void)::mallopt(M_ARENA_MAX, 2);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-    limit_malloc_arenas();
     CLI::App app{"vernd: privacy-first edge gateway for alarm panels and smart meters"};
     std::string config_file;
     bool check_only = false;
