@@ -380,7 +380,7 @@ std::string Keyring::subject_id(SubjectKind kind, std::string_view identifier) c
 NewDataKey Keyring::new_data_key(std::string_view subject_id, std::uint32_t kek_epoch) const {
     auto kek = impl_->kek(kek_epoch);
     auto key = std::make_shared<const SecretKey>(
-        [](SecretKey::Bytes out) { randombytes_buf(out.data(), out.size()); });
+        SecretKey::Pooled{}, [](SecretKey::Bytes out) { randombytes_buf(out.data(), out.size()); });
     std::string wrapped;
     wrapped.reserve(wrapped_key_bytes);
     wrapped.push_back(static_cast<char>(wrap_version));
@@ -409,7 +409,7 @@ Result<Sealer, UnwrapError> Keyring::unwrap_data_key(std::string_view subject_id
     const unsigned char* nonce = uc(wrapped) + 5;
     bool ok = false;
     // Decrypt straight into secure memory; on failure it is wiped with the SecretKey.
-    auto key = std::make_shared<const SecretKey>([&](SecretKey::Bytes out) {
+    auto key = std::make_shared<const SecretKey>(SecretKey::Pooled{}, [&](SecretKey::Bytes out) {
         unsigned long long written = 0;
         ok = crypto_aead_xchacha20poly1305_ietf_decrypt(
                  out.data(), &written, nullptr, nonce + wrap_nonce_bytes,

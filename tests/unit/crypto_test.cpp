@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <regex>
 #include <set>
 #include <string>
@@ -769,6 +770,48 @@ TEST_CASE("A wrapped data key unwraps to a key that opens what the new key seale
     CHECK(*back == "x");
     // A keyring loaded from the same master key unwraps it too.
     CHECK(Keyring::from_master(master_a())->unwrap_data_key(id, fresh.wrapped));
+}
+
+TEST_CASE(
+    "Thousands of data keys made, unwrapped and dropped each keep opening their own records") {
+    // Data keys share pooled secure memory (chunks of 512 slots): a slot reused while its key is
+    // still held, or wiped by another key's drop, would make some key open nothing.
+    auto ring = Keyring::from_master(master_a());
+    struct Held {
+        std::string id;
+        std::string wrapped;
+        std::optional<Sealer> sealer;
+        std::string sealed;
+    };
+    std::vector<Held> held;
+    auto make = [&](int i) {
+        Held h;
+        h.id = ring->subject_id(SubjectKind::customer_number, "C-" + std::to_string(i));
+        auto fresh = ring->new_data_key(h.id, 1);
+        h.wrapped = fresh.wrapped;
+        h.sealed = fresh.sealer.seal("hdr", "record " + std::to_string(i));
+        h.sealer = ring->unwrap_data_key(h.id, h.wrapped).value();  // the fresh one is dropped
+        return h;
+    };
+    for (int i = 0; i < 1500; ++i) held.push_back(make(i));
+    // Drop every third, make more into the freed slots, then check every one left.
+    std::vector<Held> kept;
+    for (std::size_t i = 0; i < held.size(); ++i) {
+        if (i % 3 != 0) kept.push_back(std::move(held[i]));
+    }
+    held.clear();
+    for (int i = 1500; i < 2200; ++i) kept.push_back(make(i));
+    int opened = 0;
+    for (const auto& h : kept) {
+        auto plain = h.sealer->open("hdr", h.sealed);
+        if (plain && plain->rfind("record ", 0) == 0) ++opened;
+    }
+    CHECK(opened == static_cast<int>(kept.size()));
+    // Dropped and unwrapped again: the same key.
+    kept.resize(10);
+    auto again = ring->unwrap_data_key(kept[3].id, kept[3].wrapped);
+    REQUIRE(again);
+    CHECK(again->open("hdr", kept[3].sealed));
 }
 
 TEST_CASE("Each new data key is random: two keys for the same subject differ") {

@@ -37,7 +37,7 @@ void RecordKeys::remember(const std::string& subject_id, const crypto::Sealer& s
         return;
     }
     lru_.emplace_front(subject_id, sealer);
-    index_[subject_id] = lru_.begin();
+    index_.emplace(lru_.front().first, lru_.begin());
     while (lru_.size() > cache_keys_) {
         index_.erase(lru_.back().first);
         lru_.pop_back();  // the key's memory is wiped once no sealer uses it
@@ -125,8 +125,9 @@ void RecordKeys::forget(std::string_view subject_id) {
 
 void RecordKeys::drop(const std::string& id) {
     if (auto it = index_.find(id); it != index_.end()) {
-        lru_.erase(it->second);
-        index_.erase(it);
+        auto node = it->second;
+        index_.erase(it);  // before the node its key views
+        lru_.erase(node);
     }
     pending_.erase(id);
 }

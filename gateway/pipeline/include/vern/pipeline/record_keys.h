@@ -39,7 +39,10 @@ enum class KeyErrc : std::uint8_t {
 class RecordKeys {
 public:
     static constexpr std::string_view state_prefix = "sk/";
-    static constexpr std::size_t default_cache_keys = 512;
+    // Enough for every subject of a large site: the forwarder drains a backlog in lane order,
+    // which cycles through all the site's meters, and an LRU smaller than that cycle misses on
+    // every record (an unwrap each). A cached key is ~250 bytes (its 32 in the crypto pool).
+    static constexpr std::size_t default_cache_keys = 16384;
 
     // The state key a subject's wrapped data key is stored under: "sk/" + subject id.
     static std::string state_key(std::string_view subject_id);
@@ -105,7 +108,9 @@ private:
     std::map<std::uint32_t, crypto::Sealer> epoch_sealers_;
     // LRU: most recently used at the front.
     std::list<std::pair<std::string, crypto::Sealer>> lru_;
-    std::unordered_map<std::string, std::list<std::pair<std::string, crypto::Sealer>>::iterator>
+    // Keyed by a view of the list node's own subject id (list nodes do not move).
+    std::unordered_map<std::string_view,
+                       std::list<std::pair<std::string, crypto::Sealer>>::iterator>
         index_;
     std::map<std::string, crypto::Sealer> pending_;  // made, staged, not yet committed
 };
