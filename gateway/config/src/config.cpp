@@ -541,7 +541,7 @@ std::vector<Section> schema(Config& c) {
                        "message; a batch never waits for more)."),
              int_field("alarm_batch_max_records", &c.upstream.alarm_batch_max_records, 1, 1000,
                        "Alarm lane: alarms already queued together that go up in one message at "
-                       "most (1 = one alarm a message); never waits for more."),
+                       "most (1: one alarm a message); never waits for more."),
              int_field("batch_max_bytes", &c.upstream.batch_max_bytes, 1024, std::int64_t{16} << 20,
                        "Meter lane: bytes per upstream message at most."),
              int_field("max_backoff_ms", &c.upstream.max_backoff_ms, 100, 3600000,
