@@ -988,28 +988,19 @@ Result<Store::BoundedScan, StoreError> Store::scan_state(std::string_view prefix
                                                          std::size_t max_entries,
                                                          std::size_t max_bytes,
                                                          std::size_t max_value_bytes) const {
-    const rocksdb::Slice prefix_slice(prefix.data(), prefix.size());
-    const std::string upper = prefix_successor(prefix);
-    const rocksdb::Slice upper_slice(upper);
-    rocksdb::ReadOptions read_options;
-    read_options.iterate_lower_bound = &prefix_slice;
-    if (!upper.empty()) read_options.iterate_upper_bound = &upper_slice;
-    read_options.fill_cache = false;  // a one-off read: don't push the working set out
-    std::unique_ptr<rocksdb::Iterator> it(
-        impl_->db->NewIterator(read_options, impl_->handles[cf_state]));
     BoundedScan out;
     std::size_t bytes = 0;
-    for (it->Seek(prefix_slice); it->Valid() && it->key().starts_with(prefix_slice); it->Next()) {
-        const std::size_t size = it->value().size();
-        if (out.entries.size() < max_entries && size <= max_value_bytes &&
-            size <= max_bytes - bytes) {
-            out.entries.emplace_back(it->key().ToString(), it->value().ToString());
-            bytes += size;
+    auto visited = visit_state(prefix, [&](std::string_view key, std::string_view value) {
+        if (out.entries.size() < max_entries && value.size() <= max_value_bytes &&
+            value.size() <= max_bytes - bytes) {
+            out.entries.emplace_back(key, value);
+            bytes += value.size();
         } else if (out.skipped.size() < max_entries) {
-            out.skipped.push_back(it->key().ToString());
+            out.skipped.emplace_back(key);
         }
-    }
-    if (!it->status().ok()) return fail(to_error(it->status()));
+        return true;
+    });
+    if (!visited) return fail(visited.error());
     return out;
 }
 

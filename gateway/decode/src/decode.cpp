@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "vern/common/wire.h"
 #include "vern/config/purposes.h"
 
 namespace vern::decode {
@@ -138,16 +139,6 @@ const WireLimits& wire_limits() {
     return limits;
 }
 
-bool read_varint(const char*& p, const char* end, std::uint64_t& value) {
-    value = 0;
-    for (int shift = 0; shift < 64 && p < end; shift += 7) {
-        const auto byte = static_cast<unsigned char>(*p++);
-        value |= static_cast<std::uint64_t>(byte & 0x7f) << shift;
-        if ((byte & 0x80) == 0) return true;
-    }
-    return false;
-}
-
 std::optional<std::size_t> bound_of(const std::vector<std::pair<int, std::size_t>>& bounds,
                                     std::uint64_t number) {
     for (const auto& [n, max] : bounds) {
@@ -161,49 +152,17 @@ std::optional<std::size_t> bound_of(const std::vector<std::pair<int, std::size_t
 // too: each is one of those occurrences (the last, or the last of a merged body). False when a
 // bounded string is longer, or the bytes are not what this reads: the parsed message decides.
 bool wire_within_limits(std::string_view bytes, const WireLimits& w, const WireLimits::Body* body) {
-    const char* p = bytes.data();
-    const char* const end = p + bytes.size();
-    while (p < end) {
-        std::uint64_t tag = 0;
-        std::uint64_t skip = 0;
-        if (!read_varint(p, end, tag)) return false;
-        switch (tag & 7) {
-            case 0:
-                if (!read_varint(p, end, skip)) return false;
-                continue;
-            case 1:
-                skip = 8;
-                break;
-            case 5:
-                skip = 4;
-                break;
-            case 2: {
-                std::uint64_t length = 0;
-                if (!read_varint(p, end, length)) return false;
-                if (length > static_cast<std::uint64_t>(end - p)) return false;
-                const std::string_view value(p, static_cast<std::size_t>(length));
-                p += length;
-                const auto number = tag >> 3;
-                const auto& bounds = body ? body->strings : w.strings;
-                if (auto max = bound_of(bounds, number)) {
-                    if (value.size() > *max) return false;
-                    continue;
-                }
-                if (body) continue;
-                for (const auto& b : w.bodies) {
-                    if (static_cast<std::uint64_t>(b.number) != number) continue;
-                    if (!wire_within_limits(value, w, &b)) return false;
-                    break;
-                }
-                continue;
+    return wire::for_each_delimited(bytes, [&](std::uint64_t number, std::string_view value) {
+        const auto& bounds = body ? body->strings : w.strings;
+        if (auto max = bound_of(bounds, number)) return value.size() <= *max;
+        if (body) return true;
+        for (const auto& b : w.bodies) {
+            if (static_cast<std::uint64_t>(b.number) == number) {
+                return wire_within_limits(value, w, &b);
             }
-            default:
-                return false;
         }
-        if (skip > static_cast<std::uint64_t>(end - p)) return false;
-        p += skip;
-    }
-    return true;
+        return true;
+    });
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "text_forms.h"
+#include "vern/common/wire.h"
 
 namespace vern::policy {
 namespace {
@@ -437,17 +438,6 @@ void for_each_string(const Message& m, int depth, const Fn& fn) {
     }
 }
 
-// A varint at p (advanced past it); false if it runs past `end` or is longer than 10 bytes.
-bool read_varint(const char*& p, const char* end, std::uint64_t& value) {
-    value = 0;
-    for (int shift = 0; shift < 64 && p < end; shift += 7) {
-        const auto byte = static_cast<unsigned char>(*p++);
-        value |= static_cast<std::uint64_t>(byte & 0x7f) << shift;
-        if ((byte & 0x80) == 0) return true;
-    }
-    return false;
-}
-
 // for_each_string over a message's serialized bytes (of type `d`) instead of the parsed
 // message: the same fields in the same order (a message serializes its set fields in field-number
 // order; proto3 leaves empty strings out, which the walk's callers skip anyway), without asking
@@ -459,47 +449,18 @@ bool walk_serialized(std::string_view bytes, const google::protobuf::Descriptor*
     const auto& plans = record_plans();
     const auto plan = plans.find(d);
     if (plan == plans.end()) return true;  // not a part of a clean record: cannot be reached
-    const char* p = bytes.data();
-    const char* const end = p + bytes.size();
-    while (p < end) {
-        std::uint64_t tag = 0;
-        if (!read_varint(p, end, tag)) return false;
-        std::uint64_t skip = 0;
-        switch (tag & 7) {
-            case 0:  // varint
-                if (!read_varint(p, end, skip)) return false;
-                continue;
-            case 1:  // fixed64
-                skip = 8;
-                break;
-            case 5:  // fixed32
-                skip = 4;
-                break;
-            case 2: {  // length-delimited: a string, bytes, a message or packed scalars
-                std::uint64_t length = 0;
-                if (!read_varint(p, end, length)) return false;
-                if (length > static_cast<std::uint64_t>(end - p)) return false;
-                const std::string_view value(p, static_cast<std::size_t>(length));
-                p += length;
-                const auto number = tag >> 3;
-                for (const auto& step : plan->second) {
-                    if (static_cast<std::uint64_t>(step.field->number()) != number) continue;
-                    if (!step.message) {
-                        fn(value, step.structural);
-                    } else if (!walk_serialized(value, step.field->message_type(), depth + 1, fn)) {
-                        return false;
-                    }
-                    break;
-                }
-                continue;
-            }
-            default:  // groups: not in proto3
+    return wire::for_each_delimited(bytes, [&](std::uint64_t number, std::string_view value) {
+        for (const auto& step : plan->second) {
+            if (static_cast<std::uint64_t>(step.field->number()) != number) continue;
+            if (!step.message) {
+                fn(value, step.structural);
+            } else if (!walk_serialized(value, step.field->message_type(), depth + 1, fn)) {
                 return false;
+            }
+            break;
         }
-        if (skip > static_cast<std::uint64_t>(end - p)) return false;
-        p += skip;
-    }
-    return true;
+        return true;
+    });
 }
 
 }  // namespace
