@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
@@ -78,6 +79,12 @@ struct SiteLink::Impl {
         Impl* impl;
         std::uint64_t id;
     };
+    // The callbacks' contexts, owned here and reused in turn, never freed by a callback: Paho
+    // was seen to end an operation given up on late, at the disconnect, with a context a callback
+    // had already freed (vernd hung at stop, Paho's thread locking a freed mutex). A late end
+    // reads its slot, which holds its own number or a later one: ignored unless that later one
+    // is in progress (16 operations on), by finish().
+    std::array<Operation, 16> operation_slots{};
 
     std::mutex queue_mutex;
     std::condition_variable queue_cv;
@@ -317,14 +324,14 @@ struct SiteLink::Impl {
     // --- connection supervision (own thread) ---
 
     static void on_success(void* context, MQTTAsync_successData5* response) {
-        std::unique_ptr<Operation> op(static_cast<Operation*>(context));
+        const auto* op = static_cast<const Operation*>(context);
         // A subscription's grant is its reason code: over 2 (granted QoS 2) it was refused.
         const int code = response != nullptr ? static_cast<int>(response->reasonCode) : 0;
         op->impl->finish(op->id, code <= MQTTREASONCODE_GRANTED_QOS_2, code);
     }
 
     static void on_failure(void* context, MQTTAsync_failureData5* response) {
-        std::unique_ptr<Operation> op(static_cast<Operation*>(context));
+        const auto* op = static_cast<const Operation*>(context);
         int code = MQTTASYNC_FAILURE;
         if (response != nullptr) {
             code = response->reasonCode != MQTTREASONCODE_SUCCESS
@@ -350,12 +357,12 @@ struct SiteLink::Impl {
         const std::uint64_t id = ++operation;
         outcome = Outcome::pending;
         outcome_code = 0;
-        auto* op = new Operation{this, id};
+        Operation* op = &operation_slots[id % operation_slots.size()];
+        *op = Operation{this, id};
         lock.unlock();
         const int rc = start(op);
         lock.lock();
         if (rc != MQTTASYNC_SUCCESS) {
-            delete op;  // never started: no callback comes
             ++operation;
             return rc;
         }
