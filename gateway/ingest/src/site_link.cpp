@@ -303,9 +303,8 @@ struct SiteLink::Impl {
     // Sends the waiting receipts due by `horizon` (receipt_mutex held by `lock`; released while
     // sending).
     void send_waiting(std::unique_lock<std::mutex>& lock, Time horizon) {
+        // receipted_at is pruned by publish(), amortised; a flush only records what it sends.
         const auto now = std::chrono::steady_clock::now();
-        std::erase_if(receipted_at,
-                      [&](const auto& e) { return now - e.second >= receipt_interval; });
         std::vector<OutboundMessage> out;
         for (auto it = waiting.begin(); it != waiting.end();) {
             if (it->second.due > horizon) {
