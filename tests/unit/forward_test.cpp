@@ -185,30 +185,16 @@ TEST_CASE(
           static_cast<std::uint64_t>(3 + 5 + by_lane["meter"].first));
 }
 
-TEST_CASE("With alarm_batch_max_records 1 every alarm is a message of its own") {
+TEST_CASE("With a batch size of 1 every meter or alarm record is a message of its own") {
+    const Lane lane = GENERATE(Lane::meter, Lane::alarm);
+    INFO("lane " << (lane == Lane::meter ? "meter" : "alarm"));
     test::Mosquitto broker;
     Backend backend(broker.uri());
     MemoryOutbox outbox;
-    outbox.add(Lane::alarm, 30);
-    auto section = section_for(broker);
-    section.alarm_batch_max_records = 1;
-    Counters counters;
-    forward::Forwarder forwarder(section, "forward-test", outbox, counters);
-    forwarder.start();
-    REQUIRE(test::wait_until([&] { return backend.unique_records() == 30; }, 30s));
-    forwarder.stop();
-    const auto arrivals = backend.arrivals();
-    CHECK(arrivals.size() == 30);
-    for (const auto& a : arrivals) CHECK(a.records == 1);
-}
-
-TEST_CASE("With batch_max_records 1 every meter record is a message of its own") {
-    test::Mosquitto broker;
-    Backend backend(broker.uri());
-    MemoryOutbox outbox;
-    outbox.add(Lane::meter, 40);
+    outbox.add(lane, 40);
     auto section = section_for(broker);
     section.batch_max_records = 1;
+    section.alarm_batch_max_records = 1;
     Counters counters;
     forward::Forwarder forwarder(section, "forward-test", outbox, counters);
     forwarder.start();

@@ -8,6 +8,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "vern/common/counters.h"
@@ -269,17 +270,31 @@ ingest::OutboundMessage receipt(const std::string& device, const std::string& pa
     return {"dev/v1/site-1/" + device + "/receipt", payload};
 }
 
+// A subscribed site link with the given receipt interval, and a device watching its receipts.
+struct ReceiptRig {
+    explicit ReceiptRig(std::uint32_t receipt_interval_ms)
+        : section(with_interval(section_for(broker), receipt_interval_ms)),
+          link(section, "ingest-test", "site-1", counters),
+          device(broker.uri()) {
+        link.start();
+        REQUIRE(link.wait_subscribed(10s));
+    }
+    static config::IngestSection with_interval(config::IngestSection s, std::uint32_t ms) {
+        s.receipt_interval_ms = ms;
+        return s;
+    }
+    test::Mosquitto broker;
+    config::IngestSection section;
+    Counters counters;
+    ingest::SiteLink link;
+    ReceiptWatcher device;
+};
+
 }  // namespace
 
 TEST_CASE("A device gets a receipt at once, then at most one per receipt_interval, the newest") {
-    test::Mosquitto broker;
-    auto section = section_for(broker);
-    section.receipt_interval_ms = 700;
-    Counters counters;
-    ingest::SiteLink link(section, "ingest-test", "site-1", counters);
-    link.start();
-    REQUIRE(link.wait_subscribed(10s));
-    ReceiptWatcher device(broker.uri());
+    ReceiptRig rig(700);
+    auto [link, device, counters] = std::tie(rig.link, rig.device, rig.counters);
 
     // The first receipt to a device goes at once.
     link.publish({receipt("panel-1", "r1")});
@@ -303,14 +318,8 @@ TEST_CASE("A device gets a receipt at once, then at most one per receipt_interva
 }
 
 TEST_CASE("Receipts that wait for their interval go out when the link stops") {
-    test::Mosquitto broker;
-    auto section = section_for(broker);
-    section.receipt_interval_ms = 10000;
-    Counters counters;
-    ingest::SiteLink link(section, "ingest-test", "site-1", counters);
-    link.start();
-    REQUIRE(link.wait_subscribed(10s));
-    ReceiptWatcher device(broker.uri());
+    ReceiptRig rig(10000);
+    auto [link, device, counters] = std::tie(rig.link, rig.device, rig.counters);
     link.publish({receipt("panel-1", "r1")});
     CHECK(device.next(500ms) == "dev/v1/site-1/panel-1/receipt=r1");
     link.publish({receipt("panel-1", "r2")});
@@ -320,14 +329,8 @@ TEST_CASE("Receipts that wait for their interval go out when the link stops") {
 }
 
 TEST_CASE("With receipt_interval_ms 0 every receipt goes at once") {
-    test::Mosquitto broker;
-    auto section = section_for(broker);
-    section.receipt_interval_ms = 0;
-    Counters counters;
-    ingest::SiteLink link(section, "ingest-test", "site-1", counters);
-    link.start();
-    REQUIRE(link.wait_subscribed(10s));
-    ReceiptWatcher device(broker.uri());
+    ReceiptRig rig(0);
+    auto [link, device, counters] = std::tie(rig.link, rig.device, rig.counters);
     link.publish({receipt("panel-1", "r1"), receipt("panel-1", "r2")});
     CHECK(device.next(500ms) == "dev/v1/site-1/panel-1/receipt=r1");
     CHECK(device.next(500ms) == "dev/v1/site-1/panel-1/receipt=r2");
