@@ -166,12 +166,13 @@ public:
 
     // A group of events committed together (the pipeline's group commit). Between the two
     // calls apply() does not write an open site total (aggregate purposes) per reading: a
-    // total holds every meter of the site, so re-encoding it per reading cost O(meters) each
-    // (with its sealing, ~42 % of a reading's work with 400 meters). end_group() returns the
-    // changes for the totals the group's readings touched, once each; the caller commits them
-    // in the same batch as the applies' outputs (after them). Without begin_group, apply()
-    // writes each total as it changes, as before. tick() and forget() include a pending
-    // group's totals in their output; restore drops them (the state is the committed one).
+    // total holds every meter of the site, so re-encoding it per reading (and the caller
+    // sealing and committing it) cost O(meters) each; with 100 meters over half of a reading's
+    // instructions. end_group() returns the changes for the totals the group's readings
+    // touched, once each; the caller commits them in the same batch as the applies' outputs
+    // (after them). Without begin_group, apply() writes each total as it changes, as before.
+    // tick() and forget() include a pending group's totals in their output; restore drops
+    // them (the state is the committed one).
     void begin_group();
     std::vector<StateChange> end_group();
 
