@@ -1121,6 +1121,82 @@ TEST_CASE("Restoring the committed state and going on gives what no restart woul
     }
 }
 
+namespace {
+
+// Puts of open site totals ("pol/ag/...") among some changes (a closed total's erase is not one).
+std::size_t total_writes(const std::vector<policy::StateChange>& changes) {
+    std::size_t n = 0;
+    for (const auto& c : changes) n += c.value && c.key.rfind("pol/ag/", 0) == 0 ? 1 : 0;
+    return n;
+}
+
+}  // namespace
+
+TEST_CASE("Readings applied as a group write each open site total once, at the group's end") {
+    Harness grouped(analytics_only()), straight(analytics_only());  // k = 5, hourly
+    // Two groups of the same 15 readings (5 meters, 3 quarter hours each), then a reading that
+    // closes the hour inside a third group. `straight` applies them one by one, as before.
+    std::vector<std::vector<device::v1::DeviceMessage>> groups(3);
+    for (int q = 0; q < 3; ++q) {
+        for (int i = 0; i < 5; ++i) {
+            groups[q < 2 ? 0 : 1].push_back(reading(meter_point(i), t0 + q * 15 * min_ms, 10 + i,
+                                                    900, static_cast<std::uint64_t>(q + 1)));
+        }
+    }
+    groups[2].push_back(reading(meter_point(0), t0 + 45 * min_ms, 10, 900, 4));
+    groups[2].push_back(reading(meter_point(9), t0 + 105 * min_ms, 1));  // closes the hour
+    std::size_t in_applies = 0;
+    for (std::size_t g = 0; g < groups.size(); ++g) {
+        INFO("group " << g);
+        grouped.engine->begin_group();
+        for (const auto& r : groups[g]) {
+            auto out = grouped.apply(r, t0);
+            REQUIRE(out);
+            in_applies += total_writes(out->state);
+            REQUIRE(straight.apply(r, t0));
+        }
+        const auto at_end = grouped.engine->end_group();
+        grouped.keep(policy::Output{{}, at_end});
+        // One write for the open total. In the last group the hour is closed after a reading
+        // added to it (its key erased, not written again) and the next hour opened.
+        CHECK(total_writes(at_end) == 1);
+        // The committed state is what the one-by-one engine committed, reading for reading.
+        CHECK(grouped.state == straight.state);
+    }
+    CHECK(in_applies == 0);
+    CHECK(serialized(grouped.emitted) == serialized(straight.emitted));
+    auto totals = on_stream(grouped.emitted, "analytics");
+    REQUIRE(totals.size() == 1);
+    CHECK(totals[0].record.site_aggregate().meters() == 5);
+    CHECK(totals[0].record.site_aggregate().energy_wh() == 3 * (10 + 11 + 12 + 13 + 14) + 10);
+}
+
+TEST_CASE("A site total summed in a group and restarted from its commit goes on as without one") {
+    Harness grouped(analytics_only()), straight(analytics_only());
+    grouped.engine->begin_group();
+    for (int i = 0; i < 5; ++i) {
+        REQUIRE(grouped.apply(reading(meter_point(i), t0, 10), t0));
+        REQUIRE(straight.apply(reading(meter_point(i), t0, 10), t0));
+    }
+    SECTION("committed at the group's end") {
+        grouped.keep(policy::Output{{}, grouped.engine->end_group()});
+    }
+    SECTION("left open when time passes: the tick writes it") {
+        grouped.tick(t0 + 1000);
+        straight.tick(t0 + 1000);
+        CHECK(grouped.engine->end_group().empty());  // written once
+    }
+    CHECK(grouped.state == straight.state);
+    REQUIRE(grouped.restart() == 0);
+    REQUIRE(straight.restart() == 0);
+    grouped.apply(reading(meter_point(9), t0 + 105 * min_ms, 1), t0 + 2 * hour_ms);
+    straight.apply(reading(meter_point(9), t0 + 105 * min_ms, 1), t0 + 2 * hour_ms);
+    auto totals = on_stream(grouped.emitted, "analytics");
+    REQUIRE(totals.size() == 1);
+    CHECK(totals[0].record.site_aggregate().meters() == 5);
+    CHECK(serialized(grouped.emitted) == serialized(straight.emitted));
+}
+
 TEST_CASE("After a restart into a new key epoch, open intervals go on under the new keys") {
     SECTION("billing") {
         Harness h(billing_only());

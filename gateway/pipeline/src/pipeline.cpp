@@ -339,6 +339,9 @@ struct Pipeline::Impl {
         const std::int64_t correction = time->correction_ms();
         SeqHeals heals;  // sequence gaps closed and restarts, counted once committed
         std::array<std::uint64_t, 3> accepted{};  // by lane, counted once committed
+        // The site totals the group's meter readings add to are written once, at its end
+        // (policy::Policy::begin_group), not re-encoded and re-sealed per reading.
+        policy.begin_group();
 
         for (const auto& in : batch) {
             const std::int64_t received = in.arrival_ms + correction;
@@ -405,6 +408,7 @@ struct Pipeline::Impl {
         }
 
         // state that outlives the event goes in the same commit
+        egress.stage_state(staged, policy.end_group());
         for (const auto& device : touched) {
             staged.writes.put_state(device_key(device), marks.encode(device));
         }

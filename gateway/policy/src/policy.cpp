@@ -398,6 +398,9 @@ struct PurposeState {
     std::set<std::string> sent_stale;
     std::map<std::int64_t, AggBucket> agg;
     std::set<std::int64_t> agg_closed;
+    // Open site totals changed by readings of the group in progress (begin_group): each is
+    // written once, by end_group, instead of once per reading.
+    std::set<std::int64_t> agg_dirty;
 
     bool images() const {
         return image_rules &&
@@ -543,6 +546,7 @@ struct Policy::Impl {
     EpochSchedule epochs;
     std::vector<PurposeState> purposes;
     bool any_images = false;
+    bool in_group = false;  // between begin_group and end_group: site totals written at its end
 
     // Shared state (not per purpose).
     std::map<DevKey, Remembered> alarms;  // (device, event id)
@@ -1320,6 +1324,7 @@ struct Policy::Impl {
         out.state.push_back({agg_key(ps, start), {}});
         out.state.push_back({agg_closed_key(ps, start), encode_closed()});
         ps.agg_closed.insert(start);
+        ps.agg_dirty.erase(start);  // erased above: nothing to write at the group's end
         ps.agg.erase(it);
     }
 
@@ -1422,7 +1427,24 @@ struct Policy::Impl {
         m.energy_wh += in.energy_wh();
         m.starts.insert(start);
         b.last_received_ms = received_ms;
-        out.state.push_back({agg_key(ps, bucket), encode(b)});
+        if (in_group) {
+            // The whole site total is written (encoded, then sealed by the caller) at the
+            // group's end, once: per reading it cost O(meters in the total) each time.
+            ps.agg_dirty.insert(bucket);
+        } else {
+            out.state.push_back({agg_key(ps, bucket), encode(b)});
+        }
+    }
+
+    // The site totals the group's readings changed, each written once.
+    void flush_agg(std::vector<StateChange>& out) {
+        for (auto& ps : purposes) {
+            for (auto bucket : ps.agg_dirty) {
+                auto it = ps.agg.find(bucket);
+                if (it != ps.agg.end()) out.push_back({agg_key(ps, bucket), encode(it->second)});
+            }
+            ps.agg_dirty.clear();
+        }
     }
 
     // --- metering points bound to devices (k counts real meters) ---
@@ -1716,6 +1738,7 @@ struct Policy::Impl {
                 }
                 if (changed && b.meters.empty()) {
                     out.state.push_back({agg_key(ps, it->first), {}});
+                    ps.agg_dirty.erase(it->first);
                     it = ps.agg.erase(it);
                     continue;
                 }
@@ -2034,7 +2057,9 @@ struct Policy::Impl {
             ps.sent_stale.clear();
             ps.agg.clear();
             ps.agg_closed.clear();
+            ps.agg_dirty.clear();
         }
+        in_group = false;
     }
 
     void restore_begin(RestoreBounds b) {
@@ -2128,6 +2153,16 @@ Output Policy::tick(std::int64_t now_ms) {
     auto out = impl_->tick(now_ms);
     impl_->flush_pending(out);
     impl_->flush_sent(out.state, max_expiry_rewrites);
+    impl_->flush_agg(out.state);  // a group left open: its totals go with this output
+    return out;
+}
+
+void Policy::begin_group() { impl_->in_group = true; }
+
+std::vector<StateChange> Policy::end_group() {
+    std::vector<StateChange> out;
+    impl_->flush_agg(out);
+    impl_->in_group = false;
     return out;
 }
 
@@ -2157,6 +2192,7 @@ Output Policy::forget(crypto::SubjectKind kind, std::string_view identifier,
                       std::string_view purpose) {
     auto out = impl_->forget(kind, identifier, purpose);
     impl_->flush_sent(out.state);
+    impl_->flush_agg(out.state);
     return out;
 }
 

@@ -164,6 +164,18 @@ public:
     Result<Output, Reason> apply(const device::v1::DeviceMessage& event, std::string_view site,
                                  std::int64_t received_ms);
 
+    // A group of events committed together (the pipeline's group commit). Between the two
+    // calls apply() does not write an open site total (aggregate purposes) per reading: a
+    // total holds every meter of the site, so re-encoding it per reading (and the caller
+    // sealing and committing it) cost O(meters) each; with 100 meters over half of a reading's
+    // instructions. end_group() returns the changes for the totals the group's readings
+    // touched, once each; the caller commits them in the same batch as the applies' outputs
+    // (after them). Without begin_group, apply() writes each total as it changes, as before.
+    // tick() and forget() include a pending group's totals in their output; restore drops
+    // them (the state is the committed one).
+    void begin_group();
+    std::vector<StateChange> end_group();
+
     // Time passing, by the gateway clock: closes meter intervals and site aggregates that have
     // waited long enough, drops images whose chunks or alarm did not come.
     Output tick(std::int64_t now_ms);
