@@ -21,13 +21,6 @@ constexpr auto take_wait = std::chrono::milliseconds(200);  // the loop turns at
 // The longest a group gathers while commits follow each other (take_group): about two fsyncs
 // of the machines vern runs on, so a slow commit (a compaction stall) adds no long wait.
 constexpr auto busy_gather_max = std::chrono::microseconds(1000);
-// Below this many events a second (taken over the last rate_window) a group holding an alarm
-// does not gather: at 2 k events/s the gather was ~0.85 ms of an alarm's 1.5 ms inside vernd
-// (p50, alarm_load.sh with the stage time stamps) and each sleep exposed the pipeline thread to
-// the scheduler's wake-up delay once more; at 5 k/s it is what keeps the CPU per event at the
-// relay's (152 against 110-113 µs without and with it, relay.sh), so above this it stays.
-constexpr std::size_t alarm_gather_from_per_s = 3000;
-constexpr auto rate_window = std::chrono::milliseconds(100);
 
 // An alarm event's topic ends in "/alarm" ({prefix}/{site}/{device}/alarm). Looked at here only
 // to order and time a group (take_group, commit_alarms_first): decode still judges the topic,
@@ -70,9 +63,8 @@ struct Gateway::Impl {
     // for one more commit's duration (at most busy_gather_max) before it goes: at a moderate
     // rate each group then pays for its fsync with a few events instead of one or two, and the
     // wait is never longer than what one more commit in between would have taken. Alarms gather
-    // too once the site is busy (alarm_gather_from_per_s): without it, 5 k alarms/s cost 152 µs
-    // of CPU each against 110-113 with it (relay.sh, same hour); below that rate a group holding
-    // an alarm goes at once. A mixed group still commits its alarms first.
+    // too: without it, 5 k alarms/s cost 152 µs of CPU each against 110-113 with it (relay.sh,
+    // same hour), for ~1 ms at the median. A mixed group still commits its alarms first.
     // `group_commit_max_delay_ms` > 0 waits that long at most for more, always (off by default:
     // a fixed wait sets the latency floor).
     std::vector<ingest::InboundMessage> take_group() {
@@ -81,14 +73,12 @@ struct Gateway::Impl {
         if (batch.empty()) return batch;
         if (sc.group_commit_max_delay_ms == 0) {
             const auto now = std::chrono::steady_clock::now();
-            count_taken(batch.size(), now);
             if (batch.size() < sc.group_commit_max_records &&
-                now - last_commit_end < last_commit_took && !alarm_at_once(batch)) {
+                now - last_commit_end < last_commit_took) {
                 std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
                     last_commit_took, busy_gather_max));
                 auto more = site.take(sc.group_commit_max_records - batch.size(),
                                       std::chrono::milliseconds(0));
-                window_events += more.size();
                 std::move(more.begin(), more.end(), std::back_inserter(batch));
             }
             return batch;
@@ -105,27 +95,6 @@ struct Gateway::Impl {
         }
         return batch;
     }
-
-    // The site's rate: events taken over the last full rate_window.
-    void count_taken(std::size_t n, std::chrono::steady_clock::time_point now) {
-        if (const auto span = now - window_start; span >= rate_window) {
-            rate_per_s = static_cast<std::size_t>(static_cast<double>(window_events) /
-                                                  std::chrono::duration<double>(span).count());
-            window_start = now;
-            window_events = 0;
-        }
-        window_events += n;
-    }
-
-    // An alarm goes without the busy gather while the site is below alarm_gather_from_per_s.
-    bool alarm_at_once(const std::vector<ingest::InboundMessage>& batch) const {
-        return rate_per_s < alarm_gather_from_per_s &&
-               std::any_of(batch.begin(), batch.end(), alarm_topic);
-    }
-
-    std::chrono::steady_clock::time_point window_start{};
-    std::size_t window_events = 0;
-    std::size_t rate_per_s = 0;
 
     // Commits a group and notes when the commit ended and how long it took (take_group).
     void commit_group(std::vector<ingest::InboundMessage>& group) {
