@@ -7,14 +7,15 @@
 # ASan+UBSan: 1511 CPU-s for the tests, plus 149 for a separate fuzz tree; clang -O1 for both:
 # about 730), and holds our code to clang's warnings with -Werror as well as gcc's in the plain
 # tree. -O1: what the sanitizers' manuals advise, and line tables only (-g1): a report needs
-# function, file and line, not full debug info.
+# function, file and line, not full debug info. Both trees link with lld (VERN_LINK_LLD in
+# CMakeLists.txt).
 asan_cmake_args=(-DCMAKE_CXX_COMPILER="${CXX_FUZZ:-clang++-14}" -DCMAKE_BUILD_TYPE=RelWithDebInfo
     "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1" -DVERN_SANITIZE=address -DVERN_FUZZ=ON
-    -DVERN_WERROR=ON)
+    -DVERN_WERROR=ON -DVERN_LINK_LLD=ON)
 # tsan: gcc, -O1 -g1, no -Werror (gcc's flow warnings are unreliable under sanitizers: gcc 12
 # warns maybe-uninitialized inside libstdc++'s <regex> with them; gcc's manual advises against
 # -Werror there). gcc rather than clang: clang's line-table-only reports name inlined frames
 # without their class (~__shared_ptr, not std::__shared_ptr<mqtt::token, ...>), so the Paho
 # entries of tests/tsan.supp would not match.
 tsan_cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1"
-    -DVERN_SANITIZE=thread -DVERN_WERROR=OFF)
+    -DVERN_SANITIZE=thread -DVERN_WERROR=OFF -DVERN_LINK_LLD=ON)

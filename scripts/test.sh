@@ -84,7 +84,7 @@ plain_build() {
     # -g1 (line tables): backtraces keep file and line; full debug info would cost a fifth of
     # the build's CPU time for a build that only runs tests.
     configure "$plain_dir" -DCMAKE_BUILD_TYPE="${VERN_BUILD_TYPE:-RelWithDebInfo}" \
-        "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1" -DVERN_WERROR=ON &&
+        "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1" -DVERN_WERROR=ON -DVERN_LINK_LLD=ON &&
         cmake --build "$plain_dir" -j "$jobs"
 }
 plain_test() {
