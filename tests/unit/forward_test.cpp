@@ -7,6 +7,7 @@
 // a serialised one-record Batch each, concatenated.
 #include <mqtt/async_client.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <functional>
 #include <map>
@@ -39,11 +40,7 @@ class MemoryOutbox : public forward::Outbox {
 public:
     void add(Lane lane, std::size_t n) {
         std::lock_guard lock(mu_);
-        auto& l = lanes_[lane];
-        for (std::size_t i = 0; i < n; ++i) {
-            const std::uint64_t id = next_[lane]++;
-            l[id] = one_record_batch(std::string(lane_name(lane)), id);
-        }
+        add_locked(lane, n);
     }
     std::vector<forward::Outgoing> next(Lane lane, std::uint64_t from, std::size_t max_messages,
                                         const forward::Packing& packing) override {
@@ -57,12 +54,20 @@ public:
                 out.back().payload.size() + it->second.size() <= packing.max_bytes) {
                 out.back().ids.push_back(it->first);
                 out.back().payload += it->second;
-                continue;
+            } else if (out.size() == max_messages) {
+                break;
+            } else {
+                out.push_back({lane, {it->first}, topic, it->second});
             }
-            if (out.size() == max_messages) break;
-            out.push_back({lane, {it->first}, topic, it->second});
+            // Packed: an alarm committed now, and the read asked whether to stop (as the
+            // pipeline's outbox asks between the records it opens).
+            if (lane == Lane::meter && it->first == alarm_at_meter) add_locked(Lane::alarm, 1);
+            if (packing.yield && packing.yield()) break;
         }
         return out;
+    }
+    std::uint64_t committed_end(Lane lane) const override {
+        return lane == Lane::alarm ? alarm_end_.load() : 0;
     }
     void delivered(Lane lane, std::vector<std::uint64_t> ids) override {
         std::lock_guard lock(mu_);
@@ -83,13 +88,24 @@ public:
     }
 
     std::function<void(Lane)> on_next;  // called as next() is entered (forwarder's thread)
+    std::uint64_t alarm_at_meter = 0;   // an alarm is committed as this meter record is packed
 
 private:
+    void add_locked(Lane lane, std::size_t n) {
+        auto& l = lanes_[lane];
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::uint64_t id = next_[lane]++;
+            l[id] = one_record_batch(std::string(lane_name(lane)), id);
+        }
+        if (lane == Lane::alarm) alarm_end_ = next_[lane];
+    }
+
     std::mutex mu_;
     std::map<Lane, std::map<std::uint64_t, std::string>> lanes_;
     std::map<Lane, std::uint64_t> next_{{Lane::alarm, 1}, {Lane::image, 1}, {Lane::meter, 1}};
     std::set<std::pair<Lane, std::uint64_t>> delivered_;
     std::size_t delivered_twice_ = 0;
+    std::atomic<std::uint64_t> alarm_end_{1};
 };
 
 // A backend: every message on vern/v1/#, in arrival order, with its record count.
@@ -270,6 +286,32 @@ TEST_CASE("An alarm queued during a meter backlog goes before the rest of the wi
     REQUIRE(found);
     INFO("meter messages published before the alarm: " << meters_before);
     CHECK(meters_before <= 16);  // one small read of the meter lane, not a window's worth
+}
+
+TEST_CASE(
+    "A read of the meter lane stops at an alarm committed during it, and the alarm goes next") {
+    test::Mosquitto broker;
+    Backend backend(broker.uri());
+    MemoryOutbox outbox;
+    outbox.add(Lane::meter, 2000);
+    outbox.alarm_at_meter = 10;  // while the first meter message (64 records at most) is packed
+    auto section = section_for(broker);
+    section.batch_max_records = 64;
+    Counters counters;
+    forward::Forwarder forwarder(section, "forward-test", outbox, counters);
+    forwarder.start();
+    REQUIRE(test::wait_until([&] { return backend.unique_records() == 2001; }, 60s));
+    forwarder.stop();
+
+    const auto arrivals = backend.arrivals();
+    REQUIRE(arrivals.size() >= 3);
+    // The read stopped with what it had packed: one short meter message, then the alarm; the
+    // meters after it go on as full messages.
+    CHECK(lane_of(arrivals[0].topic) == "meter");
+    CHECK(arrivals[0].records == 10);
+    CHECK(lane_of(arrivals[1].topic) == "alarm");
+    CHECK(lane_of(arrivals[2].topic) == "meter");
+    CHECK(arrivals[2].records == 64);
 }
 
 TEST_CASE("Nothing counts as delivered while the broker is down and all of it once it is back") {

@@ -223,6 +223,33 @@ TEST_CASE("An event is receipted only after its commit and leaves the outbox cle
     CHECK(h.drain(Lane::alarm).empty());
 }
 
+TEST_CASE("A read asked to yield stops after the first record it packed, from memory and store") {
+    Harness h;
+    h.start();
+    h.send({h.message(alarm("panel-01", 1, "ev-1"), "alarm"),
+            h.message(alarm("panel-02", 1, "ev-2"), "alarm"),
+            h.message(alarm("panel-03", 1, "ev-3"), "alarm")});
+    CHECK(h.pipeline->outbox().committed_end(Lane::alarm) == 4);
+    forward::Packing packing;
+    packing.max_records = 64;
+    int asked = 0;
+    packing.yield = [&] { return ++asked >= 2; };  // go on once, then stop
+    auto from_memory = h.pipeline->outbox().next(Lane::alarm, 0, 16, packing);
+    REQUIRE(from_memory.size() == 1);
+    CHECK(from_memory.front().ids == std::vector<std::uint64_t>{1, 2});
+
+    h.stop();  // the same records from the store
+    h.start();
+    asked = 0;
+    auto from_store = h.pipeline->outbox().next(Lane::alarm, 0, 16, packing);
+    REQUIRE(from_store.size() == 1);
+    CHECK(from_store.front().ids == std::vector<std::uint64_t>{1, 2});
+    // The cursor after them gets the rest; nothing is skipped.
+    asked = 0;
+    CHECK(h.pipeline->outbox().next(Lane::alarm, 3, 16, packing).front().ids ==
+          std::vector<std::uint64_t>{3});
+}
+
 TEST_CASE(
     "A record just committed goes to the forwarder from memory, as the store gives it after a "
     "restart") {

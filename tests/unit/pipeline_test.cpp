@@ -1,9 +1,11 @@
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <thread>
 
 #include "../../gateway/pipeline/src/diag_state.h"  // private to the pipeline: its tail state
 #include "../../gateway/pipeline/src/gateway_diagnostics.h"  // private: the technician's views
@@ -444,6 +446,42 @@ TEST_CASE("A record whose subject key was destroyed fails as shredded, not as co
     auto c = rk.open(bad);
     REQUIRE_FALSE(c);
     CHECK(c.error() == CodecError::cannot_open);
+}
+
+TEST_CASE("A key destroyed while another thread opens records with it does not stay cached") {
+    // Opening reads and unwraps a missed key without the cache's lock; a destroy in between must
+    // not leave the key cached. A cache of one key and a second subject make opens miss; an open
+    // that begins after destroy() returned must fail.
+    TempDir dir;
+    auto keys = keyring();
+    auto store = open_store(dir);
+    RecordKeys rk(*keys, *store, 1, 1);
+    const auto other = rk.subject_id(crypto::SubjectKind::customer_number, "C-other");
+    const std::string theirs = seal_for(rk, *store, other, "other");
+    std::atomic<int> opened_after_destroy{0};
+    for (int round = 0; round < 300; ++round) {
+        const auto id =
+            rk.subject_id(crypto::SubjectKind::customer_number, "C-" + std::to_string(round));
+        const std::string stored = seal_for(rk, *store, id, "record");
+        std::atomic<bool> destroyed{false};
+        std::atomic<bool> stop{false};
+        std::thread opener([&] {
+            while (!stop) {
+                for (int i = 0; i < 2; ++i) {
+                    const bool after = destroyed;
+                    if (rk.open(stored) && after) ++opened_after_destroy;
+                }
+                (void)rk.open(theirs);
+            }
+        });
+        std::this_thread::sleep_for(std::chrono::microseconds(50 + round % 7 * 30));
+        REQUIRE(rk.destroy(id));
+        destroyed = true;
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+        stop = true;
+        opener.join();
+    }
+    CHECK(opened_after_destroy == 0);
 }
 
 TEST_CASE(

@@ -115,8 +115,10 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
     }
 
     forward::Packing packing_of(Lane lane) const {
-        if (lane == Lane::meter) return {section.batch_max_records, section.batch_max_bytes};
-        if (lane == Lane::alarm) return {section.alarm_batch_max_records, section.batch_max_bytes};
+        if (lane == Lane::meter) return {section.batch_max_records, section.batch_max_bytes, {}};
+        if (lane == Lane::alarm) {
+            return {section.alarm_batch_max_records, section.batch_max_bytes, {}};
+        }
         return {};
     }
 
@@ -277,8 +279,13 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
     // quarters of it, so an alarm always finds a free slot. A lower lane is read a few
     // messages at a time (lower_chunk), and the lanes above it are looked at again before each
     // such read: during a large backlog a new alarm waits for at most one small read, not for
-    // a whole window of packed meter records to be read, opened and published.
+    // a whole window of packed meter records to be read, opened and published. And a read of a
+    // lower lane stops as soon as an alarm is committed after the alarm lane was last read (the
+    // records packed so far go): a cold read opens each record with its meter's key, unwrapped
+    // from the store (30-70 ms for 4 messages of 64 records while a million-record drain warms
+    // the key cache), and a new alarm no longer waits for all of it.
     void fill(std::array<std::uint64_t, all_lanes.size()>& cursor) {
+        std::uint64_t alarm_seen = 0;  // the alarm lane's committed end when it was last read
         std::size_t window = section.window;
         std::size_t reserve_free = window == 1 ? 0 : window / 4;
         for (std::size_t i = 0; i < lane_order.size();) {
@@ -300,7 +307,13 @@ struct Forwarder::Impl : public virtual mqtt::callback, public virtual mqtt::iac
             if (!is_connected) return;
             auto& from = cursor[static_cast<std::size_t>(lane)];
             const std::size_t chunk = first ? read_chunk : lower_chunk;
-            auto batch = outbox.next(lane, from, std::min(chunk, limit - used), packing_of(lane));
+            auto packing = packing_of(lane);
+            if (lane == Lane::alarm) {
+                alarm_seen = outbox.committed_end(Lane::alarm);  // before the read: none slips by
+            } else {
+                packing.yield = [&] { return outbox.committed_end(Lane::alarm) > alarm_seen; };
+            }
+            auto batch = outbox.next(lane, from, std::min(chunk, limit - used), packing);
             if (batch.empty()) {
                 ++i;
                 continue;

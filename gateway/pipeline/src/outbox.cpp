@@ -157,6 +157,7 @@ std::vector<forward::Outgoing> StoreOutbox::next(Lane lane, std::uint64_t from,
                 full = !emit(t->seq, header, one_record_batch(t->clean), exempt,
                              record ? &*record : nullptr);
                 if (!full) ++served;
+                if (!full && packing.yield && packing.yield()) break;
             }
             from_memory_.add(served);
             settle();
@@ -217,6 +218,8 @@ std::vector<forward::Outgoing> StoreOutbox::next(Lane lane, std::uint64_t from,
             }
             full = !emit(r.seq, *header, one_record_batch(*plain), exempt,
                          record ? &*record : nullptr);
+            // Asked only once something is packed: every read makes progress.
+            if (!full && !out.empty() && packing.yield && packing.yield()) break;
         }
         settle();
         if (!out.empty()) return out;
@@ -276,6 +279,8 @@ void StoreOutbox::report_exempt(Lane lane, std::uint64_t seq, std::string_view k
     reported = seq;
     if (exempt_) exempt_(key_ref);
 }
+
+std::uint64_t StoreOutbox::committed_end(Lane lane) const { return store_.stats(lane).next_seq; }
 
 void StoreOutbox::delivered(Lane lane, std::vector<std::uint64_t> ids) {
     diag_.acked(clock_());

@@ -50,6 +50,7 @@ public:
     std::vector<forward::Outgoing> next(Lane lane, std::uint64_t from, std::size_t max_messages,
                                         const forward::Packing& packing) override;
     void delivered(Lane lane, std::vector<std::uint64_t> ids) override;
+    std::uint64_t committed_end(Lane lane) const override;
 
     // A record durably committed at `seq` of `lane`: kept in the memory tail (pipeline thread).
     // A seq that does not follow the tail's last starts the tail again from it.

@@ -86,8 +86,30 @@ void RecordKeys::settle(bool committed) {
 
 Result<crypto::Sealer, KeyErrc> RecordKeys::for_opening(const RecordHeader& header) {
     if (header.key_ref.empty()) return epoch_sealer(header.key_epoch);
-    std::lock_guard lock(mutex_);
-    return load(header.key_ref);
+    for (;;) {
+        std::uint64_t drops = 0;
+        {
+            std::lock_guard lock(mutex_);
+            if (auto it = index_.find(header.key_ref); it != index_.end()) {
+                lru_.splice(lru_.begin(), lru_, it->second);
+                return it->second->second;
+            }
+            drops = drops_;
+        }
+        // A miss reads and unwraps without the lock: the forwarder opening a cold backlog
+        // misses on every record, and the pipeline seals each new event under this lock (it
+        // waited up to 28 ms behind a drain's key loads). A key destroyed or forgotten in the
+        // meantime (drops_ moved) is not cached: look again.
+        auto stored = store_.get_state(state_key(header.key_ref));
+        if (!stored) return fail(KeyErrc::store_failed);
+        if (!*stored) return fail(KeyErrc::destroyed);
+        auto sealer = keys_.unwrap_data_key(header.key_ref, **stored);
+        if (!sealer) return fail(KeyErrc::corrupt);
+        std::lock_guard lock(mutex_);
+        if (drops_ != drops) continue;
+        remember(header.key_ref, *sealer);
+        return std::move(*sealer);
+    }
 }
 
 Result<std::string, CodecError> RecordKeys::open(std::string_view stored) {
@@ -124,6 +146,7 @@ void RecordKeys::forget(std::string_view subject_id) {
 }
 
 void RecordKeys::drop(const std::string& id) {
+    ++drops_;
     if (auto it = index_.find(id); it != index_.end()) {
         auto node = it->second;
         index_.erase(it);  // before the node its key views

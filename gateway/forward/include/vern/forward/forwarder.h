@@ -40,6 +40,9 @@ struct Outgoing {
 struct Packing {
     std::size_t max_records = 1;
     std::size_t max_bytes = 64 * 1024;  // a single record larger than this still goes alone
+    // Asked between records once one is packed: true ends the read there, with what is packed
+    // (a partial message goes as it is). The forwarder's lower lanes stop for a new alarm.
+    std::function<bool()> yield;
 };
 
 // What the forwarder reads from and reports back to (the durable queue, seen through the
@@ -53,6 +56,9 @@ public:
                                        const Packing& packing) = 0;
     // The upstream broker has acknowledged these records: they may be deleted.
     virtual void delivered(Lane lane, std::vector<std::uint64_t> ids) = 0;
+    // One past the last record committed to `lane` (cheap: called between the records of a
+    // read). 0: not known, and then a new alarm does not cut a lower lane's read short.
+    virtual std::uint64_t committed_end(Lane /*lane*/) const { return 0; }
 };
 
 // The controller's channel (proto/control.proto) over the same connection: commands arrive on

@@ -113,6 +113,9 @@ private:
                        std::list<std::pair<std::string, crypto::Sealer>>::iterator>
         index_;
     std::map<std::string, crypto::Sealer> pending_;  // made, staged, not yet committed
+    // Counts drop()s: a key for_opening read and unwrapped without the lock is cached only if
+    // none came in between (it may have been destroyed).
+    std::uint64_t drops_ = 0;
 };
 
 }  // namespace vern::pipeline
