@@ -161,6 +161,17 @@ config::ForwardSection section_for(const test::Mosquitto& broker) {
 
 std::string lane_of(const std::string& topic) { return topic.substr(topic.rfind('/') + 1); }
 
+// Runs a forwarder over the outbox until the backend holds `records` unique records, then stops
+// it.
+void forward_until(const config::ForwardSection& section, MemoryOutbox& outbox, Backend& backend,
+                   std::size_t records, std::chrono::seconds timeout = 30s) {
+    Counters counters;
+    forward::Forwarder forwarder(section, "forward-test", outbox, counters);
+    forwarder.start();
+    REQUIRE(test::wait_until([&] { return backend.unique_records() == records; }, timeout));
+    forwarder.stop();
+}
+
 }  // namespace
 
 TEST_CASE(
@@ -211,11 +222,7 @@ TEST_CASE("With a batch size of 1 every meter or alarm record is a message of it
     auto section = section_for(broker);
     section.batch_max_records = 1;
     section.alarm_batch_max_records = 1;
-    Counters counters;
-    forward::Forwarder forwarder(section, "forward-test", outbox, counters);
-    forwarder.start();
-    REQUIRE(test::wait_until([&] { return backend.unique_records() == 40; }, 30s));
-    forwarder.stop();
+    forward_until(section, outbox, backend, 40);
     const auto arrivals = backend.arrivals();
     CHECK(arrivals.size() == 40);
     for (const auto& a : arrivals) CHECK(a.records == 1);
@@ -236,11 +243,7 @@ TEST_CASE("A backlog goes alarm lane first, then the lanes in the configured ord
     section.lane_order = order;
     section.window = 4;  // a few at a time, so that the order shows
     section.batch_max_records = 1;
-    Counters counters;
-    forward::Forwarder forwarder(section, "forward-test", outbox, counters);
-    forwarder.start();
-    REQUIRE(test::wait_until([&] { return backend.unique_records() == 90; }, 30s));
-    forwarder.stop();
+    forward_until(section, outbox, backend, 90);
 
     std::vector<std::string> runs;  // lanes in arrival order, consecutive repeats folded
     for (const auto& a : backend.arrivals()) {
@@ -267,11 +270,7 @@ TEST_CASE("An alarm queued during a meter backlog goes before the rest of the wi
     };
     auto section = section_for(broker);
     section.batch_max_records = 1;  // one meter record a message: the window holds 192 of them
-    Counters counters;
-    forward::Forwarder forwarder(section, "forward-test", outbox, counters);
-    forwarder.start();
-    REQUIRE(test::wait_until([&] { return backend.unique_records() == 2001; }, 60s));
-    forwarder.stop();
+    forward_until(section, outbox, backend, 2001, 60s);
 
     const auto arrivals = backend.arrivals();
     std::size_t meters_before = 0;
@@ -297,11 +296,7 @@ TEST_CASE(
     outbox.alarm_at_meter = 10;  // while the first meter message (64 records at most) is packed
     auto section = section_for(broker);
     section.batch_max_records = 64;
-    Counters counters;
-    forward::Forwarder forwarder(section, "forward-test", outbox, counters);
-    forwarder.start();
-    REQUIRE(test::wait_until([&] { return backend.unique_records() == 2001; }, 60s));
-    forwarder.stop();
+    forward_until(section, outbox, backend, 2001, 60s);
 
     const auto arrivals = backend.arrivals();
     REQUIRE(arrivals.size() >= 3);
