@@ -337,3 +337,15 @@ TEST_CASE("With receipt_interval_ms 0 every receipt goes at once") {
     CHECK(counters.get("receipts_sent").get() == 2);
     link.stop();
 }
+
+// The test brokers themselves: every broker test and e2e test relies on a test's clients
+// talking to that test's broker only.
+TEST_CASE("A test broker whose port another broker holds fails to start, lending no other broker") {
+    vern::test::Mosquitto holder;
+    vern::test::MosquittoOptions same_port;
+    same_port.port = holder.port();
+    // The port answers at once (the holder's), while the second broker is still starting and
+    // about to exit on "Address already in use": that is no start.
+    CHECK_THROWS_AS(vern::test::Mosquitto(same_port), std::runtime_error);
+    CHECK(holder.running());
+}
