@@ -85,9 +85,10 @@ void Mosquitto::start() {
                                            wait_for_port(port_, std::chrono::milliseconds(50)));
         },
         std::chrono::seconds(10));
-    if (!up || !process_.running())
+    if (!up || !process_.running()) {
         throw std::runtime_error("Mosquitto: broker did not start on port " +
                                  std::to_string(port_) + "; see " + log_file().string());
+    }
 }
 
 void Mosquitto::stop() {
