@@ -289,6 +289,9 @@ void TapReport::add_record(std::string_view topic, const Record& r, std::int64_t
     ++s.unique_records;
     ++s.by_kind[kind];
     if (r.has_source()) {
+        ++records_per_event_[{r.source().device_id(), r.stream(), r.source().device_seq()}];
+    }
+    if (r.has_source()) {
         auto [it, first] = last_device_seq_.try_emplace({r.stream(), kind, r.source().device_id()},
                                                         r.source().device_seq());
         if (!first) {
@@ -385,6 +388,17 @@ nlohmann::json TapReport::to_json() const {
         for (const auto& [a, b] : to_ranges(seqs)) ranges.push_back({a, b});
         late[id] = ranges;
     }
+    // device -> device seqs whose event became more than one record of a stream
+    std::map<std::string, std::set<std::uint64_t>> several;
+    for (const auto& [event, n] : records_per_event_) {
+        if (n > 1) several[std::get<0>(event)].insert(std::get<2>(event));
+    }
+    nlohmann::json events_with_several_records = nlohmann::json::object();
+    for (const auto& [id, seqs] : several) {
+        nlohmann::json ranges = nlohmann::json::array();
+        for (const auto& [a, b] : to_ranges(seqs)) ranges.push_back({a, b});
+        events_with_several_records[id] = ranges;
+    }
     nlohmann::json streams = nlohmann::json::object();
     TapStreamStats totals;
     for (const auto& [name, stream] : streams_) {
@@ -408,6 +422,7 @@ nlohmann::json TapReport::to_json() const {
             {"identifier_kinds_found", kinds_found_},
             {"devices", devices},
             {"order_violations_by_device", late},
+            {"events_with_several_records", events_with_several_records},
             {"streams", streams},
             {"totals", totals.to_json()},
             {"alarm_latency_ms", percentiles(alarm_latencies_ms_)},

@@ -5,8 +5,20 @@
 
 #include <fstream>
 #include <stdexcept>
+#include <string>
+#include <string_view>
 
 namespace vern::test {
+namespace {
+
+// mosquitto logs "<time>: mosquitto version X running" (log_type information) once every
+// listener is bound.
+bool running_line(std::string_view line) {
+    return line.find(": mosquitto version ") != std::string_view::npos &&
+           line.ends_with(" running");
+}
+
+}  // namespace
 
 Mosquitto::Mosquitto(MosquittoOptions options)
     : options_(std::move(options)), dir_("vern-mosquitto") {
@@ -53,12 +65,30 @@ void Mosquitto::start() {
     process_ = Process::spawn({"/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", dir_.path().string(),
                                options_.binary, "-c", (dir_.path() / "mosquitto.conf").string()},
                               log_file());
+    // Up means this broker logged that it runs (its listeners are bound), not only that the port
+    // answers: another test's broker can hold the port (a free_port() race, or a port left free
+    // while its broker was stopped), and it answers while this one is still starting, about to
+    // exit on "Address already in use". Then every client of this test would talk to the other
+    // test's broker. The log is appended across restarts: one more "running" line than before.
+    const auto running_lines = [&] {
+        std::ifstream in(log_file());
+        std::size_t n = 0;
+        for (std::string line; std::getline(in, line);) {
+            n += running_line(line);
+        }
+        return n;
+    };
+    const std::size_t before = running_lines();
     const bool up = wait_until(
-        [&] { return !process_.running() || wait_for_port(port_, std::chrono::milliseconds(50)); },
+        [&] {
+            return !process_.running() || (running_lines() > before &&
+                                           wait_for_port(port_, std::chrono::milliseconds(50)));
+        },
         std::chrono::seconds(10));
-    if (!up || !process_.running())
+    if (!up || !process_.running()) {
         throw std::runtime_error("Mosquitto: broker did not start on port " +
                                  std::to_string(port_) + "; see " + log_file().string());
+    }
 }
 
 void Mosquitto::stop() {

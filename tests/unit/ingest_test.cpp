@@ -82,7 +82,7 @@ TEST_CASE("A payload over max_payload_bytes is held cut to one byte over the lim
     link.start();
     REQUIRE(link.wait_subscribed(10s));
     Device device(broker.uri());
-    device.publish(1, 600 * 1024);
+    device.publish(1, std::size_t{600} * 1024);
     device.publish(1, 1024);
 
     auto got = take_all(link, 2);
@@ -97,7 +97,7 @@ TEST_CASE("A payload over max_payload_bytes is held cut to one byte over the lim
 TEST_CASE("The hand-off queue refuses and counts what would take it over queue_max_mb") {
     test::Mosquitto broker;
     auto section = section_for(broker);
-    section.max_payload_bytes = 256 * 1024;
+    section.max_payload_bytes = std::size_t{256} * 1024;
     section.queue_max_mb = 1;
     section.queue_device_share_pct = 100;  // one device: the queue's own bound alone
     Counters counters;
@@ -107,7 +107,7 @@ TEST_CASE("The hand-off queue refuses and counts what would take it over queue_m
     Device device(broker.uri());
     // Ten 200 KiB messages while nobody takes: five fit in 1 MiB (with their topics), the rest
     // are refused.
-    device.publish(10, 200 * 1024);
+    device.publish(10, std::size_t{200} * 1024);
     // Every message reached the link (received counts before the queue check).
     for (int i = 0; i < 100 && counters.get("ingest_received").get() < 10; ++i) {
         std::this_thread::sleep_for(50ms);
@@ -118,7 +118,7 @@ TEST_CASE("The hand-off queue refuses and counts what would take it over queue_m
     CHECK(held.size() == 5);
 
     // Taking frees the bytes: the queue accepts again.
-    device.publish(3, 200 * 1024);
+    device.publish(3, std::size_t{200} * 1024);
     auto more = take_all(link, 3);
     CHECK(more.size() == 3);
     CHECK(counters.get("ingest_overflow").get() == 5);
@@ -214,7 +214,7 @@ TEST_CASE("One device holds at most its share of the hand-off queue, others stil
     // One panel floods while nobody takes: 10 messages fit its share, the rest are refused.
     device.publish(30, 10, "dev/v1/site-1/panel-flood/alarm");
     // Large ones: its bytes share is full too.
-    device.publish(2, 200 * 1024, "dev/v1/site-1/panel-big/alarm");
+    device.publish(2, std::size_t{200} * 1024, "dev/v1/site-1/panel-big/alarm");
     // Every other panel still gets in.
     for (int p = 0; p < 5; ++p)
         device.publish(2, 10, "dev/v1/site-1/panel-" + std::to_string(p) + "/alarm");
@@ -336,4 +336,16 @@ TEST_CASE("With receipt_interval_ms 0 every receipt goes at once") {
     CHECK(device.next(500ms) == "dev/v1/site-1/panel-1/receipt=r2");
     CHECK(counters.get("receipts_sent").get() == 2);
     link.stop();
+}
+
+// The test brokers themselves: every broker test and e2e test relies on a test's clients
+// talking to that test's broker only.
+TEST_CASE("A test broker whose port another broker holds fails to start, lending no other broker") {
+    vern::test::Mosquitto holder;
+    vern::test::MosquittoOptions same_port;
+    same_port.port = holder.port();
+    // The port answers at once (the holder's), while the second broker is still starting and
+    // about to exit on "Address already in use": that is no start.
+    CHECK_THROWS_AS(vern::test::Mosquitto(same_port), std::runtime_error);
+    CHECK(holder.running());
 }

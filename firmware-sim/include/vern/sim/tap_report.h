@@ -142,6 +142,9 @@ private:
     std::map<std::string, std::uint64_t> kinds_found_;
     std::set<std::tuple<std::string, std::string, std::uint64_t>> seen_;
     std::map<std::string, std::set<std::uint64_t>> devices_;
+    // Unique records (by gateway, stream, seq) per device event (device, stream, device seq): more
+    // than one means one event became several records, which no backend can de-duplicate.
+    std::map<std::tuple<std::string, std::string, std::uint64_t>, std::uint32_t> records_per_event_;
     std::map<std::string, Stream> streams_;
     // highest device_seq per (stream, body kind, device)
     std::map<std::tuple<std::string, std::string, std::string>, std::uint64_t> last_device_seq_;
