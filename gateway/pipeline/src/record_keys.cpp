@@ -44,19 +44,28 @@ void RecordKeys::remember(const std::string& subject_id, const crypto::Sealer& s
     }
 }
 
-Result<crypto::Sealer, KeyErrc> RecordKeys::load(const std::string& subject_id) {
-    if (auto it = index_.find(subject_id); it != index_.end()) {
-        lru_.splice(lru_.begin(), lru_, it->second);
-        return it->second->second;
-    }
-    // Read under the lock: a key being destroyed can't slip back into the cache.
+std::optional<crypto::Sealer> RecordKeys::lookup(const std::string& subject_id) {
+    auto it = index_.find(subject_id);
+    if (it == index_.end()) return std::nullopt;
+    lru_.splice(lru_.begin(), lru_, it->second);
+    return it->second->second;
+}
+
+Result<crypto::Sealer, KeyErrc> RecordKeys::read(const std::string& subject_id) const {
     auto stored = store_.get_state(state_key(subject_id));
     if (!stored) return fail(KeyErrc::store_failed);
     if (!*stored) return fail(KeyErrc::destroyed);
     auto sealer = keys_.unwrap_data_key(subject_id, **stored);
     if (!sealer) return fail(KeyErrc::corrupt);
-    remember(subject_id, *sealer);
     return std::move(*sealer);
+}
+
+Result<crypto::Sealer, KeyErrc> RecordKeys::load(const std::string& subject_id) {
+    if (auto hit = lookup(subject_id)) return std::move(*hit);
+    // Read under the lock: a key being destroyed can't slip back into the cache.
+    auto sealer = read(subject_id);
+    if (sealer) remember(subject_id, *sealer);
+    return sealer;
 }
 
 Result<crypto::Sealer, KeyErrc> RecordKeys::for_sealing(std::string_view subject_id,
@@ -90,25 +99,19 @@ Result<crypto::Sealer, KeyErrc> RecordKeys::for_opening(const RecordHeader& head
         std::uint64_t drops = 0;
         {
             std::lock_guard lock(mutex_);
-            if (auto it = index_.find(header.key_ref); it != index_.end()) {
-                lru_.splice(lru_.begin(), lru_, it->second);
-                return it->second->second;
-            }
+            if (auto hit = lookup(header.key_ref)) return std::move(*hit);
             drops = drops_;
         }
         // A miss reads and unwraps without the lock: the forwarder opening a cold backlog
         // misses on every record, and the pipeline seals each new event under this lock (it
         // waited up to 28 ms behind a drain's key loads). A key destroyed or forgotten in the
         // meantime (drops_ moved) is not cached: look again.
-        auto stored = store_.get_state(state_key(header.key_ref));
-        if (!stored) return fail(KeyErrc::store_failed);
-        if (!*stored) return fail(KeyErrc::destroyed);
-        auto sealer = keys_.unwrap_data_key(header.key_ref, **stored);
-        if (!sealer) return fail(KeyErrc::corrupt);
+        auto sealer = read(header.key_ref);
+        if (!sealer) return sealer;
         std::lock_guard lock(mutex_);
         if (drops_ != drops) continue;
         remember(header.key_ref, *sealer);
-        return std::move(*sealer);
+        return sealer;
     }
 }
 

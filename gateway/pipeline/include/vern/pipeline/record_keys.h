@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -96,6 +97,9 @@ public:
 private:
     // Under mutex_.
     Result<crypto::Sealer, KeyErrc> load(const std::string& subject_id);
+    std::optional<crypto::Sealer> lookup(const std::string& subject_id);  // a hit moves to front
+    // The subject's wrapped key read from the store and unwrapped; needs no lock.
+    Result<crypto::Sealer, KeyErrc> read(const std::string& subject_id) const;
     void remember(const std::string& subject_id, const crypto::Sealer& sealer);
     void drop(const std::string& subject_id);
 
