@@ -28,6 +28,7 @@ constexpr char context_subject[] = "vernsub1";       // subkey_id = 1 -> subject
 constexpr char context_fingerprint[] = "vernfpr1";   // subkey_id = 0 -> hashed for fingerprint()
 constexpr char context_audit[] = "vernaud1";         // subkey_id = 1 -> audit Ed25519 seed
 constexpr char context_leak_guard[] = "vernlkg1";    // subkey_id = 1 -> token hash (SipHash) key
+constexpr char context_event_print[] = "vernevf1";   // subkey_id = 1 -> event fingerprint key
 constexpr char context_check[] = "vernkcv1";         // subkey_id = 1 -> key check value key
 constexpr char context_control_box[] = "verncbx1";   // subkey_id = 1 -> control X25519 seed
 constexpr char context_control_sign[] = "verncsg1";  // subkey_id = 1 -> control Ed25519 seed
@@ -36,6 +37,7 @@ static_assert(sizeof(context_control_sign) - 1 == crypto_kdf_CONTEXTBYTES);
 static_assert(sizeof(context_check) - 1 == crypto_kdf_CONTEXTBYTES);
 constexpr std::string_view check_label = "vern key check value v1";
 static_assert(sizeof(context_leak_guard) - 1 == crypto_kdf_CONTEXTBYTES);
+static_assert(sizeof(context_event_print) - 1 == crypto_kdf_CONTEXTBYTES);
 static_assert(sizeof(context_audit) - 1 == crypto_kdf_CONTEXTBYTES);
 static_assert(sizeof(context_pseudonym) - 1 == crypto_kdf_CONTEXTBYTES);
 static_assert(sizeof(context_record) - 1 == crypto_kdf_CONTEXTBYTES);
@@ -437,6 +439,12 @@ ControlKeys Keyring::control_keys() const {
 TokenHasher Keyring::token_hasher() const {
     auto key = std::make_shared<const SecretKey>(
         [&](SecretKey::Bytes out) { derive(out, 1, context_leak_guard, *impl_->master); });
+    return TokenHasher(std::move(key));
+}
+
+TokenHasher Keyring::event_fingerprinter() const {
+    auto key = std::make_shared<const SecretKey>(
+        [&](SecretKey::Bytes out) { derive(out, 1, context_event_print, *impl_->master); });
     return TokenHasher(std::move(key));
 }
 

@@ -928,9 +928,10 @@ TEST_CASE("Data keys are made and unwrapped from many threads at once") {
 
 namespace {
 
-std::uint64_t direct_token_hash(const Master& master, const std::string& token) {
+std::uint64_t direct_token_hash(const Master& master, const std::string& token,
+                                const char* context = "vernlkg1") {
     std::array<unsigned char, 32> key{};
-    REQUIRE(crypto_kdf_derive_from_key(key.data(), key.size(), 1, "vernlkg1", master.data()) == 0);
+    REQUIRE(crypto_kdf_derive_from_key(key.data(), key.size(), 1, context, master.data()) == 0);
     std::array<unsigned char, crypto_shorthash_BYTES> out{};
     REQUIRE(crypto_shorthash(out.data(), reinterpret_cast<const unsigned char*>(token.data()),
                              token.size(), key.data()) == 0);
@@ -962,6 +963,17 @@ TEST_CASE("Token hashes differ per token and per master key") {
     CHECK(seen.size() == 1000);
     CHECK(a.hash("kari") != b.hash("kari"));
     CHECK(a.hash("kari") != a.hash("Kari"));
+}
+
+TEST_CASE("An event fingerprint is SipHash-2-4 under its own documented key, not the guard's") {
+    // Fingerprints are stored beside the device marks: the key may never change silently.
+    auto ring = Keyring::from_master(master_a());
+    const std::string payload(3000, 'p');
+    const auto fp = ring->event_fingerprinter().hash(payload);
+    CHECK(fp == direct_token_hash(master_a(), payload, "vernevf1"));
+    CHECK(fp == Keyring::from_master(master_a())->event_fingerprinter().hash(payload));
+    CHECK(fp != Keyring::from_master(master_b())->event_fingerprinter().hash(payload));
+    CHECK(fp != ring->token_hasher().hash(payload));
 }
 
 TEST_CASE("The token hash key is not the subject-id key nor a pseudonym key") {

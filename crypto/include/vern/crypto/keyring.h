@@ -96,6 +96,10 @@ public:
     // The egress leak guard's keyed token hash: SipHash-2-4 keyed with the first 16 bytes of
     // KDF(master, 1, "vernlkg1"). Unrelated to pseudonyms, subject ids and the other keys.
     TokenHasher token_hasher() const;
+    // Device events' fingerprints (gateway/pipeline DeviceMarks: a retry's bytes against those
+    // committed under its seq, stored beside the device's mark): SipHash-2-4 keyed with the
+    // first 16 bytes of KDF(master, 1, "vernevf1"). Unrelated to every other key.
+    TokenHasher event_fingerprinter() const;
 
     // 16 hex chars identifying the master key (BLAKE2b of a derived subkey), safe to show.
     std::string fingerprint() const;
