@@ -216,6 +216,17 @@ void marks_seeds(Writer& w) {
     w.add(ops(3, {marks_op(MarksOp::admit_next, 1), 5, marks_op(MarksOp::crash, 1),
                   marks_op(MarksOp::admit_next, 2), 0, marks_op(MarksOp::admit_next, 1), 0,
                   marks_op(MarksOp::admit_next, 2), 1, marks_op(MarksOp::reload, 2)}));
+    // Window 4: twelve events, committed, vernd restarts, then the device sends seq 2 again
+    // (its oldest, far outside the last seqs seen) and then seq 1 with other bytes (a restart).
+    std::string early = ops(0x3f, {});
+    for (int i = 0; i < 12; ++i) early += {static_cast<char>(next), 0};
+    early += {static_cast<char>(marks_op(MarksOp::commit, 0)),
+              static_cast<char>(marks_op(MarksOp::reload, 0)),
+              static_cast<char>(near),
+              54,
+              static_cast<char>(marks_op(MarksOp::admit_other, 0)),
+              53};
+    w.add(early);
     // Huge seqs near the top of the range.
     std::string huge = ops(4, {marks_op(MarksOp::admit_absolute, 3)});
     huge += std::string(8, '\xff');

@@ -157,10 +157,10 @@ enum class MarksOp : std::uint8_t {
     admit_next,      // seq = through + 1 + (byte % 8)
     admit_near,      // seq = through + byte - 64 (may be below through: a duplicate)
     admit_absolute,  // seq = u64
-    commit,          // the store now holds encode(device)
+    commit,          // the store now holds encode(device) and take_firsts(device)
     crash,           // forget(device) and load what was committed
-    reload,          // forget(device) and load encode(device): nothing may change
-    load_raw,        // load(device, u8 length + bytes): a corrupt stored mark
+    reload,          // commit, forget(device) and load it: nothing may change
+    load_raw,        // load(device, u8 length + bytes, the same bytes as firsts): corrupt ones
     admit_other,     // seq as admit_near, other bytes: a new event under a number used before
     count
 };

@@ -103,12 +103,13 @@ TEST_CASE("A device that counts again from 1 after a reboot is admitted again, r
     CHECK(marks.mark("d").through == 2);
 }
 
-TEST_CASE("A counter back to a low number far below the mark starts it again after a reload") {
+TEST_CASE("A counter back to a low number far below a mark stored without firsts starts it again") {
     DeviceMarks marks(1024, 8);
     DeviceMarks stored;
     stored.load("d", std::nullopt);
     for (std::uint64_t s = 1; s <= 500; ++s) stored.admit("d", s, s);
-    REQUIRE(marks.load("d", stored.encode("d")));  // vernd restarted: no fingerprints known
+    // A mark stored before the firsts were kept: vernd restarted, no fingerprint known.
+    REQUIRE(marks.load("d", stored.encode("d")));
     CHECK(admit(marks, 495) == DeviceMarks::Admit::duplicate);  // recent: may be a retry
     CHECK(admit(marks, 100) == DeviceMarks::Admit::duplicate);  // not a low number
     const auto again = marks.admit("d", 3, 3);                  // 1 and 2 lost on the way
@@ -119,6 +120,78 @@ TEST_CASE("A counter back to a low number far below the mark starts it again aft
     CHECK(admit(marks, 1) == DeviceMarks::Admit::fresh);
     CHECK(admit(marks, 2) == DeviceMarks::Admit::fresh);
     CHECK(marks.mark("d").through == 3);
+}
+
+TEST_CASE("A retry of an early event long after it is a duplicate, also after a reload") {
+    // The device sent 1..100; no receipt reached it (receipts go at QoS 0), so it sends its
+    // oldest again. Seq 26 is low and far below the mark, outside the last seqs seen.
+    DeviceMarks marks;
+    marks.load("d", std::nullopt);
+    for (std::uint64_t s = 1; s <= 100; ++s) {
+        REQUIRE(marks.admit("d", s, 1000 + s).admit == DeviceMarks::Admit::fresh);
+    }
+    const auto retry = marks.admit("d", 26, 1026);
+    CHECK(retry.admit == DeviceMarks::Admit::duplicate);
+    CHECK_FALSE(retry.restarted);
+    CHECK(marks.mark("d").through == 100);
+
+    // vernd restarts: the mark and the firsts come back from the store.
+    const auto firsts = marks.take_firsts("d");
+    REQUIRE(firsts.has_value());
+    CHECK_FALSE(marks.take_firsts("d").has_value());  // taken: nothing new since
+    DeviceMarks after;
+    bool firsts_ok = false;
+    REQUIRE(after.load("d", marks.encode("d"), *firsts, &firsts_ok));
+    CHECK(firsts_ok);
+    for (std::uint64_t s : {1, 26, 64}) {
+        CHECK(after.admit("d", s, 1000 + s).admit == DeviceMarks::Admit::duplicate);
+    }
+    CHECK(after.mark("d").through == 100);
+    // Without the firsts the same retry was taken for a restart (the distance rule alone).
+    DeviceMarks without;
+    REQUIRE(without.load("d", marks.encode("d")));
+    CHECK(without.admit("d", 26, 1026).restarted);
+}
+
+TEST_CASE("A counter that starts again is recognised by its first event's bytes after a reload") {
+    DeviceMarks marks;
+    marks.load("d", std::nullopt);
+    for (std::uint64_t s = 1; s <= 30; ++s) marks.admit("d", s, 1000 + s);
+    DeviceMarks after;
+    REQUIRE(after.load("d", marks.encode("d"), marks.encode_firsts("d")));
+    // Seq 1 again, other bytes: a reboot that lost the counter, though seq 1 is near the mark.
+    const auto first = after.admit("d", 1, 7);
+    CHECK(first.admit == DeviceMarks::Admit::fresh);
+    CHECK(first.restarted);
+    CHECK(after.mark("d").through == 1);
+    for (std::uint64_t s = 2; s <= 3; ++s) after.admit("d", s, 2000 + s);
+    // The new life's firsts replace the old ones, in the store too.
+    const auto firsts = after.take_firsts("d");
+    REQUIRE(firsts.has_value());
+    DeviceMarks again;
+    REQUIRE(again.load("d", after.encode("d"), *firsts));
+    CHECK(again.admit("d", 1, 7).admit == DeviceMarks::Admit::duplicate);
+    CHECK(again.admit("d", 3, 2003).admit == DeviceMarks::Admit::duplicate);
+    CHECK(again.admit("d", 3, 1003).restarted);  // the old life's seq 3 is not this one's
+}
+
+TEST_CASE("Corrupt stored firsts are reported and dropped, the mark is kept") {
+    DeviceMarks marks;
+    marks.load("d", std::nullopt);
+    for (std::uint64_t s = 1; s <= 5; ++s) marks.admit("d", s, 1000 + s);
+    const std::string firsts = marks.encode_firsts("d");
+    CHECK(firsts.size() == 1 + 5 * 8);
+    CHECK(DeviceMarks::decode_firsts(firsts, 64).has_value());
+    for (std::size_t cut = 0; cut < firsts.size(); ++cut) {
+        if ((cut - 1) % 8 == 0 && cut > 0) continue;  // a shorter whole list is well-formed
+        INFO("cut at " << cut);
+        CHECK_FALSE(DeviceMarks::decode_firsts(firsts.substr(0, cut), 64).has_value());
+    }
+    DeviceMarks after;
+    bool firsts_ok = true;
+    REQUIRE(after.load("d", marks.encode("d"), std::string("\x07garbage"), &firsts_ok));
+    CHECK_FALSE(firsts_ok);
+    CHECK(after.mark("d").through == 5);
 }
 
 TEST_CASE("A mark survives its stored form and a corrupt stored form is detected") {

@@ -9,6 +9,7 @@ namespace vern::pipeline {
 namespace {
 
 constexpr char format_v1 = 1;
+constexpr char firsts_format_v1 = 1;
 
 // Moves through over the seqs above it that follow on.
 void absorb(Mark& m) {
@@ -37,26 +38,49 @@ std::optional<Mark> DeviceMarks::decode(std::string_view stored) {
     return m;
 }
 
-bool DeviceMarks::load(const std::string& device, std::optional<std::string_view> stored) {
-    if (!stored) {
-        marks_[device] = Mark{};
-        recent_.erase(device);
-        return true;
+// Stored firsts: format byte, then the fingerprints of seqs 1, 2, ... (0: unknown), as many as
+// were known up to the highest; those beyond `window` (a smaller window now) are dropped.
+std::optional<std::vector<std::uint64_t>> DeviceMarks::decode_firsts(std::string_view stored,
+                                                                     std::size_t window) {
+    if (stored.empty() || stored[0] != firsts_format_v1 || (stored.size() - 1) % 8 != 0) {
+        return std::nullopt;
     }
-    auto m = decode(*stored);
-    if (!m) return false;
-    marks_[device] = std::move(*m);
-    recent_.erase(device);
+    std::vector<std::uint64_t> firsts(window, 0);
+    for (std::size_t i = 0, at = 1; at < stored.size() && i < window; ++i, at += 8) {
+        firsts[i] = get_be(stored, at);
+    }
+    return firsts;
+}
+
+bool DeviceMarks::load(const std::string& device, std::optional<std::string_view> stored,
+                       std::optional<std::string_view> stored_firsts, bool* firsts_ok) {
+    Device d;
+    if (stored) {
+        auto m = decode(*stored);
+        if (!m) return false;
+        d.mark = std::move(*m);
+    }
+    d.recent.resize(window_);
+    d.firsts.assign(window_, 0);
+    bool ok = true;
+    if (stored_firsts) {
+        auto f = decode_firsts(*stored_firsts, window_);
+        ok = f.has_value();
+        if (f) d.firsts = std::move(*f);
+    }
+    if (firsts_ok) *firsts_ok = ok;
+    devices_[device] = std::move(d);
     return true;
 }
 
 // A covered seq: a retry, or a new event under a number the device used before?
-bool DeviceMarks::reused(const Mark& m, const std::vector<Seen>& recent, std::uint64_t seq,
-                         std::uint64_t fingerprint) const {
-    const Seen& seen = recent[seq % window_];
+bool DeviceMarks::reused(const Device& d, std::uint64_t seq, std::uint64_t fingerprint) const {
+    const Seen& seen = d.recent[seq % window_];
     if (seen.seq == seq) return seen.fingerprint != fingerprint;
-    // Not among the last seqs seen: a low number far below through is a counter that started
-    // again (a retry that old was receipted long ago); anything else may still be a retry.
+    if (seq <= window_ && d.firsts[seq - 1] != 0) return d.firsts[seq - 1] != fingerprint;
+    // Bytes unknown: a low number far below through is a counter that started again (a retry
+    // that old was receipted long ago); anything else may still be a retry.
+    const Mark& m = d.mark;
     return seq <= window_ && seq <= m.through && m.through - seq >= window_;
 }
 
@@ -76,16 +100,23 @@ DeviceMarks::Admitted DeviceMarks::admit(const std::string& device, std::uint64_
         out.admit = Admit::duplicate;
         return out;
     }
-    Mark& m = marks_[device];
-    auto& recent = recent_[device];
-    if (recent.empty()) recent.resize(window_);
+    if (fingerprint == 0) fingerprint = 1;  // 0 marks an unknown first
+    auto [it, added] = devices_.try_emplace(device);
+    Device& d = it->second;
+    if (added) {
+        d.recent.resize(window_);
+        d.firsts.assign(window_, 0);
+    }
+    Mark& m = d.mark;
     if (seq <= m.through || m.above.count(seq) != 0) {
-        if (!reused(m, recent, seq, fingerprint)) {
+        if (!reused(d, seq, fingerprint)) {
             out.admit = Admit::duplicate;
             return out;
         }
         m = Mark{};  // the device counts again: what it numbered before is another life
-        std::fill(recent.begin(), recent.end(), Seen{});
+        std::fill(d.recent.begin(), d.recent.end(), Seen{});
+        std::fill(d.firsts.begin(), d.firsts.end(), 0);
+        d.firsts_changed = true;
         out.restarted = true;
     }
     if (seq != m.through + 1 && m.above.size() >= max_above_) make_room(m, seq, out);
@@ -95,16 +126,36 @@ DeviceMarks::Admitted DeviceMarks::admit(const std::string& device, std::uint64_
     } else {
         m.above.insert(seq);
     }
-    recent[seq % window_] = Seen{seq, fingerprint};
+    d.recent[seq % window_] = Seen{seq, fingerprint};
+    if (seq <= window_) {
+        d.firsts[seq - 1] = fingerprint;
+        d.firsts_changed = true;
+    }
     return out;
 }
 
 std::string DeviceMarks::encode(const std::string& device) const {
-    const Mark& m = marks_.at(device);
+    const Mark& m = devices_.at(device).mark;
     std::string out(1, format_v1);
     put_be(out, m.through);
     for (auto s : m.above) put_be(out, s);
     return out;
+}
+
+std::string DeviceMarks::encode_firsts(const std::string& device) const {
+    const auto& firsts = devices_.at(device).firsts;
+    std::size_t known = firsts.size();
+    while (known > 0 && firsts[known - 1] == 0) --known;
+    std::string out(1, firsts_format_v1);
+    for (std::size_t i = 0; i < known; ++i) put_be(out, firsts[i]);
+    return out;
+}
+
+std::optional<std::string> DeviceMarks::take_firsts(const std::string& device) {
+    Device& d = devices_.at(device);
+    if (!d.firsts_changed) return std::nullopt;
+    d.firsts_changed = false;
+    return encode_firsts(device);
 }
 
 }  // namespace vern::pipeline

@@ -38,6 +38,8 @@ constexpr std::size_t sweep_max_entries = 4096;  // expiry index entries per exp
 constexpr int sweep_max_calls = 16;              // per sweep; the rest waits for the next one
 
 std::string device_key(const std::string& device) { return "dev/" + device; }
+// The fingerprints of the first seqs of a device's count (DeviceMarks "firsts").
+std::string firsts_key(const std::string& device) { return "dfp/" + device; }
 
 // Where RocksDB's memtable inserts of state keys start (storage::StoreOptions::state_insert_hint):
 // the device marks from where the last mark went (one hint for all of them), each device's
@@ -231,6 +233,7 @@ struct Pipeline::Impl {
     std::unique_ptr<TrustedTime> time;      // the wall clock, bounded by the floor and monotonic
     decode::Decoder decoder;
     DeviceMarks marks;  // once-only: per-device sequence marks (committed with the events)
+    crypto::TokenHasher event_prints;  // the events' keyed fingerprints the marks keep
     policy::Policy policy;
     RecordKeys record_keys;   // per-subject data keys; opens stored records
     DiagState diag;           // the technician's view, fed by one-line hooks
@@ -266,6 +269,7 @@ struct Pipeline::Impl {
           time(make_trusted_time(config, links, *store, k)),
           decoder({config.site_broker.topic_prefix, config.gateway.site,
                    config.site_broker.max_payload_bytes}),
+          event_prints(keys->event_fingerprinter()),
           policy(make_policy(config, *keys, k)),
           record_keys(*keys, *store, config.keys.record_epoch),
           guard(token_hash(*keys), {}),
@@ -411,6 +415,9 @@ struct Pipeline::Impl {
         egress.stage_state(staged, policy.end_group());
         for (const auto& device : touched) {
             staged.writes.put_state(device_key(device), marks.encode(device));
+            if (auto firsts = marks.take_firsts(device)) {
+                staged.writes.put_state(firsts_key(device), std::move(*firsts));
+            }
         }
 
         // durable queue: one synced WriteBatch for the whole group
@@ -564,10 +571,10 @@ struct Pipeline::Impl {
 
     // The once-only check. A device's mark heals (device_marks.h): a gap it never fills closes
     // after max_above newer events, a counter that starts again starts the mark again. The
-    // payload's hash (in memory only) tells a retry from a new event under a reused seq.
+    // payload's keyed hash tells a retry from a new event under a reused seq.
     DeviceMarks::Admit admit(const std::string& device, std::uint64_t seq, std::string_view payload,
                              SeqHeals& heals) {
-        const auto admitted = marks.admit(device, seq, std::hash<std::string_view>{}(payload));
+        const auto admitted = marks.admit(device, seq, event_prints.hash(payload));
         if (admitted.restarted) {
             ++heals.restarts;
             spdlog::warn(
@@ -587,15 +594,22 @@ struct Pipeline::Impl {
     bool ensure_mark(const std::string& device) {
         if (marks.known(device)) return true;
         auto stored = store->get_state(device_key(device));
-        if (!stored) {
+        auto firsts = store->get_state(firsts_key(device));
+        if (!stored || !firsts) {
             count(Reason::store_failed, device);
             return false;
         }
         std::optional<std::string_view> view;
         if (*stored) view = **stored;
-        if (!marks.load(device, view)) {
+        std::optional<std::string_view> firsts_view;
+        if (*firsts) firsts_view = **firsts;
+        bool firsts_ok = true;
+        if (!marks.load(device, view, firsts_view, &firsts_ok)) {
             spdlog::error("device {}: stored sequence mark is corrupt; starting it afresh", device);
             marks.load(device, std::nullopt);
+        } else if (!firsts_ok) {
+            spdlog::error("device {}: stored first-event fingerprints are corrupt; dropped",
+                          device);
         }
         return true;
     }

@@ -7,14 +7,17 @@
 // - a gap closes: when `max_above` seqs wait above a missing one, the device had that many
 //   events' time to resend it; the missing seqs are given up (counted as skipped) and `through`
 //   moves past them;
-// - a restart is recognised: a seq already covered is a retry (a duplicate) only when it can
-//   still be one. It is a new event under a reused number, and the mark starts afresh from it,
-//   when the same seq came within the last `window` seqs with other bytes (the device counts
-//   again after a reboot or reset), or when it is a low number (<= `window`) at least `window`
-//   below `through` (a device holds an event only until a receipt covers it: one that old was
-//   receipted long ago; a counter starts at 1).
-// The fingerprints of the last `window` seqs are kept in memory only (never stored): after a
-// restart of vernd, until the device sends again, only the distance rule applies.
+// - a restart is recognised: a seq already covered is a retry (a duplicate) when its bytes are
+//   the ones committed under it, and a new event under a reused number (the device counts again
+//   after a reboot or reset) when they are not; then the mark starts afresh from it.
+//   The bytes are known by their fingerprint (a keyed hash, from the caller): those of the last
+//   `window` seqs seen, in memory only, and those of the first `window` seqs of the device's
+//   count ("firsts": a counter that starts again starts at 1), stored beside the mark
+//   (encode_firsts, committed with the events that changed them), so a retry of an early
+//   event is still told from a restart after a restart of vernd, however long it took.
+//   Where neither knows the seq (a mark stored before firsts were kept, a seq given up), a low
+//   number (<= `window`) at least `window` below `through` is taken as a restart (a device
+//   holds an event only until a receipt covers it), anything else as a retry.
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -43,35 +46,48 @@ public:
     explicit DeviceMarks(std::size_t max_above = 1024, std::size_t window = 64)
         : max_above_(max_above < 1 ? 1 : max_above), window_(window < 1 ? 1 : window) {}
 
-    bool known(const std::string& device) const { return marks_.count(device) != 0; }
-    // Installs a device's mark from its stored form (empty: a device never seen).
-    bool load(const std::string& device, std::optional<std::string_view> stored);
-    // Records seq as committed (the caller commits encode(device) with the event). `fingerprint`
-    // tells a retry (the same bytes again) from a new event under a reused number.
-    Admitted admit(const std::string& device, std::uint64_t seq, std::uint64_t fingerprint = 0);
-    const Mark& mark(const std::string& device) const { return marks_.at(device); }
+    bool known(const std::string& device) const { return devices_.count(device) != 0; }
+    // Installs a device's mark and its firsts from their stored forms (nullopt: none stored; a
+    // device never seen). False when the stored mark is corrupt: nothing is installed. Corrupt
+    // firsts are dropped (the distance rule stands in for them) and reported in `firsts_ok`.
+    bool load(const std::string& device, std::optional<std::string_view> stored,
+              std::optional<std::string_view> stored_firsts = std::nullopt,
+              bool* firsts_ok = nullptr);
+    // Records seq as committed (the caller commits encode(device), and take_firsts(device) when
+    // it has a value, with the event). `fingerprint` tells a retry (the same bytes again) from a
+    // new event under a reused number; it is stored, so it must be a keyed hash.
+    Admitted admit(const std::string& device, std::uint64_t seq, std::uint64_t fingerprint);
+    const Mark& mark(const std::string& device) const { return devices_.at(device).mark; }
     std::string encode(const std::string& device) const;
+    // The stored form of the device's firsts.
+    std::string encode_firsts(const std::string& device) const;
+    // encode_firsts(device) if an admit changed the firsts since the last call, else nullopt.
+    std::optional<std::string> take_firsts(const std::string& device);
     // Drops the cached mark (after a failed commit: it is loaded from the store again).
-    void forget(const std::string& device) {
-        marks_.erase(device);
-        recent_.erase(device);
-    }
+    void forget(const std::string& device) { devices_.erase(device); }
 
     static std::optional<Mark> decode(std::string_view stored);
+    // The firsts' fingerprints by seq - 1 (0: unknown), for seqs up to `window`.
+    static std::optional<std::vector<std::uint64_t>> decode_firsts(std::string_view stored,
+                                                                   std::size_t window);
 
 private:
     struct Seen {
         std::uint64_t seq = 0;  // 0: empty (seqs start at 1)
         std::uint64_t fingerprint = 0;
     };
-    bool reused(const Mark& m, const std::vector<Seen>& recent, std::uint64_t seq,
-                std::uint64_t fingerprint) const;
+    struct Device {
+        Mark mark;
+        std::vector<Seen> recent;           // window_ slots by seq % window_ (memory only)
+        std::vector<std::uint64_t> firsts;  // window_ slots by seq - 1; 0: unknown
+        bool firsts_changed = false;
+    };
+    bool reused(const Device& d, std::uint64_t seq, std::uint64_t fingerprint) const;
     void make_room(Mark& m, std::uint64_t seq, Admitted& out) const;
 
     std::size_t max_above_;
     std::size_t window_;
-    std::map<std::string, Mark> marks_;
-    std::map<std::string, std::vector<Seen>> recent_;  // window_ slots by seq % window_
+    std::map<std::string, Device> devices_;
 };
 
 }  // namespace vern::pipeline
