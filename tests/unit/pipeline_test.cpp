@@ -175,6 +175,47 @@ TEST_CASE("A counter that starts again is recognised by its first event's bytes 
     CHECK(again.admit("d", 3, 1003).restarted);  // the old life's seq 3 is not this one's
 }
 
+TEST_CASE(
+    "Marks held in memory stay within their bound and a dropped one comes back from the store") {
+    DeviceMarks marks(1024, 64, 3);
+    std::map<std::string, std::pair<std::string, std::string>> store;  // mark, firsts
+    for (int round = 0; round < 3; ++round) {
+        for (int d = 0; d < 10; ++d) {
+            const std::string device = "d" + std::to_string(d);
+            if (!marks.known(device)) {
+                auto it = store.find(device);
+                if (it == store.end()) {
+                    REQUIRE(marks.load(device, std::nullopt));
+                } else {
+                    REQUIRE(marks.load(device, it->second.first, it->second.second));
+                }
+            }
+            const std::uint64_t seq = 1 + round;
+            REQUIRE(marks.admit(device, seq, 100 * d + seq).admit == DeviceMarks::Admit::fresh);
+            store[device] = {marks.encode(device), marks.encode_firsts(device)};
+            marks.trim();  // after each commit
+            REQUIRE(marks.size() <= 3);
+        }
+    }
+    // The last three used are held; the others were dropped and load again with what counts.
+    CHECK(marks.known("d9"));
+    CHECK(marks.known("d7"));
+    CHECK_FALSE(marks.known("d6"));
+    REQUIRE(marks.load("d0", store["d0"].first, store["d0"].second));
+    CHECK(marks.mark("d0").through == 3);
+    CHECK(marks.admit("d0", 1, 1).admit == DeviceMarks::Admit::duplicate);  // a retry
+    CHECK(marks.admit("d0", 4, 4).admit == DeviceMarks::Admit::fresh);
+    // Used again, d7 stays held when the next one comes in; the least recently used goes.
+    marks.admit("d7", 4, 704);
+    REQUIRE(marks.load("d1", store["d1"].first, store["d1"].second));
+    CHECK(marks.trim() == 2);
+    CHECK(marks.known("d7"));
+    CHECK(marks.known("d1"));
+    CHECK(marks.known("d0"));
+    CHECK_FALSE(marks.known("d9"));
+    CHECK_FALSE(marks.known("d8"));
+}
+
 TEST_CASE("Corrupt stored firsts are reported and dropped, the mark is kept") {
     DeviceMarks marks;
     marks.load("d", std::nullopt);

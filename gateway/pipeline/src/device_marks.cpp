@@ -52,24 +52,55 @@ std::optional<std::vector<std::uint64_t>> DeviceMarks::decode_firsts(std::string
     return firsts;
 }
 
+DeviceMarks::Device& DeviceMarks::use(std::map<std::string, Device>::iterator it) {
+    Device& d = it->second;
+    if (d.recent.empty()) {  // new: one slot per window seq, one place in the use order
+        d.recent.resize(window_);
+        d.firsts.assign(window_, 0);
+        used_.push_front(it->first);
+        d.used = used_.begin();
+    } else {
+        used_.splice(used_.begin(), used_, d.used);
+    }
+    return d;
+}
+
+void DeviceMarks::forget(const std::string& device) {
+    auto it = devices_.find(device);
+    if (it == devices_.end()) return;
+    used_.erase(it->second.used);
+    devices_.erase(it);
+}
+
+std::size_t DeviceMarks::trim() {
+    std::size_t dropped = 0;
+    while (devices_.size() > max_devices_) {
+        devices_.erase(used_.back());
+        used_.pop_back();
+        ++dropped;
+    }
+    return dropped;
+}
+
 bool DeviceMarks::load(const std::string& device, std::optional<std::string_view> stored,
                        std::optional<std::string_view> stored_firsts, bool* firsts_ok) {
-    Device d;
+    Mark mark;
     if (stored) {
         auto m = decode(*stored);
         if (!m) return false;
-        d.mark = std::move(*m);
+        mark = std::move(*m);
     }
-    d.recent.resize(window_);
-    d.firsts.assign(window_, 0);
     bool ok = true;
+    std::optional<std::vector<std::uint64_t>> firsts;
     if (stored_firsts) {
-        auto f = decode_firsts(*stored_firsts, window_);
-        ok = f.has_value();
-        if (f) d.firsts = std::move(*f);
+        firsts = decode_firsts(*stored_firsts, window_);
+        ok = firsts.has_value();
     }
     if (firsts_ok) *firsts_ok = ok;
-    devices_[device] = std::move(d);
+    forget(device);
+    Device& held = use(devices_.try_emplace(device).first);
+    held.mark = std::move(mark);
+    if (firsts) held.firsts = std::move(*firsts);
     return true;
 }
 
@@ -101,12 +132,7 @@ DeviceMarks::Admitted DeviceMarks::admit(const std::string& device, std::uint64_
         return out;
     }
     if (fingerprint == 0) fingerprint = 1;  // 0 marks an unknown first
-    auto [it, added] = devices_.try_emplace(device);
-    Device& d = it->second;
-    if (added) {
-        d.recent.resize(window_);
-        d.firsts.assign(window_, 0);
-    }
+    Device& d = use(devices_.try_emplace(device).first);
     Mark& m = d.mark;
     if (seq <= m.through || m.above.count(seq) != 0) {
         if (!reused(d, seq, fingerprint)) {

@@ -257,6 +257,7 @@ struct Pipeline::Impl {
     Counter& seq_gaps_closed;
     Counter& seq_skipped;
     Counter& seq_restarts;
+    Counter& marks_dropped;  // devices' marks dropped from memory over the bound (in the store)
     // Monotonic ms since when the upstream link is down; -1 while it is up.
     std::atomic<std::int64_t> upstream_down_since;
 
@@ -293,6 +294,7 @@ struct Pipeline::Impl {
           seq_gaps_closed(k.get("seq_gaps_closed")),
           seq_skipped(k.get("seq_numbers_skipped")),
           seq_restarts(k.get("seq_restarts")),
+          marks_dropped(k.get("seq_marks_dropped_from_memory")),
           upstream_down_since(links.monotonic()) {
         rights = std::make_unique<RightsEngine>(
             config, *keys, *store, record_keys, policy, egress, [this] { wake_forwarder(); }, k);
@@ -438,6 +440,8 @@ struct Pipeline::Impl {
         // receipt: only now that the commit is durable
         send_receipts(touched, re_receipt);
         note_marks(touched);
+        // every held mark is committed now: the least recently used beyond the bound may go
+        if (const auto dropped = marks.trim()) marks_dropped.add(dropped);
     }
 
     void tick() {

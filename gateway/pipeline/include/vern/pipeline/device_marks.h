@@ -18,8 +18,14 @@
 //   Where neither knows the seq (a mark stored before firsts were kept, a seq given up), a low
 //   number (<= `window`) at least `window` below `through` is taken as a restart (a device
 //   holds an event only until a receipt covers it), anything else as a retry.
+//
+// Bounded: at most `max_devices` devices are held in memory; trim() (called after a commit, when
+// every held mark is also in the store) drops the least recently used beyond that, in O(1)
+// each. A dropped device is loaded from the store again when it next sends, without its last
+// seqs' fingerprints (as after a restart of vernd).
 #include <cstddef>
 #include <cstdint>
+#include <list>
 #include <map>
 #include <optional>
 #include <set>
@@ -43,8 +49,11 @@ public:
         bool restarted = false;     // the device's counter went back: the mark started afresh
     };
 
-    explicit DeviceMarks(std::size_t max_above = 1024, std::size_t window = 64)
-        : max_above_(max_above < 1 ? 1 : max_above), window_(window < 1 ? 1 : window) {}
+    explicit DeviceMarks(std::size_t max_above = 1024, std::size_t window = 64,
+                         std::size_t max_devices = 16384)
+        : max_above_(max_above < 1 ? 1 : max_above),
+          window_(window < 1 ? 1 : window),
+          max_devices_(max_devices < 1 ? 1 : max_devices) {}
 
     bool known(const std::string& device) const { return devices_.count(device) != 0; }
     // Installs a device's mark and its firsts from their stored forms (nullopt: none stored; a
@@ -64,7 +73,11 @@ public:
     // encode_firsts(device) if an admit changed the firsts since the last call, else nullopt.
     std::optional<std::string> take_firsts(const std::string& device);
     // Drops the cached mark (after a failed commit: it is loaded from the store again).
-    void forget(const std::string& device) { devices_.erase(device); }
+    void forget(const std::string& device);
+    // Drops the least recently used devices beyond max_devices; returns how many. Only when
+    // every held mark is committed (nothing of it waits for a commit).
+    std::size_t trim();
+    std::size_t size() const { return devices_.size(); }
 
     static std::optional<Mark> decode(std::string_view stored);
     // The firsts' fingerprints by seq - 1 (0: unknown), for seqs up to `window`.
@@ -81,13 +94,17 @@ private:
         std::vector<Seen> recent;           // window_ slots by seq % window_ (memory only)
         std::vector<std::uint64_t> firsts;  // window_ slots by seq - 1; 0: unknown
         bool firsts_changed = false;
+        std::list<std::string>::iterator used;  // its place in used_
     };
+    Device& use(std::map<std::string, Device>::iterator it);
     bool reused(const Device& d, std::uint64_t seq, std::uint64_t fingerprint) const;
     void make_room(Mark& m, std::uint64_t seq, Admitted& out) const;
 
     std::size_t max_above_;
     std::size_t window_;
+    std::size_t max_devices_;
     std::map<std::string, Device> devices_;
+    std::list<std::string> used_;  // device ids, most recently used first
 };
 
 }  // namespace vern::pipeline
