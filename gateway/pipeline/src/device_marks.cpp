@@ -172,8 +172,13 @@ std::string DeviceMarks::encode_firsts(const std::string& device) const {
     const auto& firsts = devices_.at(device).firsts;
     std::size_t known = firsts.size();
     while (known > 0 && firsts[known - 1] == 0) --known;
-    std::string out(1, firsts_format_v1);
-    for (std::size_t i = 0; i < known; ++i) put_be(out, firsts[i]);
+    std::string out(1 + 8 * known, '\0');
+    out[0] = firsts_format_v1;
+    for (std::size_t i = 0; i < known; ++i) {
+        for (std::size_t b = 0; b < 8; ++b) {
+            out[1 + 8 * i + b] = static_cast<char>((firsts[i] >> (56 - 8 * b)) & 0xff);
+        }
+    }
     return out;
 }
 

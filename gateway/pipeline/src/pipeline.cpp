@@ -38,13 +38,14 @@ constexpr std::size_t sweep_max_entries = 4096;  // expiry index entries per exp
 constexpr int sweep_max_calls = 16;              // per sweep; the rest waits for the next one
 
 std::string device_key(const std::string& device) { return "dev/" + device; }
-// The fingerprints of the first seqs of a device's count (DeviceMarks "firsts").
-std::string firsts_key(const std::string& device) { return "dfp/" + device; }
+// The fingerprints of the first seqs of a device's count (DeviceMarks "firsts"): next to its mark
+// (device ids hold no '/'), so the marks' insert hint serves them too.
+std::string firsts_key(const std::string& device) { return "dev/" + device + "/firsts"; }
 
 // Where RocksDB's memtable inserts of state keys start (storage::StoreOptions::state_insert_hint):
-// the device marks from where the last mark went (one hint for all of them), each device's
-// remembered alarms (the policy engine's "pol/al/<device>/<keyed event id>", written with every
-// alarm of a device that may have images) from where that device's last one went. Without a
+// the device marks and firsts from where the last mark went (one hint for all of them), each
+// device's remembered alarms (the policy engine's "pol/al/<device>/<keyed event id>", written with
+// every alarm of a device that may have images) from where that device's last one went. Without a
 // hint each of them was inserted from the top of the skip list: a sixth of the data path's
 // instructions. Few prefixes: one, and one per alarm panel.
 std::size_t state_insert_hint(std::string_view key) {
