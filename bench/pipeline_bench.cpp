@@ -105,7 +105,7 @@ device::v1::DeviceMessage reading(int meter, std::uint64_t seq, std::int64_t fir
 // The measured part: every event in batches of `batch`, round robin over the devices.
 __attribute__((noinline)) void run_load(pipeline::Pipeline& p, const Load& load,
                                         const config::Config& c, std::int64_t& now) {
-    std::mt19937_64 rng(7);
+    std::mt19937_64 rng(7);  // NOLINT(cert-msc51-cpp): a fixed seed, for the same work each run
     std::vector<std::uint64_t> seqs(static_cast<std::size_t>(load.devices), 0);
     const std::uint64_t per_device = load.events / static_cast<std::uint64_t>(load.devices) + 1;
     // Meter readings end an hour before the clock, oldest first.
@@ -191,7 +191,9 @@ int main(int argc, char** argv) {
     std::int64_t now = load.system_clock ? 0 : t0;
     pipeline::PipelineLinks links;
     std::uint64_t receipts = 0;
-    links.send_receipts = [&](std::vector<ingest::OutboundMessage> m) { receipts += m.size(); };
+    links.send_receipts = [&](const std::vector<ingest::OutboundMessage>& m) {
+        receipts += m.size();
+    };
     if (!load.system_clock) links.clock = [&] { return now; };
     int rc = 0;
     {

@@ -31,7 +31,8 @@ struct AlarmLane {
         store = std::move(*opened);
     }
     // Appends one 100-byte alarm record per device, in one commit, and tells the share.
-    std::vector<std::uint64_t> commit(AlarmShare& share, const std::vector<std::string>& devices) {
+    std::vector<std::uint64_t> commit(AlarmShare& share,
+                                      const std::vector<std::string>& devices) const {
         storage::WriteSet writes;
         for (std::size_t i = 0; i < devices.size(); ++i) {
             writes.append(vern::Lane::alarm, std::string(100, 'a'));
@@ -54,6 +55,7 @@ TEST_CASE("A device under its share counts only its alarms still queued") {
     AlarmLane lane;
     AlarmShare share(1 << 20, *lane.store);
     std::vector<std::uint64_t> seqs;
+    seqs.reserve(10);
     for (int i = 0; i < 10; ++i) seqs.push_back(lane.commit(share, {"panel-1"}).front());
     seqs.pop_back();
     seqs.pop_back();
