@@ -105,7 +105,7 @@ device::v1::DeviceMessage reading(int meter, std::uint64_t seq, std::int64_t fir
 // The measured part: every event in batches of `batch`, round robin over the devices.
 __attribute__((noinline)) void run_load(pipeline::Pipeline& p, const Load& load,
                                         const config::Config& c, std::int64_t& now) {
-    std::mt19937_64 rng(7);
+    std::mt19937_64 rng(7);  // NOLINT(cert-msc51-cpp): a fixed seed, for the same work each run
     std::vector<std::uint64_t> seqs(static_cast<std::size_t>(load.devices), 0);
     const std::uint64_t per_device = load.events / static_cast<std::uint64_t>(load.devices) + 1;
     // Meter readings end an hour before the clock, oldest first.
@@ -151,7 +151,7 @@ __attribute__((noinline)) void run_load(pipeline::Pipeline& p, const Load& load,
 int main(int argc, char** argv) {
     Load load;
     std::string data_dir, config_file;
-    bool keep = false, sync = true;
+    bool keep = false, sync = true, device_limits = false;
     CLI::App app{"vern-pipeline-bench: events through Pipeline::process, no MQTT"};
     app.add_option("--kind", load.kind, "alarm or meter")->capture_default_str();
     app.add_option("--events", load.events, "events in all")->capture_default_str();
@@ -163,6 +163,8 @@ int main(int argc, char** argv) {
     app.add_option("--config", config_file, "a vernd.toml (default: the built-in defaults)");
     app.add_option("--data-dir", data_dir, "store here (default: a temporary directory)");
     app.add_flag("--keep", keep, "keep the data directory");
+    app.add_flag("--device-limits", device_limits,
+                 "keep the config's alarm rate and share per device (their cost per event)");
     app.add_flag("--system-clock", load.system_clock, "the real clock instead of a fixed one");
     CLI11_PARSE(app, argc, argv);
     if ((load.kind != "alarm" && load.kind != "meter") || load.devices < 1 || load.batch < 1) {
@@ -178,15 +180,20 @@ int main(int argc, char** argv) {
     config::Config c = config_file.empty() ? config::Config{} : config::load_config(config_file);
     c.gateway.data_dir = data_dir;
     c.store.sync = sync;
-    // The bench's devices send faster than a panel may (alarm_rate_per_device): no limit here.
-    c.store.alarm_rate_per_device = 0;
-    c.store.alarm_share_pct = 100;
+    // The bench's devices send faster than a panel may (alarm_rate_per_device): no limit here,
+    // unless asked for (with the fixed clock and the defaults, 100 panels stay within them).
+    if (!device_limits) {
+        c.store.alarm_rate_per_device = 0;
+        c.store.alarm_share_pct = 100;
+    }
 
     Counters counters;
     std::int64_t now = load.system_clock ? 0 : t0;
     pipeline::PipelineLinks links;
     std::uint64_t receipts = 0;
-    links.send_receipts = [&](std::vector<ingest::OutboundMessage> m) { receipts += m.size(); };
+    links.send_receipts = [&](const std::vector<ingest::OutboundMessage>& m) {
+        receipts += m.size();
+    };
     if (!load.system_clock) links.clock = [&] { return now; };
     int rc = 0;
     {

@@ -262,6 +262,23 @@ public:
         return m->get_topic() + "=" + m->to_string();
     }
 
+    // The next receipt to `device` within `wait` (the payload), or "" if none came; receipts to
+    // other devices before it are skipped and counted in `skipped`.
+    std::string next_for(const std::string& device, std::chrono::milliseconds wait,
+                         std::size_t* skipped = nullptr) {
+        const std::string topic = "dev/v1/site-1/" + device + "/receipt";
+        const auto until = std::chrono::steady_clock::now() + wait;
+        for (auto now = std::chrono::steady_clock::now(); now < until;
+             now = std::chrono::steady_clock::now()) {
+            mqtt::const_message_ptr m;
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - now);
+            if (!client_.try_consume_message_for(&m, left) || !m) return "";
+            if (m->get_topic() == topic) return m->to_string();
+            if (skipped != nullptr) ++*skipped;
+        }
+        return "";
+    }
+
 private:
     mqtt::async_client client_;
 };
@@ -326,6 +343,74 @@ TEST_CASE("Receipts that wait for their interval go out when the link stops") {
     CHECK(device.next(300ms).empty());
     link.stop();
     CHECK(device.next(2s) == "dev/v1/site-1/panel-1/receipt=r2");
+}
+
+TEST_CASE("Waiting receipts go out in the order they fall due, not the order they came") {
+    ReceiptRig rig(1000);
+    auto [link, device, counters] = std::tie(rig.link, rig.device, rig.counters);
+    link.publish({receipt("panel-a", "a1")});
+    CHECK(device.next(500ms) == "dev/v1/site-1/panel-a/receipt=a1");
+    std::this_thread::sleep_for(400ms);
+    link.publish({receipt("panel-b", "b1")});
+    CHECK(device.next(500ms) == "dev/v1/site-1/panel-b/receipt=b1");
+    // panel-b's next receipt comes first, but panel-a's interval ends 400 ms before panel-b's.
+    link.publish({receipt("panel-b", "b2")});
+    link.publish({receipt("panel-a", "a2")});
+    CHECK(device.next(2s) == "dev/v1/site-1/panel-a/receipt=a2");
+    CHECK(device.next(2s) == "dev/v1/site-1/panel-b/receipt=b2");
+    link.stop();
+}
+
+TEST_CASE("A device whose receipt is an interval old is forgotten when another device comes") {
+    ReceiptRig rig(100);
+    auto [link, device, counters] = std::tie(rig.link, rig.device, rig.counters);
+    for (int p = 0; p < 10; ++p) link.publish({receipt("panel-" + std::to_string(p), "r")});
+    CHECK(link.receipt_devices() == 10);
+    std::this_thread::sleep_for(300ms);
+    link.publish({receipt("panel-new", "r")});
+    CHECK(link.receipt_devices() == 1);
+    link.stop();
+}
+
+TEST_CASE("Receipts to thousands of made-up devices hold at most max_receipt_devices of them") {
+    ReceiptRig rig(10000);
+    auto [link, device, counters] = std::tie(rig.link, rig.device, rig.counters);
+    constexpr std::size_t max = ingest::SiteLink::max_receipt_devices;
+    const std::size_t devices = max + 1000;
+    // Each device's first receipt within the interval: every one goes at once, none waits.
+    for (std::size_t p = 0; p < devices; p += 100) {
+        std::vector<ingest::OutboundMessage> batch;
+        for (std::size_t i = p; i < p + 100 && i < devices; ++i) {
+            batch.push_back(receipt("made-up-" + std::to_string(i), "r"));
+        }
+        link.publish(std::move(batch));
+        CHECK(link.receipt_devices() <= max);
+    }
+    CHECK(link.receipt_devices() == max);
+    CHECK(counters.get("receipts_sent").get() == devices);
+    CHECK(counters.get("receipts_early").get() == 0);
+    link.stop();
+}
+
+TEST_CASE("A receipt waiting for a device forgotten over the bound goes at once, not lost") {
+    ReceiptRig rig(10000);
+    auto [link, device, counters] = std::tie(rig.link, rig.device, rig.counters);
+    link.publish({receipt("panel-1", "r1")});
+    CHECK(device.next_for("panel-1", 500ms) == "r1");
+    link.publish({receipt("panel-1", "r2")});  // waits 10 s for its interval
+    // As many other devices as the bound holds: panel-1, receipted longest ago, makes room.
+    std::vector<ingest::OutboundMessage> others;
+    for (std::size_t i = 0; i < ingest::SiteLink::max_receipt_devices; ++i) {
+        others.push_back(receipt("made-up-" + std::to_string(i), "x"));
+    }
+    link.publish(std::move(others));
+    CHECK(device.next_for("panel-1", 3s) == "r2");
+    CHECK(counters.get("receipts_early").get() == 1);
+    CHECK(link.receipt_devices() == ingest::SiteLink::max_receipt_devices);
+    // Forgotten, it is a device like a new one: its next receipt goes at once.
+    link.publish({receipt("panel-1", "r3")});
+    CHECK(device.next_for("panel-1", 3s) == "r3");
+    link.stop();
 }
 
 TEST_CASE("With receipt_interval_ms 0 every receipt goes at once") {

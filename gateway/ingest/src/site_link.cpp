@@ -15,10 +15,13 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <list>
 #include <mutex>
+#include <set>
 #include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 
 #include "vern/common/backoff.h"
 #include "vern/common/clock.h"
@@ -60,6 +63,7 @@ struct SiteLink::Impl {
     Counter& receipts_sent;
     Counter& receipts_failed;
     Counter& receipts_merged;
+    Counter& receipts_early;
     Counter& connects;
 
     MQTTAsync client = nullptr;
@@ -103,17 +107,23 @@ struct SiteLink::Impl {
     std::size_t queued_bytes = 0;   // topics and payloads held, all devices
     bool interrupted = false;
 
-    // Receipts: at most one per device per receipt_interval (see publish()).
+    // Receipts: at most one per device per receipt_interval (see publish()). A device (its
+    // receipt topic) is held while its last receipt is under an interval old or a newer one
+    // waits, at most max_receipt_devices of them: over that, the one whose receipt went longest
+    // ago is forgotten in O(1), and what waited for it goes at once (receipts_early). The next
+    // receipt to wait is found in O(log n) (by_due), not by a scan over the devices.
     using Time = std::chrono::steady_clock::time_point;
-    struct Waiting {
-        std::string payload;  // the newest receipt to the device
-        Time due;             // a receipt_interval after the last one sent to it
+    struct Receipted {
+        Time sent_at;                                   // when the last receipt to it went
+        std::string payload;                            // the newest receipt waiting, if `waits`
+        bool waits = false;                             // due at sent_at + receipt_interval
+        std::list<std::string_view>::iterator in_sent;  // its place in by_sent
     };
     std::mutex receipt_mutex;
     std::condition_variable receipt_cv;
-    StringMap<Waiting> waiting;    // receipt topic -> what waits for it
-    StringMap<Time> receipted_at;  // receipt topic -> when the last one went, within an interval
-    std::size_t receipted_prune_at = 1024;
+    StringMap<Receipted> receipted;       // receipt topic -> its device's receipts
+    std::list<std::string_view> by_sent;  // receipted's keys, the last receipt oldest first
+    std::set<std::pair<Time, std::string_view>> by_due;  // (due, topic) of those that wait
     Time flusher_wakes_at = Time::max();
     bool flusher_running = false;
     std::thread flusher;
@@ -131,6 +141,7 @@ struct SiteLink::Impl {
           receipts_sent(c.get("receipts_sent")),
           receipts_failed(c.get("receipts_failed")),
           receipts_merged(c.get("receipts_merged")),
+          receipts_early(c.get("receipts_early")),
           connects(c.get("site_connects")) {
         MQTTAsync_createOptions create = MQTTAsync_createOptions_initializer5;
         create.maxBufferedMessages = paho_buffer_limit;
@@ -284,13 +295,12 @@ struct SiteLink::Impl {
     void flush_receipts() {
         std::unique_lock lock(receipt_mutex);
         while (flusher_running) {
-            if (waiting.empty()) {
+            if (by_due.empty()) {
                 flusher_wakes_at = Time::max();
                 receipt_cv.wait(lock);
                 continue;
             }
-            Time earliest = Time::max();
-            for (const auto& [topic, w] : waiting) earliest = std::min(earliest, w.due);
+            const Time earliest = by_due.begin()->first;
             if (std::chrono::steady_clock::now() < earliest) {
                 flusher_wakes_at = earliest;
                 receipt_cv.wait_until(lock, earliest);
@@ -300,24 +310,49 @@ struct SiteLink::Impl {
         }
     }
 
-    // Sends the waiting receipts due by `horizon` (receipt_mutex held by `lock`; released while
-    // sending).
+    // Sends the waiting receipts due by `horizon`, the earliest first (receipt_mutex held by
+    // `lock`; released while sending).
     void send_waiting(std::unique_lock<std::mutex>& lock, Time horizon) {
-        // receipted_at is pruned by publish(), amortised; a flush only records what it sends.
         const auto now = std::chrono::steady_clock::now();
         std::vector<OutboundMessage> out;
-        for (auto it = waiting.begin(); it != waiting.end();) {
-            if (it->second.due > horizon) {
-                ++it;
-                continue;
-            }
-            receipted_at[it->first] = now;
-            out.push_back({it->first, std::move(it->second.payload)});
-            it = waiting.erase(it);
+        while (!by_due.empty() && by_due.begin()->first <= horizon) {
+            const std::string_view topic = by_due.begin()->second;
+            by_due.erase(by_due.begin());
+            auto& r = receipted.find(topic)->second;
+            out.push_back({std::string(topic), std::exchange(r.payload, {})});
+            r.waits = false;
+            mark_sent(r, now);
         }
         lock.unlock();
         for (const auto& m : out) send_receipt(m.topic, m.payload);
         lock.lock();
+    }
+
+    // A receipt to `r`'s device went at `now` (receipt_mutex held): it moves to by_sent's end
+    // (`now` is read under the mutex, so by_sent stays in sending order).
+    void mark_sent(Receipted& r, Time now) {
+        r.sent_at = now;
+        by_sent.splice(by_sent.end(), by_sent, r.in_sent);
+    }
+
+    // Forgets the devices whose last receipt is an interval old and nothing waits for (from
+    // by_sent's front: O(1) each), then, while `room` more would not fit the bound, the one
+    // whose receipt went longest ago: what waits for it goes into `early`, to go at once
+    // (receipt_mutex held).
+    void make_room(Time now, std::size_t room, std::vector<OutboundMessage>& early) {
+        while (!by_sent.empty()) {
+            auto it = receipted.find(by_sent.front());
+            auto& r = it->second;
+            const bool quiet = !r.waits && now - r.sent_at >= receipt_interval;
+            if (!quiet && receipted.size() + room <= SiteLink::max_receipt_devices) return;
+            if (r.waits) {
+                by_due.erase({r.sent_at + receipt_interval, it->first});
+                early.push_back({it->first, std::move(r.payload)});
+                receipts_early.add();
+            }
+            by_sent.pop_front();
+            receipted.erase(it);
+        }
     }
 
     // --- connection supervision (own thread) ---
@@ -534,47 +569,59 @@ void SiteLink::interrupt() {
 // sent none within receipt_interval gets its receipt at once; otherwise it waits until the
 // interval since the last one is over, and a newer one for the same device replaces it (counted
 // receipts_merged). The flusher sends those due together (flush_receipts). Only ever receipts
-// the pipeline handed over after its durable commit: they wait, they never run ahead.
+// the pipeline handed over after its durable commit: they wait, they never run ahead. Over
+// max_receipt_devices, the device receipted longest ago is forgotten and what waited for it
+// goes now (make_room): a receipt is sent early, never dropped.
 void SiteLink::publish(std::vector<OutboundMessage> messages) {
     auto& d = *impl_;
     if (d.receipt_interval.count() <= 0) {
         for (const auto& m : messages) d.send_receipt(m.topic, m.payload);
         return;
     }
-    const auto now = std::chrono::steady_clock::now();
+    std::vector<OutboundMessage> early;
     std::size_t sendable = 0;
     bool wake_flusher = false;
     {
         std::lock_guard lock(d.receipt_mutex);
+        const auto now = std::chrono::steady_clock::now();
         for (std::size_t i = 0; i < messages.size(); ++i) {
             auto& m = messages[i];
-            if (auto w = d.waiting.find(m.topic); w != d.waiting.end()) {
-                w->second.payload = std::move(m.payload);
+            auto it = d.receipted.find(m.topic);
+            if (it != d.receipted.end() && it->second.waits) {
+                it->second.payload = std::move(m.payload);
                 d.receipts_merged.add();
                 continue;
             }
-            if (d.receipted_at.size() >= d.receipted_prune_at) {
-                // Devices that went quiet: forgotten (as good as never receipted).
-                std::erase_if(d.receipted_at,
-                              [&](const auto& e) { return now - e.second >= d.receipt_interval; });
-                d.receipted_prune_at = std::max<std::size_t>(1024, 2 * d.receipted_at.size());
-            }
-            auto [at, fresh] = d.receipted_at.try_emplace(m.topic, now);
-            if (!fresh && now - at->second < d.receipt_interval) {
-                const auto due = at->second + d.receipt_interval;
+            if (it != d.receipted.end() && now - it->second.sent_at < d.receipt_interval) {
+                auto& r = it->second;
+                const auto due = r.sent_at + d.receipt_interval;
+                r.payload = std::move(m.payload);
+                r.waits = true;
+                d.by_due.emplace(due, it->first);
                 wake_flusher = wake_flusher || due < d.flusher_wakes_at;
-                d.waiting.emplace(std::move(m.topic), Impl::Waiting{std::move(m.payload), due});
                 continue;
             }
-            at->second = now;
+            if (it != d.receipted.end()) {
+                d.mark_sent(it->second, now);
+            } else {
+                d.make_room(now, 1, early);
+                it = d.receipted.emplace(m.topic, Impl::Receipted{now, {}, false, {}}).first;
+                it->second.in_sent = d.by_sent.insert(d.by_sent.end(), it->first);
+            }
             if (sendable != i) messages[sendable] = std::move(m);
             ++sendable;
         }
     }
     if (wake_flusher) d.receipt_cv.notify_one();
+    for (const auto& m : early) d.send_receipt(m.topic, m.payload);
     for (std::size_t i = 0; i < sendable; ++i) {
         d.send_receipt(messages[i].topic, messages[i].payload);
     }
+}
+
+std::size_t SiteLink::receipt_devices() const {
+    std::lock_guard lock(impl_->receipt_mutex);
+    return impl_->receipted.size();
 }
 
 }  // namespace vern::ingest

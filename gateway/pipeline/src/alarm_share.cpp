@@ -1,6 +1,7 @@
 #include "alarm_share.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace vern::pipeline {
 namespace {
@@ -29,8 +30,8 @@ bool AlarmShare::full(const std::string& device) {
     Held& h = it->second;
     if (h.bytes < share_bytes_) return false;
     // Below the lane's head: gone, without a look.
-    const std::uint64_t head = store_.stats(Lane::alarm).head_seq;
-    while (!h.records.empty() && h.records.front().first < head) pop(h);
+    head_ = store_.stats(Lane::alarm).head_seq;
+    while (!h.records.empty() && h.records.front().first < head_) pop(h);
     // The oldest still counted may have gone out of order (acks, retention, an erasure).
     for (int seek = 0; seek < max_seeks && h.bytes >= share_bytes_ && !h.records.empty(); ++seek) {
         auto next = store_.read(Lane::alarm, h.records.front().first, 1, 1);
@@ -39,15 +40,38 @@ bool AlarmShare::full(const std::string& device) {
         pop(h);
     }
     const bool over = h.bytes >= share_bytes_;
-    if (h.records.empty()) devices_.erase(it);
+    if (h.records.empty()) {
+        by_newest_.erase(h.newest);
+        devices_.erase(it);
+    }
     return over;
+}
+
+void AlarmShare::begin_group() {
+    if (share_bytes_ != 0) head_ = store_.stats(Lane::alarm).head_seq;
 }
 
 void AlarmShare::committed(const std::string& device, std::uint64_t seq, std::uint64_t bytes) {
     if (share_bytes_ == 0 || device.empty() || seq == 0) return;
-    Held& h = devices_[device];
+    auto it = devices_.find(device);
+    if (it == devices_.end()) {
+        if (devices_.size() >= max_devices) {  // the least recent makes room
+            devices_.erase(by_newest_.begin()->second);
+            by_newest_.erase(by_newest_.begin());
+        }
+        it = devices_.emplace(device, Held{}).first;
+        by_newest_.emplace(seq, it);
+    } else {
+        // Its place by its newest record, moved without an allocation.
+        auto node = by_newest_.extract(it->second.newest);
+        node.key() = seq;
+        by_newest_.insert(std::move(node));
+    }
+    Held& h = it->second;
+    while (!h.records.empty() && h.records.front().first < head_) pop(h);
     h.records.emplace_back(seq, bytes);
     h.bytes += bytes;
+    h.newest = seq;
 }
 
 std::uint64_t AlarmShare::held_bytes(const std::string& device) const {
@@ -60,24 +84,42 @@ double AlarmRate::refill(const Bucket& b, std::int64_t now_ms) const {
     return std::min(burst_, b.tokens + elapsed * per_ms_);
 }
 
+std::int64_t AlarmRate::full_at(const Bucket& b) const {
+    return b.at_ms + static_cast<std::int64_t>(std::ceil((burst_ - b.tokens) / per_ms_));
+}
+
 bool AlarmRate::take(const std::string& device, std::int64_t now_ms) {
     if (per_ms_ <= 0) return true;
-    constexpr std::size_t many = 4096;
-    if (buckets_.size() >= many && now_ms - pruned_ms_ >= 1000) prune(now_ms);
+    prune(now_ms);
     auto it = buckets_.find(device);
-    if (it == buckets_.end()) it = buckets_.emplace(device, Bucket{burst_, now_ms}).first;
+    if (it == buckets_.end()) {
+        if (buckets_.size() >= max_devices) {  // the one full again soonest makes room
+            buckets_.erase(by_full_.begin()->second);
+            by_full_.erase(by_full_.begin());
+        }
+        it = buckets_.emplace(device, Bucket{burst_, now_ms, now_ms, next_id_++}).first;
+        by_full_.emplace(std::make_pair(now_ms, it->second.id), it);
+    }
     Bucket& b = it->second;
     b.tokens = refill(b, now_ms);
     b.at_ms = std::max(b.at_ms, now_ms);
-    if (b.tokens < 1.0) return false;
-    b.tokens -= 1.0;
-    return true;
+    const bool taken = b.tokens >= 1.0;
+    if (taken) b.tokens -= 1.0;
+    // Its place by the time it is full again, moved without an allocation.
+    const std::int64_t full_ms = full_at(b);
+    if (full_ms != b.full_ms) {
+        auto node = by_full_.extract({b.full_ms, b.id});
+        node.key().first = full_ms;
+        by_full_.insert(std::move(node));
+        b.full_ms = full_ms;
+    }
+    return taken;
 }
 
 void AlarmRate::prune(std::int64_t now_ms) {
-    pruned_ms_ = now_ms;
-    for (auto it = buckets_.begin(); it != buckets_.end();) {
-        it = refill(it->second, now_ms) >= burst_ ? buckets_.erase(it) : std::next(it);
+    while (!by_full_.empty() && by_full_.begin()->first.first <= now_ms) {
+        buckets_.erase(by_full_.begin()->second);
+        by_full_.erase(by_full_.begin());
     }
 }
 

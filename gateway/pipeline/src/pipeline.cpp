@@ -568,9 +568,13 @@ struct Pipeline::Impl {
     }
 
     void note_alarm_share(const Staged& staged) {
+        bool begun = false;
         for (std::size_t i = 0; i < staged.appended.size() && i < staged.seqs.size(); ++i) {
             const auto& a = staged.appended[i];
-            if (a.lane == Lane::alarm) alarm_share.committed(a.device, staged.seqs[i], a.bytes);
+            if (a.lane != Lane::alarm) continue;
+            if (!begun) alarm_share.begin_group();
+            begun = true;
+            alarm_share.committed(a.device, staged.seqs[i], a.bytes);
         }
     }
 

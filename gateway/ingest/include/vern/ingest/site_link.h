@@ -13,10 +13,12 @@
 // messages or queue_max_mb bytes, drops the message, counted as ingest_overflow: the device has
 // no receipt and sends it again); one device holds at most queue_device_share_pct of it
 // (ingest_device_overflow, the same) and take() serves the devices in turn, a message each, so a
-// flooding device neither crowds out nor queues ahead of another device's alarm; holds at most max_payload_bytes + 1 bytes of a payload (decode
-// refuses a longer one as too_large, unread); reconnects forever with jittered backoff.
-// Never: log a payload or a topic it could not attribute to a device.
+// flooding device neither crowds out nor queues ahead of another device's alarm; holds at most
+// max_payload_bytes + 1 bytes of a payload (decode refuses a longer one as too_large, unread);
+// reconnects forever with jittered backoff. Never: log a payload or a topic it could not attribute
+// to a device.
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -63,8 +65,14 @@ public:
     // Receipts (given only after the durable commit): published at QoS 0 without waiting, at
     // most one per device (topic) per receipt_interval_ms: the first after a quiet interval at
     // once, later ones when the interval is over, the newest replacing one that waits (they are
-    // cumulative). Failures are counted (receipts_failed); the devices resend.
+    // cumulative). Failures are counted (receipts_failed); the devices resend. At most
+    // max_receipt_devices devices are held for this (a receipt within the interval, or one
+    // waiting): over it, the one receipted longest ago is forgotten and a receipt waiting for it
+    // goes at once (receipts_early), never dropped; forgotten, it is as if never receipted.
     void publish(std::vector<OutboundMessage> messages);
+    static constexpr std::size_t max_receipt_devices = 4096;
+    // The devices held for the receipt interval now (at most max_receipt_devices).
+    std::size_t receipt_devices() const;
 
 private:
     struct Impl;
