@@ -283,8 +283,9 @@ run_backend_example() {
         fail "backend example: the README shows no decoded record after the command"
 }
 
-# The example backend (clients/python): five new alarm-stream records, one line each, nothing
-# personal; run again with the same state it carries on with records it had not seen.
+# The example backend (clients/python): at least five new alarm-stream records (-C 5 stops after
+# the batch that makes five: alarms committed together go up in one batch), one line each,
+# nothing personal; run again with the same state it carries on with records it had not seen.
 run_python_backend() {
     local cmd=${1//-h BROKER/-h 127.0.0.1 -p $upstream_port} first second line
     cmd=${cmd/build\/bin\//$bin/}
@@ -294,10 +295,12 @@ run_python_backend() {
     sim 8 12
     wait "$sub" || { fail "vern-consume: exit $?"; cat "$run/consume-1.out"; }
     doc_at_site "timeout 30 $cmd" >"$run/consume-2.out" 2>&1 || { fail "vern-consume again: exit $?"; cat "$run/consume-2.out"; }
+    local lines new
     for out in "$run/consume-1.out" "$run/consume-2.out"; do
-        [ "$(grep -c -E '^[^ ]+ alarm [0-9]+ (alarm|image) [0-9]{13}$' "$out")" = 5 ] ||
-            { fail "vern-consume: not five record lines:"; cat "$out"; }
-        expect "vern-consume" "$out" '^vern-consume: 5 new records \([0-9]+ erasure notices\), [0-9]+ duplicates dropped'
+        lines=$(grep -c -E '^[^ ]+ alarm [0-9]+ (alarm|image) [0-9]{13}$' "$out")
+        new=$(sed -n -E 's/^vern-consume: ([0-9]+) new records \([0-9]+ erasure notices\), [0-9]+ duplicates dropped.*/\1/p' "$out")
+        [ -n "$new" ] && [ "$new" -ge 5 ] && [ "$lines" = "$new" ] ||
+            { fail "vern-consume: not one line for each of at least five new records:"; cat "$out"; }
         ! grep -q -E 'v1\.e[0-9]+\.' "$out" || fail "vern-consume printed a pseudonym"
     done
     first=$(awk '$2 == "alarm" && NF == 5 { print $3 }' "$run/consume-1.out" | sort)

@@ -244,7 +244,8 @@ class Consumer:
     def run(self, host, port, topics, group=None, client_id=None, protocol="5", qos=1,
             count=None, idle_timeout_s=None, session_expiry_s=86400, on_ready=None):
         """Subscribes (as `$share/{group}/{filter}` with a group) and hands on records until
-        stop(), `count` new records, or `idle_timeout_s` without a message. A callback's
+        stop(), `count` new records (checked after each message: a batch is handled whole), or
+        `idle_timeout_s` without a message. A callback's
         exception ends it, the message unacknowledged (see the module text)."""
         from .mqtt import Connection
         conn = Connection(host, port, client_id or self.default_client_id(), protocol,
