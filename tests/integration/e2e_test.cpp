@@ -1450,8 +1450,11 @@ std::uint64_t proc_status_kib(pid_t pid, const std::string& field) {
 // within the receipt timeout vern-sim resends after (2 s; measured on a 2-core box shared with
 // builds: p99 80 ms without the flood, under 2 s with it: the site broker hands vernd one FIFO,
 // and the flood's 7-20 k messages/s are what vernd reads before the others'), and vernd's peak
-// memory stays under the unit's MemoryHigh. VERN_FLOOD_S, VERN_FLOOD_SIM_S,
-// VERN_FLOOD_HUGE_BYTES and VERN_FLOOD_P99_MS scale it (bench/flood.sh).
+// memory stays under the unit's MemoryHigh. The flood lasts its time and at least 1000 messages:
+// on a loaded machine (or under a sanitizer) fewer get through in the same time (once 551 in
+// 8 s), and what is tested is that the gateway bounds a flood, not how fast a starved flood
+// gets out. VERN_FLOOD_S, VERN_FLOOD_SIM_S, VERN_FLOOD_MIN_SENT, VERN_FLOOD_HUGE_BYTES and
+// VERN_FLOOD_P99_MS scale it (bench/flood.sh).
 TEST_CASE(
     "One panel flooding with huge fields, new event ids and alarms at full speed leaves "
     "every other panel's alarms on time and vernd within its memory",
@@ -1485,15 +1488,17 @@ TEST_CASE(
     site.start_vernd();
     site.start_tap("tap", {"--latency-exclude", "flood-"});
     auto sim = site.start_sim(env_int("VERN_FLOOD_SIM_S", flood_s + 2), 0.0);
-    auto flood =
-        Process::spawn({bin("vern-flood"), "--broker", site.site_broker().uri(), "--device",
-                        "flood-1", "--duration-s", std::to_string(flood_s), "--huge-bytes",
-                        std::to_string(env_int("VERN_FLOOD_HUGE_BYTES", 250 * 1024)), "--report",
-                        (site.dir() / "flood.json").string()},
-                       site.dir() / "flood.log");
-    REQUIRE(flood.wait_for(std::chrono::seconds(flood_s + 60)).value_or(-1) == 0);
+    const int flood_min_sent = env_int("VERN_FLOOD_MIN_SENT", 1000);
+    auto flood = Process::spawn(
+        {bin("vern-flood"), "--broker", site.site_broker().uri(), "--device", "flood-1",
+         "--duration-s", std::to_string(flood_s), "--min-sent", std::to_string(flood_min_sent),
+         "--huge-bytes", std::to_string(env_int("VERN_FLOOD_HUGE_BYTES", 250 * 1024)), "--report",
+         (site.dir() / "flood.json").string()},
+        site.dir() / "flood.log");
+    REQUIRE(flood.wait_for(std::chrono::seconds(flood_s + 120)).value_or(-1) == 0);
     json flood_report = read_json(site.dir() / "flood.json");
-    CHECK(u64(flood_report, "sent") > 1000);
+    // It stops short of its count only if the broker went away.
+    CHECK(u64(flood_report, "sent") >= static_cast<std::uint64_t>(flood_min_sent));
 
     auto sim_code = sim.wait_for(120s);
     REQUIRE(sim_code.has_value());
@@ -1548,6 +1553,7 @@ TEST_CASE(
     }
     json figures{{"flood_s", flood_s},
                  {"flood_sent", u64(flood_report, "sent")},
+                 {"flood_seconds", flood_report.value("seconds", 0.0)},
                  {"flood_sent_by_kind", flood_report["by_kind"]},
                  {"flood_alarms_forwarded", tap["alarm_latency_ms_excluded"]["count"]},
                  {"other_alarms", alarms},
