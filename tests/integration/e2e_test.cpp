@@ -725,7 +725,6 @@ json burst_across_a_restart(const std::vector<std::string>& site_sizing, int rec
     // a starved one too few while it is away, and mosquitto's defaults would have little to drop
     // (seen under ASan: 0 of 7720 re-sent; under load 15: 59).
     REQUIRE(wait_until([&] { return traffic.messages() >= 1000; }, 60s));
-    CHECK(counter(site.status(), "events_committed") > 0);
     CHECK(site.stop_vernd() == 0);
     const std::uint64_t at_stop = traffic.messages();
     REQUIRE(wait_until([&] { return traffic.messages() >= at_stop + 3000; }, 60s));
