@@ -30,7 +30,7 @@ jq -r --arg lost "$lost" --arg elapsed "$elapsed" '
   "  records upstream             \(.records_upstream) (\(.unique_records_upstream) unique, \(.duplicates_upstream) duplicates)",
   "  receipted events lost        \($lost)",
   "  events re-sent by devices    \(.events_resent_by_devices) (no receipt before the kill)",
-  "  device order violations      \(.order_violations), all of them events the device re-sent (\(.order_violations_not_resent) not re-sent)",
+  "  device order violations      \(.order_violations), all of them events the device re-sent or images of re-sent alarms (\(.order_violations_images_of_resent_alarms // 0) images; \(.order_violations_not_resent) neither)",
   "  lane order violations        \(.lane_order_violations)",
   "  ready after restart (ms)     p50 \(.ready_after_restart_ms.p50), p90 \(.ready_after_restart_ms.p90), p99 \(.ready_after_restart_ms.p99), max \(.ready_after_restart_ms.max)"
 ' "$run/crash.json"

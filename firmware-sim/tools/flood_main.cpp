@@ -6,7 +6,9 @@
 // ignored. The mix, per ten messages: one alarm with every string field far over its limit
 // (--huge-bytes; it does not take a seq: the next message reuses it), one image chunk opening
 // a new image that never completes (new image id each time), eight alarms with a new event id
-// each (INTRUSION, a customer number). Writes {"sent": n, "by_kind": {...}, "seconds": s}.
+// each (INTRUSION, a customer number). It floods for --duration-s and, with --min-sent, on until
+// it has sent that many (a loaded machine gets fewer through in the same time: a test needs the
+// flood's size, not its rate). Writes {"sent": n, "by_kind": {...}, "seconds": s}.
 #include <mqtt/async_client.h>
 
 #include <CLI/CLI.hpp>
@@ -39,6 +41,7 @@ int main(int argc, char** argv) {
     std::string broker, site = "site-1", device = "flood-1", report;
     double duration_s = 10;
     std::size_t huge_bytes = std::size_t{250} * 1024, max_inflight = 100;
+    std::uint64_t min_sent = 0;
     CLI::App app{"vern-flood: one alarm panel flooding the site broker"};
     app.add_option("--broker", broker, "site broker URI")->required();
     app.add_option("--site", site, "site id")->capture_default_str();
@@ -47,6 +50,8 @@ int main(int argc, char** argv) {
     app.add_option("--huge-bytes", huge_bytes, "size of each over-limit field")
         ->capture_default_str();
     app.add_option("--max-inflight", max_inflight, "publishes awaiting PUBACK")
+        ->capture_default_str();
+    app.add_option("--min-sent", min_sent, "flood past --duration-s until this many are sent")
         ->capture_default_str();
     app.add_option("--report", report, "write a JSON report here");
     CLI11_PARSE(app, argc, argv);
@@ -82,7 +87,11 @@ int main(int argc, char** argv) {
         }
         in_flight.pop_front();
     };
-    for (std::uint64_t i = 0; std::chrono::steady_clock::now() < until; ++i) {
+    const auto flooding = [&] {
+        return std::chrono::steady_clock::now() < until ||
+               (sent < min_sent && client.is_connected());
+    };
+    for (std::uint64_t i = 0; flooding(); ++i) {
         DeviceMessage m;
         m.set_device_id(device);
         m.set_event_time_ms(now_ms());

@@ -473,16 +473,33 @@ TEST_CASE("Killing vernd with SIGKILL at random moments loses no receipted event
     CHECK(u64(tap["totals"], "lane_order_violations") == 0);
     // A device's event arrives after newer ones of the same device only if the device had to
     // send it again: vernd took it from the site broker, died before the commit (so no receipt),
-    // and the device's newer events were committed before its re-send came. Anything else out
-    // of device order is a bug.
+    // and the device's newer events were committed before its re-send came. Or it is an image
+    // whose alarm was re-sent so: vernd holds a complete image until its alarm is committed
+    // (policy images_in_progress), and the image record carries the seq of its last chunk, which
+    // the device sent once. Anything else out of device order is a bug.
     json sim_report = site.sim_report();
-    std::uint64_t late_not_resent = 0;
+    std::uint64_t late_not_resent = 0, late_images_of_resent_alarms = 0;
     for (const auto& [device, ranges] : tap["order_violations_by_device"].items()) {
-        const auto retried = sim_report["devices"].contains(device)
-                                 ? expand(sim_report["devices"][device]["retried"])
-                                 : std::set<std::uint64_t>{};
-        for (auto s : expand(ranges)) late_not_resent += !retried.count(s);
+        const json d =
+            sim_report["devices"].contains(device) ? sim_report["devices"][device] : json::object();
+        const auto retried = expand(d.value("retried", json::array()));
+        const auto images = d.contains("kinds") ? expand(d["kinds"].value("image", json::array()))
+                                                : std::set<std::uint64_t>{};
+        const auto alarms = d.contains("kinds") ? expand(d["kinds"].value("alarm", json::array()))
+                                                : std::set<std::uint64_t>{};
+        for (auto s : expand(ranges)) {
+            if (retried.count(s)) continue;
+            // An image's chunks follow its intrusion alarm: the alarm is the device's last alarm
+            // before the chunk.
+            const auto alarm = alarms.lower_bound(s);
+            if (images.count(s) && alarm != alarms.begin() && retried.count(*std::prev(alarm))) {
+                ++late_images_of_resent_alarms;
+                continue;
+            }
+            ++late_not_resent;
+        }
     }
+    INFO("late images whose alarm the device re-sent: " << late_images_of_resent_alarms);
     CHECK(late_not_resent == 0);
     bench_report({{"kills", kills},
                   {"kills_during_recovery", during_recovery},
@@ -494,6 +511,7 @@ TEST_CASE("Killing vernd with SIGKILL at random moments loses no receipted event
                   {"duplicates_upstream", u64(tap, "duplicates")},
                   {"order_violations", u64(tap["totals"], "order_violations")},
                   {"order_violations_not_resent", late_not_resent},
+                  {"order_violations_images_of_resent_alarms", late_images_of_resent_alarms},
                   {"lane_order_violations", u64(tap["totals"], "lane_order_violations")},
                   {"events_resent_by_devices", u64(sim_report, "retried")},
                   {"ready_after_restart_ms", vern::sim::percentiles(ready_ms)}});
@@ -656,9 +674,37 @@ std::vector<std::string> shipped_site_sizing() {
     return lines;
 }
 
+// Counts the device messages a site broker takes, by a subscriber of its own (QoS 0, every
+// device's alarm and image topics).
+class DeviceTraffic {
+public:
+    explicit DeviceTraffic(const std::string& uri)
+        : client_(uri, "e2e-device-traffic", mqtt::create_options(MQTTVERSION_5, 100)) {
+        client_.set_message_callback([this](const mqtt::const_message_ptr&) { ++messages_; });
+        client_.connect(mqtt::connect_options_builder().mqtt_version(MQTTVERSION_5).finalize())
+            ->wait();
+        client_.subscribe("dev/v1/+/+/alarm", 0)->wait();
+        client_.subscribe("dev/v1/+/+/image", 0)->wait();
+    }
+    ~DeviceTraffic() {
+        try {
+            client_.disconnect()->wait_for(2s);
+        } catch (const mqtt::exception&) {
+        }
+    }
+    DeviceTraffic(const DeviceTraffic&) = delete;
+    DeviceTraffic& operator=(const DeviceTraffic&) = delete;
+    std::uint64_t messages() const { return messages_.load(); }
+
+private:
+    std::atomic<std::uint64_t> messages_{0};
+    mqtt::async_client client_;  // last: destroyed first, no callback into a destroyed counter
+};
+
 // Devices keep publishing while vernd restarts: the site broker queues their events for vernd's
-// persistent session. Returns the simulator's report.
-json burst_across_a_restart(const std::vector<std::string>& site_sizing) {
+// persistent session. `receipt_timeout_ms`: how long a device waits for a receipt before it
+// sends an event again. Returns the simulator's report.
+json burst_across_a_restart(const std::vector<std::string>& site_sizing, int receipt_timeout_ms) {
     MosquittoOptions site_options;
     site_options.extra_lines = site_sizing;  // after the test broker's own: these win
     Site site(site_options, MosquittoOptions{});
@@ -666,24 +712,34 @@ json burst_across_a_restart(const std::vector<std::string>& site_sizing) {
     // queueing is tested here, so the gateway takes them all.
     site.set_extra_config("[store]\nalarm_rate_per_device = 0\n");
     site.start_vernd();
+    const DeviceTraffic traffic(site.site_broker().uri());
     // 10 panels, an event each per 10 ms: about 1000 events/s, images with the intrusions.
-    // Devices wait 30 s for a receipt before they send again, so that a slow catch-up on a
-    // loaded machine is not mistaken for a loss: a re-send here means the broker lost the event.
-    auto sim = site.start_sim_with(
-        {"--seed", "5", "--panels", "10", "--meters", "0", "--duration-s", "8", "--alarm-period-ms",
-         "10", "--receipt-timeout-ms", "30000", "--drain-timeout-s", "90", "--quiet"});
-    // Stopped once the burst is under way, not after a fixed time: a simulator slow to start
-    // (sanitizers, a loaded machine) would otherwise send its burst after vernd is back, and
-    // mosquitto's defaults would have nothing to drop (seen once under ASan: 0 of 7720 re-sent).
-    REQUIRE(wait_until([&] { return counter(site.status(), "events_committed") >= 1000; }, 30s));
+    // The devices give up on unreceipted events 120 s after their last one (the drain timeout).
+    auto sim = site.start_sim_with({"--seed", "5", "--panels", "10", "--meters", "0",
+                                    "--duration-s", "8", "--alarm-period-ms", "10",
+                                    "--receipt-timeout-ms", std::to_string(receipt_timeout_ms),
+                                    "--drain-timeout-s", "120", "--quiet"});
+    // Stopped once the burst is under way, and away until 3000 more device messages (three times
+    // mosquitto's default queue) have queued for it, not for fixed times: a simulator slow to
+    // start (sanitizers, a loaded machine) would otherwise send its burst after vernd is back,
+    // a starved one too few while it is away, and mosquitto's defaults would have little to drop
+    // (seen under ASan: 0 of 7720 re-sent; under load 15: 59).
+    REQUIRE(wait_until([&] { return traffic.messages() >= 1000; }, 60s));
     CHECK(site.stop_vernd() == 0);
-    std::this_thread::sleep_for(4s);  // thousands of events queue at the broker meanwhile
+    const std::uint64_t at_stop = traffic.messages();
+    REQUIRE(wait_until([&] { return traffic.messages() >= at_stop + 3000; }, 60s));
+    const auto restarted = std::chrono::steady_clock::now();
     site.start_vernd();
-    auto code = sim.wait_for(150s);
+    auto code = sim.wait_for(240s);
+    // From the restart until the devices had every receipt (or gave up): the catch-up.
+    const auto catch_up = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - restarted);
     REQUIRE(code.has_value());
     CHECK(*code == 0);
     CHECK(site.stop_vernd() == 0);
-    return site.sim_report();
+    json report = site.sim_report();
+    report["restart_to_last_receipt_ms"] = catch_up.count();
+    return report;
 }
 
 }  // namespace
@@ -691,26 +747,36 @@ json burst_across_a_restart(const std::vector<std::string>& site_sizing) {
 // mosquitto's defaults (1000 queued messages per session) drop most of such a burst while the
 // devices still get their PUBACKs; only their receipt timeout brings the events back. The
 // shipped sizing keeps every one: no device has to send anything twice.
+//
+// With the shipped sizing the devices wait longer for a receipt than the whole run may take
+// (the drain timeout ends it first): vernd's catch-up after the restart may take any time on a
+// loaded machine (a 30 s timeout once counted 411 late receipts as re-sends), and an event the
+// broker lost is never receipted, so the simulator exits with it unreceipted. With mosquitto's
+// defaults they re-send after 30 s, as they must to get every event receipted.
 TEST_CASE("With the shipped site-broker sizing a vernd restart mid-burst costs no device a retry",
           "[e2e][site-broker]") {
     const auto sizing = shipped_site_sizing();
     REQUIRE(sizing.size() == 4);
-    json shipped = burst_across_a_restart(sizing);
+    json shipped = burst_across_a_restart(sizing, /*receipt_timeout_ms=*/3'600'000);
     INFO("shipped sizing: " << shipped.dump());
     CHECK(u64(shipped, "sent") > 2000);
+    CHECK(u64(shipped, "unreceipted") == 0);
     CHECK(u64(shipped, "receipted") == u64(shipped, "sent"));
     CHECK(u64(shipped, "retried") == 0);
 
     // The same burst with mosquitto's defaults: the broker drops events for vernd, and the
     // devices find out only by their missing receipts.
     json defaults = burst_across_a_restart(
-        {"max_queued_messages 1000", "max_queued_bytes 0", "max_inflight_messages 20"});
+        {"max_queued_messages 1000", "max_queued_bytes 0", "max_inflight_messages 20"}, 30'000);
     INFO("mosquitto defaults: " << defaults.dump());
     CHECK(u64(defaults, "receipted") == u64(defaults, "sent"));  // retried until receipted
     CHECK(u64(defaults, "retried") > 100);
-    bench_report(
-        {{"shipped", {{"sent", u64(shipped, "sent")}, {"retried", u64(shipped, "retried")}}},
-         {"defaults", {{"sent", u64(defaults, "sent")}, {"retried", u64(defaults, "retried")}}}});
+    const auto figures = [](const json& r) {
+        return json{{"sent", u64(r, "sent")},
+                    {"retried", u64(r, "retried")},
+                    {"restart_to_last_receipt_ms", u64(r, "restart_to_last_receipt_ms")}};
+    };
+    bench_report({{"shipped", figures(shipped)}, {"defaults", figures(defaults)}});
 }
 
 namespace {
@@ -1415,8 +1481,11 @@ std::uint64_t proc_status_kib(pid_t pid, const std::string& field) {
 // within the receipt timeout vern-sim resends after (2 s; measured on a 2-core box shared with
 // builds: p99 80 ms without the flood, under 2 s with it: the site broker hands vernd one FIFO,
 // and the flood's 7-20 k messages/s are what vernd reads before the others'), and vernd's peak
-// memory stays under the unit's MemoryHigh. VERN_FLOOD_S, VERN_FLOOD_SIM_S,
-// VERN_FLOOD_HUGE_BYTES and VERN_FLOOD_P99_MS scale it (bench/flood.sh).
+// memory stays under the unit's MemoryHigh. The flood lasts its time and at least 1000 messages:
+// on a loaded machine (or under a sanitizer) fewer get through in the same time (once 551 in
+// 8 s), and what is tested is that the gateway bounds a flood, not how fast a starved flood
+// gets out. VERN_FLOOD_S, VERN_FLOOD_SIM_S, VERN_FLOOD_MIN_SENT, VERN_FLOOD_HUGE_BYTES and
+// VERN_FLOOD_P99_MS scale it (bench/flood.sh).
 TEST_CASE(
     "One panel flooding with huge fields, new event ids and alarms at full speed leaves "
     "every other panel's alarms on time and vernd within its memory",
@@ -1450,15 +1519,17 @@ TEST_CASE(
     site.start_vernd();
     site.start_tap("tap", {"--latency-exclude", "flood-"});
     auto sim = site.start_sim(env_int("VERN_FLOOD_SIM_S", flood_s + 2), 0.0);
-    auto flood =
-        Process::spawn({bin("vern-flood"), "--broker", site.site_broker().uri(), "--device",
-                        "flood-1", "--duration-s", std::to_string(flood_s), "--huge-bytes",
-                        std::to_string(env_int("VERN_FLOOD_HUGE_BYTES", 250 * 1024)), "--report",
-                        (site.dir() / "flood.json").string()},
-                       site.dir() / "flood.log");
-    REQUIRE(flood.wait_for(std::chrono::seconds(flood_s + 60)).value_or(-1) == 0);
+    const int flood_min_sent = env_int("VERN_FLOOD_MIN_SENT", 1000);
+    auto flood = Process::spawn(
+        {bin("vern-flood"), "--broker", site.site_broker().uri(), "--device", "flood-1",
+         "--duration-s", std::to_string(flood_s), "--min-sent", std::to_string(flood_min_sent),
+         "--huge-bytes", std::to_string(env_int("VERN_FLOOD_HUGE_BYTES", 250 * 1024)), "--report",
+         (site.dir() / "flood.json").string()},
+        site.dir() / "flood.log");
+    REQUIRE(flood.wait_for(std::chrono::seconds(flood_s + 120)).value_or(-1) == 0);
     json flood_report = read_json(site.dir() / "flood.json");
-    CHECK(u64(flood_report, "sent") > 1000);
+    // It stops short of its count only if the broker went away.
+    CHECK(u64(flood_report, "sent") >= static_cast<std::uint64_t>(flood_min_sent));
 
     auto sim_code = sim.wait_for(120s);
     REQUIRE(sim_code.has_value());
@@ -1513,6 +1584,7 @@ TEST_CASE(
     }
     json figures{{"flood_s", flood_s},
                  {"flood_sent", u64(flood_report, "sent")},
+                 {"flood_seconds", flood_report.value("seconds", 0.0)},
                  {"flood_sent_by_kind", flood_report["by_kind"]},
                  {"flood_alarms_forwarded", tap["alarm_latency_ms_excluded"]["count"]},
                  {"other_alarms", alarms},
