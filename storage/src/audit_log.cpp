@@ -16,6 +16,7 @@
 
 #include "file_system_hook.h"
 #include "info_log.h"
+#include "status_error.h"
 
 namespace vern::storage {
 namespace {
@@ -147,21 +148,6 @@ std::string head_message(std::uint64_t seq, std::string_view link) {
     put_u64(m, seq);
     m.append(link);
     return m;
-}
-
-StoreError to_error(const rocksdb::Status& status) {
-    std::string text = status.ToString();
-    StoreErrc code = StoreErrc::io_error;
-    if (status.IsNoSpace()) {
-        code = StoreErrc::no_space;
-    } else if (status.IsCorruption()) {
-        code = StoreErrc::corruption;
-    } else if (status.IsBusy() || status.IsTryAgain() || text.find("lock") != std::string::npos) {
-        code = StoreErrc::busy;
-    } else if (status.IsInvalidArgument()) {
-        code = StoreErrc::invalid_argument;
-    }
-    return StoreError{code, std::move(text)};
 }
 
 std::int64_t now_ms() {

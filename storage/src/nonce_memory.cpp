@@ -15,6 +15,7 @@
 
 #include "file_system_hook.h"
 #include "info_log.h"
+#include "status_error.h"
 
 namespace vern::storage {
 namespace {
@@ -40,18 +41,6 @@ bool decode_expiry(std::string_view in, std::int64_t& ms) {
     for (char c : in) v = (v << 8) | static_cast<unsigned char>(c);
     ms = static_cast<std::int64_t>(v);
     return true;
-}
-
-StoreError to_error(const rocksdb::Status& status) {
-    StoreErrc code = StoreErrc::io_error;
-    if (status.IsNoSpace()) {
-        code = StoreErrc::no_space;
-    } else if (status.IsCorruption()) {
-        code = StoreErrc::corruption;
-    } else if (status.IsBusy() || status.IsTryAgain()) {
-        code = StoreErrc::busy;
-    }
-    return StoreError{code, status.ToString()};
 }
 
 }  // namespace

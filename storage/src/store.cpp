@@ -27,6 +27,7 @@
 
 #include "file_system_hook.h"
 #include "info_log.h"
+#include "status_error.h"
 
 namespace vern::storage {
 namespace {
@@ -126,27 +127,6 @@ std::string history_key(std::uint8_t ring, std::uint32_t slot) {
     key.push_back(static_cast<char>(static_cast<unsigned char>(slot >> 8)));
     key.push_back(static_cast<char>(static_cast<unsigned char>(slot)));
     return key;
-}
-
-bool is_lock_error(const std::string& text) {
-    return text.find("lock hold by current process") != std::string::npos ||
-           text.find("While lock file") != std::string::npos ||
-           text.find("/LOCK:") != std::string::npos;
-}
-
-StoreError to_error(const rocksdb::Status& status) {
-    std::string text = status.ToString();
-    StoreErrc code = StoreErrc::io_error;
-    if (status.IsNoSpace() || text.find("No space left on device") != std::string::npos) {
-        code = StoreErrc::no_space;
-    } else if (status.IsCorruption()) {
-        code = StoreErrc::corruption;
-    } else if (status.IsBusy() || status.IsTryAgain() || is_lock_error(text)) {
-        code = StoreErrc::busy;
-    } else if (status.IsInvalidArgument()) {
-        code = StoreErrc::invalid_argument;
-    }
-    return StoreError{code, std::move(text)};
 }
 
 StoreError invalid(std::string detail) {
