@@ -5,6 +5,7 @@
 #include <array>
 #include <stdexcept>
 
+#include "bytes.h"
 #include "secret_key.h"
 #include "vern/crypto/keyring.h"
 
@@ -15,10 +16,6 @@ namespace {
 static_assert(AuditSigner::signature_bytes == crypto_sign_BYTES);
 static_assert(AuditSigner::public_key_bytes == crypto_sign_PUBLICKEYBYTES);
 static_assert(SecretKey::size == crypto_sign_SEEDBYTES);
-
-const unsigned char* uc(std::string_view s) {
-    return reinterpret_cast<const unsigned char*>(s.data());
-}
 
 // The expanded secret key lives on the stack only while it signs, then is wiped.
 struct ExpandedKey {

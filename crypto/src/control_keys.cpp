@@ -5,6 +5,7 @@
 #include <array>
 #include <stdexcept>
 
+#include "bytes.h"
 #include "secret_key.h"
 #include "vern/crypto/keyring.h"
 
@@ -18,10 +19,6 @@ static_assert(control_signature_bytes == crypto_sign_BYTES);
 static_assert(sealed_box_overhead == crypto_box_SEALBYTES);
 static_assert(SecretKey::size == crypto_box_SEEDBYTES);
 static_assert(SecretKey::size == crypto_sign_SEEDBYTES);
-
-const unsigned char* uc(std::string_view s) {
-    return reinterpret_cast<const unsigned char*>(s.data());
-}
 
 std::string prefixed(std::string_view domain, std::string_view message) {
     std::string out;

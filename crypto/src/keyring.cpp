@@ -13,6 +13,7 @@
 #include <mutex>
 #include <system_error>
 
+#include "bytes.h"
 #include "secret_key.h"
 
 namespace vern::crypto {
@@ -250,10 +251,6 @@ std::string dek_ad(std::string_view subject_id, std::uint32_t kek_epoch) {
     ad += subject_id;
     put_u32_be(ad, kek_epoch);
     return ad;
-}
-
-const unsigned char* uc(std::string_view s) {
-    return reinterpret_cast<const unsigned char*>(s.data());
 }
 
 }  // namespace
