@@ -39,16 +39,16 @@ void put_uint(std::string& out, std::uint64_t v, int bytes) {
     for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFFu));
 }
 
-void put_str(std::string& out, std::string_view s) {
+void put_snapshot_str(std::string& out, std::string_view s) {
     put_uint(out, s.size(), 4);
     out.append(s);
 }
 
 // Reads from a snapshot whose length and checksum were already verified: running out of bytes
 // here means the structure is wrong, not that the input was cut.
-class Reader {
+class SnapshotReader {
 public:
-    explicit Reader(std::string_view s) : s_(s) {}
+    explicit SnapshotReader(std::string_view s) : s_(s) {}
 
     bool uint(std::uint64_t& v, int bytes) {
         if (s_.size() - pos_ < static_cast<std::size_t>(bytes)) return false;
@@ -244,16 +244,16 @@ std::string ImageAssembler::snapshot() const {
     put_uint(out, 0, 8);  // total length, filled in below
     put_uint(out, images_.size(), 4);
     for (const auto& [key, p] : images_) {
-        put_str(out, key.first);
-        put_str(out, key.second);
-        put_str(out, p.event_id);
-        put_str(out, p.content_type);
+        put_snapshot_str(out, key.first);
+        put_snapshot_str(out, key.second);
+        put_snapshot_str(out, p.event_id);
+        put_snapshot_str(out, p.content_type);
         put_uint(out, p.count, 4);
         put_uint(out, static_cast<std::uint64_t>(p.last_chunk_ms), 8);
         put_uint(out, p.chunks.size(), 4);
         for (const auto& [index, data] : p.chunks) {
             put_uint(out, index, 4);
-            put_str(out, data);
+            put_snapshot_str(out, data);
         }
     }
     std::uint64_t total = out.size() + trailer_size;
@@ -273,19 +273,19 @@ Result<ImageAssembler, SnapshotError> ImageAssembler::restore(std::string_view s
         return fail(SnapshotError::unsupported_version);
     }
     std::uint64_t total = 0;
-    Reader header(s.substr(5, 8));
+    SnapshotReader header(s.substr(5, 8));
     header.uint(total, 8);
     if (total < header_size + 4 + trailer_size) return fail(SnapshotError::corrupt);
     if (s.size() < total) return fail(SnapshotError::truncated);
     if (s.size() > total) return fail(SnapshotError::corrupt);
     std::string_view covered = s.substr(0, s.size() - trailer_size);
     std::uint64_t stored_crc = 0;
-    Reader trailer(s.substr(covered.size()));
+    SnapshotReader trailer(s.substr(covered.size()));
     trailer.uint(stored_crc, 4);
     if (stored_crc != crc32(covered)) return fail(SnapshotError::corrupt);
 
     ImageAssembler a(limits);
-    Reader r(covered.substr(header_size));
+    SnapshotReader r(covered.substr(header_size));
     std::uint32_t images = 0;
     if (!r.u32(images)) return fail(SnapshotError::corrupt);
     if (images > limits.max_images_in_progress) return fail(SnapshotError::exceeds_limits);

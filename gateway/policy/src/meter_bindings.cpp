@@ -7,17 +7,17 @@ namespace vern::policy {
 namespace {
 
 constexpr std::string_view key_prefix = "pol/mp/";
-constexpr char value_version = 1;
+constexpr char binding_version = 1;
 constexpr char value_tag = 'P';
 // A binding's last-seen time is rewritten at most this often (not with every reading).
 constexpr std::int64_t refresh_ms = std::int64_t{24} * 3'600'000;
 
-void put_str(std::string& out, std::string_view s) {
+void put_len_str(std::string& out, std::string_view s) {
     put_be(out, s.size(), 4);
     out.append(s);
 }
 
-std::optional<std::string> get_str(std::string_view in, std::size_t& at) {
+std::optional<std::string> get_len_str(std::string_view in, std::size_t& at) {
     if (in.size() - at < 4) return std::nullopt;
     const std::size_t n = get_be(in, at, 4);
     at += 4;
@@ -28,9 +28,9 @@ std::optional<std::string> get_str(std::string_view in, std::size_t& at) {
 }
 
 std::string encode(std::string_view meter_point, std::string_view device, std::int64_t seen) {
-    std::string out{value_version, value_tag};
-    put_str(out, meter_point);
-    put_str(out, device);
+    std::string out{binding_version, value_tag};
+    put_len_str(out, meter_point);
+    put_len_str(out, device);
     put_be(out, static_cast<std::uint64_t>(seen), 8);
     return out;
 }
@@ -107,10 +107,10 @@ void MeterBindings::forget(std::string_view meter_point, std::vector<StateChange
 
 bool MeterBindings::restore_one(const std::string& key, const std::string& value,
                                 std::vector<StateChange>& pending) {
-    if (value.size() < 2 || value[0] != value_version || value[1] != value_tag) return false;
+    if (value.size() < 2 || value[0] != binding_version || value[1] != value_tag) return false;
     std::size_t at = 2;
-    auto meter_point = get_str(value, at);
-    auto device = meter_point ? get_str(value, at) : std::nullopt;
+    auto meter_point = get_len_str(value, at);
+    auto device = meter_point ? get_len_str(value, at) : std::nullopt;
     if (!device || value.size() - at != 8) return false;
     const auto seen = static_cast<std::int64_t>(get_be(value, at, 8));
     if (points_.count(*meter_point) || points_.size() >= limits_.max_bindings) return false;
