@@ -24,9 +24,10 @@ Mosquitto::Mosquitto(MosquittoOptions options)
     : options_(std::move(options)), dir_("vern-mosquitto") {
     port_ = options_.port != 0 ? options_.port : free_port();
     write_config();
-    // A port free_port() picked can be taken before the broker binds it (another test's broker):
-    // the broker exits on "Address already in use". Then it starts on another free port; a port
-    // the test asked for is its own to keep (and not starting there is an error).
+    // A port free_port() picked (and reserved from other tests' free_port()) can still be taken
+    // before the broker binds it by a program that did not ask free_port(), such as a client's
+    // outgoing connection: the broker exits on "Address already in use". Then it starts on another
+    // free port; a port the test asked for is its own to keep (and not starting there is an error).
     for (int attempt = 1;; ++attempt) {
         try {
             start();

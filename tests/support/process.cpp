@@ -4,8 +4,10 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -148,7 +150,9 @@ std::optional<int> Process::wait_for(std::chrono::milliseconds timeout) {
     }
 }
 
-int free_port() {
+namespace {
+
+int kernel_port() {
     const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) throw std::system_error(errno, std::generic_category(), "socket");
     sockaddr_in addr{};
@@ -164,6 +168,36 @@ int free_port() {
     ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
     ::close(fd);
     return ntohs(addr.sin_port);
+}
+
+// Takes `port` for this process: an exclusive flock on /tmp/vern-test-ports/PORT, held until the
+// process exits (the descriptor is never closed, and not inherited by the processes it starts).
+// False if another free_port() call, in this process or another, holds it.
+bool reserve(int port) {
+    static const std::string dir = "/tmp/vern-test-ports";
+    ::mkdir(dir.c_str(), 01777);
+    const std::string path = dir + "/" + std::to_string(port);
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) throw std::system_error(errno, std::generic_category(), "open " + path);
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        ::close(fd);
+        return false;
+    }
+    return true;
+}
+
+}  // namespace
+
+int free_port() {
+    // The kernel's free port is free now, not while a broker that a test stopped (to restart it
+    // on the same port) is down: another test running at the same time could get it then, and
+    // its broker would answer this test's clients. So each port given out stays reserved by its
+    // process, and a reserved port is skipped.
+    for (int attempt = 0; attempt < 100; ++attempt) {
+        const int port = kernel_port();
+        if (reserve(port)) return port;
+    }
+    throw std::runtime_error("free_port: 100 ports in a row were reserved by other tests");
 }
 
 std::string bin(const std::string& name) { return std::string(VERN_BIN_DIR) + "/bin/" + name; }

@@ -45,7 +45,8 @@ private:
     std::optional<int> status_;
 };
 
-// A TCP port on 127.0.0.1 that was free a moment ago.
+// A TCP port on 127.0.0.1 that was free a moment ago, reserved for this process until it exits:
+// no other free_port() call, in any test process, returns it again meanwhile.
 int free_port();
 // VERN_BIN_DIR "/bin/" + name: a binary built by this tree.
 std::string bin(const std::string& name);

@@ -1,7 +1,11 @@
 // The site link against a real mosquitto: what it holds in memory between the broker and the
 // pipeline is bounded by messages, by bytes and per payload, and what it can't hold is counted.
 // A message published retained is handed over flagged, however it arrives.
+#include <fcntl.h>
 #include <mqtt/async_client.h>
+#include <sys/file.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <fstream>
@@ -433,4 +437,25 @@ TEST_CASE("A test broker whose port another broker holds fails to start, lending
     // about to exit on "Address already in use": that is no start.
     CHECK_THROWS_AS(vern::test::Mosquitto(same_port), std::runtime_error);
     CHECK(holder.running());
+}
+
+TEST_CASE("A port free_port() gave out stays reserved from other test processes while one lives") {
+    // What keeps a stopped broker's port (a restart test) from going to another test's broker:
+    // another process's free_port() skips it while this process holds it.
+    const int port = vern::test::free_port();
+    const std::string lock = "/tmp/vern-test-ports/" + std::to_string(port);
+    const auto other_process_can_take = [&] {
+        const pid_t pid = ::fork();
+        if (pid == 0) {
+            const int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+            _exit(fd >= 0 && ::flock(fd, LOCK_EX | LOCK_NB) == 0 ? 0 : 1);
+        }
+        int status = 0;
+        ::waitpid(pid, &status, 0);
+        return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    };
+    CHECK_FALSE(other_process_can_take());
+    // And this process does not give it out twice either.
+    std::set<int> given{port};
+    for (int i = 0; i < 50; ++i) CHECK(given.insert(vern::test::free_port()).second);
 }
