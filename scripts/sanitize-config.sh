@@ -13,14 +13,15 @@
 # admin's server.cpp 17.7 -> 14.9, storage's store.cpp 9.4 -> 8.0; 3-4 s to make each), while
 # gcc's (the plain and TSan trees) are 100-150 MB files whose loading costs about what they
 # save (gateway.cpp 6.5 -> 7.2, events.cpp 3.0 -> 2.9, common_test.cpp 2.2 -> 2.4) and 7-8 s
-# to make each.
+# to make each. Both trees are unity builds (VERN_UNITY: one translation unit per library and
+# program, tests excepted): TSan tree 460 -> 307 CPU-s, ASan tree 789 -> 546.
 asan_cmake_args=(-DCMAKE_CXX_COMPILER="${CXX_FUZZ:-clang++-14}" -DCMAKE_BUILD_TYPE=RelWithDebInfo
     "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1" -DVERN_SANITIZE=address -DVERN_FUZZ=ON
-    -DVERN_WERROR=ON -DVERN_LINK_LLD=ON -DVERN_PCH=ON)
+    -DVERN_WERROR=ON -DVERN_LINK_LLD=ON -DVERN_PCH=ON -DVERN_UNITY=ON)
 # tsan: gcc, -O1 -g1, no -Werror (gcc's flow warnings are unreliable under sanitizers: gcc 12
 # warns maybe-uninitialized inside libstdc++'s <regex> with them; gcc's manual advises against
 # -Werror there). gcc rather than clang: clang's line-table-only reports name inlined frames
 # without their class (~__shared_ptr, not std::__shared_ptr<mqtt::token, ...>), so the Paho
 # entries of tests/tsan.supp would not match.
 tsan_cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1"
-    -DVERN_SANITIZE=thread -DVERN_WERROR=OFF -DVERN_LINK_LLD=ON)
+    -DVERN_SANITIZE=thread -DVERN_WERROR=OFF -DVERN_LINK_LLD=ON -DVERN_UNITY=ON)

@@ -3,8 +3,9 @@
 #   plain   build with warnings as errors (-DVERN_WERROR=ON); every unit and end-to-end test
 #   tidy    clang-tidy over vern's own sources, checked-in .clang-tidy (a finding fails)
 #   asan    ASan+UBSan build (clang-14, -O1 -g1, -Werror, libFuzzer instrumentation: the same
-#           tree holds the fuzz targets); every unit and end-to-end test and every fuzz
-#           target's corpus and regressions
+#           tree holds the fuzz targets); every unit and end-to-end test (but the million-record
+#           queue test, see below) and every fuzz target's corpus and regressions
+# The three trees are unity builds (VERN_UNITY: each library and program one translation unit).
 #   tsan    TSan build (gcc, -O1 -g1) of the in-process threaded tests only; those tests
 #   fuzz    every libFuzzer target (in the asan tree) for VERN_FUZZ_SECONDS (20) s on its
 #           checked-in corpus and regressions (a finding fails)
@@ -82,9 +83,12 @@ configure() {  # configure DIR cmake-args...
 }
 plain_build() {
     # -g1 (line tables): backtraces keep file and line; full debug info would cost a fifth of
-    # the build's CPU time for a build that only runs tests.
+    # the build's CPU time for a build that only runs tests. A unity build (VERN_UNITY, as the
+    # sanitizer trees); each file is still compiled on its own by clang-tidy (scripts/tidy.sh)
+    # and by the arm64 stage's programs.
     configure "$plain_dir" -DCMAKE_BUILD_TYPE="${VERN_BUILD_TYPE:-RelWithDebInfo}" \
-        "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1" -DVERN_WERROR=ON -DVERN_LINK_LLD=ON &&
+        "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O2 -g1" -DVERN_WERROR=ON -DVERN_LINK_LLD=ON \
+        -DVERN_UNITY=ON &&
         cmake --build "$plain_dir" -j "$jobs"
 }
 plain_test() {

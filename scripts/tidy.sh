@@ -10,14 +10,28 @@ files=${1:-'/(common|crypto|storage|gateway|firmware-sim)/.*\.cpp$'}
 start=$(date +%s)
 log=$build_dir/tidy.log
 rc=0
-# The compile commands without the precompiled headers (VERN_PCH): clang-tidy cannot read gcc's,
-# and each file is checked as it stands, with only what it includes itself.
+# The compile commands as clang-tidy needs them: one per file, each checked as it stands with
+# only what it includes itself. A unity tree's (VERN_UNITY) command for a batch becomes one
+# command per file the batch includes, with the same flags; precompiled headers (VERN_PCH) are
+# dropped (clang-tidy cannot read gcc's).
 db=$build_dir/tidy-db
 mkdir -p "$db"
-sed -E 's# -Winvalid-pch##g; s# -include [^ "]*/cmake_pch\.hxx##g
-    s# -Xclang -include-pch -Xclang [^ "]*/cmake_pch\.hxx\.pch##g
-    s# -Xclang -include -Xclang [^ "]*/cmake_pch\.hxx##g' \
-    "$build_dir/compile_commands.json" >"$db/compile_commands.json"
+python3 - "$build_dir/compile_commands.json" "$db/compile_commands.json" <<'EOF'
+import json, re, sys
+pch = re.compile(r' -Winvalid-pch| -include [^ "]*/cmake_pch\.hxx'
+                 r'| -Xclang -include-pch -Xclang [^ "]*/cmake_pch\.hxx\.pch'
+                 r'| -Xclang -include -Xclang [^ "]*/cmake_pch\.hxx')
+out = []
+for entry in json.load(open(sys.argv[1])):
+    command = pch.sub('', entry['command'])
+    batch = entry['file']
+    if not re.search(r'/Unity/unity_[0-9]+_cxx\.cxx$', batch):
+        out.append(dict(entry, command=command))
+        continue
+    for source in re.findall(r'^#include "(.*)"$', open(batch).read(), re.M):
+        out.append(dict(entry, file=source, command=command.replace(batch, source)))
+json.dump(out, open(sys.argv[2], 'w'), indent=1)
+EOF
 run-clang-tidy -p "$db" -quiet -j "$(nproc)" "$files" >"$log" 2>&1 || rc=$?
 findings=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^/.*: (error|warning): ' | sort -u || true)
 [ -n "$findings" ] && echo "$findings"
