@@ -17,6 +17,7 @@
 #include "file_system_hook.h"
 #include "info_log.h"
 #include "status_error.h"
+#include "vern/common/big_endian.h"
 
 namespace vern::storage {
 namespace {
@@ -32,12 +33,8 @@ constexpr std::string_view head_key = "h";
 constexpr std::string_view entry_domain = "vern-audit-v1:";
 constexpr std::string_view head_domain = "vern-audit-head-v1:";
 
-void put_u64(std::string& out, std::uint64_t v) {
-    for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>(v >> shift));
-}
-void put_u32(std::string& out, std::uint32_t v) {
-    for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>(v >> shift));
-}
+void put_u64(std::string& out, std::uint64_t v) { put_be(out, v, 8); }
+void put_u32(std::string& out, std::uint32_t v) { put_be(out, v, 4); }
 void put_str(std::string& out, std::string_view s) {
     if (s.size() > AuditLog::max_field_bytes) s = s.substr(0, AuditLog::max_field_bytes);
     put_u32(out, static_cast<std::uint32_t>(s.size()));
@@ -49,14 +46,14 @@ public:
     explicit Reader(std::string_view in) : in_(in) {}
     bool u64(std::uint64_t& v) {
         if (in_.size() - at_ < 8) return false;
-        v = 0;
-        for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<unsigned char>(in_[at_++]);
+        v = get_be(in_, at_, 8);
+        at_ += 8;
         return true;
     }
     bool u32(std::uint32_t& v) {
         if (in_.size() - at_ < 4) return false;
-        v = 0;
-        for (int i = 0; i < 4; ++i) v = (v << 8) | static_cast<unsigned char>(in_[at_++]);
+        v = static_cast<std::uint32_t>(get_be(in_, at_, 4));
+        at_ += 4;
         return true;
     }
     bool bytes(std::size_t n, std::string& out) {
