@@ -172,13 +172,18 @@ int kernel_port() {
 
 // Takes `port` for this process: an exclusive flock on /tmp/vern-test-ports/PORT, held until the
 // process exits (the descriptor is never closed, and not inherited by the processes it starts).
-// False if another free_port() call, in this process or another, holds it.
+// False if another free_port() call, in this process or another, holds it. The directory is
+// shared by every user's tests and a lock needs only read access; where the file can't be made
+// (another user's directory without write access), the port goes unreserved, as before.
 bool reserve(int port) {
-    static const std::string dir = "/tmp/vern-test-ports";
-    ::mkdir(dir.c_str(), 01777);
+    static const std::string dir = [] {
+        std::string d = "/tmp/vern-test-ports";
+        if (::mkdir(d.c_str(), 01777) == 0) ::chmod(d.c_str(), 01777);  // whatever the umask
+        return d;
+    }();
     const std::string path = dir + "/" + std::to_string(port);
-    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
-    if (fd < 0) throw std::system_error(errno, std::generic_category(), "open " + path);
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0444);
+    if (fd < 0) return true;
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
         ::close(fd);
         return false;

@@ -447,7 +447,7 @@ TEST_CASE("A port free_port() gave out stays reserved from other test processes 
     const auto other_process_can_take = [&] {
         const pid_t pid = ::fork();
         if (pid == 0) {
-            const int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+            const int fd = ::open(lock.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC, 0444);
             _exit(fd >= 0 && ::flock(fd, LOCK_EX | LOCK_NB) == 0 ? 0 : 1);
         }
         int status = 0;
