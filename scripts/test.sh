@@ -5,7 +5,6 @@
 #   asan    ASan+UBSan build (clang-14, -O1 -g1, -Werror, libFuzzer instrumentation: the same
 #           tree holds the fuzz targets); every unit and end-to-end test (but the million-record
 #           queue test, see below) and every fuzz target's corpus and regressions
-# The three trees are unity builds (VERN_UNITY: each library and program one translation unit).
 #   tsan    TSan build (gcc, -O1 -g1) of the in-process threaded tests only; those tests
 #   fuzz    every libFuzzer target (in the asan tree) for VERN_FUZZ_SECONDS (20) s on its
 #           checked-in corpus and regressions (a finding fails)
@@ -24,7 +23,9 @@
 # output goes to $VERN_TEST_LOGS (default build-logs/); the terminal gets one line per stage and
 # a summary with wall time and CPU time (user+sys) per stage. Build dirs: $VERN_BUILD_DIR
 # (build), $VERN_ASAN_BUILD_DIR (build-asan, also the fuzz targets'), $VERN_TSAN_BUILD_DIR
-# (build-tsan), $VERN_ARM64_BUILD_DIR (build-arm64-smoke). Exits 1 if any stage failed.
+# (build-tsan), $VERN_ARM64_BUILD_DIR (build-arm64-smoke); the plain, ASan and TSan trees are
+# unity builds (VERN_UNITY: each library and program one translation unit). Exits 1 if any stage
+# failed.
 set -uo pipefail
 self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
@@ -41,7 +42,7 @@ while [ $# -gt 0 ]; do
         --stages) IFS=, read -r -a stages <<<"${2:?--stages needs a list}"; shift 2 ;;
         --fuzz-seconds) fuzz_seconds="${2:?--fuzz-seconds needs a number}"; shift 2 ;;
         --run-stage) stage_to_run=$2; shift 2 ;;  # internal: one stage, see run()
-        -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) ctest_args+=("$1"); shift ;;
     esac
 done
