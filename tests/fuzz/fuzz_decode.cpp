@@ -6,11 +6,14 @@
 //   came from a topic of our site with a valid device id;
 // - an accepted message, serialized again as Protobuf and as canonical JSON, is accepted again
 //   and decodes to an equal message (unknown fields don't survive JSON, so that comparison
-//   leaves them out).
+//   leaves them out);
+// - whatever payload decode's plain JSON reader takes (gateway/decode/src/plain_json.h),
+//   protobuf's JSON parser takes too and reads to an equal message: the reader only saves time.
 #include <google/protobuf/stubs/logging.h>
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/message_differencer.h>
 
+#include "../../gateway/decode/src/plain_json.h"  // private to decode: checked against protobuf
 #include "fuzz_common.h"
 #include "vern/decode/decode.h"
 
@@ -50,6 +53,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::string topic = "dev/v1/" + std::string(other_site ? "site-2" : "site-1") + "/" +
                               device + "/" + std::string(vern::fuzz::decode_kinds[kind_index]);
     const std::string payload(in.rest());
+
+    {
+        vern::device::v1::DeviceMessage plain;
+        if (vern::decode::detail::read_plain_json(payload, plain)) {
+            vern::device::v1::DeviceMessage reference;
+            google::protobuf::util::JsonParseOptions options;
+            options.ignore_unknown_fields = false;
+            VERN_FUZZ_CHECK(
+                google::protobuf::util::JsonStringToMessage(payload, &reference, options).ok(),
+                "plain JSON reader took what protobuf's parser refuses");
+            VERN_FUZZ_CHECK(equal(plain, reference), "plain JSON reader read another message");
+        }
+    }
 
     auto decoded = f.decoder.decode(topic, payload);
     if (!decoded) return 0;

@@ -1,9 +1,13 @@
 #include "vern/decode/decode.h"
 
 #include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/message_differencer.h>
 
 #include <catch2/catch.hpp>
+#include <optional>
 #include <random>
+
+#include "../../gateway/decode/src/plain_json.h"  // private to decode: checked against protobuf
 
 using namespace vern;
 using vern::decode::Decoder;
@@ -276,4 +280,195 @@ TEST_CASE("The limits apply to the values the parsed event keeps, whatever the w
     auto refused = d.decode(alarm_topic, last.SerializeAsString() + first.SerializeAsString());
     REQUIRE_FALSE(refused);
     CHECK(refused.error() == Reason::field_too_long);
+}
+
+// The plain JSON reader (gateway/decode/src/plain_json.h) against protobuf's parser: whatever
+// the plain reader takes, protobuf's parser takes too and reads to the same message.
+namespace {
+
+// Protobuf's reading of `json`, as decode() configures it; nullopt when it refuses.
+std::optional<device::v1::DeviceMessage> protobuf_reading(const std::string& json) {
+    device::v1::DeviceMessage m;
+    google::protobuf::util::JsonParseOptions options;
+    options.ignore_unknown_fields = false;
+    if (!google::protobuf::util::JsonStringToMessage(json, &m, options).ok()) return std::nullopt;
+    return m;
+}
+
+std::optional<device::v1::DeviceMessage> plain_reading(const std::string& json) {
+    device::v1::DeviceMessage m;
+    if (!decode::detail::read_plain_json(json, m)) return std::nullopt;
+    return m;
+}
+
+bool same(const device::v1::DeviceMessage& a, const device::v1::DeviceMessage& b) {
+    return google::protobuf::util::MessageDifferencer::Equals(a, b);
+}
+
+std::vector<device::v1::DeviceMessage> every_kind() {
+    std::vector<device::v1::DeviceMessage> out;
+    auto full = alarm_event();
+    auto* a = full.mutable_alarm();
+    a->set_event_id("ev-42");
+    a->set_zone(4294967295u);
+    a->set_user_name("Kari Nordmann");
+    a->set_contact_phone("+47 912 34 567");
+    a->set_national_id("01010112345");
+    a->set_attempt_count(3);
+    full.set_seq(18446744073709551615ull);
+    full.set_event_time_ms(-9223372036854775807LL - 1);
+    out.push_back(full);
+    device::v1::DeviceMessage meter;
+    meter.set_device_id("meter-01");
+    meter.set_seq(1);
+    meter.set_event_time_ms(1'700'000'900'000);
+    auto* r = meter.mutable_meter();
+    r->set_meter_point_id("707057500012345678");
+    r->set_customer_number("51000001");
+    r->set_energy_wh(9'007'199'254'740'993ull);  // 2^53 + 1: quoted, as written
+    r->set_interval_start_ms(1'700'000'000'000);
+    r->set_interval_s(900);
+    out.push_back(meter);
+    for (std::size_t n = 0; n <= 5; ++n) {  // every padding of base64
+        device::v1::DeviceMessage image;
+        image.set_device_id("panel-00aa11");
+        image.set_seq(9 + n);
+        image.set_event_time_ms(1'700'000'000'000);
+        auto* c = image.mutable_image();
+        c->set_event_id("ev-42");
+        c->set_image_id("img-1");
+        c->set_index(0);
+        c->set_count(2);
+        c->set_content_type("image/jpeg");
+        c->set_data(std::string("\xff\xd8\xff\x00\x10\xfe", n));
+        out.push_back(image);
+    }
+    out.emplace_back();  // nothing set: "{}"
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "JSON as MessageToJsonString writes it is plain, and reads as protobuf's parser reads it") {
+    for (const auto& m : every_kind()) {
+        for (bool proto_names : {false, true}) {
+            google::protobuf::util::JsonPrintOptions print;
+            print.preserve_proto_field_names = proto_names;
+            print.add_whitespace = proto_names;
+            std::string json;
+            REQUIRE(google::protobuf::util::MessageToJsonString(m, &json, print).ok());
+            auto plain = plain_reading(json);
+            REQUIRE(plain);
+            auto reference = protobuf_reading(json);
+            REQUIRE(reference);
+            CHECK(same(*plain, *reference));
+            CHECK(same(*plain, m));
+        }
+    }
+}
+
+TEST_CASE("Hand-written plain JSON reads as protobuf's parser reads it") {
+    for (const std::string json : {
+             R"({"deviceId":"p-1","seq":7,"eventTimeMs":1700000000000,"alarm":{"kind":"ARM"}})",
+             R"( { "device_id" : "p-1" , "seq" : "7" , "alarm" : { } } )",
+             "{\r\n\t\"seq\":\"0\",\"eventTimeMs\":\"-5\",\"meter\":{\"intervalS\":0}}\n",
+             R"({"seq":9007199254740992,"eventTimeMs":-9007199254740992})",
+             R"({"alarm":{"kind":"KIND_UNSPECIFIED","zone":0,"user_slot":99,"pinCode":""}})",
+             R"({"image":{"data":"","index":4294967295}})",
+             R"({"image":{"data":"/+8="}})",
+             R"({})",
+         }) {
+        INFO(json);
+        auto reference = protobuf_reading(json);
+        REQUIRE(reference);
+        auto plain = plain_reading(json);
+        REQUIRE(plain);
+        CHECK(same(*plain, *reference));
+    }
+}
+
+TEST_CASE("JSON that is not plain is left to protobuf's parser, which decides") {
+    const std::string topic = "dev/v1/site-1/p-1/alarm";
+    const std::string head = R"({"deviceId":"p-1","seq":"3","eventTimeMs":"1700000000000",)";
+    const std::vector<std::string> not_plain = {
+        head + R"("alarm":{"kind":"ARM","userName":"\u00d8ystein"}})",           // escape
+        head + "\"alarm\":{\"kind\":\"ARM\",\"userName\":\"\xc3\x98ystein\"}}",  // UTF-8
+        head + R"("alarm":{"kind":2}})",                                         // enum number
+        head + R"("alarm":{"kind":"ARM","zone":3.0}})",                          // fraction
+        head + R"("alarm":{"kind":"ARM","zone":"3"}})",                          // quoted 32-bit
+        head + R"("alarm":{"kind":"ARM","zone":1e1}})",                          // exponent
+        head + R"("alarm":{"kind":"ARM","zone":03}})",                           // leading zero
+        head + R"("alarm":{"kind":"ARM","zone":null}})",                         // null
+        head + R"("alarm":{"kind":"ARM","kind":"DISARM"}})",                     // twice
+        head + R"("alarm":{"kind":"ARM","event_id":"a","eventId":"b"}})",        // twice, 2 names
+        head + R"("alarm":{"kind":"ARM"},"meter":{}})",                          // two bodies
+        head + R"("alarm":{"kind":"ARM","zone":4294967296}})",                   // out of range
+        head + R"("alarm":{"kind":"ARM","zone":-1}})",                           // negative
+        head + R"("alarm":{"kind":"arm"}})",                                     // enum case
+        head + R"("alarm":{"kind":"ARM","bogus":1}})",                           // unknown field
+        head + R"("alarm":{"kind":"ARM"}} trailing)",                            // after the end
+        head + R"("alarm":{"kind":"ARM"},})",                                    // trailing comma
+        head + R"("alarm":{"kind":"ARM"})",                                      // truncated
+        R"({"deviceId":"p-1","seq":9007199254740993,"alarm":{"kind":"ARM"}})",   // > 2^53
+        R"({"deviceId":"p-1","seq":"-0","alarm":{"kind":"ARM"}})",
+        R"({"deviceId":"p-1","seq":"18446744073709551616","alarm":{"kind":"ARM"}})",
+        R"({"image":{"data":"/-8="}})",  // web-safe base64
+        R"({"image":{"data":"/+8"}})",   // unpadded
+        R"({"image":{"data":"/+9="}})",  // unused bits set
+        "[]",
+    };
+    for (const auto& json : not_plain) {
+        INFO(json);
+        CHECK_FALSE(plain_reading(json));
+        const bool protobuf_takes = protobuf_reading(json).has_value();
+        auto d = decoder().decode(topic, json);
+        CHECK((d || d.error() != Reason::undecodable) == protobuf_takes);
+    }
+}
+
+TEST_CASE("Mutated plain JSON: what the plain reader takes, protobuf's parser takes alike") {
+    std::vector<std::string> seeds;
+    for (const auto& m : every_kind()) {
+        std::string json;
+        REQUIRE(google::protobuf::util::MessageToJsonString(m, &json).ok());
+        seeds.push_back(json);
+    }
+    std::mt19937 rng(20261207);  // NOLINT(cert-msc51-cpp): the same mutations each run
+    const std::string alphabet = "{}[]:,\" 0123456789-+.eE/=AZaz_\\nul";
+    int plain_taken = 0;
+    int left = 0;
+    for (int i = 0; i < 20000; ++i) {
+        std::string json = seeds[rng() % seeds.size()];
+        for (int edits = 1 + static_cast<int>(rng() % 3); edits > 0 && !json.empty(); --edits) {
+            const std::size_t at = rng() % json.size();
+            switch (rng() % 4) {
+                case 0:
+                    json.erase(at, 1);
+                    break;
+                case 1:
+                    json.insert(at, 1, alphabet[rng() % alphabet.size()]);
+                    break;
+                case 2:
+                    json[at] = alphabet[rng() % alphabet.size()];
+                    break;
+                default:  // a piece of the message again, elsewhere
+                    json.insert(rng() % json.size(), json.substr(at, 1 + rng() % 24));
+                    break;
+            }
+        }
+        auto plain = plain_reading(json);
+        if (!plain) {
+            ++left;
+            continue;
+        }
+        ++plain_taken;
+        auto reference = protobuf_reading(json);
+        INFO(json);
+        REQUIRE(reference);
+        REQUIRE(same(*plain, *reference));
+    }
+    // Both sides of the line are exercised.
+    CHECK(plain_taken > 1000);
+    CHECK(left > 1000);
 }

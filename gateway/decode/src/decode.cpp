@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "plain_json.h"
 #include "vern/common/wire.h"
 #include "vern/config/purposes.h"
 
@@ -228,11 +229,17 @@ Result<Decoded, Reason> Decoder::decode(std::string_view topic, std::string_view
     Decoded out{std::move(*parsed_topic), {}, false};
     bool limits_checked = false;
     if (looks_like_json(payload)) {
-        google::protobuf::util::JsonParseOptions options;
-        options.ignore_unknown_fields = false;
-        auto status = google::protobuf::util::JsonStringToMessage(
-            google::protobuf::StringPiece(payload.data(), payload.size()), &out.message, options);
-        if (!status.ok()) return fail(Reason::undecodable);
+        // The plain form first (plain_json.h: the same message, ~20x cheaper); protobuf's
+        // general parser decides everything else.
+        if (!detail::read_plain_json(payload, out.message)) {
+            out.message.Clear();
+            google::protobuf::util::JsonParseOptions options;
+            options.ignore_unknown_fields = false;
+            auto status = google::protobuf::util::JsonStringToMessage(
+                google::protobuf::StringPiece(payload.data(), payload.size()), &out.message,
+                options);
+            if (!status.ok()) return fail(Reason::undecodable);
+        }
         out.was_json = true;
     } else if (!out.message.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
         return fail(Reason::undecodable);
