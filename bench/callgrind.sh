@@ -7,8 +7,9 @@
 # Deterministic work: watch Ir/event for regressions (differences under ~1 % are noise from
 # RocksDB's background threads and timing).
 # Knobs: VERN_BENCH_NO_BUILD=1, VERN_BUILD_DIR, EVENTS (5000), BATCH (64), KIND (alarm|meter),
-# DRAIN (1), LIMITS (0; 1: with the default alarm rate and share per device), TOP (15: functions
-# listed), OUT (keep the callgrind.out file here).
+# DRAIN (1), LIMITS (0; 1: with the default alarm rate and share per device), FORMAT (proto|json:
+# what the devices send; making the payload is not counted), TOP (15: functions listed), OUT
+# (keep the callgrind.out file here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${VERN_BENCH_NO_BUILD:-0}" != 1 ]; then
@@ -18,16 +19,21 @@ build=${VERN_BUILD_DIR:-build}
 events=${EVENTS:-5000} batch=${BATCH:-64} kind=${KIND:-alarm} top=${TOP:-15}
 drain=(); [ "${DRAIN:-1}" = 1 ] && drain=(--drain)
 limits=(); [ "${LIMITS:-0}" = 1 ] && limits=(--device-limits)
+format=${FORMAT:-proto}
+json=(); [ "$format" = json ] && json=(--json)
 run=$(mktemp -d /tmp/vern-callgrind.XXXXXX)
 trap 'rm -rf "$run"' EXIT
 out=${OUT:-$run/callgrind.out}
+# Collection on in run_load, off again inside payload_of (the device's side).
 valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*run_load*' \
+    --toggle-collect='*payload_of*' \
     --callgrind-out-file="$out" "$build/bin/vern-pipeline-bench" --kind "$kind" \
-    --events "$events" --batch "$batch" "${drain[@]}" "${limits[@]}" --data-dir "$run/data" \
+    --events "$events" --batch "$batch" "${drain[@]}" "${limits[@]}" "${json[@]}" \
+    --data-dir "$run/data" \
     >"$run/bench.json" 2>"$run/valgrind.log" || { tail -20 "$run/valgrind.log"; exit 1; }
 total=$(awk '/^(summary|totals):/ {print $2; exit}' "$out")
-echo "vern data path under callgrind: $events $kind events, batches of $batch, sync on${drain:+, outbox drained}${limits:+, alarm rate and share per device}"
-awk -v t="$total" -v n="$events" 'BEGIN {printf "  Ir per event  %.0f  (%d Ir in run_load)\n", t / n, t}'
+echo "vern data path under callgrind: $events $kind events ($format), batches of $batch, sync on${drain:+, outbox drained}${limits:+, alarm rate and share per device}"
+awk -v t="$total" -v n="$events" 'BEGIN {printf "  Ir per event  %.0f  (%.0f Ir in run_load)\n", t / n, t}'
 echo "  top functions by Ir (self), per event:"
 callgrind_annotate --inclusive=no "$out" 2>/dev/null |
     awk -v n="$events" -v top="$top" '/^ *[0-9,]+ / && !/PROGRAM TOTALS/ && c < top {

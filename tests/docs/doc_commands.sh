@@ -122,7 +122,7 @@ declare -A in_ctest
 in_ctest['scripts/package-test.sh build']='package_test'
 # The benches' smoke versions (bench/README.md; tests/CMakeLists.txt, "bench_smoke: ...")
 in_ctest['RATES=1000,0 FORMATS=json DURATION=1 bench/relay.sh']='bench_smoke'
-in_ctest['EVENTS=200 bench/callgrind.sh']='bench_smoke'
+in_ctest['EVENTS=200 FORMAT=json bench/callgrind.sh']='bench_smoke'
 in_ctest['DURATION=1 bench/alarm_load.sh']='bench_smoke'
 in_ctest['HEAD_RECORDS=20000 BACKLOG=5000 RSS_S=1 DRAIN_ALARM_S=1 SETTLE_S=1 bench/backlog.sh']='bench_smoke'
 part_of['vern-tap scan']='./scripts/install-deps.sh && ./scripts/demo.sh'
