@@ -1,7 +1,7 @@
 #pragma once
 // The plain form of the proto3 JSON mapping of a DeviceMessage, read without protobuf's general
-// JSON parser (which builds a type resolver's object stream per message: ~11 µs an alarm here,
-// against ~0.5 µs for this reader).
+// JSON parser (which builds a type resolver's object stream per message: 10-14 µs an alarm here,
+// against 0.6-1.1 µs for this reader, in a loop over one alarm).
 //
 // Plain: what MessageToJsonString writes, and what a device writing JSON by hand usually sends:
 // an object per message, keys by JSON or proto field name, each at most once, at most one body;
