@@ -91,24 +91,34 @@ std::optional<std::uint64_t> digits_value(std::string_view d, std::uint64_t max)
     return v;
 }
 
-struct Integer {
-    bool negative = false;
-    std::uint64_t magnitude = 0;
+// The magnitudes a field's integers may have; max_negative 0: no sign (unsigned).
+struct Range {
+    std::uint64_t max_positive = 0;
+    std::uint64_t max_negative = 0;
 };
 
-// "-"? digits, within `max_magnitude` (and `max_negative` when negative); never "-0".
-std::optional<Integer> integer_value(std::string_view text, bool is_signed,
-                                     std::uint64_t max_magnitude, std::uint64_t max_negative) {
-    Integer out;
-    if (!text.empty() && text[0] == '-') {
-        if (!is_signed) return std::nullopt;
-        out.negative = true;
+Range range_of(FieldDescriptor::Type type, bool quoted) {
+    constexpr std::uint64_t int64_max = std::numeric_limits<std::int64_t>::max();
+    switch (type) {
+        case FieldDescriptor::TYPE_INT64:
+            return quoted ? Range{int64_max, int64_max + 1} : Range{max_bare_64, max_bare_64};
+        case FieldDescriptor::TYPE_UINT64:
+            return {quoted ? std::numeric_limits<std::uint64_t>::max() : max_bare_64, 0};
+        default:  // TYPE_UINT32
+            return {std::numeric_limits<std::uint32_t>::max(), 0};
+    }
+}
+
+// "-"? digits within `range`, never "-0": the value's two's complement bits.
+std::optional<std::uint64_t> integer_bits(std::string_view text, Range range) {
+    const bool negative = !text.empty() && text[0] == '-';
+    if (negative) {
+        if (range.max_negative == 0) return std::nullopt;
         text.remove_prefix(1);
     }
-    auto v = digits_value(text, out.negative ? max_negative : max_magnitude);
-    if (!v || (out.negative && *v == 0)) return std::nullopt;
-    out.magnitude = *v;
-    return out;
+    auto v = digits_value(text, negative ? range.max_negative : range.max_positive);
+    if (!v || (negative && *v == 0)) return std::nullopt;
+    return negative ? 0 - *v : *v;
 }
 
 int base64_digit(char c) {
@@ -163,59 +173,45 @@ bool read_field(Cursor& in, Message& message, const FieldDescriptor& field, int 
             return true;
         }
         case FieldDescriptor::TYPE_UINT64:
-        case FieldDescriptor::TYPE_INT64: {
-            const bool is_signed = field.type() == FieldDescriptor::TYPE_INT64;
-            const bool quoted = in.next_is_quote();
+        case FieldDescriptor::TYPE_INT64:
+        case FieldDescriptor::TYPE_UINT32: {
+            const bool wide = field.type() == FieldDescriptor::TYPE_UINT64 ||
+                              field.type() == FieldDescriptor::TYPE_INT64;
+            const bool quoted = wide && in.next_is_quote();  // 32-bit ones bare only
             auto text = quoted ? in.plain_string() : in.bare_integer();
             if (!text) return false;
-            const std::uint64_t max =
-                !quoted     ? max_bare_64
-                : is_signed ? static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())
-                            : std::numeric_limits<std::uint64_t>::max();
-            const std::uint64_t max_negative = quoted ? max + 1 : max;
-            auto v = integer_value(*text, is_signed, max, max_negative);
-            if (!v) return false;
-            if (is_signed) {
-                const auto value = v->negative ? static_cast<std::int64_t>(0 - v->magnitude)
-                                               : static_cast<std::int64_t>(v->magnitude);
-                reflection->SetInt64(&message, &field, value);
-            } else {
-                reflection->SetUInt64(&message, &field, v->magnitude);
-            }
-            return true;
-        }
-        case FieldDescriptor::TYPE_UINT32:
-        case FieldDescriptor::TYPE_INT32: {
-            const bool is_signed = field.type() == FieldDescriptor::TYPE_INT32;
-            auto text = in.bare_integer();
-            if (!text) return false;
-            const std::uint64_t max =
-                is_signed ? static_cast<std::uint64_t>(std::numeric_limits<std::int32_t>::max())
-                          : std::numeric_limits<std::uint32_t>::max();
-            auto v = integer_value(*text, is_signed, max, max + 1);
-            if (!v) return false;
-            if (is_signed) {
-                const auto value = v->negative ? -static_cast<std::int64_t>(v->magnitude)
-                                               : static_cast<std::int64_t>(v->magnitude);
-                reflection->SetInt32(&message, &field, static_cast<std::int32_t>(value));
-            } else {
-                reflection->SetUInt32(&message, &field, static_cast<std::uint32_t>(v->magnitude));
+            auto bits = integer_bits(*text, range_of(field.type(), quoted));
+            if (!bits) return false;
+            switch (field.type()) {
+                case FieldDescriptor::TYPE_INT64:
+                    reflection->SetInt64(&message, &field, static_cast<std::int64_t>(*bits));
+                    break;
+                case FieldDescriptor::TYPE_UINT64:
+                    reflection->SetUInt64(&message, &field, *bits);
+                    break;
+                default:
+                    reflection->SetUInt32(&message, &field, static_cast<std::uint32_t>(*bits));
+                    break;
             }
             return true;
         }
         case FieldDescriptor::TYPE_ENUM: {
             auto name = in.plain_string();
             if (!name) return false;
-            const auto* value = field.enum_type()->FindValueByName(std::string(*name));
-            if (!value) return false;
-            reflection->SetEnumValue(&message, &field, value->number());
-            return true;
+            const auto& type = *field.enum_type();
+            for (int i = 0; i < type.value_count(); ++i) {  // no std::string made for the name
+                if (type.value(i)->name() == *name) {
+                    reflection->SetEnumValue(&message, &field, type.value(i)->number());
+                    return true;
+                }
+            }
+            return false;
         }
         case FieldDescriptor::TYPE_MESSAGE:
             if (depth >= max_depth || field.is_map()) return false;
             return read_object(in, *reflection->MutableMessage(&message, &field), depth + 1);
         default:
-            return false;  // a type no device message has yet: protobuf reads it
+            return false;  // a type no device message has (int32, bool, ...): protobuf reads it
     }
 }
 
